@@ -1,0 +1,45 @@
+# GeoAlign: two commands, `make demo` and `make test`. Both are idempotent.
+SHELL := /bin/bash
+SYS_PY := /usr/bin/python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.geoalign-installed
+TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
+export QT_QPA_PLATFORM ?= offscreen
+
+.PHONY: setup system demo test lint plugin sample clean-venv bench
+
+setup: $(STAMP)
+
+# QGIS (and the Python it is built for) from Debian, only when it is missing.
+system:
+	@if ! $(SYS_PY) -c "import qgis.core" >/dev/null 2>&1; then \
+		echo "installing QGIS from apt"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			python3-qgis qgis-providers xvfb python3-venv >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml | system
+	@test -x $(PY) || $(SYS_PY) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PAIR)
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/geoalign tile-classify sample_data/scene.tif --out demo_tiles.gpkg --overwrite
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+sample: setup
+	$(PY) sample_data/make_sample.py --seed 0 --out sample_data
+
+plugin:
+	$(SYS_PY) geoalign_qgis/package.py --out dist/geoalign_qgis.zip
+
+bench: setup
+	$(PY) benchmarks/bench_inference.py

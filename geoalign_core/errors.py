@@ -1,0 +1,28 @@
+"""User-facing errors.
+
+Every error a user can cause derives from :class:`GeoAlignError`; its message is one line.
+The CLI prints it as ``error: <message>`` and exits with status 2; the QGIS plugin shows
+it in the message bar. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class GeoAlignError(Exception):
+    """Base class of errors caused by user input or the environment (one-line message)."""
+
+
+class InputError(GeoAlignError):
+    """Bad user input: a missing or unreadable file, a bad parameter, an existing output."""
+
+
+class ModelError(GeoAlignError):
+    """A model cannot be built or used as asked (unknown name, unsupported architecture)."""
+
+
+class CheckpointError(ModelError):
+    """A checkpoint file is missing, unreadable, or does not fit the architecture."""
+
+
+class OfflineError(ModelError):
+    """Weights are not cached and the hub cannot be reached."""

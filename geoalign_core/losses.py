@@ -1,0 +1,155 @@
+"""The five GeoAlignCLIP losses (paper Eq. 1-5) and their weighted sum.
+
+All inputs are L2-normalised embeddings; ``logit_scale`` is 1/tau. Each loss returns a
+scalar tensor.
+
+Under ``torch.distributed`` the contrastive terms (Eq. 1, Eq. 2 and both halves of HTC)
+gather embeddings from every rank *with gradient* (``torch.distributed.nn.all_gather``),
+so negatives span the global batch, as open_clip's ``ClipLoss(gather_with_grad=True)``
+does. Region counts may differ between ranks: they are padded for the collective and
+unpadded afterwards. Eq. 3 (each region against its own candidates) and Eq. 4 (a
+per-region distance) need no gathering.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` ([n_r, ...], n_r may differ per rank) from all ranks, keeping gradients.
+
+    Outside torch.distributed (or with one process) this returns ``x`` itself.
+    """
+    if not _distributed():
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    world = dist.get_world_size()
+    n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    sizes_i = [int(s.item()) for s in sizes]
+    m = max(sizes_i)
+    if m == 0:
+        return x
+    pad = x.new_zeros((m - x.shape[0], *x.shape[1:]))
+    parts = all_gather(torch.cat([x, pad], dim=0))
+    return torch.cat([p[:s] for p, s in zip(parts, sizes_i)], dim=0)
+
+
+def _symmetric_infonce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE: row i of ``a`` matches row i of ``b``; all other rows are negatives."""
+    if a.shape != b.shape:
+        raise ValueError(f"paired embeddings must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    a_all, b_all = gather_with_grad(a), gather_with_grad(b)
+    if a_all.shape[0] == 0:
+        return (a.sum() + b.sum()) * 0.0
+    logits = logit_scale * a_all @ b_all.t()
+    labels = torch.arange(a_all.shape[0], device=a.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+
+def global_contrastive(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Eq. 1: symmetric InfoNCE between global image embeddings and their captions (``[N, D]``)."""
+    return _symmetric_infonce(img, txt, logit_scale)
+
+
+def region_phrase(reg: torch.Tensor, phr: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Eq. 2 (RPA): symmetric InfoNCE over the K regions and their phrases (``[K, D]``)."""
+    return _symmetric_infonce(reg, phr, logit_scale)
+
+
+def hard_negative(reg: torch.Tensor, cands: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 (HNA): each region ``[K, D]`` against its candidates ``[K, Q, D]`` (index 0 = positive)."""
+    if cands.dim() != 3 or cands.shape[0] != reg.shape[0]:
+        raise ValueError(f"cands must be [K, Q, D] with K={reg.shape[0]}, got {tuple(cands.shape)}")
+    if reg.shape[0] == 0:
+        return (reg.sum() + cands.sum()) * 0.0
+    logits = logit_scale * torch.einsum("kd,kqd->kq", reg, cands)
+    labels = torch.zeros(reg.shape[0], dtype=torch.long, device=reg.device)
+    return F.cross_entropy(logits, labels)
+
+
+def visual_intra_consistency(reg: torch.Tensor, crop: torch.Tensor) -> torch.Tensor:
+    """Eq. 4 (VIC): mean over regions of 1 - cos(RoI view, crop view)."""
+    if reg.shape != crop.shape:
+        raise ValueError(f"RoI and crop embeddings differ in shape: {tuple(reg.shape)} vs {tuple(crop.shape)}")
+    if reg.shape[0] == 0:
+        return (reg.sum() + crop.sum()) * 0.0
+    return (1.0 - (reg * crop).sum(dim=-1)).mean()
+
+
+def hierarchical_text(
+    img: torch.Tensor, brief: torch.Tensor, detail: torch.Tensor, logit_scale: torch.Tensor
+) -> torch.Tensor:
+    """HTC: Eq. 1 for (image, brief caption) plus Eq. 1 for (image, detailed caption)."""
+    return global_contrastive(img, brief, logit_scale) + global_contrastive(img, detail, logit_scale)
+
+
+LOSS_NAMES = ("global", "rpa", "hna", "vic", "htc")
+STAGE1_LAMBDAS = (1.0, 0.0, 0.0, 0.0, 0.0)
+
+
+class GeoAlignLoss(nn.Module):
+    """Eq. 5: ``l1*L_g + l2*L_RPA + l3*L_HNA + l4*L_VIC + l5*L_HTC``.
+
+    Stage I uses ``lambdas=(1, 0, 0, 0, 0)``. Terms whose weight is 0 are not computed
+    (and need no inputs). ``forward`` returns ``(total, {name: value})`` where the dict
+    holds the detached unweighted terms that were computed.
+    """
+
+    def __init__(self, lambdas: Sequence[float] = (1.0, 1.0, 1.0, 1.0, 1.0)):
+        super().__init__()
+        lambdas = tuple(float(x) for x in lambdas)
+        if len(lambdas) != 5:
+            raise ValueError(f"lambdas must hold five weights (l1..l5), got {len(lambdas)}")
+        self.lambdas = lambdas
+
+    def forward(
+        self,
+        logit_scale: torch.Tensor,
+        img: torch.Tensor,
+        brief: torch.Tensor | None = None,
+        detail: torch.Tensor | None = None,
+        reg: torch.Tensor | None = None,
+        phr: torch.Tensor | None = None,
+        cands: torch.Tensor | None = None,
+        crop: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        l1, l2, l3, l4, l5 = self.lambdas
+        terms: dict[str, torch.Tensor] = {}
+
+        def need(name: str, *xs: torch.Tensor | None) -> None:
+            if any(x is None for x in xs):
+                raise ValueError(f"loss term {name!r} has a non-zero weight but its inputs are missing")
+
+        if l1:
+            need("global", brief)
+            terms["global"] = global_contrastive(img, brief, logit_scale)
+        if l2:
+            need("rpa", reg, phr)
+            terms["rpa"] = region_phrase(reg, phr, logit_scale)
+        if l3:
+            need("hna", reg, cands)
+            terms["hna"] = hard_negative(reg, cands, logit_scale)
+        if l4:
+            need("vic", reg, crop)
+            terms["vic"] = visual_intra_consistency(reg, crop)
+        if l5:
+            need("htc", brief, detail)
+            terms["htc"] = hierarchical_text(img, brief, detail, logit_scale)
+        weights = dict(zip(LOSS_NAMES, self.lambdas))
+        total = sum(weights[k] * v for k, v in terms.items())
+        if not terms:
+            total = img.sum() * 0.0
+        return total, {k: float(v.detach()) for k, v in terms.items()}

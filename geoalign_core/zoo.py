@@ -1,0 +1,412 @@
+"""Named models, checkpoints, download + cache, and clear offline errors.
+
+``load_model(name_or_path)`` accepts
+
+* a zoo name (``geoalign-demo``, ``openai-vit-b-16``, ``remoteclip-vit-b-32``, ... see
+  :data:`ZOO` or ``geoalign models list``);
+* ``hf-hub:org/repo``: an open_clip model published on the Hugging Face hub
+  (``open_clip_config.json`` + ``open_clip_model.safetensors``);
+* a local ``.pt`` / ``.pth`` / ``.bin`` / ``.safetensors`` checkpoint: a plain open_clip
+  state_dict, one wrapped in ``{"state_dict": ...}``, with or without ``module.``
+  prefixes (the RemoteCLIP / GeoRSCLIP / SkyCLIP / FarSLIP release format), or a
+  GeoAlign export (safetensors whose metadata names its architecture). Files are read
+  with ``torch.load(weights_only=True)`` only;
+* an open_clip architecture name (``ViT-B-16``): random weights, with a warning.
+
+Downloads go to ``$GEOALIGN_CACHE`` (default ``~/.cache/geoalign``) as
+``<cache>/<zoo name>/<file>``: a file placed there by hand is used without any network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import open_clip
+import torch
+
+from .errors import CheckpointError, ModelError, OfflineError
+from .model import LONG_CONTEXT, GeoAlignCLIP, ModelSpec, build_clip
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+SPEC_KEY = "geoalign_spec"
+HUB_TIMEOUT_S = 4.0
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A named model: where its weights live and how to build the network around them."""
+
+    name: str
+    arch: str
+    repo: str | None  # Hugging Face hub repo; None for weights bundled in the package
+    filename: str
+    quick_gelu: bool = False
+    long_text: bool = False
+    dense_mode: str = "value"
+    description: str = ""
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(
+            arch=self.arch,
+            quick_gelu=self.quick_gelu,
+            long_text=self.long_text,
+            dense_mode=self.dense_mode,
+            name=self.name,
+        )
+
+
+ZOO: dict[str, ZooEntry] = {
+    e.name: e
+    for e in [
+        ZooEntry(
+            "geoalign-demo", "GeoAlign-Tiny", None, "geoalign-demo.safetensors",
+            dense_mode="standard",
+            description="tiny GeoAlignCLIP trained on the synthetic scenes (bundled, offline)",
+        ),
+        ZooEntry(
+            "openai-vit-b-16", "ViT-B-16", "timm/vit_base_patch16_clip_224.openai", "open_clip_model.safetensors",
+            quick_gelu=True, description="OpenAI CLIP ViT-B/16",
+        ),
+        ZooEntry(
+            "openai-vit-l-14", "ViT-L-14", "timm/vit_large_patch14_clip_224.openai", "open_clip_model.safetensors",
+            quick_gelu=True, description="OpenAI CLIP ViT-L/14",
+        ),
+        ZooEntry(
+            "remoteclip-vit-b-32", "ViT-B-32", "chendelong/RemoteCLIP", "RemoteCLIP-ViT-B-32.pt",
+            description="RemoteCLIP ViT-B/32 (Liu et al. 2024)",
+        ),
+        ZooEntry(
+            "remoteclip-vit-l-14", "ViT-L-14", "chendelong/RemoteCLIP", "RemoteCLIP-ViT-L-14.pt",
+            description="RemoteCLIP ViT-L/14 (Liu et al. 2024)",
+        ),
+        ZooEntry(
+            "georsclip-vit-b-32", "ViT-B-32", "Zilun/GeoRSCLIP", "ckpt/RS5M_ViT-B-32.pt",
+            quick_gelu=True, description="GeoRSCLIP ViT-B/32, RS5M (Zhang et al. 2024)",
+        ),
+        ZooEntry(
+            "skyclip-vit-l-14", "ViT-L-14", "furiousteabag/SkyCLIP",
+            "SkyCLIP_ViT_L14_top30pct_filtered_by_CLIP_laion_RS_epoch_20.pt",
+            quick_gelu=True, description="SkyCLIP ViT-L/14, SkyScript top30pct (Wang et al. 2024)",
+        ),
+        ZooEntry(
+            "farslip-vit-b-16", "ViT-B-16", "ZhenShiL/FarSLIP", "FarSLIP1_ViT-B-16.pt",
+            quick_gelu=True, long_text=True, description="FarSLIP stage 1 ViT-B/16, Long-CLIP text (248 tokens)",
+        ),
+    ]
+}
+DEFAULT_MODEL = "geoalign-demo"
+
+
+# ---------------------------------------------------------------------------- cache
+def cache_dir() -> Path:
+    env = os.environ.get("GEOALIGN_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "geoalign"
+
+
+def weights_path(entry: ZooEntry) -> Path:
+    """Where the entry's weights are (bundled) or will be cached."""
+    if entry.repo is None:
+        return WEIGHTS_DIR / entry.filename
+    return cache_dir() / entry.name / entry.filename
+
+
+def is_available(name: str) -> bool:
+    """True when the model can be loaded without network."""
+    entry = ZOO.get(name)
+    return entry is not None and weights_path(entry).is_file()
+
+
+def _hub_host() -> str:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    return urlparse(endpoint).hostname or "huggingface.co"
+
+
+def _hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
+    """Resolve and connect to the hub in a thread, giving up after ``timeout`` seconds."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((_hub_host(), 443), timeout=timeout):
+                ok.append(True)
+        except OSError:
+            ok.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(ok and ok[0])
+
+
+def _offline_message(what: str, repo: str, filename: str, target: Path) -> str:
+    return (
+        f"cannot download {what}: the model hub is unreachable and {target} does not exist; "
+        f"place {filename} from hub repo {repo} there by hand (or set GEOALIGN_CACHE)"
+    )
+
+
+def _hub_download(repo: str, filename: str, target_dir: Path, what: str) -> Path:
+    target = target_dir / filename
+    if target.is_file():
+        return target
+    if not _hub_reachable():
+        raise OfflineError(_offline_message(what, repo, filename, target))
+    from huggingface_hub import hf_hub_download
+
+    target_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        path = hf_hub_download(repo, filename, local_dir=str(target_dir), etag_timeout=HUB_TIMEOUT_S)
+    except Exception as exc:  # network, auth, missing file: one line for the user
+        raise OfflineError(f"{_offline_message(what, repo, filename, target)} ({type(exc).__name__})") from None
+    return Path(path)
+
+
+def download(name: str) -> Path:
+    """Make a zoo model available offline; returns the weights file (with a progress bar)."""
+    entry = ZOO.get(name)
+    if entry is None:
+        raise ModelError(f"unknown model {name!r}; known: {', '.join(ZOO)}")
+    path = weights_path(entry)
+    if path.is_file():
+        return path
+    if entry.repo is None:
+        raise CheckpointError(f"bundled weights of {name} are missing from the installation: {path}")
+    return _hub_download(entry.repo, entry.filename, path.parent, f"model {name!r}")
+
+
+# ---------------------------------------------------------------------------- state dicts
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read weights (and safetensors metadata) from a checkpoint file, unwrapping wrappers."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    meta: dict[str, str] = {}
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                meta = dict(f.metadata() or {})
+                sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        else:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            sd = obj
+            for key in ("state_dict", "model", "module"):
+                if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+                    sd = sd[key]
+                    break
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {msg[:200]}") from None
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{path} is not a CLIP state_dict")
+    sd = {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
+    return sd, meta
+
+
+def _shape_signature(cfg: dict) -> tuple | None:
+    v, t = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+    if not isinstance(v.get("layers"), int) or "timm_model_name" in v or "hf_model_name" in t:
+        return None
+    size = v.get("image_size", 224)
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    return (cfg["embed_dim"], v.get("width"), v["layers"], v.get("patch_size"), size, t.get("width"), t.get("layers"))
+
+
+def _state_signature(sd: dict[str, torch.Tensor]) -> tuple | None:
+    try:
+        conv = sd["visual.conv1.weight"]
+        width, patch = conv.shape[0], conv.shape[-1]
+        grid = int(round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5))
+        vis_layers = len({k.split(".")[3] for k in sd if k.startswith("visual.transformer.resblocks.")})
+        txt_layers = len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")})
+        embed = sd["visual.proj"].shape[1]
+        twidth = sd["token_embedding.weight"].shape[1]
+    except KeyError:
+        return None
+    return (embed, width, vis_layers, patch, grid * patch, twidth, txt_layers)
+
+
+def infer_arch(sd: dict[str, torch.Tensor]) -> str | None:
+    """Guess the open_clip architecture of a state_dict from its tensor shapes."""
+    from . import archs  # noqa: F401
+
+    sig = _state_signature(sd)
+    if sig is None:
+        return None
+    for name in open_clip.list_models():
+        cfg = open_clip.get_model_config(name)
+        if cfg and _shape_signature(cfg) == sig:
+            return name
+    return None
+
+
+def _load_into(model: GeoAlignCLIP, sd: dict[str, torch.Tensor], source: str) -> None:
+    clip = model.clip
+    sd = dict(sd)
+    if "logit_scale" in sd and sd["logit_scale"].ndim != clip.logit_scale.ndim:
+        sd["logit_scale"] = sd["logit_scale"].reshape(clip.logit_scale.shape)
+    own = clip.state_dict()
+    for k, v in sd.items():
+        if k in own and own[k].shape != v.shape:
+            raise CheckpointError(
+                f"{source} does not fit architecture {model.spec.arch}: {k} has shape "
+                f"{tuple(v.shape)}, the architecture expects {tuple(own[k].shape)}"
+            )
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise CheckpointError(f"{source} does not fit architecture {model.spec.arch}: " + ", ".join(parts))
+    clip.load_state_dict(sd, strict=True)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda was asked for but no CUDA GPU is available")
+    return dev
+
+
+def build_model(spec: ModelSpec, state_dict: dict[str, torch.Tensor] | None = None, source: str = "") -> GeoAlignCLIP:
+    """Build the network for ``spec`` and load ``state_dict`` (strict) into it."""
+    clip, mean, std = build_clip(spec)
+    model = GeoAlignCLIP(clip, spec, mean, std)
+    if state_dict is not None:
+        _load_into(model, state_dict, source or "checkpoint")
+    return model
+
+
+def load_checkpoint_file(
+    path: str | Path,
+    arch: str | None = None,
+    quick_gelu: bool | None = None,
+    long_text: bool | None = None,
+    dense_mode: str | None = None,
+    name: str | None = None,
+) -> GeoAlignCLIP:
+    sd, meta = read_state_dict(path)
+    if SPEC_KEY in meta:
+        spec = ModelSpec.from_dict(json.loads(meta[SPEC_KEY]))
+        if arch is not None and arch != spec.arch:
+            raise CheckpointError(f"{path} holds a {spec.arch} model, not {arch}")
+    else:
+        guessed = arch or infer_arch(sd)
+        if guessed is None:
+            raise CheckpointError(
+                f"cannot tell the architecture of {path}: pass it explicitly (e.g. arch='ViT-B-16')"
+            )
+        spec = ModelSpec(arch=guessed, quick_gelu=bool(quick_gelu))
+    if quick_gelu is not None:
+        spec.quick_gelu = quick_gelu
+    if dense_mode is not None:
+        spec.dense_mode = dense_mode
+    spec.name = name or spec.name or Path(path).stem
+    pos = sd.get("positional_embedding")
+    ckpt_long = pos is not None and pos.shape[0] == LONG_CONTEXT
+    want_long = ckpt_long or bool(spec.long_text if long_text is None else long_text)
+    spec.long_text = ckpt_long
+    model = build_model(spec, sd, str(path))
+    if want_long and not ckpt_long:
+        model.enable_long_text()  # a 77-token checkpoint asked to run long: stretch (Long-CLIP)
+    return model
+
+
+def save_model(model: GeoAlignCLIP, path: str | Path, half: bool = False) -> Path:
+    """Export weights + spec as ``.safetensors`` that :func:`load_model` reads back alone."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.clip.state_dict().items()}
+    if half:
+        sd = {k: (v.half() if v.is_floating_point() else v) for k, v in sd.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(sd, str(tmp), metadata={SPEC_KEY: json.dumps(model.spec.to_dict())})
+    os.replace(tmp, path)
+    return path
+
+
+def _load_hf_hub(repo: str, **overrides) -> GeoAlignCLIP:
+    target_dir = cache_dir() / "hf-hub" / repo.replace("/", "--")
+    cfg_path = _hub_download(repo, "open_clip_config.json", target_dir, f"hf-hub:{repo}")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"bad open_clip_config.json in {target_dir}: {exc}") from None
+    model_cfg = cfg.get("model_cfg", cfg)
+    arch = f"hf-hub--{repo.replace('/', '--')}"
+    open_clip.factory._MODEL_CONFIGS[arch] = model_cfg
+    weights = _hub_download(repo, "open_clip_model.safetensors", target_dir, f"hf-hub:{repo}")
+    return load_checkpoint_file(weights, arch=arch, name=f"hf-hub:{repo}", **overrides)
+
+
+def load_model(
+    name_or_path: str | os.PathLike = DEFAULT_MODEL,
+    device: str | torch.device | None = "auto",
+    *,
+    arch: str | None = None,
+    quick_gelu: bool | None = None,
+    long_text: bool | None = None,
+    dense_mode: str | None = None,
+) -> GeoAlignCLIP:
+    """Load a GeoAlignCLIP by zoo name, ``hf-hub:`` id, checkpoint path or architecture.
+
+    The returned model is in eval mode on ``device`` ("auto": CUDA when available).
+    ``arch``/``quick_gelu``/``long_text``/``dense_mode`` override what the source implies.
+    """
+    dev = resolve_device(device)
+    overrides = dict(quick_gelu=quick_gelu, long_text=long_text, dense_mode=dense_mode)
+    key = str(name_or_path)
+    if key in ZOO:
+        entry = ZOO[key]
+        path = download(key)
+        q = entry.quick_gelu if quick_gelu is None else quick_gelu
+        lt = entry.long_text if long_text is None else long_text
+        model = load_checkpoint_file(
+            path, arch=arch or entry.arch, quick_gelu=q, long_text=lt,
+            dense_mode=dense_mode or entry.dense_mode, name=entry.name,
+        )
+    elif key.startswith("hf-hub:"):
+        model = _load_hf_hub(key[len("hf-hub:"):], **overrides)
+    elif Path(key).suffix.lower() in CHECKPOINT_SUFFIXES or Path(key).is_file():
+        model = load_checkpoint_file(key, arch=arch, **overrides)
+    else:
+        from . import archs  # noqa: F401
+
+        if key not in open_clip.list_models():
+            raise ModelError(
+                f"unknown model {key!r}: not a zoo name ({', '.join(ZOO)}), an hf-hub: id, "
+                f"a checkpoint file, or an open_clip architecture"
+            )
+        warnings.warn(f"{key}: no weights given, using RANDOM initialisation", stacklevel=2)
+        spec = ModelSpec(
+            arch=key,
+            quick_gelu=bool(quick_gelu),
+            long_text=bool(long_text),
+            dense_mode=dense_mode or "standard",
+            name=key,
+        )
+        model = build_model(spec)
+    return model.to(dev).eval()
