@@ -326,7 +326,7 @@ class GeoAlignCLIP(nn.Module):
             blist,
             output_size=(output_size, output_size),
             spatial_scale=1.0 / self.patch_size,
-            sampling_ratio=2,
+            sampling_ratio=-1,  # adaptive: about one bilinear sample per patch per bin
             aligned=True,
         )
         return pooled.mean(dim=(2, 3))
