@@ -1,0 +1,43 @@
+"""Geospatial I/O: raster reading and tiling, vector I/O and CRS, GeoPackage/GeoTIFF writers.
+
+Data flow: ``RasterSource`` (validated raster, band selection, validity, scene statistics)
+-> ``iter_tiles`` / ``read_region`` (normalised float32 tiles) -> model -> inference ->
+``write_geopackage`` / ``HeatmapAccumulator`` + ``write_float_geotiff``.
+"""
+
+from geoalign_core.geo.bands import BandSelection, parse_bands, select_bands
+from geoalign_core.geo.heatmap import HeatmapAccumulator
+from geoalign_core.geo.raster import RasterSource
+from geoalign_core.geo.stats import SceneStats, compute_scene_stats
+from geoalign_core.geo.tiling import Tile, count_tiles, iter_tiles, tile_windows
+from geoalign_core.geo.vectors import boxes_to_pixels, clip_to_raster, pixel_boxes_to_polygons, read_vectors
+from geoalign_core.geo.writers import (
+    atomic_output,
+    check_output,
+    read_geopackage_metadata,
+    write_float_geotiff,
+    write_geopackage,
+)
+
+__all__ = [
+    "BandSelection",
+    "HeatmapAccumulator",
+    "RasterSource",
+    "SceneStats",
+    "Tile",
+    "atomic_output",
+    "boxes_to_pixels",
+    "check_output",
+    "clip_to_raster",
+    "compute_scene_stats",
+    "count_tiles",
+    "iter_tiles",
+    "parse_bands",
+    "pixel_boxes_to_polygons",
+    "read_geopackage_metadata",
+    "read_vectors",
+    "select_bands",
+    "tile_windows",
+    "write_float_geotiff",
+    "write_geopackage",
+]

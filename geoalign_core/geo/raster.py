@@ -1,0 +1,452 @@
+"""Raster input: :class:`RasterSource` opens, validates and reads a raster window by window.
+
+A RasterSource never reads the whole raster: tiles and regions are windowed reads (boundless:
+windows may extend beyond the raster, the padding is invalid), the normalisation statistics
+come from one decimated read of at most ~1024 x 1024 pixels (overviews are used when present).
+
+Band selection rules: :mod:`geoalign_core.geo.bands`. Validity rules and black-border
+auto-detection: :mod:`geoalign_core.geo.masks`. Normalisation rule:
+:mod:`geoalign_core.geo.stats`. Tiling: :mod:`geoalign_core.geo.tiling`.
+
+Example::
+
+    with RasterSource("scene.tif") as src:
+        for tile in iter_tiles(src, tile_size=224, overlap=0.25):
+            model(tile.image)  # float32 [3, 224, 224] in [0, 1]
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from functools import cached_property
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.errors
+import rasterio.warp
+import rasterio.windows
+from affine import Affine
+from rasterio.coords import BoundingBox
+from rasterio.crs import CRS
+from rasterio.enums import MaskFlags, Resampling
+from rasterio.windows import Window
+
+from geoalign_core.errors import InputError
+from geoalign_core.geo.bands import BandSelection, parse_bands, select_bands
+from geoalign_core.geo.masks import detect_black_border, finite_mask
+from geoalign_core.geo.stats import SceneStats, compute_scene_stats
+from geoalign_core.geo.tiling import Tile, count_tiles, iter_tiles, tile_windows
+
+__all__ = [
+    "RasterSource",
+    "SceneStats",
+    "Tile",
+    "count_tiles",
+    "iter_tiles",
+    "parse_bands",
+    "tile_windows",
+]
+
+STATS_SAMPLE_SIDE = 1024
+
+try:  # GDAL's error classes: public in some rasterio releases, private in others
+    from rasterio.errors import CPLE_BaseError as _CPLError
+except ImportError:
+    from rasterio._err import CPLE_BaseError as _CPLError
+
+_READ_ERRORS = (rasterio.errors.RasterioError, _CPLError)
+
+
+def _one_line(exc: BaseException) -> str:
+    """One-line message of a GDAL error, with the underlying cause when GDAL chains one."""
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and "previous exception" in msg:
+        msg = " ".join(str(cause).split()) or msg
+    return msg
+
+
+def _int_window(window: Window) -> Window:
+    """Window with integer offsets (floor) and extents (ceil of the far edge)."""
+    c0, r0 = math.floor(window.col_off + 1e-9), math.floor(window.row_off + 1e-9)
+    c1 = math.ceil(window.col_off + window.width - 1e-9)
+    r1 = math.ceil(window.row_off + window.height - 1e-9)
+    return Window(c0, r0, max(c1 - c0, 1), max(r1 - r0, 1))
+
+
+class RasterSource:
+    """An open raster, validated, with band selection, validity masks and normalisation.
+
+    Args:
+        path: any raster GDAL reads (GeoTIFF, COG, VRT, JPEG2000, ...).
+        bands: 1-based band selection (one band or three, list or ``"4,3,2"``); None for the
+            default rules of :mod:`geoalign_core.geo.bands`.
+        allow_no_crs: accept a raster without a CRS; it is then addressed in pixel
+            coordinates (its transform, the identity with y down when it has none) and
+            ``crs`` is None. Without it such a raster raises InputError.
+        nodata: override the raster's nodata value (a pixel is invalid when all selected
+            bands equal it), e.g. ``0`` for a scene whose black surround has no nodata set.
+        treat_black_as_nodata: True: pure black (all selected bands 0) is invalid;
+            False: never; None (default): auto-detect a black border on uint8 RGB rasters
+            without nodata, alpha or mask (see :mod:`geoalign_core.geo.masks`).
+        stats: precomputed scene statistics (e.g. from an index); computed when None.
+
+    Raises:
+        InputError: missing file, not a raster / unreadable, no CRS (unless allowed),
+            bad band selection.
+    """
+
+    def __init__(
+        self,
+        path: str | PathLike,
+        bands: str | Sequence[int] | None = None,
+        *,
+        allow_no_crs: bool = False,
+        nodata: float | None = None,
+        treat_black_as_nodata: bool | None = None,
+        stats: SceneStats | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self._bands_arg = bands
+        self.allow_no_crs = allow_no_crs
+        self._nodata_override = None if nodata is None else float(nodata)
+        self._black_arg = treat_black_as_nodata
+        if not self.path.exists():
+            raise InputError(f"raster not found: {self.path}")
+        if self.path.is_dir() and self.path.suffix.lower() not in {".zarr", ".gdb", ".safe"}:
+            raise InputError(f"not a raster: {self.path} is a directory")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                self.dataset = rasterio.open(self.path)
+        except _READ_ERRORS as exc:
+            raise InputError(f"not a readable raster: {self.path} ({_one_line(exc)})") from None
+        try:
+            self._validate()
+        except BaseException:
+            self.dataset.close()
+            raise
+        if stats is not None:
+            self.__dict__["stats"] = stats
+
+    def _validate(self) -> None:
+        ds = self.dataset
+        if ds.count < 1 or ds.width < 1 or ds.height < 1:
+            raise InputError(f"not a raster with pixels: {self.path} ({ds.count} bands, {ds.width}x{ds.height})")
+        if ds.crs is None and not self.allow_no_crs and ds.gcps[0]:
+            raise InputError(
+                f"raster is georeferenced by ground control points only: {self.path}; "
+                "warp it first (gdalwarp) or use --allow-no-crs to work in pixel coordinates"
+            )
+        if ds.crs is None and not self.allow_no_crs:
+            raise InputError(
+                f"raster has no CRS (coordinate reference system): {self.path}; "
+                "use --allow-no-crs to work in pixel coordinates"
+            )
+        self.selection: BandSelection = select_bands(ds.count, ds.colorinterp, self._bands_arg)
+        self._read_indexes = self.selection.read_indexes
+        self._channel_pos = [self._read_indexes.index(b) for b in self.selection.rgb]
+        self._alpha_pos = self._read_indexes.index(self.selection.alpha) if self.selection.alpha is not None else None
+        flags = ds.mask_flag_enums
+        nodatavals = ds.nodatavals
+        # per selected channel: nodata value to compare against, and whether a GDAL mask band
+        # (internal .msk / per-dataset mask, not alpha) must be read
+        self._band_nodata: list[float | None] = []
+        self._band_needs_mask: list[bool] = []
+        for b in self.selection.rgb:
+            f = flags[b - 1]
+            nd = nodatavals[b - 1] if MaskFlags.nodata in f else None
+            if self._nodata_override is not None:
+                nd = self._nodata_override
+            self._band_nodata.append(nd)
+            self._band_needs_mask.append(MaskFlags.per_dataset in f and MaskFlags.alpha not in f)
+
+    # ------------------------------------------------------------------ life cycle
+    def close(self) -> None:
+        """Close the dataset handle."""
+        self.dataset.close()
+
+    def __enter__(self) -> RasterSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def clone(self) -> RasterSource:
+        """A new, independent handle on the same raster with the same settings and statistics.
+
+        Use one per thread: GDAL dataset handles must not be shared between threads.
+        """
+        return RasterSource(
+            self.path,
+            self._bands_arg,
+            allow_no_crs=self.allow_no_crs,
+            nodata=self._nodata_override,
+            treat_black_as_nodata=self.black_is_nodata,
+            stats=self.stats,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"RasterSource({str(self.path)!r}, {self.width}x{self.height}, "
+            f"{self.count} band(s) {self.dtype}, "
+            f"crs={self.crs.to_string() if self.crs else None}, bands={self.selection.rgb})"
+        )
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def width(self) -> int:
+        """Raster width in pixels."""
+        return self.dataset.width
+
+    @property
+    def height(self) -> int:
+        """Raster height in pixels."""
+        return self.dataset.height
+
+    @property
+    def count(self) -> int:
+        """Number of bands in the raster (not the selection)."""
+        return self.dataset.count
+
+    @property
+    def dtype(self) -> str:
+        """Data type name of the selected bands, e.g. ``"uint8"``."""
+        return self.dataset.dtypes[self.selection.rgb[0] - 1]
+
+    @property
+    def crs(self) -> CRS | None:
+        """The raster's CRS, or None (pixel coordinates; only with ``allow_no_crs``)."""
+        return self.dataset.crs
+
+    @property
+    def transform(self) -> Affine:
+        """Pixel -> map affine transform (identity, y down, for an ungeoreferenced raster)."""
+        return self.dataset.transform
+
+    @property
+    def bounds(self) -> BoundingBox:
+        """Extent (left, bottom, right, top) in map coordinates."""
+        return self.dataset.bounds
+
+    @property
+    def res(self) -> tuple[float, float]:
+        """Pixel size (x, y) in map units."""
+        return self.dataset.res
+
+    @property
+    def nodata(self) -> float | None:
+        """Effective nodata value of the first selected band (override, else the raster's)."""
+        return self._band_nodata[0]
+
+    @property
+    def bands(self) -> tuple[int, int, int]:
+        """The 1-based bands feeding R, G, B."""
+        return self.selection.rgb
+
+    @property
+    def alpha_band(self) -> int | None:
+        """1-based alpha band used as mask, or None."""
+        return self.selection.alpha
+
+    def window_bounds(self, window: Window) -> BoundingBox:
+        """Map extent of a pixel window."""
+        return BoundingBox(*rasterio.windows.bounds(window, self.transform))
+
+    def num_tiles(self, tile_size: int, overlap: float = 0.0) -> int:
+        """Number of tile windows in the grid (for progress bars; empty tiles included)."""
+        return count_tiles(self.width, self.height, tile_size, overlap)
+
+    def tile_windows(self, tile_size: int, overlap: float = 0.0) -> list[Window]:
+        """The tile grid over this raster (see :func:`geoalign_core.geo.tiling.tile_windows`)."""
+        return tile_windows(self.width, self.height, tile_size, overlap)
+
+    # ------------------------------------------------------------------ reading
+    def _read_raw(
+        self,
+        window: Window,
+        out_shape: tuple[int, int] | None = None,
+        resampling: Resampling = Resampling.nearest,
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Boundless read of the selected bands.
+
+        Returns ``(data [3, H, W] raw dtype, valid [H, W] without the black rule, any_read)``;
+        pixels outside the raster are 0 and invalid.
+        """
+        window = _int_window(window)
+        h, w = out_shape if out_shape is not None else (int(window.height), int(window.width))
+        n = len(self._read_indexes)
+        raw = np.zeros((n, h, w), dtype=self.dataset.dtypes[self._read_indexes[0] - 1])
+        band_valid = np.zeros((3, h, w), dtype=bool)
+        alpha_ok = np.ones((h, w), dtype=bool)
+        finite = np.ones((h, w), dtype=bool)
+        c0, r0 = int(window.col_off), int(window.row_off)
+        c1, r1 = c0 + int(window.width), r0 + int(window.height)
+        ic0, ir0, ic1, ir1 = max(c0, 0), max(r0, 0), min(c1, self.width), min(r1, self.height)
+        sx, sy = w / window.width, h / window.height
+        dc0, dr0 = round((ic0 - c0) * sx), round((ir0 - r0) * sy)
+        dc1, dr1 = round((ic1 - c0) * sx), round((ir1 - r0) * sy)
+        if ic1 <= ic0 or ir1 <= ir0 or dc1 <= dc0 or dr1 <= dr0:
+            return raw[self._channel_pos], band_valid[0], False
+        inner = Window(ic0, ir0, ic1 - ic0, ir1 - ir0)
+        shape = (dr1 - dr0, dc1 - dc0)
+        ds = self.dataset
+        try:
+            data = ds.read(self._read_indexes, window=inner, out_shape=(n, *shape), resampling=resampling)
+            dst = (slice(dr0, dr1), slice(dc0, dc1))
+            raw[(slice(None), *dst)] = data
+            for k, pos in enumerate(self._channel_pos):
+                bv = np.ones(shape, dtype=bool)
+                nd = self._band_nodata[k]
+                if nd is not None:
+                    bv = ~np.isnan(data[pos]) if math.isnan(nd) else data[pos] != nd
+                if self._band_needs_mask[k]:
+                    m = ds.read_masks(
+                        self.selection.rgb[k], window=inner, out_shape=shape, resampling=Resampling.nearest
+                    )
+                    bv &= m > 0
+                band_valid[(k, *dst)] = bv
+            if self._alpha_pos is not None:
+                alpha_ok[dst] = data[self._alpha_pos] > 0
+            finite[dst] = finite_mask(data[self._channel_pos])
+        except _READ_ERRORS as exc:
+            raise InputError(f"cannot read {self.path} (corrupt or truncated?): {_one_line(exc)}") from None
+        valid = band_valid.any(axis=0) & alpha_ok & finite
+        return raw[self._channel_pos], valid, True
+
+    def _black_mask(self, data: np.ndarray) -> np.ndarray:
+        return (data == 0).all(axis=0)
+
+    @cached_property
+    def _sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """Decimated read of the whole raster (at most STATS_SAMPLE_SIDE per side).
+
+        GDAL serves it from overviews when the raster has them; without overviews it decodes
+        the blocks under the sampled pixels, which for a very large raster is slow but
+        bounded in memory (``gdaladdo`` makes it fast).
+        """
+        scale = max(self.width, self.height) / STATS_SAMPLE_SIDE
+        if scale <= 1:
+            shape = (self.height, self.width)
+        else:
+            shape = (max(1, round(self.height / scale)), max(1, round(self.width / scale)))
+        data, valid, _ = self._read_raw(Window(0, 0, self.width, self.height), out_shape=shape)
+        return data, valid
+
+    @cached_property
+    def black_is_nodata(self) -> bool:
+        """Whether pure black (all selected bands 0) counts as nodata (explicit or auto-detected)."""
+        if self._black_arg is not None:
+            return bool(self._black_arg)
+        eligible = (
+            self._nodata_override is None
+            and all(nd is None for nd in self._band_nodata)
+            and not any(self._band_needs_mask)
+            and self.selection.alpha is None
+            and self.dtype == "uint8"
+            and self.selection.is_rgb
+        )
+        if not eligible:
+            return False
+        data, valid = self._sample
+        return detect_black_border(data, valid)
+
+    @cached_property
+    def stats(self) -> SceneStats:
+        """Normalisation statistics, computed once from the decimated sample's valid pixels."""
+        data, valid = self._sample
+        if self.black_is_nodata:
+            valid = valid & ~self._black_mask(data)
+        return compute_scene_stats([data[c][valid] for c in range(3)], self.dtype)
+
+    def normalize(self, data: np.ndarray) -> np.ndarray:
+        """Map raw selected-band values ``[3, H, W]`` to float32 [0, 1] with the scene statistics."""
+        return self.stats.normalize(data)
+
+    def read_raw(
+        self,
+        window: Window,
+        out_shape: tuple[int, int] | None = None,
+        resampling: Resampling = Resampling.nearest,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Boundless read of the selected bands: ``(raw [3, H, W] in the raster's dtype, valid [H, W])``."""
+        data, valid, any_read = self._read_raw(window, out_shape, resampling)
+        if any_read and self.black_is_nodata:
+            valid &= ~self._black_mask(data)
+        return data, valid
+
+    def read_tile(
+        self,
+        window: Window,
+        index: int = -1,
+        out_shape: tuple[int, int] | None = None,
+        resampling: Resampling = Resampling.nearest,
+    ) -> Tile:
+        """Read one window (boundless) as a normalised :class:`Tile`.
+
+        Args:
+            window: pixel window; parts beyond the raster are padding (invalid, image 0).
+            index: the tile's index in its grid (stored in ``Tile.index``).
+            out_shape: ``(H, W)`` to resample the window to; None keeps the native resolution.
+            resampling: resampling used when ``out_shape`` differs from the window size.
+        """
+        window = _int_window(window)
+        data, valid = self.read_raw(window, out_shape, resampling)
+        image = self.normalize(data)
+        image[:, ~valid] = 0.0
+        h, w = valid.shape
+        transform = rasterio.windows.transform(window, self.transform) * Affine.scale(
+            window.width / w, window.height / h
+        )
+        return Tile(image, valid, window, transform, self.window_bounds(window), index)
+
+    def read_region(
+        self,
+        bounds_or_window: Window | Sequence[float],
+        out_size: int | tuple[int, int] | None = None,
+        *,
+        crs: CRS | str | None = None,
+        resampling: Resampling = Resampling.nearest,
+    ) -> Tile:
+        """Read an arbitrary region (a crop, or a map view) as a normalised :class:`Tile`.
+
+        Args:
+            bounds_or_window: a pixel :class:`Window`, or map bounds ``(left, bottom, right, top)``
+                in the raster's CRS (or in ``crs``); fractional edges are widened to whole pixels.
+            out_size: output size, an int (square) or ``(height, width)``; None keeps native
+                resolution.
+            crs: CRS of ``bounds`` when it is not the raster's (e.g. the QGIS canvas CRS).
+            resampling: resampling used when resizing (nearest keeps nodata exact).
+        """
+        if isinstance(bounds_or_window, Window):
+            window = bounds_or_window
+        else:
+            left, bottom, right, top = (float(v) for v in bounds_or_window)
+            if crs is not None and self.crs is not None and CRS.from_user_input(crs) != self.crs:
+                left, bottom, right, top = rasterio.warp.transform_bounds(crs, self.crs, left, bottom, right, top)
+            window = rasterio.windows.from_bounds(left, bottom, right, top, self.transform)
+            # from_bounds on a y-down (pixel) grid gives a negative height: normalise
+            if window.height < 0 or window.width < 0:
+                c0 = min(window.col_off, window.col_off + window.width)
+                r0 = min(window.row_off, window.row_off + window.height)
+                window = Window(c0, r0, abs(window.width), abs(window.height))
+        if isinstance(out_size, int):
+            out_shape: tuple[int, int] | None = (out_size, out_size)
+        else:
+            out_shape = None if out_size is None else (int(out_size[0]), int(out_size[1]))
+        return self.read_tile(window, out_shape=out_shape, resampling=resampling)
+
+    def read_valid_mask(self, out_shape: tuple[int, int] | None = None) -> np.ndarray:
+        """Validity of the whole raster, decimated to ``out_shape`` (default: the stats sample grid)."""
+        if out_shape is None:
+            data, valid = self._sample
+            return valid & ~self._black_mask(data) if self.black_is_nodata else valid.copy()
+        return self.read_raw(Window(0, 0, self.width, self.height), out_shape)[1]
+
+    def tiles(self, tile_size: int, overlap: float = 0.0, skip_empty: bool = True, prefetch: int = 2):
+        """Shortcut for :func:`iter_tiles` over this source."""
+        return iter_tiles(self, tile_size, overlap, skip_empty=skip_empty, prefetch=prefetch)

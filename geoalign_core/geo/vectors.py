@@ -1,0 +1,117 @@
+"""Vector input: read features in any OGR format, bring them to the raster's CRS and pixel grid.
+
+Map <-> pixel conversion uses the raster's affine transform: pixel ``(col, row)`` maps to
+``transform * (col, row)``; pixel boxes are ``[x0, y0, x1, y1]`` in (fractional) pixel
+columns/rows of the raster, ``x0 < x1`` and ``y0 < y1``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from os import PathLike
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from affine import Affine
+from pyproj import CRS as ProjCRS
+from shapely.geometry import Polygon
+
+from geoalign_core.errors import InputError
+
+__all__ = ["boxes_to_pixels", "clip_to_raster", "pixel_boxes_to_polygons", "read_vectors"]
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def read_vectors(path: str | PathLike, target_crs: object | None, layer: str | int | None = None) -> gpd.GeoDataFrame:
+    """Read a vector file (GeoPackage, GeoJSON, Shapefile, ... any OGR format) into ``target_crs``.
+
+    Args:
+        path: the vector file.
+        target_crs: the raster's CRS (anything pyproj understands); None keeps the features'
+            coordinates as they are (a raster in pixel coordinates).
+        layer: layer name or index for multi-layer sources (default: the first layer).
+
+    Features without geometry are dropped. Geometries without a CRS are assumed to be in
+    ``target_crs`` (with a warning).
+
+    Raises:
+        InputError: missing or unreadable file, unknown layer, no features with a geometry.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"vector file not found: {path}")
+    try:
+        gdf = gpd.read_file(path, layer=layer, engine="pyogrio")
+    except Exception as exc:  # pyogrio's DataSourceError / DataLayerError, fiona's, OSError, ...
+        raise InputError(f"cannot read vector file {path}: {_one_line(exc)}") from None
+    if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry is None:
+        raise InputError(f"no geometries in vector file {path}")
+    gdf = gdf[~(gdf.geometry.isna() | gdf.geometry.is_empty)]
+    if len(gdf) == 0:
+        raise InputError(f"no features with a geometry in {path}" + (f" (layer {layer})" if layer else ""))
+    if target_crs is None:
+        return gdf.reset_index(drop=True)
+    if gdf.crs is None:
+        crs_name = ProjCRS.from_user_input(target_crs).to_string()
+        warnings.warn(
+            f"{path.name} has no CRS; assuming the raster's ({crs_name})",
+            stacklevel=2,
+        )
+        return gdf.set_crs(target_crs).reset_index(drop=True)
+    try:
+        return gdf.to_crs(target_crs).reset_index(drop=True)
+    except Exception as exc:
+        raise InputError(f"cannot reproject {path} to the raster's CRS: {_one_line(exc)}") from None
+
+
+def clip_to_raster(gdf: gpd.GeoDataFrame, bounds: Sequence[float]) -> tuple[gpd.GeoDataFrame, int]:
+    """Keep the features that overlap the raster's ``bounds`` (left, bottom, right, top).
+
+    Features are kept whole (not cut). Returns ``(inside, n_outside)``; n_outside counts
+    the features entirely outside the raster, which callers report as skipped.
+
+    Raises:
+        InputError: no feature overlaps the raster.
+    """
+    left, bottom, right, top = (float(v) for v in bounds)
+    extent = shapely.box(min(left, right), min(bottom, top), max(left, right), max(bottom, top))
+    inside = gdf.geometry.intersects(extent)
+    n_outside = int((~inside).sum())
+    if not inside.any():
+        raise InputError(f"none of the {len(gdf)} features overlap the raster (check the CRS of the vector file)")
+    return gdf[inside.values], n_outside
+
+
+def boxes_to_pixels(gdf: gpd.GeoDataFrame | gpd.GeoSeries, transform: Affine) -> np.ndarray:
+    """Pixel-space bounding box ``[K, 4]`` (xyxy, float64) of each feature's geometry.
+
+    The map bounding box's four corners go through ``~transform``; the result is the pixel
+    box around them, so it is correct for north-up and y-down (pixel) grids alike.
+    """
+    geoms = gdf.geometry if isinstance(gdf, gpd.GeoDataFrame) else gdf
+    if len(geoms) == 0:
+        return np.zeros((0, 4), dtype=np.float64)
+    b = geoms.bounds.to_numpy(dtype=np.float64)  # minx, miny, maxx, maxy
+    xs = np.stack([b[:, 0], b[:, 2], b[:, 2], b[:, 0]], axis=1)
+    ys = np.stack([b[:, 1], b[:, 1], b[:, 3], b[:, 3]], axis=1)
+    inv = ~transform
+    cols = inv.a * xs + inv.b * ys + inv.c
+    rows = inv.d * xs + inv.e * ys + inv.f
+    return np.stack([cols.min(1), rows.min(1), cols.max(1), rows.max(1)], axis=1)
+
+
+def pixel_boxes_to_polygons(boxes: np.ndarray | Sequence[Sequence[float]], transform: Affine) -> list[Polygon]:
+    """Map polygons of pixel boxes ``[K, 4]`` (xyxy): the inverse of :func:`boxes_to_pixels`."""
+    arr = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    out: list[Polygon] = []
+    for x0, y0, x1, y1 in arr:
+        corners = [transform * (x, y) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))]
+        poly = Polygon(corners)
+        out.append(shapely.geometry.polygon.orient(poly, sign=1.0))
+    return out
