@@ -1,0 +1,177 @@
+"""A map tool to draw one or more rectangles (regions) on the canvas.
+
+Rectangles are kept in the CRS of the canvas at the moment they were drawn, together with
+that CRS, so they can be *transformed* (not relabelled) into any other CRS later -- the
+raster's, for matching. A rectangle becomes a densified polygon before the transform, so
+its edges follow the curvature of the target projection; its bounding box in the target
+CRS is :meth:`QgsCoordinateTransform.transformBoundingBox`.
+
+Left drag: draw a rectangle. Right click or Backspace: remove the last one. Esc: abort
+the rectangle being drawn.
+"""
+
+from __future__ import annotations
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsGeometry,
+    QgsPointXY,
+    QgsProject,
+    QgsRectangle,
+)
+from qgis.gui import QgsMapCanvas, QgsMapMouseEvent, QgsMapTool, QgsRubberBand
+from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtGui import QColor, QKeyEvent
+
+from .compat import POLYGON_GEOMETRY
+
+DENSIFY = 16  # extra vertices per edge before transforming
+MIN_PIXELS = 3  # a drag shorter than this is a click, not a rectangle
+
+
+def transform_rect_geometry(rect: QgsRectangle, src: QgsCoordinateReferenceSystem,
+                            dst: QgsCoordinateReferenceSystem, project: QgsProject | None = None) -> QgsGeometry:
+    """The rectangle as a polygon in ``dst`` (densified, so edges curve as they should)."""
+    geom = QgsGeometry.fromRect(rect).densifyByCount(DENSIFY)
+    if src.isValid() and dst.isValid() and src != dst:
+        ct = QgsCoordinateTransform(src, dst, project or QgsProject.instance())
+        geom.transform(ct)
+    return geom
+
+
+class RegionsMapTool(QgsMapTool):
+    """Collects rectangles drawn with the mouse; emits ``regionsChanged(count)``."""
+
+    regionsChanged = pyqtSignal(int)  # noqa: N815 (Qt naming)
+
+    def __init__(self, canvas: QgsMapCanvas) -> None:
+        super().__init__(canvas)
+        self._canvas = canvas
+        self._start: QgsPointXY | None = None
+        self._rects: list[tuple[QgsRectangle, QgsCoordinateReferenceSystem]] = []
+        self._bands: list[QgsRubberBand] = []
+        self._live = self._make_band(dashed=True)
+        self.setCursor(Qt.CursorShape.CrossCursor)
+        canvas.destinationCrsChanged.connect(self._redraw)
+
+    # -- rubber bands ---------------------------------------------------------------
+    def _make_band(self, dashed: bool = False) -> QgsRubberBand:
+        band = QgsRubberBand(self._canvas, POLYGON_GEOMETRY)
+        band.setStrokeColor(QColor(255, 140, 0))
+        band.setFillColor(QColor(255, 140, 0, 40))
+        band.setWidth(2)
+        if dashed:
+            band.setLineStyle(Qt.PenStyle.DashLine)
+        return band
+
+    def _drop_band(self, band: QgsRubberBand) -> None:
+        band.reset(POLYGON_GEOMETRY)
+        scene = self._canvas.scene()
+        if scene is not None:
+            scene.removeItem(band)
+
+    def _redraw(self) -> None:
+        for band in self._bands:
+            self._drop_band(band)
+        self._bands = []
+        crs = self._canvas.mapSettings().destinationCrs()
+        for rect, src in self._rects:
+            band = self._make_band()
+            band.setToGeometry(transform_rect_geometry(rect, src, crs), None)
+            self._bands.append(band)
+
+    # -- mouse and keys -------------------------------------------------------------
+    def canvasPressEvent(self, e: QgsMapMouseEvent) -> None:  # noqa: N802
+        if e.button() == Qt.MouseButton.LeftButton:
+            self._start = e.mapPoint()
+            self._start_px = e.pos()
+        elif e.button() == Qt.MouseButton.RightButton:
+            self.remove_last()
+
+    def canvasMoveEvent(self, e: QgsMapMouseEvent) -> None:  # noqa: N802
+        if self._start is None:
+            return
+        rect = QgsRectangle(self._start, e.mapPoint())
+        self._live.setToGeometry(QgsGeometry.fromRect(rect), None)
+
+    def canvasReleaseEvent(self, e: QgsMapMouseEvent) -> None:  # noqa: N802
+        if e.button() != Qt.MouseButton.LeftButton or self._start is None:
+            return
+        start, self._start = self._start, None
+        self._live.reset(POLYGON_GEOMETRY)
+        moved = e.pos() - self._start_px
+        if abs(moved.x()) < MIN_PIXELS or abs(moved.y()) < MIN_PIXELS:
+            return
+        rect = QgsRectangle(start, e.mapPoint())
+        rect.normalize()
+        self.add_rectangle(rect, self._canvas.mapSettings().destinationCrs())
+
+    def keyPressEvent(self, e: QKeyEvent) -> None:  # noqa: N802
+        if e.key() == Qt.Key.Key_Escape:
+            self._start = None
+            self._live.reset(POLYGON_GEOMETRY)
+        elif e.key() in (Qt.Key.Key_Backspace, Qt.Key.Key_Delete):
+            self.remove_last()
+        else:
+            e.ignore()
+
+    def deactivate(self) -> None:
+        self._start = None
+        self._live.reset(POLYGON_GEOMETRY)
+        super().deactivate()
+
+    # -- API ------------------------------------------------------------------------
+    def add_rectangle(self, rect: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> None:
+        """Add a rectangle given in ``crs`` (what a drag does; also for scripts)."""
+        self._rects.append((QgsRectangle(rect), QgsCoordinateReferenceSystem(crs)))
+        band = self._make_band()
+        band.setToGeometry(
+            transform_rect_geometry(rect, crs, self._canvas.mapSettings().destinationCrs()), None
+        )
+        self._bands.append(band)
+        self.regionsChanged.emit(len(self._rects))
+
+    def remove_last(self) -> None:
+        if self._rects:
+            self._rects.pop()
+            self._drop_band(self._bands.pop())
+            self.regionsChanged.emit(len(self._rects))
+
+    def clear(self) -> None:
+        self._rects = []
+        for band in self._bands:
+            self._drop_band(band)
+        self._bands = []
+        self.regionsChanged.emit(0)
+
+    def count(self) -> int:
+        return len(self._rects)
+
+    def rectangles(self) -> list[tuple[QgsRectangle, QgsCoordinateReferenceSystem]]:
+        """The drawn rectangles, each in the CRS it was drawn in."""
+        return [(QgsRectangle(r), QgsCoordinateReferenceSystem(c)) for r, c in self._rects]
+
+    def regions(self, crs: QgsCoordinateReferenceSystem) -> list[QgsGeometry]:
+        """The drawn rectangles as polygons transformed into ``crs``."""
+        return [transform_rect_geometry(r, c, crs) for r, c in self._rects]
+
+    def region_boxes(self, crs: QgsCoordinateReferenceSystem) -> list[QgsRectangle]:
+        """Axis-aligned bounding boxes of the regions in ``crs``."""
+        out = []
+        for r, c in self._rects:
+            if c.isValid() and crs.isValid() and c != crs:
+                ct = QgsCoordinateTransform(c, crs, QgsProject.instance())
+                out.append(ct.transformBoundingBox(r))
+            else:
+                out.append(QgsRectangle(r))
+        return out
+
+    def dispose(self) -> None:
+        """Remove every rubber band from the canvas (plugin unload)."""
+        try:
+            self._canvas.destinationCrsChanged.disconnect(self._redraw)
+        except (TypeError, RuntimeError):
+            pass
+        self.clear()
+        self._drop_band(self._live)

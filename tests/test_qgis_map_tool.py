@@ -1,0 +1,127 @@
+"""The region map tool: synthetic mouse events on a canvas in EPSG:3857 become rectangles
+that are transformed (not relabelled) into the raster's CRS (EPSG:32633)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("qgis.core")
+
+from qgis.core import (  # noqa: E402
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsPointXY,
+    QgsProject,
+    QgsRectangle,
+)
+from qgis.gui import QgsMapMouseEvent  # noqa: E402
+from qgis.PyQt.QtCore import QEvent, QPointF, Qt  # noqa: E402
+from qgis.PyQt.QtGui import QMouseEvent  # noqa: E402
+
+pytestmark = pytest.mark.qgis
+
+WEB = QgsCoordinateReferenceSystem("EPSG:3857")
+UTM = QgsCoordinateReferenceSystem("EPSG:32633")
+# the sample scene's footprint in UTM 33N; 600 m wide, near 45 N: far from the zone's
+# central meridian would distort more, so put it 300 km east of it as well
+SCENE_UTM = QgsRectangle(800000.0, 4999385.6, 800614.4, 5000000.0)
+
+
+def mouse(canvas, kind: QEvent.Type, x: int, y: int, button=Qt.MouseButton.LeftButton) -> QgsMapMouseEvent:
+    buttons = Qt.MouseButton.NoButton if kind == QEvent.Type.MouseButtonRelease else button
+    qt_event = QMouseEvent(kind, QPointF(x, y), button, buttons, Qt.KeyboardModifier.NoModifier)
+    return QgsMapMouseEvent(canvas, qt_event)
+
+
+def drag(tool, canvas, x0: int, y0: int, x1: int, y1: int) -> None:
+    tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, x0, y0))
+    tool.canvasMoveEvent(mouse(canvas, QEvent.Type.MouseMove, (x0 + x1) // 2, (y0 + y1) // 2))
+    tool.canvasMoveEvent(mouse(canvas, QEvent.Type.MouseMove, x1, y1))
+    tool.canvasReleaseEvent(mouse(canvas, QEvent.Type.MouseButtonRelease, x1, y1))
+
+
+@pytest.fixture()
+def web_canvas(qgis_canvas, qgis_parent):
+    from qgis.core import QgsApplication
+
+    qgis_parent.show()  # a shown (offscreen) canvas has its real 600 x 600 viewport
+    qgis_canvas.resize(600, 600)
+    QgsApplication.processEvents()
+    assert qgis_canvas.mapSettings().outputSize().width() > 500  # (minus the frame)
+    qgis_canvas.setDestinationCrs(WEB)
+    to_web = QgsCoordinateTransform(UTM, WEB, QgsProject.instance())
+    qgis_canvas.setExtent(to_web.transformBoundingBox(SCENE_UTM))
+    yield qgis_canvas
+
+
+def test_drag_gives_rectangle_in_raster_crs(web_canvas):
+    from geoalign_qgis.map_tool import RegionsMapTool
+
+    canvas = web_canvas
+    tool = RegionsMapTool(canvas)
+    canvas.setMapTool(tool)
+    counts = []
+    tool.regionsChanged.connect(counts.append)
+    try:
+        drag(tool, canvas, 100, 120, 260, 300)
+        drag(tool, canvas, 300, 310, 302, 400)  # 2 px wide: a click, not a rectangle
+        assert tool.count() == 1 and counts == [1]
+
+        # what the canvas says the pixels are, in its CRS (EPSG:3857)
+        px = canvas.getCoordinateTransform()
+        a, b = px.toMapCoordinates(100, 120), px.toMapCoordinates(260, 300)
+        (rect, crs), = tool.rectangles()
+        assert crs == WEB
+        assert rect.xMinimum() == pytest.approx(min(a.x(), b.x()), abs=1e-6)
+        assert rect.yMaximum() == pytest.approx(max(a.y(), b.y()), abs=1e-6)
+
+        # the same rectangle in the raster's CRS: every corner transformed by PROJ
+        ct = QgsCoordinateTransform(WEB, UTM, QgsProject.instance())
+        (region,) = tool.regions(UTM)
+        vertices = [QgsPointXY(v.x(), v.y()) for v in region.vertices()]
+        for corner in (QgsPointXY(rect.xMinimum(), rect.yMinimum()), QgsPointXY(rect.xMaximum(), rect.yMinimum()),
+                       QgsPointXY(rect.xMaximum(), rect.yMaximum()), QgsPointXY(rect.xMinimum(), rect.yMaximum())):
+            expected = ct.transform(corner)
+            nearest = min(vertices, key=lambda v: v.distance(expected))
+            assert nearest.distance(expected) < 1e-6
+        # ... which is NOT the canvas numbers relabelled: web mercator metres at 45 N are
+        # about 1.4x ground metres, and the origins differ by thousands of km
+        assert abs(region.boundingBox().xMinimum() - rect.xMinimum()) > 1e5
+        bottom_edge = ct.transform(QgsPointXY(rect.xMinimum(), rect.yMinimum())).distance(
+            ct.transform(QgsPointXY(rect.xMaximum(), rect.yMinimum())))
+        assert bottom_edge == pytest.approx(rect.width() * 0.707, rel=0.02)
+        # it lies inside the scene, where it was drawn
+        assert SCENE_UTM.contains(region.boundingBox())
+        # densified edges: a rotated, slightly curved quadrilateral, not just 4 corners
+        assert len(vertices) > 8
+        box = tool.region_boxes(UTM)[0]
+        expected_box = ct.transformBoundingBox(rect)
+        for got, want in ((box.xMinimum(), expected_box.xMinimum()), (box.yMaximum(), expected_box.yMaximum())):
+            assert got == pytest.approx(want, abs=1e-6)
+
+        # right click removes the last rectangle
+        tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, 10, 10, Qt.MouseButton.RightButton))
+        assert tool.count() == 0 and counts[-1] == 0
+    finally:
+        canvas.unsetMapTool(tool)
+        tool.dispose()
+
+
+def test_rectangles_follow_a_canvas_crs_change(web_canvas):
+    from geoalign_qgis.map_tool import RegionsMapTool
+
+    canvas = web_canvas
+    tool = RegionsMapTool(canvas)
+    try:
+        drag(tool, canvas, 50, 50, 200, 220)
+        before = tool.regions(UTM)[0].asWkt(3)
+        canvas.setDestinationCrs(UTM)  # the analyst switches the project CRS
+        canvas.setExtent(SCENE_UTM)
+        assert tool.regions(UTM)[0].asWkt(3) == before  # stored with the CRS it was drawn in
+        band = tool._bands[0].asGeometry().boundingBox()  # redrawn in the new canvas CRS
+        assert band.intersects(SCENE_UTM)
+        tool.clear()
+        assert tool.count() == 0 and tool._bands == []
+        assert tool.regions(UTM) == []
+    finally:
+        tool.dispose()

@@ -1,0 +1,338 @@
+"""The QGIS plugin under real QGIS 3.22 (pytest-qgis, offscreen): loading, the dock's find /
+match / heatmap runs, cancellation, and the README screenshot."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+qgis_core = pytest.importorskip("qgis.core")
+
+from qgis.core import (  # noqa: E402
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsSingleBandPseudoColorRenderer,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtWidgets import QAction  # noqa: E402
+from test_qgis_common import (  # noqa: E402
+    ROOT,
+    SCENE,
+    TEST_MODEL,
+    files_in,
+    wait_for_dock,
+    wait_until,
+    write_crop,
+)
+
+pytestmark = pytest.mark.qgis
+
+
+@pytest.fixture()
+def project(qgis_iface, qgis_new_project, tmp_path):
+    """A fresh project "saved" as tmp_path/analysis.qgz: results go to tmp_path/analysis_geoalign."""
+    proj = QgsProject.instance()
+    proj.setFileName(str(tmp_path / "analysis.qgz"))
+    yield proj
+    proj.setFileName("")
+    qgis_iface.newProject()
+
+
+@pytest.fixture()
+def dock(qgis_iface):
+    from geoalign_qgis.dock import GeoAlignDock
+
+    d = GeoAlignDock(qgis_iface)
+    d.set_model(TEST_MODEL)
+    d.device_combo.setCurrentText("cpu")
+    yield d
+    wait_for_dock(d)
+    d.dispose()
+    d.deleteLater()
+
+
+@pytest.fixture(scope="module")
+def small_tif(tmp_path_factory) -> Path:
+    return write_crop(tmp_path_factory.mktemp("raster") / "crop.tif", size=224)
+
+
+def add_raster(path: Path, name: str = "scene") -> QgsRasterLayer:
+    layer = QgsRasterLayer(str(path), name)
+    assert layer.isValid(), path
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def geoalign_group_layers() -> list:
+    group = QgsProject.instance().layerTreeRoot().findGroup("GeoAlign")
+    return [] if group is None else [n.layer() for n in group.findLayers()]
+
+
+# ---------------------------------------------------------------------------- loading
+def test_plugin_loads_initgui_unload(qgis_iface):
+    import geoalign_qgis
+
+    plugin = geoalign_qgis.classFactory(qgis_iface)
+    plugin.initGui()
+    try:
+        assert plugin.deps_status.ok, plugin.deps_status.message()
+        assert isinstance(plugin.action, QAction)
+        assert plugin.action.text() == "Find objects by text"
+        found = qgis_iface.mainWindow().findChildren(QAction, "GeoAlignFindObjects")
+        assert plugin.action in found
+        provider = QgsApplication.processingRegistry().providerById("geoalign")
+        assert provider is not None
+        assert sorted(a.name() for a in provider.algorithms()) == [
+            "findobjects", "heatmap", "matchregions", "tileclassify"]
+
+        plugin.action.trigger()  # opens the dock
+        dock = plugin.dock
+        assert dock is not None and plugin.action.isChecked()
+        names = [dock.model_combo.itemData(i) for i in range(dock.model_combo.count())]
+        assert "geoalign-demo" in names and "openai-vit-b-16" in names
+        labels = " ".join(dock.model_combo.itemText(i) for i in range(dock.model_combo.count()))
+        assert "available offline" in labels or "downloads on first use" in labels
+        dock.set_model("/tmp/custom.safetensors")  # custom paths / names are accepted
+        assert dock.model_name() == "/tmp/custom.safetensors"
+        dock.set_model("geoalign-demo")
+        assert dock.model_name() == "geoalign-demo"
+    finally:
+        plugin.unload()
+    assert QgsApplication.processingRegistry().providerById("geoalign") is None
+    assert plugin.action is None and plugin.dock is None
+
+
+# ---------------------------------------------------------------------------- find
+def test_dock_find_in_current_view(qgis_iface, project, dock, tmp_path):
+    scene = SCENE if SCENE.is_file() else write_crop(tmp_path / "scene.tif", size=512)
+    raster = add_raster(scene)
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(raster.crs())
+    ext = raster.extent()
+    view = QgsRectangle(ext.xMinimum() + 150, ext.yMaximum() - 250, ext.xMinimum() + 250, ext.yMaximum() - 150)
+    canvas.setExtent(view)
+    visible = canvas.mapSettings().visibleExtent()
+
+    dock.set_raster_layer(raster)
+    dock.set_phrases("red car\nswimming pool\n\nred car")
+    assert dock.phrases() == ["red car", "swimming pool"]
+    dock.set_scope("view")
+    dock.min_score.setValue(0.0)
+    dock.max_results.setValue(8)
+    task = dock.run_find()
+    assert task is not None, dock.status.text()
+    wait_for_dock(dock)
+    assert not task.error and not task.was_cancelled, task.error
+
+    layer = dock.last_layer
+    assert isinstance(layer, QgsVectorLayer) and layer.isValid()
+    assert layer.crs() == raster.crs()
+    assert [f.name() for f in layer.fields()][-3:] == ["phrase", "score", "rank"]
+    assert 0 < layer.featureCount() <= 16
+    assert layer in geoalign_group_layers()
+    assert layer.renderer().type() == "graduatedSymbol"
+    assert layer.labelsEnabled() and layer.labeling().settings().fieldName == "phrase"
+    for f in layer.getFeatures():  # the search stayed in the map view
+        assert f.geometry().boundingBox().intersects(visible)
+        assert f["phrase"] in ("red car", "swimming pool") and 0.0 <= f["score"] <= 1.0
+    # saved next to the project, as a GeoPackage that records the run
+    out = dock.last_output
+    assert out.parent == tmp_path / "analysis_geoalign" and out.suffix == ".gpkg"
+    from geoalign_core.geo import read_geopackage_metadata
+
+    meta = read_geopackage_metadata(out, "matches")
+    assert meta["phrases"] == ["red car", "swimming pool"] and meta["scope"] == "view"
+    # the result list zooms to a feature
+    assert dock.table.rowCount() == layer.featureCount()
+    box = dock.zoom_to_row(0)
+    assert box is not None and canvas.extent().contains(box.center())
+
+
+def test_dock_heatmap_layer(qgis_iface, project, dock, small_tif):
+    raster = add_raster(small_tif, "crop")
+    qgis_iface.mapCanvas().setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
+    dock.set_raster_layer(raster)
+    dock.set_scope("layer")
+    task = dock.run_heatmap("building")
+    assert task is not None, dock.status.text()
+    wait_for_dock(dock)
+    assert not task.error, task.error
+    heat = dock.last_layer
+    assert isinstance(heat, QgsRasterLayer) and heat.isValid()
+    assert isinstance(heat.renderer(), QgsSingleBandPseudoColorRenderer)
+    assert heat.renderer().opacity() == pytest.approx(0.6)
+    assert heat.crs() == raster.crs()
+    a, b = heat.extent(), raster.extent()
+    res = raster.rasterUnitsPerPixelX()
+    for u, v in ((a.xMinimum(), b.xMinimum()), (a.yMinimum(), b.yMinimum()),
+                 (a.xMaximum(), b.xMaximum()), (a.yMaximum(), b.yMaximum())):
+        assert abs(u - v) < res
+    assert heat in geoalign_group_layers()
+    stats = heat.dataProvider().bandStatistics(1)
+    assert -1.0 <= stats.minimumValue <= stats.maximumValue <= 1.0
+
+
+def test_dock_match_drawn_regions(qgis_iface, project, dock, small_tif):
+    from qgis.core import QgsPointXY
+
+    raster = add_raster(small_tif, "crop")
+    canvas = qgis_iface.mapCanvas()
+    web = QgsCoordinateReferenceSystem("EPSG:3857")
+    canvas.setDestinationCrs(web)
+    to_web = QgsCoordinateTransform(raster.crs(), web, QgsProject.instance())
+    canvas.setExtent(to_web.transformBoundingBox(raster.extent()))
+    e = raster.extent()
+    tool = dock.map_tool
+    for fx0, fy0, fx1, fy1 in ((0.1, 0.1, 0.4, 0.4), (0.5, 0.55, 0.9, 0.85)):
+        a = to_web.transform(QgsPointXY(e.xMinimum() + fx0 * e.width(), e.yMinimum() + fy0 * e.height()))
+        b = to_web.transform(QgsPointXY(e.xMinimum() + fx1 * e.width(), e.yMinimum() + fy1 * e.height()))
+        tool.add_rectangle(QgsRectangle(a, b), web)
+    assert dock.regions_label.text() == "2 regions" and dock.match_button.isEnabled()
+    dock.set_raster_layer(raster)
+    dock.set_phrases(["building", "tree"])
+    task = dock.run_match_regions()
+    assert task is not None, dock.status.text()
+    wait_for_dock(dock)
+    assert not task.error, task.error
+    layer = dock.last_layer
+    assert layer.featureCount() == 2 and layer.crs() == raster.crs()
+    names = [f.name() for f in layer.fields()]
+    for col in ("region", "best_phrase", "score", "building", "tree"):
+        assert col in names
+    assert dock.table.rowCount() == 2
+    headers = [dock.table.horizontalHeaderItem(i).text() for i in range(dock.table.columnCount())]
+    assert headers == ["Region", "Best phrase", "Score", "building", "tree"]
+    # each scored region is the drawn rectangle, in the raster's CRS
+    region1 = next(f for f in layer.getFeatures() if f["region"] == 1).geometry().boundingBox()
+    assert region1.xMinimum() == pytest.approx(e.xMinimum() + 0.1 * e.width(), abs=0.05)
+    assert region1.yMaximum() == pytest.approx(e.yMinimum() + 0.4 * e.height(), abs=0.05)
+
+
+def test_cancel_leaves_no_layer_and_no_file(qgis_iface, project, dock, tmp_path):
+    big = write_crop(tmp_path / "big.tif", size=512, col=0, row=0)
+    raster = add_raster(big, "big")
+    dock.set_raster_layer(raster)
+    dock.set_phrases("car")
+    dock.set_scope("layer")
+    dock.min_score.setValue(0.0)
+    dock.tile_size.setValue(16)  # ~1700 tiles, one per batch: plenty of time to cancel
+    dock.batch_size.setValue(1)
+    before = set(QgsProject.instance().mapLayers())
+    results = tmp_path / "analysis_geoalign"
+
+    for run in (dock.run_find, lambda: dock.run_heatmap("car")):
+        task = run()
+        assert task is not None, dock.status.text()
+        wait_until(lambda t=task: t.progress() > 0 or not dock.is_running(), 60, "progress")
+        dock.cancel()
+        wait_for_dock(dock)
+        assert task.was_cancelled and task.result is None
+        assert dock.status.text().startswith("Cancelled")
+        assert set(QgsProject.instance().mapLayers()) == before
+        assert files_in(results) == []
+        assert dock.find_button.isEnabled() and not dock.cancel_button.isEnabled()
+
+
+def test_dock_reports_user_errors(qgis_iface, project, dock, small_tif):
+    raster = add_raster(small_tif, "crop")
+    dock.set_raster_layer(raster)
+    dock.set_phrases("")
+    assert dock.run_find() is None and "phrase" in dock.status.text()
+    dock.set_phrases("car")
+    dock.set_scope("regions")
+    assert dock.run_find() is None and "draw" in dock.status.text()
+    dock.set_scope("view")
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(raster.crs())
+    canvas.setExtent(QgsRectangle(0, 0, 10, 10))  # far away from the raster
+    assert dock.run_find() is None and "does not overlap" in dock.status.text()
+    dock.set_scope("layer")
+    dock.bands_edit.setText("red")
+    assert dock.run_find() is None and "bands" in dock.status.text()
+    dock.bands_edit.setText("")
+    dock.set_model("no-such-model")
+    task = dock.run_find()
+    wait_for_dock(dock)
+    assert task.error and "unknown model" in task.error and dock.last_layer is None
+    assert "unknown model" in dock.status.text()
+
+
+# ---------------------------------------------------------------------------- screenshot
+def test_screenshot(qgis_iface, project, dock, tmp_path):
+    """Offscreen render of the scene with find results and a heatmap, next to the dock.
+
+    Set GEOALIGN_SCREENSHOT=1 to (re)write docs/qgis_screenshot.png."""
+    from geoalign_qgis.screenshot import compose, render_map
+
+    scene = SCENE if SCENE.is_file() else write_crop(tmp_path / "scene.tif", size=512)
+    raster = add_raster(scene, "scene")
+    e = raster.extent()
+    view = QgsRectangle(e.xMinimum() + 100, e.yMaximum() - 260, e.xMinimum() + 260, e.yMaximum() - 100)
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(raster.crs())
+    canvas.setExtent(view)
+    dock.set_raster_layer(raster)
+    dock.set_phrases(os.environ.get("GEOALIGN_SCREENSHOT_PHRASES", "red car\nswimming pool"))
+    if os.environ.get("GEOALIGN_SCREENSHOT_MODEL"):
+        dock.set_model(os.environ["GEOALIGN_SCREENSHOT_MODEL"])
+    dock.set_scope("view")
+    dock.min_score.setValue(0.0)
+    dock.max_results.setValue(6)
+    assert dock.run_heatmap() is not None
+    wait_for_dock(dock)
+    heat = dock.last_layer
+    assert dock.run_find() is not None
+    wait_for_dock(dock)
+    matches = dock.last_layer
+    assert isinstance(heat, QgsRasterLayer) and isinstance(matches, QgsVectorLayer)
+
+    image = render_map([matches, heat, raster], view, raster.crs(), 900, 900)
+    shot = compose(image, dock)
+    out = tmp_path / "shot.png"
+    assert shot.save(str(out))
+    colours = {shot.pixel(x, y) for x in range(0, shot.width(), 37) for y in range(0, shot.height(), 37)}
+    assert len(colours) > 50  # a real picture, not a blank image
+    if os.environ.get("GEOALIGN_SCREENSHOT"):
+        shot.save(str(ROOT / "docs" / "qgis_screenshot.png"))
+
+
+def test_no_match_adds_no_layer(qgis_iface, project, dock, small_tif, tmp_path):
+    raster = add_raster(small_tif, "crop")
+    dock.set_raster_layer(raster)
+    dock.set_phrases("red car")
+    dock.set_scope("layer")
+    dock.min_score.setValue(1.0)  # a probability of exactly 1 never happens against background phrases
+    before = set(QgsProject.instance().mapLayers())
+    task = dock.run_find()
+    wait_for_dock(dock)
+    assert not task.error, task.error
+    assert dock.status.text().startswith("No objects found")
+    assert set(QgsProject.instance().mapLayers()) == before
+    assert files_in(tmp_path / "analysis_geoalign") == []
+
+
+def test_tasks_survive_pyproj_on_reused_pool_threads(qgis_app):
+    """Regression: pyproj 3.7 frees its per-thread PROJ context with the Python thread state
+    while QThreadPool reuses the OS thread; a second pyproj call in a plain QgsTask then
+    crashes QGIS. GeoAlignTask runs jobs on GeoAlign's own worker thread instead."""
+    from geoalign_qgis.tasks import GeoAlignTask
+
+    def job(task):
+        import threading
+
+        import pyproj
+
+        return pyproj.CRS("EPSG:32633").to_epsg(), threading.current_thread().name
+
+    results = []
+    for i in range(12):  # one after the other: the pool reuses its threads
+        GeoAlignTask("pyproj", job, on_done=lambda t: results.append(t.result)).start()
+        wait_until(lambda n=i + 1: len(results) == n, 30, "a task")
+    assert {r[0] for r in results} == {32633}
+    assert {r[1].split("_")[0] for r in results} == {"geoalign-worker"}

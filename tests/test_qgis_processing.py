@@ -1,0 +1,197 @@
+"""Every GeoAlign Processing algorithm through processing.run (pytest-qgis' qgis_processing)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("qgis.core")
+
+from qgis.core import (  # noqa: E402
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsGeometry,
+    QgsProject,
+    QgsRasterLayer,
+    QgsSingleBandPseudoColorRenderer,
+    QgsVectorLayer,
+)
+from test_qgis_common import TEST_MODEL, write_crop  # noqa: E402
+
+pytestmark = pytest.mark.qgis
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_processing):
+    from geoalign_qgis.processing import GeoAlignProvider
+
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById("geoalign") is None:
+        registry.addProvider(GeoAlignProvider())
+    yield registry.providerById("geoalign")
+    registry.removeProvider("geoalign")
+
+
+@pytest.fixture(scope="module")
+def raster(tmp_path_factory):
+    return str(write_crop(tmp_path_factory.mktemp("proc") / "crop.tif", size=224))
+
+
+def vector(path) -> QgsVectorLayer:
+    layer = QgsVectorLayer(str(path), "out", "ogr")
+    assert layer.isValid(), path
+    return layer
+
+
+def test_provider_lists_four_algorithms(provider):
+    algs = {a.id(): a for a in provider.algorithms()}
+    assert set(algs) == {"geoalign:tileclassify", "geoalign:findobjects", "geoalign:matchregions",
+                         "geoalign:heatmap"}
+    for alg in algs.values():
+        ok, msg = alg.canExecute()
+        assert ok, msg
+        assert alg.shortHelpString() and alg.group() == "Find by text"
+        # batch mode / model builder create fresh instances with their own parameters
+        clone = alg.create()
+        assert clone is not alg and clone.parameterDefinition("INPUT") is not None
+
+
+def test_tile_classify(provider, raster, tmp_path):
+    import processing
+
+    out = tmp_path / "tiles.gpkg"
+    res = processing.run("geoalign:tileclassify", {
+        "INPUT": raster, "MODEL": TEST_MODEL, "CLASSES": "car, building,water", "TOP_K": 2,
+        "DEVICE": 1, "OUTPUT": str(out)})
+    layer = vector(res["OUTPUT"])
+    assert layer.featureCount() == 9  # 224 px, 112 px tiles, overlap 0.25 -> 3 x 3
+    assert layer.crs() == QgsRasterLayer(raster).crs()
+    assert {"label", "score", "top_k"} <= {f.name() for f in layer.fields()}
+    assert {f["label"] for f in layer.getFeatures()} <= {"car", "building", "water"}
+
+
+def test_find_objects_with_extent_and_regions(provider, raster, tmp_path):
+    import processing
+
+    rlayer = QgsRasterLayer(raster, "r")
+    e = rlayer.extent()
+    out = tmp_path / "find.gpkg"
+    extent = f"{e.xMinimum()},{e.xMinimum() + e.width() / 2},{e.yMinimum()},{e.yMaximum()} [EPSG:32633]"
+    res = processing.run("geoalign:findobjects", {
+        "INPUT": raster, "MODEL": TEST_MODEL, "PHRASES": "red car\nswimming pool", "MIN_SCORE": 0.0,
+        "MAX_RESULTS": 3, "EXTENT": extent, "OUTPUT": str(out)})
+    layer = vector(res["OUTPUT"])
+    assert 0 < layer.featureCount() <= 6
+    assert [f.name() for f in layer.fields()][-3:] == ["phrase", "score", "rank"]
+    for f in layer.getFeatures():  # restricted to the left half
+        assert f.geometry().boundingBox().xMinimum() < e.xMinimum() + e.width() / 2 + 1e-6
+
+    # candidate regions given in another CRS (EPSG:4326): reprojected by QGIS
+    regions = polygons_4326(rlayer, [(0.1, 0.1, 0.4, 0.4), (0.5, 0.5, 0.9, 0.8)])
+    res = processing.run("geoalign:findobjects", {
+        "INPUT": raster, "MODEL": TEST_MODEL, "PHRASES": "red car", "REGIONS": regions, "MIN_SCORE": 0.0,
+        "OUTPUT": str(tmp_path / "find_regions.gpkg")})
+    assert vector(res["OUTPUT"]).featureCount() == 2
+
+
+def polygons_4326(rlayer: QgsRasterLayer, fractions) -> QgsVectorLayer:
+    layer = QgsVectorLayer("Polygon?crs=EPSG:4326&field=name:string", "regions", "memory")
+    ct = QgsCoordinateTransform(rlayer.crs(), QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance())
+    e = rlayer.extent()
+    feats = []
+    for i, (x0, y0, x1, y1) in enumerate(fractions):
+        from qgis.core import QgsRectangle
+
+        rect = QgsRectangle(e.xMinimum() + x0 * e.width(), e.yMinimum() + y0 * e.height(),
+                            e.xMinimum() + x1 * e.width(), e.yMinimum() + y1 * e.height())
+        geom = QgsGeometry.fromRect(rect)
+        geom.transform(ct)
+        f = QgsFeature(layer.fields())
+        f.setGeometry(geom)
+        f.setAttributes([f"r{i + 1}"])
+        feats.append(f)
+    layer.dataProvider().addFeatures(feats)
+    return layer
+
+
+def test_match_regions(provider, raster, tmp_path):
+    import processing
+
+    rlayer = QgsRasterLayer(raster, "r")
+    regions = polygons_4326(rlayer, [(0.1, 0.1, 0.4, 0.4), (0.5, 0.5, 0.9, 0.8)])
+    res = processing.run("geoalign:matchregions", {
+        "INPUT": raster, "REGIONS": regions, "PHRASES": "building; tree", "MODEL": TEST_MODEL,
+        "OUTPUT": str(tmp_path / "regions.gpkg")})
+    layer = vector(res["OUTPUT"])
+    assert layer.featureCount() == 2 and layer.crs() == rlayer.crs()
+    names = [f.name() for f in layer.fields()]
+    assert {"name", "best_phrase", "score", "building", "tree"} <= set(names)
+    for f in layer.getFeatures():
+        assert f["best_phrase"] in ("building", "tree")
+        assert f["score"] == pytest.approx(max(f["building"], f["tree"]))
+        assert rlayer.extent().contains(f.geometry().boundingBox().center())
+
+
+def test_heatmap_with_a_checkpoint_file(provider, raster, tmp_path):
+    import processing
+
+    from geoalign_core import load_model, save_model
+
+    ckpt = save_model(load_model(TEST_MODEL, device="cpu"), tmp_path / "tiny.safetensors")
+    out = tmp_path / "heat.tif"
+    res = processing.run("geoalign:heatmap", {
+        "INPUT": raster, "PHRASE": "swimming pool", "MODEL": str(ckpt), "OUTPUT": str(out)})
+    assert res["OUTPUT"] == str(out) and out.is_file()
+    heat = QgsRasterLayer(str(out), "heat")
+    src = QgsRasterLayer(raster, "r")
+    assert heat.isValid() and heat.crs() == src.crs()
+    assert heat.extent().toString(2) == src.extent().toString(2)
+    from geoalign_qgis.layers import style_heatmap
+
+    assert isinstance(style_heatmap(heat), QgsSingleBandPseudoColorRenderer)
+
+
+def test_bad_input_is_a_processing_error(provider, raster, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="unknown model"):
+        processing.run("geoalign:findobjects", {
+            "INPUT": raster, "MODEL": "no-such-model", "PHRASES": "car",
+            "OUTPUT": str(tmp_path / "x.gpkg")})
+
+
+def test_find_objects_in_a_processing_model(provider, raster, tmp_path):
+    """The model builder's way: a model whose child is geoalign:findobjects."""
+    import processing
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterRasterLayer,
+    )
+
+    model = QgsProcessingModelAlgorithm("find cars", "tests")
+    model.addModelParameter(QgsProcessingParameterRasterLayer("raster", "Raster"),
+                            QgsProcessingModelParameter("raster"))
+    child = QgsProcessingModelChildAlgorithm("geoalign:findobjects")
+    child.setChildId("find")
+    static = QgsProcessingModelChildParameterSource.fromStaticValue
+    child.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromModelParameter("raster")])
+    child.addParameterSources("MODEL", [static(TEST_MODEL)])
+    child.addParameterSources("PHRASES", [static("red car")])
+    child.addParameterSources("MIN_SCORE", [static(0.0)])
+    child.addParameterSources("MAX_RESULTS", [static(2)])
+    output = QgsProcessingModelOutput("matches")
+    output.setChildOutputName("OUTPUT")
+    child.setModelOutputs({"matches": output})
+    model.addChildAlgorithm(child)
+    model.updateDestinationParameters()
+
+    out = tmp_path / "model.gpkg"
+    res = processing.run(model, {"raster": raster, "find:matches": str(out)})
+    layer = vector(res["find:matches"])
+    assert 0 < layer.featureCount() <= 2
