@@ -1,0 +1,31 @@
+"""Training data: vector labels -> chips + ``samples.jsonl`` (captions, region phrases, hard negatives).
+
+* :mod:`~geoalign_core.data.schema`: the jsonl schema, :func:`read_samples`, :func:`read_image`;
+* :mod:`~geoalign_core.data.labels`: labels in any OGR format -> features in the raster's pixel grid;
+* :mod:`~geoalign_core.data.chipping`: the chip grid, regions of a chip, class cover of a window;
+* :mod:`~geoalign_core.data.captions`: rule-based phrases, descriptions and captions;
+* :mod:`~geoalign_core.data.negatives`: rule-based hard negatives;
+* :mod:`~geoalign_core.data.prepare`: ``geoalign prepare`` (:func:`prepare_dataset`).
+"""
+
+from geoalign_core.data.prepare import PrepareOptions, PrepareSummary, prepare_dataset
+from geoalign_core.data.schema import (
+    CHIPS_DIR,
+    DATASET_FILE,
+    SAMPLES_FILE,
+    read_image,
+    read_samples,
+    resolve_samples_path,
+)
+
+__all__ = [
+    "CHIPS_DIR",
+    "DATASET_FILE",
+    "SAMPLES_FILE",
+    "PrepareOptions",
+    "PrepareSummary",
+    "prepare_dataset",
+    "read_image",
+    "read_samples",
+    "resolve_samples_path",
+]
