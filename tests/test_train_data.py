@@ -1,0 +1,183 @@
+"""Training data: samples.jsonl reading, chips, augmentation, candidates, collate, sampler."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.transform import from_origin
+
+from geoalign_core.errors import InputError
+from training.dataset import (
+    Collate,
+    GeoAlignDataset,
+    ResumableSampler,
+    dihedral_boxes,
+    dihedral_image,
+    load_chip,
+    read_samples,
+)
+from training.synthetic import COLOURS, make_squares_dataset
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared CPU an OpenMP thread
+    that loses its core stalls every parallel region: one thread keeps the timings stable."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _write(path, data, dtype, **kw):
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=dtype, crs="EPSG:3857", transform=from_origin(0, data.shape[1], 1, 1), **kw) as ds:
+        ds.write(data.astype(dtype))
+
+
+def _jsonl(path, rows):
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def squares(tmp_path_factory):
+    return make_squares_dataset(tmp_path_factory.mktemp("sq"), n=8, size=64, seed=3)
+
+
+def test_read_samples_and_items(squares):
+    samples = read_samples(squares)
+    assert len(samples) == 8
+    assert any(not s.regions for s in samples)  # images without regions are kept
+    assert any(len(s.regions) == 1 for s in samples)
+    ds = GeoAlignDataset(squares, 112, regions_per_image=2, num_candidates=3, augment=False)
+    for i in range(len(ds)):
+        it = ds[(0, i)]
+        assert it["image"].shape == (3, 112, 112) and 0 <= it["image"].min() and it["image"].max() <= 1
+        k = min(len(samples[i].regions), 2)
+        assert it["boxes"].shape == (k, 4)
+        assert len(it["region_texts"]) == k and len(it["candidates"]) == k
+        for b, cands in zip(it["boxes"], it["candidates"]):
+            assert len(cands) == 3 and cands[0].endswith("square")
+            assert cands[0] not in cands[1:]
+            x0, y0, x1, y1 = b.round().int().tolist()  # the box holds a square of colour cands[0]
+            patch = it["image"][:, y0 + 2 : y1 - 2, x0 + 2 : x1 - 2].mean(dim=(1, 2)) * 255
+            want = torch.tensor(COLOURS[cands[0].split()[0]], dtype=torch.float32)
+            if len(samples[i].regions) == 1:  # (squares of one chip may overlap)
+                assert torch.allclose(patch, want, atol=40)
+
+
+def test_dihedral_boxes_follow_image():
+    img = torch.zeros(3, 32, 32)
+    img[0, 4:10, 20:30] = 1.0  # x 20..30, y 4..10
+    box = np.array([[20 / 32, 4 / 32, 30 / 32, 10 / 32]])
+    for k in range(8):
+        out = dihedral_image(img, k)
+        b = dihedral_boxes(box, k)[0] * 32
+        ys, xs = torch.nonzero(out[0] > 0, as_tuple=True)
+        assert [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1] == pytest.approx(
+            b.tolist()
+        ), k
+
+
+def test_augmentation_applied_only_without_position_words(tmp_path):
+    make_squares_dataset(tmp_path, n=4, size=48, seed=0, empty_every=0, positional_every=2)
+    ds = GeoAlignDataset(tmp_path, 48, augment=True, seed=0)
+    plain = GeoAlignDataset(tmp_path, 48, augment=False)
+    assert [s.positional for s in ds.samples] == [True, False, True, False]
+    for i, s in enumerate(ds.samples):
+        changed = [not torch.equal(ds[(e, i)]["image"], plain[(0, i)]["image"]) for e in range(6)]
+        assert any(changed) != s.positional
+
+
+def test_candidates_padding_never_positive(tmp_path):
+    make_squares_dataset(tmp_path, n=4, size=32, seed=1, empty_every=0)
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    for r in rows:
+        for reg in r["regions"]:
+            reg["hard_negatives"] = [reg["phrase"].upper(), " " + reg["phrase"]]  # only copies of the positive
+    _jsonl(tmp_path / "samples.jsonl", rows)
+    ds = GeoAlignDataset(tmp_path, 32, num_candidates=8)
+    for i in range(len(ds)):
+        for cands in ds[(0, i)]["candidates"]:
+            assert len(cands) == 8
+            pos = cands[0].lower().strip()
+            assert all(c.lower().strip() != pos for c in cands[1:])
+
+
+def test_collate_variable_regions(squares):
+    import open_clip
+
+    from geoalign_core.archs import TINY  # noqa: F401 (registers the arch for the tokenizer)
+
+    ds = GeoAlignDataset(squares, 64, regions_per_image=3, num_candidates=4, augment=False)
+    items = [ds[(0, i)] for i in range(len(ds))]
+    counts = [len(it["boxes"]) for it in items]
+    assert 0 in counts and max(counts) > 1
+    batch = Collate(open_clip.get_tokenizer("GeoAlign-Tiny"))(items)
+    k = sum(counts)
+    assert batch["images"].shape == (8, 3, 64, 64)
+    assert [len(b) for b in batch["boxes"]] == counts
+    assert batch["n_regions"].tolist() == counts
+    assert batch["region_image"].tolist() == [i for i, c in enumerate(counts) for _ in range(c)]
+    assert batch["region_idx"].shape == (k,) and batch["cand_idx"].shape == (k, 4)
+    assert len(set(batch["texts"])) == len(batch["texts"]) == batch["tokens"].shape[0]
+    texts = batch["texts"]
+    assert [texts[j] for j in batch["brief_idx"]] == [it["caption"] for it in items]
+    assert [texts[j] for j in batch["cand_idx"][:, 0]] == [t for it in items for t in it["region_texts"]]
+    empty = Collate()([items[counts.index(0)]])
+    assert empty["cand_idx"].shape == (0, 0) and empty["boxes"][0].shape == (0, 4)
+
+
+def test_chip_kinds(tmp_path):
+    rng = np.random.default_rng(0)
+    _write(tmp_path / "u16.tif", rng.integers(100, 4000, size=(1, 20, 30)), "uint16", nodata=0)
+    one = load_chip(tmp_path / "u16.tif")
+    assert one.shape == (3, 20, 30) and one.dtype == np.float32
+    assert np.array_equal(one[0], one[2]) and one.min() == 0.0 and one.max() == 1.0
+    _write(tmp_path / "u8.tif", np.full((4, 8, 8), 51), "uint8")
+    assert np.allclose(load_chip(tmp_path / "u8.tif"), 0.2)
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    Image.fromarray(np.full((10, 12, 3), 255, dtype=np.uint8)).save(tmp_path / "c.png")
+    png = load_chip(tmp_path / "c.png")
+    assert png.shape == (3, 10, 12) and np.allclose(png, 1.0)
+
+
+def test_bad_jsonl_reports_line(tmp_path):
+    _write(tmp_path / "a.tif", np.zeros((3, 8, 8)), "uint8")
+    ok = {"image": "a.tif", "caption": "x"}
+    _jsonl(tmp_path / "samples.jsonl", [ok, {"image": "a.tif"}])
+    with pytest.raises(InputError, match=r"samples.jsonl:2: missing 'caption'"):
+        read_samples(tmp_path)
+    _jsonl(tmp_path / "samples.jsonl", [ok, {**ok, "regions": [{"bbox": [0, 0, 2], "phrase": "p"}]}])
+    with pytest.raises(InputError, match=r":2 region 0: 'bbox'"):
+        read_samples(tmp_path)
+    _jsonl(tmp_path / "samples.jsonl", [{**ok, "image": "missing.tif"}])
+    with pytest.raises(InputError, match="image not found"):
+        read_samples(tmp_path)
+    # degenerate boxes (after clipping to [0, 1]) are dropped, not fatal
+    _jsonl(tmp_path / "samples.jsonl", [{**ok, "regions": [{"bbox": [1.2, 0, 1.5, 1], "phrase": "p"}]}])
+    assert read_samples(tmp_path)[0].regions == []
+
+
+def test_sampler_order_and_skip():
+    a = ResumableSampler(10, seed=4)
+    a.set_position(3)
+    full = list(a)
+    assert sorted(i for _, i in full) == list(range(10)) and {e for e, _ in full} == {3}
+    a.set_position(3, skip=4)
+    assert list(a) == full[4:] and len(a) == 6
+    a.set_position(4)
+    assert list(a) != [(4, i) for _, i in full]  # a new epoch, a new order
+    shards = []
+    for r in range(2):
+        s = ResumableSampler(10, num_replicas=2, rank=r, seed=4)
+        s.set_position(3)
+        shards.append([i for _, i in s])
+    assert shards[0] == [i for _, i in full][0::2] and shards[1] == [i for _, i in full][1::2]

@@ -1,0 +1,441 @@
+"""Training samples: ``samples.jsonl`` reader, chip loading, augmentation, collate, sampler.
+
+One JSON object per line (DESIGN.md)::
+
+    {"image": "chips/000123.tif", "caption": "...", "caption_detail": "...",
+     "regions": [{"bbox": [x0, y0, x1, y1], "phrase": "red car",
+                  "description": "...", "hard_negatives": ["blue car", ...]}]}
+
+* ``image`` is relative to the folder of the jsonl file (absolute paths work too). GeoTIFFs
+  (any band count / data type) are read with rasterio; PNG/JPEG with Pillow (or GDAL).
+  Pixels become float [0, 1]: ``uint8`` / 255, anything else a per-chip, per-band 2-98 %
+  stretch (the rule of :mod:`geoalign_core.geo.stats`, applied per chip); nodata / alpha /
+  NaN pixels become 0. Chips are resized (bilinear, antialiased) to the model input size.
+* ``bbox`` is normalised xyxy; boxes are clipped to [0, 1], degenerate ones dropped, and
+  turned into pixel xyxy of the resized image.
+* ``caption_detail`` defaults to ``caption``; ``description`` to ``phrase``.
+
+Per step an image contributes at most R regions (a random subset) and each region Q text
+candidates: its phrase first, then up to Q-1 of its ``hard_negatives``; when a region has
+fewer, the rest are other phrases of the dataset (never equal to the positive, compared
+case- and space-insensitively).
+
+Augmentation: one of the 8 flips / 90-degree rotations, applied to the image and its boxes
+together -- but only for samples none of whose texts mention a position or orientation
+("left", "upper", "north", "horizontal", ...), since the texts would then be wrong. Both
+stages use it; ``augment: false`` turns it off.
+
+All randomness of a sample is a function of ``(seed, epoch, index)`` (its own NumPy
+generator), and the order of samples a function of ``(seed, epoch)``
+(:class:`ResumableSampler`), so a resumed run sees exactly the batches an uninterrupted
+one would, whatever the number of loader workers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Sampler
+from torch.utils.data.distributed import DistributedSampler
+
+from geoalign_core.errors import InputError
+
+SAMPLES_FILE = "samples.jsonl"
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
+POSITION_WORDS = re.compile(
+    r"\b(left|right|upper|lower|top|bottom|north\w*|south\w*|east\w*|west\w*|above|below|"
+    r"horizontal\w*|vertical\w*|diagonal\w*|oriented|orientation|facing|clockwise|"
+    r"anticlockwise|counterclockwise|leftmost|rightmost|topmost|bottommost)\b",
+    re.IGNORECASE,
+)
+# Used only when the dataset has no phrase other than a region's own to pad HNA candidates.
+FALLBACK_NEGATIVES = (
+    "background", "bare soil", "water", "grass", "road", "building", "tree", "parking lot",
+    "field", "shadow",
+)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+@dataclass
+class Region:
+    bbox: tuple[float, float, float, float]  # normalised xyxy, clipped to [0, 1]
+    phrase: str
+    description: str
+    hard_negatives: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Sample:
+    image: Path
+    caption: str
+    caption_detail: str
+    regions: list[Region]
+    positional: bool  # some text names a position/orientation: no geometric augmentation
+
+
+# ---------------------------------------------------------------------- reading jsonl
+def _text(obj: dict, key: str, where: str, default: str | None = None) -> str:
+    v = obj.get(key, default)
+    if v is None:
+        raise InputError(f"{where}: missing {key!r}")
+    if not isinstance(v, str) or not v.strip():
+        raise InputError(f"{where}: {key!r} must be a non-empty string")
+    return v.strip()
+
+
+def _region(obj: object, where: str) -> Region | None:
+    if not isinstance(obj, dict):
+        raise InputError(f"{where}: each region must be an object with bbox and phrase")
+    bbox = obj.get("bbox")
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in bbox
+    ):
+        raise InputError(f"{where}: 'bbox' must be four numbers [x0, y0, x1, y1] normalised to [0, 1]")
+    x0, y0, x1, y1 = (min(max(float(v), 0.0), 1.0) for v in bbox)
+    phrase = _text(obj, "phrase", where)
+    description = _text(obj, "description", where, default=phrase)
+    negs = obj.get("hard_negatives", []) or []
+    if not isinstance(negs, list) or not all(isinstance(n, str) for n in negs):
+        raise InputError(f"{where}: 'hard_negatives' must be a list of strings")
+    if x1 - x0 <= 1e-6 or y1 - y0 <= 1e-6:
+        return None  # degenerate after clipping
+    pos = _norm(phrase)
+    seen: set[str] = set()
+    clean: list[str] = []
+    for n in negs:
+        k = _norm(n)
+        if k and k != pos and k not in seen:
+            seen.add(k)
+            clean.append(n.strip())
+    return Region((x0, y0, x1, y1), phrase, description, clean)
+
+
+def read_samples(path: str | Path) -> list[Sample]:
+    """Parse one ``samples.jsonl`` (or a folder holding one); image paths become absolute."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / SAMPLES_FILE
+    if not path.is_file():
+        raise InputError(f"training data not found: {path} (a folder with {SAMPLES_FILE}, or a .jsonl file)")
+    root = path.parent
+    samples: list[Sample] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{where}: not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{where}: each line must be a JSON object")
+        image = _text(obj, "image", where)
+        img_path = Path(image) if Path(image).is_absolute() else root / image
+        if not img_path.is_file():
+            raise InputError(f"{where}: image not found: {img_path}")
+        caption = _text(obj, "caption", where)
+        detail = _text(obj, "caption_detail", where, default=caption)
+        raw_regions = obj.get("regions", []) or []
+        if not isinstance(raw_regions, list):
+            raise InputError(f"{where}: 'regions' must be a list")
+        regions = [r for i, o in enumerate(raw_regions) if (r := _region(o, f"{where} region {i}")) is not None]
+        texts = [caption, detail] + [t for r in regions for t in (r.phrase, r.description, *r.hard_negatives)]
+        positional = any(POSITION_WORDS.search(t) for t in texts)
+        samples.append(Sample(img_path, caption, detail, regions, positional))
+    if not samples:
+        raise InputError(f"{path}: no samples")
+    return samples
+
+
+# ---------------------------------------------------------------------- reading chips
+def _stretch(data: np.ndarray, valid: np.ndarray, dtype: str) -> np.ndarray:
+    """``[C, H, W]`` raw -> float32 [0, 1]: uint8 / 255, else per-band 2-98 % of valid pixels."""
+    if dtype == "uint8":
+        out = data.astype(np.float32) / 255.0
+    else:
+        out = np.zeros(data.shape, dtype=np.float32)
+        for c in range(data.shape[0]):
+            vals = data[c][valid].astype(np.float64)
+            vals = vals[np.isfinite(vals)]
+            if vals.size == 0:
+                continue
+            lo, hi = np.percentile(vals, [2.0, 98.0])
+            if hi <= lo:
+                hi = lo + 1.0
+            out[c] = (data[c].astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
+        np.clip(out, 0.0, 1.0, out=out)
+    np.nan_to_num(out, copy=False, nan=0.0)
+    out[:, ~valid] = 0.0
+    return out
+
+
+def _rgb_indexes(colorinterp: Sequence, count: int) -> tuple[list[int], int | None]:
+    """1-based band numbers for R, G, B (and the alpha band), after geo/bands.py's rules."""
+    from rasterio.enums import ColorInterp
+
+    ci = list(colorinterp)
+    alpha = next((i + 1 for i, c in enumerate(ci) if c == ColorInterp.alpha), None)
+    want = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+    if all(c in ci for c in want):
+        return [ci.index(c) + 1 for c in want], alpha
+    bands = [i + 1 for i in range(count) if i + 1 != alpha]
+    if len(bands) >= 3:
+        return bands[:3], alpha
+    if not bands:
+        return [1, 1, 1], None
+    return [bands[0]] * 3, alpha
+
+
+def load_chip(path: str | Path) -> np.ndarray:
+    """Read a chip as float32 ``[3, H, W]`` in [0, 1]."""
+    path = Path(path)
+    if path.suffix.lower() in PIL_SUFFIXES:
+        try:
+            from PIL import Image
+        except ImportError:
+            pass
+        else:
+            try:
+                with Image.open(path) as im:
+                    arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+            except OSError as exc:
+                raise InputError(f"cannot read image {path}: {exc}") from None
+            return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    try:
+        with rasterio.open(path) as ds:
+            rgb, alpha = _rgb_indexes(ds.colorinterp, ds.count)
+            uniq = sorted(set(rgb))
+            data = ds.read(uniq)
+            data = data[[uniq.index(b) for b in rgb]]
+            dtype = ds.dtypes[rgb[0] - 1]
+            valid = np.ones(data.shape[1:], dtype=bool)
+            if alpha is not None:
+                valid &= ds.read(alpha) > 0
+            if ds.nodata is not None and not (isinstance(ds.nodata, float) and math.isnan(ds.nodata)):
+                valid &= ~np.all(data == ds.nodata, axis=0)
+            if np.issubdtype(data.dtype, np.floating):
+                valid &= np.all(np.isfinite(data), axis=0)
+                finite = data[:, valid]
+                if finite.size and finite.min() >= 0.0 and finite.max() <= 1.0:
+                    out = np.where(valid[None], data, 0.0).astype(np.float32)
+                    return out
+    except RasterioError as exc:
+        raise InputError(f"cannot read image {path}: {str(exc).splitlines()[0]}") from None
+    return _stretch(data, valid, dtype)
+
+
+# ---------------------------------------------------------------------- geometry
+def dihedral_image(img: torch.Tensor, k: int) -> torch.Tensor:
+    """Transform ``k`` in 0..7 of a ``[C, H, W]`` image: rotate 90 deg (k % 4) times, then mirror if k >= 4."""
+    out = torch.rot90(img, k % 4, dims=(1, 2))
+    return out.flip(2) if k >= 4 else out
+
+
+def dihedral_boxes(boxes: np.ndarray, k: int) -> np.ndarray:
+    """The same transform on normalised xyxy boxes ``[K, 4]`` (square images)."""
+    b = boxes.copy()
+    for _ in range(k % 4):  # torch.rot90(k=1, dims=(H, W)): new x = old y, new y = 1 - old x
+        x0, y0, x1, y1 = b[:, 0].copy(), b[:, 1].copy(), b[:, 2].copy(), b[:, 3].copy()
+        b = np.stack([y0, 1.0 - x1, y1, 1.0 - x0], axis=1)
+    if k >= 4:
+        b = np.stack([1.0 - b[:, 2], b[:, 1], 1.0 - b[:, 0], b[:, 3]], axis=1)
+    return b
+
+
+# ---------------------------------------------------------------------- dataset
+class GeoAlignDataset(Dataset):
+    """Samples of one or more ``samples.jsonl`` files, ready for GeoAlignCLIP training.
+
+    ``dataset[(epoch, index)]`` (or ``dataset[index]`` for epoch 0) returns a dict with
+    ``image`` (float ``[3, S, S]`` in [0, 1]), ``boxes`` (pixel xyxy ``[K, 4]``, K <= R),
+    ``caption``, ``caption_detail``, ``region_texts`` (K), ``candidates`` (K lists of Q
+    texts, the positive first) and ``index``.
+    """
+
+    def __init__(
+        self,
+        sources: str | Path | Sequence[str | Path],
+        image_size: int,
+        *,
+        regions_per_image: int = 8,
+        num_candidates: int = 8,
+        augment: bool = True,
+        seed: int = 0,
+        region_text: str = "phrase",
+    ):
+        if isinstance(sources, (str, Path)):
+            sources = [sources]
+        self.samples: list[Sample] = [s for src in sources for s in read_samples(src)]
+        self.image_size = int(image_size)
+        self.regions_per_image = int(regions_per_image)
+        self.num_candidates = int(num_candidates)
+        self.augment = bool(augment)
+        self.seed = int(seed)
+        if region_text not in ("phrase", "description"):
+            raise InputError(f"region_text must be 'phrase' or 'description', got {region_text!r}")
+        self.region_text = region_text
+        pool: dict[str, str] = {}
+        for s in self.samples:
+            for r in s.regions:
+                pool.setdefault(_norm(r.phrase), r.phrase)
+        self.phrase_pool: list[str] = list(pool.values())
+        self._pool_keys: list[str] = list(pool.keys())
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def num_regions(self) -> int:
+        return sum(len(s.regions) for s in self.samples)
+
+    def rng(self, epoch: int, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, int(epoch), int(index)])
+
+    def candidates(self, region: Region, rng: np.random.Generator) -> list[str]:
+        """Positive phrase first, then Q-1 negatives (hard ones first, padded from the dataset)."""
+        q1 = self.num_candidates - 1
+        negs = list(region.hard_negatives)
+        if len(negs) > q1:
+            pick = sorted(rng.choice(len(negs), size=q1, replace=False).tolist())
+            negs = [negs[i] for i in pick]
+        if len(negs) < q1:
+            exclude = {_norm(region.phrase)} | {_norm(n) for n in negs}
+            options = [p for p, k in zip(self.phrase_pool, self._pool_keys) if k not in exclude]
+            if len(options) < q1 - len(negs):
+                options += [f for f in FALLBACK_NEGATIVES if _norm(f) not in exclude and f not in options]
+            if options:
+                take = min(q1 - len(negs), len(options))
+                negs += [options[i] for i in rng.choice(len(options), size=take, replace=False).tolist()]
+            while len(negs) < q1:  # tiny vocabularies: repeat negatives (never the positive)
+                negs.append(negs[int(rng.integers(len(negs)))])
+        return [region.phrase, *negs]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        s = self.samples[index]
+        rng = self.rng(epoch, index)
+        regions = s.regions
+        if len(regions) > self.regions_per_image:
+            pick = sorted(rng.choice(len(regions), size=self.regions_per_image, replace=False).tolist())
+            regions = [regions[i] for i in pick]
+        k = int(rng.integers(8)) if self.augment and not s.positional else 0
+        cands = [self.candidates(r, rng) for r in regions]
+
+        img = torch.from_numpy(load_chip(s.image))
+        size = self.image_size
+        if tuple(img.shape[1:]) != (size, size):
+            img = F.interpolate(img[None], size=(size, size), mode="bilinear", align_corners=False,
+                                antialias=True)[0].clamp_(0.0, 1.0)
+        boxes = np.array([r.bbox for r in regions], dtype=np.float64).reshape(-1, 4)
+        if k:
+            img = dihedral_image(img, k).contiguous()
+            boxes = dihedral_boxes(boxes, k)
+        return {
+            "image": img,
+            "boxes": torch.from_numpy(boxes * size).float(),
+            "caption": s.caption,
+            "caption_detail": s.caption_detail,
+            "region_texts": [r.phrase if self.region_text == "phrase" else r.description for r in regions],
+            "candidates": cands,
+            "index": index,
+        }
+
+
+# ---------------------------------------------------------------------- batching
+class Collate:
+    """Batch samples with any number of regions each (zero included).
+
+    Texts are de-duplicated: ``texts`` holds each distinct string once (``tokens`` their
+    tokens when a tokenizer is given) and integer index tensors say which text is whose:
+    ``brief_idx`` [B], ``detail_idx`` [B], ``region_idx`` [K], ``cand_idx`` [K, Q], with
+    K = sum of regions over the batch. ``boxes`` is one ``[K_i, 4]`` tensor per image and
+    ``region_image`` [K] the image of each region. Texts a loss does not need are skipped.
+    """
+
+    def __init__(self, tokenizer=None, need_detail: bool = True, need_region_text: bool = True,
+                 need_candidates: bool = True):
+        self.tokenizer = tokenizer
+        self.need_detail = need_detail
+        self.need_region_text = need_region_text
+        self.need_candidates = need_candidates
+
+    def __call__(self, items: list[dict]) -> dict:
+        texts: dict[str, int] = {}
+
+        def tid(t: str) -> int:
+            return texts.setdefault(t, len(texts))
+
+        brief = [tid(it["caption"]) for it in items]
+        detail = [tid(it["caption_detail"]) for it in items] if self.need_detail else []
+        region = [tid(t) for it in items for t in it["region_texts"]] if self.need_region_text else []
+        q = max((len(c) for it in items for c in it["candidates"]), default=0)
+        cand = [[tid(t) for t in c] for it in items for c in it["candidates"]] if self.need_candidates else []
+        counts = [len(it["boxes"]) for it in items]
+        batch = {
+            "images": torch.stack([it["image"] for it in items]),
+            "boxes": [it["boxes"].reshape(-1, 4) for it in items],
+            "n_regions": torch.tensor(counts, dtype=torch.long),
+            "region_image": torch.repeat_interleave(torch.arange(len(items)), torch.tensor(counts, dtype=torch.long)),
+            "texts": list(texts),
+            "brief_idx": torch.tensor(brief, dtype=torch.long),
+            "detail_idx": torch.tensor(detail, dtype=torch.long),
+            "region_idx": torch.tensor(region, dtype=torch.long),
+            "cand_idx": torch.tensor(cand, dtype=torch.long).reshape(len(cand), q if cand else 0),
+            "indices": torch.tensor([it["index"] for it in items], dtype=torch.long),
+        }
+        if self.tokenizer is not None:
+            batch["tokens"] = self.tokenizer(batch["texts"])
+        return batch
+
+
+class _Sized:
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class ResumableSampler(Sampler):
+    """A :class:`DistributedSampler` (order a function of seed and epoch) that yields
+    ``(epoch, index)`` keys and can start ``skip`` samples into the epoch (for resume)."""
+
+    def __init__(self, n: int, num_replicas: int = 1, rank: int = 0, seed: int = 0, shuffle: bool = True):
+        self.inner = DistributedSampler(_Sized(n), num_replicas=num_replicas, rank=rank, shuffle=shuffle,
+                                        seed=seed, drop_last=False)
+        self.epoch = 0
+        self.skip = 0
+
+    def set_position(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = int(epoch), int(skip)
+
+    @property
+    def samples_per_epoch(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        self.inner.set_epoch(self.epoch)
+        for i, idx in enumerate(self.inner):
+            if i >= self.skip:
+                yield (self.epoch, int(idx))
+
+    def __len__(self) -> int:
+        return max(0, len(self.inner) - self.skip)

@@ -1,0 +1,582 @@
+"""The training loop: stage I / stage II of GeoAlignCLIP on ``samples.jsonl`` data.
+
+* AdamW (no weight decay on biases, norms, 1-D embeddings and the temperature), per-step
+  linear warm-up then cosine decay to ``lr * min_lr_ratio``.
+* bf16 autocast on CUDA (``precision: auto``), fp16 + GradScaler on request, fp32 on CPU;
+  gradient checkpointing; gradient accumulation (``no_sync`` between micro-batches).
+* ``torchrun`` DDP from the environment (``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``):
+  NCCL on CUDA, gloo on CPU. The module DDP wraps is :class:`training.objective.EmbedStep`.
+* Checkpoints every ``ckpt_every`` steps in ``OUT/checkpoints/step_XXXXXXXX.pt``, written
+  atomically: model, optimiser, scheduler, scaler, step, data position (epoch + batches
+  consumed in it) and every rank's RNG states (python, numpy, torch, cuda). ``resume``
+  continues exactly: the data order is a function of (seed, epoch), so the consumed batches
+  are skipped and the same batches follow. SIGTERM / SIGUSR1 (cluster pre-emption) finish
+  the current step, write a checkpoint and stop.
+* Logs: tqdm bar (loss, images/s) on rank 0, ``OUT/log.csv``, TensorBoard when installed.
+* At the end: ``OUT/<export>`` (``.safetensors`` via :func:`geoalign_core.zoo.save_model`,
+  which ``load_model`` reads back alone).
+
+The out dir must be on a file system every rank sees (checkpoints are written by rank 0
+and read by all on resume).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import math
+import os
+import random
+import signal
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from geoalign_core.errors import InputError
+from geoalign_core.losses import LOSS_NAMES
+from geoalign_core.model import GeoAlignCLIP, ModelSpec
+from geoalign_core.zoo import build_model, load_model, save_model
+
+from .config import TrainConfig
+from .dataset import Collate, GeoAlignDataset, ResumableSampler
+from .objective import EmbedStep, geoalign_objective
+
+log = logging.getLogger("geoalign.train")
+CKPT_FORMAT = "geoalign-train-checkpoint"
+CKPT_DIR = "checkpoints"
+LOG_FILE = "log.csv"
+CSV_FIELDS = ["step", "epoch", "lr", "loss", *(f"loss_{n}" for n in LOSS_NAMES), "logit_scale",
+              "images_per_s", "elapsed_s"]
+
+
+# ---------------------------------------------------------------------- distributed
+@dataclass
+class DistEnv:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    owns_group: bool = False  # we initialised the process group (and destroy it at the end)
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+def setup_distributed(device: str = "auto") -> DistEnv:
+    """Read torchrun's environment; initialise the process group when WORLD_SIZE > 1."""
+    want_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("config asks for device: cuda but no CUDA GPU is available")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+    if dist.is_available() and dist.is_initialized():
+        world, rank, owns = dist.get_world_size(), dist.get_rank(), False
+    elif world > 1:
+        if want_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if want_cuda else "gloo", rank=rank, world_size=world)
+        owns = True
+    else:
+        owns = False
+    if want_cuda:
+        dev = torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device("cpu")
+    return DistEnv(rank, world, local_rank, dev, owns)
+
+
+def _reduce_mean(x: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    if env.distributed:
+        x = x.clone()
+        dist.all_reduce(x)
+        x /= env.world
+    return x
+
+
+# ---------------------------------------------------------------------- RNG
+def rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python"]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------- model + optimiser
+def load_start_model(cfg: TrainConfig) -> GeoAlignCLIP:
+    """The model to train: a zoo name, an open_clip arch (random), an export or a training checkpoint."""
+    src = cfg.model
+    path = Path(src)
+    model: GeoAlignCLIP | None = None
+    if path.suffix in (".pt", ".pth", ".ckpt") and path.is_file():
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception:  # not ours: zoo.load_model reports it properly
+            obj = None
+        if isinstance(obj, dict) and obj.get("format") == CKPT_FORMAT:
+            model = build_model(ModelSpec.from_dict(json.loads(obj["spec"])), obj["model"], str(path))
+            model.spec.dense_mode = cfg.dense_mode
+            if cfg.long_text and not model.spec.long_text:
+                model.enable_long_text()
+    if model is None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*RANDOM initialisation.*")
+            model = load_model(src, device="cpu", dense_mode=cfg.dense_mode, long_text=cfg.long_text)
+    model.spec.name = Path(cfg.export).stem
+    return model
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """open_clip's rule: no decay for tensors with < 2 dims, norms, biases and the temperature."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        exclude = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+        (no_decay if exclude else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+class WarmupCosine:
+    """LR multiplier: linear warm-up over ``warmup`` steps, then cosine to ``min_ratio``."""
+
+    def __init__(self, warmup: int, total: int, min_ratio: float = 0.0):
+        self.warmup, self.total, self.min_ratio = int(warmup), int(total), float(min_ratio)
+
+    def __call__(self, step: int) -> float:
+        if self.warmup > 0 and step < self.warmup:
+            return (step + 1) / self.warmup
+        span = max(1, self.total - self.warmup)
+        progress = min(1.0, (step - self.warmup) / span)
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def lock_towers(model: GeoAlignCLIP, lock_image: bool, lock_text: bool) -> None:
+    for name, p in model.clip.named_parameters():
+        if name == "logit_scale" or name == "logit_bias":
+            continue
+        is_image = name.startswith("visual.")
+        if (is_image and lock_image) or (not is_image and lock_text):
+            p.requires_grad_(False)
+
+
+# ---------------------------------------------------------------------- checkpoints
+def checkpoint_path(out_dir: Path, step: int) -> Path:
+    return out_dir / CKPT_DIR / f"step_{step:08d}.pt"
+
+
+def list_checkpoints(out_dir: Path) -> list[Path]:
+    d = out_dir / CKPT_DIR
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.glob("step_*.pt") if p.stem[5:].isdigit())
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: Path) -> dict:
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0][:200]}") from None
+    if not isinstance(obj, dict) or obj.get("format") != CKPT_FORMAT:
+        raise InputError(f"{path} is not a geoalign training checkpoint")
+    return obj
+
+
+# ---------------------------------------------------------------------- logging
+class RunLog:
+    """CSV (+ TensorBoard when installed) on rank 0."""
+
+    def __init__(self, out_dir: Path, start_step: int, tensorboard: bool):
+        self.path = out_dir / LOG_FILE
+        rows: list[dict] = []
+        if start_step > 0 and self.path.is_file():
+            with open(self.path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= start_step]
+        with open(self.path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start_step + 1)
+            except Exception:  # tensorboard not installed
+                self.tb = None
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=CSV_FIELDS).writerow({k: row.get(k, "") for k in CSV_FIELDS})
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(f"train/{k}", v, row["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ---------------------------------------------------------------------- result
+@dataclass
+class TrainResult:
+    step: int
+    total_steps: int
+    epoch: int
+    stopped: bool  # stopped early (stop_after / signal): resume with --resume
+    export: Path | None
+    checkpoint: Path | None
+    history: list[dict] = field(default_factory=list)  # one dict per optimiser step of this run
+
+
+class _StopFlag:
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+            if sig is None:
+                continue
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except (ValueError, OSError):
+                pass
+
+    def _handler(self, signum, frame) -> None:  # noqa: ARG002
+        self.requested = True
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(sig, old)
+
+
+def _precision(cfg: TrainConfig, device: torch.device) -> str:
+    p = cfg.precision
+    if p == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if p in ("bf16", "fp16") and device.type != "cuda":
+        if p == "fp16":
+            raise InputError("precision: fp16 needs a CUDA GPU (use fp32 or auto on CPU)")
+        log.warning("precision bf16 runs as fp32 on CPU")
+        return "fp32"
+    return p
+
+
+def _prepare_out_dir(cfg: TrainConfig, resume: bool | str, overwrite: bool, env: DistEnv) -> Path | None:
+    """Decide where to start from; refuse to clobber an earlier run. Returns the checkpoint to resume."""
+    out = cfg.out_path
+    existing = list_checkpoints(out)
+    ckpt: Path | None = None
+    if resume:
+        if isinstance(resume, str) and resume != "latest":
+            ckpt = Path(resume)
+            if not ckpt.is_file():
+                raise InputError(f"checkpoint to resume not found: {ckpt}")
+        elif existing:
+            ckpt = existing[-1]
+        elif env.main:
+            log.warning("--resume: no checkpoint in %s, starting from step 0", out / CKPT_DIR)
+    elif (existing or cfg.export_path.exists()) and not overwrite:
+        raise InputError(
+            f"{out} already holds a training run; pass --resume to continue it or --overwrite to start over"
+        )
+    env.barrier()
+    if env.main:
+        out.mkdir(parents=True, exist_ok=True)
+        if overwrite and not resume:
+            for p in existing:
+                p.unlink(missing_ok=True)
+            if cfg.export_path.exists():
+                cfg.export_path.unlink()
+        (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+    env.barrier()
+    return ckpt
+
+
+# ---------------------------------------------------------------------- train
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool | str = False,
+    stop_after: int | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> TrainResult:
+    """Run one training stage as configured.
+
+    ``resume``: True / "latest" continues from the newest checkpoint in ``OUT/checkpoints``
+    (starting fresh when there is none); a path resumes from that file. ``stop_after``: stop
+    (with a checkpoint, without export) once this many optimiser steps are done overall,
+    keeping the schedule of the full run -- what an interrupted job looks like.
+    """
+    from tqdm.auto import tqdm
+
+    env = setup_distributed(cfg.device)
+    try:
+        return _train(cfg, env, resume, stop_after, overwrite, quiet, tqdm)
+    finally:
+        if env.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg, env: DistEnv, resume, stop_after, overwrite, quiet, tqdm) -> TrainResult:
+    ckpt_file = _prepare_out_dir(cfg, resume, overwrite, env)
+    state = read_checkpoint(ckpt_file) if ckpt_file is not None else None
+    if state is not None:
+        for key in ("world_size", "batch_size", "grad_accum", "seed"):
+            now = env.world if key == "world_size" else getattr(cfg, key)
+            if state[key] != now:
+                raise InputError(
+                    f"cannot resume {ckpt_file} exactly: it was written with {key}={state[key]}, "
+                    f"this run has {key}={now}"
+                )
+
+    seed_everything(cfg.seed)
+    model = load_start_model(cfg)
+    if state is not None:
+        model.clip.load_state_dict(state["model"])
+    lock_towers(model, cfg.lock_image, cfg.lock_text)
+    model.set_grad_checkpointing(cfg.grad_checkpointing)
+    model.to(env.device).train()
+    lambdas = cfg.lambdas_resolved
+    precision = _precision(cfg, env.device)
+
+    crop_size = cfg.crop_size
+    if crop_size is None:
+        crop_size = max(model.patch_size, (model.image_size // 2) // model.patch_size * model.patch_size)
+    if crop_size % model.patch_size:
+        raise InputError(f"crop_size {crop_size} must be a multiple of the patch size {model.patch_size}")
+
+    dataset = GeoAlignDataset(
+        cfg.data, model.image_size, regions_per_image=cfg.regions_per_image,
+        num_candidates=cfg.num_candidates, augment=cfg.augment, seed=cfg.seed, region_text=cfg.region_text,
+    )
+    collate = Collate(model.tokenizer, need_detail=lambdas[4] > 0, need_region_text=lambdas[1] > 0,
+                      need_candidates=lambdas[2] > 0)
+    sampler = ResumableSampler(len(dataset), env.world, env.rank, seed=cfg.seed, shuffle=True)
+    batches_per_epoch = math.ceil(sampler.samples_per_epoch / cfg.batch_size)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * batches_per_epoch / cfg.grad_accum))
+
+    step_module = EmbedStep(model, lambdas, crop_size=crop_size, vic_regions_per_image=cfg.vic_regions_per_image,
+                            vic_stop_grad=cfg.vic_stop_grad)
+    runner: torch.nn.Module = step_module
+    if env.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        runner = DDP(step_module, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.resolved("weight_decay")), lr=cfg.resolved("lr"),
+                                  betas=tuple(cfg.betas), eps=cfg.eps, fused=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, WarmupCosine(cfg.resolved("warmup_steps"), total, cfg.min_lr_ratio)
+    )
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    step, epoch, pos = 0, 0, 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scheduler.lr_lambdas[0] = WarmupCosine(cfg.resolved("warmup_steps"), total, cfg.min_lr_ratio)
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        step, epoch, pos = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
+        rngs = state["rng"]
+        set_rng_state(rngs[env.rank] if env.rank < len(rngs) else rngs[0])
+        if env.main and state.get("total_steps") != total:
+            log.warning("resuming with %d total steps (checkpoint: %s): the LR schedule changes",
+                        total, state.get("total_steps"))
+
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+        if precision in ("bf16", "fp16") else contextlib.nullcontext()
+    )
+
+    def make_loader(ep: int, skip_batches: int) -> DataLoader:
+        sampler.set_position(ep, skip_batches * cfg.batch_size)
+        gen = torch.Generator()
+        gen.manual_seed(cfg.seed * 1_000_003 + ep)
+        return DataLoader(
+            dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
+            num_workers=cfg.num_workers, generator=gen, pin_memory=env.device.type == "cuda", drop_last=False,
+        )
+
+    def save(at_step: int) -> Path:
+        rngs = [None] * env.world
+        if env.distributed:
+            dist.all_gather_object(rngs, rng_state())
+        else:
+            rngs = [rng_state()]
+        path = checkpoint_path(cfg.out_path, at_step)
+        if env.main:
+            atomic_save({
+                "format": CKPT_FORMAT, "version": 1,
+                "model": model.clip.state_dict(),
+                "spec": json.dumps(model.spec.to_dict()),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "step": at_step, "epoch": epoch, "batch_in_epoch": pos, "total_steps": total,
+                "world_size": env.world, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
+                "seed": cfg.seed, "rng": rngs, "config": cfg.to_dict(),
+            }, path)
+            for old in list_checkpoints(cfg.out_path)[: -cfg.keep_checkpoints]:
+                old.unlink(missing_ok=True)
+        env.barrier()
+        return path
+
+    stop_flag = _StopFlag()
+    stop_flag.install()
+    runlog = RunLog(cfg.out_path, step, cfg.tensorboard) if env.main else None
+    bar = tqdm(total=total, initial=step, disable=quiet or not env.main, unit="step", dynamic_ncols=True,
+               desc=f"stage {cfg.stage}")
+    history: list[dict] = []
+    last_ckpt: Path | None = ckpt_file
+    stopped = False
+    t_start = t_last = time.perf_counter()
+    images_since = 0
+    micro = 0
+    acc = torch.zeros(len(LOSS_NAMES) + 1, dtype=torch.float64)
+    optimizer.zero_grad(set_to_none=True)
+
+    try:
+        while step < total and not stopped:
+            done_epoch = True
+            for batch in make_loader(epoch, pos):
+                pos += 1
+                micro += 1
+                sync = micro == cfg.grad_accum
+                no_sync = runner.no_sync() if (env.distributed and not sync) else contextlib.nullcontext()
+                with no_sync:
+                    with autocast:
+                        emb = runner(batch)
+                    loss, parts = geoalign_objective(emb, batch, model.logit_scale, lambdas)
+                    scaled = loss / cfg.grad_accum
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                acc[0] += float(loss.detach()) / cfg.grad_accum
+                for i, name in enumerate(LOSS_NAMES):
+                    if name in parts:
+                        acc[i + 1] += float(parts[name]) / cfg.grad_accum
+                images_since += batch["images"].shape[0] * env.world
+                if not sync:
+                    continue
+
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                if cfg.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                                   cfg.max_grad_norm)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                lr = optimizer.param_groups[0]["lr"]
+                scheduler.step()
+                step += 1
+                micro = 0
+
+                stats = torch.cat([acc, torch.tensor([1.0 if stop_flag.requested else 0.0], dtype=torch.float64)])
+                if env.distributed:
+                    stats = stats.to(env.device) if env.device.type == "cuda" else stats
+                    dist.all_reduce(stats)
+                    stats = stats.cpu()
+                    stats[:-1] /= env.world
+                acc.zero_()
+                rec = {"step": step, "epoch": epoch, "lr": lr, "loss": float(stats[0]),
+                       "logit_scale": float(model.logit_scale.detach())}
+                for i, name in enumerate(LOSS_NAMES):
+                    if name in parts:
+                        rec[f"loss_{name}"] = float(stats[i + 1])
+                history.append(rec)
+                signal_stop = bool(stats[-1] > 0)
+
+                now = time.perf_counter()
+                if step % cfg.log_every == 0 or step == total or step == 1:
+                    rec["images_per_s"] = images_since / max(now - t_last, 1e-9)
+                    rec["elapsed_s"] = now - t_start
+                    if runlog is not None:
+                        runlog.write(rec)
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_s']:.1f}")
+                    images_since, t_last = 0, now
+                bar.update(1)
+
+                halt = signal_stop or (stop_after is not None and step >= stop_after)
+                if step % cfg.ckpt_every == 0 or (halt and step < total) or step == total:
+                    last_ckpt = save(step)
+                if halt and step < total:
+                    stopped = True  # the caller reports it (TrainResult.stopped)
+                if step >= total or stopped:
+                    done_epoch = False
+                    break
+            if done_epoch:
+                epoch += 1
+                pos = 0
+    finally:
+        bar.close()
+        stop_flag.restore()
+        if runlog is not None:
+            runlog.close()
+
+    export = None
+    if not stopped:
+        export = cfg.export_path
+        if env.main:
+            save_model(model, export, half=cfg.export_half)
+            log.info("exported %s", export)
+        env.barrier()
+    return TrainResult(step, total, epoch, stopped, export, last_ckpt, history)
