@@ -320,9 +320,11 @@ class GeoAlignCLIP(nn.Module):
         blist = boxes_as_list(boxes, dense.shape[0])
         if sum(len(b) for b in blist) == 0:
             return dense.new_zeros((0, dense.shape[1]))
-        blist = [b.to(dense.device, dense.dtype) for b in blist]
+        # boxes stay float32 (bf16 would round pixel coordinates above 128 to whole pixels);
+        # the map follows, so RoIAlign runs in float32 also under autocast
+        blist = [b.to(dense.device, torch.float32) for b in blist]
         pooled = roi_align(
-            dense,
+            dense.float(),
             blist,
             output_size=(output_size, output_size),
             spatial_scale=1.0 / self.patch_size,

@@ -129,16 +129,21 @@ def test_crops_view(model, images):
     assert torch.allclose(emb[0], full[0], atol=1e-4)
 
 
+def _best_time(fn, repeat: int = 5) -> float:
+    """Minimum wall time over repeats: robust to other jobs sharing the CPU."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def test_regions_much_cheaper_than_crops(model, images):
     boxes = [torch.rand(100, 2).mul(60).repeat(1, 2) + torch.tensor([0, 0, 20, 20.0])] * 2
     with torch.no_grad():
-        model.encode_regions(images, boxes)  # warm-up
-        t0 = time.perf_counter()
-        model.encode_regions(images, boxes)
-        t_reg = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        model.encode_crops(images, boxes)
-        t_crop = time.perf_counter() - t0
+        t_reg = _best_time(lambda: model.encode_regions(images, boxes))
+        t_crop = _best_time(lambda: model.encode_crops(images, boxes), repeat=3)
     assert t_crop > 5 * t_reg
 
 
@@ -204,7 +209,4 @@ def test_forward_cost_is_milliseconds(model):
     x = model.preprocess(torch.rand(1, 3, 224, 224))
     with torch.no_grad():
         model.encode_image(x)
-        t0 = time.perf_counter()
-        for _ in range(3):
-            model.encode_image(x)
-    assert (time.perf_counter() - t0) / 3 < 0.5
+        assert _best_time(lambda: model.encode_image(x)) < 0.25
