@@ -20,6 +20,7 @@ out-of-range values raise :class:`~geoalign_core.errors.InputError` with a one-l
 from __future__ import annotations
 
 import dataclasses
+import glob
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,7 +171,16 @@ def _coerce(key: str, v: Any) -> Any:
         items = [v] if isinstance(v, str) else v
         if not isinstance(items, list) or not items or not all(isinstance(s, str) and s for s in items):
             raise _bad(key, "expected a path or a non-empty list of paths")
-        return list(items)
+        out: list[str] = []
+        for item in items:  # shell-style patterns ("runs/demo/data/scene_1*") expand, sorted
+            if any(c in item for c in "*?["):
+                hits = sorted(glob.glob(item))
+                if not hits:
+                    raise _bad(key, f"pattern {item!r} matches nothing")
+                out.extend(hits)
+            else:
+                out.append(item)
+        return out
     if key in ("lambdas", "betas"):
         if not isinstance(v, list):
             raise _bad(key, f"expected a list of numbers, got {v!r}")

@@ -1,0 +1,53 @@
+"""``geoalign heatmap RASTER PHRASE``: per-pixel similarity to a phrase as a float32 COG."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import InputError
+from ..inference import cli_support as cs
+from .find import check_phrases
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "heatmap",
+        help="similarity of every pixel to a phrase, as a float32 GeoTIFF",
+        description=(
+            "Dense patch-phrase cosine similarity (the model's dense mode), resampled onto the "
+            "raster's grid (or a grid coarser by --scale) and averaged where tiles overlap; "
+            "float32 Cloud-Optimised GeoTIFF with the raster's CRS, NaN nodata where the input "
+            "has no data."
+        ),
+    )
+    p.add_argument("raster", help="input raster")
+    p.add_argument("phrase", metavar="PHRASE", help='what to map, e.g. "red car"')
+    p.add_argument("--scale", type=int, default=None, metavar="N",
+                   help="raster pixels per output cell (default: 1, coarser only for huge rasters)")
+    cs.add_raster_options(p, overlap=0.25, out_help="output GeoTIFF (default: <raster stem>_heatmap.tif here)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import rasterio
+
+    with cs.one_line_warnings():
+        cs.check_common(args)
+        (phrase,) = check_phrases([args.phrase])
+        if args.scale is not None and args.scale < 1:
+            raise InputError(f"--scale must be at least 1; got {args.scale}")
+        out = cs.output_path(args, "_heatmap.tif")
+        cs.open_raster_check(args)
+        predictor = cs.make_predictor(args)
+        cs.say(args, f"heatmap: {phrase!r} on {args.raster} with {predictor.model_source}")
+        with cs.progress_bar(args, "heatmap") as prog:
+            path = predictor.heatmap(args.raster, phrase, out, overwrite=args.overwrite, scale=args.scale,
+                                     progress=prog, **cs.common_kwargs(args))
+    with rasterio.open(path) as ds:
+        a = ds.read(1, masked=True, out_shape=(min(ds.height, 1024), min(ds.width, 1024)))
+        valid = a.compressed()
+        rng = f"{np.min(valid):.3f} .. {np.max(valid):.3f}" if valid.size else "no valid cells"
+        print(f"wrote {ds.width}x{ds.height} float32 heatmap to {path} (res {ds.res[0]:g}, "
+              f"crs {ds.crs.to_string() if ds.crs else 'none'}); similarity {rng}")
+    return 0

@@ -1,0 +1,883 @@
+"""The :class:`Predictor`: one model, a text-embedding cache, and the four inference tasks.
+
+Every task runs in two clear steps:
+
+1. the **image pass** (:meth:`Predictor.image_pass`): raster windows -> model-ready batches
+   (read ahead in a thread) -> ONE backbone pass per tile -> global ``[B, D]`` and dense
+   ``[B, D, h, w]`` embeddings. It knows nothing about phrases.
+2. the **scoring pass** (:mod:`geoalign_core.inference.scoring`): embeddings x phrase
+   embeddings -> probabilities, similarity maps, candidate boxes, NMS. It never touches the
+   raster or the backbone.
+
+So a later image-side index can store what step 1 yields and answer each new phrase with
+step 2 alone. Phrase embeddings are cached per text for the Predictor's lifetime, and each
+run encodes its phrases once (never per tile).
+
+The run methods return GeoDataFrames in the raster's CRS and do not write them (except
+:meth:`Predictor.heatmap`, which writes block-wise to a COG); the run's metadata is in
+``gdf.attrs["geoalign"]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import rasterio.windows
+import torch
+import torch.nn.functional as F
+from rasterio.windows import Window
+
+from .. import __version__
+from ..errors import GeoAlignError, InputError
+from ..geo import (
+    HeatmapAccumulator,
+    RasterSource,
+    Tile,
+    boxes_to_pixels,
+    check_output,
+    clip_to_raster,
+    pixel_boxes_to_polygons,
+    read_vectors,
+    tile_windows,
+    write_float_geotiff,
+)
+from ..model import GeoAlignCLIP
+from ..zoo import DEFAULT_MODEL, load_model
+from . import scoring
+from ._reader import iter_batches
+from .vocabulary import BACKGROUND_PHRASES, DEFAULT_VOCABULARY, PROMPT_TEMPLATES, VOCABULARY_SOURCES
+
+__all__ = [
+    "DEFAULT_MAX_RESULTS",
+    "DEFAULT_MIN_SCORE",
+    "Cancelled",
+    "EmbeddingBatch",
+    "Predictor",
+]
+
+DEFAULT_MIN_SCORE = 0.3
+DEFAULT_MAX_RESULTS = 100
+DEFAULT_NMS_IOU = 0.5
+MIN_VALID_FRACTION = 0.5  # candidates / patches with less valid area are ignored
+MAX_HEATMAP_CELLS = 25_000_000  # default heatmap grid: the raster's, coarsened to stay under this
+TEXT_CHUNK = 256
+PRE_NMS = 64  # candidates per (tile, phrase) considered for NMS
+_BUFFER_LIMIT = 20_000
+
+Progress = Callable[[int, int], None]
+Cancel = Callable[[], bool]
+
+
+class Cancelled(GeoAlignError):
+    """The run was cancelled by its ``cancel`` callback (nothing was written)."""
+
+
+@dataclass
+class EmbeddingBatch:
+    """What the image pass yields for one batch of tiles.
+
+    Attributes:
+        tiles: the tiles (``window``: raster pixels; ``image``/``valid``: model input size S).
+        valid: bool ``[B, S, S]`` (CPU).
+        glob: ``[B, D]`` L2-normalised global embeddings (model device, float32).
+        dense: ``[B, D, h, w]`` UNnormalised patch embeddings or None: pool regions from it
+            with ``model.pool_regions`` and normalise after pooling (as ``encode_regions``
+            does); :attr:`dense_normalized` for per-patch similarity.
+        done: windows consumed so far (progress).
+    """
+
+    tiles: list[Tile]
+    valid: torch.Tensor
+    glob: torch.Tensor
+    dense: torch.Tensor | None
+    done: int
+
+    @property
+    def dense_normalized(self) -> torch.Tensor:
+        if self.dense is None:
+            raise ValueError("this image pass ran without dense embeddings")
+        return F.normalize(self.dense, dim=1)
+
+
+def _clean_texts(texts: Sequence[str] | str | None, what: str) -> list[str]:
+    """Strip, reject empty ones, de-duplicate (order kept)."""
+    if texts is None:
+        raise InputError(f"no {what}s given")
+    if isinstance(texts, str):
+        texts = [texts]
+    out: list[str] = []
+    for t in texts:
+        if not isinstance(t, str):
+            raise InputError(f"{what}s must be text, got {type(t).__name__}")
+        s = " ".join(t.split())
+        if not s:
+            raise InputError(f"empty {what}: give some text, e.g. \"red car\"")
+        if s not in out:
+            out.append(s)
+    if not out:
+        raise InputError(f"no {what}s given")
+    return out
+
+
+def _jsonable(v: object) -> object:
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, (tuple, list)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (np.generic,)):
+        return v.item()
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)
+
+
+def _offsets(length: int, tile: int, stride: int) -> list[int]:
+    out = [0]
+    while out[-1] + tile < length:
+        out.append(out[-1] + stride)
+    return out
+
+
+class Predictor:
+    """A loaded model with a phrase-embedding cache, running tile-classify / find / match / heatmap.
+
+    Args:
+        model: a zoo name, open_clip architecture, ``hf-hub:`` id, checkpoint path, or an
+            already loaded :class:`~geoalign_core.model.GeoAlignCLIP`.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` (ignored for a loaded model unless not "auto").
+        batch_size: tiles per backbone pass.
+        prefetch: batches read ahead in a background thread (0: read in the caller's thread);
+            None (default): ``$GEOALIGN_PREFETCH`` if set, else 2 on a GPU or with 4+ CPU
+            cores, else 0 (on a 2-core machine the reader thread only competes with torch's
+            compute threads).
+        templates: prompt templates for tile classification.
+        background: phrases competing with the query phrases in region scores.
+    """
+
+    def __init__(
+        self,
+        model: str | PathLike | GeoAlignCLIP = DEFAULT_MODEL,
+        device: str | torch.device | None = "auto",
+        batch_size: int = 32,
+        *,
+        prefetch: int | None = None,
+        templates: Sequence[str] = PROMPT_TEMPLATES,
+        background: Sequence[str] = BACKGROUND_PHRASES,
+    ) -> None:
+        if int(batch_size) < 1:
+            raise InputError(f"--batch-size must be at least 1; got {batch_size}")
+        self.batch_size = int(batch_size)
+        self._prefetch = prefetch
+        if isinstance(model, GeoAlignCLIP):
+            if device is not None and str(device) != "auto":
+                from ..zoo import resolve_device
+
+                model = model.to(resolve_device(device))
+            self.model = model.eval()
+            self.model_source = model.name
+        else:
+            self.model = load_model(model, device)
+            self.model_source = str(model)
+        self.templates = tuple(templates)
+        self.background = tuple(background)
+        self._text_cache: dict[str, torch.Tensor] = {}
+        self.texts_encoded = 0  # texts sent through the text tower (cache misses)
+        self.text_batches = 0  # text-tower forward passes
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def prefetch(self) -> int:
+        """Batches read ahead by the reader thread (see the constructor)."""
+        if self._prefetch is not None:
+            return int(self._prefetch)
+        env = os.environ.get("GEOALIGN_PREFETCH", "").strip()
+        if env.isdigit():
+            return int(env)
+        return 2 if self.device.type == "cuda" or (os.cpu_count() or 1) >= 4 else 0
+
+    @prefetch.setter
+    def prefetch(self, value: int | None) -> None:
+        self._prefetch = value
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square model input every tile is resampled to."""
+        return self.model.image_size
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.detach())
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def run_metadata(self, command: str, **params: object) -> dict:
+        """What produced a result: model, phrases/classes, parameters, version (JSON-friendly)."""
+        m = self.model
+        meta: dict[str, object] = {
+            "command": command,
+            "model": self.model_source,
+            "model_name": m.name,
+            "model_arch": m.spec.arch,
+            "dense_mode": m.dense_mode,
+            "input_size": m.image_size,
+            "patch_size": m.patch_size,
+            "logit_scale": round(self.logit_scale, 4),
+            "device": str(self.device),
+            "geoalign_version": __version__,
+        }
+        meta.update({k: _jsonable(v) for k, v in params.items()})
+        return meta
+
+    # ------------------------------------------------------------------ text side
+    def encode_phrases(self, phrases: Sequence[str] | str) -> torch.Tensor:
+        """``[N, D]`` normalised phrase embeddings (on the model's device), cached per text."""
+        if isinstance(phrases, str):
+            phrases = [phrases]
+        phrases = list(phrases)
+        missing = list(dict.fromkeys(p for p in phrases if p not in self._text_cache))
+        if missing:
+            with torch.no_grad(), self._autocast():
+                for i in range(0, len(missing), TEXT_CHUNK):
+                    chunk = missing[i : i + TEXT_CHUNK]
+                    emb = self.model.encode_text(chunk).float()
+                    emb = F.normalize(emb, dim=-1)
+                    self.text_batches += 1
+                    self.texts_encoded += len(chunk)
+                    for text, e in zip(chunk, emb):
+                        self._text_cache[text] = e
+        if not phrases:
+            return torch.zeros((0, self.model.embed_dim), device=self.device)
+        return torch.stack([self._text_cache[p] for p in phrases])
+
+    def encode_classes(self, classes: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor:
+        """``[C, D]``: each class through every prompt template, averaged, re-normalised."""
+        templates = tuple(templates or self.templates) or ("{}",)
+        texts = [t.format(c) for c in classes for t in templates]
+        emb = self.encode_phrases(texts).view(len(classes), len(templates), -1)
+        return F.normalize(emb.mean(dim=1), dim=-1)
+
+    def _query_texts(self, phrases: list[str]) -> tuple[torch.Tensor, list[str]]:
+        """Embeddings of ``phrases + background`` (background minus the query phrases)."""
+        lower = {p.lower() for p in phrases}
+        bg = [b for b in self.background if b.lower() not in lower]
+        return self.encode_phrases(phrases + bg), bg
+
+    # ------------------------------------------------------------------ raster side
+    def _open(self, raster: str | PathLike, bands, allow_no_crs: bool) -> RasterSource:
+        return RasterSource(raster, bands, allow_no_crs=allow_no_crs)
+
+    @staticmethod
+    def area_window(source: RasterSource, bounds: Sequence[float] | None) -> Window:
+        """The integer pixel window of ``bounds`` (raster CRS) within the raster; the whole raster for None."""
+        full = Window(0, 0, source.width, source.height)
+        if bounds is None:
+            return full
+        try:
+            left, bottom, right, top = (float(v) for v in bounds)
+        except (TypeError, ValueError):
+            raise InputError(f"bounds must be four numbers (minx, miny, maxx, maxy); got {bounds!r}") from None
+        if not (left < right and bottom < top):
+            raise InputError(f"bounds must have minx < maxx and miny < maxy; got {tuple(bounds)}")
+        win = rasterio.windows.from_bounds(left, bottom, right, top, source.transform)
+        c0, c1 = sorted((win.col_off, win.col_off + win.width))
+        r0, r1 = sorted((win.row_off, win.row_off + win.height))
+        c0, r0 = max(0, math.floor(c0 + 1e-9)), max(0, math.floor(r0 + 1e-9))
+        c1, r1 = min(source.width, math.ceil(c1 - 1e-9)), min(source.height, math.ceil(r1 - 1e-9))
+        if c1 <= c0 or r1 <= r0:
+            raise InputError(f"bounds {tuple(bounds)} do not overlap the raster {source.path}")
+        return Window(c0, r0, c1 - c0, r1 - r0)
+
+    def _tile_size(self, tile_size: int | None) -> int:
+        if tile_size is None:
+            return self.input_size
+        if int(tile_size) != tile_size or int(tile_size) < 8:
+            raise InputError(f"--tile-size must be a whole number of pixels >= 8; got {tile_size}")
+        return int(tile_size)
+
+    def grid(self, source: RasterSource, area: Window, tile_size: int, overlap: float) -> list[Window]:
+        """Row-major tile windows covering ``area`` (last row/column may extend beyond the raster)."""
+        wins = tile_windows(int(area.width), int(area.height), tile_size, overlap)
+        c0, r0 = int(area.col_off), int(area.row_off)
+        return [Window(w.col_off + c0, w.row_off + r0, w.width, w.height) for w in wins]
+
+    def image_pass(
+        self,
+        source: RasterSource,
+        windows: Sequence[Window],
+        dense: bool = True,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+        skip_empty: bool = True,
+    ) -> Iterator[EmbeddingBatch]:
+        """Step 1: one backbone pass per tile of ``windows``; yields :class:`EmbeddingBatch` es.
+
+        Reading and preprocessing run in a background thread, overlapping the model.
+        ``cancel`` is polled before each batch (raises :class:`Cancelled`); ``progress`` gets
+        ``(windows done, windows total)`` after each batch.
+        """
+        total = len(windows)
+        if cancel is not None and cancel():
+            raise Cancelled("cancelled")
+        model = self.model
+        batches = iter_batches(
+            source, windows, self.input_size, self.batch_size, skip_empty=skip_empty, prefetch=self.prefetch
+        )
+        with contextlib.closing(batches):
+            for tb in batches:
+                if cancel is not None and cancel():
+                    raise Cancelled("cancelled")
+                x = torch.from_numpy(tb.images).to(self.device, non_blocking=True)
+                with torch.no_grad(), self._autocast():
+                    glob, dmap = model.forward_visual(model.preprocess(x), dense=dense)
+                    glob = F.normalize(glob.float(), dim=-1)
+                    dmap = dmap.float() if dmap is not None else None
+                if progress is not None:
+                    progress(tb.done, total)
+                yield EmbeddingBatch(tb.tiles, torch.from_numpy(tb.valid), glob, dmap, tb.done)
+        if progress is not None:
+            progress(total, total)
+
+    def iter_embeddings(
+        self,
+        raster: str | PathLike,
+        *,
+        dense: bool = True,
+        bands: Sequence[int] | str | None = None,
+        tile_size: int | None = None,
+        overlap: float = 0.0,
+        bounds: Sequence[float] | None = None,
+        allow_no_crs: bool = False,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+    ) -> Iterator[EmbeddingBatch]:
+        """The image pass over a raster's tile grid (the image side of an index)."""
+        with self._open(raster, bands, allow_no_crs) as src:
+            area = self.area_window(src, bounds)
+            windows = self.grid(src, area, self._tile_size(tile_size), overlap)
+            yield from self.image_pass(src, windows, dense, progress, cancel)
+
+    @staticmethod
+    def _tile_scale(tile: Tile) -> float:
+        """Raster pixels per model-input pixel."""
+        return float(tile.window.width) / float(tile.valid.shape[-1])
+
+    # ------------------------------------------------------------------ tile-classify
+    def tile_classify(
+        self,
+        raster: str | PathLike,
+        classes: Sequence[str] | None = None,
+        top_k: int = 3,
+        *,
+        bands: Sequence[int] | str | None = None,
+        tile_size: int | None = None,
+        overlap: float = 0.0,
+        bounds: Sequence[float] | None = None,
+        allow_no_crs: bool = False,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+    ) -> gpd.GeoDataFrame:
+        """Zero-shot classification of every non-empty tile.
+
+        Rows: ``geometry`` (the tile, clipped to the raster / ``bounds``), ``label``, ``score``
+        (softmax probability of ``label`` over the classes, with the model's logit scale),
+        ``top_k`` (JSON list of ``{"label", "score"}``, best first).
+        """
+        default_vocab = classes is None
+        classes = _clean_texts(DEFAULT_VOCABULARY if default_vocab else classes, "class")
+        if int(top_k) < 1:
+            raise InputError(f"--top-k must be at least 1; got {top_k}")
+        ts = self._tile_size(tile_size)
+        with self._open(raster, bands, allow_no_crs) as src:
+            area = self.area_window(src, bounds)
+            windows = self.grid(src, area, ts, overlap)
+            text = self.encode_classes(classes)
+            boxes: list[list[float]] = []
+            labels: list[str] = []
+            scores: list[float] = []
+            tops: list[str] = []
+            for eb in self.image_pass(src, windows, dense=False, progress=progress, cancel=cancel):
+                probs = scoring.classify(eb.glob, text, self.logit_scale).cpu()
+                vals, idx = scoring.top_k(probs, top_k)
+                for b, tile in enumerate(eb.tiles):
+                    boxes.append(self._clip_window(tile.window, area))
+                    labels.append(classes[int(idx[b, 0])])
+                    scores.append(float(vals[b, 0]))
+                    tops.append(
+                        json.dumps(
+                            [{"label": classes[int(i)], "score": round(float(v), 6)} for v, i in zip(vals[b], idx[b])]
+                        )
+                    )
+            if not boxes:
+                raise InputError(f"no valid pixels in {src.path}" + (" within the bounds" if bounds else ""))
+            gdf = gpd.GeoDataFrame(
+                {"label": labels, "score": np.asarray(scores, dtype=np.float64), "top_k": tops},
+                geometry=pixel_boxes_to_polygons(np.asarray(boxes), src.transform),
+                crs=src.crs,
+            )
+            gdf.attrs["geoalign"] = self.run_metadata(
+                "tile-classify",
+                **self._raster_meta(src, ts, overlap, bounds),
+                classes=classes,
+                n_classes=len(classes),
+                vocabulary_source=VOCABULARY_SOURCES if default_vocab else "user",
+                prompt_templates=list(self.templates),
+                top_k=int(top_k),
+                n_tiles=len(gdf),
+                n_windows=len(windows),
+            )
+        return gdf
+
+    @staticmethod
+    def _clip_window(window: Window, area: Window) -> list[float]:
+        x0 = max(float(window.col_off), float(area.col_off))
+        y0 = max(float(window.row_off), float(area.row_off))
+        x1 = min(float(window.col_off + window.width), float(area.col_off + area.width))
+        y1 = min(float(window.row_off + window.height), float(area.row_off + area.height))
+        return [x0, y0, x1, y1]
+
+    def _raster_meta(self, src: RasterSource, tile_size: int, overlap: float, bounds) -> dict:
+        return {
+            "raster": str(src.path),
+            "crs": src.crs.to_string() if src.crs is not None else None,
+            "bands": list(src.bands),
+            "scene_stats": src.stats.to_dict(),
+            "tile_size": tile_size,
+            "overlap": float(overlap),
+            "bounds": list(bounds) if bounds is not None else None,
+            "batch_size": self.batch_size,
+        }
+
+    # ------------------------------------------------------------------ find
+    def find(
+        self,
+        raster: str | PathLike,
+        phrases: Sequence[str] | str,
+        regions: str | PathLike | gpd.GeoDataFrame | None = None,
+        min_score: float = DEFAULT_MIN_SCORE,
+        max_results: int = DEFAULT_MAX_RESULTS,
+        *,
+        nms_iou: float = DEFAULT_NMS_IOU,
+        bands: Sequence[int] | str | None = None,
+        tile_size: int | None = None,
+        overlap: float = 0.25,
+        bounds: Sequence[float] | None = None,
+        allow_no_crs: bool = False,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+    ) -> gpd.GeoDataFrame:
+        """Find objects matching each phrase.
+
+        Candidates (without ``regions``): connected components of each phrase's dense
+        similarity map at several relative thresholds, plus multi-scale sliding windows; all
+        RoIAlign-pooled from the tile's one dense map, scored (see
+        :mod:`~geoalign_core.inference.scoring`), NMS per tile, then NMS across tile borders
+        (raster pixel frame), score threshold, top ``max_results`` per phrase.
+        With ``regions`` the given features' bounding boxes are the candidates (no NMS).
+
+        Rows: ``geometry`` (box), ``phrase``, ``score``, ``rank`` (1 = best, per phrase).
+        """
+        phrases = _clean_texts(phrases, "phrase")
+        if not 0.0 <= float(min_score) <= 1.0:
+            raise InputError(f"--min-score must be in [0, 1]; got {min_score}")
+        if int(max_results) < 1:
+            raise InputError(f"--max-results must be at least 1; got {max_results}")
+        ts = self._tile_size(tile_size)
+        with self._open(raster, bands, allow_no_crs) as src:
+            area = self.area_window(src, bounds)
+            extra: dict[str, object] = {}
+            if regions is not None:
+                feats, rboxes, n_out = self._load_regions(regions, src, area)
+                texts, bg = self._query_texts(phrases)
+                emb = self._region_embeddings(src, rboxes, area, ts, overlap, progress, cancel)
+                probs = scoring.phrase_probabilities(emb, texts, len(phrases), self.logit_scale).cpu()
+                k_idx, p_idx = (probs >= float(min_score)).nonzero(as_tuple=True)
+                boxes = torch.from_numpy(rboxes)[k_idx]
+                scores = probs[k_idx, p_idx]
+                keep = scoring.nms_per_label(boxes, scores, p_idx, iou=1.0, cap=int(max_results))
+                extra = {"regions": str(regions) if not isinstance(regions, gpd.GeoDataFrame) else "GeoDataFrame",
+                         "n_regions": len(feats), "n_regions_outside": n_out}
+            else:
+                texts, bg = self._query_texts(phrases)
+                windows = self.grid(src, area, ts, overlap)
+                boxes, scores, p_idx = self._find_candidates(
+                    src, windows, area, texts, len(phrases), float(min_score), int(max_results),
+                    float(nms_iou), progress, cancel,
+                )
+                keep = scoring.nms_per_label(boxes, scores, p_idx, float(nms_iou), cap=int(max_results))
+                extra = {"n_windows": len(windows), "nms_iou": float(nms_iou),
+                         "dense_thresholds": list(scoring.DENSE_THRESHOLDS),
+                         "window_scales_patches": list(scoring.WINDOW_SCALES)}
+            boxes, scores, p_idx = boxes[keep], scores[keep], p_idx[keep]
+            order = np.lexsort((-scores.numpy(), p_idx.numpy()))
+            boxes, scores, p_idx = boxes[order], scores[order], p_idx[order]
+            ranks = np.zeros(len(order), dtype=np.int64)
+            for p in range(len(phrases)):
+                sel = (p_idx == p).numpy()
+                ranks[sel] = np.arange(1, int(sel.sum()) + 1)
+            gdf = gpd.GeoDataFrame(
+                {
+                    "phrase": pd_strings([phrases[int(i)] for i in p_idx]),
+                    "score": scores.numpy().astype(np.float64),
+                    "rank": ranks,
+                },
+                geometry=pixel_boxes_to_polygons(boxes.numpy().reshape(-1, 4), src.transform),
+                crs=src.crs,
+            )
+            gdf.attrs["geoalign"] = self.run_metadata(
+                "find",
+                **self._raster_meta(src, ts, overlap, bounds),
+                phrases=phrases,
+                background_phrases=bg,
+                min_score=float(min_score),
+                max_results=int(max_results),
+                score="softmax(logit_scale * cos) over phrases + background phrases",
+                n_matches=len(gdf),
+                **extra,
+            )
+        return gdf
+
+    def _find_candidates(
+        self,
+        src: RasterSource,
+        windows: list[Window],
+        area: Window,
+        texts: torch.Tensor,
+        n_phrases: int,
+        min_score: float,
+        max_results: int,
+        nms_iou: float,
+        progress: Progress | None,
+        cancel: Cancel | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Image pass + candidate scoring; returns (raster-pixel boxes, scores, phrase index)."""
+        model, patch, size = self.model, self.model.patch_size, self.input_size
+        grid_boxes = scoring.window_candidates(size, size, patch)
+        phr = texts[:n_phrases]
+        all_boxes: list[torch.Tensor] = []
+        all_scores: list[torch.Tensor] = []
+        all_labels: list[torch.Tensor] = []
+        buffered = 0
+        a_x0, a_y0 = float(area.col_off), float(area.row_off)
+        a_x1, a_y1 = a_x0 + float(area.width), a_y0 + float(area.height)
+        cap = max(4 * max_results, 200)
+        for eb in self.image_pass(src, windows, dense=True, progress=progress, cancel=cancel):
+            b = len(eb.tiles)
+            sim = scoring.similarity_maps(eb.dense_normalized, phr).cpu()  # [B, N, h, w]
+            pvalid = scoring.patch_validity(eb.valid, patch) >= MIN_VALID_FRACTION  # [B, h, w]
+            midx, dboxes = scoring.dense_candidates(
+                sim.flatten(0, 1), patch, pvalid.repeat_interleave(n_phrases, dim=0)
+            )
+            tile_of = midx // n_phrases
+            per_tile = []
+            for i in range(b):
+                cand = torch.cat([grid_boxes, dboxes[tile_of == i]], dim=0)
+                per_tile.append(torch.unique(cand, dim=0))
+            vfrac = scoring.boxes_valid_fraction(eb.valid, per_tile)
+            with torch.no_grad():
+                reg = F.normalize(model.pool_regions(eb.dense, per_tile).float(), dim=-1)
+                probs = scoring.phrase_probabilities(reg, texts, n_phrases, self.logit_scale).cpu()
+            probs[vfrac < MIN_VALID_FRACTION] = 0.0
+            # map to raster pixels
+            owner = torch.cat([torch.full((len(c),), i) for i, c in enumerate(per_tile)])
+            cand = torch.cat(per_tile).double()
+            offs = torch.tensor([[t.window.col_off, t.window.row_off] for t in eb.tiles], dtype=torch.float64)
+            scl = torch.tensor([self._tile_scale(t) for t in eb.tiles], dtype=torch.float64)
+            cand = cand * scl[owner, None] + offs[owner].repeat(1, 2)
+            cand[:, 0::2] = cand[:, 0::2].clamp(a_x0, a_x1)
+            cand[:, 1::2] = cand[:, 1::2].clamp(a_y0, a_y1)
+            ok = ((cand[:, 2] - cand[:, 0]) >= 1) & ((cand[:, 3] - cand[:, 1]) >= 1)
+            probs[~ok] = 0.0
+            # the best PRE_NMS candidates per (tile, phrase) go on to NMS
+            probs = _keep_top_per_tile(probs, owner, b, PRE_NMS)
+            k_idx, p_idx = (probs >= max(min_score, 1e-12)).nonzero(as_tuple=True)
+            if k_idx.numel() == 0:
+                continue
+            bx, sc = cand[k_idx], probs[k_idx, p_idx]
+            # NMS inside the batch keyed by (tile, phrase): cheap and bounds what is buffered
+            key = owner[k_idx] * n_phrases + p_idx
+            keep = scoring.nms_per_label(bx, sc, key, nms_iou)
+            all_boxes.append(bx[keep])
+            all_scores.append(sc[keep])
+            all_labels.append(p_idx[keep])
+            buffered += int(keep.numel())
+            if buffered > _BUFFER_LIMIT:
+                bx, sc, lb = torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
+                keep = scoring.nms_per_label(bx, sc, lb, nms_iou, cap=cap)
+                all_boxes, all_scores, all_labels = [bx[keep]], [sc[keep]], [lb[keep]]
+                buffered = int(keep.numel())
+        if not all_boxes:
+            return torch.zeros((0, 4), dtype=torch.float64), torch.zeros(0), torch.zeros(0, dtype=torch.long)
+        return torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
+
+    # ------------------------------------------------------------------ regions
+    def _load_regions(
+        self, regions: str | PathLike | gpd.GeoDataFrame, src: RasterSource, area: Window
+    ) -> tuple[gpd.GeoDataFrame, np.ndarray, int]:
+        """Features overlapping the area (raster CRS) and their pixel boxes clipped to it."""
+        if isinstance(regions, gpd.GeoDataFrame):
+            gdf = regions[~(regions.geometry.isna() | regions.geometry.is_empty)]
+            if len(gdf) == 0:
+                raise InputError("the regions have no features with a geometry")
+            if src.crs is not None:
+                if gdf.crs is None:
+                    warnings.warn("the regions have no CRS; assuming the raster's", stacklevel=3)
+                    gdf = gdf.set_crs(src.crs)
+                else:
+                    gdf = gdf.to_crs(src.crs)
+            gdf = gdf.reset_index(drop=True)
+        else:
+            gdf = read_vectors(regions, src.crs)
+        left, bottom, right, top = rasterio.windows.bounds(area, src.transform)
+        inside, n_out = clip_to_raster(gdf, (left, bottom, right, top))
+        inside = inside.reset_index(drop=True)
+        boxes = boxes_to_pixels(inside, src.transform)
+        x0, y0 = float(area.col_off), float(area.row_off)
+        x1, y1 = x0 + float(area.width), y0 + float(area.height)
+        boxes[:, 0::2] = boxes[:, 0::2].clip(x0, x1)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(y0, y1)
+        # points, lines and slivers: at least one raster pixel
+        for lo, hi, amin, amax in ((0, 2, x0, x1), (1, 3, y0, y1)):
+            small = boxes[:, hi] - boxes[:, lo] < 1.0
+            c = (boxes[small, lo] + boxes[small, hi]) / 2
+            boxes[small, lo] = np.clip(c - 0.5, amin, amax - 1)
+            boxes[small, hi] = boxes[small, lo] + 1
+        if n_out:
+            warnings.warn(
+                f"{n_out} of {len(gdf)} features lie outside the raster"
+                + (" bounds" if (area.width, area.height) != (src.width, src.height) else "")
+                + " and were skipped",
+                stacklevel=3,
+            )
+        return inside, boxes, n_out
+
+    def _region_windows(
+        self, boxes: np.ndarray, area: Window, tile_size: int, overlap: float
+    ) -> tuple[list[Window], list[np.ndarray]]:
+        """Assign each box to a grid tile that contains it whole (the most centred one), or
+        to its own square window (boxes crossing tile borders, or larger than a tile)."""
+        stride = max(1, round(tile_size * (1.0 - overlap)))
+        if not 0.0 <= overlap < 0.9:
+            raise InputError(f"--overlap must be in [0, 0.9); got {overlap}")
+        c0, r0 = int(area.col_off), int(area.row_off)
+        cols = np.asarray(_offsets(int(area.width), tile_size, stride)) + c0
+        rows = np.asarray(_offsets(int(area.height), tile_size, stride)) + r0
+        groups: dict[tuple[int, int, int], list[int]] = {}
+
+        def pick(offs: np.ndarray, lo: float, hi: float) -> int | None:
+            a = int(np.searchsorted(offs, hi - tile_size - 1e-6, "left"))
+            b = int(np.searchsorted(offs, lo + 1e-6, "right"))
+            if a >= b:
+                return None
+            centre = (lo + hi) / 2 - tile_size / 2
+            return int(offs[a:b][np.argmin(np.abs(offs[a:b] - centre))])
+
+        for k, (x0, y0, x1, y1) in enumerate(boxes):
+            cx, cy = pick(cols, x0, x1), pick(rows, y0, y1)
+            if cx is not None and cy is not None:
+                key = (cy, cx, tile_size)
+            else:
+                side = max(tile_size, math.ceil(1.1 * max(x1 - x0, y1 - y0)))
+                key = (math.floor((y0 + y1) / 2 - side / 2), math.floor((x0 + x1) / 2 - side / 2), side)
+            groups.setdefault(key, []).append(k)
+        keys = sorted(groups)
+        windows = [Window(c, r, s, s) for r, c, s in keys]
+        return windows, [np.asarray(groups[k]) for k in keys]
+
+    def _region_embeddings(
+        self,
+        src: RasterSource,
+        boxes: np.ndarray,
+        area: Window,
+        tile_size: int,
+        overlap: float,
+        progress: Progress | None,
+        cancel: Cancel | None,
+    ) -> torch.Tensor:
+        """``[K, D]`` normalised region embeddings of raster-pixel boxes (RoIAlign on dense maps)."""
+        windows, members = self._region_windows(boxes, area, tile_size, overlap)
+        out = torch.zeros((len(boxes), self.model.embed_dim), device=self.device)
+        for eb in self.image_pass(src, windows, dense=True, progress=progress, cancel=cancel, skip_empty=False):
+            blist, idx = [], []
+            for t in eb.tiles:
+                m = members[t.index]
+                s = self._tile_scale(t)
+                b = boxes[m].copy()
+                b[:, 0::2] -= float(t.window.col_off)
+                b[:, 1::2] -= float(t.window.row_off)
+                blist.append(torch.from_numpy(b / s).float())
+                idx.append(torch.from_numpy(m))
+            with torch.no_grad():
+                reg = F.normalize(self.model.pool_regions(eb.dense, blist).float(), dim=-1)
+            out[torch.cat(idx).to(self.device)] = reg
+        return out
+
+    def match_regions(
+        self,
+        raster: str | PathLike,
+        regions: str | PathLike | gpd.GeoDataFrame,
+        phrases: Sequence[str] | str,
+        *,
+        bands: Sequence[int] | str | None = None,
+        tile_size: int | None = None,
+        overlap: float = 0.25,
+        bounds: Sequence[float] | None = None,
+        allow_no_crs: bool = False,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+    ) -> gpd.GeoDataFrame:
+        """Score every feature's bounding box against every phrase.
+
+        Returns the features that overlap the raster (reprojected to its CRS, attributes kept)
+        with ``best_phrase``, ``score`` (its score) and one float column per phrase (named
+        by the phrase; input columns with a clashing name get an ``_input`` suffix).
+        """
+        phrases = _clean_texts(phrases, "phrase")
+        ts = self._tile_size(tile_size)
+        with self._open(raster, bands, allow_no_crs) as src:
+            area = self.area_window(src, bounds)
+            feats, boxes, n_out = self._load_regions(regions, src, area)
+            texts, bg = self._query_texts(phrases)
+            emb = self._region_embeddings(src, boxes, area, ts, overlap, progress, cancel)
+            probs = scoring.phrase_probabilities(emb, texts, len(phrases), self.logit_scale).cpu().numpy()
+            reserved = {"best_phrase", "score", *phrases}
+            geom = feats.geometry.name
+            rename = {c: f"{c}_input" for c in feats.columns if c != geom and c in reserved}
+            out = feats.rename(columns=rename)
+            best = probs.argmax(axis=1)
+            out["best_phrase"] = pd_strings([phrases[int(i)] for i in best])
+            out["score"] = probs[np.arange(len(best)), best].astype(np.float64)
+            for j, p in enumerate(phrases):
+                out[p] = probs[:, j].astype(np.float64)
+            out = gpd.GeoDataFrame(out, geometry=geom, crs=feats.crs)
+            out.attrs["geoalign"] = self.run_metadata(
+                "match-regions",
+                **self._raster_meta(src, ts, overlap, bounds),
+                regions=str(regions) if not isinstance(regions, gpd.GeoDataFrame) else "GeoDataFrame",
+                phrases=phrases,
+                background_phrases=bg,
+                score="softmax(logit_scale * cos) over phrases + background phrases",
+                n_regions=len(out),
+                n_regions_outside=n_out,
+            )
+        return out
+
+    # ------------------------------------------------------------------ heatmap
+    def heatmap(
+        self,
+        raster: str | PathLike,
+        phrase: str,
+        out_path: str | PathLike,
+        overwrite: bool = False,
+        *,
+        scale: int | None = None,
+        bands: Sequence[int] | str | None = None,
+        tile_size: int | None = None,
+        overlap: float = 0.25,
+        bounds: Sequence[float] | None = None,
+        allow_no_crs: bool = False,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+    ) -> Path:
+        """Write the phrase's dense similarity as a float32 COG; returns the path.
+
+        Values: cosine similarity of each patch embedding (the model's ``dense_mode``) with
+        the phrase, bilinearly resampled onto the output grid and averaged where tiles
+        overlap. The grid is the raster's (or the ``bounds`` window's) pixel grid, coarsened
+        by ``scale`` raster pixels per cell (default: 1, or the smallest integer keeping the
+        grid under 25 M cells). Cells without valid input pixels are nodata (NaN).
+        """
+        phrase = _clean_texts(phrase, "phrase")[0]
+        out_path = check_output(out_path, overwrite)
+        ts = self._tile_size(tile_size)
+        with self._open(raster, bands, allow_no_crs) as src:
+            area = self.area_window(src, bounds)
+            h, w = int(area.height), int(area.width)
+            if scale is None:
+                scale = max(1, math.ceil(math.sqrt(h * w / MAX_HEATMAP_CELLS)))
+            elif int(scale) != scale or int(scale) < 1:
+                raise InputError(f"--scale must be a whole number >= 1; got {scale}")
+            scale = int(scale)
+            windows = self.grid(src, area, ts, overlap)
+            text = self.encode_phrases([phrase])
+            transform = rasterio.windows.transform(area, src.transform)
+            acc = HeatmapAccumulator(h, w, transform, src.crs, scale=scale)
+            c0, r0 = int(area.col_off), int(area.row_off)
+            n_tiles = 0
+            for eb in self.image_pass(src, windows, dense=True, progress=progress, cancel=cancel):
+                sim = scoring.similarity_maps(eb.dense_normalized, text)[:, 0].cpu().numpy()
+                for i, t in enumerate(eb.tiles):
+                    win = Window(t.window.col_off - c0, t.window.row_off - r0, t.window.width, t.window.height)
+                    acc.add(win, sim[i], valid=t.valid, resampling="bilinear")
+                    n_tiles += 1
+            if n_tiles == 0:
+                raise InputError(f"no valid pixels in {src.path}" + (" within the bounds" if bounds else ""))
+            meta = self.run_metadata(
+                "heatmap",
+                **self._raster_meta(src, ts, overlap, bounds),
+                phrase=phrase,
+                values="cosine similarity of patch embeddings with the phrase, averaged in overlaps",
+                scale=scale,
+                n_tiles=n_tiles,
+            )
+            values = acc.result()
+            self._mask_invalid(values, src, area, scale, cancel)
+            if cancel is not None and cancel():
+                raise Cancelled("cancelled")
+            write_float_geotiff(values, out_path, acc.out_transform, src.crs, overwrite=overwrite,
+                                band_descriptions=[phrase], tags={"GEOALIGN_METADATA": meta})
+        return out_path
+
+    @staticmethod
+    def _mask_invalid(values: np.ndarray, src: RasterSource, area: Window, scale: int, cancel: Cancel | None) -> None:
+        """Set output cells whose raster pixel (nearest, at the output resolution) is nodata to NaN.
+
+        Tiles resampled to the model's input size carry a coarser validity mask; this strip-wise
+        pass makes nodata exact on the output grid without holding the raster in memory.
+        """
+        out_h, out_w = values.shape
+        rows = max(1, 4_000_000 // max(out_w, 1))
+        for r in range(0, out_h, rows):
+            if cancel is not None and cancel():
+                raise Cancelled("cancelled")
+            n = min(rows, out_h - r)
+            win = Window(area.col_off, area.row_off + r * scale, out_w * scale, n * scale)
+            _, valid = src.read_raw(win, out_shape=(n, out_w))
+            values[r : r + n][~valid] = np.nan
+
+
+def _keep_top_per_tile(probs: torch.Tensor, owner: torch.Tensor, n_tiles: int, k: int) -> torch.Tensor:
+    """Zero all but the ``k`` best scores per (tile, phrase) column of ``probs [K, N]``."""
+    out = torch.zeros_like(probs)
+    for i in range(n_tiles):
+        rows = (owner == i).nonzero(as_tuple=True)[0]
+        if rows.numel() == 0:
+            continue
+        sub = probs[rows]
+        kk = min(k, sub.shape[0])
+        vals, idx = sub.topk(kk, dim=0)
+        out[rows[idx], torch.arange(sub.shape[1]).expand(kk, -1)] = vals
+    return out
+
+
+def pd_strings(values: list[str]) -> np.ndarray:
+    """Object array of strings (keeps the column typed as text even when empty)."""
+    return np.asarray(values, dtype=object)

@@ -1,0 +1,207 @@
+"""The scoring pass: everything here works on embeddings only (no raster, no backbone).
+
+Image-side embeddings come from :meth:`geoalign_core.inference.Predictor.image_pass`; text
+embeddings from :meth:`~geoalign_core.inference.Predictor.encode_phrases`. All embeddings are
+L2-normalised, so dot products are cosine similarities.
+
+Scores
+------
+* **Tile classification** (:func:`classify`): ``softmax(logit_scale * cos(tile, class))`` over
+  the classes: the probability of each class for the tile (CLIP zero-shot classification).
+* **Region-phrase score** (:func:`phrase_probabilities`, used by ``find`` and
+  ``match-regions``): ``softmax(logit_scale * cos(region, t))`` over the set
+  ``T = query phrases + background phrases`` (:data:`~geoalign_core.inference.vocabulary.BACKGROUND_PHRASES`
+  minus any that equal a query phrase), read at the query phrase. It is the probability that
+  the region shows that phrase rather than another query phrase or generic background
+  (grass, road, roof, ...). Scores of one region over all phrases sum to at most 1, so a
+  region cannot score high for two different phrases; with a single phrase the background
+  set keeps the score meaningful (it is not trivially 1).
+* **Heatmap** (:func:`similarity_maps`): the raw cosine similarity between each patch
+  embedding and the phrase, in [-1, 1]; no per-tile normalisation, so values are comparable
+  across tiles and scenes of one model.
+
+Candidates for ``find`` (:func:`dense_candidates`, :func:`window_candidates`) are boxes in the
+tile's input pixels: connected components of the phrase's dense similarity map above several
+relative thresholds, and multi-scale sliding windows on the patch grid. All of them are
+pooled (RoIAlign) from the SAME dense map as the heatmap: one backbone pass per tile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import batched_nms
+
+__all__ = [
+    "DENSE_THRESHOLDS",
+    "WINDOW_SCALES",
+    "boxes_valid_fraction",
+    "classify",
+    "component_boxes",
+    "dense_candidates",
+    "nms_per_label",
+    "patch_validity",
+    "phrase_probabilities",
+    "similarity_maps",
+    "top_k",
+    "window_candidates",
+]
+
+# relative thresholds on a tile's similarity map: min + q * (max - min)
+DENSE_THRESHOLDS: tuple[float, ...] = (0.5, 0.7, 0.85)
+# sliding-window sides, in patches (stride: half a side)
+WINDOW_SCALES: tuple[int, ...] = (2, 4, 8)
+
+
+def classify(images: torch.Tensor, classes: torch.Tensor, logit_scale: float | torch.Tensor) -> torch.Tensor:
+    """``[B, D]`` tile embeddings x ``[C, D]`` class embeddings -> ``[B, C]`` probabilities."""
+    logits = float(logit_scale) * images.float() @ classes.float().T
+    return logits.softmax(dim=-1)
+
+
+def top_k(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(values [B, k'], indices [B, k'])`` with ``k' = min(k, C)``, best first."""
+    k = max(1, min(int(k), probs.shape[-1]))
+    return probs.topk(k, dim=-1)
+
+
+def phrase_probabilities(
+    regions: torch.Tensor, texts: torch.Tensor, n_phrases: int, logit_scale: float | torch.Tensor
+) -> torch.Tensor:
+    """Region-phrase scores ``[K, N]``.
+
+    Args:
+        regions: ``[K, D]`` region embeddings.
+        texts: ``[N + B, D]``: the N query phrases first, then B background phrases.
+        n_phrases: N.
+        logit_scale: the model's 1/tau.
+    """
+    logits = float(logit_scale) * regions.float() @ texts.float().T
+    return logits.softmax(dim=-1)[:, :n_phrases]
+
+
+def similarity_maps(dense: torch.Tensor, phrases: torch.Tensor) -> torch.Tensor:
+    """``[B, D, h, w]`` dense embeddings x ``[N, D]`` phrases -> ``[B, N, h, w]`` cosine similarity."""
+    return torch.einsum("bdhw,nd->bnhw", dense.float(), phrases.float())
+
+
+def patch_validity(valid: torch.Tensor, patch: int) -> torch.Tensor:
+    """Fraction of valid pixels per patch: ``[B, H, W]`` bool -> ``[B, H/p, W/p]`` float."""
+    return F.avg_pool2d(valid.float().unsqueeze(1), patch).squeeze(1)
+
+
+def component_boxes(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounding boxes of the 8-connected components of each boolean map.
+
+    Args:
+        masks: ``[M, h, w]`` bool.
+
+    Returns:
+        ``(map_index [K], boxes [K, 4])``; boxes are ``x0, y0, x1, y1`` in cells, ``x1``/``y1``
+        exclusive (a component of one cell at (r, c) is ``c, r, c + 1, r + 1``).
+    """
+    m, h, w = masks.shape
+    if m == 0 or not masks.any():
+        return torch.zeros(0, dtype=torch.long), torch.zeros((0, 4))
+    big = float(h * w)
+    ids = torch.arange(h * w, dtype=torch.float32).view(1, 1, h, w).expand(m, 1, h, w)
+    mk = masks.unsqueeze(1)
+    lab = torch.where(mk, ids, torch.full_like(ids, big))
+    for _ in range(h * w):  # min-label propagation; stops when stable (~ component diameter)
+        grown = -F.max_pool2d(-lab, 3, stride=1, padding=1)
+        grown = torch.where(mk, grown, lab)
+        if torch.equal(grown, lab):
+            break
+        lab = grown
+    lab = lab.squeeze(1)
+    sel = masks.nonzero(as_tuple=False)  # [P, 3]: map, row, col
+    keys = sel[:, 0] * (h * w) + lab[sel[:, 0], sel[:, 1], sel[:, 2]].long()
+    uniq, inv = torch.unique(keys, return_inverse=True)
+    k = uniq.numel()
+    rows, cols = sel[:, 1], sel[:, 2]
+    x0 = torch.full((k,), w, dtype=torch.long).scatter_reduce(0, inv, cols, "amin")
+    y0 = torch.full((k,), h, dtype=torch.long).scatter_reduce(0, inv, rows, "amin")
+    x1 = torch.zeros(k, dtype=torch.long).scatter_reduce(0, inv, cols, "amax") + 1
+    y1 = torch.zeros(k, dtype=torch.long).scatter_reduce(0, inv, rows, "amax") + 1
+    return uniq // (h * w), torch.stack([x0, y0, x1, y1], dim=1).float()
+
+
+def dense_candidates(
+    sim: torch.Tensor,
+    patch: int,
+    patch_valid: torch.Tensor | None = None,
+    thresholds: Sequence[float] = DENSE_THRESHOLDS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate boxes from similarity maps.
+
+    Args:
+        sim: ``[M, h, w]`` similarity maps (one per tile x phrase).
+        patch: patch size in input pixels.
+        patch_valid: ``[M, h, w]`` bool: patches that may be part of a component.
+        thresholds: relative levels ``q``: a cell is in the mask when
+            ``sim >= min + q * (max - min)`` (min/max over the valid cells of its map).
+
+    Returns:
+        ``(map_index [K], boxes [K, 4])``, boxes in input pixels (xyxy).
+    """
+    sim = sim.float().cpu()
+    m = sim.shape[0]
+    if m == 0:
+        return torch.zeros(0, dtype=torch.long), torch.zeros((0, 4))
+    valid = torch.ones_like(sim, dtype=torch.bool) if patch_valid is None else patch_valid.cpu().bool()
+    lo = torch.where(valid, sim, torch.full_like(sim, float("inf"))).flatten(1).amin(1).view(m, 1, 1)
+    hi = torch.where(valid, sim, torch.full_like(sim, float("-inf"))).flatten(1).amax(1).view(m, 1, 1)
+    masks = [valid & (sim >= lo + q * (hi - lo)) for q in thresholds]
+    idx, boxes = component_boxes(torch.cat(masks, dim=0))
+    return idx % m, boxes * patch
+
+
+def window_candidates(height: int, width: int, patch: int, scales: Sequence[int] = WINDOW_SCALES) -> torch.Tensor:
+    """Multi-scale sliding windows on the patch grid of an input of ``height x width`` pixels.
+
+    Each scale ``s`` is a square of ``s`` patches stepped by ``s / 2`` patches, plus the whole
+    input. Returns ``[K, 4]`` boxes in input pixels (xyxy).
+    """
+    gh, gw = height // patch, width // patch
+    out = [torch.tensor([[0.0, 0.0, float(width), float(height)]])]
+    for s in scales:
+        if s > min(gh, gw):
+            continue
+        step = max(1, s // 2)
+        ys = torch.arange(0, gh - s + 1, step)
+        xs = torch.arange(0, gw - s + 1, step)
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+        x0, y0 = xx.reshape(-1).float() * patch, yy.reshape(-1).float() * patch
+        out.append(torch.stack([x0, y0, x0 + s * patch, y0 + s * patch], dim=1))
+    return torch.cat(out, dim=0)
+
+
+def boxes_valid_fraction(valid: torch.Tensor, boxes: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Fraction of valid pixels inside each box: ``valid [B, H, W]``, boxes per image -> ``[sum K_i]``."""
+    from torchvision.ops import roi_align
+
+    if sum(len(b) for b in boxes) == 0:
+        return torch.zeros(0)
+    v = valid.float().unsqueeze(1)
+    pooled = roi_align(v, [b.float() for b in boxes], output_size=(4, 4), spatial_scale=1.0, sampling_ratio=2,
+                       aligned=True)
+    return pooled.mean(dim=(1, 2, 3))
+
+
+def nms_per_label(
+    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float, cap: int | None = None
+) -> torch.Tensor:
+    """Indices kept by non-maximum suppression per label, best first; at most ``cap`` per label."""
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.long)
+    keep = batched_nms(boxes.double(), scores.double(), labels, iou)
+    if cap is None:
+        return keep
+    kept_labels = labels[keep]
+    out = []
+    for lab in kept_labels.unique():
+        out.append(keep[kept_labels == lab][:cap])
+    keep = torch.cat(out)
+    return keep[scores[keep].argsort(descending=True, stable=True)]

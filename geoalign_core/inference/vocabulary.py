@@ -1,0 +1,127 @@
+"""Built-in text data for inference: the scene vocabulary, prompt templates, background phrases.
+
+``DEFAULT_VOCABULARY`` is what ``geoalign tile-classify`` uses when no ``--classes`` are given.
+It is the union (lower-cased, singular/plural and spelling variants merged, natural-language
+names such as "parking lot" instead of "parking") of the scene classes of three public
+remote-sensing scene-classification benchmarks, plus the classes drawn in the project's
+synthetic sample scene:
+
+* UC Merced Land Use (Yang & Newsam, 2010): 21 classes, 0.3 m aerial imagery (USGS);
+* AID (Xia et al., 2017, "AID: A Benchmark Data Set for Performance Evaluation of Aerial
+  Scene Classification"): 30 classes, Google Earth imagery;
+* NWPU-RESISC45 (Cheng et al., 2017, "Remote Sensing Image Scene Classification: Benchmark
+  and State of the Art"): 45 classes, Google Earth imagery;
+* the synthetic sample scene (``sample_data/make_sample.py`` ``CLASSES``): road, parking lot,
+  building, car, swimming pool, tree, pond, river, tennis court, ship (most already in the
+  lists above; "cars" and "swimming pool" are added).
+
+Only the class NAMES come from these data sets (no images are shipped).
+
+``PROMPT_TEMPLATES`` are the remote-sensing prompt templates used for zero-shot tile
+classification (in the spirit of CLIP's prompt ensembling and RemoteCLIP's "a satellite
+photo of {}."): each class is encoded with every template, the embeddings are averaged and
+re-normalised.
+
+``BACKGROUND_PHRASES`` are generic land-cover phrases that compete with the user's phrases
+in ``find`` and ``match-regions`` scores (see :mod:`geoalign_core.inference.scoring`).
+"""
+
+from __future__ import annotations
+
+VOCABULARY_SOURCES = (
+    "UC Merced Land Use (21 classes), AID (30 classes), NWPU-RESISC45 (45 classes), "
+    "GeoAlign synthetic sample scene classes; names merged and de-duplicated"
+)
+
+DEFAULT_VOCABULARY: tuple[str, ...] = (
+    # -- transport
+    "airport",
+    "airplane",
+    "runway",
+    "bridge",
+    "viaduct",
+    "overpass",
+    "freeway",
+    "road",
+    "intersection",
+    "roundabout",
+    "railway",
+    "railway station",
+    "parking lot",
+    "harbor",
+    "port",
+    "ship",
+    # -- built-up
+    "dense residential area",
+    "medium residential area",
+    "sparse residential area",
+    "mobile home park",
+    "buildings",
+    "commercial area",
+    "industrial area",
+    "church",
+    "palace",
+    "school",
+    "center",
+    "square",
+    "resort",
+    "storage tanks",
+    "thermal power station",
+    # -- sport and leisure
+    "baseball field",
+    "basketball court",
+    "tennis court",
+    "ground track field",
+    "golf course",
+    "stadium",
+    "playground",
+    "park",
+    # -- agriculture and vegetation
+    "farmland",
+    "circular farmland",
+    "rectangular farmland",
+    "terrace",
+    "meadow",
+    "grass",
+    "forest",
+    "trees",
+    "chaparral",
+    "wetland",
+    # -- water, terrain and weather
+    "river",
+    "lake",
+    "pond",
+    "beach",
+    "island",
+    "sea ice",
+    "snowberg",
+    "mountain",
+    "desert",
+    "bare land",
+    "cloud",
+    # -- synthetic sample scene objects not named above
+    "cars",
+    "swimming pool",
+)
+
+PROMPT_TEMPLATES: tuple[str, ...] = (
+    "a satellite image of {}.",
+    "an aerial photo of {}.",
+    "a remote sensing image of {}.",
+    "an aerial image of {}.",
+    "a satellite photo of {}.",
+    "a top-down view of {}.",
+)
+
+BACKGROUND_PHRASES: tuple[str, ...] = (
+    "background",
+    "bare ground",
+    "grass",
+    "trees",
+    "road",
+    "pavement",
+    "water",
+    "buildings",
+    "roof",
+    "shadow",
+)

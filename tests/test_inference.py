@@ -1,0 +1,372 @@
+"""Predictor and scoring-pass tests on small generated rasters with the tiny random-weight model.
+
+Scores of random weights mean nothing: these tests check mechanics (grids, geometry, CRS,
+fields, metadata, caching, cancellation), never score values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+import torch
+from rasterio.transform import from_origin
+
+from geoalign_core import load_model
+from geoalign_core.errors import GeoAlignError, InputError
+from geoalign_core.geo import count_tiles
+from geoalign_core.inference import DEFAULT_VOCABULARY, Cancelled, Predictor, scoring
+
+CRS = "EPSG:32633"
+RES = 0.5
+ORIGIN = (500000.0, 4100000.0)
+
+
+def make_raster(path, width=300, height=200, count=3, dtype="uint8", nodata=None, crs=CRS, fill=None, seed=0):
+    """A smooth textured raster (cheap to compress); ``fill(arr)`` may edit it in place."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([(np.sin(xx / (7 + 3 * b)) + np.cos(yy / (5 + 2 * b))) for b in range(count)])
+    arr = (base - base.min()) / (np.ptp(base) + 1e-9)
+    arr = arr + 0.1 * rng.random(arr.shape)
+    if np.dtype(dtype).kind == "f":
+        arr = arr.astype(dtype)
+    else:
+        top = 255 if dtype == "uint8" else 2000
+        arr = (1 + arr / arr.max() * (top - 1)).astype(dtype)
+    if fill is not None:
+        fill(arr)
+    profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=dtype, crs=crs,
+                   transform=from_origin(ORIGIN[0], ORIGIN[1], RES, RES), nodata=nodata, tiled=True,
+                   blockxsize=128, blockysize=128, compress="deflate")
+    if crs is None:
+        profile.pop("crs")
+        profile["transform"] = rasterio.Affine.identity()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(arr)
+    return path
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "random initialisation"
+        model = load_model("GeoAlign-Tiny", device="cpu")
+    return Predictor(model, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def raster(tmp_path_factory):
+    return make_raster(tmp_path_factory.mktemp("r") / "scene.tif")
+
+
+def raster_box(path):
+    with rasterio.open(path) as ds:
+        return shapely.box(*ds.bounds), ds
+
+
+# ---------------------------------------------------------------------------- scoring pass
+def test_component_boxes_finds_8_connected_components():
+    m = torch.zeros(2, 6, 6, dtype=torch.bool)
+    m[0, 0, 0] = m[0, 1, 1] = True  # diagonal: one component (8-connectivity)
+    m[0, 4:6, 3:6] = True
+    m[1, 2, 2] = True
+    idx, boxes = scoring.component_boxes(m)
+    got = sorted((int(i), *map(int, b)) for i, b in zip(idx, boxes))
+    assert got == [(0, 0, 0, 2, 2), (0, 3, 4, 6, 6), (1, 2, 2, 3, 3)]
+
+
+def test_dense_candidates_and_windows_are_in_input_pixels():
+    sim = torch.zeros(1, 14, 14)
+    sim[0, 3:5, 6:9] = 1.0
+    idx, boxes = scoring.dense_candidates(sim, patch=8)
+    assert (idx == 0).all()
+    assert [48.0, 24.0, 72.0, 40.0] in boxes.tolist()
+    win = scoring.window_candidates(112, 112, 8)
+    assert win[0].tolist() == [0.0, 0.0, 112.0, 112.0]
+    assert win.min() >= 0 and win.max() <= 112
+    assert len(win) == 1 + 13 * 13 + 6 * 6 + 2 * 2  # whole tile + scales 2, 4, 8 patches
+
+
+def test_scores_are_probabilities():
+    img = torch.nn.functional.normalize(torch.randn(4, 16), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(7, 16), dim=-1)
+    p = scoring.classify(img, txt, 100.0)
+    assert torch.allclose(p.sum(-1), torch.ones(4))
+    q = scoring.phrase_probabilities(img, txt, 2, 100.0)
+    assert q.shape == (4, 2) and (q.sum(-1) <= 1 + 1e-6).all() and (q >= 0).all()
+
+
+def test_nms_per_label_caps_each_label():
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], dtype=torch.float64)
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    labels = torch.tensor([0, 0, 0, 1])
+    keep = scoring.nms_per_label(boxes, scores, labels, 0.5, cap=1)
+    assert keep.tolist() == [0, 3]
+
+
+# ---------------------------------------------------------------------------- text side
+def test_phrase_cache_and_class_templates(predictor):
+    n0 = predictor.texts_encoded
+    a = predictor.encode_phrases(["a red car", "a ship"])
+    b = predictor.encode_phrases(["a ship", "a red car"])
+    assert predictor.texts_encoded == n0 + 2
+    assert torch.equal(a[0], b[1])
+    c = predictor.encode_classes(["forest", "river"])
+    assert c.shape == (2, predictor.model.embed_dim)
+    assert torch.allclose(c.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert len(DEFAULT_VOCABULARY) >= 45 and len(set(DEFAULT_VOCABULARY)) == len(DEFAULT_VOCABULARY)
+
+
+# ---------------------------------------------------------------------------- image pass
+def test_image_pass_matches_model_and_is_phrase_free(predictor, raster):
+    from geoalign_core.geo import RasterSource
+
+    with RasterSource(raster) as src:
+        wins = predictor.grid(src, predictor.area_window(src, None), 112, 0.0)
+        batches = list(predictor.image_pass(src, wins, dense=True))
+    tiles = [t for eb in batches for t in eb.tiles]
+    assert [t.index for t in tiles] == list(range(len(wins)))
+    eb = batches[0]
+    assert eb.glob.shape == (len(eb.tiles), predictor.model.embed_dim)
+    assert eb.dense.shape[-2:] == (14, 14)
+    full = [t for t in eb.tiles if t.valid.all()][0]
+    x = predictor.model.preprocess(torch.from_numpy(full.image)[None])
+    with torch.no_grad():
+        ref = predictor.model.encode_image(x)[0]
+    i = eb.tiles.index(full)
+    assert torch.allclose(eb.glob[i], ref, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------- tile-classify
+def test_tile_classify_grid_geometry_fields(predictor, raster):
+    gdf = predictor.tile_classify(raster, ["forest", "river", "road"], top_k=2, tile_size=112)
+    extent, ds = raster_box(raster)
+    assert len(gdf) == count_tiles(300, 200, 112, 0.0) == 6
+    assert gdf.crs == ds.crs
+    assert set(gdf.columns) >= {"label", "score", "top_k", "geometry"}
+    assert gdf.geometry.within(extent.buffer(1e-6)).all()
+    assert math.isclose(gdf.union_all().area, extent.area, rel_tol=1e-9)  # grid complete
+    assert gdf["label"].isin(["forest", "river", "road"]).all()
+    assert gdf["score"].between(0, 1).all()
+    top = json.loads(gdf["top_k"].iloc[0])
+    assert len(top) == 2 and top[0]["label"] == gdf["label"].iloc[0]
+    meta = gdf.attrs["geoalign"]
+    assert meta["classes"] == ["forest", "river", "road"] and meta["tile_size"] == 112
+    assert meta["model"] == "GeoAlign-Tiny" and meta["prompt_templates"]
+
+
+def test_tile_classify_default_vocabulary_bounds_and_overlap(predictor, raster):
+    extent, ds = raster_box(raster)
+    left, bottom, _, top = ds.bounds
+    bounds = (left + 10, bottom + 5, left + 80, top - 5)  # 140 x 190 px
+    gdf = predictor.tile_classify(raster, tile_size=64, overlap=0.25, bounds=bounds)
+    assert gdf["label"].isin(DEFAULT_VOCABULARY).all()
+    assert gdf.attrs["geoalign"]["classes"] == list(DEFAULT_VOCABULARY)
+    assert "NWPU-RESISC45" in gdf.attrs["geoalign"]["vocabulary_source"]
+    assert gdf.geometry.within(shapely.box(*bounds).buffer(1e-6)).all()
+    assert math.isclose(gdf.union_all().area, shapely.box(*bounds).area, rel_tol=1e-9)
+    with pytest.raises(InputError, match="do not overlap"):
+        predictor.tile_classify(raster, ["a"], bounds=(0, 0, 1, 1))
+
+
+def test_empty_tiles_skipped_and_partial_tiles_kept(predictor, tmp_path):
+    def holes(a):
+        a[:, :, :120] = 0  # left 120 columns nodata: the first tile column is empty
+
+    path = make_raster(tmp_path / "nd.tif", width=224, height=112, nodata=0, fill=holes)
+    gdf = predictor.tile_classify(path, ["a", "b"], tile_size=112)
+    assert len(gdf) == 1  # tile 0 (all nodata) skipped, tile 1 (partly valid) kept
+    with pytest.raises(InputError, match="no valid pixels"):
+        predictor.tile_classify(make_raster(tmp_path / "all.tif", 50, 50, nodata=0, fill=lambda a: a.fill(0)),
+                                ["a"])
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["uint16_1band", "float_nan", "rgba", "five_bands", "small"],
+)
+def test_any_geotiff(predictor, tmp_path, kind):
+    if kind == "uint16_1band":
+        path = make_raster(tmp_path / "a.tif", count=1, dtype="uint16", nodata=0)
+    elif kind == "float_nan":
+        def nan_strip(a):
+            a[..., :20] = np.nan
+
+        path = make_raster(tmp_path / "a.tif", dtype="float32", fill=nan_strip)
+    elif kind == "rgba":
+        def alpha(a):
+            a[3] = 255
+            a[3, :50] = 0
+        path = make_raster(tmp_path / "a.tif", count=4, fill=alpha)
+        with rasterio.open(path, "r+") as ds:
+            ds.colorinterp = [rasterio.enums.ColorInterp.red, rasterio.enums.ColorInterp.green,
+                              rasterio.enums.ColorInterp.blue, rasterio.enums.ColorInterp.alpha]
+    elif kind == "five_bands":
+        path = make_raster(tmp_path / "a.tif", count=5, dtype="uint16")
+    else:
+        path = make_raster(tmp_path / "a.tif", width=50, height=40)  # smaller than one tile: padded
+    gdf = predictor.tile_classify(path, ["a", "b"], bands=[4, 3, 2] if kind == "five_bands" else None)
+    extent, _ = raster_box(path)
+    assert len(gdf) >= 1 and gdf.geometry.within(extent.buffer(1e-6)).all()
+    if kind == "five_bands":
+        assert gdf.attrs["geoalign"]["bands"] == [4, 3, 2]
+
+
+def test_no_crs_needs_allow(predictor, tmp_path):
+    path = make_raster(tmp_path / "nocrs.tif", crs=None)
+    with pytest.raises(InputError, match="no CRS"):
+        predictor.tile_classify(path, ["a"])
+    gdf = predictor.tile_classify(path, ["a"], allow_no_crs=True, tile_size=112)
+    assert gdf.crs is None and len(gdf) == 6
+    x0, y0, x1, y1 = gdf.total_bounds
+    assert (x0, y0, x1, y1) == (0, 0, 300, 200)  # pixel coordinates
+
+
+# ---------------------------------------------------------------------------- find / match
+def test_find_boxes_ranks_nms_and_text_once(predictor, raster):
+    before = predictor.text_batches
+    gdf = predictor.find(raster, ["red car", "ship"], min_score=0.0, max_results=7, tile_size=112)
+    assert predictor.text_batches - before <= 1  # phrases + background in one text pass, not per tile
+    extent, ds = raster_box(raster)
+    assert gdf.crs == ds.crs and list(gdf.columns[:3]) == ["phrase", "score", "rank"]
+    assert gdf.geometry.within(extent.buffer(1e-6)).all()
+    for _, grp in gdf.groupby("phrase"):
+        assert len(grp) == 7
+        assert sorted(grp["rank"]) == list(range(1, 8))
+        assert grp.sort_values("rank")["score"].is_monotonic_decreasing
+        b = torch.tensor(np.stack([g.bounds for g in grp.geometry]))
+        iou = __import__("torchvision").ops.box_iou(b, b) - torch.eye(len(b), dtype=b.dtype)
+        assert iou.max() <= 0.5 + 1e-6  # NMS across tiles
+    meta = gdf.attrs["geoalign"]
+    assert meta["phrases"] == ["red car", "ship"] and "background" in meta["background_phrases"]
+    high = predictor.find(raster, ["red car"], min_score=0.99, tile_size=112)
+    assert (high["score"] >= 0.99).all()
+
+
+def _regions(raster_path, crs_out="EPSG:4326"):
+    _, ds = raster_box(raster_path)
+    left, bottom, right, top = ds.bounds
+    boxes = [
+        shapely.box(left + 5, top - 20, left + 15, top - 10),
+        shapely.box(left + 60, bottom + 10, left + 140, bottom + 90),  # larger than a 112 px tile? no: 160 px
+        shapely.box(left + 100, bottom + 30, left + 103, bottom + 33),
+        shapely.box(right + 1000, top + 1000, right + 1010, top + 1010),  # outside
+    ]
+    gdf = gpd.GeoDataFrame({"name": ["a", "b", "c", "out"], "score": [1, 2, 3, 4]}, geometry=boxes, crs=ds.crs)
+    return gdf.to_crs(crs_out)
+
+
+def test_match_regions_reprojects_and_reports_outside(predictor, raster, tmp_path):
+    regions = _regions(raster)
+    path = tmp_path / "regions.geojson"
+    regions.to_file(path, driver="GeoJSON")
+    with pytest.warns(UserWarning, match="1 of 4 features lie outside"):
+        gdf = predictor.match_regions(raster, path, ["red car", "tree"], tile_size=112)
+    assert len(gdf) == 3 and list(gdf["name"]) == ["a", "b", "c"]
+    assert gdf.crs == raster_box(raster)[1].crs
+    assert {"best_phrase", "score", "red car", "tree", "score_input"} <= set(gdf.columns)
+    assert np.allclose(gdf["score"], gdf[["red car", "tree"]].max(axis=1))
+    # the same regions as a GeoDataFrame, and through find --regions
+    with pytest.warns(UserWarning):
+        found = predictor.find(raster, ["red car"], regions=regions, min_score=0.0, tile_size=112)
+    assert len(found) == 3 and sorted(found["rank"]) == [1, 2, 3]
+
+
+def test_region_embeddings_match_encode_regions(predictor, raster):
+    from geoalign_core.geo import RasterSource
+
+    with RasterSource(raster) as src:
+        area = predictor.area_window(src, None)
+        boxes = np.array([[10.0, 20.0, 40.0, 50.0], [150.0, 20.0, 290.0, 190.0]])  # in a tile / across tiles
+        emb = predictor._region_embeddings(src, boxes, area, 112, 0.25, None, None)
+        tile = src.read_tile(rasterio.windows.Window(0, 0, 112, 112))
+    x = predictor.model.preprocess(torch.from_numpy(tile.image)[None])
+    with torch.no_grad():
+        ref = predictor.model.encode_regions(x, [torch.tensor([[10.0, 20.0, 40.0, 50.0]])])[0]
+    assert torch.allclose(emb[0], ref, atol=1e-4)
+    assert torch.allclose(emb.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_regions_errors(predictor, raster, tmp_path):
+    far = _regions(raster).iloc[[3]]
+    with pytest.raises(InputError, match="none of the 1 features overlap"):
+        predictor.match_regions(raster, far, ["x"])
+    empty = tmp_path / "empty.gpkg"
+    gpd.GeoDataFrame({"a": []}, geometry=[], crs=CRS).to_file(empty, driver="GPKG")
+    with pytest.raises(InputError, match="no features"):
+        predictor.match_regions(raster, empty, ["x"])
+    with pytest.raises(InputError, match="empty phrase"):
+        predictor.find(raster, ["ok", "  "])
+
+
+# ---------------------------------------------------------------------------- heatmap
+def test_heatmap_grid_nodata_and_metadata(predictor, tmp_path):
+    def holes(a):
+        a[:, :40, :60] = 0
+
+    path = make_raster(tmp_path / "h.tif", width=250, height=130, nodata=0, fill=holes)
+    out = predictor.heatmap(path, "red car", tmp_path / "heat.tif", tile_size=112)
+    with rasterio.open(path) as src, rasterio.open(out) as ds:
+        assert (ds.width, ds.height) == (src.width, src.height)
+        assert ds.transform == src.transform and ds.crs == src.crs
+        assert ds.dtypes[0] == "float32" and math.isnan(ds.nodata)
+        a = ds.read(1)
+        tags = json.loads(ds.tags()["GEOALIGN_METADATA"])
+        assert ds.descriptions[0] == "red car"
+    assert np.isnan(a[:40, :60]).all() and np.isfinite(a[40:, :]).all() and np.isfinite(a[:, 60:]).all()
+    assert np.nanmax(np.abs(a)) <= 1.0 + 1e-5
+    assert tags["phrase"] == "red car" and tags["command"] == "heatmap"
+    with pytest.raises(InputError, match="already exists"):
+        predictor.heatmap(path, "red car", out)
+    # coarser grid and a sub-area: transform stays correct
+    with rasterio.open(path) as src:
+        left, bottom, right, top = src.bounds
+    out2 = predictor.heatmap(path, "red car", tmp_path / "heat2.tif", scale=3,
+                             bounds=(left + 20, bottom, right, top - 10))
+    with rasterio.open(out2) as ds:
+        assert ds.transform.a == pytest.approx(3 * RES) and ds.transform.c == pytest.approx(left + 20)
+        assert ds.transform.f == pytest.approx(top - 10)
+        assert (ds.width, ds.height) == (math.ceil(210 / 3), math.ceil(110 / 3))
+
+
+def test_reader_thread_gives_the_same_results_and_forwards_errors(predictor, raster, tmp_path):
+    threaded = Predictor(predictor.model, batch_size=3, prefetch=2)
+    inline = Predictor(predictor.model, batch_size=3, prefetch=0)
+    a = threaded.tile_classify(raster, ["a", "b"], tile_size=64, overlap=0.25)
+    b = inline.tile_classify(raster, ["a", "b"], tile_size=64, overlap=0.25)
+    assert a.drop(columns="top_k").equals(b.drop(columns="top_k"))
+    data = raster.read_bytes()
+    bad = tmp_path / "truncated.tif"
+    bad.write_bytes(data[: len(data) // 3])
+    with pytest.raises(InputError, match="corrupt or truncated"):
+        threaded.tile_classify(bad, ["a"], tile_size=64)
+    import threading
+
+    assert not [t for t in threading.enumerate() if t.name == "geoalign-batch-reader"]
+
+
+# ---------------------------------------------------------------------------- cancel / progress
+def test_cancel_and_progress(predictor, raster, tmp_path):
+    seen = []
+    predictor.tile_classify(raster, ["a"], tile_size=64, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (seen[-1][1], seen[-1][1]) and seen[-1][1] == count_tiles(300, 200, 64)
+    assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(Cancelled) as exc:
+        predictor.heatmap(raster, "x", tmp_path / "c.tif", tile_size=32, cancel=cancel)
+    assert isinstance(exc.value, GeoAlignError)
+    assert list(tmp_path.iterdir()) == []
