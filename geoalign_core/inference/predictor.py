@@ -583,9 +583,11 @@ class Predictor:
             b = len(eb.tiles)
             sim = scoring.similarity_maps(eb.dense_normalized, phr).cpu()  # [B, N, h, w]
             pvalid = scoring.patch_validity(eb.valid, patch) >= MIN_VALID_FRACTION  # [B, h, w]
-            midx, dboxes = scoring.dense_candidates(
-                sim.flatten(0, 1), patch, pvalid.repeat_interleave(n_phrases, dim=0)
-            )
+            flat_sim, flat_valid = sim.flatten(0, 1), pvalid.repeat_interleave(n_phrases, dim=0)
+            midx, dboxes = scoring.dense_candidates(flat_sim, patch, flat_valid)
+            # the same maps at half-patch resolution: tighter boxes around small objects
+            midx2, dboxes2 = scoring.dense_candidates(flat_sim, patch, flat_valid, upsample=2)
+            midx, dboxes = torch.cat([midx, midx2]), torch.cat([dboxes, dboxes2])
             tile_of = midx // n_phrases
             per_tile = []
             for i in range(b):

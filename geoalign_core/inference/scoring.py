@@ -133,6 +133,7 @@ def dense_candidates(
     patch: int,
     patch_valid: torch.Tensor | None = None,
     thresholds: Sequence[float] = DENSE_THRESHOLDS,
+    upsample: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Candidate boxes from similarity maps.
 
@@ -142,6 +143,8 @@ def dense_candidates(
         patch_valid: ``[M, h, w]`` bool: patches that may be part of a component.
         thresholds: relative levels ``q``: a cell is in the mask when
             ``sim >= min + q * (max - min)`` (min/max over the valid cells of its map).
+        upsample: bilinear upsampling of the maps before thresholding, for boxes finer than
+            a patch (objects smaller than two patches, e.g. cars at 0.3 m with 8 px patches).
 
     Returns:
         ``(map_index [K], boxes [K, 4])``, boxes in input pixels (xyxy).
@@ -151,6 +154,10 @@ def dense_candidates(
     if m == 0:
         return torch.zeros(0, dtype=torch.long), torch.zeros((0, 4))
     valid = torch.ones_like(sim, dtype=torch.bool) if patch_valid is None else patch_valid.cpu().bool()
+    if upsample > 1:
+        sim = F.interpolate(sim.unsqueeze(1), scale_factor=upsample, mode="bilinear", align_corners=False)[:, 0]
+        valid = F.interpolate(valid.float().unsqueeze(1), scale_factor=upsample, mode="nearest")[:, 0] > 0.5
+        patch = patch / upsample
     lo = torch.where(valid, sim, torch.full_like(sim, float("inf"))).flatten(1).amin(1).view(m, 1, 1)
     hi = torch.where(valid, sim, torch.full_like(sim, float("-inf"))).flatten(1).amax(1).view(m, 1, 1)
     masks = [valid & (sim >= lo + q * (hi - lo)) for q in thresholds]
