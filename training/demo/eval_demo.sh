@@ -12,7 +12,7 @@ declare -A MODELS=(
   [hna]=runs/demo/abl_hna/geoalign-demo.safetensors
   [full]=runs/demo/stage2/geoalign-demo.safetensors
 )
-for name in stage1 rpa vic hna full; do
+for name in ${ONLY:-stage1 rpa vic hna full}; do
   m=${MODELS[$name]}
   [ -f "$m" ] || { echo "skip $name: $m missing"; continue; }
   jsonl=()
