@@ -174,10 +174,8 @@ def _coerce(key: str, v: Any) -> Any:
         out: list[str] = []
         for item in items:  # shell-style patterns ("runs/demo/data/scene_1*") expand, sorted
             if any(c in item for c in "*?["):
-                hits = sorted(glob.glob(item))
-                if not hits:
-                    raise _bad(key, f"pattern {item!r} matches nothing")
-                out.extend(hits)
+                # a pattern matching nothing stays as it is: reading the data reports it
+                out.extend(sorted(glob.glob(item)) or [item])
             else:
                 out.append(item)
         return out
