@@ -11,6 +11,7 @@ declare -A MODELS=(
   [vic]=runs/demo/abl_vic/geoalign-demo.safetensors
   [hna]=runs/demo/abl_hna/geoalign-demo.safetensors
   [full]=runs/demo/stage2/geoalign-demo.safetensors
+  [more]=runs/demo/stage2_more/geoalign-demo.safetensors
 )
 for name in ${ONLY:-stage1 rpa vic hna full}; do
   m=${MODELS[$name]}

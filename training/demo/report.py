@@ -12,6 +12,7 @@ ROWS = [
     ("vic", "+ VIC (Eq. 1 + 2 + 4)"),
     ("hna", "+ HNA (Eq. 1 + 2 + 3 + 4)"),
     ("full", "full (Eq. 5: + HTC) = geoalign-demo"),
+    ("more", "full + 400 more stage II steps (not shipped)"),
 ]
 
 
