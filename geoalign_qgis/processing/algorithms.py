@@ -216,7 +216,8 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(user_message(exc)) from exc
 
     def compute(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
-        raise NotImplementedError
+        """Each concrete algorithm overrides this (sip classes cannot use abc.abstractmethod)."""
+        raise TypeError(f"{type(self).__name__} does not define compute()")
 
 
 class TileClassifyAlgorithm(GeoAlignAlgorithm):
