@@ -12,6 +12,7 @@ from rasterio.transform import from_origin
 
 from geoalign_core.errors import InputError
 from training.dataset import (
+    CLASS_PROMPTS,
     Collate,
     GeoAlignDataset,
     ResumableSampler,
@@ -107,6 +108,63 @@ def test_candidates_padding_never_positive(tmp_path):
             assert len(cands) == 8
             pos = cands[0].lower().strip()
             assert all(c.lower().strip() != pos for c in cands[1:])
+
+
+def test_class_prompts_replace_region_texts(tmp_path):
+    make_squares_dataset(tmp_path, n=6, size=32, seed=2, empty_every=0)
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    for r in rows:
+        for reg in r["regions"]:
+            reg["class"] = "square"
+    rows[0]["regions"][0].pop("class")  # a region without a class keeps its phrase
+    _jsonl(tmp_path / "samples.jsonl", rows)
+    plain = GeoAlignDataset(tmp_path, 32, augment=False)
+    always = GeoAlignDataset(tmp_path, 32, augment=False, class_prompt_prob=1.0)
+    half = GeoAlignDataset(tmp_path, 32, augment=False, class_prompt_prob=0.5)
+    assert always.samples[0].regions[0].name is None and always.samples[1].regions[0].name == "square"
+    prompts = {t.format("square", a="a square") for t in CLASS_PROMPTS}
+    seen_prompts, seen_phrases = set(), 0
+    for e in range(4):
+        for i in range(len(plain)):
+            p, a, h = plain[(e, i)], always[(e, i)], half[(e, i)]
+            assert a["candidates"] == p["candidates"]  # HNA keeps the phrase and its negatives
+            assert torch.equal(a["image"], p["image"])
+            for j, (pt, at, ht) in enumerate(zip(p["region_texts"], a["region_texts"], h["region_texts"])):
+                if i == 0 and j == 0:
+                    assert at == pt
+                    continue
+                assert at in prompts and pt.endswith("square") and pt not in prompts
+                seen_prompts.add(at)
+                seen_phrases += ht == pt
+                assert ht == pt or ht in prompts
+    assert len(seen_prompts) >= 4 and seen_phrases > 0
+    with pytest.raises(InputError, match="class_prompt_prob"):
+        GeoAlignDataset(tmp_path, 32, class_prompt_prob=1.5)
+
+
+def test_caption_prompts_name_the_dominant_class(tmp_path):
+    make_squares_dataset(tmp_path, n=4, size=32, seed=2, empty_every=0)
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    for n, r in enumerate(rows):
+        r["regions"] = [dict(r["regions"][0], bbox=[0, 0, 1, 1], **{"class": "field"}),
+                        dict(r["regions"][0], bbox=[0, 0, 0.3, 0.3], cover=0.6, **{"class": "pond"})]
+        if n == 3:  # nothing covers a quarter of the chip: no dominant class
+            for reg in r["regions"]:
+                reg["cover"] = 0.1
+    _jsonl(tmp_path / "samples.jsonl", rows)
+    ds = GeoAlignDataset(tmp_path, 32, augment=False, caption_prompt_prob=1.0)
+    # `cover` wins over the box area; without `cover` the box area counts
+    assert [s.dominant for s in ds.samples] == ["field", "field", "field", None]
+    rows[0]["regions"][0]["cover"] = 0.5
+    _jsonl(tmp_path / "samples.jsonl", rows)
+    ds = GeoAlignDataset(tmp_path, 32, augment=False, caption_prompt_prob=1.0)
+    assert ds.samples[0].dominant == "pond"
+    prompts = {t.format("pond", a="a pond") for t in CLASS_PROMPTS}
+    assert {ds[(e, 0)]["caption"] for e in range(20)} <= prompts
+    assert ds[(0, 3)]["caption"] == ds.samples[3].caption  # no dominant class: the caption stays
+    assert GeoAlignDataset(tmp_path, 32, augment=False)[(0, 0)]["caption"] == ds.samples[0].caption
+    with pytest.raises(InputError, match="caption_prompt_prob"):
+        GeoAlignDataset(tmp_path, 32, caption_prompt_prob=-0.1)
 
 
 def test_collate_variable_regions(squares):

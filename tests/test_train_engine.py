@@ -146,6 +146,7 @@ def test_cli_train_and_bad_configs(data, tmp_path, capsys):
         "missing": "model: GeoAlign-Tiny\nout_dir: o\n",
         "yaml": "model: [unclosed\n",
         "data": f"model: GeoAlign-Tiny\ndata: {tmp_path / 'nowhere'}\nout_dir: {tmp_path / 'o'}\n",
+        "prompt": "model: GeoAlign-Tiny\ndata: d\nout_dir: o\nstage: 2\nclass_prompt_prob: 2\n",
     }
     for name, text in bad.items():
         p = tmp_path / f"{name}.yaml"

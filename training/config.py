@@ -56,6 +56,8 @@ class TrainConfig:
     # objective (Eq. 5)
     lambdas: list[float] | None = None  # l1..l5 = global, RPA, HNA, VIC, HTC
     region_text: str = "phrase"  # RPA text of a region: its phrase or its description
+    class_prompt_prob: float = 0.0  # chance the RPA text is a prompt of the region's class (its `class` key)
+    caption_prompt_prob: float = 0.0  # chance the brief caption is a prompt of the chip's dominant class
     regions_per_image: int = 8  # R: regions per image used per step (random subset)
     num_candidates: int = 8  # Q: HNA candidates per region (positive + Q-1 negatives)
     crop_size: int | None = None  # VIC crop view size in px; null: half the input size
@@ -119,7 +121,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _INT = ("stage", "regions_per_image", "num_candidates", "vic_regions_per_image", "batch_size", "grad_accum",
         "num_workers", "seed", "log_every", "ckpt_every", "keep_checkpoints")
 _OPT_INT = ("warmup_steps", "max_steps", "crop_size")
-_FLOAT = ("min_lr_ratio", "eps", "epochs")
+_FLOAT = ("min_lr_ratio", "eps", "epochs", "class_prompt_prob", "caption_prompt_prob")
 _OPT_FLOAT = ("lr", "weight_decay", "max_grad_norm")
 _BOOL = ("export_half", "vic_stop_grad", "grad_checkpointing", "lock_image", "lock_text", "augment",
          "tensorboard")
@@ -200,6 +202,8 @@ def _check(cfg: TrainConfig) -> None:
     need(cfg.dense_mode in DENSE_MODES, "dense_mode", f"must be one of {DENSE_MODES}, got {cfg.dense_mode!r}")
     need(cfg.region_text in REGION_TEXTS, "region_text",
          f"must be one of {REGION_TEXTS}, got {cfg.region_text!r}")
+    need(0.0 <= cfg.class_prompt_prob <= 1.0, "class_prompt_prob", "must be in [0, 1]")
+    need(0.0 <= cfg.caption_prompt_prob <= 1.0, "caption_prompt_prob", "must be in [0, 1]")
     need(cfg.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}, got {cfg.precision!r}")
     need(cfg.device in DEVICES, "device", f"must be one of {DEVICES}, got {cfg.device!r}")
     lam = cfg.lambdas_resolved

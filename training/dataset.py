@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
+from geoalign_core.data.text import with_article
 from geoalign_core.errors import InputError
 
 SAMPLES_FILE = "samples.jsonl"
@@ -56,6 +57,17 @@ POSITION_WORDS = re.compile(
     r"anticlockwise|counterclockwise|leftmost|rightmost|topmost|bottommost)\b",
     re.IGNORECASE,
 )
+# Prompts of a region's class used as its RPA text with probability ``class_prompt_prob``
+# ("{}": the class, "{a}": the class with its article). They teach the text tower that the
+# bare class name ("car") and prompt-wrapped ones ("an aerial image of a car.") -- the forms
+# users type and the toolkit's templates produce -- name the same regions as "red car".
+CLASS_PROMPTS = (
+    "{}", "{a}", "{a}.", "an aerial image of {a}.", "a satellite image of {a}.", "an aerial photo of {}.",
+    "a remote sensing image of {a}.", "a top-down view of {a}.", "a satellite photo of {}.",
+)
+# A chip's brief caption may become a prompt of its dominant class (``caption_prompt_prob``)
+# when that class covers at least this share of it (the rule of ``geoalign eval tiles``).
+DOMINANT_MIN_COVER = 0.25
 # Used only when the dataset has no phrase other than a region's own to pad HNA candidates.
 FALLBACK_NEGATIVES = (
     "background", "bare soil", "water", "grass", "road", "building", "tree", "parking lot",
@@ -73,6 +85,8 @@ class Region:
     phrase: str
     description: str
     hard_negatives: list[str] = field(default_factory=list)
+    name: str | None = None  # the region's class (``class`` key), when the samples give it
+    cover: float | None = None  # share of the chip its geometry covers (``cover`` key), when given
 
 
 @dataclass
@@ -82,6 +96,7 @@ class Sample:
     caption_detail: str
     regions: list[Region]
     positional: bool  # some text names a position/orientation: no geometric augmentation
+    dominant: str | None = None  # class covering the largest share (>= DOMINANT_MIN_COVER) of the chip
 
 
 # ---------------------------------------------------------------------- reading jsonl
@@ -118,7 +133,24 @@ def _region(obj: object, where: str) -> Region | None:
         if k and k != pos and k not in seen:
             seen.add(k)
             clean.append(n.strip())
-    return Region((x0, y0, x1, y1), phrase, description, clean)
+    name = obj.get("class")
+    name = name.strip() if isinstance(name, str) and name.strip() else None
+    cover = obj.get("cover")
+    cover = float(cover) if isinstance(cover, (int, float)) and not isinstance(cover, bool) else None
+    return Region((x0, y0, x1, y1), phrase, description, clean, name, cover)
+
+
+def dominant_class(regions: Sequence[Region]) -> str | None:
+    """The class covering most of the chip (``cover``, else the box area), if >= DOMINANT_MIN_COVER."""
+    share: dict[str, float] = {}
+    for r in regions:
+        if r.name:
+            a = r.cover if r.cover is not None else (r.bbox[2] - r.bbox[0]) * (r.bbox[3] - r.bbox[1])
+            share[r.name] = share.get(r.name, 0.0) + a
+    if not share:
+        return None
+    name, a = max(share.items(), key=lambda kv: kv[1])
+    return name if a >= DOMINANT_MIN_COVER else None
 
 
 def read_samples(path: str | Path) -> list[Sample]:
@@ -156,7 +188,7 @@ def read_samples(path: str | Path) -> list[Sample]:
         regions = [r for i, o in enumerate(raw_regions) if (r := _region(o, f"{where} region {i}")) is not None]
         texts = [caption, detail] + [t for r in regions for t in (r.phrase, r.description, *r.hard_negatives)]
         positional = any(POSITION_WORDS.search(t) for t in texts)
-        samples.append(Sample(img_path, caption, detail, regions, positional))
+        samples.append(Sample(img_path, caption, detail, regions, positional, dominant_class(regions)))
     if not samples:
         raise InputError(f"{path}: no samples")
     return samples
@@ -260,6 +292,12 @@ def dihedral_boxes(boxes: np.ndarray, k: int) -> np.ndarray:
     return b
 
 
+def class_prompt(name: str, rng: np.random.Generator) -> str:
+    """One of :data:`CLASS_PROMPTS` for ``name``, chosen by ``rng``."""
+    t = CLASS_PROMPTS[int(rng.integers(len(CLASS_PROMPTS)))]
+    return t.format(name, a=with_article(name))
+
+
 # ---------------------------------------------------------------------- dataset
 class GeoAlignDataset(Dataset):
     """Samples of one or more ``samples.jsonl`` files, ready for GeoAlignCLIP training.
@@ -280,6 +318,8 @@ class GeoAlignDataset(Dataset):
         augment: bool = True,
         seed: int = 0,
         region_text: str = "phrase",
+        class_prompt_prob: float = 0.0,
+        caption_prompt_prob: float = 0.0,
     ):
         if isinstance(sources, (str, Path)):
             sources = [sources]
@@ -292,6 +332,12 @@ class GeoAlignDataset(Dataset):
         if region_text not in ("phrase", "description"):
             raise InputError(f"region_text must be 'phrase' or 'description', got {region_text!r}")
         self.region_text = region_text
+        if not 0.0 <= class_prompt_prob <= 1.0:
+            raise InputError(f"class_prompt_prob must be in [0, 1], got {class_prompt_prob}")
+        self.class_prompt_prob = float(class_prompt_prob)
+        if not 0.0 <= caption_prompt_prob <= 1.0:
+            raise InputError(f"caption_prompt_prob must be in [0, 1], got {caption_prompt_prob}")
+        self.caption_prompt_prob = float(caption_prompt_prob)
         pool: dict[str, str] = {}
         for s in self.samples:
             for r in s.regions:
@@ -328,6 +374,18 @@ class GeoAlignDataset(Dataset):
                 negs.append(negs[int(rng.integers(len(negs)))])
         return [region.phrase, *negs]
 
+    def region_text_of(self, region: Region, rng: np.random.Generator) -> str:
+        """RPA text: the phrase (or description), or with ``class_prompt_prob`` a class prompt."""
+        if self.class_prompt_prob > 0.0 and region.name and rng.random() < self.class_prompt_prob:
+            return class_prompt(region.name, rng)
+        return region.phrase if self.region_text == "phrase" else region.description
+
+    def caption_of(self, sample: Sample, rng: np.random.Generator) -> str:
+        """Brief caption, or with ``caption_prompt_prob`` a prompt of the chip's dominant class."""
+        if self.caption_prompt_prob > 0.0 and sample.dominant and rng.random() < self.caption_prompt_prob:
+            return class_prompt(sample.dominant, rng)
+        return sample.caption
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         epoch, index = key if isinstance(key, tuple) else (0, key)
         s = self.samples[index]
@@ -338,6 +396,8 @@ class GeoAlignDataset(Dataset):
             regions = [regions[i] for i in pick]
         k = int(rng.integers(8)) if self.augment and not s.positional else 0
         cands = [self.candidates(r, rng) for r in regions]
+        texts = [self.region_text_of(r, rng) for r in regions]
+        caption = self.caption_of(s, rng)
 
         img = torch.from_numpy(load_chip(s.image))
         size = self.image_size
@@ -351,9 +411,9 @@ class GeoAlignDataset(Dataset):
         return {
             "image": img,
             "boxes": torch.from_numpy(boxes * size).float(),
-            "caption": s.caption,
+            "caption": caption,
             "caption_detail": s.caption_detail,
-            "region_texts": [r.phrase if self.region_text == "phrase" else r.description for r in regions],
+            "region_texts": texts,
             "candidates": cands,
             "index": index,
         }
