@@ -122,7 +122,7 @@ def test_class_prompts_replace_region_texts(tmp_path):
     always = GeoAlignDataset(tmp_path, 32, augment=False, class_prompt_prob=1.0)
     half = GeoAlignDataset(tmp_path, 32, augment=False, class_prompt_prob=0.5)
     assert always.samples[0].regions[0].name is None and always.samples[1].regions[0].name == "square"
-    prompts = {t.format("square", a="a square") for t in CLASS_PROMPTS}
+    prompts = {t.format("square", a="a square", p="squares") for t in CLASS_PROMPTS}
     seen_prompts, seen_phrases = set(), 0
     for e in range(4):
         for i in range(len(plain)):
@@ -159,7 +159,7 @@ def test_caption_prompts_name_the_dominant_class(tmp_path):
     _jsonl(tmp_path / "samples.jsonl", rows)
     ds = GeoAlignDataset(tmp_path, 32, augment=False, caption_prompt_prob=1.0)
     assert ds.samples[0].dominant == "pond"
-    prompts = {t.format("pond", a="a pond") for t in CLASS_PROMPTS}
+    prompts = {t.format("pond", a="a pond", p="ponds") for t in CLASS_PROMPTS}
     assert {ds[(e, 0)]["caption"] for e in range(20)} <= prompts
     assert ds[(0, 3)]["caption"] == ds.samples[3].caption  # no dominant class: the caption stays
     assert GeoAlignDataset(tmp_path, 32, augment=False)[(0, 0)]["caption"] == ds.samples[0].caption

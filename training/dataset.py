@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
-from geoalign_core.data.text import with_article
+from geoalign_core.data.text import plural, with_article
 from geoalign_core.errors import InputError
 
 SAMPLES_FILE = "samples.jsonl"
@@ -58,12 +58,14 @@ POSITION_WORDS = re.compile(
     re.IGNORECASE,
 )
 # Prompts of a region's class used as its RPA text with probability ``class_prompt_prob``
-# ("{}": the class, "{a}": the class with its article). They teach the text tower that the
-# bare class name ("car") and prompt-wrapped ones ("an aerial image of a car.") -- the forms
-# users type and the toolkit's templates produce -- name the same regions as "red car".
+# ("{}": the class, "{a}": the class with its article, "{p}": its plural). They teach the text
+# tower that the bare class name ("car"), its plural ("cars") and prompt-wrapped forms ("an
+# aerial image of a car.") -- what users type and the toolkit's templates produce -- name the
+# same regions as "red car".
 CLASS_PROMPTS = (
-    "{}", "{a}", "{a}.", "an aerial image of {a}.", "a satellite image of {a}.", "an aerial photo of {}.",
+    "{}", "{a}", "{p}", "{a}.", "an aerial image of {a}.", "a satellite image of {a}.", "an aerial photo of {}.",
     "a remote sensing image of {a}.", "a top-down view of {a}.", "a satellite photo of {}.",
+    "an aerial image of {p}.", "a satellite image of {p}.",
 )
 # A chip's brief caption may become a prompt of its dominant class (``caption_prompt_prob``)
 # when that class covers at least this share of it (the rule of ``geoalign eval tiles``).
@@ -295,7 +297,12 @@ def dihedral_boxes(boxes: np.ndarray, k: int) -> np.ndarray:
 def class_prompt(name: str, rng: np.random.Generator) -> str:
     """One of :data:`CLASS_PROMPTS` for ``name``, chosen by ``rng``."""
     t = CLASS_PROMPTS[int(rng.integers(len(CLASS_PROMPTS)))]
-    return t.format(name, a=with_article(name))
+    return fill_prompt(t, name)
+
+
+def fill_prompt(template: str, name: str) -> str:
+    """``template`` with ``{}`` = ``name``, ``{a}`` = it with its article, ``{p}`` = its plural."""
+    return template.format(name, a=with_article(name), p=plural(name))
 
 
 # ---------------------------------------------------------------------- dataset
