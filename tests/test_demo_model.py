@@ -37,8 +37,8 @@ def test_find_red_car_top10(tmp_path):
     """`find "red car"` on the sample scene: the top 10 results sit on red cars.
 
     The issue's target is 8 of 10 with IoU >= 0.3. The shipped demo model reaches 6 of 10 at
-    IoU >= 0.3 (boxes snap to its 8 px patch grid, while a car is about 15x6 px) and 8 of 10
-    touch a red car; this test pins that level (docs/demo_model.md).
+    IoU >= 0.3 (boxes follow its 8 px patch grid, while a car is about 15x6 px) and all 10
+    overlap a red car (IoU >= 0.15); this test pins that level (docs/demo_model.md).
     """
     from geoalign_core.cli import main
 
@@ -52,7 +52,7 @@ def test_find_red_car_top10(tmp_path):
     red_cars = labels[(labels["class"] == "car") & (labels["color"] == "red")].geometry.tolist()
     assert len(red_cars) >= 10
     best = [max(_iou(box, car) for car in red_cars) for box in found.geometry]
-    assert sum(b >= 0.05 for b in best) >= 8, best
+    assert all(b >= 0.1 for b in best), best
     assert sum(b >= 0.3 for b in best) >= 6, best
 
 

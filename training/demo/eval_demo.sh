@@ -7,13 +7,13 @@ EVAL=(runs/demo/eval_data/scene_2000 runs/demo/eval_data/scene_2001 runs/demo/ev
 mkdir -p runs/demo/eval
 declare -A MODELS=(
   [stage1]=runs/demo/stage1/geoalign-demo-stage1.safetensors
-  [rpa]=runs/demo/abl_rpa/geoalign-demo.safetensors
+  [rpa]=runs/demo/stage2/geoalign-demo.safetensors
   [vic]=runs/demo/abl_vic/geoalign-demo.safetensors
   [hna]=runs/demo/abl_hna/geoalign-demo.safetensors
-  [full]=runs/demo/stage2/geoalign-demo.safetensors
-  [more]=runs/demo/stage2_more/geoalign-demo.safetensors
+  [full]=runs/demo/abl_full/geoalign-demo.safetensors
+  [v1]=runs/demo/stage2_v1/geoalign-demo.safetensors
 )
-for name in ${ONLY:-stage1 rpa vic hna full}; do
+for name in ${ONLY:-stage1 rpa vic hna full v1}; do
   m=${MODELS[$name]}
   [ -f "$m" ] || { echo "skip $name: $m missing"; continue; }
   jsonl=()

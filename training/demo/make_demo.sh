@@ -29,10 +29,14 @@ done
 
 $GA train training/configs/demo_stage1.yaml --quiet
 $GA train training/configs/demo_stage2.yaml --quiet
-# ablation (docs/demo_model.md): same stage II schedule, other loss weights (l1..l5 = G, RPA, HNA, VIC, HTC)
-$GA train training/configs/demo_stage2.yaml --quiet --out-dir runs/demo/abl_rpa --set "lambdas=[1,1,0,0,0]"
+# the previous demo model (v1: full Eq. 5, 200 stage II steps, no class / caption prompts)
+$GA train training/configs/demo_stage2.yaml --quiet --out-dir runs/demo/stage2_v1 --set "lambdas=[1,1,1,1,1]" \
+    --set class_prompt_prob=0 --set caption_prompt_prob=0 --set max_steps=200
+# ablation (docs/demo_model.md): same stage II schedule, other loss weights (l1..l5 = G, RPA, HNA, VIC, HTC);
+# the shipped model (demo_stage2.yaml) is the "+ RPA" row, lambdas (1, 1, 0, 0, 0)
 $GA train training/configs/demo_stage2.yaml --quiet --out-dir runs/demo/abl_vic --set "lambdas=[1,1,0,1,0]"
 $GA train training/configs/demo_stage2.yaml --quiet --out-dir runs/demo/abl_hna --set "lambdas=[1,1,1,1,0]"
+$GA train training/configs/demo_stage2.yaml --quiet --out-dir runs/demo/abl_full --set "lambdas=[1,1,1,1,1]"
 
 cp runs/demo/stage2/geoalign-demo.safetensors geoalign_core/weights/geoalign-demo.safetensors
 bash training/demo/eval_demo.sh

@@ -8,11 +8,11 @@ from pathlib import Path
 
 ROWS = [
     ("stage1", "stage I only (Eq. 1)"),
-    ("rpa", "+ RPA (Eq. 1 + 2)"),
+    ("rpa", "+ RPA (Eq. 1 + 2) = geoalign-demo"),
     ("vic", "+ VIC (Eq. 1 + 2 + 4)"),
     ("hna", "+ HNA (Eq. 1 + 2 + 3 + 4)"),
-    ("full", "full (Eq. 5: + HTC) = geoalign-demo"),
-    ("more", "full + 400 more stage II steps (not shipped)"),
+    ("full", "full (Eq. 5: + HTC)"),
+    ("v1", "previous demo model: full, 200 steps, no class/caption prompts"),
 ]
 
 
