@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
-from geoalign_core.data.text import plural, with_article
+from geoalign_core.data.text import fill_template
 from geoalign_core.errors import InputError
 
 SAMPLES_FILE = "samples.jsonl"
@@ -297,12 +297,7 @@ def dihedral_boxes(boxes: np.ndarray, k: int) -> np.ndarray:
 def class_prompt(name: str, rng: np.random.Generator) -> str:
     """One of :data:`CLASS_PROMPTS` for ``name``, chosen by ``rng``."""
     t = CLASS_PROMPTS[int(rng.integers(len(CLASS_PROMPTS)))]
-    return fill_prompt(t, name)
-
-
-def fill_prompt(template: str, name: str) -> str:
-    """``template`` with ``{}`` = ``name``, ``{a}`` = it with its article, ``{p}`` = its plural."""
-    return template.format(name, a=with_article(name), p=plural(name))
+    return fill_template(t, name)
 
 
 # ---------------------------------------------------------------------- dataset

@@ -15,6 +15,7 @@ __all__ = [
     "capitalise",
     "clean_class",
     "count_phrase",
+    "fill_template",
     "is_mass_noun",
     "join_words",
     "norm",
@@ -103,6 +104,12 @@ def plural(noun: str) -> str:
     words = noun.split(" ")
     words[-1] = _plural_word(words[-1])
     return " ".join(words)
+
+
+def fill_template(template: str, name: str) -> str:
+    """A prompt template filled with a class name: ``{}`` the name, ``{a}`` the name with its
+    article, ``{p}`` its plural (``"an aerial image of {a}."`` -> ``"an aerial image of a car."``)."""
+    return template.format(name, a=with_article(name), p=plural(name))
 
 
 def number_word(n: int) -> str:

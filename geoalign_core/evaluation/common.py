@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from geoalign_core.data.schema import read_image
-from geoalign_core.data.text import with_article
+from geoalign_core.data.text import fill_template
 from geoalign_core.errors import InputError
 from geoalign_core.geo.writers import atomic_output, check_output
 from geoalign_core.model import GeoAlignCLIP
@@ -67,10 +67,6 @@ def load_templates(value: str | None) -> tuple[str, ...]:
         if filled == t:
             raise InputError(f"--templates: template {t!r} has no {{}} or {{a}} placeholder")
     return templates
-
-
-def fill_template(template: str, name: str) -> str:
-    return template.format(name, a=with_article(name))
 
 
 @torch.inference_mode()
