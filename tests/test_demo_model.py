@@ -33,18 +33,21 @@ def _iou(a, b) -> float:
     return inter / (a.area + b.area - inter) if inter > 0 else 0.0
 
 
-def test_find_red_car_top10(tmp_path):
+@pytest.mark.parametrize(("extra", "at_03"), [([], 6), (["--tile-size", "56"], 8)], ids=["default", "tiles-2x"])
+def test_find_red_car_top10(tmp_path, extra, at_03):
     """`find "red car"` on the sample scene: the top 10 results sit on red cars.
 
-    The issue's target is 8 of 10 with IoU >= 0.3. The shipped demo model reaches 6 of 10 at
-    IoU >= 0.3 (boxes follow its 8 px patch grid, while a car is about 15x6 px) and all 10
-    overlap a red car (IoU >= 0.15); this test pins that level (docs/demo_model.md).
+    The issue's target is 8 of 10 with IoU >= 0.3 with the default command. The shipped demo
+    model reaches 6 of 10 at IoU >= 0.3 (boxes follow its 8 px patch grid, while a car is
+    about 15x6 px) and all 10 overlap a red car (IoU >= 0.15); this test pins that level.
+    With ``--tile-size 56`` (tiles upsampled 2x, the tip for small objects in
+    docs/demo_model.md) it reaches 10 of 10; pinned at the target, 8.
     """
     from geoalign_core.cli import main
 
     out = tmp_path / "red_car.gpkg"
     rc = main(["find", str(SCENE), "red car", "--out", str(out), "--max-results", "10", "--min-score", "0",
-               "--quiet", "--device", "cpu"])
+               "--quiet", "--device", "cpu", *extra])
     assert rc == 0
     found = gpd.read_file(out, layer="matches").sort_values("rank").head(10)
     assert len(found) == 10
@@ -53,7 +56,7 @@ def test_find_red_car_top10(tmp_path):
     assert len(red_cars) >= 10
     best = [max(_iou(box, car) for car in red_cars) for box in found.geometry]
     assert all(b >= 0.1 for b in best), best
-    assert sum(b >= 0.3 for b in best) >= 6, best
+    assert sum(b >= 0.3 for b in best) >= at_03, best
 
 
 @pytest.mark.parametrize("phrase", ["swimming pool", "tennis court"])
