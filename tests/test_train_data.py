@@ -10,6 +10,7 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
+from geoalign_core.data.schema import read_image
 from geoalign_core.errors import InputError
 from training.dataset import (
     CLASS_PROMPTS,
@@ -18,7 +19,6 @@ from training.dataset import (
     ResumableSampler,
     dihedral_boxes,
     dihedral_image,
-    load_chip,
     read_samples,
 )
 from training.synthetic import COLOURS, make_squares_dataset
@@ -192,18 +192,19 @@ def test_collate_variable_regions(squares):
 
 
 def test_chip_kinds(tmp_path):
+    """Chips are read by the schema's reader (the one `geoalign eval` uses)."""
     rng = np.random.default_rng(0)
     _write(tmp_path / "u16.tif", rng.integers(100, 4000, size=(1, 20, 30)), "uint16", nodata=0)
-    one = load_chip(tmp_path / "u16.tif")
+    one = read_image(tmp_path / "u16.tif")
     assert one.shape == (3, 20, 30) and one.dtype == np.float32
     assert np.array_equal(one[0], one[2]) and one.min() == 0.0 and one.max() == 1.0
     _write(tmp_path / "u8.tif", np.full((4, 8, 8), 51), "uint8")
-    assert np.allclose(load_chip(tmp_path / "u8.tif"), 0.2)
+    assert np.allclose(read_image(tmp_path / "u8.tif"), 0.2)
     pytest.importorskip("PIL")
     from PIL import Image
 
     Image.fromarray(np.full((10, 12, 3), 255, dtype=np.uint8)).save(tmp_path / "c.png")
-    png = load_chip(tmp_path / "c.png")
+    png = read_image(tmp_path / "c.png")
     assert png.shape == (3, 10, 12) and np.allclose(png, 1.0)
 
 
@@ -211,7 +212,7 @@ def test_bad_jsonl_reports_line(tmp_path):
     _write(tmp_path / "a.tif", np.zeros((3, 8, 8)), "uint8")
     ok = {"image": "a.tif", "caption": "x"}
     _jsonl(tmp_path / "samples.jsonl", [ok, {"image": "a.tif"}])
-    with pytest.raises(InputError, match=r"samples.jsonl:2: missing 'caption'"):
+    with pytest.raises(InputError, match=r"samples.jsonl:2: 'caption' must be a non-empty string"):
         read_samples(tmp_path)
     _jsonl(tmp_path / "samples.jsonl", [ok, {**ok, "regions": [{"bbox": [0, 0, 2], "phrase": "p"}]}])
     with pytest.raises(InputError, match=r":2 region 0: 'bbox'"):
@@ -219,9 +220,15 @@ def test_bad_jsonl_reports_line(tmp_path):
     _jsonl(tmp_path / "samples.jsonl", [{**ok, "image": "missing.tif"}])
     with pytest.raises(InputError, match="image not found"):
         read_samples(tmp_path)
-    # degenerate boxes (after clipping to [0, 1]) are dropped, not fatal
+    # boxes outside [0, 1] break the schema (as in `geoalign eval`); the rounding tolerance
+    # is clipped, and what is left of a sliver dropped
     _jsonl(tmp_path / "samples.jsonl", [{**ok, "regions": [{"bbox": [1.2, 0, 1.5, 1], "phrase": "p"}]}])
-    assert read_samples(tmp_path)[0].regions == []
+    with pytest.raises(InputError, match=r":1 region 0: 'bbox' .* must satisfy 0 <= x0 < x1 <= 1"):
+        read_samples(tmp_path)
+    _jsonl(tmp_path / "samples.jsonl", [{**ok, "regions": [
+        {"bbox": [-1e-7, 0, 0.5, 1 + 1e-7], "phrase": "p"}, {"bbox": [1 - 1e-7, 0, 1 + 5e-7, 1], "phrase": "q"}]}])
+    (r,) = read_samples(tmp_path)[0].regions
+    assert r.bbox == (0.0, 0.0, 0.5, 1.0) and r.description == "p"
 
 
 def test_sampler_order_and_skip():

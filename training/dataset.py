@@ -6,13 +6,16 @@ One JSON object per line (DESIGN.md)::
      "regions": [{"bbox": [x0, y0, x1, y1], "phrase": "red car",
                   "description": "...", "hard_negatives": ["blue car", ...]}]}
 
-* ``image`` is relative to the folder of the jsonl file (absolute paths work too). GeoTIFFs
-  (any band count / data type) are read with rasterio; PNG/JPEG with Pillow (or GDAL).
-  Pixels become float [0, 1]: ``uint8`` / 255, anything else a per-chip, per-band 2-98 %
-  stretch (the rule of :mod:`geoalign_core.geo.stats`, applied per chip); nodata / alpha /
-  NaN pixels become 0. Chips are resized (bilinear, antialiased) to the model input size.
-* ``bbox`` is normalised xyxy; boxes are clipped to [0, 1], degenerate ones dropped, and
-  turned into pixel xyxy of the resized image.
+Reading and validating the file, and reading the chips, are :mod:`geoalign_core.data.schema`'s
+(:func:`~geoalign_core.data.schema.read_samples`, :func:`~geoalign_core.data.schema.read_image`),
+shared with ``geoalign eval``, so a sample trains and evaluates the same way:
+
+* ``image`` is relative to the folder of the jsonl file (absolute paths work too); any image
+  GDAL reads. Pixels become float [0, 1]: ``uint8`` / 255, anything else the 2-98 % stretch
+  of :mod:`geoalign_core.geo.stats` over the chip; nodata / alpha / NaN pixels become 0.
+  Chips are resized (bilinear, antialiased) to the model input size.
+* ``bbox`` is normalised xyxy within [0, 1] (an error otherwise); boxes thinner than 1e-6
+  are dropped; boxes become pixel xyxy of the resized image.
 * ``caption_detail`` defaults to ``caption``; ``description`` to ``phrase``.
 
 Per step an image contributes at most R regions (a random subset) and each region Q text
@@ -33,8 +36,6 @@ one would, whatever the number of loader workers.
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -46,11 +47,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
+from geoalign_core.data import schema
 from geoalign_core.data.text import fill_template
 from geoalign_core.errors import InputError
 
-SAMPLES_FILE = "samples.jsonl"
-PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
 POSITION_WORDS = re.compile(
     r"\b(left|right|upper|lower|top|bottom|north\w*|south\w*|east\w*|west\w*|above|below|"
     r"horizontal\w*|vertical\w*|diagonal\w*|oriented|orientation|facing|clockwise|"
@@ -102,35 +102,18 @@ class Sample:
 
 
 # ---------------------------------------------------------------------- reading jsonl
-def _text(obj: dict, key: str, where: str, default: str | None = None) -> str:
-    v = obj.get(key, default)
-    if v is None:
-        raise InputError(f"{where}: missing {key!r}")
-    if not isinstance(v, str) or not v.strip():
-        raise InputError(f"{where}: {key!r} must be a non-empty string")
-    return v.strip()
-
-
-def _region(obj: object, where: str) -> Region | None:
-    if not isinstance(obj, dict):
-        raise InputError(f"{where}: each region must be an object with bbox and phrase")
-    bbox = obj.get("bbox")
-    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(
-        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in bbox
-    ):
-        raise InputError(f"{where}: 'bbox' must be four numbers [x0, y0, x1, y1] normalised to [0, 1]")
-    x0, y0, x1, y1 = (min(max(float(v), 0.0), 1.0) for v in bbox)
-    phrase = _text(obj, "phrase", where)
-    description = _text(obj, "description", where, default=phrase)
-    negs = obj.get("hard_negatives", []) or []
-    if not isinstance(negs, list) or not all(isinstance(n, str) for n in negs):
-        raise InputError(f"{where}: 'hard_negatives' must be a list of strings")
+def _region(obj: dict) -> Region | None:
+    """A schema-checked region (see :func:`geoalign_core.data.schema.check_sample`) -> Region."""
+    x0, y0, x1, y1 = (min(max(float(v), 0.0), 1.0) for v in obj["bbox"])
     if x1 - x0 <= 1e-6 or y1 - y0 <= 1e-6:
-        return None  # degenerate after clipping
+        return None  # degenerate after clipping the schema's rounding tolerance
+    phrase = obj["phrase"].strip()
+    description = obj.get("description")
+    description = description.strip() if isinstance(description, str) and description.strip() else phrase
     pos = _norm(phrase)
     seen: set[str] = set()
     clean: list[str] = []
-    for n in negs:
+    for n in obj.get("hard_negatives", []):
         k = _norm(n)
         if k and k != pos and k not in seen:
             seen.add(k)
@@ -156,124 +139,22 @@ def dominant_class(regions: Sequence[Region]) -> str | None:
 
 
 def read_samples(path: str | Path) -> list[Sample]:
-    """Parse one ``samples.jsonl`` (or a folder holding one); image paths become absolute."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / SAMPLES_FILE
-    if not path.is_file():
-        raise InputError(f"training data not found: {path} (a folder with {SAMPLES_FILE}, or a .jsonl file)")
-    root = path.parent
+    """One ``samples.jsonl`` (or a folder holding one) -> training :class:`Sample` s.
+
+    Parsing, validation (one-line errors naming ``file:line``) and image paths are
+    :func:`geoalign_core.data.schema.read_samples`, the reader ``geoalign eval`` uses too;
+    this adds the training view: defaults, de-duplicated hard negatives, the positional
+    flag and the dominant class.
+    """
     samples: list[Sample] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from None
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: not valid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise InputError(f"{where}: each line must be a JSON object")
-        image = _text(obj, "image", where)
-        img_path = Path(image) if Path(image).is_absolute() else root / image
-        if not img_path.is_file():
-            raise InputError(f"{where}: image not found: {img_path}")
-        caption = _text(obj, "caption", where)
-        detail = _text(obj, "caption_detail", where, default=caption)
-        raw_regions = obj.get("regions", []) or []
-        if not isinstance(raw_regions, list):
-            raise InputError(f"{where}: 'regions' must be a list")
-        regions = [r for i, o in enumerate(raw_regions) if (r := _region(o, f"{where} region {i}")) is not None]
+    for obj in schema.read_samples(path):
+        caption = obj["caption"].strip()
+        detail = obj.get("caption_detail", "").strip() or caption
+        regions = [r for o in obj.get("regions", []) if (r := _region(o)) is not None]
         texts = [caption, detail] + [t for r in regions for t in (r.phrase, r.description, *r.hard_negatives)]
         positional = any(POSITION_WORDS.search(t) for t in texts)
-        samples.append(Sample(img_path, caption, detail, regions, positional, dominant_class(regions)))
-    if not samples:
-        raise InputError(f"{path}: no samples")
+        samples.append(Sample(Path(obj["image"]), caption, detail, regions, positional, dominant_class(regions)))
     return samples
-
-
-# ---------------------------------------------------------------------- reading chips
-def _stretch(data: np.ndarray, valid: np.ndarray, dtype: str) -> np.ndarray:
-    """``[C, H, W]`` raw -> float32 [0, 1]: uint8 / 255, else per-band 2-98 % of valid pixels."""
-    if dtype == "uint8":
-        out = data.astype(np.float32) / 255.0
-    else:
-        out = np.zeros(data.shape, dtype=np.float32)
-        for c in range(data.shape[0]):
-            vals = data[c][valid].astype(np.float64)
-            vals = vals[np.isfinite(vals)]
-            if vals.size == 0:
-                continue
-            lo, hi = np.percentile(vals, [2.0, 98.0])
-            if hi <= lo:
-                hi = lo + 1.0
-            out[c] = (data[c].astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
-        np.clip(out, 0.0, 1.0, out=out)
-    np.nan_to_num(out, copy=False, nan=0.0)
-    out[:, ~valid] = 0.0
-    return out
-
-
-def _rgb_indexes(colorinterp: Sequence, count: int) -> tuple[list[int], int | None]:
-    """1-based band numbers for R, G, B (and the alpha band), after geo/bands.py's rules."""
-    from rasterio.enums import ColorInterp
-
-    ci = list(colorinterp)
-    alpha = next((i + 1 for i, c in enumerate(ci) if c == ColorInterp.alpha), None)
-    want = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
-    if all(c in ci for c in want):
-        return [ci.index(c) + 1 for c in want], alpha
-    bands = [i + 1 for i in range(count) if i + 1 != alpha]
-    if len(bands) >= 3:
-        return bands[:3], alpha
-    if not bands:
-        return [1, 1, 1], None
-    return [bands[0]] * 3, alpha
-
-
-def load_chip(path: str | Path) -> np.ndarray:
-    """Read a chip as float32 ``[3, H, W]`` in [0, 1]."""
-    path = Path(path)
-    if path.suffix.lower() in PIL_SUFFIXES:
-        try:
-            from PIL import Image
-        except ImportError:
-            pass
-        else:
-            try:
-                with Image.open(path) as im:
-                    arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-            except OSError as exc:
-                raise InputError(f"cannot read image {path}: {exc}") from None
-            return np.ascontiguousarray(arr.transpose(2, 0, 1))
-    import rasterio
-    from rasterio.errors import RasterioError
-
-    try:
-        with rasterio.open(path) as ds:
-            rgb, alpha = _rgb_indexes(ds.colorinterp, ds.count)
-            uniq = sorted(set(rgb))
-            data = ds.read(uniq)
-            data = data[[uniq.index(b) for b in rgb]]
-            dtype = ds.dtypes[rgb[0] - 1]
-            valid = np.ones(data.shape[1:], dtype=bool)
-            if alpha is not None:
-                valid &= ds.read(alpha) > 0
-            if ds.nodata is not None and not (isinstance(ds.nodata, float) and math.isnan(ds.nodata)):
-                valid &= ~np.all(data == ds.nodata, axis=0)
-            if np.issubdtype(data.dtype, np.floating):
-                valid &= np.all(np.isfinite(data), axis=0)
-                finite = data[:, valid]
-                if finite.size and finite.min() >= 0.0 and finite.max() <= 1.0:
-                    out = np.where(valid[None], data, 0.0).astype(np.float32)
-                    return out
-    except RasterioError as exc:
-        raise InputError(f"cannot read image {path}: {str(exc).splitlines()[0]}") from None
-    return _stretch(data, valid, dtype)
 
 
 # ---------------------------------------------------------------------- geometry
@@ -401,7 +282,7 @@ class GeoAlignDataset(Dataset):
         texts = [self.region_text_of(r, rng) for r in regions]
         caption = self.caption_of(s, rng)
 
-        img = torch.from_numpy(load_chip(s.image))
+        img = torch.from_numpy(schema.read_image(s.image))
         size = self.image_size
         if tuple(img.shape[1:]) != (size, size):
             img = F.interpolate(img[None], size=(size, size), mode="bilinear", align_corners=False,
