@@ -500,3 +500,28 @@ def test_read_valid_mask_and_tiles_shortcut(tmp_path: Path) -> None:
         small = src.read_valid_mask((8, 8))
         assert small.shape == (8, 8) and not small[:4].any() and small[4:].all()
         assert [t.index for t in src.tiles(40)] == [2, 3]
+
+
+def test_read_ahead_hands_over_errors_and_uses_its_own_handle(tmp_path: Path) -> None:
+    """The shared read-ahead thread (iter_tiles and the inference batch reader use it)."""
+    from geoalign_core.geo.prefetch import read_ahead
+
+    data = np.random.default_rng(11).integers(1, 255, size=(3, 32, 32), dtype=np.uint8)
+    path = make_raster(tmp_path / "r.tif", data, colorinterp=RGB)
+    handles = []
+
+    def produce(src: RasterSource):
+        handles.append(src)
+        for i in range(5):
+            if i == 3:
+                raise ValueError("bad block")
+            yield src.read_tile(Window(0, 0, 8, 8), index=i).index
+
+    with RasterSource(path) as src:
+        got = []
+        with pytest.raises(ValueError, match="bad block"):
+            for item in read_ahead(src, produce, prefetch=2, name="geoalign-test-reader"):
+                got.append(item)
+        assert got == [0, 1, 2] and handles[0] is not src  # a clone, not the caller's handle
+        assert list(read_ahead(src, lambda s: iter([s]), prefetch=0)) == [src]  # in the caller's thread
+    assert not [t for t in threading.enumerate() if t.name == "geoalign-test-reader" and t.is_alive()]

@@ -6,16 +6,13 @@ last tiles may extend beyond the raster. They are read boundless and their paddi
 marked invalid (``Tile.valid``), so every pixel of the raster is in at least one tile and
 every tile has the same shape.
 
-:func:`iter_tiles` reads tiles in a background thread (``prefetch`` tiles ahead) so that
-disk I/O and decompression overlap the model's compute; the thread opens its own dataset
-handle (GDAL handles are not thread-safe) and is stopped and joined when the consumer
-stops early (``break``, ``close()``, an exception or KeyboardInterrupt).
+:func:`iter_tiles` reads tiles ``prefetch`` ahead in a background thread
+(:func:`~geoalign_core.geo.prefetch.read_ahead`) so that disk I/O and decompression overlap
+the model's compute.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,6 +23,7 @@ from rasterio.coords import BoundingBox
 from rasterio.windows import Window
 
 from geoalign_core.errors import InputError
+from geoalign_core.geo.prefetch import read_ahead
 
 if TYPE_CHECKING:
     from geoalign_core.geo.raster import RasterSource
@@ -99,16 +97,6 @@ def count_tiles(width: int, height: int, tile_size: int, overlap: float = 0.0) -
     return len(_offsets(height, tile_size, stride)) * len(_offsets(width, tile_size, stride))
 
 
-class _Failure:
-    """Carries an exception from the reader thread to the consumer."""
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-_DONE = object()
-
-
 def _read_all(source: RasterSource, windows: list[Window], skip_empty: bool) -> Iterator[Tile]:
     for i, window in enumerate(windows):
         tile = source.read_tile(window, index=i)
@@ -139,53 +127,4 @@ def iter_tiles(
     """
     windows = tile_windows(source.width, source.height, tile_size, overlap)
     source.stats  # noqa: B018 - computed once here, shared with the reader thread
-    if prefetch <= 0:
-        yield from _read_all(source, windows, skip_empty)
-        return
-
-    q: queue.Queue = queue.Queue(maxsize=prefetch)
-    stop = threading.Event()
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def worker() -> None:
-        try:
-            with source.clone() as own:
-                for tile in _read_all(own, windows, skip_empty):
-                    if not put(tile):
-                        return
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            put(_Failure(exc))
-            return
-        put(_DONE)
-
-    thread = threading.Thread(target=worker, name="geoalign-tile-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            try:  # a timeout keeps the wait interruptible and notices a dead reader
-                item = q.get(timeout=0.1)
-            except queue.Empty:
-                if not thread.is_alive() and q.empty():
-                    raise RuntimeError("the tile reader thread stopped unexpectedly") from None
-                continue
-            if item is _DONE:
-                return
-            if isinstance(item, _Failure):
-                raise item.exc
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:  # unblock a worker waiting on a full queue
-                q.get_nowait()
-            except queue.Empty:
-                pass
-            thread.join(timeout=0.05)
+    yield from read_ahead(source, lambda src: _read_all(src, windows, skip_empty), prefetch, "geoalign-tile-reader")

@@ -3,15 +3,12 @@
 :func:`geoalign_core.geo.iter_tiles` walks the full-raster grid at native resolution; the
 inference passes also need a grid over a sub-area (``bounds``), ad-hoc windows around vector
 regions, and tiles resampled to the model's input size. This helper covers those with the
-same threading rules as ``iter_tiles``: the reader thread works on its own dataset handle
-(``RasterSource.clone()``), stays ``prefetch`` batches ahead, and is stopped and joined when
-the consumer stops (break, exception, KeyboardInterrupt, ``close()``).
+same read-ahead thread as ``iter_tiles`` (:func:`geoalign_core.geo.prefetch.read_ahead`): its
+own dataset handle, ``prefetch`` batches ahead, stopped and joined when the consumer stops.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -20,13 +17,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from ..geo import RasterSource, Tile
-
-_DONE = object()
-
-
-class _Failure:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
+from ..geo.prefetch import read_ahead
 
 
 @dataclass
@@ -101,47 +92,6 @@ def iter_batches(
     """
     windows = list(windows)
     source.stats  # noqa: B018 - computed once, shared with the reader thread's clone
-    if prefetch <= 0:
-        yield from _batches(source, windows, size, batch_size, skip_empty)
-        return
-    q: queue.Queue = queue.Queue(maxsize=prefetch)
-    stop = threading.Event()
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def worker() -> None:
-        try:
-            with source.clone() as own:
-                for batch in _batches(own, windows, size, batch_size, skip_empty):
-                    if not put(batch):
-                        return
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            put(_Failure(exc))
-            return
-        put(_DONE)
-
-    thread = threading.Thread(target=worker, name="geoalign-batch-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Failure):
-                raise item.exc
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                pass
-            thread.join(timeout=0.05)
+    yield from read_ahead(
+        source, lambda src: _batches(src, windows, size, batch_size, skip_empty), prefetch, "geoalign-batch-reader"
+    )
