@@ -48,7 +48,7 @@ from torch.utils.data import Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from geoalign_core.data import schema
-from geoalign_core.data.text import fill_template
+from geoalign_core.data.text import fill_template, norm
 from geoalign_core.errors import InputError
 
 POSITION_WORDS = re.compile(
@@ -75,10 +75,6 @@ FALLBACK_NEGATIVES = (
     "background", "bare soil", "water", "grass", "road", "building", "tree", "parking lot",
     "field", "shadow",
 )
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
 
 
 @dataclass
@@ -110,11 +106,11 @@ def _region(obj: dict) -> Region | None:
     phrase = obj["phrase"].strip()
     description = obj.get("description")
     description = description.strip() if isinstance(description, str) and description.strip() else phrase
-    pos = _norm(phrase)
+    pos = norm(phrase)
     seen: set[str] = set()
     clean: list[str] = []
     for n in obj.get("hard_negatives", []):
-        k = _norm(n)
+        k = norm(n)
         if k and k != pos and k not in seen:
             seen.add(k)
             clean.append(n.strip())
@@ -224,7 +220,7 @@ class GeoAlignDataset(Dataset):
         pool: dict[str, str] = {}
         for s in self.samples:
             for r in s.regions:
-                pool.setdefault(_norm(r.phrase), r.phrase)
+                pool.setdefault(norm(r.phrase), r.phrase)
         self.phrase_pool: list[str] = list(pool.values())
         self._pool_keys: list[str] = list(pool.keys())
 
@@ -246,10 +242,10 @@ class GeoAlignDataset(Dataset):
             pick = sorted(rng.choice(len(negs), size=q1, replace=False).tolist())
             negs = [negs[i] for i in pick]
         if len(negs) < q1:
-            exclude = {_norm(region.phrase)} | {_norm(n) for n in negs}
+            exclude = {norm(region.phrase)} | {norm(n) for n in negs}
             options = [p for p, k in zip(self.phrase_pool, self._pool_keys) if k not in exclude]
             if len(options) < q1 - len(negs):
-                options += [f for f in FALLBACK_NEGATIVES if _norm(f) not in exclude and f not in options]
+                options += [f for f in FALLBACK_NEGATIVES if norm(f) not in exclude and f not in options]
             if options:
                 take = min(q1 - len(negs), len(options))
                 negs += [options[i] for i in rng.choice(len(options), size=take, replace=False).tolist()]
