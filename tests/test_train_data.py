@@ -246,3 +246,38 @@ def test_sampler_order_and_skip():
         s.set_position(3)
         shards.append([i for _, i in s])
     assert shards[0] == [i for _, i in full][0::2] and shards[1] == [i for _, i in full][1::2]
+
+
+_NO_VECTOR_STACK = r"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {"geopandas", "pyogrio", "shapely", "pyproj"}:
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+sys.meta_path.insert(0, Block())
+import training.engine, training.objective, training.train
+from geoalign_core import load_model
+from geoalign_core.data import read_image, read_samples
+from training.dataset import Collate, GeoAlignDataset
+model = load_model("GeoAlign-Tiny")
+ds = GeoAlignDataset([sys.argv[1]], model.image_size, regions_per_image=2, num_candidates=2)
+collate = Collate(model.tokenizer, need_detail=True, need_region_text=True, need_candidates=True)
+batch = collate([ds[(0, 0)], ds[(0, 1)]])
+assert batch["images"].shape[0] == 2
+assert read_image(read_samples(sys.argv[1])[0]["image"]).shape[0] == 3
+print("trained without", sorted({m.split(".")[0] for m in sys.modules} & {"geopandas", "pyogrio", "shapely"}))
+"""
+
+
+def test_training_needs_no_vector_stack(tmp_path):
+    """Training reads chips and samples.jsonl only: it must import and build batches without
+    geopandas / pyogrio / shapely / pyproj (a GPU box may have rasterio and torch alone)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    make_squares_dataset(tmp_path / "data", n=2, size=64)
+    proc = subprocess.run([sys.executable, "-c", _NO_VECTOR_STACK, str(tmp_path / "data")], capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "trained without []" in proc.stdout

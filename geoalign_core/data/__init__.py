@@ -6,9 +6,17 @@
 * :mod:`~geoalign_core.data.captions`: rule-based phrases, descriptions and captions;
 * :mod:`~geoalign_core.data.negatives`: rule-based hard negatives;
 * :mod:`~geoalign_core.data.prepare`: ``geoalign prepare`` (:func:`prepare_dataset`).
+
+The schema is imported eagerly; ``prepare`` (and with it the OGR vector stack: pyogrio,
+shapely, pyproj) only when one of its names is first used, so that training and evaluation,
+which read chips and ``samples.jsonl`` only, do not need the vector libraries.
 """
 
-from geoalign_core.data.prepare import PrepareOptions, PrepareSummary, prepare_dataset
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from geoalign_core.data.schema import (
     CHIPS_DIR,
     DATASET_FILE,
@@ -17,6 +25,17 @@ from geoalign_core.data.schema import (
     read_samples,
     resolve_samples_path,
 )
+
+if TYPE_CHECKING:
+    from geoalign_core.data.prepare import PrepareOptions, PrepareSummary, prepare_dataset
+
+_LAZY = {"PrepareOptions", "PrepareSummary", "prepare_dataset"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module("geoalign_core.data.prepare"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "CHIPS_DIR",

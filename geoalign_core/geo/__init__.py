@@ -3,21 +3,51 @@
 Data flow: ``RasterSource`` (validated raster, band selection, validity, scene statistics)
 -> ``iter_tiles`` / ``read_region`` (normalised float32 tiles) -> model -> inference ->
 ``write_geopackage`` / ``HeatmapAccumulator`` + ``write_float_geotiff``.
+
+The raster side is imported eagerly; :mod:`~geoalign_core.geo.vectors` and
+:mod:`~geoalign_core.geo.writers` (the vector stack: pyogrio, shapely, pyproj) only when one of
+their names is first used, so that code that reads rasters only (training, the chip reader) does
+not need the vector libraries.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from geoalign_core.geo.bands import BandSelection, parse_bands, select_bands
 from geoalign_core.geo.heatmap import HeatmapAccumulator
 from geoalign_core.geo.raster import RasterSource
 from geoalign_core.geo.stats import SceneStats, compute_scene_stats
 from geoalign_core.geo.tiling import Tile, count_tiles, iter_tiles, tile_windows
-from geoalign_core.geo.vectors import boxes_to_pixels, clip_to_raster, pixel_boxes_to_polygons, read_vectors
-from geoalign_core.geo.writers import (
-    atomic_output,
-    check_output,
-    read_geopackage_metadata,
-    write_float_geotiff,
-    write_geopackage,
-)
+
+if TYPE_CHECKING:
+    from geoalign_core.geo.vectors import boxes_to_pixels, clip_to_raster, pixel_boxes_to_polygons, read_vectors
+    from geoalign_core.geo.writers import (
+        atomic_output,
+        check_output,
+        read_geopackage_metadata,
+        write_float_geotiff,
+        write_geopackage,
+    )
+
+_LAZY = {
+    "boxes_to_pixels": "vectors",
+    "clip_to_raster": "vectors",
+    "pixel_boxes_to_polygons": "vectors",
+    "read_vectors": "vectors",
+    "atomic_output": "writers",
+    "check_output": "writers",
+    "read_geopackage_metadata": "writers",
+    "write_float_geotiff": "writers",
+    "write_geopackage": "writers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"geoalign_core.geo.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "BandSelection",

@@ -26,10 +26,9 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import geopandas as gpd
 import numpy as np
-import pyogrio
 import rasterio
 import rasterio.shutil
 from affine import Affine
@@ -39,6 +38,9 @@ from geoalign_core.errors import InputError
 
 # the accumulator lives in its own module; re-exported for callers of the writers
 from geoalign_core.geo.heatmap import HeatmapAccumulator
+
+if TYPE_CHECKING:  # the vector stack is imported by the GeoPackage functions only
+    import geopandas as gpd
 
 __all__ = [
     "METADATA_KEY",
@@ -141,6 +143,8 @@ def write_geopackage(
     Raises:
         InputError: see :func:`check_output`.
     """
+    import pyogrio
+
     path = check_output(path, overwrite)
     meta: dict[str, object] = dict(metadata or {})
     meta.setdefault("geoalign_version", _geoalign_version())
@@ -164,6 +168,8 @@ def read_geopackage_metadata(path: str | PathLike, layer: str | None = None) -> 
 
     Files written by other tools give their GDAL metadata items as a dict of strings.
     """
+    import pyogrio
+
     try:
         info = pyogrio.read_info(Path(path), layer=layer)
     except Exception as exc:
