@@ -9,7 +9,7 @@ on GPU) is its own.
 Reports images/s for stage I and stage II, the stage II / stage I step-time ratio
 (measured in the same run; target <= 3.0, the paper's FLOPs ratio is 2.5) and the peak
 memory with and without gradient checkpointing. Prints a table and writes the
-"## Training" section of docs/benchmarks.md (other sections are left untouched).
+"## Training" section of docs/benchmarks.md ("## Training on GPU" on CUDA; other sections are left untouched).
 
     python benchmarks/bench_training.py                   # ViT-B-16, batch 32, CPU or GPU
     python benchmarks/bench_training.py --arch GeoAlign-Tiny --batch 8 --steps 3 --no-write
@@ -30,7 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
-SECTION = "## Training"
+SECTION = "## Training"              # CPU runs; GPU runs write their own section
+GPU_SECTION = "## Training on GPU"
 
 
 # ---------------------------------------------------------------------- worker (one config)
@@ -128,10 +129,10 @@ def device_name(device: str) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
-def write_section(text: str) -> None:
+def write_section(text: str, section: str = SECTION) -> None:
     DOC.parent.mkdir(parents=True, exist_ok=True)
     old = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(rf"^{re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
     new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
     tmp = DOC.with_name(f".{DOC.name}.tmp")
     tmp.write_text(new, encoding="utf-8")
@@ -188,8 +189,9 @@ def main() -> None:
     cpu_col = "CPU time (s) | " if cpu else ""
     timing = (f"median of {args.steps} timed step(s) after one warm-up step" if args.warmup
               else f"median of {args.steps} step(s), no warm-up (first steps included)")
+    section = SECTION if cpu else GPU_SECTION
     lines = [
-        SECTION,
+        section,
         "",
         f"`python benchmarks/bench_training.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}` — "
         f"{args.arch}, random weights, batch {args.batch} per step, {device_name(args.device)}. "
@@ -233,8 +235,8 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
-        write_section(text)
-        print(f"wrote the {SECTION!r} section of {DOC}", file=sys.stderr)
+        write_section(text, section)
+        print(f"wrote the {section!r} section of {DOC}", file=sys.stderr)
 
 
 if __name__ == "__main__":
