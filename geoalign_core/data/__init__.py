@@ -8,8 +8,8 @@
 * :mod:`~geoalign_core.data.prepare`: ``geoalign prepare`` (:func:`prepare_dataset`).
 
 The schema is imported eagerly; ``prepare`` (and with it the OGR vector stack: pyogrio,
-shapely, pyproj) only when one of its names is first used, so that training and evaluation,
-which read chips and ``samples.jsonl`` only, do not need the vector libraries.
+shapely, pyproj) only when one of its names is first used, so that training, which reads
+chips and ``samples.jsonl`` only, does not need the vector libraries.
 """
 
 from __future__ import annotations
