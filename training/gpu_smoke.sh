@@ -5,7 +5,8 @@
 # the shipped ViT-B/16 configs (bf16 autocast, gradient checkpointing, 248-token text tower):
 #  1. stage I, 60 steps, interrupted after 30 (--stop-after) and continued with --resume;
 #  2. stage II (Eq. 5, all five losses) from the stage I export, 40 steps, launched through
-#     torchrun (one process: the NCCL process group, DDP wrapper and the all-gathers run);
+#     torchrun (one process, so WORLD_SIZE 1: the launcher and its environment, no NCCL group;
+#     several GPUs need several processes, see training/launch.md);
 #  3. the stage II export is loaded with load_model on the GPU and matches 32 of its training
 #     chips to their captions (a sanity check, not a metric).
 # Prints the loss at the first and last logged steps of each run and fails when a run fails, a
