@@ -252,6 +252,48 @@ def test_find_boxes_ranks_nms_and_text_once(predictor, raster):
     assert (high["score"] >= 0.99).all()
 
 
+
+def test_find_refinement_moves_boxes_only_to_better_placed_ones(predictor, raster):
+    """The 2x look (``_refine_boxes``): a moved box has its centre in the original box, keeps at
+    least half its area, and scores at least as high at the tile zoom; ``refine=False`` skips it."""
+    from rasterio.windows import Window
+
+    from geoalign_core.geo import RasterSource
+    from geoalign_core.inference import predictor as P
+    from geoalign_core.inference import scoring
+
+    plain = predictor.find(raster, ["red car", "ship"], min_score=0.0, max_results=6, tile_size=112, refine=False)
+    assert plain.attrs["geoalign"]["refine"] is False and "n_refined" not in plain.attrs["geoalign"]
+    refined = predictor.find(raster, ["red car", "ship"], min_score=0.0, max_results=6, tile_size=112)
+    meta = refined.attrs["geoalign"]
+    assert meta["refine"] is True and 0 <= meta["n_refined"] <= 2 * (6 + 6)
+    assert len(refined) == len(plain) == 12
+
+    texts, _ = predictor._query_texts(["red car", "ship"])
+    with RasterSource(raster) as src:
+        area = Window(0, 0, src.width, src.height)
+        t = src.transform
+        px = np.array([[(b[0] - t.c) / t.a, (b[3] - t.f) / t.e, (b[2] - t.c) / t.a, (b[1] - t.f) / t.e]
+                       for b in plain.geometry.bounds.values])
+        labels = torch.tensor([0 if ph == "red car" else 1 for ph in plain["phrase"]])
+        boxes = torch.from_numpy(px)
+        out, n = predictor._refine_boxes(src, area, boxes, labels, texts, 2, 112, 0.25, None)
+        assert out.shape == boxes.shape and out.dtype == torch.float64
+        moved = np.flatnonzero(np.abs(out.numpy() - px).max(axis=1) > 1e-6)
+        assert len(moved) == n and n >= 1  # the random model moves some boxes: the checks below run
+        for k in moved:
+            (x0, y0, x1, y1), (a0, b0, a1, b1) = px[k], out[k].numpy()
+            assert x0 <= (a0 + a1) / 2 <= x1 and y0 <= (b0 + b1) / 2 <= y1
+            assert (a1 - a0) * (b1 - b0) >= P.REFINE_MIN_AREA * (x1 - x0) * (y1 - y0) - 1e-6
+        if n:
+            both = np.concatenate([px[moved], out.numpy()[moved]])
+            emb = predictor._region_embeddings(src, both, area, 112, 0.25, None, None)
+            pr = scoring.phrase_probabilities(emb, texts, 2, predictor.logit_scale)
+            lab = labels[torch.from_numpy(moved)]
+            assert (pr[torch.arange(n, 2 * n), lab] >= pr[torch.arange(n), lab] - 1e-6).all()
+        empty, n0 = predictor._refine_boxes(src, area, boxes[:0], labels[:0], texts, 2, 112, 0.25, None)
+        assert len(empty) == 0 and n0 == 0
+
 def _regions(raster_path, crs_out="EPSG:4326"):
     _, ds = raster_box(raster_path)
     left, bottom, right, top = ds.bounds

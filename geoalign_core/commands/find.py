@@ -32,6 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="best N matches per phrase (default: %(default)s)")
     p.add_argument("--nms-iou", type=float, default=0.5, metavar="IOU",
                    help="boxes overlapping a better one by more than IOU are dropped (default: %(default)s)")
+    p.add_argument("--no-refine", dest="refine", action="store_false",
+                   help="keep the boxes of the tile pass (default: each box is looked at again at twice the "
+                        "zoom and moved when a better placed box scores at least as high)")
     cs.add_raster_options(p, overlap=0.25, out_help="output GeoPackage (default: <raster stem>_matches.gpkg here)")
     p.set_defaults(func=run)
 
@@ -64,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         with cs.progress_bar(args, "find") as prog:
             gdf = predictor.find(
                 args.raster, phrases, regions=args.regions, min_score=args.min_score,
-                max_results=args.max_results, nms_iou=args.nms_iou, progress=prog, **cs.common_kwargs(args),
+                max_results=args.max_results, nms_iou=args.nms_iou, refine=args.refine, progress=prog,
+                **cs.common_kwargs(args),
             )
         write_geopackage(gdf, out, "matches", gdf.attrs["geoalign"], overwrite=args.overwrite)
     parts = []
