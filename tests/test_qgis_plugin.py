@@ -148,10 +148,18 @@ def test_dock_find_in_current_view(qgis_iface, project, dock, tmp_path):
 
     meta = read_geopackage_metadata(out, "matches")
     assert meta["phrases"] == ["red car", "swimming pool"] and meta["scope"] == "view"
+    assert meta["refine"] is True and dock.refine.isChecked()  # the CLI's default
     # the result list zooms to a feature
     assert dock.table.rowCount() == layer.featureCount()
     box = dock.zoom_to_row(0)
     assert box is not None and canvas.extent().contains(box.center())
+    # without the 2x look at each box (the CLI's --no-refine)
+    dock.refine.setChecked(False)
+    task = dock.run_find()
+    assert task is not None, dock.status.text()
+    wait_for_dock(dock)
+    assert not task.error, task.error
+    assert read_geopackage_metadata(dock.last_output, "matches")["refine"] is False
 
 
 def test_dock_heatmap_layer(qgis_iface, project, dock, small_tif):

@@ -84,6 +84,12 @@ def test_find_objects_with_extent_and_regions(provider, raster, tmp_path):
     layer = vector(res["OUTPUT"])
     assert 0 < layer.featureCount() <= 6
     assert [f.name() for f in layer.fields()][-3:] == ["phrase", "score", "rank"]
+    alg = QgsApplication.processingRegistry().algorithmById("geoalign:findobjects")
+    assert alg.parameterDefinition("REFINE").defaultValue() is True  # as the CLI
+    plain = processing.run("geoalign:findobjects", {
+        "INPUT": raster, "MODEL": TEST_MODEL, "PHRASES": "red car", "MIN_SCORE": 0.0, "MAX_RESULTS": 3,
+        "REFINE": False, "EXTENT": extent, "OUTPUT": str(tmp_path / "find_plain.gpkg")})
+    assert vector(plain["OUTPUT"]).featureCount() == 3
     for f in layer.getFeatures():  # restricted to the left half
         assert f.geometry().boundingBox().xMinimum() < e.xMinimum() + e.width() / 2 + 1e-6
 

@@ -17,6 +17,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
@@ -253,6 +254,7 @@ class FindObjectsAlgorithm(GeoAlignAlgorithm):
     REGIONS = "REGIONS"
     MIN_SCORE = "MIN_SCORE"
     MAX_RESULTS = "MAX_RESULTS"
+    REFINE = "REFINE"
     _name = "findobjects"
     _display = "Find objects by text"
     _help = ("Finds the objects that match one or more phrases (one per line, or separated by ';'). "
@@ -269,6 +271,9 @@ class FindObjectsAlgorithm(GeoAlignAlgorithm):
                                                        NUMBER_DOUBLE, None, True, 0.0, 1.0))
         self.addParameter(QgsProcessingParameterNumber(self.MAX_RESULTS, "Maximum results (empty: the default)",
                                                        NUMBER_INTEGER, None, True, 1, 1000000))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.REFINE, "Refine boxes: look at each again at twice the zoom (as the CLI; tighter boxes on small "
+            "objects)", defaultValue=True))
         self.add_advanced()
         self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, "Matches"))
 
@@ -285,6 +290,7 @@ class FindObjectsAlgorithm(GeoAlignAlgorithm):
             kw["min_score"] = self.parameterAsDouble(parameters, self.MIN_SCORE, context)
         if parameters.get(self.MAX_RESULTS) not in (None, ""):
             kw["max_results"] = self.parameterAsInt(parameters, self.MAX_RESULTS, context)
+        kw["refine"] = self.parameterAsBoolean(parameters, self.REFINE, context)
         feedback.pushInfo("loading the model")
         rec = self.predict(parameters, context, "find", raster, phrases, **kw)
         return self.write_sink(parameters, context, rec, layer, feedback)
