@@ -587,45 +587,17 @@ class Predictor:
         cancel: Cancel | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Image pass + candidate scoring; returns (raster-pixel boxes, scores, phrase index)."""
-        model, patch, size = self.model, self.model.patch_size, self.input_size
-        grid_boxes = scoring.window_candidates(size, size, patch)
         phr = texts[:n_phrases]
         all_boxes: list[torch.Tensor] = []
         all_scores: list[torch.Tensor] = []
         all_labels: list[torch.Tensor] = []
         buffered = 0
-        a_x0, a_y0 = float(area.col_off), float(area.row_off)
-        a_x1, a_y1 = a_x0 + float(area.width), a_y0 + float(area.height)
         cap = max(4 * max_results, 200)
         for eb in self.image_pass(src, windows, dense=True, progress=progress, cancel=cancel):
             b = len(eb.tiles)
             sim = scoring.similarity_maps(eb.dense_normalized, phr).cpu()  # [B, N, h, w]
-            pvalid = scoring.patch_validity(eb.valid, patch) >= MIN_VALID_FRACTION  # [B, h, w]
-            flat_sim, flat_valid = sim.flatten(0, 1), pvalid.repeat_interleave(n_phrases, dim=0)
-            midx, dboxes = scoring.dense_candidates(flat_sim, patch, flat_valid)
-            # the same maps at half-patch resolution: tighter boxes around small objects
-            midx2, dboxes2 = scoring.dense_candidates(flat_sim, patch, flat_valid, upsample=2)
-            midx, dboxes = torch.cat([midx, midx2]), torch.cat([dboxes, dboxes2])
-            tile_of = midx // n_phrases
-            per_tile = []
-            for i in range(b):
-                cand = torch.cat([grid_boxes, dboxes[tile_of == i]], dim=0)
-                per_tile.append(torch.unique(cand, dim=0))
-            vfrac = scoring.boxes_valid_fraction(eb.valid, per_tile)
-            with torch.no_grad():
-                reg = F.normalize(model.pool_regions(eb.dense, per_tile).float(), dim=-1)
-                probs = scoring.phrase_probabilities(reg, texts, n_phrases, self.logit_scale).cpu()
-            probs[vfrac < MIN_VALID_FRACTION] = 0.0
-            # map to raster pixels
-            owner = torch.cat([torch.full((len(c),), i) for i, c in enumerate(per_tile)])
-            cand = torch.cat(per_tile).double()
-            offs = torch.tensor([[t.window.col_off, t.window.row_off] for t in eb.tiles], dtype=torch.float64)
-            scl = torch.tensor([self._tile_scale(t) for t in eb.tiles], dtype=torch.float64)
-            cand = cand * scl[owner, None] + offs[owner].repeat(1, 2)
-            cand[:, 0::2] = cand[:, 0::2].clamp(a_x0, a_x1)
-            cand[:, 1::2] = cand[:, 1::2].clamp(a_y0, a_y1)
-            ok = ((cand[:, 2] - cand[:, 0]) >= 1) & ((cand[:, 3] - cand[:, 1]) >= 1)
-            probs[~ok] = 0.0
+            owner, cand, probs, valid, nonempty = self._score_candidates(eb, sim.flatten(0, 1), area, texts, n_phrases)
+            probs[~(valid & nonempty)] = 0.0
             # the best PRE_NMS candidates per (tile, phrase) go on to NMS
             probs = _keep_top_per_tile(probs, owner, b, PRE_NMS)
             k_idx, p_idx = (probs >= max(min_score, 1e-12)).nonzero(as_tuple=True)
@@ -647,6 +619,54 @@ class Predictor:
         if not all_boxes:
             return torch.zeros((0, 4), dtype=torch.float64), torch.zeros(0), torch.zeros(0, dtype=torch.long)
         return torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
+
+    def _score_candidates(
+        self, eb: EmbeddingBatch, sim: torch.Tensor, area: Window, texts: torch.Tensor, n_phrases: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Candidate boxes of a batch of tiles, pooled from their dense maps and scored.
+
+        Candidates per tile: the window grid (:func:`scoring.window_candidates`) plus the
+        components of the tile's similarity maps at patch and half-patch resolution.
+
+        Args:
+            eb: the batch (dense maps, validity, tiles).
+            sim: ``[B * m, h, w]`` similarity maps, ``m`` consecutive maps per tile.
+            area: the search area (raster pixels): boxes are clamped to it.
+            texts, n_phrases: query phrases then background phrases (see
+                :func:`scoring.phrase_probabilities`).
+
+        Returns:
+            ``owner [K]`` (tile of each candidate, in batch order), ``boxes [K, 4]`` (raster
+            pixels, float64, clamped to ``area``), ``probs [K, n_phrases]``, ``valid [K]``
+            (enough valid pixels inside) and ``nonempty [K]`` (at least 1 px wide and high after
+            clamping).
+        """
+        patch, size = self.model.patch_size, self.input_size
+        b = len(eb.tiles)
+        per_map = sim.shape[0] // b
+        pvalid = (scoring.patch_validity(eb.valid, patch) >= MIN_VALID_FRACTION).repeat_interleave(per_map, dim=0)
+        midx, dboxes = scoring.dense_candidates(sim, patch, pvalid)
+        # the same maps at half-patch resolution: tighter boxes around small objects
+        midx2, dboxes2 = scoring.dense_candidates(sim, patch, pvalid, upsample=2)
+        midx, dboxes = torch.cat([midx, midx2]), torch.cat([dboxes, dboxes2])
+        tile_of = midx // per_map
+        grid_boxes = scoring.window_candidates(size, size, patch)
+        per_tile = [torch.unique(torch.cat([grid_boxes, dboxes[tile_of == i]], dim=0), dim=0) for i in range(b)]
+        valid = scoring.boxes_valid_fraction(eb.valid, per_tile) >= MIN_VALID_FRACTION
+        with torch.no_grad():
+            reg = F.normalize(self.model.pool_regions(eb.dense, per_tile).float(), dim=-1)
+            probs = scoring.phrase_probabilities(reg, texts, n_phrases, self.logit_scale).cpu()
+        # map to raster pixels
+        owner = torch.cat([torch.full((len(c),), i) for i, c in enumerate(per_tile)])
+        cand = torch.cat(per_tile).double()
+        offs = torch.tensor([[t.window.col_off, t.window.row_off] for t in eb.tiles], dtype=torch.float64)
+        scl = torch.tensor([self._tile_scale(t) for t in eb.tiles], dtype=torch.float64)
+        cand = cand * scl[owner, None] + offs[owner].repeat(1, 2)
+        a_x0, a_y0 = float(area.col_off), float(area.row_off)
+        cand[:, 0::2] = cand[:, 0::2].clamp(a_x0, a_x0 + float(area.width))
+        cand[:, 1::2] = cand[:, 1::2].clamp(a_y0, a_y0 + float(area.height))
+        nonempty = ((cand[:, 2] - cand[:, 0]) >= 1) & ((cand[:, 3] - cand[:, 1]) >= 1)
+        return owner, cand, probs, valid, nonempty
 
     def _refine_boxes(
         self,
@@ -680,53 +700,28 @@ class Predictor:
         """
         if len(boxes) == 0:
             return boxes, 0
-        model, patch, size = self.model, self.model.patch_size, self.input_size
-        side = max(patch, round(tile_size / REFINE_ZOOM))
-        a_x0, a_y0 = float(area.col_off), float(area.row_off)
-        a_x1, a_y1 = a_x0 + float(area.width), a_y0 + float(area.height)
+        side = max(self.model.patch_size, round(tile_size / REFINE_ZOOM))
         orig = boxes.numpy()
         cx, cy = (orig[:, 0] + orig[:, 2]) / 2, (orig[:, 1] + orig[:, 3]) / 2
         windows = [Window(math.floor(x - side / 2), math.floor(y - side / 2), side, side) for x, y in zip(cx, cy)]
-        grid_boxes = scoring.window_candidates(size, size, patch)
         proposed = orig.copy()
         for eb in self.image_pass(src, windows, dense=True, cancel=cancel, skip_empty=False):
-            b = len(eb.tiles)
             rows = torch.tensor([t.index for t in eb.tiles])
             lab = labels[rows]
             # the similarity map of each window's own phrase
             sim = torch.einsum("bdhw,bd->bhw", eb.dense_normalized.float(), texts[lab.to(texts.device)].float()).cpu()
-            pvalid = scoring.patch_validity(eb.valid, patch) >= MIN_VALID_FRACTION
-            per_tile = []
-            for up in (1, 2):
-                midx, dboxes = scoring.dense_candidates(sim, patch, pvalid, upsample=up)
-                per_tile.append((midx, dboxes))
-            cands = []
-            for i in range(b):
-                parts = [grid_boxes] + [d[m == i] for m, d in per_tile]
-                cands.append(torch.unique(torch.cat(parts, dim=0), dim=0))
-            vfrac = scoring.boxes_valid_fraction(eb.valid, cands)
-            with torch.no_grad():
-                reg = F.normalize(model.pool_regions(eb.dense, cands).float(), dim=-1)
-                probs = scoring.phrase_probabilities(reg, texts, n_phrases, self.logit_scale).cpu()
-            owner = torch.cat([torch.full((len(c),), i) for i, c in enumerate(cands)])
+            owner, cand, probs, valid, _ = self._score_candidates(eb, sim, area, texts, n_phrases)
             score = probs[torch.arange(len(owner)), lab[owner]]
-            score[vfrac < MIN_VALID_FRACTION] = -1.0
-            for i, t in enumerate(eb.tiles):
-                k = int(t.index)
-                sel = owner == i
-                c = cands[i].double() * self._tile_scale(t)
-                c[:, 0::2] += float(t.window.col_off)
-                c[:, 1::2] += float(t.window.row_off)
-                c[:, 0::2] = c[:, 0::2].clamp(a_x0, a_x1)
-                c[:, 1::2] = c[:, 1::2].clamp(a_y0, a_y1)
+            score[~valid] = -1.0
+            c_area = (cand[:, 2] - cand[:, 0]) * (cand[:, 3] - cand[:, 1])
+            ccx, ccy = (cand[:, 0] + cand[:, 2]) / 2, (cand[:, 1] + cand[:, 3]) / 2
+            for i, k in enumerate(rows.tolist()):
                 x0, y0, x1, y1 = orig[k]
-                ccx, ccy = (c[:, 0] + c[:, 2]) / 2, (c[:, 1] + c[:, 3]) / 2
-                c_area = (c[:, 2] - c[:, 0]) * (c[:, 3] - c[:, 1])
-                ok = ((ccx >= x0) & (ccx <= x1) & (ccy >= y0) & (ccy <= y1)
-                      & (c_area >= REFINE_MIN_AREA * (x1 - x0) * (y1 - y0)) & (score[sel] >= 0))
+                ok = ((owner == i) & (ccx >= x0) & (ccx <= x1) & (ccy >= y0) & (ccy <= y1)
+                      & (c_area >= REFINE_MIN_AREA * (x1 - x0) * (y1 - y0)) & (score >= 0))
                 if bool(ok.any()):
-                    j = int(torch.where(ok, score[sel], torch.full_like(score[sel], -2.0)).argmax())
-                    proposed[k] = c[j].numpy()
+                    j = int(torch.where(ok, score, torch.full_like(score, -2.0)).argmax())
+                    proposed[k] = cand[j].numpy()
         moved = np.flatnonzero(np.abs(proposed - orig).max(axis=1) > 1e-6)
         if len(moved) == 0:
             return boxes, 0
