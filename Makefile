@@ -11,12 +11,13 @@ export QT_QPA_PLATFORM ?= offscreen
 
 setup: $(STAMP)
 
-# QGIS (and the Python it is built for) from Debian, only when it is missing.
+# QGIS (the desktop app, PyQGIS and the Python it is built for) and Xvfb from Debian, only when missing.
 system:
-	@if ! $(SYS_PY) -c "import qgis.core" >/dev/null 2>&1; then \
-		echo "installing QGIS from apt"; \
+	@if ! $(SYS_PY) -c "import qgis.core" >/dev/null 2>&1 || ! command -v qgis >/dev/null \
+			|| ! command -v xvfb-run >/dev/null; then \
+		echo "installing QGIS (desktop app + PyQGIS) and Xvfb from apt"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			python3-qgis qgis-providers xvfb python3-venv >/dev/null; \
+			qgis python3-qgis qgis-providers xvfb python3-venv >/dev/null; \
 	fi
 
 $(STAMP): pyproject.toml | system
@@ -38,8 +39,9 @@ lint: setup
 sample: setup
 	$(PY) sample_data/make_sample.py --seed 0 --out sample_data
 
-plugin:
-	$(SYS_PY) geoalign_qgis/package.py --out dist/geoalign_qgis.zip
+# the plugin zip, with the GeoAlign wheel its one-click set-up installs (built with the venv's pip)
+plugin: setup
+	$(PY) geoalign_qgis/package.py --out dist/geoalign_qgis.zip
 
 bench: setup
 	$(PY) benchmarks/bench_inference.py

@@ -1,12 +1,31 @@
-"""GeoAlign core: GeoAlignCLIP models, losses, geospatial I/O and inference (no Qt)."""
+"""GeoAlign core: GeoAlignCLIP models, losses, geospatial I/O and inference (no Qt).
+
+The model names (``load_model``, ``GeoAlignCLIP``, ...) are imported on first use (PEP 562), so
+``import geoalign_core`` -- and light entry points such as ``python -m geoalign_core.engine`` --
+does not load torch and open_clip until a model is needed.
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 from .errors import CheckpointError, GeoAlignError, InputError, ModelError, OfflineError
-from .model import GeoAlignCLIP, ModelSpec
-from .zoo import ZOO, load_model, save_model
+
+if TYPE_CHECKING:
+    from .model import GeoAlignCLIP, ModelSpec
+    from .zoo import ZOO, load_model, save_model
+
+_LAZY = {"GeoAlignCLIP": "model", "ModelSpec": "model", "ZOO": "zoo", "load_model": "zoo", "save_model": "zoo"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"geoalign_core.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CheckpointError",

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 
 class GeoAlignError(Exception):
-    """Base class of errors caused by user input or the environment (one-line message)."""
+    """Base class of errors caused by user input or the environment (one-line message).
+
+    ``code`` optionally names the kind of problem for programs that react to it (the QGIS
+    plugin offers its own remedy for ``"no_crs"``); the message stays the user's text.
+    """
+
+    def __init__(self, *args: object, code: str | None = None) -> None:
+        super().__init__(*args)
+        self.code = code
 
 
 class InputError(GeoAlignError):

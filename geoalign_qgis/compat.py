@@ -64,8 +64,10 @@ FLAG_NO_THREADING = _pick((Qgis, "ProcessingAlgorithmFlag.NoThreading"),
 
 try:  # QGIS >= 3.30
     WKB_POLYGON = Qgis.WkbType.Polygon
+    WKB_MULTIPOLYGON = Qgis.WkbType.MultiPolygon
 except AttributeError:
     WKB_POLYGON = QgsWkbTypes.Polygon
+    WKB_MULTIPOLYGON = QgsWkbTypes.MultiPolygon
 
 
 def raster_layer_filter() -> Any:

@@ -1,65 +1,66 @@
-"""The "Find objects by text" dock: raster, model, phrases, scope, threshold -> result layers.
+"""The "Find objects by text" dock: raster, model, phrases, scope -> result layers.
 
-Everything slow runs in a :class:`~geoalign_qgis.tasks.GeoAlignTask`; the worker thread
-receives plain Python values only (paths, numbers, a GeoDataFrame), never a Qt object.
+Every run is a request to the GeoAlign engine process (:class:`~geoalign_qgis.tasks.EngineTask`):
+the dock sends paths and numbers, the engine writes a GeoPackage or a GeoTIFF, the dock loads
+it. QGIS's process never imports the model stack. While no engine environment exists the
+:class:`~geoalign_qgis.setup_panel.SetupPanel` at the top offers the one-click set-up.
 """
 
 from __future__ import annotations
 
 import re
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from qgis.core import (
     QgsCoordinateTransform,
-    QgsFeatureRequest,
-    QgsGeometry,
     QgsMapLayer,
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
     QgsSettings,
-    QgsVectorLayer,
 )
 from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSpinBox,
-    QTableWidget,
-    QTableWidgetItem,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from . import deps, layers
+from . import layers
 from .compat import MSG_CRITICAL, MSG_INFO, MSG_SUCCESS, MSG_WARNING, push_message, raster_layer_filter
-from .convert import Records, gdf_from_records, records_from_geometries
 from .map_tool import RegionsMapTool
-from .tasks import PREDICTORS, GeoAlignTask, remove_outputs
+from .results import ResultsTable
+from .setup_panel import SetupPanel
+from .tasks import EngineTask, engine_location, remove_outputs
+from .vector_io import write_rectangles
 
-DEFAULT_MODEL = "geoalign-demo"
+DEFAULT_MODEL = "geoalign-demo"  # until the engine says otherwise (list_models "default")
 SCOPES = (("view", "Current map view"), ("layer", "Whole layer"), ("regions", "Regions drawn on the map"))
-DEFAULT_MIN_SCORE = 0.3  # geoalign_core.inference.DEFAULT_MIN_SCORE (read when importable)
+DEFAULT_MIN_SCORE = 0.3
 DEFAULT_MAX_RESULTS = 100
 DEFAULT_OVERLAP = 0.25
-ROLE = Qt.ItemDataRole.UserRole
 SETTINGS = "geoalign/dock"
+NO_CRS_HINT = ("{name} has no coordinate reference system (CRS). Tick 'Allow rasters without a CRS' under "
+               "Advanced to work in pixel coordinates, or set the layer's CRS (Layer Properties > Source).")
 
 
 class UserError(Exception):
@@ -76,8 +77,8 @@ def split_phrases(text: str) -> list[str]:
     return list(seen)
 
 
-def raster_file(layer: QgsRasterLayer) -> str:
-    """The file behind a raster layer, or UserError (GeoAlign reads files with rasterio)."""
+def raster_file(layer: QgsRasterLayer | None) -> str:
+    """The file behind a raster layer, or UserError (the engine reads files)."""
     if layer is None or not layer.isValid():
         raise UserError("choose a raster layer")
     if layer.providerType() != "gdal":
@@ -88,69 +89,64 @@ def raster_file(layer: QgsRasterLayer) -> str:
     return path
 
 
-def model_choices() -> list[tuple[str, str, str]]:
-    """``(name, label, tooltip)`` for the zoo; label says whether it works offline."""
-    from geoalign_core import zoo
-
-    out = []
-    for name, entry in zoo.ZOO.items():
-        if zoo.is_available(name):
-            state = "available offline"
-        elif entry.repo is None:
-            state = "weights missing"
-        else:
-            state = "downloads on first use"
-        out.append((name, f"{name}  ({state})", f"{entry.description}\n{state}: {zoo.weights_path(entry)}"))
-    return out
-
-
 class GeoAlignDock(QgsDockWidget):
-    """Find objects by text, match drawn regions, show heatmaps."""
+    """Find objects by text, match drawn regions, classify tiles, show heatmaps."""
 
     runFinished = pyqtSignal(str)  # noqa: N815  "ok" | "cancelled" | "error"
+    modelsLoaded = pyqtSignal()  # noqa: N815
 
     def __init__(self, iface: Any, parent: QWidget | None = None) -> None:
         super().__init__("GeoAlign: find objects by text", parent)
         self.setObjectName("GeoAlignDock")
         self.iface = iface
         self.canvas = iface.mapCanvas()
-        self.task: GeoAlignTask | None = None
-        self.last_task: GeoAlignTask | None = None
+        self.task: EngineTask | None = None
+        self.last_task: EngineTask | None = None
+        self.models_task: EngineTask | None = None
         self.last_layer: QgsMapLayer | None = None
         self.last_output: Path | None = None
+        self.models: list[dict] = []
         self.map_tool = RegionsMapTool(self.canvas)
         self.map_tool.regionsChanged.connect(self._regions_changed)
         self._previous_tool = None
-        self.deps_status = deps.check()
+        self._temp_files: list[Path] = []
+        self._match_phrases: list[str] = []
+        self._description = ""
+        self._t0 = time.monotonic()
         self._build()
-        self._populate_models()
         self._restore_settings()
+        self._connect_project()
         self._update_buttons()
+        if self.setup_panel.refresh():
+            self.load_models()
 
     # ---------------------------------------------------------------------------- UI
     def _build(self) -> None:
         body = QWidget(self)
         outer = QVBoxLayout(body)
 
-        self.deps_label = QLabel(self.deps_status.message())
-        self.deps_label.setWordWrap(True)
-        self.deps_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.deps_label.setStyleSheet("QLabel { background: #fff3cd; color: #664d03; padding: 4px; }")
-        self.deps_label.setVisible(not self.deps_status.ok)
-        outer.addWidget(self.deps_label)
+        self.setup_panel = SetupPanel(body)
+        self.setup_panel.engineReady.connect(self._engine_ready)
+        outer.addWidget(self.setup_panel)
 
         form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.layer_combo = QgsMapLayerComboBox(body)
         self.layer_combo.setFilters(raster_layer_filter())
         self.layer_combo.setAllowEmptyLayer(False)
+        self.layer_combo.setMinimumContentsLength(12)
         form.addRow("Raster", self.layer_combo)
 
         self.model_combo = QComboBox(body)
         self.model_combo.setEditable(True)
         self.model_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setMinimumContentsLength(12)
+        self.model_combo.view().setTextElideMode(Qt.TextElideMode.ElideRight)
         self.model_combo.setToolTip(
-            "A model of the zoo, an open_clip architecture, hf-hub:org/repo, or a checkpoint file"
-        )
+            "A model of the zoo, an open_clip architecture, hf-hub:org/repo, or a checkpoint file")
+        self.model_combo.currentIndexChanged.connect(self._show_model_state)
+        self.model_combo.editTextChanged.connect(self._show_model_state)
         browse = QToolButton(body)
         browse.setText("…")
         browse.setToolTip("Choose a checkpoint file (.safetensors, .pt)")
@@ -159,10 +155,15 @@ class GeoAlignDock(QgsDockWidget):
         row.addWidget(self.model_combo, 1)
         row.addWidget(browse)
         form.addRow("Model", row)
+        self.model_state = QLabel("", body)
+        self.model_state.setStyleSheet("QLabel { color: #666; }")
+        self.model_state.setWordWrap(True)
+        form.addRow("", self.model_state)
 
         self.phrase_edit = QPlainTextEdit(body)
         self.phrase_edit.setPlaceholderText("one phrase per line, e.g.\nred car\nswimming pool")
-        self.phrase_edit.setMaximumHeight(90)
+        self.phrase_edit.setMinimumHeight(64)
+        self.phrase_edit.setMaximumHeight(110)
         self.phrase_edit.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
         self.phrase_edit.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         form.addRow("Phrases", self.phrase_edit)
@@ -183,9 +184,10 @@ class GeoAlignDock(QgsDockWidget):
         self.max_results = QSpinBox(body)
         self.max_results.setRange(1, 100000)
         self.max_results.setValue(DEFAULT_MAX_RESULTS)
+        self.max_results.setToolTip("Best results kept per phrase")
         form.addRow("Max results", self.max_results)
 
-        self.refine = QCheckBox("Refine boxes (look again at 2x zoom)", body)
+        self.refine = QCheckBox("Refine boxes at 2x zoom", body)
         self.refine.setChecked(True)
         self.refine.setToolTip("Each found box is looked at again at twice the zoom and moved to a better placed "
                                "box when that scores at least as high (tighter boxes on small objects; the CLI's "
@@ -196,7 +198,8 @@ class GeoAlignDock(QgsDockWidget):
         regions = QHBoxLayout()
         self.draw_button = QPushButton("Draw regions", body)
         self.draw_button.setCheckable(True)
-        self.draw_button.setToolTip("Drag rectangles on the map; right click removes the last one")
+        self.draw_button.setToolTip("Drag rectangles on the map (numbered as the rows of Match regions); "
+                                    "right click removes the last one")
         self.draw_button.toggled.connect(self._toggle_tool)
         self.clear_button = QPushButton("Clear", body)
         self.clear_button.clicked.connect(self.map_tool.clear)
@@ -228,11 +231,15 @@ class GeoAlignDock(QgsDockWidget):
         self.bands_edit.setPlaceholderText("RGB from the colour interpretation")
         self.bands_edit.setToolTip("1-based bands to use as red, green, blue, e.g. 3,2,1 or 4,3,2")
         adv.addRow("Bands", self.bands_edit)
+        self.allow_no_crs = QCheckBox("Allow rasters without a CRS", advanced)
+        self.allow_no_crs.setToolTip("A raster with no coordinate reference system is refused unless this is ticked; "
+                                     "its results are then in pixel coordinates (not placed on the map)")
+        adv.addRow("", self.allow_no_crs)
         advanced.setCollapsed(True)
         advanced.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         outer.addWidget(advanced)
 
-        buttons = QHBoxLayout()
+        buttons = QGridLayout()
         self.find_button = QPushButton("Find", body)
         self.find_button.setToolTip("Find objects matching the phrases")
         self.find_button.clicked.connect(self.run_find)
@@ -240,59 +247,96 @@ class GeoAlignDock(QgsDockWidget):
         self.match_button.setToolTip("Score each drawn region against the phrases")
         self.match_button.clicked.connect(self.run_match_regions)
         self.heatmap_button = QPushButton("Show heatmap", body)
-        self.heatmap_button.setToolTip("Similarity map of the selected result's phrase (else the first phrase)")
+        self.heatmap_button.setToolTip("Score map of the first typed phrase (0..1, as the boxes' scores)")
         self.heatmap_button.clicked.connect(lambda: self.run_heatmap())
+        self.classify_button = QPushButton("Classify tiles", body)
+        self.classify_button.setToolTip("Label every tile (side by side, no overlap) with the most probable of the "
+                                        "typed phrases (none typed: a built-in remote-sensing vocabulary)")
+        self.classify_button.clicked.connect(self.run_tile_classify)
         self.cancel_button = QPushButton("Cancel", body)
         self.cancel_button.clicked.connect(self.cancel)
-        for b in (self.find_button, self.match_button, self.heatmap_button, self.cancel_button):
-            buttons.addWidget(b)
+        buttons.addWidget(self.find_button, 0, 0)
+        buttons.addWidget(self.match_button, 0, 1)
+        buttons.addWidget(self.heatmap_button, 1, 0)
+        buttons.addWidget(self.classify_button, 1, 1)
+        buttons.addWidget(self.cancel_button, 2, 0, 1, 2)
         outer.addLayout(buttons)
 
         self.progress = QProgressBar(body)
         self.progress.setRange(0, 100)
         self.progress.setValue(0)
+        self.progress.setTextVisible(True)
         outer.addWidget(self.progress)
         self.status = QLabel("Ready", body)
         self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         outer.addWidget(self.status)
 
-        self.table = QTableWidget(0, 3, body)
-        self.table.setHorizontalHeaderLabels(["Phrase", "Score", "Rank"])
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.table.setToolTip("Double-click a row to zoom to it")
-        self.table.cellDoubleClicked.connect(lambda row, _col: self.zoom_to_row(row))
-        self.table.itemSelectionChanged.connect(self._select_rows)
+        self.table = ResultsTable(self.canvas, body)
+        self.table.setMinimumHeight(160)
         outer.addWidget(self.table, 1)
-        self.setWidget(body)
 
-    def _populate_models(self) -> None:
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        scroll.setWidget(body)
+        # never narrower than the form: the dock scrolls up and down, never sideways
+        scroll.setMinimumWidth(body.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 4)
+        self.scroll_area = scroll
+        self.setWidget(scroll)
+
+    # ---------------------------------------------------------------------------- models
+    def load_models(self) -> EngineTask | None:
+        """Ask the engine for its models (in the background; the engine starts if needed)."""
+        if self.models_task is not None:
+            return self.models_task
+        self.model_state.setText("starting the GeoAlign engine…")
+        self.models_task = EngineTask("Listing GeoAlign models", "list_models", {}, self._models_done)
+        return self.models_task.start()
+
+    def _models_done(self, task: EngineTask) -> None:
+        self.models_task = None
+        if task.error:
+            self.model_state.setText("")
+            if task.error_kind == "engine":
+                self.setup_panel.refresh(task.error)
+            else:
+                self._set_status(f"cannot list the models: {task.error}", error=True)
+            return
+        result = task.result or {}
+        current = self.model_name()
+        self.models = list(result.get("models") or [])
+        self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        if self.deps_status.ok:
-            try:
-                for name, label, tip in model_choices():
-                    self.model_combo.addItem(label, name)
-                    self.model_combo.setItemData(self.model_combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
-            except Exception as exc:  # broken install: the dock still opens
-                self.deps_label.setText(f"GeoAlign cannot list its models: {exc}")
-                self.deps_label.setVisible(True)
-        self.set_model(DEFAULT_MODEL)
-        if self.deps_status.ok:
-            try:
-                from geoalign_core import inference
+        for m in self.models:
+            self.model_combo.addItem(m["name"], m["name"])
+            tip = f"{m['name']}: {m.get('description', '')}\n{m['state']}: {m.get('path', '')}"
+            self.model_combo.setItemData(self.model_combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        self.model_combo.blockSignals(False)
+        self.set_model(current or result.get("default") or DEFAULT_MODEL)
+        view = self.model_combo.view()
+        view.setMinimumWidth(view.sizeHintForColumn(0) + 24)
+        self._show_model_state()
+        self.modelsLoaded.emit()
 
-                self.min_score.setValue(float(inference.DEFAULT_MIN_SCORE))
-                self.max_results.setValue(int(inference.DEFAULT_MAX_RESULTS))
-            except Exception:  # the dock keeps its own defaults
-                pass
+    def _show_model_state(self, *_: Any) -> None:
+        name = self.model_name()
+        entry = next((m for m in self.models if m["name"] == name), None)
+        if entry is not None:
+            self.model_state.setText(entry["state"])
+        elif name and Path(name).suffix in (".safetensors", ".pt", ".pth", ".bin", ".ckpt"):
+            self.model_state.setText("checkpoint file" + ("" if Path(name).is_file() else " (not found)"))
+        elif self.models:
+            self.model_state.setText("not in the zoo: an open_clip architecture or hf-hub:org/repo")
 
+    def _engine_ready(self) -> None:
+        self._set_status("GeoAlign is ready")
+        self.load_models()
+
+    # ---------------------------------------------------------------------------- settings
     def _restore_settings(self) -> None:
         st = QgsSettings()
-        model = st.value(f"{SETTINGS}/model", "", type=str)
-        if model:
-            self.set_model(model)
+        self.set_model(st.value(f"{SETTINGS}/model", "", type=str) or DEFAULT_MODEL)
         device = st.value(f"{SETTINGS}/device", "", type=str)
         if device in ("auto", "cpu", "cuda"):
             self.device_combo.setCurrentText(device)
@@ -303,9 +347,10 @@ class GeoAlignDock(QgsDockWidget):
                     box.setValue(cast(value))
                 except (TypeError, ValueError):
                     pass
-        refine = st.value(f"{SETTINGS}/refine", None)
-        if refine not in (None, ""):
-            self.refine.setChecked(str(refine).lower() in ("true", "1"))
+        for key, box in (("refine", self.refine), ("allow_no_crs", self.allow_no_crs)):
+            value = st.value(f"{SETTINGS}/{key}", None)
+            if value not in (None, ""):
+                box.setChecked(str(value).lower() in ("true", "1"))
 
     def _save_settings(self) -> None:
         st = QgsSettings()
@@ -314,7 +359,35 @@ class GeoAlignDock(QgsDockWidget):
         st.setValue(f"{SETTINGS}/min_score", float(self.min_score.value()))
         st.setValue(f"{SETTINGS}/max_results", int(self.max_results.value()))
         st.setValue(f"{SETTINGS}/refine", bool(self.refine.isChecked()))
+        st.setValue(f"{SETTINGS}/allow_no_crs", bool(self.allow_no_crs.isChecked()))
+        layer = self.raster_layer()
+        if layer is not None:
+            st.setValue(f"{SETTINGS}/raster_source", layer.source())
 
+    # ---------------------------------------------------------------------------- the raster combo
+    def _connect_project(self) -> None:
+        project = QgsProject.instance()
+        project.layersAdded.connect(self._layers_changed)
+        project.readProject.connect(self._layers_changed)
+        self._layers_changed()
+
+    def _layers_changed(self, *_: Any) -> None:
+        """Keep GeoAlign's own outputs out of the raster combo; prefer the raster used last."""
+        project = QgsProject.instance()
+        outputs = [lyr for lyr in project.mapLayers().values() if layers.is_output(lyr)]
+        current = self.layer_combo.currentLayer()
+        self.layer_combo.setExceptedLayerList(outputs)
+        if current is not None and not layers.is_output(current) and current.id() in project.mapLayers():
+            self.layer_combo.setLayer(current)
+            return
+        wanted = QgsSettings().value(f"{SETTINGS}/raster_source", "", type=str)
+        rasters = [lyr for lyr in project.mapLayers().values()
+                   if isinstance(lyr, QgsRasterLayer) and not layers.is_output(lyr)]
+        pick = next((r for r in rasters if wanted and r.source() == wanted), rasters[0] if rasters else None)
+        if pick is not None:
+            self.layer_combo.setLayer(pick)
+
+    # ---------------------------------------------------------------------------- small handlers
     def _browse_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
             self, "Model checkpoint", "", "Checkpoints (*.safetensors *.pt *.pth *.bin *.ckpt);;All files (*)"
@@ -339,7 +412,7 @@ class GeoAlignDock(QgsDockWidget):
 
     def _update_buttons(self) -> None:
         running = self.is_running()
-        for b in (self.find_button, self.match_button, self.heatmap_button):
+        for b in (self.find_button, self.heatmap_button, self.classify_button):
             b.setEnabled(not running)
         self.match_button.setEnabled(not running and self.map_tool.count() > 0)
         self.cancel_button.setEnabled(running)
@@ -384,147 +457,37 @@ class GeoAlignDock(QgsDockWidget):
     def is_running(self) -> bool:
         return self.task is not None
 
-    def _common(self, layer: QgsRasterLayer) -> dict[str, Any]:
-        """Keyword arguments every Predictor run method takes, from the dock (main thread)."""
-        kw = self._common_no_scope()
+    def zoom_to_row(self, row: int) -> QgsRectangle | None:
+        return self.table.zoom_to_row(row)
+
+    # ---------------------------------------------------------------------------- request parameters
+    def _bounds(self, layer: QgsRasterLayer) -> list[float] | None:
         scope = self.scope()
         if scope == "view":
-            kw["bounds"] = self._view_bounds(layer)
-        elif scope == "regions":
+            settings = self.canvas.mapSettings()
+            extent = settings.visibleExtent()
+            src = settings.destinationCrs()
+            if src.isValid() and layer.crs().isValid() and src != layer.crs():
+                extent = QgsCoordinateTransform(src, layer.crs(), QgsProject.instance()).transformBoundingBox(extent)
+            return self._clip_to_layer(extent, layer, "the map view")
+        if scope == "regions":
             boxes = self.map_tool.region_boxes(layer.crs())
             if not boxes:
                 raise UserError("draw one or more regions on the map first (Draw regions)")
             union = QgsRectangle(boxes[0])
             for b in boxes[1:]:
                 union.combineExtentWith(b)
-            kw["bounds"] = self._clip_to_layer(union, layer, "the drawn regions")
-        return kw
-
-    def _view_bounds(self, layer: QgsRasterLayer) -> tuple[float, float, float, float]:
-        settings = self.canvas.mapSettings()
-        extent = settings.visibleExtent()
-        src = settings.destinationCrs()
-        if src.isValid() and layer.crs().isValid() and src != layer.crs():
-            extent = QgsCoordinateTransform(src, layer.crs(), QgsProject.instance()).transformBoundingBox(extent)
-        return self._clip_to_layer(extent, layer, "the map view")
+            return self._clip_to_layer(union, layer, "the drawn regions")
+        return None
 
     @staticmethod
-    def _clip_to_layer(rect: QgsRectangle, layer: QgsRasterLayer, what: str) -> tuple[float, float, float, float]:
+    def _clip_to_layer(rect: QgsRectangle, layer: QgsRasterLayer, what: str) -> list[float]:
         inter = rect.intersect(layer.extent())
         if inter.isEmpty() or inter.width() <= 0 or inter.height() <= 0:
             raise UserError(f"{what} does not overlap {layer.name()}")
-        return (inter.xMinimum(), inter.yMinimum(), inter.xMaximum(), inter.yMaximum())
+        return [inter.xMinimum(), inter.yMinimum(), inter.xMaximum(), inter.yMaximum()]
 
-    def _regions(self, layer: QgsRasterLayer) -> Records:
-        """The drawn regions in the raster's CRS, as plain records (the worker makes the GeoDataFrame)."""
-        geoms = self.map_tool.regions(layer.crs())
-        if not geoms:
-            raise UserError("draw one or more regions on the map first (Draw regions)")
-        return records_from_geometries(geoms, layer.crs())
-
-    # ---------------------------------------------------------------------------- runs
-    def _prepare(self) -> tuple[QgsRasterLayer, str, dict[str, Any]]:
-        if self.is_running():
-            raise UserError("a GeoAlign task is already running")
-        if not self.deps_status.ok:
-            raise UserError(self.deps_status.message())
-        layer = self.raster_layer()
-        path = raster_file(layer)
-        model = self.model_name()
-        if not model:
-            raise UserError("choose a model")
-        self._save_settings()
-        return layer, path, {"model": model, "device": self.device_combo.currentText(),
-                             "batch_size": int(self.batch_size.value())}
-
-    def _start(self, description: str, job: Any, on_done: Any, outputs: list[Path]) -> GeoAlignTask:
-        self.task = GeoAlignTask(description, job, on_done, outputs)
-        self.last_task = self.task
-        self.task.progressChanged.connect(lambda p: self.progress.setValue(int(p)))
-        self.progress.setValue(0)
-        self._t0 = time.monotonic()
-        self._set_status(f"{description}…")
-        self._update_buttons()
-        return self.task.start()
-
-    def _guarded(self, fn: Any, *args: Any) -> GeoAlignTask | None:
-        try:
-            return fn(*args)
-        except UserError as exc:
-            self._set_status(str(exc), error=True)
-            return None
-
-    def run_find(self) -> GeoAlignTask | None:
-        """Find objects matching the phrases; the result becomes a "matches" layer."""
-        return self._guarded(self._run_find)
-
-    def _run_find(self) -> GeoAlignTask:
-        layer, raster, load = self._prepare()
-        phrases = self.phrases()
-        if not phrases:
-            raise UserError("type one or more phrases")
-        common = self._common(layer)
-        regions = None
-        if self.scope() == "regions":
-            regions = self._regions(layer)
-            common.pop("bounds", None)
-        min_score, max_results = float(self.min_score.value()), int(self.max_results.value())
-        refine = bool(self.refine.isChecked())
-        scope = self.scope()
-        out = layers.output_path("matches", layer.name(), ".gpkg")
-
-        def job(task: GeoAlignTask) -> Path:
-            from geoalign_core.geo import write_geopackage
-
-            if regions is not None:
-                common["regions"] = gdf_from_records(regions)
-            with PREDICTORS.use(**load) as predictor:
-                gdf = predictor.find(raster, phrases, min_score=min_score, max_results=max_results, refine=refine,
-                                     progress=task.report, cancel=task.cancelled, **common)
-                meta = dict(gdf.attrs.get("geoalign") or predictor.run_metadata("find", phrases=phrases))
-            if task.cancelled():
-                return out
-            meta.update(raster=raster, scope=scope, client="qgis")
-            write_geopackage(gdf, out, "matches", metadata=meta)
-            task.count = len(gdf)
-            return out
-
-        title = f"{', '.join(phrases)[:60]} ({layer.name()})"
-        return self._start("Finding objects", job, lambda t: self._find_done(t, title, "matches", "phrase"), [out])
-
-    def run_match_regions(self) -> GeoAlignTask | None:
-        """Score each drawn region against the phrases; table + "regions" layer."""
-        return self._guarded(self._run_match_regions)
-
-    def _run_match_regions(self) -> GeoAlignTask:
-        layer, raster, load = self._prepare()
-        phrases = self.phrases()
-        if not phrases:
-            raise UserError("type one or more phrases")
-        regions = self._regions(layer)
-        common = self._common_no_scope()
-        out = layers.output_path("regions", layer.name(), ".gpkg")
-
-        def job(task: GeoAlignTask) -> Path:
-            from geoalign_core.geo import write_geopackage
-
-            with PREDICTORS.use(**load) as predictor:
-                gdf = predictor.match_regions(raster, gdf_from_records(regions), phrases, progress=task.report,
-                                              cancel=task.cancelled, **common)
-                meta = dict(gdf.attrs.get("geoalign") or predictor.run_metadata("match-regions", phrases=phrases))
-            if task.cancelled():
-                return out
-            meta.update(raster=raster, regions="drawn on the map", client="qgis")
-            write_geopackage(gdf, out, "regions", metadata=meta)
-            task.count = len(gdf)
-            return out
-
-        title = f"regions: {', '.join(phrases)[:50]} ({layer.name()})"
-        self._match_phrases = phrases
-        return self._start("Matching regions", job, lambda t: self._find_done(t, title, "regions", "best_phrase"),
-                           [out])
-
-    def _common_no_scope(self) -> dict[str, Any]:
+    def _tiling(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"overlap": float(self.overlap.value())}
         if self.tile_size.value() > 0:
             kw["tile_size"] = int(self.tile_size.value())
@@ -536,25 +499,141 @@ class GeoAlignDock(QgsDockWidget):
                 raise UserError(f"bands must be 1-based band numbers like 3,2,1, not {bands!r}") from None
         return kw
 
-    def run_heatmap(self, phrase: str | None = None) -> GeoAlignTask | None:
-        """Similarity heatmap of one phrase (the selected result's, else the first)."""
+    def _prepare(self) -> tuple[QgsRasterLayer, dict[str, Any]]:
+        """Checks shared by every run; the request parameters common to all of them."""
+        if self.is_running():
+            raise UserError("a GeoAlign task is already running")
+        if not engine_location().found:
+            self.setup_panel.refresh()
+            raise UserError("GeoAlign is not set up yet: press 'Set up GeoAlign' above "
+                            "(or choose an existing environment)")
+        layer = self.raster_layer()
+        path = raster_file(layer)
+        model = self.model_name()
+        if not model:
+            raise UserError("choose a model")
+        self._save_settings()
+        params = {"raster": path, "model": model, "device": self.device_combo.currentText(),
+                  "batch_size": int(self.batch_size.value()), "allow_no_crs": bool(self.allow_no_crs.isChecked()),
+                  **self._tiling()}
+        return layer, params
+
+    def _regions_file(self, layer: QgsRasterLayer) -> str:
+        """The drawn rectangles, in the raster's CRS, as a temporary GeoPackage for the engine."""
+        geoms = self.map_tool.regions(layer.crs())
+        if not geoms:
+            raise UserError("draw one or more regions on the map first (Draw regions)")
+        folder = Path(tempfile.mkdtemp(prefix="geoalign-regions-"))
+        path = folder / "regions.gpkg"
+        write_rectangles(path, geoms, layer.crs())
+        self._temp_files = [path]
+        return str(path)
+
+    def _start(self, description: str, request: str, params: dict[str, Any], on_done: Any) -> EngineTask:
+        self.task = EngineTask(description, request, params, on_done)
+        self.last_task = self.task
+        self.task.progressChanged.connect(self._task_progress)
+        self.task.stageChanged.connect(self._task_stage)
+        self.progress.setRange(0, 0)  # busy until the first figures arrive
+        self.progress.setFormat("%p%")
+        self._t0 = time.monotonic()
+        self._description = description
+        self._set_status(f"{description}…")
+        self._update_buttons()
+        return self.task.start()
+
+    def _task_stage(self, stage: str) -> None:
+        if self.task is None:
+            return
+        self.progress.setRange(0, 0)
+        self.progress.setFormat(f"{stage} %p%")
+        self.status.setText(f"{self._description}: {stage}…")
+
+    def _task_progress(self, value: float) -> None:
+        if self.task is None:
+            return
+        if value > 0:
+            self.progress.setRange(0, 100)
+            self.progress.setValue(int(value))
+
+    def _guarded(self, fn: Any, *args: Any) -> EngineTask | None:
+        try:
+            return fn(*args)
+        except UserError as exc:
+            self._set_status(str(exc), error=True)
+            return None
+
+    # ---------------------------------------------------------------------------- runs
+    def run_find(self) -> EngineTask | None:
+        """Find objects matching the phrases; the result becomes a "matches" layer."""
+        return self._guarded(self._run_find)
+
+    def _run_find(self) -> EngineTask:
+        layer, params = self._prepare()
+        phrases = self.phrases()
+        if not phrases:
+            raise UserError("type one or more phrases")
+        scope = self.scope()
+        if scope == "regions":
+            params["regions"] = self._regions_file(layer)
+        else:
+            params["bounds"] = self._bounds(layer)
+        out = layers.output_path("matches", layer.name(), ".gpkg")
+        params.update(phrases=phrases, out=str(out), min_score=float(self.min_score.value()),
+                      max_results=int(self.max_results.value()), refine=bool(self.refine.isChecked()),
+                      write_empty=False, metadata={"client": "qgis", "scope": scope, "raster_layer": layer.name()})
+        title = f"{', '.join(phrases)[:60]} ({layer.name()})"
+        return self._start("Finding objects", "find", params, lambda t: self._vector_done(t, title, "matches", layer))
+
+    def run_match_regions(self) -> EngineTask | None:
+        """Score each drawn region against the phrases; table + "regions" layer."""
+        return self._guarded(self._run_match_regions)
+
+    def _run_match_regions(self) -> EngineTask:
+        layer, params = self._prepare()
+        phrases = self.phrases()
+        if not phrases:
+            raise UserError("type one or more phrases")
+        out = layers.output_path("regions", layer.name(), ".gpkg")
+        params.update(regions=self._regions_file(layer), phrases=phrases, out=str(out), write_empty=False,
+                      metadata={"client": "qgis", "regions": "drawn on the map", "raster_layer": layer.name()})
+        self._match_phrases = phrases
+        title = f"regions: {', '.join(phrases)[:50]} ({layer.name()})"
+        return self._start("Matching regions", "match_regions", params,
+                           lambda t: self._vector_done(t, title, "regions", layer))
+
+    def run_tile_classify(self) -> EngineTask | None:
+        """Label every tile with the most probable phrase (none typed: the built-in vocabulary)."""
+        return self._guarded(self._run_tile_classify)
+
+    def _run_tile_classify(self) -> EngineTask:
+        layer, params = self._prepare()
+        classes = self.phrases() or None
+        params["bounds"] = self._bounds(layer)
+        params["overlap"] = 0.0  # tiles side by side: a partition of the raster (the CLI's default)
+        out = layers.output_path("tiles", layer.name(), ".gpkg")
+        params.update(classes=classes, out=str(out), metadata={"client": "qgis", "scope": self.scope(),
+                                                              "raster_layer": layer.name()})
+        what = ", ".join(classes)[:50] if classes else "built-in classes"
+        title = f"{layer.name()} tiles: {what}"
+        return self._start("Classifying tiles", "tile_classify", params,
+                           lambda t: self._vector_done(t, title, "tiles", layer))
+
+    def run_heatmap(self, phrase: str | None = None) -> EngineTask | None:
+        """Score heatmap of ``phrase`` (default: the first typed phrase)."""
         return self._guarded(self._run_heatmap, phrase)
 
-    def _run_heatmap(self, phrase: str | None) -> GeoAlignTask:
-        layer, raster, load = self._prepare()
-        phrase = phrase or self._selected_phrase() or next(iter(self.phrases()), None)
+    def _run_heatmap(self, phrase: str | None) -> EngineTask:
+        layer, params = self._prepare()
+        phrase = phrase or next(iter(self.phrases()), None)
         if not phrase:
             raise UserError("type a phrase")
-        common = self._common(layer)
+        params["bounds"] = self._bounds(layer)
         out = layers.output_path(f"heatmap_{layers.slug(phrase, 20)}", layer.name(), ".tif")
-
-        def job(task: GeoAlignTask) -> Path:
-            with PREDICTORS.use(**load) as predictor:
-                return Path(predictor.heatmap(raster, phrase, out, overwrite=False, progress=task.report,
-                                              cancel=task.cancelled, **common))
-
-        return self._start(f"Heatmap of '{phrase}'", job, lambda t: self._heatmap_done(t, phrase, layer.name()),
-                           [out])
+        params.update(phrase=phrase, out=str(out), values="score",
+                      metadata={"client": "qgis", "scope": self.scope(), "raster_layer": layer.name()})
+        return self._start(f"Heatmap of '{phrase}'", "heatmap", params,
+                           lambda t: self._heatmap_done(t, phrase, layer.name()))
 
     def cancel(self) -> None:
         if self.task is not None:
@@ -562,10 +641,14 @@ class GeoAlignDock(QgsDockWidget):
             self.task.cancel()
 
     # ---------------------------------------------------------------------------- results
-    def _finish(self, task: GeoAlignTask) -> bool:
+    def _finish(self, task: EngineTask, layer: QgsRasterLayer | None = None) -> bool:
         """Common end of a task; True when there is a result to show."""
         if task is self.task:
             self.task = None
+        remove_outputs(getattr(self, "_temp_files", []))
+        self._temp_files = []
+        self.progress.setRange(0, 100)
+        self.progress.setFormat("%p%")
         self._update_buttons()
         if task.was_cancelled:
             self.progress.setValue(0)
@@ -573,49 +656,60 @@ class GeoAlignDock(QgsDockWidget):
             self.runFinished.emit("cancelled")
             return False
         if task.error or task.result is None:
-            self._set_status(task.error or "failed (see the GeoAlign log)", error=True, level=MSG_CRITICAL)
+            self.progress.setValue(0)
+            if task.error_code == "no_crs" and layer is not None:
+                self._set_status(NO_CRS_HINT.format(name=layer.name()), error=True)
+            elif task.error_kind == "engine":
+                self._set_status(task.error or "the GeoAlign engine failed", error=True, level=MSG_CRITICAL)
+                if task.error_code in ("engine_start", "no_engine"):
+                    self.setup_panel.refresh(task.error)
+            else:
+                level = MSG_CRITICAL if task.error_kind == "internal" else MSG_WARNING
+                self._set_status(task.error or "failed (see the GeoAlign log)", error=True, level=level)
             self.runFinished.emit("error")
             return False
         self.progress.setValue(100)
         return True
 
-    def _find_done(self, task: GeoAlignTask, title: str, layer_name: str, label_field: str) -> None:
-        if not self._finish(task):
+    def _vector_done(self, task: EngineTask, title: str, kind: str, raster: QgsRasterLayer) -> None:
+        if not self._finish(task, raster):
             return
-        path = Path(task.result)
-        if getattr(task, "count", None) == 0:  # no empty layers in the project
-            remove_outputs([path])
+        result = task.result or {}
+        if not result.get("path"):  # nothing found: no empty layer in the project
             self.last_layer, self.last_output = None, None
-            self.table.setRowCount(0)
-            hint = " (lower Min score, or search a larger area)" if layer_name == "matches" else ""
-            self._set_status(f"No {'objects' if layer_name == 'matches' else 'regions'} found{hint}")
+            self.table.reset()
+            hint = " (lower Min score, or search a larger area)" if kind == "matches" else ""
+            self._set_status(f"No {'objects' if kind == 'matches' else 'regions'} found{hint}")
             self.runFinished.emit("ok")
             return
+        path = Path(result["path"])
         try:
-            layer = layers.load_vector(path, layer_name, title, label_field=label_field)
+            layer = layers.load_vector(path, kind, title)
         except RuntimeError as exc:
             self._set_status(str(exc), error=True)
             self.runFinished.emit("error")
             return
         self.last_layer, self.last_output = layer, path
         n = layer.featureCount()
-        if layer_name == "regions":
-            self._fill_regions_table(layer, self._match_phrases)
+        if kind == "regions":
+            self.table.show_regions(layer, self._match_phrases)
+        elif kind == "tiles":
+            self.table.show_tiles(layer)
         else:
-            self._fill_matches_table(layer)
+            self.table.show_matches(layer)
         secs = time.monotonic() - self._t0
-        what = "objects" if layer_name == "matches" else "regions"
+        what = {"matches": "objects", "regions": "regions", "tiles": "tiles"}[kind]
         self._set_status(f"{n} {what} in {secs:.1f} s: {path.name}")
         self.status.setToolTip(str(path))
         push_message(self.iface, "GeoAlign", f"{n} {what}: {title}", MSG_SUCCESS if n else MSG_INFO, 5)
         self.runFinished.emit("ok")
 
-    def _heatmap_done(self, task: GeoAlignTask, phrase: str, raster_name: str) -> None:
-        if not self._finish(task):
+    def _heatmap_done(self, task: EngineTask, phrase: str, raster_name: str) -> None:
+        if not self._finish(task, self.raster_layer()):
             return
-        path = Path(task.result)
+        path = Path(task.result["path"])
         try:
-            layer = layers.load_heatmap(path, f"heatmap: {phrase} ({raster_name})")
+            layer = layers.load_heatmap(path, f"heatmap score: {phrase} ({raster_name})", score=True)
         except RuntimeError as exc:
             self._set_status(str(exc), error=True)
             self.runFinished.emit("error")
@@ -624,82 +718,6 @@ class GeoAlignDock(QgsDockWidget):
         self._set_status(f"Heatmap of '{phrase}' in {time.monotonic() - self._t0:.1f} s: {path.name}")
         self.status.setToolTip(str(path))
         self.runFinished.emit("ok")
-
-    def _fill_matches_table(self, layer: QgsVectorLayer) -> None:
-        feats = sorted(layer.getFeatures(), key=lambda f: -float(f["score"] or 0))
-        self.table.clear()
-        self.table.setColumnCount(3)
-        self.table.setHorizontalHeaderLabels(["Phrase", "Score", "Rank"])
-        self.table.setRowCount(len(feats))
-        for row, f in enumerate(feats):
-            cells = [str(f["phrase"]), f"{float(f['score']):.3f}", str(f["rank"])]
-            for col, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                item.setData(ROLE, (layer.id(), f.id()))
-                self.table.setItem(row, col, item)
-
-    def _fill_regions_table(self, layer: QgsVectorLayer, phrases: list[str]) -> None:
-        names = [f.name() for f in layer.fields()]
-        extra = [n for n in names if n not in ("fid", "region", "best_phrase", "score")]
-        per_phrase = [n for n in extra if n in phrases] or extra
-        headers = ["Region", "Best phrase", "Score", *per_phrase]
-        self.table.clear()
-        self.table.setColumnCount(len(headers))
-        self.table.setHorizontalHeaderLabels(headers)
-        feats = list(layer.getFeatures(QgsFeatureRequest()))
-        self.table.setRowCount(len(feats))
-        for row, f in enumerate(feats):
-            region = f["region"] if "region" in names else f.id()
-            cells = [str(region), str(f["best_phrase"]), _fmt(f["score"])] + [_fmt(f[n]) for n in per_phrase]
-            for col, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                item.setData(ROLE, (layer.id(), f.id()))
-                self.table.setItem(row, col, item)
-
-    def _selected_phrase(self) -> str | None:
-        rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
-        if not rows or self.table.columnCount() < 2:
-            return None
-        col = 0 if self.table.horizontalHeaderItem(0).text() == "Phrase" else 1
-        item = self.table.item(rows[0].row(), col)
-        return item.text() if item else None
-
-    def _select_rows(self) -> None:
-        """Selecting result rows selects their features on the map."""
-        picked: dict[str, list[int]] = {}
-        for index in self.table.selectionModel().selectedRows():
-            item = self.table.item(index.row(), 0)
-            if item is not None and item.data(ROLE):
-                layer_id, fid = item.data(ROLE)
-                picked.setdefault(layer_id, []).append(fid)
-        for layer_id, fids in picked.items():
-            layer = QgsProject.instance().mapLayer(layer_id)
-            if isinstance(layer, QgsVectorLayer):
-                layer.selectByIds(fids)
-
-    def zoom_to_row(self, row: int) -> QgsRectangle | None:
-        """Zoom the canvas to the feature of a result row; returns the new extent."""
-        item = self.table.item(row, 0)
-        if item is None:
-            return None
-        layer_id, fid = item.data(ROLE)
-        layer = QgsProject.instance().mapLayer(layer_id)
-        if layer is None:
-            return None
-        feat = layer.getFeature(fid)
-        geom = QgsGeometry(feat.geometry())
-        dst = self.canvas.mapSettings().destinationCrs()
-        if dst.isValid() and layer.crs().isValid() and dst != layer.crs():
-            geom.transform(QgsCoordinateTransform(layer.crs(), dst, QgsProject.instance()))
-        box = geom.boundingBox()
-        box.scale(3.0)
-        self.canvas.setExtent(box)
-        self.canvas.refresh()
-        try:
-            self.canvas.flashGeometries([feat.geometry()], layer.crs())
-        except (AttributeError, TypeError):
-            pass
-        return box
 
     def _set_status(self, text: str, error: bool = False, level: Any = None) -> None:
         """Status line; errors also go to the message bar (warning, or ``level``)."""
@@ -712,20 +730,22 @@ class GeoAlignDock(QgsDockWidget):
 
     # ---------------------------------------------------------------------------- teardown
     def dispose(self) -> None:
-        if self.task is not None:
-            self.task.on_done = None
-            self.task.cancel()
-            self.task = None
+        for task in (self.task, self.models_task):
+            if task is not None:
+                task.on_done = None
+                task.cancel()
+        self.task = self.models_task = None
+        self.setup_panel.dispose()
+        project = QgsProject.instance()
+        for signal in (project.layersAdded, project.readProject):
+            try:
+                signal.disconnect(self._layers_changed)
+            except (TypeError, RuntimeError):
+                pass
         if self.canvas.mapTool() is self.map_tool:
             self.canvas.unsetMapTool(self.map_tool)
         self.map_tool.dispose()
+        self.table.dispose()
 
 
-def _fmt(v: Any) -> str:
-    try:
-        return f"{float(v):.3f}"
-    except (TypeError, ValueError):
-        return "" if v is None else str(v)
-
-
-__all__ = ["GeoAlignDock", "UserError", "model_choices", "raster_file", "split_phrases"]
+__all__ = ["GeoAlignDock", "UserError", "raster_file", "split_phrases"]

@@ -1,19 +1,25 @@
 """Result layers: where they are saved, how they are loaded, styled and grouped.
 
-* vector results (matches, regions, tiles): graduated by ``score`` (viridis), labelled with
-  the phrase, semi-transparent fill;
-* heatmaps: single-band pseudocolour (viridis), semi-transparent;
-* everything goes into a "GeoAlign" group at the top of the layer tree.
+* boxes (matches, regions): graduated by ``score`` (viridis), labelled with the phrase,
+  semi-transparent fill;
+* tiles (tile classification): categorised by ``label``, semi-transparent, one legend entry
+  per class with its tile count;
+* heatmaps: the 0..1 score (what boxes show), transparent where it is low and rising through
+  an "inferno" ramp with opacity, so the image stays readable and strong responses stand out;
+* everything goes into a "GeoAlign" group at the top of the layer tree, vector results above
+  heatmaps (a heatmap never hides the boxes). Every result carries the custom property
+  ``geoalign/output`` so the dock never offers it as an input raster.
 """
 
 from __future__ import annotations
 
 import re
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
 from qgis.core import (
+    QgsApplication,
+    QgsCategorizedSymbolRenderer,
     QgsColorRampShader,
     QgsFillSymbol,
     QgsGradientColorRamp,
@@ -25,7 +31,9 @@ from qgis.core import (
     QgsProject,
     QgsRasterLayer,
     QgsRasterShader,
+    QgsRendererCategory,
     QgsRendererRange,
+    QgsSettings,
     QgsSingleBandPseudoColorRenderer,
     QgsStyle,
     QgsTextBufferSettings,
@@ -38,27 +46,42 @@ from qgis.PyQt.QtGui import QColor
 from .compat import LABEL_OVER_POINT, SHADER_CONTINUOUS, SHADER_INTERPOLATED, STAT_MAX, STAT_MIN
 
 GROUP_NAME = "GeoAlign"
-HEATMAP_OPACITY = 0.6
+OUTPUT_PROPERTY = "geoalign/output"
 FILL_ALPHA = 70
+TILE_ALPHA = 110
 SCORE_CLASSES = 5
+# the heatmap ramp: (score, colour, alpha) -- "inferno", transparent below ~0.2
+HEATMAP_STOPS = [(0.0, "#000004", 0), (0.2, "#320a5e", 0), (0.35, "#781c6d", 90), (0.5, "#bc3754", 150),
+                 (0.65, "#ed6925", 190), (0.8, "#fbb61a", 215), (1.0, "#fcffa4", 235)]
+# qualitative colours for tile classes (Tableau 10, then Set3)
+_CATEGORY_COLOURS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+                     "#9c755f", "#bab0ac", "#8dd3c7", "#ffffb3", "#bebada", "#fb8072", "#80b1d3", "#fdb462",
+                     "#b3de69", "#fccde5", "#d9d9d9", "#bc80bd"]
 
 # matplotlib's viridis at 0, .25, .5, .75, 1 (fallback when the style has no "Viridis" ramp)
 _VIRIDIS = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"]
 
-_session_dir: Path | None = None
+SETTINGS_RESULTS_DIR = "geoalign/results_dir"
 
 
 # ---------------------------------------------------------------------------- files
+def default_results_dir() -> Path:
+    """Where results of an unsaved project go: the folder of the settings dialog, else
+    ``<QGIS profile>/geoalign/results`` (kept across sessions: not a temporary folder, whose
+    layers QGIS would call temporary and warn about when quitting)."""
+    chosen = str(QgsSettings().value(SETTINGS_RESULTS_DIR, "", type=str) or "").strip()
+    if chosen:
+        return Path(chosen)
+    return Path(QgsApplication.qgisSettingsDirPath()) / "geoalign" / "results"
+
+
 def output_dir(project: QgsProject | None = None) -> Path:
-    """``<project folder>/<project name>_geoalign`` for a saved project, else a session temp folder."""
-    global _session_dir
+    """``<project folder>/<project name>_geoalign`` for a saved project, else :func:`default_results_dir`."""
     project = project or QgsProject.instance()
     if project.fileName():
         folder = Path(project.absolutePath()) / f"{project.baseName() or 'project'}_geoalign"
     else:
-        if _session_dir is None or not _session_dir.is_dir():
-            _session_dir = Path(tempfile.mkdtemp(prefix="geoalign-qgis-"))
-        folder = _session_dir
+        folder = default_results_dir()
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -91,11 +114,29 @@ def result_group(project: QgsProject | None = None) -> QgsLayerTreeGroup:
     return group
 
 
+def is_output(layer: QgsMapLayer | None) -> bool:
+    """A layer GeoAlign made (never offered as an input raster)."""
+    return layer is not None and str(layer.customProperty(OUTPUT_PROPERTY, "")).lower() in ("true", "1")
+
+
+def mark_output(layer: QgsMapLayer) -> QgsMapLayer:
+    layer.setCustomProperty(OUTPUT_PROPERTY, True)
+    return layer
+
+
 def add_to_group(layer: QgsMapLayer, project: QgsProject | None = None) -> QgsMapLayer:
-    """Add ``layer`` to the project, on top of the "GeoAlign" group."""
+    """Add ``layer`` to the project in the "GeoAlign" group: vector results on top, rasters
+    (heatmaps) below every vector result, so boxes are never hidden by a heatmap."""
     project = project or QgsProject.instance()
+    mark_output(layer)
     project.addMapLayer(layer, False)
-    result_group(project).insertLayer(0, layer)
+    group = result_group(project)
+    index = 0
+    if isinstance(layer, QgsRasterLayer):
+        children = group.children()
+        index = next((i for i, c in enumerate(children)
+                      if isinstance(getattr(c, "layer", lambda: None)(), QgsRasterLayer)), len(children))
+    group.insertLayer(index, layer)
     return layer
 
 
@@ -166,45 +207,88 @@ def set_labels(layer: QgsVectorLayer, field: str) -> None:
     layer.setLabelsEnabled(True)
 
 
-def style_heatmap(layer: QgsRasterLayer, opacity: float = HEATMAP_OPACITY) -> QgsSingleBandPseudoColorRenderer:
-    """Single-band pseudocolour, viridis stretched to the band's min/max, semi-transparent."""
+def style_heatmap(layer: QgsRasterLayer, score: bool = True) -> QgsSingleBandPseudoColorRenderer:
+    """The heatmap ramp (:data:`HEATMAP_STOPS`): transparent at low values, opaque warm colours at high.
+
+    ``score`` (the dock's heatmaps): values are 0..1 scores and the legend reads 0.00 .. 1.00.
+    Otherwise (cosine similarity, e.g. from the CLI) the ramp is stretched over the band's range.
+    """
     provider = layer.dataProvider()
-    stats = provider.bandStatistics(1, STAT_MIN | STAT_MAX, layer.extent(), 0)
-    lo, hi = float(stats.minimumValue), float(stats.maximumValue)
-    if not (hi > lo):
-        hi = lo + 1e-6
-    ramp = viridis()
-    shader_fn = QgsColorRampShader(lo, hi, ramp.clone(), SHADER_INTERPOLATED, SHADER_CONTINUOUS)
-    n = 9
-    values = [lo + (hi - lo) * i / (n - 1) for i in range(n)]
-    items = [QgsColorRampShader.ColorRampItem(v, ramp.color(i / (n - 1)), f"{v:.3f}") for i, v in enumerate(values)]
+    if score:
+        lo, hi = 0.0, 1.0
+    else:
+        stats = provider.bandStatistics(1, STAT_MIN | STAT_MAX, layer.extent(), 0)
+        lo, hi = float(stats.minimumValue), float(stats.maximumValue)
+        if not (hi > lo):
+            hi = lo + 1e-6
+    shader_fn = QgsColorRampShader(lo, hi, None, SHADER_INTERPOLATED, SHADER_CONTINUOUS)
+    items = []
+    for frac, colour, alpha in HEATMAP_STOPS:
+        c = QColor(colour)
+        c.setAlpha(alpha)
+        value = lo + (hi - lo) * frac
+        items.append(QgsColorRampShader.ColorRampItem(value, c, f"{value:.2f}"))
     shader_fn.setColorRampItemList(items)
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(shader_fn)
     renderer = QgsSingleBandPseudoColorRenderer(provider, 1, shader)
     renderer.setClassificationMin(lo)
     renderer.setClassificationMax(hi)
-    renderer.setOpacity(opacity)
+    renderer.setOpacity(1.0)
+    layer.setRenderer(renderer)
+    layer.triggerRepaint()
+    return renderer
+
+
+def style_tiles(layer: QgsVectorLayer, field: str = "label") -> QgsCategorizedSymbolRenderer:
+    """Categorised by ``field`` (one colour per class, by tile count), semi-transparent, no outlines."""
+    idx = layer.fields().indexOf(field)
+    counts: dict[str, int] = {}
+    if idx >= 0:
+        for f in layer.getFeatures():
+            counts[str(f[field])] = counts.get(str(f[field]), 0) + 1
+    cats = []
+    for i, (value, n) in enumerate(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))):
+        colour = QColor(_CATEGORY_COLOURS[i % len(_CATEGORY_COLOURS)])
+        fill = QColor(colour)
+        fill.setAlpha(TILE_ALPHA)
+        symbol = QgsFillSymbol.createSimple({
+            "color": ",".join(str(v) for v in fill.getRgb()),
+            "outline_color": ",".join(str(v) for v in colour.getRgb()),
+            "outline_width": "0.2", "outline_width_unit": "MM",
+        })
+        cats.append(QgsRendererCategory(value, symbol, f"{value} ({n})"))
+    renderer = QgsCategorizedSymbolRenderer(field, cats)
     layer.setRenderer(renderer)
     layer.triggerRepaint()
     return renderer
 
 
 # ---------------------------------------------------------------------------- loading
-def load_vector(path: str | Path, layer_name: str, display_name: str, label_field: str | None = "phrase",
+def style_result(layer: QgsVectorLayer, kind: str) -> None:
+    """The style of a result layer: "matches" / "regions" (graduated by score), "tiles" (categorised)."""
+    if kind == "tiles":
+        style_tiles(layer)
+    else:
+        style_scores(layer, label_field="best_phrase" if kind == "regions" else "phrase")
+
+
+def load_vector(path: str | Path, layer_name: str, display_name: str,
                 project: QgsProject | None = None) -> QgsVectorLayer:
+    """Open layer ``layer_name`` ("matches", "regions", "tiles") of a result GeoPackage, styled, in the group."""
     layer = QgsVectorLayer(f"{path}|layername={layer_name}", display_name, "ogr")
     if not layer.isValid():
         raise RuntimeError(f"QGIS cannot open the result {path} (layer {layer_name})")
-    style_scores(layer, label_field=label_field)
+    style_result(layer, layer_name)
     add_to_group(layer, project)
     return layer
 
 
-def load_heatmap(path: str | Path, display_name: str, project: QgsProject | None = None) -> QgsRasterLayer:
+def load_heatmap(path: str | Path, display_name: str, score: bool = True,
+                 project: QgsProject | None = None) -> QgsRasterLayer:
     layer = QgsRasterLayer(str(path), display_name)
     if not layer.isValid():
         raise RuntimeError(f"QGIS cannot open the heatmap {path}")
-    style_heatmap(layer)
+    style_heatmap(layer, score=score)
     add_to_group(layer, project)
     return layer

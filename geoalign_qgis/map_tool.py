@@ -7,7 +7,8 @@ its edges follow the curvature of the target projection; its bounding box in the
 CRS is :meth:`QgsCoordinateTransform.transformBoundingBox`.
 
 Left drag: draw a rectangle. Right click or Backspace: remove the last one. Esc: abort
-the rectangle being drawn.
+the rectangle being drawn. Each rectangle carries its number (1, 2, ...) on the map: the
+"Region" column of the dock's results table and the ``region`` field of the result layer.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from qgis.core import (
     QgsProject,
     QgsRectangle,
 )
-from qgis.gui import QgsMapCanvas, QgsMapMouseEvent, QgsMapTool, QgsRubberBand
-from qgis.PyQt.QtCore import Qt, pyqtSignal
-from qgis.PyQt.QtGui import QColor, QKeyEvent
+from qgis.gui import QgsMapCanvas, QgsMapCanvasItem, QgsMapMouseEvent, QgsMapTool, QgsRubberBand
+from qgis.PyQt.QtCore import QRectF, Qt, pyqtSignal
+from qgis.PyQt.QtGui import QColor, QFont, QFontMetricsF, QKeyEvent, QPainter
 
 from .compat import POLYGON_GEOMETRY
 
@@ -40,6 +41,46 @@ def transform_rect_geometry(rect: QgsRectangle, src: QgsCoordinateReferenceSyste
     return geom
 
 
+REGION_COLOUR = QColor(255, 140, 0)
+
+
+class RegionLabel(QgsMapCanvasItem):
+    """A number in an orange badge, pinned to a map point (a rectangle's upper left corner)."""
+
+    def __init__(self, canvas: QgsMapCanvas, point: QgsPointXY, text: str) -> None:
+        super().__init__(canvas)
+        self._point = QgsPointXY(point)
+        self.text = text
+        self._font = QFont()
+        self._font.setBold(True)
+        self._font.setPointSizeF(9)
+        metrics = QFontMetricsF(self._font)
+        w = max(metrics.horizontalAdvance(text) + 8, metrics.height() + 2)
+        self._rect = QRectF(0, 0, w, metrics.height() + 2)
+        self.setZValue(20)
+        self.updatePosition()
+
+    def boundingRect(self) -> QRectF:  # noqa: N802
+        return self._rect.adjusted(-1, -1, 1, 1)
+
+    def paint(self, painter: QPainter, option=None, widget=None) -> None:  # noqa: ARG002
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(QColor(255, 255, 255))
+        painter.setBrush(REGION_COLOUR)
+        radius = self._rect.height() / 2
+        painter.drawRoundedRect(self._rect, radius, radius)
+        painter.setFont(self._font)
+        painter.drawText(self._rect, int(Qt.AlignmentFlag.AlignCenter), self.text)
+
+    def updatePosition(self) -> None:  # noqa: N802 (QGIS calls it when the map moves)
+        self.setPos(self.toCanvasCoordinates(self._point))
+        self.update()
+
+    def set_point(self, point: QgsPointXY) -> None:
+        self._point = QgsPointXY(point)
+        self.updatePosition()
+
+
 class RegionsMapTool(QgsMapTool):
     """Collects rectangles drawn with the mouse; emits ``regionsChanged(count)``."""
 
@@ -51,6 +92,7 @@ class RegionsMapTool(QgsMapTool):
         self._start: QgsPointXY | None = None
         self._rects: list[tuple[QgsRectangle, QgsCoordinateReferenceSystem]] = []
         self._bands: list[QgsRubberBand] = []
+        self._labels: list[RegionLabel] = []
         self._live = self._make_band(dashed=True)
         self.setCursor(Qt.CursorShape.CrossCursor)
         canvas.destinationCrsChanged.connect(self._redraw)
@@ -58,7 +100,7 @@ class RegionsMapTool(QgsMapTool):
     # -- rubber bands ---------------------------------------------------------------
     def _make_band(self, dashed: bool = False) -> QgsRubberBand:
         band = QgsRubberBand(self._canvas, POLYGON_GEOMETRY)
-        band.setStrokeColor(QColor(255, 140, 0))
+        band.setStrokeColor(REGION_COLOUR)
         band.setFillColor(QColor(255, 140, 0, 40))
         band.setWidth(2)
         if dashed:
@@ -71,15 +113,29 @@ class RegionsMapTool(QgsMapTool):
         if scene is not None:
             scene.removeItem(band)
 
+    def _drop_label(self, label: RegionLabel) -> None:
+        scene = self._canvas.scene()
+        if scene is not None:
+            scene.removeItem(label)
+
+    def _add_shape(self, rect: QgsRectangle, src: QgsCoordinateReferenceSystem) -> None:
+        """The rubber band and the number of the next rectangle, in the canvas's CRS."""
+        geom = transform_rect_geometry(rect, src, self._canvas.mapSettings().destinationCrs())
+        band = self._make_band()
+        band.setToGeometry(geom, None)
+        self._bands.append(band)
+        box = geom.boundingBox()
+        self._labels.append(RegionLabel(self._canvas, QgsPointXY(box.xMinimum(), box.yMaximum()),
+                                        str(len(self._labels) + 1)))
+
     def _redraw(self) -> None:
         for band in self._bands:
             self._drop_band(band)
-        self._bands = []
-        crs = self._canvas.mapSettings().destinationCrs()
+        for label in self._labels:
+            self._drop_label(label)
+        self._bands, self._labels = [], []
         for rect, src in self._rects:
-            band = self._make_band()
-            band.setToGeometry(transform_rect_geometry(rect, src, crs), None)
-            self._bands.append(band)
+            self._add_shape(rect, src)
 
     # -- mouse and keys -------------------------------------------------------------
     def canvasPressEvent(self, e: QgsMapMouseEvent) -> None:  # noqa: N802
@@ -125,25 +181,28 @@ class RegionsMapTool(QgsMapTool):
     def add_rectangle(self, rect: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> None:
         """Add a rectangle given in ``crs`` (what a drag does; also for scripts)."""
         self._rects.append((QgsRectangle(rect), QgsCoordinateReferenceSystem(crs)))
-        band = self._make_band()
-        band.setToGeometry(
-            transform_rect_geometry(rect, crs, self._canvas.mapSettings().destinationCrs()), None
-        )
-        self._bands.append(band)
+        self._add_shape(rect, crs)
         self.regionsChanged.emit(len(self._rects))
 
     def remove_last(self) -> None:
         if self._rects:
             self._rects.pop()
             self._drop_band(self._bands.pop())
+            self._drop_label(self._labels.pop())
             self.regionsChanged.emit(len(self._rects))
 
     def clear(self) -> None:
         self._rects = []
         for band in self._bands:
             self._drop_band(band)
-        self._bands = []
+        for label in self._labels:
+            self._drop_label(label)
+        self._bands, self._labels = [], []
         self.regionsChanged.emit(0)
+
+    def labels(self) -> list[str]:
+        """The numbers shown on the map, in drawing order."""
+        return [label.text for label in self._labels]
 
     def count(self) -> int:
         return len(self._rects)

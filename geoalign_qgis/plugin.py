@@ -1,12 +1,12 @@
-"""Plugin entry: toolbar button + menu entry "Find objects by text", the dock, the
-Processing provider, and the missing-dependency message."""
+"""Plugin entry: toolbar button + menu entry "Find objects by text", the dock, the settings
+dialog and the Processing provider. Unloading (or quitting QGIS) stops the engine process."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from qgis.core import QgsApplication, QgsMessageLog
+from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 
@@ -15,11 +15,11 @@ try:
 except ImportError:  # Qt6 builds that follow PyQt6's layout
     from qgis.PyQt.QtGui import QAction
 
-from . import deps
-from .compat import MSG_WARNING, push_message
+from .engine import stop_shared
 
 MENU = "&GeoAlign"
 ACTION_TEXT = "Find objects by text"
+SETTINGS_TEXT = "Settings…"
 ICON = Path(__file__).resolve().parent / "icon.svg"
 
 
@@ -27,9 +27,9 @@ class GeoAlignPlugin:
     def __init__(self, iface: Any) -> None:
         self.iface = iface
         self.action: QAction | None = None
+        self.settings_action: QAction | None = None
         self.dock = None
         self.provider = None
-        self.deps_status = deps.check()
 
     # -- QGIS plugin API ------------------------------------------------------------
     def initProcessing(self) -> None:  # noqa: N802
@@ -47,10 +47,13 @@ class GeoAlignPlugin:
         self.action.toggled.connect(self.show_dock)
         self.iface.addToolBarIcon(self.action)
         self.iface.addPluginToMenu(MENU, self.action)
-        if not self.deps_status.ok:
-            message = self.deps_status.message()
-            QgsMessageLog.logMessage(message, "GeoAlign", MSG_WARNING)
-            push_message(self.iface, "GeoAlign", message.replace("\n", " "), MSG_WARNING, 0)
+        self.settings_action = QAction(SETTINGS_TEXT, self.iface.mainWindow())
+        self.settings_action.setObjectName("GeoAlignSettings")
+        self.settings_action.triggered.connect(self.show_settings)
+        self.iface.addPluginToMenu(MENU, self.settings_action)
+        app = QgsApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(stop_shared)
 
     def unload(self) -> None:
         if self.dock is not None:
@@ -60,20 +63,26 @@ class GeoAlignPlugin:
                 remove(self.dock)
             self.dock.deleteLater()
             self.dock = None
-        if self.action is not None:
-            for name in ("removePluginMenu", "removeToolBarIcon"):
-                fn = getattr(self.iface, name, None)
-                if fn is None:
-                    continue
-                if name == "removePluginMenu":
-                    fn(MENU, self.action)
-                else:
-                    fn(self.action)
-            self.action.deleteLater()
-            self.action = None
+        for action in (self.action, self.settings_action):
+            if action is None:
+                continue
+            remove_menu = getattr(self.iface, "removePluginMenu", None)
+            if remove_menu is not None:
+                remove_menu(MENU, action)
+            if action is self.action and getattr(self.iface, "removeToolBarIcon", None) is not None:
+                self.iface.removeToolBarIcon(action)
+            action.deleteLater()
+        self.action = self.settings_action = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+        app = QgsApplication.instance()
+        if app is not None:
+            try:
+                app.aboutToQuit.disconnect(stop_shared)
+            except (TypeError, RuntimeError):
+                pass
+        stop_shared()
 
     # -- dock -----------------------------------------------------------------------
     def show_dock(self, visible: bool = True) -> Any:
@@ -89,6 +98,14 @@ class GeoAlignPlugin:
         if visible:
             self.dock.raise_()
         return self.dock
+
+    def show_settings(self) -> None:
+        from .settings_dialog import SettingsDialog
+
+        dlg = SettingsDialog(self.iface.mainWindow())
+        if dlg.exec() and self.dock is not None:
+            if self.dock.setup_panel.refresh():
+                self.dock.load_models()
 
     def _dock_visibility(self, visible: bool) -> None:
         if self.action is not None and self.action.isChecked() != visible:

@@ -1,220 +1,254 @@
-"""Background work: one shared Predictor per (model, device), GeoAlign's worker thread, and
-a QgsTask that runs a job on it.
+"""Background work: the session's engine, QgsTasks that run engine requests, the set-up task.
 
-Threads. QGIS runs tasks and Processing algorithms on QThreadPool threads, which are not
-created by Python: each run gets a fresh Python thread state that is deleted afterwards,
-while the OS thread is reused. pyproj 3.7 keeps its per-thread PROJ context in OS-thread
-storage but frees it with the Python thread state, so the second pyproj call on a reused
-pool thread uses a freed context and crashes QGIS (pyproj issues #1509, #1622). Every
-geoalign_core call therefore runs on ONE long-lived, Python-created worker thread
-(:func:`call_in_worker`); the QGIS thread only waits for it. That also serialises model
-use, and keeps torch's per-thread state in one place.
-
-The heavy imports (torch, geoalign_core) happen lazily, on the worker, so the plugin loads
-instantly and still loads when they are missing. Results (layers) are added by the
-``on_done`` callback, which QGIS calls on the main thread in :meth:`GeoAlignTask.finished`.
+Nothing here imports torch, open_clip, rasterio, geopandas, shapely or pyproj: the model runs
+in the engine process (:mod:`geoalign_qgis.engine`), whose Python is found by
+:mod:`geoalign_qgis.environment`. A task's ``run()`` (on a QGIS pool thread) only sends a
+request and waits for its events, so it never blocks QGIS's GUI thread.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import threading
 import traceback
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qgis.core import QgsApplication, QgsMessageLog, QgsTask
+from qgis.core import QgsApplication, QgsMessageLog, QgsSettings, QgsTask
+from qgis.PyQt.QtCore import pyqtSignal
 
-from . import deps
-from .compat import MSG_CRITICAL
+from . import environment
+from .compat import MSG_CRITICAL, MSG_INFO, MSG_WARNING
+from .engine import EngineCancelled, EngineClient, EngineError, shared_client
 
 LOG_TAG = "GeoAlign"
-MAX_CACHED_MODELS = 2
+SETTINGS_ENGINE_PYTHON = "geoalign/engine_python"
+_RUNNING: set[QgsTask] = set()  # keeps the Python side of queued/running tasks alive
 
 
-_executor: concurrent.futures.ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
+class EngineUnavailable(EngineError):
+    """No engine Python is configured yet (the dock offers the set-up)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind="engine", code="no_engine")
 
 
-def _worker() -> concurrent.futures.ThreadPoolExecutor:
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="geoalign-worker")
-        return _executor
+# ---------------------------------------------------------------------------- the engine
+def profile_dir() -> Path:
+    """The active QGIS profile folder (where the private environment and the logs live)."""
+    return Path(QgsApplication.qgisSettingsDirPath())
 
 
-def call_in_worker(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run ``fn`` on GeoAlign's worker thread and return its result (or raise its exception)."""
-    if threading.current_thread().name.startswith("geoalign-worker"):
-        return fn(*args, **kwargs)
-    return _worker().submit(fn, *args, **kwargs).result()
+def geoalign_dir() -> Path:
+    folder = profile_dir() / "geoalign"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
-class DependencyError(RuntimeError):
-    """torch / open_clip / geoalign_core cannot be imported; the message says what to install."""
+def engine_log_path() -> Path:
+    return geoalign_dir() / "engine.log"
 
 
-def import_core() -> Any:
-    """Import geoalign_core.inference or raise DependencyError with the pip command."""
-    status = deps.check()
-    if not status.ok:
-        raise DependencyError(status.message())
-    try:
-        from geoalign_core import inference
-    except ImportError as exc:  # installed but broken (ABI mismatch, missing DLL, ...)
-        raise DependencyError(
-            f"GeoAlign's Python packages are installed but cannot be imported ({exc}). "
-            f"Reinstall them with:\n{deps.DepsStatus(['geoalign_core']).pip_command}"
-        ) from exc
-    return inference
+def setup_log_path() -> Path:
+    return geoalign_dir() / "setup.log"
 
 
-class PredictorCache:
-    """Loads each (model, device) once and reuses it; one run at a time per predictor."""
-
-    def __init__(self, size: int = MAX_CACHED_MODELS) -> None:
-        self._size = size
-        self._lock = threading.Lock()
-        self._items: OrderedDict[tuple[str, str], tuple[Any, threading.Lock]] = OrderedDict()
-
-    def get(self, model: str, device: str = "auto") -> tuple[Any, threading.Lock]:
-        """The cached (predictor, run lock) for ``model`` on ``device``, loading it on first use."""
-        inference = import_core()
-        key = (str(model), str(device))
-        with self._lock:  # also serialises loading: two runs never load the same model twice
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-            item = (inference.Predictor(model=model, device=device), threading.Lock())
-            self._items[key] = item
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-            return item
-
-    @contextlib.contextmanager
-    def use(self, model: str, device: str = "auto", batch_size: int | None = None) -> Iterator[Any]:
-        predictor, lock = self.get(model, device)
-        with lock:
-            if batch_size:
-                predictor.batch_size = int(batch_size)
-            yield predictor
-
-    def loaded(self) -> list[tuple[str, str]]:
-        with self._lock:
-            return list(self._items)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
+def configured_python() -> str:
+    return str(QgsSettings().value(SETTINGS_ENGINE_PYTHON, "", type=str) or "")
 
 
-PREDICTORS = PredictorCache()
-_RUNNING: set[GeoAlignTask] = set()  # keeps the Python side of queued/running tasks alive
+def set_configured_python(path: str) -> None:
+    QgsSettings().setValue(SETTINGS_ENGINE_PYTHON, path or "")
 
 
-def user_message(exc: BaseException) -> str:
-    """One line for the message bar: GeoAlignError and DependencyError messages as they are."""
-    if isinstance(exc, DependencyError):
-        return str(exc)
-    try:
-        from geoalign_core.errors import GeoAlignError
-    except ImportError:
-        GeoAlignError = ()  # noqa: N806
-    if GeoAlignError and isinstance(exc, GeoAlignError):
-        return " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())} (details in the GeoAlign log)"
+def engine_location() -> environment.EngineLocation:
+    return environment.locate_engine(configured_python(), profile_dir())
 
 
-def is_cancelled_error(exc: BaseException) -> bool:
-    try:
-        from geoalign_core.inference import Cancelled
-    except ImportError:
-        return False
-    return isinstance(exc, Cancelled)
+NO_ENGINE = ("GeoAlign runs its model in a separate Python environment, which is not set up yet: "
+             "press 'Set up GeoAlign' in the GeoAlign dock, or choose an existing environment in "
+             "Plugins > GeoAlign > Settings")
+
+
+def engine_client() -> EngineClient:
+    """The session's engine client (the engine starts on the first request)."""
+    loc = engine_location()
+    if not loc.found:
+        raise EngineUnavailable(loc.problem or NO_ENGINE)
+    return shared_client(loc.python, engine_log_path())
+
+
+def log_error(exc: EngineError, what: str) -> None:
+    """Expected input errors are information; engine failures and bugs are critical, with details."""
+    if exc.kind in ("input", "model"):
+        QgsMessageLog.logMessage(f"{what}: {exc}", LOG_TAG, MSG_INFO)
+    else:
+        detail = f"\n{exc.detail}" if exc.detail else ""
+        QgsMessageLog.logMessage(f"{what}: {exc}{detail}", LOG_TAG, MSG_CRITICAL)
 
 
 def remove_outputs(paths: list[Path]) -> None:
-    """Delete a (partial) output and the GDAL side-cars next to it."""
+    """Delete a result and the GDAL side-cars next to it."""
     for path in paths:
         for p in (path, *(Path(str(path) + s) for s in ("-journal", "-wal", "-shm", ".aux.xml", ".ovr"))):
             with contextlib.suppress(OSError):
                 p.unlink()
 
 
-class GeoAlignTask(QgsTask):
-    """Runs ``job(task)`` in a worker thread; ``on_done(task)`` runs on the main thread.
+# ---------------------------------------------------------------------------- tasks
+class EngineTask(QgsTask):
+    """Runs one engine request; ``on_done(task)`` runs on the main thread afterwards.
 
-    The job reports progress with :meth:`report` and polls :meth:`cancelled`. After the run,
-    ``task.result`` holds the job's return value, ``task.error`` a one-line message (or
-    None), and ``task.was_cancelled`` tells a cancelled run. A cancelled or failed task
-    deletes the files listed in ``outputs`` so that nothing partial is left behind.
+    After the run: ``result`` (the request's result dict, or None), ``error`` (one line, or
+    None), ``error_kind`` / ``error_code`` (see :class:`~geoalign_qgis.engine.EngineError`),
+    ``was_cancelled``. ``stageChanged(text)`` tells what the engine is doing ("loading model",
+    "scanning tiles", "refining boxes", ...); progress is per stage.
     """
 
-    def __init__(
-        self,
-        description: str,
-        job: Callable[[GeoAlignTask], Any],
-        on_done: Callable[[GeoAlignTask], None] | None = None,
-        outputs: list[Path] | None = None,
-    ) -> None:
+    stageChanged = pyqtSignal(str)  # noqa: N815 (Qt naming)
+
+    def __init__(self, description: str, request: str, params: dict[str, Any],
+                 on_done: Callable[[EngineTask], None] | None = None) -> None:
         super().__init__(description, QgsTask.Flag.CanCancel)
-        self.job = job
+        self.request = request
+        self.params = params
         self.on_done = on_done
-        self.outputs = list(outputs or [])
-        self.result: Any = None
+        self.result: dict[str, Any] | None = None
         self.error: str | None = None
+        self.error_kind: str | None = None
+        self.error_code: str | None = None
         self.was_cancelled = False
         self.stage = ""
 
-    # -- worker thread --------------------------------------------------------------
-    def report(self, done: int, total: int) -> None:
-        if total > 0:
-            self.setProgress(min(100.0, 100.0 * done / total))
-
-    def cancelled(self) -> bool:
-        return self.isCanceled()
-
-    def _job_unless_cancelled(self) -> Any:
-        if self.isCanceled():  # cancelled while queued behind other GeoAlign work
-            return None
-        return self.job(self)
+    # -- pool thread ----------------------------------------------------------------
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        if stage != self.stage:
+            self.stage = stage
+            self.stageChanged.emit(stage)
+        self.setProgress(100.0 * done / total if total > 0 else 0.0)
 
     def run(self) -> bool:
         try:
-            self.result = call_in_worker(self._job_unless_cancelled)
-        except Exception as exc:
-            if is_cancelled_error(exc) or self.isCanceled():
-                self.was_cancelled = True
-            else:
-                self.error = user_message(exc)
-                QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, MSG_CRITICAL)
-            remove_outputs(self.outputs)
-            return False
-        if self.isCanceled():
+            self.stage = "starting the engine"
+            self.stageChanged.emit(self.stage)
+            client = engine_client()
+            self.result = client.request(self.request, self.params, on_progress=self._progress,
+                                         cancelled=self.isCanceled)
+        except EngineCancelled:
             self.was_cancelled = True
-            remove_outputs(self.outputs)
+        except EngineError as exc:
+            self.error, self.error_kind, self.error_code = str(exc), exc.kind, exc.code
+            log_error(exc, self.description())
             return False
+        except Exception as exc:  # a bug on this side: the task fails with a message, QGIS lives on
+            self.error, self.error_kind = f"{type(exc).__name__}: {' '.join(str(exc).split())}", "internal"
+            QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, MSG_CRITICAL)
+            return False
+        if self.was_cancelled or self.isCanceled():
+            # a cancel is not a failure: QGIS would announce a False run as "Task failed"
+            self.was_cancelled = True
+            self.result = None
+            self.setDescription(f"{self.description()} (cancelled)")
         return True
 
     # -- main thread ----------------------------------------------------------------
-    def finished(self, result: bool) -> None:
+    def finished(self, result: bool) -> None:  # noqa: ARG002 (QGIS API)
         _RUNNING.discard(self)
-        if self.isCanceled():
-            self.was_cancelled = True
-        if not result or self.was_cancelled:
-            self.result = None
-            remove_outputs(self.outputs)
         if self.on_done is not None:
             try:
                 self.on_done(self)
             except Exception:  # never let a callback exception reach QGIS's task manager
                 QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, MSG_CRITICAL)
 
-    def start(self) -> GeoAlignTask:
+    def start(self) -> EngineTask:
         _RUNNING.add(self)
         QgsApplication.taskManager().addTask(self)
         return self
+
+
+def run_request(request: str, params: dict[str, Any], feedback: Any = None, timeout: float | None = None) -> dict:
+    """Blocking request for Processing algorithms (their own thread): progress and stages go to
+    ``feedback``; its cancel button cancels the engine's work."""
+    last = {"stage": None}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if feedback is None:
+            return
+        if stage != last["stage"]:
+            last["stage"] = stage
+            feedback.setProgressText(stage)
+        if total > 0:
+            feedback.setProgress(100.0 * done / total)
+
+    return engine_client().request(request, params, on_progress=progress,
+                                   cancelled=feedback.isCanceled if feedback is not None else None, timeout=timeout)
+
+
+class SetupTask(QgsTask):
+    """Runs the one-click set-up (:class:`~geoalign_qgis.environment.Installer`) in the background.
+
+    ``lineReceived(text)`` carries each line of the installers' output (for the log view),
+    ``stepChanged(text)`` the step; ``python`` holds the new engine Python afterwards.
+    """
+
+    lineReceived = pyqtSignal(str)  # noqa: N815
+    stepChanged = pyqtSignal(str)  # noqa: N815
+
+    def __init__(self, plan: environment.InstallPlan, on_done: Callable[[SetupTask], None] | None = None) -> None:
+        super().__init__("Setting up GeoAlign", QgsTask.Flag.CanCancel)
+        self.plan = plan
+        self.on_done = on_done
+        self.python: Path | None = None
+        self.error: str | None = None
+        self.was_cancelled = False
+
+    def _step(self, title: str, fraction: float) -> None:
+        self.stepChanged.emit(title)
+        self.setProgress(100.0 * fraction)
+
+    def run(self) -> bool:
+        installer = environment.Installer(self.plan, setup_log_path(), on_line=self.lineReceived.emit,
+                                          on_progress=self._step, cancelled=self.isCanceled)
+        try:
+            self.python = installer.run()
+        except environment.InstallCancelled:
+            self.was_cancelled = True
+            self.setDescription("Setting up GeoAlign (cancelled)")
+            return True
+        except environment.InstallError as exc:
+            self.error = str(exc)
+            QgsMessageLog.logMessage(f"set-up failed: {exc} (log: {setup_log_path()})", LOG_TAG, MSG_WARNING)
+            return False
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, MSG_CRITICAL)
+            return False
+        return True
+
+    def finished(self, result: bool) -> None:  # noqa: ARG002
+        _RUNNING.discard(self)
+        if self.on_done is not None:
+            try:
+                self.on_done(self)
+            except Exception:
+                QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, MSG_CRITICAL)
+
+    def start(self) -> SetupTask:
+        _RUNNING.add(self)
+        QgsApplication.taskManager().addTask(self)
+        return self
+
+
+__all__ = [
+    "EngineTask",
+    "EngineUnavailable",
+    "SetupTask",
+    "engine_client",
+    "engine_location",
+    "engine_log_path",
+    "log_error",
+    "remove_outputs",
+    "run_request",
+    "set_configured_python",
+    "setup_log_path",
+]

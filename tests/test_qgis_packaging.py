@@ -1,9 +1,9 @@
-"""The plugin zip (make plugin) and loading without torch.
+"""The plugin zip (make plugin), loading it in QGIS's own Python, and the one-click set-up.
 
-The zip is built with the system Python QGIS uses (as `make plugin` does), unpacked like
-"Install from ZIP" does, and loaded by a QGIS Python process that has no torch and no
-geoalign_core (/usr/bin/python3 outside the venv): the plugin must load, register its
-Processing provider, open its dock and tell the user the exact pip command.
+The zip is unpacked as "Install from ZIP" does and loaded by QGIS's Python (/usr/bin/python3,
+outside the venv: no torch, no geoalign_core there). Without an engine the dock offers the
+set-up; with one (GEOALIGN_ENGINE_PYTHON) a find runs in the engine process, and QGIS's
+process never imports torch, open_clip, rasterio, geopandas, shapely or pyproj.
 """
 
 from __future__ import annotations
@@ -14,22 +14,22 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
-from test_qgis_common import ROOT
+from test_qgis_common import ROOT, write_crop
 
 pytestmark = pytest.mark.qgis
 
 SYSTEM_PYTHON = "/usr/bin/python3"
+HEAVY = ("torch", "torchvision", "open_clip", "rasterio", "geopandas", "shapely", "pyproj", "pyogrio", "triton")
 
 LOAD_SCRIPT = textwrap.dedent(r'''
-    import json, sys
-    block = sys.argv[1]
-    if block:
-        sys.modules[block] = None  # "torch is not importable"
-    from qgis.core import QgsApplication
+    import json, sys, time, pkgutil, importlib
+    from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
     app = QgsApplication([], True)
     app.initQgis()
     from qgis.gui import QgsMapCanvas
@@ -55,56 +55,87 @@ LOAD_SCRIPT = textwrap.dedent(r'''
         def addDockWidget(self, area, w): pass
         def removeDockWidget(self, w): pass
 
+    def wait(cond, timeout=180):
+        t0 = time.time()
+        while not cond() and time.time() - t0 < timeout:
+            QgsApplication.processEvents(); time.sleep(0.02)
+        QgsApplication.processEvents()
+
     iface = Iface()
     import geoalign_qgis
+    # every module of the plugin tree imports in QGIS's Python
+    for info in pkgutil.walk_packages(geoalign_qgis.__path__, "geoalign_qgis."):
+        if not info.name.endswith(".package"):
+            importlib.import_module(info.name)
     plugin = geoalign_qgis.classFactory(iface)
     plugin.initGui()
-    out = {"file": geoalign_qgis.__file__, "messages": iface.bar.messages,
-           "toolbar": [a.text() for a in iface.toolbar], "menu": [m for m, _ in iface.menu],
-           "torch_loaded": "torch" in sys.modules and sys.modules["torch"] is not None}
+    out = {"file": geoalign_qgis.__file__, "toolbar": [a.text() for a in iface.toolbar],
+           "menu": [m for m, _ in iface.menu]}
+    layer = QgsRasterLayer(sys.argv[1], "crop")
+    QgsProject.instance().addMapLayer(layer)
     plugin.action.trigger()
-    out["dock_label"] = plugin.dock.deps_label.text()
-    out["dock_label_visible"] = not plugin.dock.deps_label.isHidden()
-    plugin.dock.set_phrases("car")
-    plugin.dock.run_find()
-    out["find_status"] = plugin.dock.status.text()
+    dock = plugin.dock
+    out["setup_visible"] = not dock.setup_panel.isHidden()
+    out["setup_text"] = dock.setup_panel.message.text()
+    out["plan"] = dock.setup_panel.plan_label.text()
+    out["setup_enabled"] = dock.setup_panel.setup_button.isEnabled()
+    dock.set_raster_layer(layer)
+    dock.set_phrases("red car")
+    dock.set_scope("layer")
+    dock.min_score.setValue(0.0)
+    dock.max_results.setValue(3)
+    if sys.argv[2]:
+        dock.set_model(sys.argv[2])
+    task = dock.run_find()
+    out["find_started"] = task is not None
+    wait(lambda: not dock.is_running())
+    out["find_status"] = dock.status.text()
+    out["found"] = dock.last_layer.featureCount() if dock.last_layer is not None else None
     provider = QgsApplication.processingRegistry().providerById("geoalign")
     out["algorithms"] = sorted(a.id() for a in provider.algorithms())
     out["can_execute"] = [list(a.canExecute()) for a in provider.algorithms()]
     out["long_name"] = provider.longName()
-    sys.path.append("/usr/share/qgis/python/plugins")
-    from processing.core.Processing import Processing
-    Processing.initialize()
-    import processing
-    from qgis.core import QgsProcessingException
-    try:
-        processing.run("geoalign:heatmap", {"INPUT": sys.argv[2], "PHRASE": "car", "OUTPUT": "TEMPORARY_OUTPUT"})
-        out["processing_error"] = None
-    except QgsProcessingException as exc:
-        out["processing_error"] = str(exc)
     plugin.unload()
     out["unloaded"] = QgsApplication.processingRegistry().providerById("geoalign") is None
+    out["heavy"] = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY and sys.modules[m] is not None)
     print("RESULT " + json.dumps(out))
-''')
+''').replace("HEAVY", repr(HEAVY))
 
 
 @pytest.fixture(scope="module")
 def plugin_zip(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist") / "geoalign_qgis.zip"
-    subprocess.run([SYSTEM_PYTHON, str(ROOT / "geoalign_qgis" / "package.py"), "--out", str(out), "--quiet"],
-                   check=True, timeout=60)
+    subprocess.run([sys.executable, str(ROOT / "geoalign_qgis" / "package.py"), "--out", str(out), "--quiet"],
+                   check=True, timeout=300)
     return out
+
+
+@pytest.fixture(scope="module")
+def unpacked(plugin_zip, tmp_path_factory) -> Path:
+    plugins = tmp_path_factory.mktemp("plugins")
+    with zipfile.ZipFile(plugin_zip) as zf:
+        zf.extractall(plugins)  # what "Install from ZIP" does
+    return plugins
 
 
 def test_zip_layout_and_metadata(plugin_zip):
     with zipfile.ZipFile(plugin_zip) as zf:
         names = zf.namelist()
         meta_text = zf.read("geoalign_qgis/metadata.txt").decode()
+        wheel = next(n for n in names if n.startswith("geoalign_qgis/wheels/") and n.endswith(".whl"))
+        with zf.open(wheel) as fh, zipfile.ZipFile(fh) as whl:
+            wheel_names = whl.namelist()
     assert all(n.startswith("geoalign_qgis/") for n in names)
-    for needed in ("metadata.txt", "__init__.py", "icon.svg", "plugin.py", "dock.py", "map_tool.py",
-                   "tasks.py", "layers.py", "deps.py", "processing/provider.py", "processing/algorithms.py"):
+    for needed in ("metadata.txt", "__init__.py", "icon.svg", "plugin.py", "dock.py", "map_tool.py", "engine.py",
+                   "environment.py", "tasks.py", "layers.py", "results.py", "setup_panel.py", "settings_dialog.py",
+                   "vector_io.py", "processing/provider.py", "processing/algorithms.py"):
         assert f"geoalign_qgis/{needed}" in names
     assert not any("__pycache__" in n or n.endswith(".pyc") or n.endswith("package.py") for n in names)
+    # the GeoAlign package of the same version, for the one-click set-up of the engine environment
+    assert wheel == "geoalign_qgis/wheels/geoalign-0.1.0-py3-none-any.whl"
+    for needed in ("geoalign_core/engine/__main__.py", "geoalign_core/weights/geoalign-demo.safetensors",
+                   "geoalign_core/archs/GeoAlign-Tiny.json"):
+        assert needed in wheel_names
     assert meta_text == (ROOT / "metadata.txt").read_text()
     cp = configparser.ConfigParser(interpolation=None)
     cp.optionxform = str
@@ -114,51 +145,150 @@ def test_zip_layout_and_metadata(plugin_zip):
     assert g["hasProcessingProvider"] == "yes" and g["icon"] == "icon.svg" and g["version"] == "0.1.0"
     for key in ("name", "description", "about", "author", "email", "repository", "tracker"):
         assert g[key].strip()
+    assert "pip install" not in g["about"]  # nothing is installed into QGIS's Python
 
 
-def run_plugin(python: str, plugin_dir: Path, tmp_path: Path, block: str = "") -> dict:
-    from test_qgis_common import write_crop
-
-    raster = write_crop(tmp_path / "r.tif", size=64)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    env.update(QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(plugin_dir),
+def run_plugin(plugin_dir: Path, tmp_path: Path, engine: str | None, model: str = "") -> dict:
+    raster = write_crop(tmp_path / "r.tif", size=224)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "GEOALIGN_ENGINE_PYTHON")}
+    env.update(QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(plugin_dir), PATH="/usr/bin:/bin",
                QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "qgis-profile"), PYTHONNOUSERSITE="1")
-    proc = subprocess.run([python, "-c", LOAD_SCRIPT, block, str(raster)], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    if engine:
+        env["GEOALIGN_ENGINE_PYTHON"] = engine
+    proc = subprocess.run([SYSTEM_PYTHON, "-c", LOAD_SCRIPT, str(raster), model], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
     return json.loads(line[len("RESULT "):])
 
 
-@pytest.mark.skipif(not Path(SYSTEM_PYTHON).is_file(), reason="needs QGIS's system Python")
-def test_zip_installs_and_loads_without_torch_or_core(plugin_zip, tmp_path):
-    plugins = tmp_path / "plugins"
-    with zipfile.ZipFile(plugin_zip) as zf:
-        zf.extractall(plugins)  # what "Install from ZIP" does
-    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import importlib.util as u; print(u.find_spec('torch'))"],
-                           capture_output=True, text=True, env={"PYTHONNOUSERSITE": "1", "PATH": "/usr/bin"})
-    if probe.stdout.strip() != "None":
-        pytest.skip("the system Python has torch: this test needs one without")
-    out = run_plugin(SYSTEM_PYTHON, plugins, tmp_path)
-    assert out["file"].startswith(str(plugins))
-    assert not out["torch_loaded"]
-    assert out["toolbar"] == ["Find objects by text"] and out["menu"] == ["&GeoAlign"]
-    command = "/usr/bin/python3 -m pip install --user --break-system-packages geoalign"
-    assert any(command in m for m in out["messages"]), out["messages"]
-    assert command in out["dock_label"] and out["dock_label_visible"]
-    assert command in out["find_status"]
+needs_system_python = pytest.mark.skipif(not Path(SYSTEM_PYTHON).is_file(), reason="needs QGIS's system Python")
+
+
+@needs_system_python
+def test_without_an_engine_the_dock_offers_the_setup(unpacked, tmp_path):
+    out = run_plugin(unpacked, tmp_path, engine=None)
+    assert out["file"].startswith(str(unpacked))
+    assert out["toolbar"] == ["Find objects by text"] and out["menu"] == ["&GeoAlign", "&GeoAlign"]
+    assert out["setup_visible"] and out["setup_enabled"]
+    assert "separate Python environment" in out["setup_text"]
+    # what will be installed and how: the private env in the profile, pinned torch (CPU build: no GPU here)
+    assert str(tmp_path / "qgis-profile") in out["plan"] and "torch==2.14.1" in out["plan"]
+    assert "geoalign-0.1.0-py3-none-any.whl" in out["plan"] and "QGIS's own Python is not changed" in out["plan"]
+    assert "not set up yet" in out["find_status"] and not out["find_started"]
     assert len(out["algorithms"]) == 4
-    assert all(not ok and command in msg for ok, msg in out["can_execute"])
-    assert "missing" in out["long_name"]
-    assert out["processing_error"] and command in out["processing_error"]
-    assert out["unloaded"]
+    assert all(not ok and "Set up GeoAlign" in msg for ok, msg in out["can_execute"])
+    assert "not set up" in out["long_name"]
+    assert out["unloaded"] and out["heavy"] == []
 
 
-def test_loads_when_torch_is_blocked_in_the_venv(tmp_path):
-    out = run_plugin(sys.executable, ROOT, tmp_path, block="torch")
-    assert not out["torch_loaded"]
-    command = f"{sys.executable} -m pip install 'torch>=2.14,<2.15'"
-    assert any(command in m for m in out["messages"]), out["messages"]
-    assert "torch" in out["dock_label"] and out["dock_label_visible"]
-    assert out["processing_error"] and command in out["processing_error"]
-    assert out["unloaded"]
+@needs_system_python
+def test_qgis_python_runs_a_find_in_the_engine_and_imports_no_heavy_package(unpacked, tmp_path):
+    out = run_plugin(unpacked, tmp_path, engine=sys.executable, model="GeoAlign-Tiny")
+    assert not out["setup_visible"]
+    assert out["find_started"] and out["found"] and out["found"] > 0, out["find_status"]
+    assert all(ok for ok, _ in out["can_execute"])
+    assert out["heavy"] == []  # the model stack stayed in the engine process
+
+
+# ---------------------------------------------------------------------------- the set-up
+def small_plan(target: Path, wheel: Path):
+    """A real set-up of a small pinned package set: the GeoAlign wheel alone, offline."""
+    from geoalign_qgis.environment import InstallPlan
+
+    return InstallPlan(target, sys.executable, packages=[str(wheel)], pip_args=["--no-deps", "--no-index"],
+                       check_modules=["geoalign_core", "geoalign_core.engine.server"], build="test")
+
+
+def test_setup_creates_verifies_and_is_found(unpacked, tmp_path):
+    from geoalign_qgis.environment import MARKER, Installer, locate_engine, private_env_dir
+
+    wheel = next((unpacked / "geoalign_qgis" / "wheels").glob("*.whl"))
+    target = private_env_dir(tmp_path / "profile")
+    assert locate_engine(None, tmp_path / "profile", {}).python is None
+    steps, lines = [], []
+    py = Installer(small_plan(target, wheel), tmp_path / "setup.log", on_line=lines.append,
+                   on_progress=lambda title, f: steps.append((title, f))).run()
+    assert py == target / "bin" / "python" and py.is_file()
+    marker = json.loads((target / MARKER).read_text())
+    assert marker["check"]["ok"] and marker["check"]["python"] == str(py)
+    assert [s for s, _ in steps] == ["creating the environment", "installing GeoAlign",
+                                     "verifying: starting the engine", "done"]
+    assert [f for _, f in steps] == sorted(f for _, f in steps) and steps[-1][1] == 1.0
+    assert any("engine started" in ln for ln in lines)
+    loc = locate_engine(None, tmp_path / "profile", {})
+    assert loc.python == str(py) and loc.source == "private environment"
+    # the new environment is separate: it does not see this venv's (or QGIS's) packages
+    probe = subprocess.run([str(py), "-c", "import importlib.util as u; print(u.find_spec('torch') is None)"],
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "True"
+
+
+def test_failed_setup_leaves_nothing(unpacked, tmp_path):
+    from geoalign_qgis.environment import Installer, InstallError, InstallPlan, locate_engine, private_env_dir
+
+    target = private_env_dir(tmp_path / "profile")
+    plan = InstallPlan(target, sys.executable, packages=["geoalign-no-such-package==9.9"],
+                       pip_args=["--no-index"], build="test")
+    with pytest.raises(InstallError, match="installing GeoAlign failed"):
+        Installer(plan, tmp_path / "setup.log").run()
+    assert not target.exists() and locate_engine(None, tmp_path / "profile", {}).python is None
+    assert "geoalign-no-such-package" in (tmp_path / "setup.log").read_text()
+
+
+def test_cancelled_setup_leaves_nothing(unpacked, tmp_path):
+    from geoalign_qgis.environment import InstallCancelled, Installer, private_env_dir
+
+    wheel = next((unpacked / "geoalign_qgis" / "wheels").glob("*.whl"))
+    target = private_env_dir(tmp_path / "profile")
+    flag = threading.Event()
+    started = {}
+
+    def progress(title, fraction):
+        if title == "creating the environment":
+            threading.Timer(0.3, flag.set).start()
+            started["t"] = time.monotonic()
+
+    with pytest.raises(InstallCancelled):
+        Installer(small_plan(target, wheel), tmp_path / "setup.log", on_progress=progress,
+                  cancelled=flag.is_set).run()
+    assert time.monotonic() - started["t"] < 10
+    assert not target.exists()
+
+
+def test_default_plan_picks_the_torch_build(monkeypatch, tmp_path):
+    import platform
+
+    from geoalign_qgis import environment
+
+    if platform.system() != "Linux":
+        pytest.skip("the index choice differs per platform")
+    monkeypatch.delenv(environment.TORCH_INDEX_VAR, raising=False)
+    cpu = environment.default_plan(tmp_path / "env", package="geoalign==0.1.0", gpu=False)
+    assert cpu.torch == ["torch==2.14.1", "torchvision==0.29.1"]
+    assert cpu.torch_index == environment.TORCH_CPU_INDEX and cpu.build == "CPU build"
+    gpu = environment.default_plan(tmp_path / "env", package="geoalign==0.1.0", gpu="GPU 0: NVIDIA H100")
+    assert gpu.torch_index is None and "CUDA" in gpu.build and "H100" in gpu.describe()
+    steps = cpu.steps()
+    assert steps[0].argv[1:3] == ["-m", "venv"] and "--index-url" in steps[1].argv
+    assert steps[2].argv[-1] == "geoalign==0.1.0"
+    monkeypatch.setenv(environment.TORCH_INDEX_VAR, "pypi")
+    assert environment.default_plan(tmp_path / "env", package="x", gpu=False).torch_index is None
+    # the pins agree with the project's own pair
+    makefile = (ROOT / "Makefile").read_text()
+    assert "TORCH_PAIR := torch==2.14.1 torchvision==0.29.1" in makefile
+
+
+def test_engine_python_order(tmp_path):
+    from geoalign_qgis.environment import ENV_VAR, locate_engine
+
+    py = tmp_path / "python"
+    py.write_text("")
+    other = tmp_path / "other"
+    other.write_text("")
+    assert locate_engine(str(other), tmp_path, {ENV_VAR: str(py)}).python == str(py)
+    assert locate_engine(str(other), tmp_path, {}).source == "settings"
+    missing = locate_engine(str(tmp_path / "gone"), tmp_path, {})
+    assert missing.python is None and "does not exist" in missing.problem
+    assert locate_engine(None, tmp_path, {ENV_VAR: str(tmp_path / "gone")}).problem.startswith(ENV_VAR)

@@ -1,5 +1,9 @@
 """The QGIS plugin under real QGIS 3.22 (pytest-qgis, offscreen): loading, the dock's find /
-match / heatmap runs, cancellation, and the README screenshot."""
+match / heatmap / tile-classify runs through the engine process, cancellation, errors, and
+what the dock shows (stages, styles, the table, the raster combo).
+
+The engine is this test interpreter (tests/conftest.py sets GEOALIGN_ENGINE_PYTHON); the
+real desktop app is exercised by tests/test_qgis_desktop.py."""
 
 from __future__ import annotations
 
@@ -74,38 +78,82 @@ def geoalign_group_layers() -> list:
     return [] if group is None else [n.layer() for n in group.findLayers()]
 
 
+@pytest.fixture()
+def messages(qgis_app):
+    """GeoAlign's entries in QGIS's message log during the test: (level, text)."""
+    log = []
+
+    def keep(text, tag, level):
+        if tag == "GeoAlign":
+            log.append((int(level), text))
+
+    QgsApplication.messageLog().messageReceived.connect(keep)
+    yield log
+    QgsApplication.messageLog().messageReceived.disconnect(keep)
+
+
 # ---------------------------------------------------------------------------- loading
 def test_plugin_loads_initgui_unload(qgis_iface):
     import geoalign_qgis
+    from geoalign_qgis import engine
 
     plugin = geoalign_qgis.classFactory(qgis_iface)
     plugin.initGui()
     try:
-        assert plugin.deps_status.ok, plugin.deps_status.message()
         assert isinstance(plugin.action, QAction)
         assert plugin.action.text() == "Find objects by text"
         found = qgis_iface.mainWindow().findChildren(QAction, "GeoAlignFindObjects")
         assert plugin.action in found
+        assert plugin.settings_action.text() == "Settings…"
         provider = QgsApplication.processingRegistry().providerById("geoalign")
         assert provider is not None
         assert sorted(a.name() for a in provider.algorithms()) == [
             "findobjects", "heatmap", "matchregions", "tileclassify"]
 
-        plugin.action.trigger()  # opens the dock
+        plugin.action.trigger()  # opens the dock, which asks the engine for its models
         dock = plugin.dock
         assert dock is not None and plugin.action.isChecked()
+        assert dock.setup_panel.isHidden()  # an engine is configured: no set-up offered
+        wait_until(lambda: dock.models_task is None, 120, "the model list")
         names = [dock.model_combo.itemData(i) for i in range(dock.model_combo.count())]
         assert "geoalign-demo" in names and "openai-vit-b-16" in names
-        labels = " ".join(dock.model_combo.itemText(i) for i in range(dock.model_combo.count()))
-        assert "available offline" in labels or "downloads on first use" in labels
+        dock.set_model("geoalign-demo")
+        assert dock.model_state.text() == "available offline"
+        # the combo shows names only (never elided mid-word); the popup is as wide as the longest name
+        assert all(dock.model_combo.itemText(i) == names[i] for i in range(len(names)))
+        view = dock.model_combo.view()
+        assert view.minimumWidth() >= view.sizeHintForColumn(0)
         dock.set_model("/tmp/custom.safetensors")  # custom paths / names are accepted
         assert dock.model_name() == "/tmp/custom.safetensors"
-        dock.set_model("geoalign-demo")
-        assert dock.model_name() == "geoalign-demo"
+        assert "not found" in dock.model_state.text()
+        pid = engine._shared.pid
+        assert pid is not None
     finally:
         plugin.unload()
     assert QgsApplication.processingRegistry().providerById("geoalign") is None
     assert plugin.action is None and plugin.dock is None
+    assert engine._shared is None  # unloading stops the engine process
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}") or "zombie" in _proc_state(pid), 20, "the engine to end")
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/status").read().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "gone"
+
+
+def test_dock_scrolls_instead_of_squashing(qgis_iface, dock):
+    """Docked under the Processing toolbox the dock gets little height: it scrolls, its fields keep their size."""
+    from qgis.PyQt.QtWidgets import QScrollArea
+
+    assert isinstance(dock.widget(), QScrollArea) and dock.widget().widgetResizable()
+    dock.resize(320, 260)
+    dock.show()
+    QgsApplication.processEvents()
+    assert dock.phrase_edit.height() >= dock.phrase_edit.minimumHeight() >= 60
+    assert dock.widget().verticalScrollBar().maximum() > 0
+    dock.hide()
 
 
 # ---------------------------------------------------------------------------- find
@@ -125,10 +173,15 @@ def test_dock_find_in_current_view(qgis_iface, project, dock, tmp_path):
     dock.set_scope("view")
     dock.min_score.setValue(0.0)
     dock.max_results.setValue(8)
+    stages, bar_texts = [], []
     task = dock.run_find()
     assert task is not None, dock.status.text()
+    task.stageChanged.connect(lambda st: (stages.append(st), bar_texts.append(dock.progress.format())))
     wait_for_dock(dock)
     assert not task.error and not task.was_cancelled, task.error
+    # the engine reports what it is doing; the bar and the status line show it
+    assert "scanning tiles" in stages and "refining boxes" in stages, stages
+    assert any(t.startswith("refining boxes") for t in bar_texts), bar_texts
 
     layer = dock.last_layer
     assert isinstance(layer, QgsVectorLayer) and layer.isValid()
@@ -148,9 +201,13 @@ def test_dock_find_in_current_view(qgis_iface, project, dock, tmp_path):
 
     meta = read_geopackage_metadata(out, "matches")
     assert meta["phrases"] == ["red car", "swimming pool"] and meta["scope"] == "view"
+    assert meta["client"] == "qgis" and meta["raster_layer"] == "scene"
     assert meta["refine"] is True and dock.refine.isChecked()  # the CLI's default
-    # the result list zooms to a feature
+    # selecting rows outlines their boxes but does not select the features (no opaque yellow fill)
     assert dock.table.rowCount() == layer.featureCount()
+    dock.table.selectRow(0)
+    assert dock.table.outlined() == 1 and layer.selectedFeatureCount() == 0
+    # double-click zooms to a feature (and flashes it)
     box = dock.zoom_to_row(0)
     assert box is not None and canvas.extent().contains(box.center())
     # without the 2x look at each box (the CLI's --no-refine)
@@ -163,27 +220,70 @@ def test_dock_find_in_current_view(qgis_iface, project, dock, tmp_path):
 
 
 def test_dock_heatmap_layer(qgis_iface, project, dock, small_tif):
+    from geoalign_core.geo import read_geopackage_metadata  # noqa: F401  (the test process may import it)
+
     raster = add_raster(small_tif, "crop")
     qgis_iface.mapCanvas().setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
     dock.set_raster_layer(raster)
     dock.set_scope("layer")
-    task = dock.run_heatmap("building")
+    dock.set_phrases("building\ntree")
+    dock.min_score.setValue(0.0)
+    dock.max_results.setValue(3)
+    assert dock.run_find() is not None
+    wait_for_dock(dock)
+    matches = dock.last_layer
+    row = next(r for r in range(dock.table.rowCount()) if dock.table.item(r, 0).text() == "tree")
+    dock.table.selectRow(row)  # a result row of another phrase is selected ...
+    task = dock.run_heatmap()
     assert task is not None, dock.status.text()
     wait_for_dock(dock)
     assert not task.error, task.error
     heat = dock.last_layer
+    assert heat.name() == "heatmap score: building (crop)"  # ... the typed (first) phrase is mapped
     assert isinstance(heat, QgsRasterLayer) and heat.isValid()
-    assert isinstance(heat.renderer(), QgsSingleBandPseudoColorRenderer)
-    assert heat.renderer().opacity() == pytest.approx(0.6)
+    renderer = heat.renderer()
+    assert isinstance(renderer, QgsSingleBandPseudoColorRenderer) and renderer.opacity() == 1.0
+    shader = renderer.shader().rasterShaderFunction()
+    assert (shader.minimumValue(), shader.maximumValue()) == (0.0, 1.0)  # the 0-1 score of the boxes
+    items = shader.colorRampItemList()
+    assert [i.label for i in items][0] == "0.00" and items[-1].label == "1.00"
+    assert items[0].color.alpha() == 0 and items[-1].color.alpha() > 200  # low scores see-through
     assert heat.crs() == raster.crs()
     a, b = heat.extent(), raster.extent()
     res = raster.rasterUnitsPerPixelX()
     for u, v in ((a.xMinimum(), b.xMinimum()), (a.yMinimum(), b.yMinimum()),
                  (a.xMaximum(), b.xMaximum()), (a.yMaximum(), b.yMaximum())):
         assert abs(u - v) < res
-    assert heat in geoalign_group_layers()
+    group = geoalign_group_layers()
+    assert heat in group and group.index(matches) < group.index(heat)  # boxes stay above the heatmap
     stats = heat.dataProvider().bandStatistics(1)
-    assert -1.0 <= stats.minimumValue <= stats.maximumValue <= 1.0
+    assert 0.0 <= stats.minimumValue <= stats.maximumValue <= 1.0
+    # a plugin output is never offered as the input raster
+    assert dock.raster_layer() is raster
+    assert heat in dock.layer_combo.exceptedLayerList() and matches in dock.layer_combo.exceptedLayerList()
+
+
+def test_dock_tile_classify(qgis_iface, project, dock, small_tif):
+    from qgis.core import QgsCategorizedSymbolRenderer
+
+    raster = add_raster(small_tif, "crop")
+    dock.set_raster_layer(raster)
+    dock.set_scope("layer")
+    dock.set_phrases("building\ntree\nwater")
+    task = dock.run_tile_classify()
+    assert task is not None, dock.status.text()
+    wait_for_dock(dock)
+    assert not task.error, task.error
+    tiles = dock.last_layer
+    assert tiles.name() == "crop tiles: building, tree, water"
+    assert tiles.featureCount() == 4  # 224 px in 112 px tiles, side by side
+    renderer = tiles.renderer()
+    assert isinstance(renderer, QgsCategorizedSymbolRenderer) and renderer.classAttribute() == "label"
+    assert all(c.symbol().color().alpha() < 255 for c in renderer.categories())
+    assert sum(int(c.label().rsplit("(", 1)[1].rstrip(")")) for c in renderer.categories()) == 4
+    headers = [dock.table.horizontalHeaderItem(i).text() for i in range(dock.table.columnCount())]
+    assert headers == ["Class", "Tiles", "Mean score"]
+    assert sum(int(dock.table.item(r, 1).text()) for r in range(dock.table.rowCount())) == 4
 
 
 def test_dock_match_drawn_regions(qgis_iface, project, dock, small_tif):
@@ -202,6 +302,7 @@ def test_dock_match_drawn_regions(qgis_iface, project, dock, small_tif):
         b = to_web.transform(QgsPointXY(e.xMinimum() + fx1 * e.width(), e.yMinimum() + fy1 * e.height()))
         tool.add_rectangle(QgsRectangle(a, b), web)
     assert dock.regions_label.text() == "2 regions" and dock.match_button.isEnabled()
+    assert tool.labels() == ["1", "2"]  # the numbers on the map
     dock.set_raster_layer(raster)
     dock.set_phrases(["building", "tree"])
     task = dock.run_match_regions()
@@ -216,6 +317,11 @@ def test_dock_match_drawn_regions(qgis_iface, project, dock, small_tif):
     assert dock.table.rowCount() == 2
     headers = [dock.table.horizontalHeaderItem(i).text() for i in range(dock.table.columnCount())]
     assert headers == ["Region", "Best phrase", "Score", "building", "tree"]
+    assert [dock.table.item(r, 0).text() for r in range(2)] == ["1", "2"]  # as numbered on the map
+    header = dock.table.horizontalHeader()
+    metrics = header.fontMetrics()
+    for i, text in enumerate(headers):  # no header is cut
+        assert header.sectionSize(i) >= metrics.horizontalAdvance(text)
     # each scored region is the drawn rectangle, in the raster's CRS
     region1 = next(f for f in layer.getFeatures() if f["region"] == 1).geometry().boundingBox()
     assert region1.xMinimum() == pytest.approx(e.xMinimum() + 0.1 * e.width(), abs=0.05)
@@ -234,7 +340,12 @@ def test_cancel_leaves_no_layer_and_no_file(qgis_iface, project, dock, tmp_path)
     before = set(QgsProject.instance().mapLayers())
     results = tmp_path / "analysis_geoalign"
 
+    from qgis.core import QgsTask
+
+    statuses = []
+    QgsApplication.taskManager().statusChanged.connect(lambda _tid, status: statuses.append(status))
     for run in (dock.run_find, lambda: dock.run_heatmap("car")):
+        statuses.clear()
         task = run()
         assert task is not None, dock.status.text()
         wait_until(lambda t=task: t.progress() > 0 or not dock.is_running(), 60, "progress")
@@ -242,12 +353,14 @@ def test_cancel_leaves_no_layer_and_no_file(qgis_iface, project, dock, tmp_path)
         wait_for_dock(dock)
         assert task.was_cancelled and task.result is None
         assert dock.status.text().startswith("Cancelled")
+        # a cancel ends the task as complete: QGIS announces a terminated task as "Task failed"
+        assert QgsTask.Complete in statuses and QgsTask.Terminated not in statuses, statuses
         assert set(QgsProject.instance().mapLayers()) == before
         assert files_in(results) == []
         assert dock.find_button.isEnabled() and not dock.cancel_button.isEnabled()
 
 
-def test_dock_reports_user_errors(qgis_iface, project, dock, small_tif):
+def test_dock_reports_user_errors(qgis_iface, project, dock, small_tif, messages):
     raster = add_raster(small_tif, "crop")
     dock.set_raster_layer(raster)
     dock.set_phrases("")
@@ -268,7 +381,35 @@ def test_dock_reports_user_errors(qgis_iface, project, dock, small_tif):
     task = dock.run_find()
     wait_for_dock(dock)
     assert task.error and "unknown model" in task.error and dock.last_layer is None
-    assert "unknown model" in dock.status.text()
+    assert task.error_kind == "model" and "unknown model" in dock.status.text()
+    # expected input errors are information in the log, never Critical tracebacks
+    assert messages and all(level == 0 and "Traceback" not in text for level, text in messages), messages
+
+
+def test_raster_without_crs(qgis_iface, project, dock, tmp_path, messages):
+    """The dock has its own remedy for a raster without a CRS (no CLI flags in its messages)."""
+    import numpy as np
+    import rasterio
+
+    path = tmp_path / "nocrs.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=128, height=128, count=3, dtype="uint8") as dst:
+        dst.write(np.random.default_rng(0).integers(0, 255, (3, 128, 128), dtype=np.uint8))
+    raster = add_raster(path, "nocrs")
+    dock.set_raster_layer(raster)
+    dock.set_scope("layer")
+    dock.set_phrases("car")
+    dock.min_score.setValue(0.0)
+    task = dock.run_find()
+    wait_for_dock(dock)
+    assert task.error_code == "no_crs"
+    text = dock.status.text()
+    assert "Allow rasters without a CRS" in text and "--allow-no-crs" not in text
+    assert all(level == 0 for level, _ in messages)
+    dock.allow_no_crs.setChecked(True)
+    task = dock.run_find()
+    wait_for_dock(dock)
+    assert not task.error, task.error
+    assert dock.last_layer is not None and dock.last_layer.featureCount() > 0
 
 
 # ---------------------------------------------------------------------------- screenshot
@@ -325,22 +466,29 @@ def test_no_match_adds_no_layer(qgis_iface, project, dock, small_tif, tmp_path):
     assert files_in(tmp_path / "analysis_geoalign") == []
 
 
-def test_tasks_survive_pyproj_on_reused_pool_threads(qgis_app):
-    """Regression: pyproj 3.7 frees its per-thread PROJ context with the Python thread state
-    while QThreadPool reuses the OS thread; a second pyproj call in a plain QgsTask then
-    crashes QGIS. GeoAlignTask runs jobs on GeoAlign's own worker thread instead."""
-    from geoalign_qgis.tasks import GeoAlignTask
+def test_engine_crash_is_one_message_and_the_next_run_restarts_it(qgis_iface, project, dock, tmp_path):
+    import signal
 
-    def job(task):
-        import threading
+    from geoalign_qgis.tasks import engine_client
 
-        import pyproj
-
-        return pyproj.CRS("EPSG:32633").to_epsg(), threading.current_thread().name
-
-    results = []
-    for i in range(12):  # one after the other: the pool reuses its threads
-        GeoAlignTask("pyproj", job, on_done=lambda t: results.append(t.result)).start()
-        wait_until(lambda n=i + 1: len(results) == n, 30, "a task")
-    assert {r[0] for r in results} == {32633}
-    assert {r[1].split("_")[0] for r in results} == {"geoalign-worker"}
+    big = write_crop(tmp_path / "big.tif", size=512, col=0, row=0)
+    raster = add_raster(big, "big")
+    dock.set_raster_layer(raster)
+    dock.set_phrases("car")
+    dock.set_scope("layer")
+    dock.tile_size.setValue(16)
+    dock.batch_size.setValue(1)
+    client = engine_client()
+    task = dock.run_heatmap()
+    wait_until(lambda: task.progress() > 0 or not dock.is_running(), 60, "progress")
+    old_pid = client.pid
+    os.kill(old_pid, signal.SIGKILL)
+    wait_for_dock(dock)
+    assert task.error_code == "engine_died" and "stopped unexpectedly" in dock.status.text()
+    assert "\n" not in task.error
+    dock.tile_size.setValue(0)
+    dock.batch_size.setValue(16)
+    task = dock.run_heatmap()
+    wait_for_dock(dock)
+    assert not task.error, task.error
+    assert client.pid != old_pid

@@ -65,10 +65,45 @@ def test_tile_classify(provider, raster, tmp_path):
         "INPUT": raster, "MODEL": TEST_MODEL, "CLASSES": "car, building,water", "TOP_K": 2,
         "DEVICE": 1, "OUTPUT": str(out)})
     layer = vector(res["OUTPUT"])
-    assert layer.featureCount() == 9  # 224 px, 112 px tiles, overlap 0.25 -> 3 x 3
+    assert layer.featureCount() == 4  # 224 px, 112 px tiles side by side (default overlap 0, as the CLI)
     assert layer.crs() == QgsRasterLayer(raster).crs()
     assert {"label", "score", "top_k"} <= {f.name() for f in layer.fields()}
     assert {f["label"] for f in layer.getFeatures()} <= {"car", "building", "water"}
+
+
+def test_loaded_outputs_are_styled_and_named(provider, raster, tmp_path):
+    """Run and load, as the toolbox does: tiles categorised by class and named after raster and
+    classes; a score heatmap with the transparent-to-warm ramp; both marked as GeoAlign results."""
+    import processing
+    from qgis.core import QgsCategorizedSymbolRenderer
+
+    from geoalign_qgis import layers
+
+    project = QgsProject.instance()
+    before = set(project.mapLayers())
+    processing.runAndLoadResults("geoalign:tileclassify", {
+        "INPUT": raster, "MODEL": TEST_MODEL, "CLASSES": "car, building,water", "DEVICE": 1,
+        "OUTPUT": str(tmp_path / "tiles.gpkg")})
+    processing.runAndLoadResults("geoalign:heatmap", {
+        "INPUT": raster, "MODEL": TEST_MODEL, "PHRASE": "car", "DEVICE": 1, "OUTPUT": str(tmp_path / "heat.tif")})
+    new = [project.mapLayer(i) for i in set(project.mapLayers()) - before]
+    try:
+        tiles = next(lyr for lyr in new if isinstance(lyr, QgsVectorLayer))
+        heat = next(lyr for lyr in new if isinstance(lyr, QgsRasterLayer))
+        assert tiles.name() == "crop tiles: car, building, water"
+        renderer = tiles.renderer()
+        assert isinstance(renderer, QgsCategorizedSymbolRenderer) and renderer.classAttribute() == "label"
+        counts = sum(int(c.label().rsplit("(", 1)[1].rstrip(")")) for c in renderer.categories())
+        assert counts == tiles.featureCount() == 4
+        assert all(c.symbol().color().alpha() < 255 for c in renderer.categories())  # semi-transparent
+        assert heat.name() == "heatmap score: car (crop)"
+        shader = heat.renderer().shader().rasterShaderFunction()
+        assert shader.minimumValue() == 0.0 and shader.maximumValue() == 1.0
+        items = shader.colorRampItemList()
+        assert items[0].color.alpha() == 0 and items[-1].color.alpha() > 200
+        assert all(layers.is_output(lyr) for lyr in (tiles, heat))
+    finally:
+        project.removeMapLayers([lyr.id() for lyr in new])
 
 
 def test_find_objects_with_extent_and_regions(provider, raster, tmp_path):
@@ -155,7 +190,9 @@ def test_heatmap_with_a_checkpoint_file(provider, raster, tmp_path):
     assert heat.extent().toString(2) == src.extent().toString(2)
     from geoalign_qgis.layers import style_heatmap
 
-    assert isinstance(style_heatmap(heat), QgsSingleBandPseudoColorRenderer)
+    assert isinstance(style_heatmap(heat, score=False), QgsSingleBandPseudoColorRenderer)
+    stats = heat.dataProvider().bandStatistics(1)
+    assert 0.0 <= stats.minimumValue <= stats.maximumValue <= 1.0  # the default values: scores
 
 
 def test_bad_input_is_a_processing_error(provider, raster, tmp_path):

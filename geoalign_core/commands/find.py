@@ -47,7 +47,7 @@ def check_phrases(phrases: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..geo import write_geopackage
+    from ..inference import runs
 
     with cs.one_line_warnings():
         cs.check_common(args)
@@ -65,16 +65,10 @@ def run(args: argparse.Namespace) -> int:
         predictor = cs.make_predictor(args)
         cs.say(args, f"find: {', '.join(repr(p) for p in phrases)} in {args.raster} with {predictor.model_source}")
         with cs.progress_bar(args, "find") as prog:
-            gdf = predictor.find(
-                args.raster, phrases, regions=args.regions, min_score=args.min_score,
-                max_results=args.max_results, nms_iou=args.nms_iou, refine=args.refine, progress=prog,
-                **cs.common_kwargs(args),
+            result = runs.find(
+                predictor, args.raster, phrases, out, overwrite=args.overwrite, regions=args.regions,
+                min_score=args.min_score, max_results=args.max_results, nms_iou=args.nms_iou, refine=args.refine,
+                progress=prog, stage=prog.stage, **cs.common_kwargs(args),
             )
-        write_geopackage(gdf, out, "matches", gdf.attrs["geoalign"], overwrite=args.overwrite)
-    parts = []
-    for p in phrases:
-        sel = gdf[gdf["phrase"] == p]
-        best = f", best score {sel['score'].max():.3f}" if len(sel) else ""
-        parts.append(f"{p!r}: {len(sel)}{best}")
-    print(f"wrote {len(gdf)} matches to {out} (layer 'matches'); " + "; ".join(parts))
+    print(result.summary)
     return 0

@@ -24,13 +24,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("phrase", metavar="PHRASE", help='what to map, e.g. "red car"')
     p.add_argument("--scale", type=int, default=None, metavar="N",
                    help="raster pixels per output cell (default: 1, coarser only for huge rasters)")
+    p.add_argument("--values", choices=("similarity", "score"), default="similarity",
+                   help="similarity: cosine similarity of each patch with the phrase (-1..1); score: the 0..1 "
+                        "probability find gives a one-patch region against background phrases (default: %(default)s)")
     cs.add_raster_options(p, overlap=0.25, out_help="output GeoTIFF (default: <raster stem>_heatmap.tif here)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    import rasterio
+    from ..inference import runs
 
     with cs.one_line_warnings():
         cs.check_common(args)
@@ -42,12 +44,7 @@ def run(args: argparse.Namespace) -> int:
         predictor = cs.make_predictor(args)
         cs.say(args, f"heatmap: {phrase!r} on {args.raster} with {predictor.model_source}")
         with cs.progress_bar(args, "heatmap") as prog:
-            path = predictor.heatmap(args.raster, phrase, out, overwrite=args.overwrite, scale=args.scale,
-                                     progress=prog, **cs.common_kwargs(args))
-    with rasterio.open(path) as ds:
-        a = ds.read(1, masked=True, out_shape=(min(ds.height, 1024), min(ds.width, 1024)))
-        valid = a.compressed()
-        rng = f"{np.min(valid):.3f} .. {np.max(valid):.3f}" if valid.size else "no valid cells"
-        print(f"wrote {ds.width}x{ds.height} float32 heatmap to {path} (res {ds.res[0]:g}, "
-              f"crs {ds.crs.to_string() if ds.crs else 'none'}); similarity {rng}")
+            result = runs.heatmap(predictor, args.raster, phrase, out, overwrite=args.overwrite, scale=args.scale,
+                                  values=args.values, progress=prog, stage=prog.stage, **cs.common_kwargs(args))
+    print(result.summary)
     return 0

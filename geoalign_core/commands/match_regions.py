@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 from pathlib import Path
 
 from ..errors import InputError
@@ -31,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..geo import write_geopackage
+    from ..inference import runs
 
     with cs.one_line_warnings():
         cs.check_common(args)
@@ -44,9 +43,7 @@ def run(args: argparse.Namespace) -> int:
         cs.say(args, f"match-regions: {args.regions} x {len(phrases)} phrase(s) on {args.raster}"
                      f" with {predictor.model_source}")
         with cs.progress_bar(args, "match-regions") as prog:
-            gdf = predictor.match_regions(args.raster, args.regions, phrases, progress=prog,
-                                          **cs.common_kwargs(args))
-        write_geopackage(gdf, out, "regions", gdf.attrs["geoalign"], overwrite=args.overwrite)
-    counts = ", ".join(f"{p!r} {n}" for p, n in Counter(gdf["best_phrase"]).most_common())
-    print(f"wrote {len(gdf)} regions to {out} (layer 'regions'); best phrase: {counts}")
+            result = runs.match_regions(predictor, args.raster, args.regions, phrases, out, overwrite=args.overwrite,
+                                        progress=prog, stage=prog.stage, **cs.common_kwargs(args))
+    print(result.summary)
     return 0

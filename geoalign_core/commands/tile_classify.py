@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 from pathlib import Path
 
 from ..errors import InputError
@@ -48,7 +47,7 @@ def read_classes(args: argparse.Namespace) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..geo import write_geopackage
+    from ..inference import runs
 
     with cs.one_line_warnings():
         cs.check_common(args)
@@ -61,10 +60,7 @@ def run(args: argparse.Namespace) -> int:
         n = "the built-in vocabulary" if classes is None else f"{len(classes)} classes"
         cs.say(args, f"tile-classify: {args.raster} with {predictor.model_source}, {n}")
         with cs.progress_bar(args, "tile-classify") as prog:
-            gdf = predictor.tile_classify(args.raster, classes, top_k=args.top_k, progress=prog,
-                                          **cs.common_kwargs(args))
-        write_geopackage(gdf, out, "tiles", gdf.attrs["geoalign"], overwrite=args.overwrite)
-    counts = Counter(gdf["label"]).most_common(5)
-    summary = ", ".join(f"{label} {n}" for label, n in counts)
-    print(f"wrote {len(gdf)} tiles to {out} (layer 'tiles'); most frequent labels: {summary}")
+            result = runs.tile_classify(predictor, args.raster, classes, out, overwrite=args.overwrite,
+                                        top_k=args.top_k, progress=prog, stage=prog.stage, **cs.common_kwargs(args))
+    print(result.summary)
     return 0

@@ -140,12 +140,14 @@ class RasterSource:
         if ds.crs is None and not self.allow_no_crs and ds.gcps[0]:
             raise InputError(
                 f"raster is georeferenced by ground control points only: {self.path}; "
-                "warp it first (gdalwarp) or use --allow-no-crs to work in pixel coordinates"
+                "warp it first (gdalwarp) or use --allow-no-crs to work in pixel coordinates",
+                code="no_crs",
             )
         if ds.crs is None and not self.allow_no_crs:
             raise InputError(
                 f"raster has no CRS (coordinate reference system): {self.path}; "
-                "use --allow-no-crs to work in pixel coordinates"
+                "use --allow-no-crs to work in pixel coordinates",
+                code="no_crs",
             )
         self.selection: BandSelection = select_bands(ds.count, ds.colorinterp, self._bands_arg)
         self._read_indexes = self.selection.read_indexes

@@ -129,9 +129,28 @@ def one_line_warnings() -> Iterator[None]:
         yield
 
 
+class _Bar:
+    """A tqdm bar on stderr fed by the Predictor's ``progress(done, total)`` and ``stage(name)``."""
+
+    def __init__(self, bar) -> None:
+        self.bar = bar
+
+    def __call__(self, done: int, total: int) -> None:
+        bar = self.bar
+        if bar.total != total:
+            bar.total = total
+            bar.refresh()
+        bar.update(max(0, done - bar.n))
+
+    def stage(self, name: str) -> None:
+        """A new stage: the bar restarts, named after it."""
+        self.bar.reset(total=0)
+        self.bar.set_description(name)
+
+
 @contextlib.contextmanager
-def progress_bar(args: argparse.Namespace, desc: str, unit: str = "tile") -> Iterator:
-    """A tqdm bar on stderr fed by the Predictor's ``progress(done, total)`` callback.
+def progress_bar(args: argparse.Namespace, desc: str, unit: str = "tile") -> Iterator[_Bar]:
+    """A tqdm bar on stderr: pass it as ``progress=`` and its ``.stage`` as ``stage=``.
 
     Disabled with ``--quiet``; tqdm also disables itself when stderr is not a terminal.
     """
@@ -139,15 +158,8 @@ def progress_bar(args: argparse.Namespace, desc: str, unit: str = "tile") -> Ite
 
     bar = tqdm(total=0, desc=desc, unit=unit, disable=True if args.quiet else None, leave=False,
                dynamic_ncols=True)
-
-    def update(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.total = total
-            bar.refresh()
-        bar.update(max(0, done - bar.n))
-
     try:
-        yield update
+        yield _Bar(bar)
     finally:
         bar.close()
 

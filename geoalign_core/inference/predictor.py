@@ -25,7 +25,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -81,6 +81,14 @@ _BUFFER_LIMIT = 20_000
 
 Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool]
+Stage = Callable[[str], None]
+HEATMAP_VALUES = ("similarity", "score")
+
+
+def _enter(stage: Stage | None, name: str) -> None:
+    """Announce a stage of a run; the ``progress(done, total)`` calls that follow count its work."""
+    if stage is not None:
+        stage(name)
 
 
 class Cancelled(GeoAlignError):
@@ -399,6 +407,7 @@ class Predictor:
         allow_no_crs: bool = False,
         progress: Progress | None = None,
         cancel: Cancel | None = None,
+        stage: Stage | None = None,
     ) -> gpd.GeoDataFrame:
         """Zero-shot classification of every non-empty tile.
 
@@ -414,7 +423,9 @@ class Predictor:
         with self._open(raster, bands, allow_no_crs) as src:
             area = self.area_window(src, bounds)
             windows = self.grid(src, area, ts, overlap)
+            _enter(stage, "encoding classes")
             text = self.encode_classes(classes)
+            _enter(stage, "classifying tiles")
             boxes: list[list[float]] = []
             labels: list[str] = []
             scores: list[float] = []
@@ -489,6 +500,7 @@ class Predictor:
         refine: bool = True,
         progress: Progress | None = None,
         cancel: Cancel | None = None,
+        stage: Stage | None = None,
     ) -> gpd.GeoDataFrame:
         """Find objects matching each phrase.
 
@@ -518,6 +530,7 @@ class Predictor:
             if regions is not None:
                 feats, rboxes, n_out = self._load_regions(regions, src, area)
                 texts, bg = self._query_texts(phrases)
+                _enter(stage, "scoring regions")
                 emb = self._region_embeddings(src, rboxes, area, ts, overlap, progress, cancel)
                 probs = scoring.phrase_probabilities(emb, texts, len(phrases), self.logit_scale).cpu()
                 k_idx, p_idx = (probs >= float(min_score)).nonzero(as_tuple=True)
@@ -529,6 +542,7 @@ class Predictor:
             else:
                 texts, bg = self._query_texts(phrases)
                 windows = self.grid(src, area, ts, overlap)
+                _enter(stage, "scanning tiles")
                 boxes, scores, p_idx = self._find_candidates(
                     src, windows, area, texts, len(phrases), float(min_score), int(max_results),
                     float(nms_iou), progress, cancel,
@@ -538,7 +552,7 @@ class Predictor:
                                                  cap=int(max_results) + min(int(max_results), REFINE_SPARE))
                     boxes, scores, p_idx = boxes[keep], scores[keep], p_idx[keep]
                     boxes, n_moved = self._refine_boxes(src, area, boxes, p_idx, texts, len(phrases), ts, overlap,
-                                                        cancel)
+                                                        cancel, progress, stage)
                     extra["n_refined"] = n_moved
                 keep = scoring.nms_per_label(boxes, scores, p_idx, float(nms_iou), cap=int(max_results))
                 extra |= {"n_windows": len(windows), "nms_iou": float(nms_iou), "refine": bool(refine),
@@ -679,6 +693,8 @@ class Predictor:
         tile_size: int,
         overlap: float,
         cancel: Cancel | None,
+        progress: Progress | None = None,
+        stage: Stage | None = None,
     ) -> tuple[torch.Tensor, int]:
         """Place each box better by looking at it at twice the tile zoom.
 
@@ -700,12 +716,13 @@ class Predictor:
         """
         if len(boxes) == 0:
             return boxes, 0
+        _enter(stage, "refining boxes")
         side = max(self.model.patch_size, round(tile_size / REFINE_ZOOM))
         orig = boxes.numpy()
         cx, cy = (orig[:, 0] + orig[:, 2]) / 2, (orig[:, 1] + orig[:, 3]) / 2
         windows = [Window(math.floor(x - side / 2), math.floor(y - side / 2), side, side) for x, y in zip(cx, cy)]
         proposed = orig.copy()
-        for eb in self.image_pass(src, windows, dense=True, cancel=cancel, skip_empty=False):
+        for eb in self.image_pass(src, windows, dense=True, progress=progress, cancel=cancel, skip_empty=False):
             rows = torch.tensor([t.index for t in eb.tiles])
             lab = labels[rows]
             # the similarity map of each window's own phrase
@@ -727,7 +744,8 @@ class Predictor:
             return boxes, 0
         # the check at the tile zoom: the proposal must score at least as high as the box
         both = np.concatenate([orig[moved], proposed[moved]])
-        emb = self._region_embeddings(src, both, area, tile_size, overlap, None, cancel)
+        _enter(stage, "checking refined boxes")
+        emb = self._region_embeddings(src, both, area, tile_size, overlap, progress, cancel)
         probs = scoring.phrase_probabilities(emb, texts, n_phrases, self.logit_scale).cpu()
         lab = labels[torch.from_numpy(moved)]
         n = len(moved)
@@ -853,6 +871,7 @@ class Predictor:
         allow_no_crs: bool = False,
         progress: Progress | None = None,
         cancel: Cancel | None = None,
+        stage: Stage | None = None,
     ) -> gpd.GeoDataFrame:
         """Score every feature's bounding box against every phrase.
 
@@ -866,6 +885,7 @@ class Predictor:
             area = self.area_window(src, bounds)
             feats, boxes, n_out = self._load_regions(regions, src, area)
             texts, bg = self._query_texts(phrases)
+            _enter(stage, "scoring regions")
             emb = self._region_embeddings(src, boxes, area, ts, overlap, progress, cancel)
             probs = scoring.phrase_probabilities(emb, texts, len(phrases), self.logit_scale).cpu().numpy()
             reserved = {"best_phrase", "score", *phrases}
@@ -899,6 +919,8 @@ class Predictor:
         overwrite: bool = False,
         *,
         scale: int | None = None,
+        values: str = "similarity",
+        metadata: Mapping[str, object] | None = None,
         bands: Sequence[int] | str | None = None,
         tile_size: int | None = None,
         overlap: float = 0.25,
@@ -906,16 +928,22 @@ class Predictor:
         allow_no_crs: bool = False,
         progress: Progress | None = None,
         cancel: Cancel | None = None,
+        stage: Stage | None = None,
     ) -> Path:
         """Write the phrase's dense similarity as a float32 COG; returns the path.
 
-        Values: cosine similarity of each patch embedding (the model's ``dense_mode``) with
-        the phrase, bilinearly resampled onto the output grid and averaged where tiles
-        overlap. The grid is the raster's (or the ``bounds`` window's) pixel grid, coarsened
-        by ``scale`` raster pixels per cell (default: 1, or the smallest integer keeping the
+        Values (``values``): ``"similarity"``, the cosine similarity (-1..1) of each patch
+        embedding (the model's ``dense_mode``) with the phrase; or ``"score"``, the 0..1
+        probability ``find`` would give a one-patch region (softmax with the model's logit
+        scale over the phrase and the background phrases), the score users see on boxes. Both
+        are bilinearly resampled onto the output grid and averaged where tiles overlap. The
+        grid is the raster's (or the ``bounds`` window's) pixel grid, coarsened by ``scale``
+        raster pixels per cell (default: 1, or the smallest integer keeping the
         grid under 25 M cells). Cells without valid input pixels are nodata (NaN).
         """
         phrase = _clean_texts(phrase, "phrase")[0]
+        if values not in HEATMAP_VALUES:
+            raise InputError(f"heatmap values must be one of {', '.join(HEATMAP_VALUES)}; got {values!r}")
         out_path = check_output(out_path, overwrite)
         ts = self._tile_size(tile_size)
         with self._open(raster, bands, allow_no_crs) as src:
@@ -927,13 +955,18 @@ class Predictor:
                 raise InputError(f"--scale must be a whole number >= 1; got {scale}")
             scale = int(scale)
             windows = self.grid(src, area, ts, overlap)
-            text = self.encode_phrases([phrase])
+            texts, bg = self._query_texts([phrase])
             transform = rasterio.windows.transform(area, src.transform)
             acc = HeatmapAccumulator(h, w, transform, src.crs, scale=scale)
             c0, r0 = int(area.col_off), int(area.row_off)
             n_tiles = 0
+            _enter(stage, "scanning tiles")
             for eb in self.image_pass(src, windows, dense=True, progress=progress, cancel=cancel):
-                sim = scoring.similarity_maps(eb.dense_normalized, text)[:, 0].cpu().numpy()
+                if values == "score":
+                    sim = scoring.probability_maps(eb.dense_normalized, texts, 1, self.logit_scale)
+                else:
+                    sim = scoring.similarity_maps(eb.dense_normalized, texts[:1])
+                sim = sim[:, 0].cpu().numpy()
                 for i, t in enumerate(eb.tiles):
                     win = Window(t.window.col_off - c0, t.window.row_off - r0, t.window.width, t.window.height)
                     acc.add(win, sim[i], valid=t.valid, resampling="bilinear")
@@ -944,16 +977,25 @@ class Predictor:
                 "heatmap",
                 **self._raster_meta(src, ts, overlap, bounds),
                 phrase=phrase,
-                values="cosine similarity of patch embeddings with the phrase, averaged in overlaps",
+                values=values,
+                values_meaning=(
+                    "probability of the phrase against background phrases for each patch as a one-patch region "
+                    "(find's score), averaged in overlaps" if values == "score"
+                    else "cosine similarity of patch embeddings with the phrase, averaged in overlaps"),
+                background_phrases=bg if values == "score" else [],
                 scale=scale,
                 n_tiles=n_tiles,
             )
-            values = acc.result()
-            self._mask_invalid(values, src, area, scale, cancel)
+            meta.update({k: _jsonable(v) for k, v in (metadata or {}).items()})
+            grid = acc.result()
+            _enter(stage, "masking nodata")
+            self._mask_invalid(grid, src, area, scale, cancel)
             if cancel is not None and cancel():
                 raise Cancelled("cancelled")
-            write_float_geotiff(values, out_path, acc.out_transform, src.crs, overwrite=overwrite,
-                                band_descriptions=[phrase], tags={"GEOALIGN_METADATA": meta})
+            _enter(stage, "writing")
+            desc = f"{phrase} (score)" if values == "score" else phrase
+            write_float_geotiff(grid, out_path, acc.out_transform, src.crs, overwrite=overwrite,
+                                band_descriptions=[desc], tags={"GEOALIGN_METADATA": meta})
         return out_path
 
     @staticmethod

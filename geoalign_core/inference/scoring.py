@@ -87,6 +87,21 @@ def similarity_maps(dense: torch.Tensor, phrases: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bdhw,nd->bnhw", dense.float(), phrases.float())
 
 
+def probability_maps(
+    dense: torch.Tensor, texts: torch.Tensor, n_phrases: int, logit_scale: float | torch.Tensor
+) -> torch.Tensor:
+    """Per-patch phrase scores ``[B, N, h, w]``: every patch scored as a one-patch region.
+
+    ``dense`` is ``[B, D, h, w]`` normalised per patch; ``texts`` and ``n_phrases`` as in
+    :func:`phrase_probabilities` (the query phrases, then background phrases), so a patch's
+    value is the probability ``find`` would give a region made of that patch alone.
+    """
+    b, d, h, w = dense.shape
+    flat = dense.float().permute(0, 2, 3, 1).reshape(-1, d)
+    probs = phrase_probabilities(flat, texts, n_phrases, logit_scale)
+    return probs.reshape(b, h, w, n_phrases).permute(0, 3, 1, 2)
+
+
 def patch_validity(valid: torch.Tensor, patch: int) -> torch.Tensor:
     """Fraction of valid pixels per patch: ``[B, H, W]`` bool -> ``[B, H/p, W/p]`` float."""
     return F.avg_pool2d(valid.float().unsqueeze(1), patch).squeeze(1)

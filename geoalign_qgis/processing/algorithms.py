@@ -1,13 +1,15 @@
 """Processing algorithms: Tile classify, Find objects by text, Match regions, Heatmap.
 
-Thin shells over :class:`geoalign_core.inference.Predictor` (shared with the dock through
-:data:`geoalign_qgis.tasks.PREDICTORS`, so a model is loaded once per session). Vector
-results go to a feature sink (any format, temporary layers, model builder); the heatmap is
-a GeoTIFF raster destination. Nothing heavy is imported until an algorithm runs.
+Thin shells over the GeoAlign engine process, through the same client as the dock
+(:func:`geoalign_qgis.tasks.run_request`): the engine writes a GeoPackage, which is copied
+into the algorithm's feature sink (any format, temporary layers, the model builder); the
+heatmap is written by the engine straight to the raster destination. Progress, stage names
+and cancel go through Processing's feedback. Loaded outputs get GeoAlign's styles and names.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
@@ -26,21 +29,17 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
+    QgsProcessingUtils,
     QgsRasterLayer,
+    QgsVectorLayer,
 )
 from qgis.PyQt.QtGui import QIcon
 
-from .. import deps
-from ..compat import FAST_INSERT, NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_POLYGON, WKB_POLYGON, param_flag_advanced
-from ..convert import (
-    Records,
-    features_from_records,
-    fields_for,
-    gdf_from_records,
-    records_from_features,
-    records_from_gdf,
-)
-from ..tasks import PREDICTORS, DependencyError, call_in_worker, is_cancelled_error, user_message
+from .. import layers
+from ..compat import NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_POLYGON, WKB_POLYGON, param_flag_advanced
+from ..engine import EngineCancelled, EngineError
+from ..tasks import NO_ENGINE, engine_location, log_error, remove_outputs, run_request
+from ..vector_io import copy_features, open_result, result_fields, write_polygons
 
 ICON = Path(__file__).resolve().parent.parent / "icon.svg"
 DEVICES = ["auto", "cpu", "cuda"]
@@ -58,6 +57,41 @@ def split_list(text: str | None, seps: str = "\n;") -> list[str]:
     return list(out)
 
 
+class Styler(QgsProcessingLayerPostProcessorInterface):
+    """Gives a loaded output GeoAlign's style and marks it as a GeoAlign result.
+
+    Processing keeps no Python reference to post-processors: each lives in :attr:`_alive`
+    until it has run.
+    """
+
+    _alive: list[Styler] = []
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def postProcessLayer(self, layer: Any, context: Any, feedback: Any) -> None:  # noqa: N802
+        try:
+            if isinstance(layer, QgsVectorLayer):
+                layers.style_result(layer, self.kind)
+            elif isinstance(layer, QgsRasterLayer):
+                layers.style_heatmap(layer, score=self.kind == "heatmap_score")
+            layers.mark_output(layer)
+        finally:
+            with contextlib.suppress(ValueError):
+                Styler._alive.remove(self)
+
+    @classmethod
+    def attach(cls, context: QgsProcessingContext, dest: str, kind: str, name: str) -> None:
+        if not context.willLoadLayerOnCompletion(dest):
+            return
+        details = context.layerToLoadOnCompletionDetails(dest)
+        details.name = name
+        styler = cls(kind)
+        cls._alive.append(styler)
+        details.setPostProcessor(styler)
+
+
 class GeoAlignAlgorithm(QgsProcessingAlgorithm):
     """Shared parameters (raster, model, device, tiling) and plumbing."""
 
@@ -68,12 +102,14 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
     BANDS = "BANDS"
     TILE_SIZE = "TILE_SIZE"
     OVERLAP = "OVERLAP"
+    ALLOW_NO_CRS = "ALLOW_NO_CRS"
     EXTENT = "EXTENT"
     OUTPUT = "OUTPUT"
 
     _name = ""
     _display = ""
     _help = ""
+    _overlap = 0.25
 
     def createInstance(self) -> GeoAlignAlgorithm:  # noqa: N802
         return type(self)()
@@ -96,14 +132,15 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802
         text = self._help + (
             "\n\nModel: a zoo name (geoalign models list), an open_clip architecture, "
-            "hf-hub:org/repo or a checkpoint file. Tile size 0 = the model's input size."
+            "hf-hub:org/repo or a checkpoint file. Tile size 0 = the model's input size. "
+            "The model runs in GeoAlign's engine process (see Plugins > GeoAlign > Settings)."
         )
-        status = deps.check()
-        return text if status.ok else f"{status.message()}\n\n{text}"
+        ok, msg = self.canExecute()
+        return text if ok else f"{msg}\n\n{text}"
 
     def canExecute(self) -> tuple[bool, str]:  # noqa: N802
-        status = deps.check()
-        return status.ok, status.message()
+        loc = engine_location()
+        return loc.found, "" if loc.found else (loc.problem or NO_ENGINE)
 
     # -- parameters -----------------------------------------------------------------
     def add_common(self, extent: bool = True) -> None:
@@ -122,8 +159,10 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
                                          optional=True),
             QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size in pixels (0: the model's input size)",
                                          NUMBER_INTEGER, 0, False, 0, 8192),
-            QgsProcessingParameterNumber(self.OVERLAP, "Tile overlap (fraction)", NUMBER_DOUBLE, 0.25, False,
+            QgsProcessingParameterNumber(self.OVERLAP, "Tile overlap (fraction)", NUMBER_DOUBLE, self._overlap, False,
                                          0.0, 0.89),
+            QgsProcessingParameterBoolean(self.ALLOW_NO_CRS, "Allow a raster without a CRS (results in pixel "
+                                          "coordinates)", defaultValue=False),
         ]
         for p in params:
             p.setFlags(p.flags() | adv)
@@ -139,20 +178,25 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(f"{layer.name()}: GeoAlign needs a raster file, not {layer.source()}")
         return layer, path
 
-    def common(self, parameters: dict, context: QgsProcessingContext, layer: QgsRasterLayer,
-               feedback: QgsProcessingFeedback) -> dict[str, Any]:
-        kw: dict[str, Any] = {
+    def request_params(self, parameters: dict, context: QgsProcessingContext, layer: QgsRasterLayer,
+                       path: str) -> dict[str, Any]:
+        """The engine parameters every request takes (raster, model, tiling, bands, extent)."""
+        p: dict[str, Any] = {
+            "raster": path,
+            "model": self.parameterAsString(parameters, self.MODEL, context).strip() or DEFAULT_MODEL,
+            "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            "batch_size": self.parameterAsInt(parameters, self.BATCH_SIZE, context) or 16,
             "overlap": self.parameterAsDouble(parameters, self.OVERLAP, context),
-            "progress": lambda done, total: feedback.setProgress(100.0 * done / max(total, 1)),
-            "cancel": feedback.isCanceled,
+            "allow_no_crs": self.parameterAsBoolean(parameters, self.ALLOW_NO_CRS, context),
+            "metadata": {"client": "qgis-processing", "algorithm": self.id()},
         }
         tile = self.parameterAsInt(parameters, self.TILE_SIZE, context)
         if tile > 0:
-            kw["tile_size"] = tile
+            p["tile_size"] = tile
         bands = self.parameterAsString(parameters, self.BANDS, context).strip()
         if bands:
             try:
-                kw["bands"] = [int(b) for b in bands.replace(" ", "").split(",") if b]
+                p["bands"] = [int(b) for b in bands.replace(" ", "").split(",") if b]
             except ValueError:
                 raise QgsProcessingException(f"bands must be 1-based band numbers like 3,2,1, not {bands!r}") from None
         if self.EXTENT in parameters and parameters.get(self.EXTENT) not in (None, ""):
@@ -160,43 +204,45 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
             inter = ext.intersect(layer.extent())
             if inter.isEmpty():
                 raise QgsProcessingException("the extent does not overlap the raster")
-            kw["bounds"] = (inter.xMinimum(), inter.yMinimum(), inter.xMaximum(), inter.yMaximum())
-        return kw
+            p["bounds"] = [inter.xMinimum(), inter.yMinimum(), inter.xMaximum(), inter.yMaximum()]
+        return p
 
-    def predictor_args(self, parameters: dict, context: QgsProcessingContext) -> dict[str, Any]:
-        model = self.parameterAsString(parameters, self.MODEL, context).strip() or DEFAULT_MODEL
-        device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
-        return {"model": model, "device": device,
-                "batch_size": self.parameterAsInt(parameters, self.BATCH_SIZE, context) or 16}
+    def run_engine(self, request: str, params: dict, feedback: QgsProcessingFeedback) -> dict | None:
+        """The request's result; None when cancelled. Engine errors become Processing errors."""
+        feedback.pushInfo(f"GeoAlign engine: {request} with {params.get('model')}")
+        try:
+            return run_request(request, params, feedback)
+        except EngineCancelled:
+            feedback.pushInfo("cancelled; nothing was written")
+            return None
+        except EngineError as exc:
+            log_error(exc, self.displayName())
+            message = str(exc)
+            if exc.code == "no_crs":
+                message += " (or tick the advanced parameter 'Allow a raster without a CRS')"
+            raise QgsProcessingException(message) from None
 
-    def predict(self, parameters: dict, context: QgsProcessingContext, method: str, *args: Any,
-                **kwargs: Any) -> Any:
-        """``Predictor.<method>(*args, **kwargs)`` on GeoAlign's worker thread (see tasks.py).
-
-        Records arguments become GeoDataFrames there; a GeoDataFrame result comes back as Records.
-        """
-        load = self.predictor_args(parameters, context)
-
-        def work() -> Any:
-            a = [gdf_from_records(x) if isinstance(x, Records) else x for x in args]
-            kw = {k: gdf_from_records(v) if isinstance(v, Records) else v for k, v in kwargs.items()}
-            with PREDICTORS.use(**load) as predictor:
-                out = getattr(predictor, method)(*a, **kw)
-            return out if isinstance(out, (str, Path)) else records_from_gdf(out)
-
-        return call_in_worker(work)
-
-    def write_sink(self, parameters: dict, context: QgsProcessingContext, rec: Records,
-                   layer: QgsRasterLayer, feedback: QgsProcessingFeedback) -> dict[str, Any]:
-        fields = fields_for(rec)
-        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields, WKB_POLYGON, layer.crs())
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-        for feat in features_from_records(rec, fields):
-            if feedback.isCanceled():
-                break
-            sink.addFeature(feat, FAST_INSERT)
-        feedback.pushInfo(f"{len(rec)} features")
+    def vector_result(self, request: str, params: dict, layer_name: str, parameters: dict,
+                      context: QgsProcessingContext, raster: QgsRasterLayer, feedback: QgsProcessingFeedback,
+                      display: str) -> dict[str, Any]:
+        """Run a request whose result is a GeoPackage layer and copy it into the OUTPUT sink."""
+        tmp = Path(QgsProcessingUtils.generateTempFilename(f"geoalign_{layer_name}.gpkg"))
+        params = dict(params, out=str(tmp), overwrite=True)
+        try:
+            result = self.run_engine(request, params, feedback)
+            if result is None:
+                return {}
+            src = open_result(tmp, layer_name)
+            fields = result_fields(src)
+            sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields, WKB_POLYGON, raster.crs())
+            if sink is None:
+                raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
+            n = copy_features(src, sink, fields, feedback)
+            del src
+            feedback.pushInfo(result.get("summary") or f"{n} features")
+        finally:
+            remove_outputs([tmp])
+        Styler.attach(context, dest, layer_name, display)
         return {self.OUTPUT: dest}
 
     def processAlgorithm(self, parameters: dict, context: QgsProcessingContext,  # noqa: N802
@@ -204,17 +250,7 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
         ok, msg = self.canExecute()
         if not ok:
             raise QgsProcessingException(msg)
-        try:
-            return self.compute(parameters, context, feedback)
-        except QgsProcessingException:
-            raise
-        except Exception as exc:
-            if is_cancelled_error(exc):
-                feedback.reportError("cancelled", False)
-                return {}
-            if isinstance(exc, DependencyError):
-                raise QgsProcessingException(str(exc)) from None
-            raise QgsProcessingException(user_message(exc)) from exc
+        return self.compute(parameters, context, feedback)
 
     def compute(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
         """Each concrete algorithm overrides this (sip classes cannot use abc.abstractmethod)."""
@@ -224,6 +260,7 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
 class TileClassifyAlgorithm(GeoAlignAlgorithm):
     CLASSES = "CLASSES"
     TOP_K = "TOP_K"
+    _overlap = 0.0
     _name = "tileclassify"
     _display = "Tile classify"
     _help = ("Cuts the raster into tiles and labels each tile with the most probable class "
@@ -242,11 +279,11 @@ class TileClassifyAlgorithm(GeoAlignAlgorithm):
     def compute(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
         layer, raster = self.raster(parameters, context)
         classes = split_list(self.parameterAsString(parameters, self.CLASSES, context), "\n;,") or None
-        top_k = self.parameterAsInt(parameters, self.TOP_K, context)
-        common = self.common(parameters, context, layer, feedback)
-        feedback.pushInfo("loading the model")
-        rec = self.predict(parameters, context, "tile_classify", raster, classes=classes, top_k=top_k, **common)
-        return self.write_sink(parameters, context, rec, layer, feedback)
+        params = self.request_params(parameters, context, layer, raster)
+        params.update(classes=classes, top_k=self.parameterAsInt(parameters, self.TOP_K, context))
+        what = ", ".join(classes)[:50] if classes else "built-in classes"
+        return self.vector_result("tile_classify", params, "tiles", parameters, context, layer, feedback,
+                                  f"{layer.name()} tiles: {what}")
 
 
 class FindObjectsAlgorithm(GeoAlignAlgorithm):
@@ -282,30 +319,39 @@ class FindObjectsAlgorithm(GeoAlignAlgorithm):
         phrases = split_list(self.parameterAsString(parameters, self.PHRASES, context))
         if not phrases:
             raise QgsProcessingException("give one or more phrases")
-        kw = self.common(parameters, context, layer, feedback)
-        regions = regions_records(self, parameters, self.REGIONS, context, layer)
-        if regions is not None:
-            kw["regions"] = regions
+        params = self.request_params(parameters, context, layer, raster)
+        params.update(phrases=phrases, refine=self.parameterAsBoolean(parameters, self.REFINE, context))
         if parameters.get(self.MIN_SCORE) not in (None, ""):
-            kw["min_score"] = self.parameterAsDouble(parameters, self.MIN_SCORE, context)
+            params["min_score"] = self.parameterAsDouble(parameters, self.MIN_SCORE, context)
         if parameters.get(self.MAX_RESULTS) not in (None, ""):
-            kw["max_results"] = self.parameterAsInt(parameters, self.MAX_RESULTS, context)
-        kw["refine"] = self.parameterAsBoolean(parameters, self.REFINE, context)
-        feedback.pushInfo("loading the model")
-        rec = self.predict(parameters, context, "find", raster, phrases, **kw)
-        return self.write_sink(parameters, context, rec, layer, feedback)
+            params["max_results"] = self.parameterAsInt(parameters, self.MAX_RESULTS, context)
+        with regions_file(self, parameters, self.REGIONS, context, layer) as regions:
+            if regions is not None:
+                params["regions"] = regions
+            return self.vector_result("find", params, "matches", parameters, context, layer, feedback,
+                                      f"{', '.join(phrases)[:50]} ({layer.name()})")
 
 
-def regions_records(alg: QgsProcessingAlgorithm, parameters: dict, name: str, context: QgsProcessingContext,
-                    layer: QgsRasterLayer) -> Records | None:
-    """A polygon source, reprojected by QGIS into the raster's CRS, as Records (or None)."""
+@contextlib.contextmanager
+def regions_file(alg: QgsProcessingAlgorithm, parameters: dict, name: str, context: QgsProcessingContext,
+                 layer: QgsRasterLayer):
+    """A polygon source, reprojected by QGIS into the raster's CRS, as a temporary GeoPackage (or None)."""
     if parameters.get(name) in (None, ""):
-        return None
+        yield None
+        return
     source = alg.parameterAsSource(parameters, name, context)
     if source is None:
-        return None
+        yield None
+        return
     request = QgsFeatureRequest().setDestinationCrs(layer.crs(), context.transformContext())
-    return records_from_features(source.getFeatures(request), source.fields(), layer.crs())
+    path = Path(QgsProcessingUtils.generateTempFilename("geoalign_regions.gpkg"))
+    try:
+        n = write_polygons(path, source.getFeatures(request), source.fields(), layer.crs())
+        if n == 0:
+            raise QgsProcessingException("the regions layer has no polygons")
+        yield str(path)
+    finally:
+        remove_outputs([path])
 
 
 class MatchRegionsAlgorithm(GeoAlignAlgorithm):
@@ -329,25 +375,33 @@ class MatchRegionsAlgorithm(GeoAlignAlgorithm):
         phrases = split_list(self.parameterAsString(parameters, self.PHRASES, context))
         if not phrases:
             raise QgsProcessingException("give one or more phrases")
-        regions = regions_records(self, parameters, self.REGIONS, context, layer)
-        if regions is None or len(regions) == 0:
-            raise QgsProcessingException("the regions layer has no polygons")
-        kw = self.common(parameters, context, layer, feedback)
-        feedback.pushInfo("loading the model")
-        rec = self.predict(parameters, context, "match_regions", raster, regions, phrases, **kw)
-        return self.write_sink(parameters, context, rec, layer, feedback)
+        params = self.request_params(parameters, context, layer, raster)
+        params["phrases"] = phrases
+        with regions_file(self, parameters, self.REGIONS, context, layer) as regions:
+            if regions is None:
+                raise QgsProcessingException("the regions layer has no polygons")
+            params["regions"] = regions
+            return self.vector_result("match_regions", params, "regions", parameters, context, layer, feedback,
+                                      f"regions: {', '.join(phrases)[:50]} ({layer.name()})")
+
+
+HEATMAP_VALUES = ["score", "similarity"]
 
 
 class HeatmapAlgorithm(GeoAlignAlgorithm):
     PHRASE = "PHRASE"
+    VALUES = "VALUES"
     _name = "heatmap"
     _display = "Heatmap"
-    _help = ("Similarity of every patch of the raster to a phrase (cosine similarity, -1..1), as a "
-             "float32 GeoTIFF on the raster's grid (or a coarser grid with a correct transform).")
+    _help = ("A phrase's response over the raster as a float32 GeoTIFF on the raster's grid (or a coarser "
+             "grid with a correct transform). Values: score (0..1, the probability a one-patch region gets "
+             "against background phrases: the same score as found boxes) or similarity (cosine similarity "
+             "of each patch with the phrase, -1..1).")
 
     def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802
         self.add_common()
         self.addParameter(QgsProcessingParameterString(self.PHRASE, "Phrase"))
+        self.addParameter(QgsProcessingParameterEnum(self.VALUES, "Values", options=HEATMAP_VALUES, defaultValue=0))
         self.add_advanced()
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Heatmap"))
 
@@ -357,10 +411,16 @@ class HeatmapAlgorithm(GeoAlignAlgorithm):
         if not phrase:
             raise QgsProcessingException("give a phrase")
         out = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        kw = self.common(parameters, context, layer, feedback)
-        feedback.pushInfo("loading the model")
-        path = self.predict(parameters, context, "heatmap", raster, phrase, out, overwrite=True, **kw)
-        return {self.OUTPUT: str(path)}
+        values = HEATMAP_VALUES[self.parameterAsEnum(parameters, self.VALUES, context)]
+        params = self.request_params(parameters, context, layer, raster)
+        params.update(phrase=phrase, out=str(out), overwrite=True, values=values)
+        result = self.run_engine("heatmap", params, feedback)
+        if result is None:
+            return {}
+        feedback.pushInfo(result.get("summary", ""))
+        Styler.attach(context, str(out), "heatmap_score" if values == "score" else "heatmap",
+                      f"heatmap {values}: {phrase} ({layer.name()})")
+        return {self.OUTPUT: str(out)}
 
 
 ALGORITHMS = [TileClassifyAlgorithm, FindObjectsAlgorithm, MatchRegionsAlgorithm, HeatmapAlgorithm]

@@ -1,5 +1,5 @@
-"""The "GeoAlign" Processing provider. It loads even when torch is missing: each algorithm
-then refuses to run (``canExecute``) and says what to install."""
+"""The "GeoAlign" Processing provider. It loads even when no engine environment is set up yet:
+each algorithm then refuses to run (``canExecute``) and says how to set one up."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from .. import deps
+from ..tasks import engine_location
 from .algorithms import ALGORITHMS
 
 ICON = Path(__file__).resolve().parent.parent / "icon.svg"
@@ -22,16 +22,18 @@ class GeoAlignProvider(QgsProcessingProvider):
         return "GeoAlign"
 
     def longName(self) -> str:  # noqa: N802
-        status = deps.check()
-        if status.ok:
+        if engine_location().found:
             return "GeoAlign: find objects in imagery by text"
-        return f"GeoAlign (not usable: {', '.join(status.missing)} missing)"
+        return "GeoAlign (not set up yet: open the GeoAlign dock)"
 
     def icon(self) -> QIcon:
         return QIcon(str(ICON))
 
     def svgIconPath(self) -> str:  # noqa: N802
         return str(ICON)
+
+    def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802
+        return ["tif"]  # the engine writes (Cloud-Optimised) GeoTIFFs
 
     def loadAlgorithms(self) -> None:  # noqa: N802
         for cls in ALGORITHMS:

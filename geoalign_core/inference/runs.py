@@ -1,0 +1,124 @@
+"""A run: one task of a :class:`~geoalign_core.inference.Predictor`, its output written
+atomically, and a one-line summary.
+
+The ``geoalign`` CLI commands and the engine process that serves the QGIS plugin
+(:mod:`geoalign_core.engine`) are two thin shells over these four functions, so a result
+file is the same whichever of them made it. Each returns a :class:`RunResult`; the metadata
+written into the file is the Predictor's run metadata plus ``metadata`` (e.g. the client).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from .predictor import Predictor
+
+
+@dataclass
+class RunResult:
+    """What a run wrote.
+
+    Attributes:
+        path: the output file, or None when nothing was written (no rows and
+            ``write_empty=False``).
+        layer: the GeoPackage layer ("matches", "regions", "tiles"), None for a heatmap.
+        count: features written (1 for a heatmap: one raster).
+        summary: one line for people, e.g. ``wrote 12 matches to x.gpkg (layer 'matches'); ...``.
+        metadata: what produced it (model, phrases, parameters), as stored in the file.
+        details: task-specific figures (per-phrase counts, value range, ...).
+    """
+
+    path: Path | None
+    layer: str | None
+    count: int
+    summary: str
+    metadata: dict = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path) if self.path is not None else None, "layer": self.layer,
+                "count": self.count, "summary": self.summary, "metadata": self.metadata, "details": self.details}
+
+
+def _write(gdf: Any, out: Path, layer: str, metadata: Mapping[str, Any] | None, overwrite: bool,
+           write_empty: bool) -> tuple[Path | None, dict]:
+    from ..geo import write_geopackage
+
+    meta = dict(gdf.attrs.get("geoalign") or {})
+    meta.update(metadata or {})
+    if len(gdf) == 0 and not write_empty:
+        return None, meta
+    write_geopackage(gdf, out, layer, meta, overwrite=overwrite)
+    return Path(out), meta
+
+
+def find(predictor: Predictor, raster: str | PathLike, phrases: Sequence[str], out: str | PathLike, *,
+         overwrite: bool = False, metadata: Mapping[str, Any] | None = None, write_empty: bool = True,
+         **kwargs: Any) -> RunResult:
+    """``predictor.find(raster, phrases, **kwargs)`` written as layer "matches" of ``out``."""
+    gdf = predictor.find(raster, phrases, **kwargs)
+    path, meta = _write(gdf, Path(out), "matches", metadata, overwrite, write_empty)
+    per_phrase = {}
+    parts = []
+    for p in meta.get("phrases", list(dict.fromkeys(gdf["phrase"]))):
+        sel = gdf[gdf["phrase"] == p]
+        best = float(sel["score"].max()) if len(sel) else None
+        per_phrase[p] = {"count": int(len(sel)), "best_score": best}
+        parts.append(f"{p!r}: {len(sel)}" + (f", best score {best:.3f}" if best is not None else ""))
+    where = f"to {path} (layer 'matches')" if path is not None else "(nothing written)"
+    summary = f"wrote {len(gdf)} matches {where}; " + "; ".join(parts)
+    return RunResult(path, "matches", len(gdf), summary, meta, {"phrases": per_phrase})
+
+
+def match_regions(predictor: Predictor, raster: str | PathLike, regions: Any, phrases: Sequence[str],
+                  out: str | PathLike, *, overwrite: bool = False, metadata: Mapping[str, Any] | None = None,
+                  write_empty: bool = True, **kwargs: Any) -> RunResult:
+    """``predictor.match_regions(raster, regions, phrases, **kwargs)`` written as layer "regions"."""
+    gdf = predictor.match_regions(raster, regions, phrases, **kwargs)
+    path, meta = _write(gdf, Path(out), "regions", metadata, overwrite, write_empty)
+    counts = Counter(gdf["best_phrase"]).most_common()
+    where = f"to {path} (layer 'regions')" if path is not None else "(nothing written)"
+    summary = f"wrote {len(gdf)} regions {where}; best phrase: " + ", ".join(f"{p!r} {n}" for p, n in counts)
+    return RunResult(path, "regions", len(gdf), summary, meta, {"best_phrase": dict(counts)})
+
+
+def tile_classify(predictor: Predictor, raster: str | PathLike, classes: Sequence[str] | None,
+                  out: str | PathLike, *, overwrite: bool = False, metadata: Mapping[str, Any] | None = None,
+                  **kwargs: Any) -> RunResult:
+    """``predictor.tile_classify(raster, classes, **kwargs)`` written as layer "tiles"."""
+    gdf = predictor.tile_classify(raster, classes, **kwargs)
+    path, meta = _write(gdf, Path(out), "tiles", metadata, overwrite, True)
+    counts = Counter(gdf["label"]).most_common()
+    summary = (f"wrote {len(gdf)} tiles to {path} (layer 'tiles'); most frequent labels: "
+               + ", ".join(f"{label} {n}" for label, n in counts[:5]))
+    return RunResult(path, "tiles", len(gdf), summary, meta, {"labels": dict(counts)})
+
+
+def heatmap(predictor: Predictor, raster: str | PathLike, phrase: str, out: str | PathLike, *,
+            overwrite: bool = False, metadata: Mapping[str, Any] | None = None, **kwargs: Any) -> RunResult:
+    """``predictor.heatmap(raster, phrase, out, **kwargs)``: a float32 COG; the summary gives its range."""
+    import json
+
+    import numpy as np
+    import rasterio
+
+    path = Path(predictor.heatmap(raster, phrase, out, overwrite=overwrite, metadata=metadata, **kwargs))
+    with rasterio.open(path) as ds:
+        meta = json.loads(ds.tags().get("GEOALIGN_METADATA", "{}") or "{}")
+        a = ds.read(1, masked=True, out_shape=(min(ds.height, 1024), min(ds.width, 1024)))
+        valid = a.compressed()
+        lo, hi = (float(np.min(valid)), float(np.max(valid))) if valid.size else (None, None)
+        what = "score" if meta.get("values") == "score" else "similarity"
+        rng = f"{lo:.3f} .. {hi:.3f}" if valid.size else "no valid cells"
+        summary = (f"wrote {ds.width}x{ds.height} float32 heatmap to {path} (res {ds.res[0]:g}, "
+                   f"crs {ds.crs.to_string() if ds.crs else 'none'}); {what} {rng}")
+        details = {"width": ds.width, "height": ds.height, "min": lo, "max": hi, "values": what}
+    return RunResult(path, None, 1, summary, meta, details)
+
+
+__all__ = ["RunResult", "find", "heatmap", "match_regions", "tile_classify"]

@@ -1,0 +1,211 @@
+"""The dock's results table: one row per found object / scored region / class, linked to the map.
+
+Selecting rows outlines their features on the map (a rubber band: the features are not
+selected, so QGIS's opaque yellow selection fill never hides the object); double-clicking a
+row zooms to it and flashes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qgis.core import (
+    QgsCoordinateTransform,
+    QgsFeatureRequest,
+    QgsGeometry,
+    QgsProject,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+from qgis.gui import QgsMapCanvas, QgsRubberBand
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
+
+from .compat import POLYGON_GEOMETRY
+
+ROLE = Qt.ItemDataRole.UserRole
+HIGHLIGHT = QColor(0, 255, 255)
+ZOOM_MARGIN = 3.0  # the zoomed view is this many times the feature's box
+
+
+def _fmt(v: Any) -> str:
+    try:
+        return f"{float(v):.3f}"
+    except (TypeError, ValueError):
+        return "" if v is None else str(v)
+
+
+class ResultsTable(QTableWidget):
+    """Rows of a result layer; headers are sized to their text (never cut) and scroll sideways."""
+
+    def __init__(self, canvas: QgsMapCanvas, parent: QWidget | None = None) -> None:
+        super().__init__(0, 3, parent)
+        self.canvas = canvas
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        header.setMinimumSectionSize(40)
+        self.verticalHeader().setVisible(False)
+        self.setToolTip("Select rows to outline them on the map; double-click a row to zoom to it")
+        self.cellDoubleClicked.connect(lambda row, _col: self.zoom_to_row(row))
+        self.itemSelectionChanged.connect(self._outline_selection)
+        self._band = QgsRubberBand(canvas, POLYGON_GEOMETRY)
+        self._band.setStrokeColor(HIGHLIGHT)
+        self._band.setFillColor(QColor(0, 0, 0, 0))
+        self._band.setWidth(3)
+        self.kind = ""
+
+    # ------------------------------------------------------------------ filling
+    def _set_headers(self, headers: list[str]) -> None:
+        self.clear()
+        self.setColumnCount(len(headers))
+        self.setHorizontalHeaderLabels(headers)
+        for i, h in enumerate(headers):
+            self.horizontalHeaderItem(i).setToolTip(h)
+
+    def _set_row(self, row: int, cells: list[str], layer: QgsVectorLayer, fid: int) -> None:
+        for col, text in enumerate(cells):
+            item = QTableWidgetItem(text)
+            item.setData(ROLE, (layer.id(), fid))
+            item.setToolTip(text)
+            if col > 0 and _is_number(text):
+                item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
+            self.setItem(row, col, item)
+
+    def show_matches(self, layer: QgsVectorLayer) -> None:
+        """Found objects, best first: phrase, score, rank."""
+        self.kind = "matches"
+        feats = sorted(layer.getFeatures(), key=lambda f: -float(f["score"] or 0))
+        self._set_headers(["Phrase", "Score", "Rank"])
+        self.setRowCount(len(feats))
+        for row, f in enumerate(feats):
+            self._set_row(row, [str(f["phrase"]), _fmt(f["score"]), str(f["rank"])], layer, f.id())
+        self._done()
+
+    def show_regions(self, layer: QgsVectorLayer, phrases: list[str]) -> None:
+        """Scored regions in the order they were drawn: number (as on the map), best phrase, scores."""
+        self.kind = "regions"
+        names = [f.name() for f in layer.fields()]
+        per_phrase = [p for p in phrases if p in names]
+        self._set_headers(["Region", "Best phrase", "Score", *per_phrase])
+        feats = sorted(layer.getFeatures(QgsFeatureRequest()),
+                       key=lambda f: int(f["region"]) if "region" in names and f["region"] is not None else f.id())
+        self.setRowCount(len(feats))
+        for row, f in enumerate(feats):
+            region = f["region"] if "region" in names else f.id()
+            cells = [str(region), str(f["best_phrase"]), _fmt(f["score"])] + [_fmt(f[p]) for p in per_phrase]
+            self._set_row(row, cells, layer, f.id())
+        self._done()
+
+    def show_tiles(self, layer: QgsVectorLayer) -> None:
+        """Tile classes by count: class, tiles, mean score (rows zoom to the class's tiles)."""
+        self.kind = "tiles"
+        by_class: dict[str, list[tuple[int, float]]] = {}
+        for f in layer.getFeatures():
+            by_class.setdefault(str(f["label"]), []).append((f.id(), float(f["score"] or 0)))
+        self._set_headers(["Class", "Tiles", "Mean score"])
+        rows = sorted(by_class.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        self.setRowCount(len(rows))
+        for row, (label, items) in enumerate(rows):
+            mean = sum(s for _, s in items) / len(items)
+            self._set_row(row, [label, str(len(items)), _fmt(mean)], layer, items[0][0])
+            for col in range(3):
+                self.item(row, col).setData(ROLE + 1, [fid for fid, _ in items])
+        self._done()
+
+    def _done(self) -> None:
+        self.resizeColumnsToContents()
+        self._band.reset(POLYGON_GEOMETRY)
+
+    def reset(self) -> None:
+        self.kind = ""
+        self.setRowCount(0)
+        self._band.reset(POLYGON_GEOMETRY)
+
+    # ------------------------------------------------------------------ map
+    def _features_of_row(self, row: int) -> tuple[QgsVectorLayer | None, list[int]]:
+        item = self.item(row, 0)
+        if item is None or not item.data(ROLE):
+            return None, []
+        layer_id, fid = item.data(ROLE)
+        layer = QgsProject.instance().mapLayer(layer_id)
+        fids = item.data(ROLE + 1) or [fid]
+        return (layer if isinstance(layer, QgsVectorLayer) else None), list(fids)
+
+    def _canvas_geometry(self, layer: QgsVectorLayer, fid: int) -> QgsGeometry | None:
+        feat = layer.getFeature(fid)
+        if not feat.isValid() or feat.geometry() is None or feat.geometry().isEmpty():
+            return None
+        geom = QgsGeometry(feat.geometry())
+        dst = self.canvas.mapSettings().destinationCrs()
+        if dst.isValid() and layer.crs().isValid() and dst != layer.crs():
+            geom.transform(QgsCoordinateTransform(layer.crs(), dst, QgsProject.instance()))
+        return geom
+
+    def _outline_selection(self) -> None:
+        """Outline the features of the selected rows (no feature selection, no yellow fill)."""
+        self._band.reset(POLYGON_GEOMETRY)
+        rows = sorted({i.row() for i in self.selectionModel().selectedRows()}) if self.selectionModel() else []
+        for row in rows:
+            layer, fids = self._features_of_row(row)
+            if layer is None:
+                continue
+            for fid in fids:
+                geom = self._canvas_geometry(layer, fid)
+                if geom is not None:
+                    self._band.addGeometry(geom, None)
+
+    def outlined(self) -> int:
+        """How many geometries are outlined now."""
+        return self._band.size()
+
+    def zoom_to_row(self, row: int) -> QgsRectangle | None:
+        """Zoom the canvas to a row's feature(s) and flash them; returns the new extent."""
+        layer, fids = self._features_of_row(row)
+        if layer is None:
+            return None
+        geoms = [g for g in (self._canvas_geometry(layer, fid) for fid in fids) if g is not None]
+        if not geoms:
+            return None
+        box = QgsRectangle(geoms[0].boundingBox())
+        for g in geoms[1:]:
+            box.combineExtentWith(g.boundingBox())
+        if len(geoms) == 1:
+            box.scale(ZOOM_MARGIN)
+        self.canvas.setExtent(box)
+        self.canvas.refresh()
+        try:
+            self.canvas.flashGeometries(geoms[:200], self.canvas.mapSettings().destinationCrs())
+        except (AttributeError, TypeError):
+            pass
+        return box
+
+    def selected_phrase(self) -> str | None:
+        """The phrase of the first selected row of a matches table."""
+        rows = self.selectionModel().selectedRows() if self.selectionModel() else []
+        if not rows or self.kind != "matches":
+            return None
+        item = self.item(rows[0].row(), 0)
+        return item.text() if item else None
+
+    def dispose(self) -> None:
+        self._band.reset(POLYGON_GEOMETRY)
+        scene = self.canvas.scene()
+        if scene is not None:
+            scene.removeItem(self._band)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+__all__ = ["ResultsTable"]

@@ -1,0 +1,139 @@
+"""Plugins > GeoAlign > Settings: which Python runs the GeoAlign engine, and a test of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import QgsApplication, QgsSettings
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import environment, layers
+from .engine import EngineClient, EngineError
+from .tasks import configured_python, engine_location, engine_log_path, profile_dir, set_configured_python
+
+
+class SettingsDialog(QDialog):
+    """Engine Python (empty: ``$GEOALIGN_ENGINE_PYTHON`` or the private environment), with a Test button."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("GeoAlign settings")
+        self.setMinimumWidth(560)
+        lay = QVBoxLayout(self)
+        intro = QLabel(
+            "GeoAlign runs its model in a separate Python environment (the engine), never inside QGIS. "
+            "Leave the path empty to use the environment set up by the dock's 'Set up GeoAlign'; or "
+            "choose the python of an environment where GeoAlign is installed (a venv or conda env "
+            f"with `pip install geoalign`). {environment.ENV_VAR}, when set, takes precedence.", self)
+        intro.setWordWrap(True)
+        lay.addWidget(intro)
+        form = QFormLayout()
+        row = QHBoxLayout()
+        self.python_edit = QLineEdit(configured_python(), self)
+        self.python_edit.setPlaceholderText(str(environment.venv_python(environment.private_env_dir(profile_dir()))))
+        browse = QToolButton(self)
+        browse.setText("…")
+        browse.clicked.connect(self._browse)
+        row.addWidget(self.python_edit, 1)
+        row.addWidget(browse)
+        form.addRow("Engine Python", row)
+        self.resolved = QLabel(self)
+        self.resolved.setWordWrap(True)
+        self.resolved.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        form.addRow("In use", self.resolved)
+        form.addRow("Engine log", QLabel(str(engine_log_path()), self))
+        results_row = QHBoxLayout()
+        self.results_edit = QLineEdit(str(QgsSettings().value(layers.SETTINGS_RESULTS_DIR, "", type=str) or ""), self)
+        self.results_edit.setPlaceholderText(str(Path(QgsApplication.qgisSettingsDirPath()) / "geoalign" / "results"))
+        self.results_edit.setToolTip("Where results go while the project is not saved (a saved project keeps its "
+                                     "results in <project>_geoalign next to it)")
+        results_browse = QToolButton(self)
+        results_browse.setText("…")
+        results_browse.clicked.connect(self._browse_results)
+        results_row.addWidget(self.results_edit, 1)
+        results_row.addWidget(results_browse)
+        form.addRow("Results folder", results_row)
+        lay.addLayout(form)
+        self.test_button = QPushButton("Test the engine", self)
+        self.test_button.clicked.connect(self.test)
+        self.test_result = QLabel(self)
+        self.test_result.setWordWrap(True)
+        self.test_result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.test_button)
+        lay.addWidget(self.test_result)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        lay.addWidget(buttons)
+        self.python_edit.textChanged.connect(self._show_resolved)
+        self._show_resolved()
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "The python of an environment with GeoAlign", "",
+                                              "Python (python python3 python.exe python*);;All files (*)")
+        if path:
+            self.python_edit.setText(path)
+
+    def _browse_results(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder for GeoAlign results", self.results_edit.text())
+        if path:
+            self.results_edit.setText(path)
+
+    def _location(self) -> environment.EngineLocation:
+        return environment.locate_engine(self.python_edit.text(), profile_dir())
+
+    def _show_resolved(self) -> None:
+        loc = self._location()
+        if loc.found:
+            self.resolved.setText(f"{loc.python} (from the {loc.source})")
+        else:
+            self.resolved.setText(loc.problem or "none yet: use 'Set up GeoAlign' in the dock")
+
+    def test(self) -> str:
+        """Start the chosen engine and import the model stack in it (blocks for a few seconds)."""
+        loc = self._location()
+        if not loc.found:
+            text = loc.problem or "no engine Python yet"
+        else:
+            client = EngineClient(loc.python, engine_log_path())
+            try:
+                hello = client.start()
+                report = client.check(timeout=300)
+                devices = ", ".join(report.get("devices") or []) or "no CUDA GPU (CPU)"
+                if report.get("ok"):
+                    versions = report.get("versions", {})
+                    text = (f"OK: GeoAlign {hello.get('version')} (protocol {hello.get('protocol')}), torch "
+                            f"{versions.get('torch', '?')}, GDAL {report.get('gdal', '?')}; {devices}")
+                else:
+                    text = "Missing: " + "; ".join(f"{m['module']} ({m['error']})" for m in report.get("missing", []))
+            except EngineError as exc:
+                text = f"Failed: {exc}"
+            finally:
+                client.stop()
+        self.test_result.setText(text)
+        return text
+
+    def accept(self) -> None:
+        set_configured_python(self.python_edit.text().strip())
+        QgsSettings().setValue(layers.SETTINGS_RESULTS_DIR, self.results_edit.text().strip())
+        super().accept()
+
+    @staticmethod
+    def current() -> environment.EngineLocation:
+        return engine_location()
+
+
+__all__ = ["SettingsDialog"]

@@ -1,0 +1,267 @@
+"""The engine process and its protocol (docs/engine_protocol.md), through the plugin's client.
+
+The engine runs as QGIS starts it: ``<python> -m geoalign_core.engine`` in its own process,
+JSON lines on stdin / stdout. The model is GeoAlign-Tiny (random weights) on small rasters.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_qgis_common import write_crop
+
+from geoalign_qgis.engine import (
+    PROTOCOL_VERSION,
+    EngineCancelled,
+    EngineClient,
+    EngineDied,
+    EngineError,
+    EngineStartError,
+)
+
+MODEL = "GeoAlign-Tiny"
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    c = EngineClient(sys.executable, tmp_path_factory.mktemp("engine") / "engine.log")
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def crop(tmp_path_factory) -> Path:
+    return write_crop(tmp_path_factory.mktemp("crop") / "crop.tif", size=224)
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory) -> Path:
+    return write_crop(tmp_path_factory.mktemp("big") / "big.tif", size=512, col=0, row=0)
+
+
+def test_protocol_versions_agree():
+    from geoalign_core.engine.protocol import PROTOCOL_VERSION as server
+
+    assert PROTOCOL_VERSION == server
+
+
+def test_hello_is_quick_and_loads_no_model_stack(client):
+    t0 = time.monotonic()
+    hello = client.start()
+    assert hello["protocol"] == PROTOCOL_VERSION and hello["python"] == sys.executable
+    assert time.monotonic() - t0 < 30
+    assert client.request("hello")["pid"] == client.pid
+
+
+def test_two_requests_reuse_the_loaded_model(client, crop, tmp_path):
+    pid = client.start()["pid"]
+    stages = []
+    first = client.request("find", {"raster": str(crop), "phrases": ["car"], "out": str(tmp_path / "a.gpkg"),
+                                    "model": MODEL, "device": "cpu", "min_score": 0.0, "max_results": 3},
+                           on_progress=lambda st, d, t: stages.append(st))
+    second = client.request("find", {"raster": str(crop), "phrases": ["tree"], "out": str(tmp_path / "b.gpkg"),
+                                     "model": MODEL, "device": "cpu", "min_score": 0.0, "max_results": 3})
+    assert first["model_loaded"] is True and second["model_loaded"] is False
+    assert client.pid == pid
+    assert f"loading model {MODEL}" in stages and "scanning tiles" in stages
+    assert first["layer"] == "matches" and 0 < first["count"] <= 3 and Path(first["path"]).is_file()
+    assert first["summary"].startswith(f"wrote {first['count']} matches to ")
+    from geoalign_core.geo import read_geopackage_metadata
+
+    meta = read_geopackage_metadata(first["path"], "matches")
+    assert meta["client"] == "engine" and meta["phrases"] == ["car"]
+
+
+def test_every_request_type(client, crop, tmp_path):
+    models = client.list_models()
+    assert models["default"] == "geoalign-demo" and any(m["name"] == "geoalign-demo" for m in models["models"])
+    tiles = client.request("tile_classify", {"raster": str(crop), "classes": ["car", "tree"], "model": MODEL,
+                                             "device": "cpu", "out": str(tmp_path / "t.gpkg")})
+    assert tiles["layer"] == "tiles" and tiles["count"] == 4
+    heat = client.request("heatmap", {"raster": str(crop), "phrase": "car", "values": "score", "model": MODEL,
+                                      "device": "cpu", "out": str(tmp_path / "h.tif")})
+    assert heat["details"]["values"] == "score" and 0.0 <= heat["details"]["min"] <= heat["details"]["max"] <= 1.0
+    regions = tmp_path / "r.geojson"
+    import rasterio
+
+    with rasterio.open(crop) as src:
+        b = src.bounds
+    poly = [[b.left, b.bottom], [b.left + 20, b.bottom], [b.left + 20, b.bottom + 20], [b.left, b.bottom + 20],
+            [b.left, b.bottom]]
+    feature = {"type": "Feature", "properties": {"n": 1}, "geometry": {"type": "Polygon", "coordinates": [poly]}}
+    crs = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32633"}}
+    regions.write_text(json.dumps({"type": "FeatureCollection", "crs": crs, "features": [feature]}))
+    matched = client.request("match_regions", {"raster": str(crop), "regions": str(regions), "phrases": ["a", "b"],
+                                               "model": MODEL, "device": "cpu", "out": str(tmp_path / "m.gpkg")})
+    assert matched["layer"] == "regions" and matched["count"] == 1
+    check = client.check(["json", "no_such_module_xyz"])
+    assert not check["ok"] and check["missing"][0]["module"] == "no_such_module_xyz"
+
+
+def test_errors_are_one_line_with_a_kind(client, crop, tmp_path):
+    with pytest.raises(EngineError) as err:
+        client.request("find", {"raster": str(tmp_path / "missing.tif"), "phrases": ["car"],
+                                "out": str(tmp_path / "x.gpkg"), "model": MODEL})
+    assert err.value.kind == "input" and "raster not found" in str(err.value) and not err.value.detail
+    with pytest.raises(EngineError) as err:
+        client.request("find", {"raster": str(crop), "phrases": ["car"], "out": str(tmp_path / "x.gpkg"),
+                                "model": "no-such-model"})
+    assert err.value.kind == "model" and "unknown model" in str(err.value)
+    out = tmp_path / "exists.gpkg"
+    out.write_bytes(b"keep me")
+    with pytest.raises(EngineError, match="exists"):
+        client.request("find", {"raster": str(crop), "phrases": ["car"], "out": str(out), "model": MODEL})
+    assert out.read_bytes() == b"keep me"  # nothing already on disk is lost
+    import numpy as np
+    import rasterio
+
+    nocrs = tmp_path / "nocrs.tif"
+    with rasterio.open(nocrs, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8") as dst:
+        dst.write(np.zeros((3, 64, 64), dtype=np.uint8) + 100)
+    with pytest.raises(EngineError) as err:
+        client.request("heatmap", {"raster": str(nocrs), "phrase": "car", "out": str(tmp_path / "h.tif")})
+    assert err.value.code == "no_crs"
+    for params, why in (({"phrases": ["car"]}, "needs raster"), ({"raster": 3, "phrases": [], "out": "x"}, "text"),
+                        ({"raster": "r", "phrases": ["a"], "out": "o", "colour": 1}, "does not take colour")):
+        with pytest.raises(EngineError, match=why) as err:
+            client.request("find", params)
+        assert err.value.code == "bad_request"
+
+
+def test_bad_lines_leave_the_engine_running():
+    proc = subprocess.Popen([sys.executable, "-m", "geoalign_core.engine"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert json.loads(proc.stdout.readline())["event"] == "hello"
+        lines = ["not json", "[1, 2]", '{"type": "hello"}', '{"id": "a", "type": "fly"}',
+                 '{"id": "b", "type": "find", "params": []}', '{"id": "c", "type": "hello"}']
+        for line in lines:
+            proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+        answers = [json.loads(proc.stdout.readline()) for _ in lines]
+        assert [a["event"] for a in answers] == ["error"] * 5 + ["result"]
+        assert [a["id"] for a in answers] == [None, None, None, "a", "b", "c"]
+        assert all(a["kind"] == "input" and a["message"].startswith("bad request") for a in answers[:5])
+        assert "unknown type 'fly'" in answers[3]["message"]
+    finally:
+        proc.stdin.close()  # end of input: the engine ends by itself
+        assert proc.wait(15) == 0
+        proc.stdout.close()
+
+
+def test_cancel_stops_within_two_seconds_and_leaves_nothing(client, big, tmp_path):
+    out = tmp_path / "h.tif"
+    started = threading.Event()
+    flag = threading.Event()
+
+    def progress(stage, done, total):
+        if done > 0:
+            started.set()
+
+    def cancel_after_start():
+        started.wait(60)
+        flag.set()
+
+    threading.Thread(target=cancel_after_start, daemon=True).start()
+    t = {}
+
+    def cancelled():
+        if flag.is_set() and "t" not in t:
+            t["t"] = time.monotonic()
+        return flag.is_set()
+
+    with pytest.raises(EngineCancelled):
+        client.request("heatmap", {"raster": str(big), "phrase": "car", "out": str(out), "model": MODEL,
+                                   "device": "cpu", "tile_size": 16, "batch_size": 1},
+                       on_progress=progress, cancelled=cancelled)
+    assert time.monotonic() - t["t"] < 2.0
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_a_queued_request_can_be_cancelled(client, big, crop, tmp_path):
+    """Model requests run one at a time: a second one waits, and cancelling it while it waits works."""
+    results = {}
+
+    def long():
+        try:
+            results["long"] = client.request("heatmap", {"raster": str(big), "phrase": "car", "model": MODEL,
+                                                         "device": "cpu", "tile_size": 32,
+                                                         "out": str(tmp_path / "long.tif")})
+        except Exception as exc:
+            results["long"] = exc
+
+    th = threading.Thread(target=long)
+    th.start()
+    time.sleep(0.3)
+    with pytest.raises(EngineCancelled):
+        client.request("find", {"raster": str(crop), "phrases": ["car"], "model": MODEL, "device": "cpu",
+                                "out": str(tmp_path / "queued.gpkg")}, cancelled=lambda: True)
+    th.join(120)
+    assert isinstance(results["long"], dict) and not (tmp_path / "queued.gpkg").exists()
+
+
+def test_engine_death_is_reported_and_the_next_request_restarts_it(tmp_path, big, crop):
+    c = EngineClient(sys.executable, tmp_path / "engine.log")
+    try:
+        pid = c.start()["pid"]
+        threading.Timer(3.0, lambda: os.kill(pid, signal.SIGKILL)).start()
+        with pytest.raises(EngineDied) as err:
+            c.request("heatmap", {"raster": str(big), "phrase": "car", "model": MODEL, "device": "cpu",
+                                  "tile_size": 16, "batch_size": 1, "out": str(tmp_path / "h.tif")})
+        assert "stopped unexpectedly (signal 9)" in str(err.value) and "\n" not in str(err.value)
+        again = c.request("find", {"raster": str(crop), "phrases": ["car"], "model": MODEL, "device": "cpu",
+                                   "out": str(tmp_path / "f.gpkg")})
+        assert again["count"] >= 0 and c.pid != pid and c.starts == 2
+    finally:
+        c.stop()
+
+
+def test_start_errors_say_what_is_wrong(tmp_path):
+    with pytest.raises(EngineStartError, match="does not exist"):
+        EngineClient(tmp_path / "nope" / "python").start()
+    bare = Path("/usr/bin/python3")
+    if not bare.is_file():
+        pytest.skip("needs a Python without geoalign")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"}
+    with pytest.raises(EngineStartError, match="GeoAlign is not installed in that environment"):
+        EngineClient(bare, tmp_path / "e.log", env=env, start_timeout=30).start()
+
+
+def test_engine_env_drops_qgis_python_and_data_paths():
+    from geoalign_qgis.engine import engine_env
+
+    env = engine_env({"PATH": "/bin", "PYTHONHOME": "/q", "PYTHONPATH": "/q/python", "PROJ_LIB": "/q/proj",
+                      "GDAL_DATA": "/q/gdal", "HOME": "/h"})
+    assert env["PATH"] == "/bin" and env["HOME"] == "/h"
+    assert not {"PYTHONHOME", "PYTHONPATH", "PROJ_LIB", "GDAL_DATA"} & set(env)
+
+
+def test_internal_errors_carry_a_traceback(monkeypatch):
+    """A bug in a handler ends its request with kind "internal" and the traceback; the engine goes on."""
+    from geoalign_core.engine import jobs
+    from geoalign_core.engine.server import Engine
+
+    def broken(ctx, params):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setitem(jobs.HANDLERS, "list_models", broken)
+    out = io.StringIO()
+    requests = io.StringIO('{"id": 1, "type": "list_models"}\n')
+    engine = Engine(out)
+    engine._worker.start()
+    engine.handle_line(requests.readline())
+    engine._side.shutdown(wait=True)
+    engine.close()
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    err = next(e for e in events if e.get("id") == 1)
+    assert err["event"] == "error" and err["kind"] == "internal"
+    assert err["message"] == "ZeroDivisionError: division by zero" and "Traceback" in err["detail"]
