@@ -158,6 +158,7 @@ class GeoAlignDock(QgsDockWidget):
         self.model_state = QLabel("", body)
         self.model_state.setStyleSheet("QLabel { color: #666; }")
         self.model_state.setWordWrap(True)
+        self.model_state.setMinimumWidth(1)
         form.addRow("", self.model_state)
 
         self.phrase_edit = QPlainTextEdit(body)
@@ -192,7 +193,7 @@ class GeoAlignDock(QgsDockWidget):
         self.refine.setToolTip("Each found box is looked at again at twice the zoom and moved to a better placed "
                                "box when that scores at least as high (tighter boxes on small objects; the CLI's "
                                "default, --no-refine there)")
-        form.addRow("", self.refine)
+        form.addRow(self.refine)  # spans both columns: the dock stays narrow
         outer.addLayout(form)
 
         regions = QHBoxLayout()
@@ -234,7 +235,7 @@ class GeoAlignDock(QgsDockWidget):
         self.allow_no_crs = QCheckBox("Allow rasters without a CRS", advanced)
         self.allow_no_crs.setToolTip("A raster with no coordinate reference system is refused unless this is ticked; "
                                      "its results are then in pixel coordinates (not placed on the map)")
-        adv.addRow("", self.allow_no_crs)
+        adv.addRow(self.allow_no_crs)
         advanced.setCollapsed(True)
         advanced.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         outer.addWidget(advanced)
@@ -269,6 +270,7 @@ class GeoAlignDock(QgsDockWidget):
         outer.addWidget(self.progress)
         self.status = QLabel("Ready", body)
         self.status.setWordWrap(True)
+        self.status.setMinimumWidth(1)  # a long unbroken word (a path in an error) never widens the dock
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         outer.addWidget(self.status)
 
@@ -699,7 +701,7 @@ class GeoAlignDock(QgsDockWidget):
             self.table.show_matches(layer)
         secs = time.monotonic() - self._t0
         what = {"matches": "objects", "regions": "regions", "tiles": "tiles"}[kind]
-        self._set_status(f"{n} {what} in {secs:.1f} s: {path.name}")
+        self._set_status(f"{n} {what} in {secs:.1f} s (saved in {path.parent.name}/; hover for the file)")
         self.status.setToolTip(str(path))
         push_message(self.iface, "GeoAlign", f"{n} {what}: {title}", MSG_SUCCESS if n else MSG_INFO, 5)
         self.runFinished.emit("ok")
@@ -715,7 +717,8 @@ class GeoAlignDock(QgsDockWidget):
             self.runFinished.emit("error")
             return
         self.last_layer, self.last_output = layer, path
-        self._set_status(f"Heatmap of '{phrase}' in {time.monotonic() - self._t0:.1f} s: {path.name}")
+        self._set_status(f"Heatmap of '{phrase}' in {time.monotonic() - self._t0:.1f} s "
+                         f"(saved in {path.parent.name}/; hover for the file)")
         self.status.setToolTip(str(path))
         self.runFinished.emit("ok")
 

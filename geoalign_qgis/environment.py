@@ -236,8 +236,10 @@ def default_plan(target: str | os.PathLike, package: str | None = None, gpu: str
     else:
         build, index = "CPU build", None  # PyPI's Windows and macOS wheels are CPU builds
     override = (os.environ.get(TORCH_INDEX_VAR) or "").strip()
-    if override:
+    if override:  # a mirror, or PyPI where download.pytorch.org cannot be reached
         index = None if override.lower() == "pypi" else override
+        pypi_linux = index is None and system == "Linux"
+        build = "PyPI's build (CUDA, runs on CPU too)" if pypi_linux else f"the build {override} serves"
     return InstallPlan(Path(target), base or base_python(), list(TORCH_PINS), index, [package], build=build)
 
 

@@ -137,6 +137,11 @@ def add_to_group(layer: QgsMapLayer, project: QgsProject | None = None) -> QgsMa
         index = next((i for i, c in enumerate(children)
                       if isinstance(getattr(c, "layer", lambda: None)(), QgsRasterLayer)), len(children))
     group.insertLayer(index, layer)
+    # the analyst sees the new layer in the tree. QGIS 3.22's layer tree view shows a group that
+    # was empty when created as collapsed even though the node says "expanded"; only a change
+    # of the node's state reaches the view, hence the toggle.
+    group.setExpanded(False)
+    group.setExpanded(True)
     return layer
 
 

@@ -59,18 +59,24 @@ class SetupPanel(QWidget):
         self.existing_button.clicked.connect(self._choose_python)
         self.cancel_button = QPushButton("Cancel set-up", self)
         self.cancel_button.clicked.connect(self.cancel)
-        for b in (self.setup_button, self.existing_button, self.cancel_button):
+        for b in (self.setup_button, self.existing_button):
             row.addWidget(b)
         row.addStretch(1)
         lay.addLayout(row)
+        running = QHBoxLayout()  # progress and cancel share a row: the panel is never wider than the form
         self.progress = QProgressBar(self)
         self.progress.setRange(0, 100)
         self.progress.setFormat("%p%")
-        lay.addWidget(self.progress)
+        running.addWidget(self.progress, 1)
+        running.addWidget(self.cancel_button)
+        lay.addLayout(running)
         self.log = QPlainTextEdit(self)
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(MAX_LOG_LINES)
         self.log.setMaximumHeight(140)
+        self.log.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        self.plan_label.setMinimumWidth(1)  # long paths wrap instead of widening the dock
+        self.message.setMinimumWidth(1)
         self.log.setPlaceholderText("set-up log")
         lay.addWidget(self.log)
         self._set_running(False)
@@ -85,7 +91,8 @@ class SetupPanel(QWidget):
         self.message.setText(problem or loc.problem or (
             "GeoAlign runs its model (PyTorch) in a separate Python environment, so that QGIS itself never "
             "loads it. Set it up once: GeoAlign creates a private environment in your QGIS profile and "
-            "installs what it needs (about 1 GB to download for the CPU build, 3 GB or more for CUDA)."))
+            "installs what it needs (with PyTorch's CUDA build that is about 6 GB on disk; the CPU build "
+            "is much smaller)."))
         try:
             self.plan = environment.default_plan(environment.private_env_dir(profile_dir()))
             self.plan_label.setText(self.plan.describe())

@@ -395,6 +395,16 @@ def test_sample_scene_crop_all_commands(capsys, ckpt, tmp_path):
     assert rc == 0, err
     a = check_heatmap(tmp_path / "h.tif", SAMPLE, bounds)
     assert a.shape == (300, 300) and np.isfinite(a).all()
+    # --values score: the 0-1 probability of the phrase against background phrases, per patch
+    rc, out, err = cli(capsys, "heatmap", SAMPLE, "red car", "--values", "score", "--out", tmp_path / "s.tif",
+                       *common)
+    assert rc == 0, err
+    s = check_heatmap(tmp_path / "s.tif", SAMPLE, bounds)
+    assert 0.0 <= s.min() <= s.max() <= 1.0 and s.std() > 0
+    with rasterio.open(tmp_path / "s.tif") as ds:
+        meta = json.loads(ds.tags()["GEOALIGN_METADATA"])
+        assert meta["values"] == "score" and meta["background_phrases"] and ds.descriptions[0] == "red car (score)"
+    assert "; score " in out
 
 
 REAL_RASTERS = {

@@ -71,6 +71,7 @@ def test_real_qgis_finds_red_cars_and_quits_cleanly(tmp_path):
     assert all(0.0 <= b[4] <= 1.0 for b in report["boxes"])
     assert "scanning tiles" in report["stages"] and "refining boxes" in report["stages"]
     assert report["heatmap_layer"] == "heatmap score: red car (scene)"
+    assert report["group_expanded"] == [True, True]  # the results are visible in the layer tree
     # QGIS's process held Mesa's GL, and none of the packages that collide with it
     assert report["gl_loaded"]
     assert report["heavy"] == [], report["heavy"]

@@ -274,7 +274,8 @@ def test_default_plan_picks_the_torch_build(monkeypatch, tmp_path):
     assert steps[0].argv[1:3] == ["-m", "venv"] and "--index-url" in steps[1].argv
     assert steps[2].argv[-1] == "geoalign==0.1.0"
     monkeypatch.setenv(environment.TORCH_INDEX_VAR, "pypi")
-    assert environment.default_plan(tmp_path / "env", package="x", gpu=False).torch_index is None
+    pypi = environment.default_plan(tmp_path / "env", package="x", gpu=False)
+    assert pypi.torch_index is None and "CUDA" in pypi.build
     # the pins agree with the project's own pair
     makefile = (ROOT / "Makefile").read_text()
     assert "TORCH_PAIR := torch==2.14.1 torchvision==0.29.1" in makefile

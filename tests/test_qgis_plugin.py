@@ -153,6 +153,7 @@ def test_dock_scrolls_instead_of_squashing(qgis_iface, dock):
     QgsApplication.processEvents()
     assert dock.phrase_edit.height() >= dock.phrase_edit.minimumHeight() >= 60
     assert dock.widget().verticalScrollBar().maximum() > 0
+    assert dock.widget().minimumWidth() <= 420  # fits beside the map on a laptop screen
     dock.hide()
 
 
@@ -182,6 +183,9 @@ def test_dock_find_in_current_view(qgis_iface, project, dock, tmp_path):
     # the engine reports what it is doing; the bar and the status line show it
     assert "scanning tiles" in stages and "refining boxes" in stages, stages
     assert any(t.startswith("refining boxes") for t in bar_texts), bar_texts
+    # the result's status line does not widen the dock (no sideways scrolling)
+    assert dock.widget().widget().minimumSizeHint().width() <= dock.widget().minimumWidth()
+    assert dock.status.toolTip().endswith(".gpkg")
 
     layer = dock.last_layer
     assert isinstance(layer, QgsVectorLayer) and layer.isValid()
@@ -258,9 +262,19 @@ def test_dock_heatmap_layer(qgis_iface, project, dock, small_tif):
     assert heat in group and group.index(matches) < group.index(heat)  # boxes stay above the heatmap
     stats = heat.dataProvider().bandStatistics(1)
     assert 0.0 <= stats.minimumValue <= stats.maximumValue <= 1.0
-    # a plugin output is never offered as the input raster
+    # a plugin output is never offered as the input raster, also after the project is reloaded
     assert dock.raster_layer() is raster
     assert heat in dock.layer_combo.exceptedLayerList() and matches in dock.layer_combo.exceptedLayerList()
+    proj = QgsProject.instance()
+    source = raster.source()
+    assert proj.write()
+    dock.layer_combo.setLayer(None)
+    assert proj.read(proj.fileName())
+    QgsApplication.processEvents()
+    current = dock.raster_layer()
+    assert current is not None and current.name() == "crop" and current.source() == source
+    outputs = {lyr.name() for lyr in dock.layer_combo.exceptedLayerList()}
+    assert {"heatmap score: building (crop)", "building, tree (crop)"} <= outputs
 
 
 def test_dock_tile_classify(qgis_iface, project, dock, small_tif):
@@ -492,3 +506,45 @@ def test_engine_crash_is_one_message_and_the_next_run_restarts_it(qgis_iface, pr
     wait_for_dock(dock)
     assert not task.error, task.error
     assert client.pid != old_pid
+
+
+def test_one_click_setup_from_the_dock(qgis_iface, monkeypatch, tmp_path):
+    """No engine configured: the dock offers the set-up; a (small, offline) set-up into the
+    profile's private environment runs as a task, and then the dock uses it."""
+    import sys
+
+    from geoalign_qgis import environment, package, tasks
+    from geoalign_qgis.dock import GeoAlignDock
+
+    monkeypatch.delenv("GEOALIGN_ENGINE_PYTHON", raising=False)
+    monkeypatch.setattr(tasks, "profile_dir", lambda: tmp_path / "profile")
+    import geoalign_qgis.setup_panel as setup_panel
+
+    monkeypatch.setattr(setup_panel, "profile_dir", lambda: tmp_path / "profile")
+    tasks.set_configured_python("")
+    dock = GeoAlignDock(qgis_iface)
+    try:
+        panel = dock.setup_panel
+        assert not panel.isHidden() and panel.setup_button.isEnabled()
+        assert "torch==2.14.1" in panel.plan_label.text()
+        assert dock.run_find() is None and "not set up yet" in dock.status.text()
+        wheel = package.build_wheel(tmp_path / "wheel")
+        target = environment.private_env_dir(tmp_path / "profile")
+        plan = environment.InstallPlan(target, sys.executable, packages=[str(wheel)],
+                                       pip_args=["--no-deps", "--no-index"],
+                                       check_modules=["geoalign_core", "geoalign_core.engine.server"], build="test")
+        task = panel.start_setup(plan)
+        assert task is not None and not panel.progress.isHidden() and not panel.cancel_button.isHidden()
+        # while it runs the panel (progress, log, cancel) still fits a narrow dock
+        assert dock.widget().widget().minimumSizeHint().width() <= 420
+        wait_until(lambda: not panel.is_running(), 180, "the set-up")
+        assert panel.isHidden(), panel.message.text()
+        loc = tasks.engine_location()
+        assert loc.source == "private environment" and loc.python == str(environment.venv_python(target))
+        assert "engine started" in panel.log.toPlainText()
+    finally:
+        dock.dispose()
+        dock.deleteLater()
+        from geoalign_qgis.engine import stop_shared
+
+        stop_shared()

@@ -160,6 +160,9 @@ def _tick():
         from geoalign_qgis.tasks import engine_client
 
         report["engine_pid"] = engine_client().pid
+        group = QgsProject.instance().layerTreeRoot().findGroup("GeoAlign")
+        view = iface.layerTreeView()
+        report["group_expanded"] = [group.isExpanded(), view.isExpanded(view.node2index(group))]
         if dock.table.rowCount():  # the analyst double-clicks the best row, then zooms out a little
             dock.zoom_to_row(0)
             iface.mapCanvas().zoomByFactor(float(os.environ.get("GEOALIGN_DESKTOP_ZOOM_OUT", "8")))
