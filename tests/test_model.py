@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -129,22 +127,24 @@ def test_crops_view(model, images):
     assert torch.allclose(emb[0], full[0], atol=1e-4)
 
 
-def _best_time(fn, repeat: int = 5) -> float:
-    """Minimum wall time over repeats: robust to other jobs sharing the CPU."""
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def test_regions_much_cheaper_than_crops(model, images):
+def test_regions_cost_one_backbone_pass_crops_one_per_box(model, images):
+    """Why regions are cheap: all boxes share one pass over the image batch, while the crop view
+    re-encodes every box. (The time ratio is measured by benchmarks/bench_inference.py, not here:
+    a timing assertion on a shared CPU is not a test.)"""
     boxes = [torch.rand(100, 2).mul(60).repeat(1, 2) + torch.tensor([0, 0, 20, 20.0])] * 2
-    with torch.no_grad():
-        t_reg = _best_time(lambda: model.encode_regions(images, boxes))
-        t_crop = _best_time(lambda: model.encode_crops(images, boxes), repeat=3)
-    assert t_crop > 5 * t_reg
+    images_seen = []
+    hook = model.visual.conv1.register_forward_hook(lambda _m, inp, _out: images_seen.append(inp[0].shape[0]))
+    try:
+        with torch.no_grad():
+            model.encode_regions(images, boxes)
+            regions_images = sum(images_seen)
+            images_seen.clear()
+            model.encode_crops(images, boxes)
+            crops_images = sum(images_seen)
+    finally:
+        hook.remove()
+    assert regions_images == len(images)  # one pass over the 2 images for 200 boxes
+    assert crops_images == 200  # one encoded crop per box
 
 
 def test_other_input_sizes(model):
@@ -203,10 +203,3 @@ def test_long_text_model_reads_248_tokens():
         out = m.encode_text([long_caption, long_caption + " and a pool"])
     assert out.shape == (2, m.embed_dim)
     assert not torch.allclose(out[0], out[1])  # words after token 77 change the embedding
-
-
-def test_forward_cost_is_milliseconds(model):
-    x = model.preprocess(torch.rand(1, 3, 224, 224))
-    with torch.no_grad():
-        model.encode_image(x)
-        assert _best_time(lambda: model.encode_image(x)) < 0.25
