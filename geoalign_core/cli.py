@@ -11,14 +11,16 @@ output file left behind); Ctrl-C also exits 2 (partial outputs are removed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from . import __version__
+from .defaults import DEFAULT_MODEL
 from .errors import GeoAlignError
 
 COMMANDS = (
@@ -46,7 +48,7 @@ def add_common(p: argparse.ArgumentParser, model: bool = True) -> None:
     if model:
         p.add_argument(
             "--model",
-            default="geoalign-demo",
+            default=DEFAULT_MODEL,
             help="zoo name, open_clip architecture, hf-hub:org/repo or checkpoint path (default: %(default)s)",
         )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="(default: %(default)s)")
@@ -69,14 +71,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
+    sys.stderr.write(f"warning: {' '.join(str(message).split())}\n")
+
+
+# numeric noise from inside libraries: never something the user can act on
+_NOISE = r"(overflow|underflow|divide by zero|invalid value) encountered|Casting complex values"
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Show Python warnings as one ``warning: ...`` line each (no source line echo, each once);
+    numeric noise (numpy overflow / divide / complex-cast warnings), deprecations and torch's
+    own user warnings are not shown (``GEOALIGN_DEBUG=1`` shows everything)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        if not os.environ.get("GEOALIGN_DEBUG"):
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+            warnings.filterwarnings("ignore", message=_NOISE)
+            try:
+                from numpy.exceptions import ComplexWarning
+            except ImportError:  # numpy < 1.25
+                ComplexWarning = None  # noqa: N806
+            if ComplexWarning is not None:
+                warnings.filterwarnings("ignore", category=ComplexWarning)
+        warnings.showwarning = _show_warning
+        yield
+
+
+class _LowerFormatter(logging.Formatter):
+    """``warning: message``, as the ``error:`` lines (no upper-case WARNING)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {' '.join(record.getMessage().split())}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not os.environ.get("GEOALIGN_DEBUG"):
-        warnings.filterwarnings("ignore", category=UserWarning, module="torch")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LowerFormatter())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     try:
-        rc = args.func(args)
+        with one_line_warnings():
+            rc = args.func(args)
     except GeoAlignError as exc:
         msg = " ".join(str(exc).split())
         sys.stderr.write(f"error: {msg}\n")

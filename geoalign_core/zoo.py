@@ -102,7 +102,7 @@ ZOO: dict[str, ZooEntry] = {
         ),
     ]
 }
-DEFAULT_MODEL = "geoalign-demo"
+from .defaults import DEFAULT_MODEL  # noqa: E402  (re-exported: zoo.DEFAULT_MODEL)
 
 
 # ---------------------------------------------------------------------------- cache
@@ -333,6 +333,20 @@ def load_checkpoint_file(
     return model
 
 
+def _umask() -> int:
+    """The process's umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_model(model: GeoAlignCLIP, path: str | Path, half: bool = False) -> Path:
     """Export weights + spec as ``.safetensors`` that :func:`load_model` reads back alone."""
     from safetensors.torch import save_file
@@ -344,6 +358,7 @@ def save_model(model: GeoAlignCLIP, path: str | Path, half: bool = False) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(sd, str(tmp), metadata={SPEC_KEY: json.dumps(model.spec.to_dict())})
+    os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates 0600 files; outputs follow the umask
     os.replace(tmp, path)
     return path
 

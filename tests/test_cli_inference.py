@@ -301,6 +301,9 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path, ckpt, big_raster, prefetch):
         [sys.executable, "-m", "geoalign_core.cli", "tile-classify", str(big), "--model", ckpt, "--classes",
          "a,b", "--batch-size", "4", "--out", str(outdir / "tiles.gpkg")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=outdir,
+        # a user's Ctrl-C: SIGINT at its default in the child, also when this suite runs with SIGINT
+        # ignored (started in the background; Python then installs no KeyboardInterrupt handler)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         line = proc.stdout.readline()  # printed once the model is loaded, right before the tile pass

@@ -180,8 +180,14 @@ def test_hard_negatives_mode(scene, tmp_path, capsys):
     assert {"size", "position", "colour", "category"} <= set(res["description"])
     for level in res.values():
         assert all(_in_unit(v) for k, v in level.items() if not k.startswith("n"))
-        # a region that beats all its negatives beats those of each type
-        assert level["all"] <= min(v for k, v in level.items() if not k.startswith("n") and k != "all") + 1e-9
+        # a region that beats all its negatives beats those of each type: of the all * n regions that
+        # beat all, at most n - n_type have no negative of that type, the rest count for the type
+        n = level["n"]
+        for kind, v in level.items():
+            if kind.startswith("n") or kind == "all":
+                continue
+            n_kind = level[f"n_{kind}"]
+            assert v * n_kind >= level["all"] * n - (n - n_kind) - 1e-9, (kind, level)
     assert "colour" in capsys.readouterr().out
 
 

@@ -136,12 +136,13 @@ def test_no_crs_error_and_allow(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="--allow-no-crs"):
         RasterSource(path)
     with RasterSource(path, allow_no_crs=True) as src:
-        assert src.crs is None
-        assert src.transform == Affine.identity()
+        assert src.crs is None and src.georeferencing == "none"
+        assert src.transform == Affine(1, 0, 0, 0, -1, 0)  # x = column, y = -row: where QGIS shows it
+        assert tuple(src.bounds) == (0, -40, 60, 0)
         tile = src.read_tile(Window(10, 5, 20, 20))
         assert tile.bounds.left == 10 and tile.bounds.right == 30
-        assert {tile.bounds.top, tile.bounds.bottom} == {5, 25}  # pixel coordinates, y down
-        assert tile.transform * (0, 0) == (10, 5)
+        assert {tile.bounds.top, tile.bounds.bottom} == {-5, -25}
+        assert tile.transform * (0, 0) == (10, -5)
 
 
 # ---------------------------------------------------------------------------- bands
@@ -481,14 +482,133 @@ def test_real_landsat() -> None:
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
-def test_gcp_only_raster_is_rejected(tmp_path: Path) -> None:
+def _gcps(w: int, h: int, transform: Affine = TRANSFORM):
     from rasterio.control import GroundControlPoint
 
-    path = make_raster(tmp_path / "gcp.tif", _rgb_uint8(32, 32), crs=None, transform=None, colorinterp=RGB)
+    return [GroundControlPoint(row=r, col=c, x=(transform * (c, r))[0], y=(transform * (c, r))[1])
+            for r, c in ((0, 0), (0, w), (h, 0), (h, w))]
+
+
+def test_gcp_raster_is_placed_on_the_ground(tmp_path: Path) -> None:
+    """GCPs only (identity geotransform): read through a warped VRT, so windows map to the ground."""
+    data = _rgb_uint8(60, 80)
+    path = make_raster(tmp_path / "gcp.tif", data, crs=None, transform=None, colorinterp=RGB)
     with rasterio.open(path, "r+") as ds:
-        ds.gcps = ([GroundControlPoint(0, 0, 500000, 3700000), GroundControlPoint(32, 32, 500016, 3699984)], UTM)
-    with pytest.raises(InputError, match="ground control points"):
+        ds.gcps = (_gcps(80, 60), UTM)
+    with RasterSource(path) as src:
+        assert src.georeferencing == "gcps" and src.crs == rasterio.crs.CRS.from_string(UTM)
+        assert src.transform.almost_equals(TRANSFORM) and (src.width, src.height) == (80, 60)
+        assert src.bounds == pytest.approx((500000.0, 3699970.0, 500040.0, 3700000.0))
+        raw, valid = src.read_raw(Window(0, 0, 80, 60))
+        assert valid.all() and np.array_equal(raw, data)  # black inside the footprint would stay valid too
+
+
+def test_gcp_vrt_without_crs_for_its_gcps_is_refused_or_pixels(tmp_path: Path) -> None:
+    tif = make_raster(tmp_path / "g.tif", _rgb_uint8(32, 32), crs=None, transform=None, colorinterp=RGB)
+    gcps = "".join(f'<GCP Id="{i}" Pixel="{g.col}" Line="{g.row}" X="{g.x}" Y="{g.y}"/>'
+                   for i, g in enumerate(_gcps(32, 32)))
+    bands = "".join(f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource><SourceFilename relativeToVRT="1">'
+                    f'g.tif</SourceFilename><SourceBand>{b}</SourceBand></SimpleSource></VRTRasterBand>'
+                    for b in (1, 2, 3))
+    path = tmp_path / "g.vrt"  # a GCPList with no Projection
+    path.write_text(f'<VRTDataset rasterXSize="32" rasterYSize="32"><GCPList>{gcps}</GCPList>{bands}</VRTDataset>')
+    assert tif.is_file()
+    with pytest.raises(InputError, match="ground control points but no CRS") as err:
         RasterSource(path)
+    assert err.value.code == "no_crs"
+    with RasterSource(path, allow_no_crs=True) as src:
+        assert src.georeferencing == "none" and src.crs is None
+
+
+def test_too_few_gcps_say_why(tmp_path: Path) -> None:
+    from rasterio.control import GroundControlPoint
+
+    path = make_raster(tmp_path / "g2.tif", _rgb_uint8(32, 32), crs=None, transform=None, colorinterp=RGB)
+    with rasterio.open(path, "r+") as ds:
+        ds.gcps = ([GroundControlPoint(0, 0, 500000, 3700000)], UTM)
+    with pytest.raises(InputError, match="cannot place .* from its 1 ground control point: .*Not enough points"):
+        RasterSource(path)
+
+
+def test_rpc_raster_is_placed_in_utm(tmp_path: Path) -> None:
+    from rasterio.rpc import RPC
+
+    h, w = 60, 80
+    rpc = RPC(height_off=0, height_scale=100, lat_off=45.0, lat_scale=h / 2 * 1e-5, line_den_coeff=[1] + [0] * 19,
+              line_num_coeff=[0, 0, -1] + [0] * 17, line_off=h / 2, line_scale=h / 2, long_off=14.0,
+              long_scale=w / 2 * 1e-5, samp_den_coeff=[1] + [0] * 19, samp_num_coeff=[0, 1, 0] + [0] * 17,
+              samp_off=w / 2, samp_scale=w / 2)
+    path = tmp_path / "rpc.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=3, dtype="uint8", rpcs=rpc) as dst:
+        dst.write(_rgb_uint8(h, w))
+    with RasterSource(path) as src:
+        assert src.georeferencing == "rpcs" and src.crs.to_epsg() == 32633  # lon 14 E: UTM 33 N
+        lon, lat = rasterio.warp.transform(src.crs, "EPSG:4326", [(src.bounds.left + src.bounds.right) / 2],
+                                           [(src.bounds.bottom + src.bounds.top) / 2])
+        assert lon[0] == pytest.approx(14.0, abs=1e-4) and lat[0] == pytest.approx(45.0, abs=1e-4)
+        assert src.read_valid_mask().mean() > 0.9
+
+
+def test_rotated_geotransform_with_crs_is_read_as_it_is(tmp_path: Path) -> None:
+    rotated = TRANSFORM * Affine.rotation(20)
+    path = make_raster(tmp_path / "rot.tif", _rgb_uint8(40, 40), transform=rotated, colorinterp=RGB)
+    with RasterSource(path) as src:
+        assert src.georeferencing == "transform" and src.transform.almost_equals(rotated)
+        tile = src.read_tile(Window(0, 0, 20, 20))
+        assert tile.transform.almost_equals(rotated)  # tiles keep the rotation: outputs are rotated too
+
+
+def test_paletted_raster_is_expanded_to_rgb(tmp_path: Path) -> None:
+    idx = np.zeros((1, 40, 40), dtype=np.uint8)
+    idx[0, :20] = 1
+    idx[0, 20:, :10] = 3  # the nodata index: invalid (GeoTIFF palettes carry no alpha)
+    idx[0, 20:, 10:] = 2
+    path = make_raster(tmp_path / "pal.tif", idx, nodata=3)
+    with rasterio.open(path, "r+") as ds:
+        ds.write_colormap(1, {1: (255, 0, 0, 255), 2: (0, 0, 255, 255), 3: (0, 0, 0, 0)})
+        ds.colorinterp = [ColorInterp.palette]
+    with RasterSource(path) as src:
+        raw, valid = src.read_raw(Window(0, 0, 40, 40))
+        assert src.dtype == "uint8" and raw.shape == (3, 40, 40)
+        assert tuple(raw[:, 0, 0]) == (255, 0, 0) and tuple(raw[:, 30, 30]) == (0, 0, 255)
+        assert not valid[30, 5] and valid[30, 30] and valid[0, 0]
+        assert src.normalize(raw)[2, 30, 30] > src.normalize(raw)[0, 30, 30]  # blue, not grey indexes
+    with RasterSource(path, bands="1,1,1") as src:  # explicit bands: no palette for an RGB selection either
+        assert src.read_raw(Window(0, 0, 4, 4))[0].shape == (3, 4, 4)
+
+
+def test_subdatasets_are_listed(tmp_path: Path) -> None:
+    from scipy.io import netcdf_file
+
+    nc = tmp_path / "two.nc"
+    f = netcdf_file(str(nc), "w")
+    f.createDimension("y", 20)
+    f.createDimension("x", 30)
+    for name in ("red", "nir"):
+        var = f.createVariable(name, "f4", ("y", "x"))
+        var[:] = np.random.default_rng(0).random((20, 30)).astype("f4")
+    f.close()
+    with pytest.raises(InputError, match="holds 2 subdatasets") as err:
+        RasterSource(nc)
+    assert f"netcdf:{nc}:red" in str(err.value) and "nir" in str(err.value)
+    with RasterSource(f"netcdf:{nc}:nir", allow_no_crs=True) as src:
+        assert (src.width, src.height) == (30, 20)
+
+
+def test_gdal_virtual_paths_and_urls(tmp_path: Path) -> None:
+    import zipfile
+
+    tif = make_raster(tmp_path / "in.tif", _rgb_uint8(32, 32), colorinterp=RGB)
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as zf:
+        zf.write(tif, "sub/in.tif")
+    with RasterSource(f"/vsizip/{tmp_path / 'a.zip'}/sub/in.tif") as src:
+        assert (src.width, src.height) == (32, 32) and str(src.path).startswith("/vsizip/")
+    with pytest.raises(InputError, match="not a readable raster") as err:
+        RasterSource(f"/vsizip/{tmp_path / 'a.zip'}/sub/missing.tif")
+    url = "http://127.0.0.1:9/scene.tif"  # nothing listens there
+    with pytest.raises(InputError) as err:
+        RasterSource(url)
+    assert url in str(err.value)  # not "http:/127.0.0.1..."
 
 
 def test_read_valid_mask_and_tiles_shortcut(tmp_path: Path) -> None:

@@ -76,7 +76,7 @@ def test_bad_inputs(tmp_path: Path) -> None:
     empty = _write(gpd.GeoDataFrame({"a": []}, geometry=[], crs=UTM), tmp_path / "empty.gpkg", geometry_type="Polygon")
     with pytest.raises(InputError, match="no features"):
         read_vectors(empty, UTM)
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match="has no layer 'nope'; its layers: l"):
         read_vectors(_write(gpd.GeoDataFrame(geometry=_utm_boxes(), crs=UTM), tmp_path / "l.gpkg"), UTM, layer="nope")
 
 

@@ -228,7 +228,7 @@ def test_no_crs_needs_allow(predictor, tmp_path):
     gdf = predictor.tile_classify(path, ["a"], allow_no_crs=True, tile_size=112)
     assert gdf.crs is None and len(gdf) == 6
     x0, y0, x1, y1 = gdf.total_bounds
-    assert (x0, y0, x1, y1) == (0, 0, 300, 200)  # pixel coordinates
+    assert (x0, y0, x1, y1) == (0, -200, 300, 0)  # pixel coordinates, y = -row (as QGIS shows the raster)
 
 
 # ---------------------------------------------------------------------------- find / match

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE, DEFAULT_NMS_IOU
 from ..errors import InputError
-from ..inference import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE
-from ..inference import cli_support as cs
+from . import options as cs
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,13 +24,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("raster", help="input raster")
     p.add_argument("phrases", nargs="+", metavar="PHRASE", help='what to look for, e.g. "red car"')
-    p.add_argument("--regions", type=Path, default=None,
-                   help="vector file (any OGR format, any CRS): its features' boxes are the candidates")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--within", type=Path, default=None,
+                       help="vector file of polygons (any OGR format, any CRS): search inside them only (a box is "
+                            "kept when its centre lies in one)")
+    where.add_argument("--regions", type=Path, default=None,
+                       help="vector file: its features' boxes are the candidates (each scored as a whole)")
+    p.add_argument("--layer", default=None,
+                   help="layer of a multi-layer --within / --regions file (name or 0-based index)")
+    p.add_argument("--buffer", type=float, default=None, metavar="DIST",
+                   help="buffer point and line features by DIST (units of the raster's CRS) to give them an area")
     p.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE, metavar="S",
                    help="drop matches scoring below S, 0..1 (default: %(default)s)")
     p.add_argument("--max-results", type=int, default=DEFAULT_MAX_RESULTS, metavar="N",
                    help="best N matches per phrase (default: %(default)s)")
-    p.add_argument("--nms-iou", type=float, default=0.5, metavar="IOU",
+    p.add_argument("--nms-iou", type=float, default=DEFAULT_NMS_IOU, metavar="IOU",
                    help="boxes overlapping a better one by more than IOU are dropped (default: %(default)s)")
     p.add_argument("--no-refine", dest="refine", action="store_false",
                    help="keep the boxes of the tile pass (default: each box is looked at again at twice the "
@@ -47,8 +55,6 @@ def check_phrases(phrases: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference import runs
-
     with cs.one_line_warnings():
         cs.check_common(args)
         phrases = check_phrases(args.phrases)
@@ -58,16 +64,20 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--max-results must be at least 1; got {args.max_results}")
         if not 0.0 < args.nms_iou <= 1.0:
             raise InputError(f"--nms-iou must be in (0, 1]; got {args.nms_iou}")
-        if args.regions is not None and not args.regions.exists():
-            raise InputError(f"vector file not found: {args.regions}")
+        for vec in (args.regions, args.within):
+            if vec is not None and not vec.exists():
+                raise InputError(f"vector file not found: {vec}")
         out = cs.output_path(args, "_matches.gpkg")
         cs.open_raster_check(args)
+        from ..inference import runs  # the model stack: only once the inputs are known to be good
+
         predictor = cs.make_predictor(args)
         cs.say(args, f"find: {', '.join(repr(p) for p in phrases)} in {args.raster} with {predictor.model_source}")
         with cs.progress_bar(args, "find") as prog:
             result = runs.find(
                 predictor, args.raster, phrases, out, overwrite=args.overwrite, regions=args.regions,
                 min_score=args.min_score, max_results=args.max_results, nms_iou=args.nms_iou, refine=args.refine,
+                regions_layer=args.layer, buffer=args.buffer, within=args.within, within_layer=args.layer,
                 progress=prog, stage=prog.stage, **cs.common_kwargs(args),
             )
     print(result.summary)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import InputError
-from ..inference import cli_support as cs
+from . import options as cs
 from .find import check_phrases
 
 
@@ -32,8 +32,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference import runs
-
     with cs.one_line_warnings():
         cs.check_common(args)
         (phrase,) = check_phrases([args.phrase])
@@ -41,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--scale must be at least 1; got {args.scale}")
         out = cs.output_path(args, "_heatmap.tif")
         cs.open_raster_check(args)
+        from ..inference import runs  # the model stack: only once the inputs are known to be good
+
         predictor = cs.make_predictor(args)
         cs.say(args, f"heatmap: {phrase!r} on {args.raster} with {predictor.model_source}")
         with cs.progress_bar(args, "heatmap") as prog:

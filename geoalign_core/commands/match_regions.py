@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
-from ..inference import cli_support as cs
+from . import options as cs
 from .find import check_phrases
 
 
@@ -25,13 +25,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("raster", help="input raster")
     p.add_argument("regions", type=Path, help="vector file with the regions")
     p.add_argument("phrases", nargs="+", metavar="PHRASE", help="phrases to score")
+    p.add_argument("--layer", default=None, help="layer of a multi-layer REGIONS file (name or 0-based index)")
+    p.add_argument("--buffer", type=float, default=None, metavar="DIST",
+                   help="buffer point and line features by DIST (units of the raster's CRS) to give them an area")
     cs.add_raster_options(p, overlap=0.25, out_help="output GeoPackage (default: <raster stem>_regions.gpkg here)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference import runs
-
     with cs.one_line_warnings():
         cs.check_common(args)
         phrases = check_phrases(args.phrases)
@@ -39,11 +40,14 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"vector file not found: {args.regions}")
         out = cs.output_path(args, "_regions.gpkg")
         cs.open_raster_check(args)
+        from ..inference import runs  # the model stack: only once the inputs are known to be good
+
         predictor = cs.make_predictor(args)
         cs.say(args, f"match-regions: {args.regions} x {len(phrases)} phrase(s) on {args.raster}"
                      f" with {predictor.model_source}")
         with cs.progress_bar(args, "match-regions") as prog:
             result = runs.match_regions(predictor, args.raster, args.regions, phrases, out, overwrite=args.overwrite,
-                                        progress=prog, stage=prog.stage, **cs.common_kwargs(args))
+                                        layer=args.layer, buffer=args.buffer, progress=prog, stage=prog.stage,
+                                        **cs.common_kwargs(args))
     print(result.summary)
     return 0

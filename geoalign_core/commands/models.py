@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from .. import zoo
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the model zoo or download a model for offline use")
@@ -15,6 +13,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import zoo
+
     if args.action == "download":
         if not args.name:
             from ..errors import InputError

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..cli import add_common
-from ..data.prepare import DEFAULT_CHIP_SIZE, PrepareOptions, prepare_dataset
+from ..defaults import DEFAULT_CHIP_SIZE
 
 EPILOG = """\
 outputs:
@@ -81,6 +81,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.prepare import PrepareOptions, prepare_dataset
+
     opts = PrepareOptions(
         class_field=args.class_field,
         description_field=args.description_field,

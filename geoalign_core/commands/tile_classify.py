@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
-from ..inference import cli_support as cs
+from . import options as cs
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +34,7 @@ def read_classes(args: argparse.Namespace) -> list[str] | None:
         classes = [c.strip() for c in args.classes.split(",")]
     elif args.classes_file is not None:
         try:
-            lines = Path(args.classes_file).read_text(encoding="utf-8").splitlines()
+            lines = Path(args.classes_file).read_text(encoding="utf-8-sig").splitlines()  # a BOM is not text
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"cannot read --classes-file {args.classes_file}: {exc}") from None
         classes = [ln.strip() for ln in lines if not ln.strip().startswith("#")]
@@ -47,8 +47,6 @@ def read_classes(args: argparse.Namespace) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference import runs
-
     with cs.one_line_warnings():
         cs.check_common(args)
         classes = read_classes(args)
@@ -56,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--top-k must be at least 1; got {args.top_k}")
         out = cs.output_path(args, "_tiles.gpkg")
         cs.open_raster_check(args)
+        from ..inference import runs  # the model stack: only once the inputs are known to be good
+
         predictor = cs.make_predictor(args)
         n = "the built-in vocabulary" if classes is None else f"{len(classes)} classes"
         cs.say(args, f"tile-classify: {args.raster} with {predictor.model_source}, {n}")

@@ -93,6 +93,7 @@ class LabelSkips:
     unknown_class: int = 0
     empty_geometry: int = 0
     not_polygon: int = 0
+    unprojectable: int = 0
     outside_raster: int = 0
     unknown_values: Counter = field(default_factory=Counter)
 
@@ -102,12 +103,14 @@ class LabelSkips:
             "class value not in --classes": self.unknown_class,
             "empty or missing geometry": self.empty_geometry,
             "not a polygon (point or line)": self.not_polygon,
+            "cannot be reprojected to the raster's CRS (outside the area where it is defined)": self.unprojectable,
             "outside the raster": self.outside_raster,
         }
 
     @property
     def total(self) -> int:
-        return self.no_class + self.unknown_class + self.empty_geometry + self.not_polygon + self.outside_raster
+        return (self.no_class + self.unknown_class + self.empty_geometry + self.not_polygon + self.unprojectable
+                + self.outside_raster)
 
 
 @dataclass
@@ -272,6 +275,7 @@ def load_labels(
     values, colors, sizes, orients, descs = (
         column(fields[k]) for k in ("class", "color", "size", "orientation", "description")
     )
+    unprojectable = set(gdf.attrs.get("unprojectable") or [])
     for i, geom in enumerate(gdf.geometry.values):
         value = values[i]
         if _blank(value):
@@ -281,6 +285,9 @@ def load_labels(
         if allowed is not None and cls not in allowed:
             skips.unknown_class += 1
             skips.unknown_values[cls] += 1
+            continue
+        if i in unprojectable:
+            skips.unprojectable += 1
             continue
         if geom is None or geom.is_empty:
             skips.empty_geometry += 1
@@ -311,7 +318,8 @@ def load_labels(
             feat.description = " ".join(str(descs[i]).split())
         features.append(feat)
     if not features:
-        if skips.outside_raster and not (skips.no_class or skips.unknown_class or skips.not_polygon):
+        if skips.outside_raster and not (skips.no_class or skips.unknown_class or skips.not_polygon
+                                         or skips.unprojectable):
             raise InputError(
                 f"none of the {skips.outside_raster} features of {path} overlap the raster "
                 "(check the CRS of the vector file)"

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
+import socket
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -51,12 +53,16 @@ from geoalign_core.data.negatives import description_negatives, phrase_negatives
 from geoalign_core.data.schema import CHIPS_DIR, DATASET_FILE, SAMPLES_FILE
 from geoalign_core.errors import InputError
 from geoalign_core.geo.raster import RasterSource
+from geoalign_core.geo.writers import c_library_stderr_held, disk_full_error
 
 __all__ = ["DROP_REASONS", "PrepareOptions", "PrepareSummary", "prepare_dataset"]
 
-DEFAULT_CHIP_SIZE = 112
+from geoalign_core.defaults import DEFAULT_CHIP_SIZE  # noqa: E402
+
 DROP_REASONS = ("mostly nodata", "blank (no texture)", "one region covers too much", "no labelled region")
 FORMAT = "geoalign-samples/1"
+
+log = logging.getLogger("geoalign.prepare")
 
 
 @dataclass
@@ -176,7 +182,8 @@ def _write_chip(path: Path, rgb: np.ndarray, valid: np.ndarray, transform: Affin
         "crs": crs, "transform": transform, "compress": "deflate", "predictor": 2, "photometric": "RGB",
         "interleave": "pixel",
     }
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", **profile) as dst:
+    with c_library_stderr_held(), rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
+            rasterio.open(path, "w", **profile) as dst:
         dst.write(rgb)
         if not valid.all():
             dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))
@@ -270,9 +277,11 @@ def _run(
     stats = src.stats
     created = not out.exists()
     out.mkdir(exist_ok=True)
-    tmp = out / f".prepare-{secrets.token_hex(4)}"
+    remove_stale_work_folders(out)
+    tmp = out / f"{WORK_PREFIX}{secrets.token_hex(4)}"
     try:
         (tmp / CHIPS_DIR).mkdir(parents=True)
+        (tmp / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
         with open(tmp / SAMPLES_FILE, "w", encoding="utf-8") as jf:
             for gi, (col, row) in enumerate(tqdm(grid, desc="prepare", unit="chip", disable=not progress)):
                 window = Window(col, row, cs, cs)
@@ -342,11 +351,14 @@ def _run(
         }
         (tmp / DATASET_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         _move_into_place(tmp, out, overwrite)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if created:
             with contextlib.suppress(OSError):
                 out.rmdir()
+        full = disk_full_error(out, exc)
+        if full is not None:
+            raise full from None
         raise
     return summary
 
@@ -355,6 +367,46 @@ def _params(opt: PrepareOptions) -> dict:
     d = asdict(opt)
     d["stride"] = opt.stride or opt.chip_size
     return d
+
+
+WORK_PREFIX = ".prepare-"
+OWNER_FILE = "owner.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_work_folders(out: Path) -> int:
+    """Delete the hidden work folders of earlier runs that were killed (kill -9, power loss).
+
+    A folder counts as stale when the process named in its owner file no longer runs on this
+    host (or, without an owner file, when it is over a day old). Returns how many were removed.
+    """
+    import time
+
+    removed = 0
+    host = socket.gethostname()
+    for folder in out.glob(f"{WORK_PREFIX}*"):
+        if not folder.is_dir():
+            continue
+        try:
+            owner = json.loads((folder / OWNER_FILE).read_text())
+            stale = owner.get("host") == host and not _alive(int(owner["pid"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            stale = time.time() - folder.stat().st_mtime > 86400
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    if removed:
+        log.warning("removed %d work folder(s) left in %s by interrupted runs", removed, out)
+    return removed
 
 
 def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:

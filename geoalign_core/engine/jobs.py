@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .server import Context
 
-DEFAULT_BATCH_SIZE = 16
 #: what the engine needs to run models (import name -> distribution, for the check request)
 STACK = ("torch", "torchvision", "open_clip", "numpy", "rasterio", "geopandas", "pyogrio", "shapely", "pyproj",
          "safetensors", "huggingface_hub")
@@ -79,7 +78,7 @@ def remove_outputs(paths: list[str]) -> None:
 
 # ---------------------------------------------------------------------------- requests
 def _predictor(ctx: Context, params: dict) -> tuple[Any, bool]:
-    from ..zoo import DEFAULT_MODEL
+    from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 
     model = params.get("model") or DEFAULT_MODEL
     device = params.get("device") or "auto"
@@ -97,14 +96,17 @@ def _predictor(ctx: Context, params: dict) -> tuple[Any, bool]:
 def _check_inputs(ctx: Context, params: dict) -> None:
     """What the CLI checks before it loads a model: the output, the raster, the regions file."""
     from ..errors import InputError
-    from ..geo import RasterSource, check_output
+    from ..geo import RASTER_FORMATS, VECTOR_FORMATS, RasterSource, check_not_an_input, check_output
 
     ctx.stage("checking inputs")
-    check_output(params["out"], bool(params.get("overwrite", False)))
+    formats = RASTER_FORMATS if ctx.job.type == "heatmap" else VECTOR_FORMATS
+    check_not_an_input(params["out"], params["raster"], params.get("regions"), params.get("within"))
+    check_output(params["out"], bool(params.get("overwrite", False)), formats)
     with RasterSource(params["raster"], params.get("bands"), allow_no_crs=bool(params.get("allow_no_crs", False))):
         pass
-    if params.get("regions") and not Path(params["regions"]).exists():
-        raise InputError(f"vector file not found: {params['regions']}")
+    for key in ("regions", "within"):
+        if params.get(key) and not Path(params[key]).exists():
+            raise InputError(f"vector file not found: {params[key]}")
 
 
 def _common(ctx: Context, params: dict) -> dict:
@@ -145,7 +147,8 @@ def find(ctx: Context, params: dict) -> dict:
     _check_inputs(ctx, params)
     predictor, loaded = _predictor(ctx, params)
     kw = _common(ctx, params)
-    for key in ("regions", "min_score", "max_results", "nms_iou", "refine", "write_empty"):
+    for key in ("regions", "regions_layer", "within", "within_layer", "buffer", "min_score", "max_results", "nms_iou",
+                "refine", "write_empty"):
         if params.get(key) is not None:
             kw[key] = params[key]
     res = runs.find(predictor, params["raster"], params["phrases"], params["out"], **kw)
@@ -158,8 +161,9 @@ def match_regions(ctx: Context, params: dict) -> dict:
     _check_inputs(ctx, params)
     predictor, loaded = _predictor(ctx, params)
     kw = _common(ctx, params)
-    if params.get("write_empty") is not None:
-        kw["write_empty"] = params["write_empty"]
+    for key in ("write_empty", "layer", "buffer"):
+        if params.get(key) is not None:
+            kw[key] = params[key]
     res = runs.match_regions(predictor, params["raster"], params["regions"], params["phrases"], params["out"], **kw)
     return _result(res, loaded, predictor)
 

@@ -69,6 +69,10 @@ PARAMS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "find": _COMMON | {
         "phrases": ((list,), True),
         "regions": ((str, _NONE), False),
+        "regions_layer": ((str, int, _NONE), False),
+        "within": ((str, _NONE), False),
+        "within_layer": ((str, int, _NONE), False),
+        "buffer": ((int, float, _NONE), False),
         "min_score": (NUMBER, False),
         "max_results": ((int,), False),
         "nms_iou": (NUMBER, False),
@@ -77,6 +81,8 @@ PARAMS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     },
     "match_regions": _COMMON | {
         "regions": ((str,), True),
+        "layer": ((str, int, _NONE), False),
+        "buffer": ((int, float, _NONE), False),
         "phrases": ((list,), True),
         "write_empty": ((bool,), False),
     },

@@ -22,13 +22,25 @@ from geoalign_core.geo.stats import SceneStats, compute_scene_stats
 from geoalign_core.geo.tiling import Tile, count_tiles, iter_tiles, tile_windows
 
 if TYPE_CHECKING:
-    from geoalign_core.geo.vectors import boxes_to_pixels, clip_to_raster, pixel_boxes_to_polygons, read_vectors
+    from geoalign_core.geo.vectors import (
+        boxes_to_pixels,
+        clip_to_raster,
+        drop_unprojectable,
+        pixel_boxes_to_polygons,
+        read_vectors,
+    )
     from geoalign_core.geo.writers import (
+        RASTER_FORMATS,
+        VECTOR_FORMATS,
         atomic_output,
+        check_not_an_input,
         check_output,
+        output_format,
         read_geopackage_metadata,
+        read_metadata,
         write_float_geotiff,
         write_geopackage,
+        write_vector,
     )
 
 _LAZY = {
@@ -36,11 +48,18 @@ _LAZY = {
     "clip_to_raster": "vectors",
     "pixel_boxes_to_polygons": "vectors",
     "read_vectors": "vectors",
+    "drop_unprojectable": "vectors",
     "atomic_output": "writers",
     "check_output": "writers",
     "read_geopackage_metadata": "writers",
     "write_float_geotiff": "writers",
     "write_geopackage": "writers",
+    "write_vector": "writers",
+    "check_not_an_input": "writers",
+    "read_metadata": "writers",
+    "output_format": "writers",
+    "VECTOR_FORMATS": "writers",
+    "RASTER_FORMATS": "writers",
 }
 
 
@@ -66,8 +85,15 @@ __all__ = [
     "pixel_boxes_to_polygons",
     "read_geopackage_metadata",
     "read_vectors",
+    "drop_unprojectable",
     "select_bands",
     "tile_windows",
     "write_float_geotiff",
     "write_geopackage",
+    "write_vector",
+    "check_not_an_input",
+    "read_metadata",
+    "output_format",
+    "VECTOR_FORMATS",
+    "RASTER_FORMATS",
 ]

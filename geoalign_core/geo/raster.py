@@ -18,6 +18,8 @@ Example::
 from __future__ import annotations
 
 import math
+import os
+import re
 import warnings
 from collections.abc import Sequence
 from functools import cached_property
@@ -32,7 +34,8 @@ import rasterio.windows
 from affine import Affine
 from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
-from rasterio.enums import MaskFlags, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from geoalign_core.errors import InputError
@@ -52,6 +55,8 @@ __all__ = [
 ]
 
 STATS_SAMPLE_SIDE = 1024
+#: the map frame of a raster without any georeferencing: x = column, y = -row (as QGIS shows it)
+PIXEL_FRAME = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
 
 try:  # GDAL's error classes: public in some rasterio releases, private in others
     from rasterio.errors import CPLE_BaseError as _CPLError
@@ -70,6 +75,21 @@ def _one_line(exc: BaseException) -> str:
     return msg
 
 
+_DRIVER_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9_]+:")  # HDF5:..., NETCDF:..., GTIFF_DIR:... (not C:\\)
+
+
+def is_gdal_path(path: str | PathLike) -> bool:
+    """A name only GDAL resolves: ``/vsizip/...``, ``/vsicurl/...``, a URL, ``DRIVER:...`` subdatasets."""
+    s = str(path)
+    return s.startswith("/vsi") or "://" in s or bool(_DRIVER_PREFIX.match(s))
+
+
+def _utm_crs(lon: float, lat: float) -> CRS:
+    """The WGS 84 / UTM zone of a point."""
+    zone = min(60, max(1, int((lon + 180.0) // 6.0) + 1))
+    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+
+
 def _int_window(window: Window) -> Window:
     """Window with integer offsets (floor) and extents (ceil of the far edge)."""
     c0, r0 = math.floor(window.col_off + 1e-9), math.floor(window.row_off + 1e-9)
@@ -81,8 +101,20 @@ def _int_window(window: Window) -> Window:
 class RasterSource:
     """An open raster, validated, with band selection, validity masks and normalisation.
 
+    Placing it on the ground: a raster with a geotransform and a CRS (rotated or not) is read
+    as it is. One georeferenced only by ground control points (raw drone mosaics, L1 products)
+    is read through a GDAL warped VRT built from its GCPs (in the GCPs' CRS), one with RPCs
+    through a warped VRT built from them (height 0, no DEM; in the UTM zone of its centre), so
+    every output lands on the ground; ``georeferencing`` says which ("transform", "gcps",
+    "rpcs", or "none" for pixel coordinates).
+
+    Paletted bands are expanded through their colour table to R, G, B (entries with alpha 0
+    are invalid). A container of subdatasets (HDF5, NetCDF, ...) is refused with the list of
+    its subdatasets, any of which can be given as the raster.
+
     Args:
-        path: any raster GDAL reads (GeoTIFF, COG, VRT, JPEG2000, ...).
+        path: any raster GDAL reads (GeoTIFF, COG, VRT, JPEG2000, ...), local or a GDAL name
+            (``/vsizip/a.zip/b.tif``, ``/vsicurl/https://...``, a URL, ``NETCDF:"f.nc":var``).
         bands: 1-based band selection (one band or three, list or ``"4,3,2"``); None for the
             default rules of :mod:`geoalign_core.geo.bands`.
         allow_no_crs: accept a raster without a CRS; it is then addressed in pixel
@@ -110,15 +142,18 @@ class RasterSource:
         treat_black_as_nodata: bool | None = None,
         stats: SceneStats | None = None,
     ) -> None:
-        self.path = Path(path)
+        self.path: Path | str = str(path) if is_gdal_path(path) else Path(path)
         self._bands_arg = bands
         self.allow_no_crs = allow_no_crs
         self._nodata_override = None if nodata is None else float(nodata)
         self._black_arg = treat_black_as_nodata
-        if not self.path.exists():
-            raise InputError(f"raster not found: {self.path}")
-        if self.path.is_dir() and self.path.suffix.lower() not in {".zarr", ".gdb", ".safe"}:
-            raise InputError(f"not a raster: {self.path} is a directory")
+        self._source: rasterio.io.DatasetReader | None = None
+        self.georeferencing = "transform"
+        if isinstance(self.path, Path):
+            if not self.path.exists():
+                raise InputError(f"raster not found: {self.path}")
+            if self.path.is_dir() and self.path.suffix.lower() not in {".zarr", ".gdb", ".safe"}:
+                raise InputError(f"not a raster: {self.path} is a directory")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
@@ -126,23 +161,65 @@ class RasterSource:
         except _READ_ERRORS as exc:
             raise InputError(f"not a readable raster: {self.path} ({_one_line(exc)})") from None
         try:
+            self._check_subdatasets()
+            self._place_on_ground()
             self._validate()
         except BaseException:
-            self.dataset.close()
+            self.close()
             raise
         if stats is not None:
             self.__dict__["stats"] = stats
+
+    def _check_subdatasets(self) -> None:
+        ds = self.dataset
+        subs = list(ds.subdatasets or [])
+        if ds.count == 0 and subs:
+            shown = ", ".join(repr(s) for s in subs[:8]) + (f", ... ({len(subs)} in all)" if len(subs) > 8 else "")
+            raise InputError(f"{self.path} holds {len(subs)} subdatasets and no bands of its own; "
+                             f"give one of them as the raster: {shown}")
+
+    def _place_on_ground(self) -> None:
+        """Swap the dataset for a warped VRT when only GCPs or RPCs place it (see the class doc)."""
+        ds = self.dataset
+        if ds.crs is not None:
+            return
+        gcps, gcp_crs = ds.gcps
+        if gcps and gcp_crs is None:
+            if self.allow_no_crs:
+                self.georeferencing = "none"
+                return
+            raise InputError(f"raster has ground control points but no CRS for them: {self.path}; assign one "
+                             "(gdal_translate -a_srs) or use --allow-no-crs to work in pixel coordinates",
+                             code="no_crs")
+        options: dict = {}
+        if gcps:
+            n = len(gcps)
+            options, how = {"src_crs": gcp_crs, "crs": gcp_crs}, f"its {n} ground control point{'s' * (n != 1)}"
+        elif ds.rpcs is not None:
+            options, how = {"crs": "EPSG:4326", "rpcs": True}, "its RPCs"
+        else:
+            self.georeferencing = "none"
+            return
+        if ds.nodata is None and ColorInterp.alpha not in ds.colorinterp:
+            options["add_alpha"] = True  # pixels outside the footprint are invalid, black inside stays valid
+        try:
+            with rasterio.Env(CPL_LOG=os.devnull):  # the exception says it; no "ERROR 1:" line on stderr
+                vrt = WarpedVRT(ds, **options)
+                if not gcps:  # RPCs: work in metres, in the UTM zone of the footprint's centre
+                    b = vrt.bounds
+                    utm = _utm_crs((b.left + b.right) / 2, (b.bottom + b.top) / 2)
+                    vrt.close()
+                    vrt = WarpedVRT(ds, **(options | {"crs": utm}))
+        except _READ_ERRORS as exc:
+            raise InputError(f"cannot place {self.path} on the ground from {how}: {_one_line(exc)}; warp it "
+                             "with gdalwarp, or use --allow-no-crs to work in pixel coordinates") from None
+        self._source, self.dataset = ds, vrt
+        self.georeferencing = "gcps" if gcps else "rpcs"
 
     def _validate(self) -> None:
         ds = self.dataset
         if ds.count < 1 or ds.width < 1 or ds.height < 1:
             raise InputError(f"not a raster with pixels: {self.path} ({ds.count} bands, {ds.width}x{ds.height})")
-        if ds.crs is None and not self.allow_no_crs and ds.gcps[0]:
-            raise InputError(
-                f"raster is georeferenced by ground control points only: {self.path}; "
-                "warp it first (gdalwarp) or use --allow-no-crs to work in pixel coordinates",
-                code="no_crs",
-            )
         if ds.crs is None and not self.allow_no_crs:
             raise InputError(
                 f"raster has no CRS (coordinate reference system): {self.path}; "
@@ -150,6 +227,10 @@ class RasterSource:
                 code="no_crs",
             )
         self.selection: BandSelection = select_bands(ds.count, ds.colorinterp, self._bands_arg)
+        self._palette: np.ndarray | None = None
+        band = self.selection.rgb[0]
+        if not self.selection.is_rgb and ds.colorinterp[band - 1] == ColorInterp.palette:
+            self._palette = self._palette_lut(band)
         self._read_indexes = self.selection.read_indexes
         self._channel_pos = [self._read_indexes.index(b) for b in self.selection.rgb]
         self._alpha_pos = self._read_indexes.index(self.selection.alpha) if self.selection.alpha is not None else None
@@ -167,10 +248,27 @@ class RasterSource:
             self._band_nodata.append(nd)
             self._band_needs_mask.append(MaskFlags.per_dataset in f and MaskFlags.alpha not in f)
 
+    def _palette_lut(self, band: int) -> np.ndarray | None:
+        """``[N, 4]`` uint8 RGBA lookup table of a paletted band (None when it has no colour table)."""
+        try:
+            cmap = self.dataset.colormap(band)
+        except ValueError:
+            return None
+        if not cmap:
+            return None
+        n = max(256, max(cmap) + 1)
+        lut = np.zeros((n, 4), dtype=np.uint8)  # indexes missing from the table: transparent
+        for i, rgba in cmap.items():
+            lut[i] = rgba
+        return lut
+
     # ------------------------------------------------------------------ life cycle
     def close(self) -> None:
-        """Close the dataset handle."""
-        self.dataset.close()
+        """Close the dataset handle (and the raster under a warped VRT)."""
+        if getattr(self, "dataset", None) is not None:
+            self.dataset.close()
+        if self._source is not None:
+            self._source.close()
 
     def __enter__(self) -> RasterSource:
         return self
@@ -217,7 +315,9 @@ class RasterSource:
 
     @property
     def dtype(self) -> str:
-        """Data type name of the selected bands, e.g. ``"uint8"``."""
+        """Data type name of the selected bands, e.g. ``"uint8"`` (always uint8 for a paletted band)."""
+        if self._palette is not None:
+            return "uint8"
         return self.dataset.dtypes[self.selection.rgb[0] - 1]
 
     @property
@@ -227,13 +327,20 @@ class RasterSource:
 
     @property
     def transform(self) -> Affine:
-        """Pixel -> map affine transform (identity, y down, for an ungeoreferenced raster)."""
-        return self.dataset.transform
+        """Pixel -> map affine transform.
+
+        A raster with no georeferencing at all (``allow_no_crs``) gets x = column, y = -row, the
+        frame QGIS shows such a raster in, so that outputs overlay it there.
+        """
+        t = self.dataset.transform
+        if self.georeferencing == "none" and t.is_identity:
+            return PIXEL_FRAME
+        return t
 
     @property
     def bounds(self) -> BoundingBox:
         """Extent (left, bottom, right, top) in map coordinates."""
-        return self.dataset.bounds
+        return BoundingBox(*rasterio.windows.bounds(Window(0, 0, self.width, self.height), self.transform))
 
     @property
     def res(self) -> tuple[float, float]:
@@ -293,7 +400,8 @@ class RasterSource:
         dc0, dr0 = round((ic0 - c0) * sx), round((ir0 - r0) * sy)
         dc1, dr1 = round((ic1 - c0) * sx), round((ir1 - r0) * sy)
         if ic1 <= ic0 or ir1 <= ir0 or dc1 <= dc0 or dr1 <= dr0:
-            return raw[self._channel_pos], band_valid[0], False
+            out = np.zeros((3, h, w), dtype=np.uint8) if self._palette is not None else raw[self._channel_pos]
+            return out, band_valid[0], False
         inner = Window(ic0, ir0, ic1 - ic0, ir1 - ir0)
         shape = (dr1 - dr0, dc1 - dc0)
         ds = self.dataset
@@ -318,6 +426,11 @@ class RasterSource:
         except _READ_ERRORS as exc:
             raise InputError(f"cannot read {self.path} (corrupt or truncated?): {_one_line(exc)}") from None
         valid = band_valid.any(axis=0) & alpha_ok & finite
+        if self._palette is not None:  # indexes -> colours of the colour table
+            lut = self._palette
+            rgba = lut[np.clip(raw[self._channel_pos[0]].astype(np.int64), 0, len(lut) - 1)]
+            valid &= rgba[..., 3] > 0
+            return np.ascontiguousarray(rgba[..., :3].transpose(2, 0, 1)), valid, True
         return raw[self._channel_pos], valid, True
 
     def _black_mask(self, data: np.ndarray) -> np.ndarray:

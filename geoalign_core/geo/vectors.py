@@ -21,11 +21,38 @@ from shapely.geometry import Polygon
 
 from geoalign_core.errors import InputError
 
-__all__ = ["boxes_to_pixels", "clip_to_raster", "pixel_boxes_to_polygons", "read_vectors"]
+__all__ = ["boxes_to_pixels", "clip_to_raster", "drop_unprojectable", "pixel_boxes_to_polygons", "read_vectors"]
 
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _check_layer(path: Path, layer: str | int | None) -> str | int | None:
+    """The layer to read: as given (a name, or a 0-based index), else the first, with a warning
+    when there are others; InputError for a layer the file does not have."""
+    import pyogrio
+
+    try:
+        names = [str(n) for n in pyogrio.list_layers(path)[:, 0]]
+    except Exception as exc:
+        raise InputError(f"cannot read vector file {path}: {_one_line(exc)}") from None
+    if layer is None:
+        if len(names) > 1:
+            warnings.warn(f"{path.name} has {len(names)} layers ({', '.join(names[:6])}"
+                          f"{', ...' if len(names) > 6 else ''}); reading the first, {names[0]!r} "
+                          "(choose another with --layer)", stacklevel=3)
+        return names[0] if names else None
+    if isinstance(layer, str) and layer.strip().lstrip("-").isdigit() and layer not in names:
+        layer = int(layer)
+    if isinstance(layer, int):
+        if not 0 <= layer < len(names):
+            raise InputError(f"{path} has no layer {layer}: its layers are 0..{len(names) - 1} "
+                             f"({', '.join(names[:6])})")
+        return names[layer]
+    if layer not in names:
+        raise InputError(f"{path} has no layer {layer!r}; its layers: {', '.join(names[:10])}")
+    return layer
 
 
 def read_vectors(path: str | PathLike, target_crs: object | None, layer: str | int | None = None) -> gpd.GeoDataFrame:
@@ -35,10 +62,13 @@ def read_vectors(path: str | PathLike, target_crs: object | None, layer: str | i
         path: the vector file.
         target_crs: the raster's CRS (anything pyproj understands); None keeps the features'
             coordinates as they are (a raster in pixel coordinates).
-        layer: layer name or index for multi-layer sources (default: the first layer).
+        layer: layer name or 0-based index for multi-layer sources (default: the first layer,
+            with a warning when there are others).
 
     Features without geometry are dropped. Geometries without a CRS are assumed to be in
-    ``target_crs`` (with a warning).
+    ``target_crs`` (with a warning). Features that cannot be reprojected (infinite or empty
+    after the transformation) are kept, their positions listed in
+    ``gdf.attrs["unprojectable"]`` for the caller to report (:func:`drop_unprojectable`).
 
     Raises:
         InputError: missing or unreadable file, unknown layer, no features with a geometry.
@@ -46,6 +76,7 @@ def read_vectors(path: str | PathLike, target_crs: object | None, layer: str | i
     path = Path(path)
     if not path.exists():
         raise InputError(f"vector file not found: {path}")
+    layer = _check_layer(path, layer)
     try:
         gdf = gpd.read_file(path, layer=layer, engine="pyogrio")
     except Exception as exc:  # pyogrio's DataSourceError / DataLayerError, fiona's, OSError, ...
@@ -65,9 +96,29 @@ def read_vectors(path: str | PathLike, target_crs: object | None, layer: str | i
         )
         return gdf.set_crs(target_crs).reset_index(drop=True)
     try:
-        return gdf.to_crs(target_crs).reset_index(drop=True)
+        out = gdf.to_crs(target_crs).reset_index(drop=True)
     except Exception as exc:
         raise InputError(f"cannot reproject {path} to the raster's CRS: {_one_line(exc)}") from None
+    bounds = out.geometry.bounds.to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(bounds).all(axis=1) | out.geometry.is_empty.to_numpy())
+    out.attrs["unprojectable"] = bad.tolist()
+    return out
+
+
+def drop_unprojectable(gdf: gpd.GeoDataFrame, path: str | PathLike) -> gpd.GeoDataFrame:
+    """Drop the features :func:`read_vectors` could not reproject (e.g. off the disk of a
+    geostationary projection), with one warning that says how many."""
+    bad = gdf.attrs.get("unprojectable") or []
+    if not bad:
+        return gdf
+    warnings.warn(f"{len(bad)} of the {len(gdf)} features of {Path(path).name} cannot be reprojected to the "
+                  "raster's CRS (outside the area where that projection is defined); they are skipped",
+                  stacklevel=2)
+    keep = np.ones(len(gdf), dtype=bool)
+    keep[bad] = False
+    out = gdf[keep].reset_index(drop=True)
+    out.attrs["unprojectable"] = []
+    return out
 
 
 def clip_to_raster(gdf: gpd.GeoDataFrame, bounds: Sequence[float]) -> tuple[gpd.GeoDataFrame, int]:

@@ -1,9 +1,18 @@
-"""Outputs: atomic GeoPackage and Cloud-Optimised GeoTIFF writers.
+"""Outputs: atomic vector (GeoPackage, GeoJSON, FlatGeobuf, Shapefile, GeoParquet, CSV) and
+Cloud-Optimised GeoTIFF writers.
 
-Every writer checks its output first (:func:`check_output`: exists without overwrite,
-missing or unwritable directory -> InputError before any work), then writes to a hidden
-temporary file beside the target and renames it into place (:func:`atomic_output`), so an
-interrupted or failed run never leaves a partial file and never touches an existing one.
+Every writer checks its output first (:func:`check_output`: a format the extension names,
+exists without overwrite, missing or unwritable directory -> InputError before any work),
+then writes to a hidden temporary file beside the target and renames it into place
+(:func:`atomic_output`), so an interrupted or failed run never leaves a partial file and never
+touches an existing one. A full disk is an InputError ("no space left ...") like any other
+bad output, with nothing left behind.
+
+Formats by extension (:data:`VECTOR_FORMATS`): ``.gpkg`` GeoPackage (the run's metadata in the
+layer; ``overwrite`` replaces that layer only, other layers stay), ``.geojson`` / ``.json``,
+``.fgb``, ``.shp`` (field names cut to 10 characters by GDAL), ``.parquet`` GeoParquet (the
+metadata under the ``geoalign`` key of the file's metadata), ``.csv`` (geometry as WKT, no
+CRS). Rasters: ``.tif`` / ``.tiff`` only.
 
 GeoPackage metadata: :func:`write_geopackage` stores the ``metadata`` dict as GDAL metadata
 of the layer (GDAL keeps it in the ``gpkg_metadata`` table, referenced from
@@ -18,10 +27,14 @@ as a readable item (strings as is, other values JSON-encoded) plus one item
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
+import shutil
+import sys
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from os import PathLike
@@ -47,26 +60,65 @@ __all__ = [
     "HeatmapAccumulator",
     "atomic_output",
     "check_output",
+    "RASTER_FORMATS",
+    "VECTOR_FORMATS",
+    "check_not_an_input",
+    "c_library_stderr_held",
+    "disk_full_error",
+    "disk_full_is_input_error",
+    "output_format",
     "read_geopackage_metadata",
+    "read_metadata",
     "write_float_geotiff",
     "write_geopackage",
+    "write_vector",
 ]
 
 METADATA_KEY = "GEOALIGN_METADATA"
+#: extension -> (format name, pyogrio driver or "parquet")
+VECTOR_FORMATS: dict[str, tuple[str, str]] = {
+    ".gpkg": ("GeoPackage", "GPKG"),
+    ".geojson": ("GeoJSON", "GeoJSON"),
+    ".json": ("GeoJSON", "GeoJSON"),
+    ".fgb": ("FlatGeobuf", "FlatGeobuf"),
+    ".shp": ("Shapefile", "ESRI Shapefile"),
+    ".parquet": ("GeoParquet", "parquet"),
+    ".geoparquet": ("GeoParquet", "parquet"),
+    ".csv": ("CSV", "CSV"),
+}
+RASTER_FORMATS: dict[str, tuple[str, str]] = {".tif": ("GeoTIFF", "COG"), ".tiff": ("GeoTIFF", "COG")}
+SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
 GPKG_VERSION = "1.2"  # QGIS 3.22's GDAL warns about the user_version of newer GeoPackages
 _SIDECARS = ("-journal", "-wal", "-shm", ".aux.xml", ".ovr", ".msk")
 
 
-def check_output(path: str | PathLike, overwrite: bool = False) -> Path:
+def output_format(path: str | PathLike, formats: Mapping[str, tuple[str, str]]) -> tuple[str, str]:
+    """``(format name, driver)`` for the extension of ``path``, or InputError naming the ones written."""
+    suffix = Path(path).suffix.lower()
+    if suffix in formats:
+        return formats[suffix]
+    names = ", ".join(dict.fromkeys(f"{ext} ({name})" for ext, (name, _) in formats.items()))
+    what = f"'{suffix}'" if suffix else "no extension"
+    raise InputError(f"cannot write {path}: {what} is not a format this output can take; use one of {names}")
+
+
+def check_output(path: str | PathLike, overwrite: bool = False,
+                 formats: Mapping[str, tuple[str, str]] | None = None) -> Path:
     """Validate an output path before any work is done; returns it as a Path.
 
+    Args:
+        formats: when given, the extension must be one of them (:data:`VECTOR_FORMATS`,
+            :data:`RASTER_FORMATS`).
+
     Raises:
-        InputError: the path exists and ``overwrite`` is False, the path is a directory,
-            or its directory does not exist or cannot be written.
+        InputError: a format not in ``formats``, the path exists and ``overwrite`` is False,
+            the path is a directory, or its directory does not exist or cannot be written.
     """
-    path = Path(path)
-    if path.is_dir():
+    if Path(path).is_dir():
         raise InputError(f"output is a directory: {path}")
+    if formats is not None:
+        output_format(path, formats)
+    path = Path(path)
     if path.exists() and not overwrite:
         raise InputError(f"output already exists: {path} (use --overwrite to replace it)")
     parent = path.parent if str(path.parent) else Path(".")
@@ -79,6 +131,19 @@ def check_output(path: str | PathLike, overwrite: bool = False) -> Path:
     except OSError as exc:
         raise InputError(f"cannot write to output directory {parent}: {exc.strerror or exc}") from None
     return path
+
+
+def check_not_an_input(out: str | PathLike, *inputs: str | PathLike | None) -> None:
+    """InputError when the output would replace one of the inputs (the raster, the regions, ...)."""
+    out_path = Path(out)
+    for item in inputs:
+        if item is None or "://" in str(item) or str(item).startswith("/vsi"):
+            continue
+        p = Path(item)
+        same = (out_path.exists() and p.exists() and os.path.samefile(out_path, p)) or \
+            out_path.resolve() == p.resolve()
+        if same:
+            raise InputError(f"the output {out} is an input of this run; choose another --out")
 
 
 def _remove(path: Path) -> None:
@@ -97,12 +162,119 @@ def atomic_output(path: str | PathLike) -> Iterator[Path]:
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
-        yield tmp
-        if not tmp.exists():
-            raise FileNotFoundError(f"the writer produced no file for {path}")
-        os.replace(tmp, path)
+        with disk_full_is_input_error(path), c_library_stderr_held():
+            yield tmp
+            if not tmp.exists():
+                raise FileNotFoundError(f"the writer produced no file for {path}")
+            os.replace(tmp, path)
     finally:
         _remove(tmp)
+
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_FULL_TEXTS = ("no space left on device", "disk quota exceeded", "file too large", "not enough space")
+
+
+def _why_full(exc: BaseException) -> str | None:
+    """The reason when ``exc`` (or what caused it) says the disk is full, else None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _FULL_ERRNOS:
+            return os.strerror(seen.errno).lower()
+        text = str(seen).lower()
+        for needle in _FULL_TEXTS:
+            if needle in text:
+                return needle
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@contextlib.contextmanager
+def c_library_stderr_held() -> Iterator[None]:
+    """Hold what C libraries write straight to file descriptor 2 while a GDAL write runs.
+
+    libtiff reports a full disk with its own line on stderr besides GDAL's error: on failure
+    that text is dropped (the exception carries the reason, which becomes one ``error:`` line);
+    on success it is passed on unchanged.
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (captured, embedded)
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        saved = os.dup(fd)
+        os.dup2(held.fileno(), fd)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            if not failed:
+                held.seek(0)
+                text = held.read()
+                if text:
+                    os.write(fd, text)
+
+
+FULL_BELOW_BYTES = 4 << 20  # a write that failed with less free space than this failed for lack of space
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < FULL_BELOW_BYTES
+    except OSError:
+        return False
+
+
+def _size_limited() -> bool:
+    """A file size limit (``ulimit -f``) is in force: GDAL then reports EFBIG only as a write error."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    except (ImportError, OSError, ValueError):
+        return False
+    return soft != resource.RLIM_INFINITY
+
+
+@contextlib.contextmanager
+def disk_full_is_input_error(path: str | PathLike) -> Iterator[None]:
+    """Turn a failed write for lack of space into one InputError line.
+
+    Recognised by the errno (ENOSPC, EDQUOT, EFBIG), by the message, or -- GDAL often reports
+    only "Write error at scanline N" or "Unknown GDAL Error" -- by a write error on a file system
+    that is now nearly full, or while a file size limit is in force.
+    """
+    try:
+        yield
+    except Exception as exc:
+        full = disk_full_error(path, exc)
+        if full is None:
+            raise
+        raise full from None
+
+
+def disk_full_error(path: str | PathLike, exc: BaseException) -> InputError | None:
+    """The one-line InputError for a write of ``path`` that failed for lack of space, else None."""
+    if isinstance(exc, InputError) or not isinstance(exc, Exception):
+        return None
+    why = _why_full(exc)
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    if why is None and _nearly_full(folder if str(folder) else Path(".")):
+        why = "no space left on device"
+    if why is None and _size_limited():
+        why = "file too large (the file size limit of this process, ulimit -f)"
+    if why is None:
+        return None
+    return InputError(f"cannot write {path}: {why} (nothing was written; free some space or choose "
+                      "another --out)")
 
 
 def _metadata_items(metadata: Mapping[str, object]) -> dict[str, str]:
@@ -128,39 +300,116 @@ def write_geopackage(
     overwrite: bool = False,
     geometry_type: str = "Polygon",
 ) -> Path:
-    """Write ``gdf`` as layer ``layer`` of a new GeoPackage (version 1.2), atomically.
+    """Write ``gdf`` as layer ``layer`` of a GeoPackage (version 1.2), atomically.
 
     Args:
         gdf: features with a CRS (may be empty: the layer is still created, with its fields).
-        path: output ``.gpkg``; an existing file is replaced whole when ``overwrite``.
+        path: output ``.gpkg``; with ``overwrite``, an existing file keeps its other layers and
+            only ``layer`` is replaced (see :func:`write_vector`).
         layer: layer name (e.g. ``"tiles"``, ``"matches"``).
         metadata: model, phrases/classes, parameters...; ``geoalign_version`` and
             ``created`` (UTC ISO time) are added when absent.
-        overwrite: replace an existing file.
+        overwrite: replace the layer of an existing file.
         geometry_type: layer geometry type used for an empty ``gdf`` (non-empty ones are
             inferred from the geometries).
 
     Raises:
         InputError: see :func:`check_output`.
     """
-    import pyogrio
+    if Path(path).suffix.lower() != ".gpkg":
+        raise InputError(f"not a GeoPackage name: {path} (use write_vector for other formats)")
+    return write_vector(gdf, path, layer, metadata, overwrite, geometry_type)
 
-    path = check_output(path, overwrite)
+
+def _stamped(metadata: Mapping[str, object] | None) -> dict[str, object]:
     meta: dict[str, object] = dict(metadata or {})
     meta.setdefault("geoalign_version", _geoalign_version())
     meta.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    items = _metadata_items(meta)
-    with atomic_output(path) as tmp:
-        pyogrio.write_dataframe(
-            gdf,
-            tmp,
-            layer=layer,
-            driver="GPKG",
-            geometry_type=geometry_type if len(gdf) == 0 else None,
-            layer_metadata=items,
-            dataset_options={"VERSION": GPKG_VERSION},
-        )
+    return meta
+
+
+def write_vector(
+    gdf: gpd.GeoDataFrame,
+    path: str | PathLike,
+    layer: str,
+    metadata: Mapping[str, object] | None = None,
+    overwrite: bool = False,
+    geometry_type: str = "Polygon",
+) -> Path:
+    """Write ``gdf`` in the format its extension names (:data:`VECTOR_FORMATS`), atomically.
+
+    A GeoPackage gets ``layer`` and the metadata; with ``overwrite`` an existing GeoPackage
+    keeps its other layers (the file is copied, the layer replaced in the copy, the copy renamed
+    into place). Other formats are replaced whole; a Shapefile's parts (.shp, .shx, .dbf, .prj,
+    .cpg) are written in a hidden folder beside it and moved into place together.
+
+    Raises:
+        InputError: see :func:`check_output`; a full disk.
+    """
+    import pyogrio
+
+    name, driver = output_format(path, VECTOR_FORMATS)
+    path = check_output(path, overwrite, VECTOR_FORMATS)
+    meta = _stamped(metadata)
+    geom_type = geometry_type if len(gdf) == 0 else None
+    if driver == "GPKG":
+        with atomic_output(path) as tmp:
+            keep = path.exists()
+            if keep:
+                shutil.copy2(path, tmp)
+            pyogrio.write_dataframe(
+                gdf, tmp, layer=layer, driver="GPKG", geometry_type=geom_type, layer_metadata=_metadata_items(meta),
+                dataset_options=None if keep else {"VERSION": GPKG_VERSION},
+                layer_options={"OVERWRITE": "YES"} if keep else None,
+            )
+        return path
+    if driver == "parquet":
+        import pyarrow.parquet as pq
+
+        with atomic_output(path) as tmp:
+            gdf.to_parquet(tmp)
+            table = pq.read_table(tmp)
+            schema_meta = dict(table.schema.metadata or {})
+            schema_meta[b"geoalign"] = json.dumps(meta, default=str).encode()
+            pq.write_table(table.replace_schema_metadata(schema_meta), tmp)
+        return path
+    options = {"GEOMETRY": "AS_WKT"} if driver == "CSV" else None
+    if driver != "ESRI Shapefile":
+        with atomic_output(path) as tmp:
+            pyogrio.write_dataframe(gdf, tmp, layer=layer, driver=driver, geometry_type=geom_type,
+                                    layer_options=options)
+        return path
+    folder = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmpdir")
+    try:
+        with disk_full_is_input_error(path):
+            folder.mkdir()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # "field names laundered": said in the docs
+                pyogrio.write_dataframe(gdf, folder / path.name, layer=path.stem, driver=driver,
+                                        geometry_type=geom_type, encoding="UTF-8")
+            for ext in SHAPEFILE_PARTS:
+                old = path.with_suffix(ext)
+                if old.exists() and not (folder / old.name).exists():
+                    old.unlink()  # a part the new file does not have (an old index)
+            for part in folder.iterdir():
+                os.replace(part, path.with_name(part.name))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     return path
+
+
+def read_metadata(path: str | PathLike, layer: str | None = None) -> dict:
+    """The run metadata stored in an output: GeoPackage layer metadata, GeoParquet's ``geoalign``
+    key; {} for formats without a place for it (GeoJSON, FlatGeobuf, Shapefile, CSV)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".gpkg":
+        return read_geopackage_metadata(path, layer)
+    if suffix in (".parquet", ".geoparquet"):
+        import pyarrow.parquet as pq
+
+        meta = pq.read_schema(path).metadata or {}
+        return json.loads(meta[b"geoalign"]) if b"geoalign" in meta else {}
+    return {}
 
 
 def read_geopackage_metadata(path: str | PathLike, layer: str | None = None) -> dict:
@@ -215,7 +464,7 @@ def write_float_geotiff(
     Raises:
         InputError: see :func:`check_output`.
     """
-    path = check_output(path, overwrite)
+    path = check_output(path, overwrite, RASTER_FORMATS)
     data = np.asarray(array, dtype=np.float32)
     if data.ndim == 2:
         data = data[None]

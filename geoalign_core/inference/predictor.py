@@ -33,11 +33,15 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import rasterio.windows
+import shapely
+import shapely.affinity
 import torch
 import torch.nn.functional as F
 from rasterio.windows import Window
+from shapely.geometry.base import BaseGeometry
 
 from .. import __version__
+from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE, DEFAULT_MODEL, DEFAULT_NMS_IOU
 from ..errors import GeoAlignError, InputError
 from ..geo import (
     HeatmapAccumulator,
@@ -46,13 +50,14 @@ from ..geo import (
     boxes_to_pixels,
     check_output,
     clip_to_raster,
+    drop_unprojectable,
     pixel_boxes_to_polygons,
     read_vectors,
     tile_windows,
     write_float_geotiff,
 )
 from ..model import GeoAlignCLIP
-from ..zoo import DEFAULT_MODEL, load_model
+from ..zoo import load_model
 from . import scoring
 from ._reader import iter_batches
 from .vocabulary import BACKGROUND_PHRASES, DEFAULT_VOCABULARY, PROMPT_TEMPLATES, VOCABULARY_SOURCES
@@ -65,9 +70,6 @@ __all__ = [
     "Predictor",
 ]
 
-DEFAULT_MIN_SCORE = 0.3
-DEFAULT_MAX_RESULTS = 100
-DEFAULT_NMS_IOU = 0.5
 MIN_VALID_FRACTION = 0.5  # candidates / patches with less valid area are ignored
 MAX_HEATMAP_CELLS = 25_000_000  # default heatmap grid: the raster's, coarsened to stay under this
 TEXT_CHUNK = 256
@@ -122,8 +124,28 @@ class EmbeddingBatch:
         return F.normalize(self.dense, dim=1)
 
 
+#: output columns of match-regions besides the per-phrase ones, and names GDAL reserves
+RESERVED_COLUMNS = ("best_phrase", "score", "fid", "ogc_fid", "geometry", "geom")
+
+
+def phrase_columns(phrases: Sequence[str], reserved: Sequence[str] = RESERVED_COLUMNS) -> dict[str, str]:
+    """The score column of each phrase: the phrase itself, unless it equals (ignoring case) a
+    reserved name or an earlier phrase's column; then ``score_<phrase>`` (``_2``, ... if needed).
+    GeoPackage and Shapefile field names ignore case, so neither may two columns."""
+    used = {r.lower() for r in reserved}
+    out: dict[str, str] = {}
+    for p in phrases:
+        col, n = p, 1
+        while col.lower() in used:
+            n += 1
+            col = f"score_{p}" if n == 2 else f"score_{p}_{n}"
+        used.add(col.lower())
+        out[p] = col
+    return out
+
+
 def _clean_texts(texts: Sequence[str] | str | None, what: str) -> list[str]:
-    """Strip, reject empty ones, de-duplicate (order kept)."""
+    """Strip, reject empty ones, de-duplicate ignoring case (the first spelling is kept, order kept)."""
     if texts is None:
         raise InputError(f"no {what}s given")
     if isinstance(texts, str):
@@ -135,7 +157,7 @@ def _clean_texts(texts: Sequence[str] | str | None, what: str) -> list[str]:
         s = " ".join(t.split())
         if not s:
             raise InputError(f"empty {what}: give some text, e.g. \"red car\"")
-        if s not in out:
+        if s.lower() not in {o.lower() for o in out}:
             out.append(s)
     if not out:
         raise InputError(f"no {what}s given")
@@ -281,6 +303,19 @@ class Predictor:
             return torch.zeros((0, self.model.embed_dim), device=self.device)
         return torch.stack([self._text_cache[p] for p in phrases])
 
+    def warn_long_texts(self, texts: Sequence[str], what: str = "phrase") -> None:
+        """Warn (one line each) about texts longer than the text tower reads: the rest is ignored."""
+        encode = getattr(self.model.tokenizer, "encode", None)
+        limit = int(self.model.context_length)
+        if encode is None:
+            return
+        for t in texts:
+            n = len(encode(t)) + 2  # + start and end tokens
+            if n > limit:
+                shown = t if len(t) <= 40 else t[:37] + "..."
+                warnings.warn(f"{what} {shown!r} is {n} tokens long; the model reads the first {limit}, "
+                              "the rest is ignored", UserWarning, stacklevel=3)
+
     def encode_classes(self, classes: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor:
         """``[C, D]``: each class through every prompt template, averaged, re-normalised."""
         templates = tuple(templates or self.templates) or ("{}",)
@@ -417,6 +452,7 @@ class Predictor:
         """
         default_vocab = classes is None
         classes = _clean_texts(DEFAULT_VOCABULARY if default_vocab else classes, "class")
+        self.warn_long_texts(classes, "class")
         if int(top_k) < 1:
             raise InputError(f"--top-k must be at least 1; got {top_k}")
         ts = self._tile_size(tile_size)
@@ -474,6 +510,7 @@ class Predictor:
         return {
             "raster": str(src.path),
             "crs": src.crs.to_string() if src.crs is not None else None,
+            "georeferencing": src.georeferencing,
             "bands": list(src.bands),
             "scene_stats": src.stats.to_dict(),
             "tile_size": tile_size,
@@ -498,6 +535,10 @@ class Predictor:
         bounds: Sequence[float] | None = None,
         allow_no_crs: bool = False,
         refine: bool = True,
+        regions_layer: str | int | None = None,
+        buffer: float | None = None,
+        within: str | PathLike | gpd.GeoDataFrame | None = None,
+        within_layer: str | int | None = None,
         progress: Progress | None = None,
         cancel: Cancel | None = None,
         stage: Stage | None = None,
@@ -511,6 +552,10 @@ class Predictor:
         (raster pixel frame), score threshold, top ``max_results`` per phrase.
         With ``regions`` the given features' bounding boxes are the candidates (no NMS).
 
+        ``within`` (a vector file or GeoDataFrame of polygons, any CRS): search inside them only:
+        tiles that touch none are skipped, and a box is kept when its centre lies in one of them.
+        (``regions``, by contrast, makes each feature's box *the* candidate.)
+
         ``refine`` (without ``regions``): each kept box is looked at again at twice the zoom
         (:meth:`_refine_boxes`) and may move to a better placed box of at least half its area;
         it does so only when the moved box scores at least as high at the tile zoom. Scores
@@ -519,6 +564,7 @@ class Predictor:
         Rows: ``geometry`` (box), ``phrase``, ``score``, ``rank`` (1 = best, per phrase).
         """
         phrases = _clean_texts(phrases, "phrase")
+        self.warn_long_texts(phrases)
         if not 0.0 <= float(min_score) <= 1.0:
             raise InputError(f"--min-score must be in [0, 1]; got {min_score}")
         if int(max_results) < 1:
@@ -528,7 +574,7 @@ class Predictor:
             area = self.area_window(src, bounds)
             extra: dict[str, object] = {}
             if regions is not None:
-                feats, rboxes, n_out = self._load_regions(regions, src, area)
+                feats, rboxes, n_out = self._load_regions(regions, src, area, regions_layer, buffer)
                 texts, bg = self._query_texts(phrases)
                 _enter(stage, "scoring regions")
                 emb = self._region_embeddings(src, rboxes, area, ts, overlap, progress, cancel)
@@ -542,11 +588,21 @@ class Predictor:
             else:
                 texts, bg = self._query_texts(phrases)
                 windows = self.grid(src, area, ts, overlap)
+                zone = None
+                if within is not None:
+                    zone, n_within = self._load_within(within, src, area, within_layer, buffer)
+                    windows = [w for w in windows if zone.intersects(shapely.box(
+                        w.col_off, w.row_off, w.col_off + w.width, w.row_off + w.height))]
+                    extra |= {"within": str(within) if not isinstance(within, gpd.GeoDataFrame) else "GeoDataFrame",
+                              "n_within": n_within}
                 _enter(stage, "scanning tiles")
                 boxes, scores, p_idx = self._find_candidates(
                     src, windows, area, texts, len(phrases), float(min_score), int(max_results),
                     float(nms_iou), progress, cancel,
                 )
+                if zone is not None:
+                    inside = _centres_in(zone, boxes)
+                    boxes, scores, p_idx = boxes[inside], scores[inside], p_idx[inside]
                 if refine:
                     keep = scoring.nms_per_label(boxes, scores, p_idx, float(nms_iou),
                                                  cap=int(max_results) + min(int(max_results), REFINE_SPARE))
@@ -554,6 +610,9 @@ class Predictor:
                     boxes, n_moved = self._refine_boxes(src, area, boxes, p_idx, texts, len(phrases), ts, overlap,
                                                         cancel, progress, stage)
                     extra["n_refined"] = n_moved
+                    if zone is not None:  # a moved box keeps its centre in the old box, maybe not in the zone
+                        inside = _centres_in(zone, boxes)
+                        boxes, scores, p_idx = boxes[inside], scores[inside], p_idx[inside]
                 keep = scoring.nms_per_label(boxes, scores, p_idx, float(nms_iou), cap=int(max_results))
                 extra |= {"n_windows": len(windows), "nms_iou": float(nms_iou), "refine": bool(refine),
                          "dense_thresholds": list(scoring.DENSE_THRESHOLDS),
@@ -758,9 +817,15 @@ class Predictor:
 
     # ------------------------------------------------------------------ regions
     def _load_regions(
-        self, regions: str | PathLike | gpd.GeoDataFrame, src: RasterSource, area: Window
+        self, regions: str | PathLike | gpd.GeoDataFrame, src: RasterSource, area: Window,
+        layer: str | int | None = None, buffer: float | None = None,
     ) -> tuple[gpd.GeoDataFrame, np.ndarray, int]:
-        """Features overlapping the area (raster CRS) and their pixel boxes clipped to it."""
+        """Features overlapping the area (raster CRS) and their pixel boxes clipped to it.
+
+        Regions need an area: points and lines are refused unless ``buffer`` (a distance in the
+        raster CRS's units) turns them into polygons. Features that cannot be reprojected to the
+        raster's CRS are skipped with a warning.
+        """
         if isinstance(regions, gpd.GeoDataFrame):
             gdf = regions[~(regions.geometry.isna() | regions.geometry.is_empty)]
             if len(gdf) == 0:
@@ -773,7 +838,20 @@ class Predictor:
                     gdf = gdf.to_crs(src.crs)
             gdf = gdf.reset_index(drop=True)
         else:
-            gdf = read_vectors(regions, src.crs)
+            gdf = drop_unprojectable(read_vectors(regions, src.crs, layer=layer), regions)
+        kinds = gdf.geometry.geom_type.fillna("")
+        lines = ~kinds.str.contains("Polygon").to_numpy()
+        if lines.any():
+            if buffer is None:
+                what = ", ".join(sorted(set(kinds[lines])))
+                raise InputError(
+                    f"{int(lines.sum())} of the {len(gdf)} regions are not polygons ({what}): a region needs an "
+                    "area; buffer them into polygons with the buffer option (--buffer DIST, in the units of the "
+                    "raster's CRS, e.g. metres)")
+            if float(buffer) <= 0:
+                raise InputError(f"buffer must be a positive distance; got {buffer}")
+            gdf = gdf.copy()
+            gdf.loc[lines, gdf.geometry.name] = gdf.geometry[lines].buffer(float(buffer))
         left, bottom, right, top = rasterio.windows.bounds(area, src.transform)
         inside, n_out = clip_to_raster(gdf, (left, bottom, right, top))
         inside = inside.reset_index(drop=True)
@@ -796,6 +874,19 @@ class Predictor:
                 stacklevel=3,
             )
         return inside, boxes, n_out
+
+    def _load_within(
+        self, within: str | PathLike | gpd.GeoDataFrame, src: RasterSource, area: Window,
+        layer: str | int | None, buffer: float | None,
+    ) -> tuple[BaseGeometry, int]:
+        """The search zone of ``find(within=...)``: the union of the polygons, in raster pixels."""
+        feats, _, _ = self._load_regions(within, src, area, layer, buffer)
+        inv = ~src.transform
+        mat = [inv.a, inv.b, inv.d, inv.e, inv.c, inv.f]
+        pixel = [shapely.affinity.affine_transform(g, mat) for g in feats.geometry.values]
+        zone = shapely.union_all([shapely.make_valid(g) for g in pixel])
+        shapely.prepare(zone)
+        return zone, len(feats)
 
     def _region_windows(
         self, boxes: np.ndarray, area: Window, tile_size: int, overlap: float
@@ -869,6 +960,8 @@ class Predictor:
         overlap: float = 0.25,
         bounds: Sequence[float] | None = None,
         allow_no_crs: bool = False,
+        layer: str | int | None = None,
+        buffer: float | None = None,
         progress: Progress | None = None,
         cancel: Cancel | None = None,
         stage: Stage | None = None,
@@ -876,33 +969,51 @@ class Predictor:
         """Score every feature's bounding box against every phrase.
 
         Returns the features that overlap the raster (reprojected to its CRS, attributes kept)
-        with ``best_phrase``, ``score`` (its score) and one float column per phrase (named
-        by the phrase; input columns with a clashing name get an ``_input`` suffix).
+        with ``best_phrase``, ``score`` (its score) and one float column per phrase (named by
+        the phrase, or ``score_<phrase>`` where that would clash, ignoring case, with a reserved
+        name: :func:`phrase_columns`). Input columns whose name clashes, ignoring case, with an
+        output column get an ``_input`` suffix. Both mappings are in the metadata
+        (``phrase_columns``, ``renamed_input_columns``).
         """
         phrases = _clean_texts(phrases, "phrase")
+        self.warn_long_texts(phrases)
         ts = self._tile_size(tile_size)
         with self._open(raster, bands, allow_no_crs) as src:
             area = self.area_window(src, bounds)
-            feats, boxes, n_out = self._load_regions(regions, src, area)
+            feats, boxes, n_out = self._load_regions(regions, src, area, layer, buffer)
             texts, bg = self._query_texts(phrases)
             _enter(stage, "scoring regions")
             emb = self._region_embeddings(src, boxes, area, ts, overlap, progress, cancel)
             probs = scoring.phrase_probabilities(emb, texts, len(phrases), self.logit_scale).cpu().numpy()
-            reserved = {"best_phrase", "score", *phrases}
+            columns = phrase_columns(phrases)
             geom = feats.geometry.name
-            rename = {c: f"{c}_input" for c in feats.columns if c != geom and c in reserved}
+            taken = {c.lower() for c in (*RESERVED_COLUMNS, *columns.values())}
+            rename: dict[str, str] = {}
+            for c in feats.columns:  # input fields never collide with an output column, in any case
+                if c == geom or str(c).lower() not in taken:
+                    continue
+                new, n = f"{c}_input", 1
+                while new.lower() in taken or new in feats.columns:
+                    n += 1
+                    new = f"{c}_input{n}"
+                taken.add(new.lower())
+                rename[c] = new
             out = feats.rename(columns=rename)
+            if geom != "geometry":
+                out = out.rename_geometry("geometry")
             best = probs.argmax(axis=1)
             out["best_phrase"] = pd_strings([phrases[int(i)] for i in best])
             out["score"] = probs[np.arange(len(best)), best].astype(np.float64)
             for j, p in enumerate(phrases):
-                out[p] = probs[:, j].astype(np.float64)
-            out = gpd.GeoDataFrame(out, geometry=geom, crs=feats.crs)
+                out[columns[p]] = probs[:, j].astype(np.float64)
+            out = gpd.GeoDataFrame(out, geometry="geometry", crs=feats.crs)
             out.attrs["geoalign"] = self.run_metadata(
                 "match-regions",
                 **self._raster_meta(src, ts, overlap, bounds),
                 regions=str(regions) if not isinstance(regions, gpd.GeoDataFrame) else "GeoDataFrame",
                 phrases=phrases,
+                phrase_columns=columns,
+                renamed_input_columns=rename,
                 background_phrases=bg,
                 score="softmax(logit_scale * cos) over phrases + background phrases",
                 n_regions=len(out),
@@ -942,6 +1053,7 @@ class Predictor:
         grid under 25 M cells). Cells without valid input pixels are nodata (NaN).
         """
         phrase = _clean_texts(phrase, "phrase")[0]
+        self.warn_long_texts([phrase])
         if values not in HEATMAP_VALUES:
             raise InputError(f"heatmap values must be one of {', '.join(HEATMAP_VALUES)}; got {values!r}")
         out_path = check_output(out_path, overwrite)
@@ -1014,6 +1126,15 @@ class Predictor:
             win = Window(area.col_off, area.row_off + r * scale, out_w * scale, n * scale)
             _, valid = src.read_raw(win, out_shape=(n, out_w))
             values[r : r + n][~valid] = np.nan
+
+
+def _centres_in(zone: BaseGeometry, boxes: torch.Tensor) -> torch.Tensor:
+    """Which boxes ``[K, 4]`` (raster pixels) have their centre inside ``zone`` (bool ``[K]``)."""
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    b = boxes.numpy()
+    inside = shapely.intersects_xy(zone, (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2)
+    return torch.from_numpy(np.asarray(inside, dtype=bool))
 
 
 def _keep_top_per_tile(probs: torch.Tensor, owner: torch.Tensor, n_tiles: int, k: int) -> torch.Tensor:

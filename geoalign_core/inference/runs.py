@@ -1,5 +1,6 @@
 """A run: one task of a :class:`~geoalign_core.inference.Predictor`, its output written
-atomically, and a one-line summary.
+atomically in the format its extension names (:func:`geoalign_core.geo.write_vector`), and a
+one-line summary.
 
 The ``geoalign`` CLI commands and the engine process that serves the QGIS plugin
 (:mod:`geoalign_core.engine`) are two thin shells over these four functions, so a result
@@ -14,9 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .predictor import Predictor
+if TYPE_CHECKING:
+    from .predictor import Predictor
 
 
 @dataclass
@@ -47,14 +49,20 @@ class RunResult:
 
 def _write(gdf: Any, out: Path, layer: str, metadata: Mapping[str, Any] | None, overwrite: bool,
            write_empty: bool) -> tuple[Path | None, dict]:
-    from ..geo import write_geopackage
+    from ..geo import write_vector
 
     meta = dict(gdf.attrs.get("geoalign") or {})
     meta.update(metadata or {})
     if len(gdf) == 0 and not write_empty:
         return None, meta
-    write_geopackage(gdf, out, layer, meta, overwrite=overwrite)
+    write_vector(gdf, out, layer, meta, overwrite=overwrite)
     return Path(out), meta
+
+
+def _where(path: Path | None, layer: str) -> str:
+    if path is None:
+        return "(nothing written)"
+    return f"to {path} (layer '{layer}')" if path.suffix.lower() == ".gpkg" else f"to {path}"
 
 
 def find(predictor: Predictor, raster: str | PathLike, phrases: Sequence[str], out: str | PathLike, *,
@@ -69,8 +77,9 @@ def find(predictor: Predictor, raster: str | PathLike, phrases: Sequence[str], o
         sel = gdf[gdf["phrase"] == p]
         best = float(sel["score"].max()) if len(sel) else None
         per_phrase[p] = {"count": int(len(sel)), "best_score": best}
-        parts.append(f"{p!r}: {len(sel)}" + (f", best score {best:.3f}" if best is not None else ""))
-    where = f"to {path} (layer 'matches')" if path is not None else "(nothing written)"
+        shown = p if len(p) <= 40 else p[:37] + "..."
+        parts.append(f"{shown!r}: {len(sel)}" + (f", best score {best:.3f}" if best is not None else ""))
+    where = _where(path, "matches")
     summary = f"wrote {len(gdf)} matches {where}; " + "; ".join(parts)
     return RunResult(path, "matches", len(gdf), summary, meta, {"phrases": per_phrase})
 
@@ -82,7 +91,7 @@ def match_regions(predictor: Predictor, raster: str | PathLike, regions: Any, ph
     gdf = predictor.match_regions(raster, regions, phrases, **kwargs)
     path, meta = _write(gdf, Path(out), "regions", metadata, overwrite, write_empty)
     counts = Counter(gdf["best_phrase"]).most_common()
-    where = f"to {path} (layer 'regions')" if path is not None else "(nothing written)"
+    where = _where(path, "regions")
     summary = f"wrote {len(gdf)} regions {where}; best phrase: " + ", ".join(f"{p!r} {n}" for p, n in counts)
     return RunResult(path, "regions", len(gdf), summary, meta, {"best_phrase": dict(counts)})
 
@@ -94,7 +103,7 @@ def tile_classify(predictor: Predictor, raster: str | PathLike, classes: Sequenc
     gdf = predictor.tile_classify(raster, classes, **kwargs)
     path, meta = _write(gdf, Path(out), "tiles", metadata, overwrite, True)
     counts = Counter(gdf["label"]).most_common()
-    summary = (f"wrote {len(gdf)} tiles to {path} (layer 'tiles'); most frequent labels: "
+    summary = (f"wrote {len(gdf)} tiles {_where(path, 'tiles')}; most frequent labels: "
                + ", ".join(f"{label} {n}" for label, n in counts[:5]))
     return RunResult(path, "tiles", len(gdf), summary, meta, {"labels": dict(counts)})
 

@@ -1,8 +1,11 @@
-"""What the inference commands (tile-classify, find, match-regions, heatmap) share.
+"""What the raster commands (tile-classify, find, match-regions, heatmap) share: their options,
+checks, progress bar and status line. Argparse only; the library is imported inside the
+functions, so ``geoalign --help`` and a refused input never load the model stack.
 
 Order of work in every command, so that bad input fails fast and nothing is left behind:
-validate arguments -> check the output path (exists without ``--overwrite``, unwritable) ->
-open the raster (missing / not a raster / no CRS) -> load the model -> run -> write atomically.
+validate arguments -> check the output path (format, an input, exists without ``--overwrite``,
+unwritable) -> open the raster (missing / not a raster / no CRS) -> load the model -> run ->
+write atomically.
 """
 
 from __future__ import annotations
@@ -10,15 +13,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..defaults import DEFAULT_BATCH_SIZE
 from ..errors import InputError
-from ..geo import RasterSource, check_output, parse_bands
 
-DEFAULT_BATCH_SIZE = 16
 GDAL_CACHE_MB = 256
 
 
@@ -82,17 +84,34 @@ def check_common(args: argparse.Namespace) -> None:
         raise InputError(f"--overlap must be in [0, 0.9); got {args.overlap}")
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1; got {args.batch_size}")
+    from ..geo.bands import parse_bands
+
     parse_bands(args.bands)
 
 
+def default_stem(raster: str) -> str:
+    """A file-name stem for outputs named after a raster (also for GDAL names like NETCDF:"a.nc":x)."""
+    name = str(raster).rstrip("/").replace("\\", "/").split("/")[-1]
+    stem = Path(name).stem if "." in name else name
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "raster"
+
+
 def output_path(args: argparse.Namespace, suffix: str) -> Path:
-    """``--out`` or ``<raster stem><suffix>`` in the current directory, checked for writing."""
-    out = args.out if args.out is not None else Path(f"{Path(args.raster).stem}{suffix}")
-    return check_output(out, args.overwrite)
+    """``--out`` or ``<raster stem><suffix>`` in the current directory, checked for writing: a
+    format its extension names, not an input, not existing without ``--overwrite``."""
+    from ..geo.writers import RASTER_FORMATS, VECTOR_FORMATS, check_not_an_input, check_output
+
+    out = args.out if args.out is not None else Path(f"{default_stem(args.raster)}{suffix}")
+    formats = RASTER_FORMATS if suffix.endswith(".tif") else VECTOR_FORMATS
+    check_not_an_input(out, args.raster, getattr(args, "regions", None), getattr(args, "within", None),
+                       getattr(args, "classes_file", None))
+    return check_output(out, args.overwrite, formats)
 
 
 def open_raster_check(args: argparse.Namespace) -> None:
     """Open and validate the raster (missing, not a raster, no CRS, bad bands) before the model loads."""
+    from ..geo.raster import RasterSource
+
     with RasterSource(args.raster, args.bands, allow_no_crs=args.allow_no_crs):
         pass
 
@@ -108,25 +127,16 @@ def common_kwargs(args: argparse.Namespace) -> dict:
 
 
 def make_predictor(args: argparse.Namespace):
-    from . import Predictor
+    from ..inference import Predictor
 
     return Predictor(args.model, device=args.device, batch_size=args.batch_size)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
-    sys.stderr.write(f"warning: {' '.join(str(message).split())}\n")
+def one_line_warnings():
+    """See :func:`geoalign_core.cli.one_line_warnings` (every command runs inside it)."""
+    from ..cli import one_line_warnings as olw
 
-
-@contextlib.contextmanager
-def one_line_warnings() -> Iterator[None]:
-    """Show Python warnings as one ``warning: ...`` line each (no source line echo)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=UserWarning, module="torch")
-        warnings.showwarning = _show_warning
-        yield
+    return olw()
 
 
 class _Bar:

@@ -1,0 +1,12 @@
+"""Default values shared by the library, the ``geoalign`` CLI and the engine (one home each).
+
+No imports here: the CLI builds its parser and ``--help`` from these without loading the
+model stack.
+"""
+
+DEFAULT_MODEL = "geoalign-demo"  #: the bundled model
+DEFAULT_MIN_SCORE = 0.3  #: find: boxes scoring below this are dropped
+DEFAULT_MAX_RESULTS = 100  #: find: best boxes kept per phrase
+DEFAULT_NMS_IOU = 0.5  #: find: a box overlapping a better one by more than this is dropped
+DEFAULT_BATCH_SIZE = 16  #: tiles per backbone pass (CLI, engine)
+DEFAULT_CHIP_SIZE = 112  #: prepare: chip side in pixels (the bundled model's input size)
