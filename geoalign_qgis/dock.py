@@ -162,9 +162,9 @@ class GeoAlignDock(QgsDockWidget):
         form.addRow("", self.model_state)
 
         self.phrase_edit = QPlainTextEdit(body)
-        self.phrase_edit.setPlaceholderText("one phrase per line, e.g.\nred car\nswimming pool")
-        self.phrase_edit.setMinimumHeight(64)
-        self.phrase_edit.setMaximumHeight(110)
+        self.phrase_edit.setPlaceholderText("one phrase per line (or separated by ;), e.g.\nred car\nswimming pool")
+        self.phrase_edit.setMinimumHeight(60)
+        self.phrase_edit.setMaximumHeight(90)
         self.phrase_edit.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
         self.phrase_edit.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         form.addRow("Phrases", self.phrase_edit)
@@ -275,7 +275,7 @@ class GeoAlignDock(QgsDockWidget):
         outer.addWidget(self.status)
 
         self.table = ResultsTable(self.canvas, body)
-        self.table.setMinimumHeight(160)
+        self.table.setMinimumHeight(200)  # six rows or more, also on a small screen (the dock scrolls)
         outer.addWidget(self.table, 1)
 
         scroll = QScrollArea(self)
@@ -371,7 +371,22 @@ class GeoAlignDock(QgsDockWidget):
         project = QgsProject.instance()
         project.layersAdded.connect(self._layers_changed)
         project.readProject.connect(self._layers_changed)
+        project.layersWillBeRemoved.connect(self._layers_removed)
+        project.cleared.connect(self._project_cleared)
         self._layers_changed()
+
+    def _layers_removed(self, ids: list[str]) -> None:
+        """The table never lists features of a removed layer."""
+        if self.table.layer_id() in set(ids):
+            self.table.clear_results()
+        if self.last_layer is not None and self.last_layer.id() in set(ids):
+            self.last_layer = None
+
+    def _project_cleared(self) -> None:
+        """A new or another project: no rows, no drawn regions from the old one."""
+        self.table.clear_results()
+        self.map_tool.clear()
+        self.last_layer, self.last_output = None, None
 
     def _layers_changed(self, *_: Any) -> None:
         """Keep GeoAlign's own outputs out of the raster combo; prefer the raster used last."""
@@ -576,8 +591,8 @@ class GeoAlignDock(QgsDockWidget):
         if not phrases:
             raise UserError("type one or more phrases")
         scope = self.scope()
-        if scope == "regions":
-            params["regions"] = self._regions_file(layer)
+        if scope == "regions":  # search inside the drawn rectangles (as Heatmap and Classify tiles do)
+            params["within"] = self._regions_file(layer)
         else:
             params["bounds"] = self._bounds(layer)
         out = layers.output_path("matches", layer.name(), ".gpkg")
@@ -679,7 +694,7 @@ class GeoAlignDock(QgsDockWidget):
         result = task.result or {}
         if not result.get("path"):  # nothing found: no empty layer in the project
             self.last_layer, self.last_output = None, None
-            self.table.reset()
+            self.table.clear_results()
             hint = " (lower Min score, or search a larger area)" if kind == "matches" else ""
             self._set_status(f"No {'objects' if kind == 'matches' else 'regions'} found{hint}")
             self.runFinished.emit("ok")
@@ -694,7 +709,8 @@ class GeoAlignDock(QgsDockWidget):
         self.last_layer, self.last_output = layer, path
         n = layer.featureCount()
         if kind == "regions":
-            self.table.show_regions(layer, self._match_phrases)
+            meta = result.get("metadata") or {}
+            self.table.show_regions(layer, meta.get("phrases") or self._match_phrases, meta.get("phrase_columns"))
         elif kind == "tiles":
             self.table.show_tiles(layer)
         else:
@@ -703,7 +719,8 @@ class GeoAlignDock(QgsDockWidget):
         what = {"matches": "objects", "regions": "regions", "tiles": "tiles"}[kind]
         self._set_status(f"{n} {what} in {secs:.1f} s (saved in {path.parent.name}/; hover for the file)")
         self.status.setToolTip(str(path))
-        push_message(self.iface, "GeoAlign", f"{n} {what}: {title}", MSG_SUCCESS if n else MSG_INFO, 5)
+        push_message(self.iface, "GeoAlign", f"{n} {what}: {title.split(': ', 1)[-1] if kind != 'matches' else title}",
+                     MSG_SUCCESS if n else MSG_INFO, 5)
         self.runFinished.emit("ok")
 
     def _heatmap_done(self, task: EngineTask, phrase: str, raster_name: str) -> None:
@@ -740,9 +757,11 @@ class GeoAlignDock(QgsDockWidget):
         self.task = self.models_task = None
         self.setup_panel.dispose()
         project = QgsProject.instance()
-        for signal in (project.layersAdded, project.readProject):
+        for signal, slot in ((project.layersAdded, self._layers_changed), (project.readProject, self._layers_changed),
+                             (project.layersWillBeRemoved, self._layers_removed),
+                             (project.cleared, self._project_cleared)):
             try:
-                signal.disconnect(self._layers_changed)
+                signal.disconnect(slot)
             except (TypeError, RuntimeError):
                 pass
         if self.canvas.mapTool() is self.map_tool:

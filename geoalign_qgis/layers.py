@@ -48,6 +48,7 @@ from .compat import LABEL_OVER_POINT, SHADER_CONTINUOUS, SHADER_INTERPOLATED, ST
 GROUP_NAME = "GeoAlign"
 OUTPUT_PROPERTY = "geoalign/output"
 FILL_ALPHA = 70
+LABEL_MIN_SCALE = 5000.0  # labels shown at 1:5000 and closer
 TILE_ALPHA = 110
 SCORE_CLASSES = 5
 # the heatmap ramp: (score, colour, alpha) -- "inferno", transparent below ~0.2
@@ -208,6 +209,11 @@ def set_labels(layer: QgsVectorLayer, field: str) -> None:
     buffer.setColor(QColor(0, 0, 0, 200))
     fmt.setBuffer(buffer)
     settings.setFormat(fmt)
+    # labels only when zoomed in: over a whole scene, the labels of hundreds of boxes (and of
+    # every earlier run) would cover the image
+    settings.scaleVisibility = True
+    settings.maximumScale = 0.0
+    settings.minimumScale = LABEL_MIN_SCALE
     layer.setLabeling(QgsVectorLayerSimpleLabeling(settings))
     layer.setLabelsEnabled(True)
 

@@ -87,18 +87,24 @@ class ResultsTable(QTableWidget):
             self._set_row(row, [str(f["phrase"]), _fmt(f["score"]), str(f["rank"])], layer, f.id())
         self._done()
 
-    def show_regions(self, layer: QgsVectorLayer, phrases: list[str]) -> None:
-        """Scored regions in the order they were drawn: number (as on the map), best phrase, scores."""
+    def show_regions(self, layer: QgsVectorLayer, phrases: list[str], columns: dict[str, str] | None = None) -> None:
+        """Scored regions in the order they were drawn: number (as on the map), best phrase, scores.
+
+        ``columns`` maps each phrase to its score column (the run's ``phrase_columns``: a phrase
+        such as "score" gets "score_score"); headers show the phrases.
+        """
         self.kind = "regions"
         names = [f.name() for f in layer.fields()]
-        per_phrase = [p for p in phrases if p in names]
+        columns = columns or {p: p for p in phrases}
+        per_phrase = [p for p in phrases if columns.get(p, p) in names]
         self._set_headers(["Region", "Best phrase", "Score", *per_phrase])
         feats = sorted(layer.getFeatures(QgsFeatureRequest()),
                        key=lambda f: int(f["region"]) if "region" in names and f["region"] is not None else f.id())
         self.setRowCount(len(feats))
         for row, f in enumerate(feats):
             region = f["region"] if "region" in names else f.id()
-            cells = [str(region), str(f["best_phrase"]), _fmt(f["score"])] + [_fmt(f[p]) for p in per_phrase]
+            cells = [str(region), str(f["best_phrase"]), _fmt(f["score"])] + [_fmt(f[columns.get(p, p)])
+                                                                              for p in per_phrase]
             self._set_row(row, cells, layer, f.id())
         self._done()
 
@@ -122,10 +128,19 @@ class ResultsTable(QTableWidget):
         self.resizeColumnsToContents()
         self._band.reset(POLYGON_GEOMETRY)
 
-    def reset(self) -> None:
+    def clear_results(self) -> None:
+        """No rows and no headers (nothing from an earlier run stays). (Not ``reset``: that is
+        QAbstractItemView's, called by Qt itself.)"""
         self.kind = ""
+        self.clear()
         self.setRowCount(0)
+        self.setColumnCount(0)
         self._band.reset(POLYGON_GEOMETRY)
+
+    def layer_id(self) -> str | None:
+        """The layer the rows come from."""
+        item = self.item(0, 0)
+        return item.data(ROLE)[0] if item is not None and item.data(ROLE) else None
 
     # ------------------------------------------------------------------ map
     def _features_of_row(self, row: int) -> tuple[QgsVectorLayer | None, list[int]]:

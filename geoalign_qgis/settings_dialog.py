@@ -98,13 +98,29 @@ class SettingsDialog(QDialog):
     def _show_resolved(self) -> None:
         loc = self._location()
         if loc.found:
-            self.resolved.setText(f"{loc.python} (from the {loc.source})")
+            text = f"{loc.python} (from the {loc.source})"
+            if loc.source == environment.SOURCES[0] and self.python_edit.text().strip():
+                text += f"; the path above is not used while {environment.ENV_VAR} is set"
+            self.resolved.setText(text)
+            self.resolved.setStyleSheet("QLabel { color: #b00020; }" if "not used" in text else "")
         else:
             self.resolved.setText(loc.problem or "none yet: use 'Set up GeoAlign' in the dock")
+            self.resolved.setStyleSheet("QLabel { color: #b00020; }" if loc.problem else "")
 
     def test(self) -> str:
         """Start the chosen engine and import the model stack in it (blocks for a few seconds)."""
+        from qgis.PyQt.QtWidgets import QApplication
+
         loc = self._location()
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)  # a few seconds: the engine imports torch
+        self.test_result.setText(f"Starting {loc.python or 'the engine'}…")
+        QApplication.processEvents()
+        try:
+            return self._test(loc)
+        finally:
+            QApplication.restoreOverrideCursor()
+
+    def _test(self, loc: environment.EngineLocation) -> str:
         if not loc.found:
             text = loc.problem or "no engine Python yet"
         else:

@@ -53,7 +53,7 @@ class SetupPanel(QWidget):
         self.setup_button.setToolTip("Create a private Python environment with PyTorch and GeoAlign for the engine "
                                      "(QGIS's own Python is not changed)")
         self.setup_button.clicked.connect(self.start_setup)
-        self.existing_button = QPushButton("Use an existing Python…", self)
+        self.existing_button = QPushButton("Existing Python…", self)
         self.existing_button.setToolTip("Choose the python of an environment where GeoAlign is installed "
                                         "(pip install geoalign, a venv or conda env)")
         self.existing_button.clicked.connect(self._choose_python)

@@ -336,6 +336,28 @@ def test_dock_match_drawn_regions(qgis_iface, project, dock, small_tif):
     metrics = header.fontMetrics()
     for i, text in enumerate(headers):  # no header is cut
         assert header.sectionSize(i) >= metrics.horizontalAdvance(text)
+    # a phrase named like an output column gets its own column; the table still shows the phrase
+    dock.set_phrases(["tree", "Score"])
+    task = dock.run_match_regions()
+    wait_for_dock(dock)
+    assert not task.error, task.error
+    names = [f.name() for f in dock.last_layer.fields()]
+    assert "score_Score" in names and "tree" in names
+    headers = [dock.table.horizontalHeaderItem(i).text() for i in range(dock.table.columnCount())]
+    assert headers == ["Region", "Best phrase", "Score", "tree", "Score"]
+    first = next(f for f in dock.last_layer.getFeatures() if f["region"] == 1)
+    assert dock.table.item(0, 4).text() == f"{first['score_Score']:.3f}"
+    layer = dock.last_layer
+    # Find with "Search in: regions drawn on the map" searches inside them
+    dock.set_scope("regions")
+    dock.min_score.setValue(0.0)
+    dock.max_results.setValue(10)
+    task = dock.run_find()
+    wait_for_dock(dock)
+    assert not task.error, task.error
+    drawn = [r for r in tool.region_boxes(raster.crs())]
+    boxes = [f.geometry().boundingBox() for f in dock.last_layer.getFeatures()]
+    assert len(boxes) > 2 and all(any(r.contains(b.center()) for r in drawn) for b in boxes)
     # each scored region is the drawn rectangle, in the raster's CRS
     region1 = next(f for f in layer.getFeatures() if f["region"] == 1).geometry().boundingBox()
     assert region1.xMinimum() == pytest.approx(e.xMinimum() + 0.1 * e.width(), abs=0.05)
@@ -424,6 +446,41 @@ def test_raster_without_crs(qgis_iface, project, dock, tmp_path, messages):
     wait_for_dock(dock)
     assert not task.error, task.error
     assert dock.last_layer is not None and dock.last_layer.featureCount() > 0
+    # the boxes overlay the raster where QGIS shows it (x = column, y = -row)
+    shown = raster.extent()
+    assert shown.yMaximum() == 0 and shown.yMinimum() == -128
+    for f in dock.last_layer.getFeatures():
+        assert shown.contains(f.geometry().boundingBox())
+
+
+def test_table_never_shows_stale_rows(qgis_iface, project, dock, small_tif):
+    from qgis.core import QgsRectangle as Rect
+
+    raster = add_raster(small_tif, "crop")
+    dock.set_raster_layer(raster)
+    dock.set_scope("layer")
+    dock.set_phrases("car")
+    dock.min_score.setValue(0.0)
+    dock.max_results.setValue(3)
+    dock.run_find()
+    wait_for_dock(dock)
+    assert dock.table.rowCount() == 3
+    QgsProject.instance().removeMapLayer(dock.last_layer.id())  # the user deletes the result layer
+    assert dock.table.rowCount() == 0 and dock.table.columnCount() == 0
+    dock.run_find()
+    wait_for_dock(dock)
+    dock.min_score.setValue(1.0)  # nothing scores 1: no objects
+    dock.run_find()
+    wait_for_dock(dock)
+    assert dock.status.text().startswith("No objects found")
+    assert dock.table.rowCount() == 0 and dock.table.columnCount() == 0  # no headers of the run before
+    dock.map_tool.add_rectangle(Rect(raster.extent()), raster.crs())
+    dock.min_score.setValue(0.0)
+    dock.run_find()
+    wait_for_dock(dock)
+    assert dock.table.rowCount() > 0 and dock.map_tool.count() == 1
+    QgsProject.instance().clear()  # a new project
+    assert dock.table.rowCount() == 0 and dock.map_tool.count() == 0 and dock.regions_label.text() == "0 regions"
 
 
 # ---------------------------------------------------------------------------- screenshot

@@ -14,6 +14,7 @@ from qgis.core import (  # noqa: E402
     QgsGeometry,
     QgsProject,
     QgsRasterLayer,
+    QgsRectangle,
     QgsSingleBandPseudoColorRenderer,
     QgsVectorLayer,
 )
@@ -128,12 +129,20 @@ def test_find_objects_with_extent_and_regions(provider, raster, tmp_path):
     for f in layer.getFeatures():  # restricted to the left half
         assert f.geometry().boundingBox().xMinimum() < e.xMinimum() + e.width() / 2 + 1e-6
 
-    # candidate regions given in another CRS (EPSG:4326): reprojected by QGIS
-    regions = polygons_4326(rlayer, [(0.1, 0.1, 0.4, 0.4), (0.5, 0.5, 0.9, 0.8)])
+    # search only inside regions given in another CRS (EPSG:4326): reprojected by QGIS
+    fractions = [(0.05, 0.05, 0.45, 0.45), (0.5, 0.5, 0.95, 0.8)]
+    regions = polygons_4326(rlayer, fractions)
     res = processing.run("geoalign:findobjects", {
         "INPUT": raster, "MODEL": TEST_MODEL, "PHRASES": "red car", "REGIONS": regions, "MIN_SCORE": 0.0,
-        "OUTPUT": str(tmp_path / "find_regions.gpkg")})
-    assert vector(res["OUTPUT"]).featureCount() == 2
+        "MAX_RESULTS": 20, "OUTPUT": str(tmp_path / "find_regions.gpkg")})
+    found = vector(res["OUTPUT"])
+    assert found.featureCount() > 2  # objects inside the regions, not the two regions themselves
+    w, h = e.width(), e.height()
+    rects = [QgsRectangle(e.xMinimum() + x0 * w, e.yMinimum() + y0 * h, e.xMinimum() + x1 * w, e.yMinimum() + y1 * h)
+             for x0, y0, x1, y1 in fractions]
+    for f in found.getFeatures():  # every box has its centre in a region (up to the 4326 round trip)
+        c = f.geometry().boundingBox().center()
+        assert any(r.buffered(0.5).contains(c) for r in rects), c.toString()
 
 
 def polygons_4326(rlayer: QgsRasterLayer, fractions) -> QgsVectorLayer:

@@ -297,7 +297,8 @@ class FindObjectsAlgorithm(GeoAlignAlgorithm):
     _help = ("Finds the objects that match one or more phrases (one per line, or separated by ';'). "
              "Output: a polygon (box) per object with phrase, score (probability of the phrase "
              "against the other phrases and generic background) and rank (1 = best, per phrase). "
-             "Optional regions: search only these polygons (any CRS).")
+             "Optional regions: search only inside these polygons (any CRS); a box is kept when its centre "
+             "lies in one of them.")
 
     def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802
         self.add_common()
@@ -327,7 +328,7 @@ class FindObjectsAlgorithm(GeoAlignAlgorithm):
             params["max_results"] = self.parameterAsInt(parameters, self.MAX_RESULTS, context)
         with regions_file(self, parameters, self.REGIONS, context, layer) as regions:
             if regions is not None:
-                params["regions"] = regions
+                params["within"] = regions
             return self.vector_result("find", params, "matches", parameters, context, layer, feedback,
                                       f"{', '.join(phrases)[:50]} ({layer.name()})")
 
