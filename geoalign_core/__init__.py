@@ -7,8 +7,9 @@ does not load torch and open_clip until a model is needed.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -21,10 +22,7 @@ if TYPE_CHECKING:
 _LAZY = {"GeoAlignCLIP": "model", "ModelSpec": "model", "ZOO": "zoo", "load_model": "zoo", "save_model": "zoo"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"geoalign_core.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = [

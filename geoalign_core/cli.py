@@ -71,8 +71,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: how the CLI completes a library error about a parameter (default: the flag, ``--name``)
+FLAG_HINTS = {
+    "overwrite": "use --overwrite to replace it",
+    "allow_no_crs": "use --allow-no-crs to work in pixel coordinates",
+    "out": "choose another --out",
+    "buffer": "--buffer DIST, in the units of the raster's CRS",
+    "num_negatives": "make them with geoalign prepare --num-negatives Q",
+    "layer": "choose another with --layer",
+}
+
+
+def flag_hint(param: str) -> str:
+    """The command-line remedy for a parameter named in an error."""
+    return FLAG_HINTS.get(param) or "--" + param.replace("_", "-")
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
-    sys.stderr.write(f"warning: {' '.join(str(message).split())}\n")
+    text = " ".join(str(message).split())
+    param = getattr(message, "param", None)
+    if param:
+        text = f"{text} ({flag_hint(param)})"
+    sys.stderr.write(f"warning: {text}\n")
 
 
 # numeric noise from inside libraries: never something the user can act on
@@ -119,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rc = args.func(args)
     except GeoAlignError as exc:
         msg = " ".join(str(exc).split())
+        param = getattr(exc, "param", None)
+        if param and flag_hint(param) not in msg:
+            msg = f"{msg} ({flag_hint(param)})"
         sys.stderr.write(f"error: {msg}\n")
         return 2
     except KeyboardInterrupt:

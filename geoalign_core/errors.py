@@ -13,11 +13,24 @@ class GeoAlignError(Exception):
 
     ``code`` optionally names the kind of problem for programs that react to it (the QGIS
     plugin offers its own remedy for ``"no_crs"``); the message stays the user's text.
+
+    ``param`` names the parameter at fault (``"bands"``, ``"overwrite"``, ...). Library
+    messages name parameters, never command-line flags: the ``geoalign`` CLI adds its flag
+    (:func:`geoalign_core.cli.flag_hint`), the QGIS plugin its own wording.
     """
 
-    def __init__(self, *args: object, code: str | None = None) -> None:
+    def __init__(self, *args: object, code: str | None = None, param: str | None = None) -> None:
         super().__init__(*args)
         self.code = code
+        self.param = param
+
+
+class GeoAlignWarning(UserWarning):
+    """A warning about a parameter (``param``); the CLI adds its flag as for errors."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class InputError(GeoAlignError):

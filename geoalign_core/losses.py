@@ -100,12 +100,30 @@ LOSS_NAMES = ("global", "rpa", "hna", "vic", "htc")
 STAGE1_LAMBDAS = (1.0, 0.0, 0.0, 0.0, 0.0)
 
 
+def rank_share(n_local: int, device: torch.device) -> float:
+    """The factor that makes a per-item mean on this rank average, under DDP's gradient
+    averaging, to the mean over ALL items of the global batch: ``n_local * world / n_global``
+    (1 outside torch.distributed). Ranks may hold different numbers of items."""
+    if not _distributed():
+        return 1.0
+    t = torch.tensor([n_local], dtype=torch.long, device=device)
+    dist.all_reduce(t)
+    n_all = int(t.item())
+    return n_local * dist.get_world_size() / n_all if n_all else 0.0
+
+
 class GeoAlignLoss(nn.Module):
-    """Eq. 5: ``l1*L_g + l2*L_RPA + l3*L_HNA + l4*L_VIC + l5*L_HTC``.
+    """Eq. 5: ``l1*L_g + l2*L_RPA + l3*L_HNA + l4*L_VIC + l5*L_HTC`` -- the combiner training runs.
 
     Stage I uses ``lambdas=(1, 0, 0, 0, 0)``. Terms whose weight is 0 are not computed
     (and need no inputs). ``forward`` returns ``(total, {name: value})`` where the dict
-    holds the detached unweighted terms that were computed.
+    holds the detached unweighted terms that were computed (this rank's share under DDP).
+
+    Under torch.distributed the contrastive terms (Eq. 1, Eq. 2, HTC) gather from every rank,
+    so each rank computes the global-batch value; the per-region means (Eq. 3, Eq. 4) are local
+    and scaled by :func:`rank_share`, so that DDP's gradient averaging yields the gradient of
+    the mean over all regions of the global batch -- the same loss and gradient as one process
+    on the joined batch.
     """
 
     def __init__(self, lambdas: Sequence[float] = (1.0, 1.0, 1.0, 1.0, 1.0)):
@@ -125,7 +143,9 @@ class GeoAlignLoss(nn.Module):
         phr: torch.Tensor | None = None,
         cands: torch.Tensor | None = None,
         crop: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+        crop_reg: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``crop_reg``: the RoI embeddings of the regions in ``crop`` (default ``reg``: all of them)."""
         l1, l2, l3, l4, l5 = self.lambdas
         terms: dict[str, torch.Tensor] = {}
 
@@ -141,10 +161,11 @@ class GeoAlignLoss(nn.Module):
             terms["rpa"] = region_phrase(reg, phr, logit_scale)
         if l3:
             need("hna", reg, cands)
-            terms["hna"] = hard_negative(reg, cands, logit_scale)
+            terms["hna"] = hard_negative(reg, cands, logit_scale) * rank_share(reg.shape[0], reg.device)
         if l4:
-            need("vic", reg, crop)
-            terms["vic"] = visual_intra_consistency(reg, crop)
+            crop_reg = reg if crop_reg is None else crop_reg
+            need("vic", crop_reg, crop)
+            terms["vic"] = visual_intra_consistency(crop_reg, crop) * rank_share(crop_reg.shape[0], crop.device)
         if l5:
             need("htc", brief, detail)
             terms["htc"] = hierarchical_text(img, brief, detail, logit_scale)
@@ -152,4 +173,4 @@ class GeoAlignLoss(nn.Module):
         total = sum(weights[k] * v for k, v in terms.items())
         if not terms:
             total = img.sum() * 0.0
-        return total, {k: float(v.detach()) for k, v in terms.items()}
+        return total, {k: v.detach() for k, v in terms.items()}

@@ -285,7 +285,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError("--device cuda was asked for but no CUDA GPU is available")
+        raise ModelError("device cuda was asked for but no CUDA GPU is available", param="device")
     return dev
 
 

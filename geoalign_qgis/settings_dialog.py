@@ -41,31 +41,19 @@ class SettingsDialog(QDialog):
         intro.setWordWrap(True)
         lay.addWidget(intro)
         form = QFormLayout()
-        row = QHBoxLayout()
         self.python_edit = QLineEdit(configured_python(), self)
         self.python_edit.setPlaceholderText(str(environment.venv_python(environment.private_env_dir(profile_dir()))))
-        browse = QToolButton(self)
-        browse.setText("…")
-        browse.clicked.connect(self._browse)
-        row.addWidget(self.python_edit, 1)
-        row.addWidget(browse)
-        form.addRow("Engine Python", row)
+        form.addRow("Engine Python", self._with_browse(self.python_edit, self._browse))
         self.resolved = QLabel(self)
         self.resolved.setWordWrap(True)
         self.resolved.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         form.addRow("In use", self.resolved)
         form.addRow("Engine log", QLabel(str(engine_log_path()), self))
-        results_row = QHBoxLayout()
         self.results_edit = QLineEdit(str(QgsSettings().value(layers.SETTINGS_RESULTS_DIR, "", type=str) or ""), self)
         self.results_edit.setPlaceholderText(str(Path(QgsApplication.qgisSettingsDirPath()) / "geoalign" / "results"))
         self.results_edit.setToolTip("Where results go while the project is not saved (a saved project keeps its "
                                      "results in <project>_geoalign next to it)")
-        results_browse = QToolButton(self)
-        results_browse.setText("…")
-        results_browse.clicked.connect(self._browse_results)
-        results_row.addWidget(self.results_edit, 1)
-        results_row.addWidget(results_browse)
-        form.addRow("Results folder", results_row)
+        form.addRow("Results folder", self._with_browse(self.results_edit, self._browse_results))
         lay.addLayout(form)
         self.test_button = QPushButton("Test the engine", self)
         self.test_button.clicked.connect(self.test)
@@ -80,6 +68,16 @@ class SettingsDialog(QDialog):
         lay.addWidget(buttons)
         self.python_edit.textChanged.connect(self._show_resolved)
         self._show_resolved()
+
+    def _with_browse(self, edit: QLineEdit, on_browse) -> QHBoxLayout:
+        """``edit`` with a "…" button beside it that calls ``on_browse``."""
+        row = QHBoxLayout()
+        button = QToolButton(self)
+        button.setText("…")
+        button.clicked.connect(on_browse)
+        row.addWidget(edit, 1)
+        row.addWidget(button)
+        return row
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "The python of an environment with GeoAlign", "",

@@ -13,6 +13,8 @@
   are skipped and the same batches follow. SIGTERM / SIGUSR1 (cluster pre-emption) finish
   the current step, write a checkpoint and stop.
 * Logs: tqdm bar (loss, images/s) on rank 0, ``OUT/log.csv``, TensorBoard when installed.
+* Set-up and parts: :mod:`training.distributed` (torchrun, RNG state), :mod:`training.optim`
+  (AdamW groups, schedule, frozen towers), :mod:`training.checkpoints`, :mod:`training.runlog`.
 * At the end: ``OUT/<export>`` (``.safetensors`` via :func:`geoalign_core.zoo.save_model`,
   which ``load_model`` reads back alone).
 
@@ -23,12 +25,9 @@ and read by all on resume).
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import math
-import os
-import random
 import signal
 import threading
 import time
@@ -37,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
@@ -47,100 +45,18 @@ from geoalign_core.losses import LOSS_NAMES
 from geoalign_core.model import GeoAlignCLIP, ModelSpec
 from geoalign_core.zoo import build_model, load_model, save_model
 
+from .checkpoints import CKPT_DIR, CKPT_FORMAT, atomic_save, checkpoint_path, list_checkpoints, read_checkpoint
 from .config import TrainConfig
 from .dataset import Collate, GeoAlignDataset, ResumableSampler
+from .distributed import DistEnv, rng_state, seed_everything, set_rng_state, setup_distributed
 from .objective import EmbedStep, geoalign_objective
+from .optim import WarmupCosine, lock_towers, param_groups
+from .runlog import RunLog
 
 log = logging.getLogger("geoalign.train")
-CKPT_FORMAT = "geoalign-train-checkpoint"
-CKPT_DIR = "checkpoints"
-LOG_FILE = "log.csv"
-CSV_FIELDS = ["step", "epoch", "lr", "loss", *(f"loss_{n}" for n in LOSS_NAMES), "logit_scale",
-              "images_per_s", "elapsed_s"]
 
 
 # ---------------------------------------------------------------------- distributed
-@dataclass
-class DistEnv:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    owns_group: bool = False  # we initialised the process group (and destroy it at the end)
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
-
-
-def setup_distributed(device: str = "auto") -> DistEnv:
-    """Read torchrun's environment; initialise the process group when WORLD_SIZE > 1."""
-    want_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("config asks for device: cuda but no CUDA GPU is available")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
-    if dist.is_available() and dist.is_initialized():
-        world, rank, owns = dist.get_world_size(), dist.get_rank(), False
-    elif world > 1:
-        if want_cuda:
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl" if want_cuda else "gloo", rank=rank, world_size=world)
-        owns = True
-    else:
-        owns = False
-    if want_cuda:
-        dev = torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
-        torch.cuda.set_device(dev)
-    else:
-        dev = torch.device("cpu")
-    return DistEnv(rank, world, local_rank, dev, owns)
-
-
-def _reduce_mean(x: torch.Tensor, env: DistEnv) -> torch.Tensor:
-    if env.distributed:
-        x = x.clone()
-        dist.all_reduce(x)
-        x /= env.world
-    return x
-
-
-# ---------------------------------------------------------------------- RNG
-def rng_state() -> dict[str, Any]:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python"]))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-# ---------------------------------------------------------------------- model + optimiser
 def load_start_model(cfg: TrainConfig) -> GeoAlignCLIP:
     """The model to train: a zoo name, an open_clip arch (random), an export or a training checkpoint."""
     src = cfg.model
@@ -164,111 +80,6 @@ def load_start_model(cfg: TrainConfig) -> GeoAlignCLIP:
     return model
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """open_clip's rule: no decay for tensors with < 2 dims, norms, biases and the temperature."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        exclude = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
-        (no_decay if exclude else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
-class WarmupCosine:
-    """LR multiplier: linear warm-up over ``warmup`` steps, then cosine to ``min_ratio``."""
-
-    def __init__(self, warmup: int, total: int, min_ratio: float = 0.0):
-        self.warmup, self.total, self.min_ratio = int(warmup), int(total), float(min_ratio)
-
-    def __call__(self, step: int) -> float:
-        if self.warmup > 0 and step < self.warmup:
-            return (step + 1) / self.warmup
-        span = max(1, self.total - self.warmup)
-        progress = min(1.0, (step - self.warmup) / span)
-        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def lock_towers(model: GeoAlignCLIP, lock_image: bool, lock_text: bool) -> None:
-    for name, p in model.clip.named_parameters():
-        if name == "logit_scale" or name == "logit_bias":
-            continue
-        is_image = name.startswith("visual.")
-        if (is_image and lock_image) or (not is_image and lock_text):
-            p.requires_grad_(False)
-
-
-# ---------------------------------------------------------------------- checkpoints
-def checkpoint_path(out_dir: Path, step: int) -> Path:
-    return out_dir / CKPT_DIR / f"step_{step:08d}.pt"
-
-
-def list_checkpoints(out_dir: Path) -> list[Path]:
-    d = out_dir / CKPT_DIR
-    if not d.is_dir():
-        return []
-    return sorted(p for p in d.glob("step_*.pt") if p.stem[5:].isdigit())
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_checkpoint(path: Path) -> dict:
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0][:200]}") from None
-    if not isinstance(obj, dict) or obj.get("format") != CKPT_FORMAT:
-        raise InputError(f"{path} is not a geoalign training checkpoint")
-    return obj
-
-
-# ---------------------------------------------------------------------- logging
-class RunLog:
-    """CSV (+ TensorBoard when installed) on rank 0."""
-
-    def __init__(self, out_dir: Path, start_step: int, tensorboard: bool):
-        self.path = out_dir / LOG_FILE
-        rows: list[dict] = []
-        if start_step > 0 and self.path.is_file():
-            with open(self.path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= start_step]
-        with open(self.path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start_step + 1)
-            except Exception:  # tensorboard not installed
-                self.tb = None
-
-    def write(self, row: dict) -> None:
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=CSV_FIELDS).writerow({k: row.get(k, "") for k in CSV_FIELDS})
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    self.tb.add_scalar(f"train/{k}", v, row["step"])
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-# ---------------------------------------------------------------------- result
 @dataclass
 class TrainResult:
     step: int

@@ -5,13 +5,9 @@ once for the global and the RoI-region embeddings (``encode_image_and_regions``)
 view for VIC (``encode_crops``) and the text tower once over the batch's distinct texts, so
 DDP's hooks see a single forward per micro-batch.
 
-:func:`geoalign_objective` combines the paper's losses (:mod:`geoalign_core.losses`) with the
-configured weights. The contrastive terms (Eq. 1, Eq. 2, HTC) gather embeddings from all
-ranks with gradient, so every rank computes the global-batch value. The per-region means
-(Eq. 3, Eq. 4) are local; each rank scales its term by ``K_rank * world / K_global`` so that
-DDP's gradient averaging yields the gradient of the mean over ALL regions of the global
-batch -- the same loss (and gradient) as one process on the joined batch, also when ranks
-hold different numbers of regions.
+:func:`geoalign_objective` feeds them to :class:`geoalign_core.losses.GeoAlignLoss` (Eq. 5 with
+the configured weights; the contrastive terms gather from all ranks, the per-region terms are
+scaled to their rank's share, so DDP yields the loss and gradient of the joined batch).
 """
 
 from __future__ import annotations
@@ -19,25 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from open_clip.model import CLIP
 from open_clip.transformer import text_global_pool
 from torch import nn
 
-from geoalign_core.losses import (
-    LOSS_NAMES,
-    global_contrastive,
-    hard_negative,
-    hierarchical_text,
-    region_phrase,
-    visual_intra_consistency,
-)
+from geoalign_core.losses import GeoAlignLoss
 from geoalign_core.model import GeoAlignCLIP
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def encode_text_trimmed(model: GeoAlignCLIP, tokens: torch.Tensor) -> torch.Tensor:
@@ -141,14 +125,6 @@ class EmbedStep(nn.Module):
         return out
 
 
-def _global_count(n: int, device: torch.device) -> int:
-    if not _distributed():
-        return n
-    t = torch.tensor([n], dtype=torch.long, device=device)
-    dist.all_reduce(t)
-    return int(t.item())
-
-
 def geoalign_objective(
     emb: dict[str, torch.Tensor],
     batch: dict,
@@ -157,37 +133,25 @@ def geoalign_objective(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. 5 on a micro-batch -> (loss to backpropagate, {term: detached value}).
 
-    Each returned term is this rank's share: averaging the totals (and terms) over ranks
-    gives the global-batch value (see the module docstring). Terms with weight 0 are skipped.
+    Picks the texts of each term from the batch's distinct texts and hands everything to
+    :class:`geoalign_core.losses.GeoAlignLoss` (the one combiner, distributed-aware). Each returned
+    term is this rank's share: averaging the totals (and terms) over ranks gives the
+    global-batch value. Terms with weight 0 are skipped.
     """
     l1, l2, l3, l4, l5 = (float(x) for x in lambdas)
     img = emb["img"].float()
     text = emb["text"].float()
     dev = img.device
-    scale = logit_scale.float()
-    world = dist.get_world_size() if _distributed() else 1
-    terms: dict[str, torch.Tensor] = {}
-    brief = text[batch["brief_idx"].to(dev)]
-    if l1:
-        terms["global"] = global_contrastive(img, brief, scale)
-    if l2 or l3 or l4:
-        reg = emb["reg"].float()
-    if l2:
-        terms["rpa"] = region_phrase(reg, text[batch["region_idx"].to(dev)], scale)
-    if l3:
-        k_local = reg.shape[0]
-        k_all = _global_count(k_local, dev)
-        share = k_local * world / k_all if k_all else 0.0
-        terms["hna"] = hard_negative(reg, text[batch["cand_idx"].to(dev)], scale) * share
-    if l4:
-        keep = emb["vic_keep"]
-        n_local = int(keep.numel())
-        n_all = _global_count(n_local, dev)
-        share = n_local * world / n_all if n_all else 0.0
-        terms["vic"] = visual_intra_consistency(reg[keep], emb["crop"].float()) * share
-    if l5:
-        detail = text[batch["detail_idx"].to(dev)]
-        terms["htc"] = hierarchical_text(img, brief, detail, scale)
-    weights = dict(zip(LOSS_NAMES, (l1, l2, l3, l4, l5)))
-    total = sum(weights[k] * v for k, v in terms.items())
-    return total, {k: v.detach() for k, v in terms.items()}
+
+    def texts(key: str, used: bool) -> torch.Tensor | None:
+        return text[batch[key].to(dev)] if used else None
+
+    reg = emb["reg"].float() if (l2 or l3 or l4) else None
+    crop = emb["crop"].float() if l4 else None
+    crop_reg = reg[emb["vic_keep"]] if l4 else None
+    return GeoAlignLoss(lambdas)(
+        logit_scale.float(), img,
+        brief=texts("brief_idx", bool(l1 or l5)), detail=texts("detail_idx", bool(l5)),
+        reg=reg, phr=texts("region_idx", bool(l2)), cands=texts("cand_idx", bool(l3)),
+        crop=crop, crop_reg=crop_reg,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..data.text import clean_texts
 from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE, DEFAULT_NMS_IOU
 from ..errors import InputError
 from . import options as cs
@@ -30,10 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             "kept when its centre lies in one)")
     where.add_argument("--regions", type=Path, default=None,
                        help="vector file: its features' boxes are the candidates (each scored as a whole)")
-    p.add_argument("--layer", default=None,
-                   help="layer of a multi-layer --within / --regions file (name or 0-based index)")
-    p.add_argument("--buffer", type=float, default=None, metavar="DIST",
-                   help="buffer point and line features by DIST (units of the raster's CRS) to give them an area")
+    cs.add_vector_options(p, "--within / --regions")
     p.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE, metavar="S",
                    help="drop matches scoring below S, 0..1 (default: %(default)s)")
     p.add_argument("--max-results", type=int, default=DEFAULT_MAX_RESULTS, metavar="N",
@@ -47,17 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def check_phrases(phrases: list[str]) -> list[str]:
-    cleaned = [" ".join(p.split()) for p in phrases]
-    if not cleaned or any(not p for p in cleaned):
-        raise InputError('empty phrase: every PHRASE needs some text, e.g. "red car"')
-    return cleaned
-
-
 def run(args: argparse.Namespace) -> int:
     with cs.one_line_warnings():
         cs.check_common(args)
-        phrases = check_phrases(args.phrases)
+        phrases = clean_texts(args.phrases)
         if not 0.0 <= args.min_score <= 1.0:
             raise InputError(f"--min-score must be in [0, 1]; got {args.min_score}")
         if args.max_results < 1:

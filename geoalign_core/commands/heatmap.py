@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..data.text import clean_texts
 from ..errors import InputError
 from . import options as cs
-from .find import check_phrases
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     with cs.one_line_warnings():
         cs.check_common(args)
-        (phrase,) = check_phrases([args.phrase])
+        (phrase,) = clean_texts([args.phrase])
         if args.scale is not None and args.scale < 1:
             raise InputError(f"--scale must be at least 1; got {args.scale}")
         out = cs.output_path(args, "_heatmap.tif")

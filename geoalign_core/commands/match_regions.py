@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..data.text import clean_texts
 from ..errors import InputError
 from . import options as cs
-from .find import check_phrases
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,9 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("raster", help="input raster")
     p.add_argument("regions", type=Path, help="vector file with the regions")
     p.add_argument("phrases", nargs="+", metavar="PHRASE", help="phrases to score")
-    p.add_argument("--layer", default=None, help="layer of a multi-layer REGIONS file (name or 0-based index)")
-    p.add_argument("--buffer", type=float, default=None, metavar="DIST",
-                   help="buffer point and line features by DIST (units of the raster's CRS) to give them an area")
+    cs.add_vector_options(p, "REGIONS")
     cs.add_raster_options(p, overlap=0.25, out_help="output GeoPackage (default: <raster stem>_regions.gpkg here)")
     p.set_defaults(func=run)
 
@@ -35,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     with cs.one_line_warnings():
         cs.check_common(args)
-        phrases = check_phrases(args.phrases)
+        phrases = clean_texts(args.phrases)
         if not args.regions.exists():
             raise InputError(f"vector file not found: {args.regions}")
         out = cs.output_path(args, "_regions.gpkg")

@@ -60,6 +60,13 @@ def add_raster_options(p: argparse.ArgumentParser, overlap: float, out_help: str
     add_common(p)
 
 
+def add_vector_options(p: argparse.ArgumentParser, files: str) -> None:
+    """``--layer`` and ``--buffer`` for commands that read vector ``files`` (named in the help)."""
+    p.add_argument("--layer", default=None, help=f"layer of a multi-layer {files} file (name or 0-based index)")
+    p.add_argument("--buffer", type=float, default=None, metavar="DIST",
+                   help="buffer point and line features by DIST (units of the raster's CRS) to give them an area")
+
+
 def parse_bounds(text: str | None) -> tuple[float, float, float, float] | None:
     if text is None:
         return None

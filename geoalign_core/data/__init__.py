@@ -14,8 +14,7 @@ chips and ``samples.jsonl`` only, does not need the vector libraries.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from geoalign_core.data.schema import (
     CHIPS_DIR,
@@ -26,16 +25,15 @@ from geoalign_core.data.schema import (
     resolve_samples_path,
 )
 
+from .._lazy import lazy_names
+
 if TYPE_CHECKING:
     from geoalign_core.data.prepare import PrepareOptions, PrepareSummary, prepare_dataset
 
 _LAZY = {"PrepareOptions", "PrepareSummary", "prepare_dataset"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module("geoalign_core.data.prepare"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, {name: "prepare" for name in _LAZY})
 
 __all__ = [
     "CHIPS_DIR",

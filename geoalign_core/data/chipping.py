@@ -1,8 +1,9 @@
 """Chips: the chip grid over a raster and the labelled regions visible in one chip.
 
-Grid (:func:`chip_grid`): windows of ``chip_size`` pixels every ``stride`` pixels from the
-top-left corner; the last row / column is moved back so that it ends on the raster's edge (no
-padding) unless the raster is smaller than one chip (then one boundless chip, padding = nodata).
+Grid (:func:`chip_grid`): :func:`geoalign_core.geo.grid.chip_windows`: windows of ``chip_size``
+pixels every ``stride`` pixels from the top-left corner; the last row / column is moved back so
+that it ends on the raster's edge (no padding) unless the raster is smaller than one chip (then
+one boundless chip, padding = nodata).
 
 Regions of a chip (:func:`chip_regions`): every labelled polygon intersecting the chip is
 clipped to it. The clipped part's area relative to the chip is its ``cover`` (used by the
@@ -26,7 +27,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.strtree import STRtree
 
 from geoalign_core.data.labels import LabelFeature, polygonal
-from geoalign_core.errors import InputError
+from geoalign_core.geo.grid import chip_windows
 
 __all__ = [
     "ChipRegion",
@@ -72,29 +73,13 @@ class ChipRegion:
         return (float(c.x) / self.chip_size, float(c.y) / self.chip_size)
 
 
-def _offsets(length: int, size: int, stride: int) -> list[int]:
-    if length <= size:
-        return [0]
-    offs = list(range(0, length - size + 1, stride))
-    if offs[-1] + size < length:
-        offs.append(length - size)
-    return offs
-
-
 def chip_grid(width: int, height: int, chip_size: int, stride: int | None = None) -> list[tuple[int, int]]:
-    """Row-major ``(col_off, row_off)`` of the chip windows (see the module docstring).
+    """Row-major ``(col_off, row_off)`` of the chip windows (:func:`geoalign_core.geo.grid.chip_windows`).
 
     Raises:
-        InputError: chip size or stride < 1.
+        InputError: chip size < 8 or stride < 1.
     """
-    stride = chip_size if stride is None else stride
-    if int(chip_size) != chip_size or chip_size < 8:
-        raise InputError(f"--chip-size must be a whole number of pixels >= 8; got {chip_size}")
-    if int(stride) != stride or stride < 1:
-        raise InputError(f"--stride must be a positive whole number of pixels; got {stride}")
-    rows = _offsets(height, chip_size, stride)
-    cols = _offsets(width, chip_size, stride)
-    return [(c, r) for r in rows for c in cols]
+    return [(int(w.col_off), int(w.row_off)) for w in chip_windows(width, height, chip_size, stride)]
 
 
 class FeatureIndex:

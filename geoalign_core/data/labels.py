@@ -100,7 +100,7 @@ class LabelSkips:
     def as_dict(self) -> dict[str, int]:
         return {
             "empty or missing class value": self.no_class,
-            "class value not in --classes": self.unknown_class,
+            "class value not in the given classes": self.unknown_class,
             "empty or missing geometry": self.empty_geometry,
             "not a polygon (point or line)": self.not_polygon,
             "cannot be reprojected to the raster's CRS (outside the area where it is defined)": self.unprojectable,
@@ -249,11 +249,13 @@ def load_labels(
     columns = [c for c in gdf.columns if c != gdf.geometry.name]
     if class_field not in columns:
         raise InputError(
-            f"--class-field {class_field!r} is not a field of {path} (fields: {', '.join(columns) or 'none'})"
+            f"class field {class_field!r} is not a field of {path} (fields: {', '.join(columns) or 'none'})",
+            param="class_field",
         )
     if description_field is not None and description_field not in columns:
         raise InputError(
-            f"--description-field {description_field!r} is not a field of {path} (fields: {', '.join(columns)})"
+            f"description field {description_field!r} is not a field of {path} (fields: {', '.join(columns)})",
+            param="description_field",
         )
     fields = {
         "class": class_field,

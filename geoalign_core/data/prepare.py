@@ -52,6 +52,7 @@ from geoalign_core.data.labels import AUTO, LabelSet, LabelSkips, load_labels
 from geoalign_core.data.negatives import description_negatives, phrase_negatives
 from geoalign_core.data.schema import CHIPS_DIR, DATASET_FILE, SAMPLES_FILE
 from geoalign_core.errors import InputError
+from geoalign_core.geo.grid import chip_windows
 from geoalign_core.geo.raster import RasterSource
 from geoalign_core.geo.writers import c_library_stderr_held, disk_full_error
 
@@ -91,18 +92,14 @@ class PrepareOptions:
 
     def check(self) -> None:
         """Raise InputError on out-of-range values."""
-        if int(self.chip_size) != self.chip_size or self.chip_size < 8:
-            raise InputError(f"--chip-size must be a whole number of pixels >= 8; got {self.chip_size}")
-        if self.stride is not None and (int(self.stride) != self.stride or self.stride < 1):
-            raise InputError(f"--stride must be a positive whole number of pixels; got {self.stride}")
-        for name, v in (("--max-cover", self.max_cover), ("--max-nodata", self.max_nodata),
-                        ("--min-visible", self.min_visible)):
+        chip_windows(self.chip_size, self.chip_size, self.chip_size, self.stride)  # the grid's own checks
+        for name, v in (("max_cover", self.max_cover), ("max_nodata", self.max_nodata),
+                        ("min_visible", self.min_visible)):
             if not 0.0 <= v <= 1.0:
-                raise InputError(f"{name} must be a fraction in [0, 1]; got {v}")
-        if self.min_region_px < 0 or self.min_std < 0:
-            raise InputError("--min-region-px and --min-std must be >= 0")
-        if self.num_negatives < 0:
-            raise InputError(f"--num-negatives must be >= 0; got {self.num_negatives}")
+                raise InputError(f"{name.replace('_', ' ')} must be a fraction in [0, 1]; got {v}", param=name)
+        for name in ("min_region_px", "min_std", "num_negatives"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name.replace('_', ' ')} must be >= 0; got {getattr(self, name)}", param=name)
 
 
 @dataclass
@@ -156,11 +153,11 @@ class PrepareSummary:
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise InputError(f"--out must be a folder; {out} is a file")
+        raise InputError(f"the output must be a folder; {out} is a file", param="out")
     if out.is_dir():
         existing = [n for n in (SAMPLES_FILE, CHIPS_DIR, DATASET_FILE) if (out / n).exists()]
         if existing and not overwrite:
-            raise InputError(f"output already exists: {out / existing[0]} (use --overwrite to replace it)")
+            raise InputError(f"output already exists: {out / existing[0]}", param="overwrite")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"output folder's parent does not exist: {parent}")

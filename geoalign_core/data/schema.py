@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
 
@@ -189,10 +189,3 @@ def read_image(path: str | PathLike) -> np.ndarray:
         img = stats.normalize(data)
     img[:, ~valid] = 0.0
     return img
-
-
-def iter_regions(samples: Iterable[dict]) -> Iterable[tuple[int, int, dict]]:
-    """``(sample index, region index, region)`` over all samples."""
-    for i, s in enumerate(samples):
-        for j, r in enumerate(s.get("regions", [])):
-            yield i, j, r

@@ -106,6 +106,35 @@ def plural(noun: str) -> str:
     return " ".join(words)
 
 
+def clean_texts(texts: Sequence[str] | str | None, what: str = "phrase") -> list[str]:
+    """The one rule for user phrases and class names: single spaces, no empty ones, duplicates
+    dropped ignoring case (the first spelling kept, order kept).
+
+    Raises:
+        InputError: no text, an empty one, or something that is not text.
+    """
+    from geoalign_core.errors import InputError
+
+    if texts is None:
+        raise InputError(f"no {what}s given")
+    if isinstance(texts, str):
+        texts = [texts]
+    out: list[str] = []
+    seen: set[str] = set()
+    for t in texts:
+        if not isinstance(t, str):
+            raise InputError(f"{what}s must be text, got {type(t).__name__}")
+        s = " ".join(t.split())
+        if not s:
+            raise InputError(f"empty {what}: give some text, e.g. \"red car\"")
+        if s.lower() not in seen:
+            seen.add(s.lower())
+            out.append(s)
+    if not out:
+        raise InputError(f"no {what}s given")
+    return out
+
+
 def fill_template(template: str, name: str) -> str:
     """A prompt template filled with a class name: ``{}`` the name, ``{a}`` the name with its
     article, ``{p}`` its plural (``"an aerial image of {a}."`` -> ``"an aerial image of a car."``)."""

@@ -86,7 +86,7 @@ def _predictor(ctx: Context, params: dict) -> tuple[Any, bool]:
     if batch < 1:
         from ..errors import InputError
 
-        raise InputError(f"batch size must be at least 1; got {batch}")
+        raise InputError(f"batch size must be at least 1; got {batch}", param="batch_size")
     cached = (model, device) in ctx.engine.predictors.loaded()
     if not cached:
         ctx.stage(f"loading model {model}")

@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from geoalign_core.data.schema import read_image
-from geoalign_core.data.text import fill_template
 from geoalign_core.errors import InputError
 from geoalign_core.geo.writers import atomic_output, check_output
+from geoalign_core.inference.encoder import class_embeddings as _class_embeddings
+from geoalign_core.inference.vocabulary import PROMPT_TEMPLATES
 from geoalign_core.model import GeoAlignCLIP
 
 __all__ = [
@@ -31,14 +32,8 @@ __all__ = [
     "write_json",
 ]
 
-# "{}" is the bare class name, "{a}" the name with its indefinite article ("a car", "an airplane").
-DEFAULT_TEMPLATES: tuple[str, ...] = (
-    "an aerial image of {a}.",
-    "a satellite image of {a}.",
-    "a remote sensing image of {a}.",
-    "a top-down view of {a}.",
-    "{a}.",
-)
+# the one template set, shared with ``geoalign tile-classify`` (geoalign_core.inference.vocabulary)
+DEFAULT_TEMPLATES: tuple[str, ...] = PROMPT_TEMPLATES
 
 
 def load_templates(value: str | None) -> tuple[str, ...]:
@@ -54,18 +49,18 @@ def load_templates(value: str | None) -> tuple[str, ...]:
         return ("{}",)
     path = Path(value)
     if not path.is_file():
-        raise InputError(f"--templates: not 'default', 'none' or a file: {value}")
+        raise InputError(f"templates: not 'default', 'none' or a file: {value}", param="templates")
     lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
     templates = tuple(ln for ln in lines if ln and not ln.startswith("#"))
     if not templates:
-        raise InputError(f"--templates file {path} has no templates")
+        raise InputError(f"templates file {path} has no templates", param="templates")
     for t in templates:
         try:
             filled = t.format("X", a="a X")
         except (IndexError, KeyError, ValueError) as exc:
-            raise InputError(f"--templates: bad template {t!r} ({exc}); use {{}} or {{a}}") from None
+            raise InputError(f"templates: bad template {t!r} ({exc}); use {{}} or {{a}}", param="templates") from None
         if filled == t:
-            raise InputError(f"--templates: template {t!r} has no {{}} or {{a}} placeholder")
+            raise InputError(f"templates: template {t!r} has no {{}} or {{a}} placeholder", param="templates")
     return templates
 
 
@@ -82,10 +77,9 @@ def encode_texts(model: GeoAlignCLIP, texts: Sequence[str], batch_size: int = 25
 def class_embeddings(
     model: GeoAlignCLIP, classes: Sequence[str], templates: Sequence[str], batch_size: int = 256
 ) -> torch.Tensor:
-    """``[C, D]``: each class encoded with every template, averaged, re-normalised."""
-    texts = [fill_template(t, c) for c in classes for t in templates]
-    emb = encode_texts(model, texts, batch_size).view(len(classes), len(templates), -1).mean(dim=1)
-    return F.normalize(emb, dim=-1)
+    """``[C, D]`` class embeddings: the class encoder of tile classification
+    (:func:`geoalign_core.inference.encoder.class_embeddings`)."""
+    return _class_embeddings(lambda texts: encode_texts(model, texts, batch_size), classes, templates)
 
 
 def to_model_input(images: Sequence[np.ndarray], model: GeoAlignCLIP) -> torch.Tensor:

@@ -13,10 +13,12 @@
   phrase scores above ALL of its hard negatives; also per negative type (``colour``,
   ``category``, ``other`` = any other type), counting for each type only the negatives of that
   type. The same for descriptions vs ``description_negatives`` when the data has them.
-* :func:`eval_tiles` -- tile classification on a labelled raster: a grid of tiles, each labelled
-  by its dominant class (the class whose polygons cover the largest part of the tile); tiles
-  where that cover is below ``min_cover`` (default 25 %) or that are mostly nodata are skipped.
-  Top-1 / top-5 of the tile's global embedding among the classes of the labels.
+* :func:`eval_tiles` -- tile classification on a labelled raster, measured as ``geoalign
+  tile-classify`` works: its tile grid (no overlap), its tile reader (tiles resampled to the
+  model's input, nodata filled with the tile's mean colour) and its class encoder and prompt
+  templates. Each tile is labelled by its dominant class (the class whose polygons cover the
+  largest part of the tile); tiles where that cover is below ``min_cover`` (default 25 %) or
+  that are mostly nodata are skipped. Top-1 / top-5 among the classes of the labels.
 
 Classification results also give ``mean_class_top1``, the mean of the per-class top-1
 accuracies (balanced accuracy), because dominant classes (rivers, trees) can otherwise hide
@@ -38,7 +40,7 @@ import torch
 from rasterio.windows import Window
 from tqdm import tqdm
 
-from geoalign_core.data.chipping import FeatureIndex, chip_grid, class_cover
+from geoalign_core.data.chipping import FeatureIndex, class_cover
 from geoalign_core.data.labels import load_labels
 from geoalign_core.data.schema import read_image, read_samples
 from geoalign_core.data.text import clean_class, norm
@@ -57,7 +59,9 @@ from geoalign_core.evaluation.metrics import (
     recall_at_k,
     topk_accuracy,
 )
+from geoalign_core.geo.grid import tile_windows
 from geoalign_core.geo.raster import RasterSource
+from geoalign_core.inference.encoder import Encoder
 from geoalign_core.model import GeoAlignCLIP
 
 __all__ = [
@@ -131,7 +135,8 @@ def _resolve_classes(found: Sequence[str], classes: Sequence[str] | None, what: 
     given = [clean_class(c) for c in classes]
     missing = sorted(set(names) - set(given))
     if missing:
-        raise InputError(f"--classes lacks classes that occur in the {what}: {', '.join(missing[:10])}")
+        raise InputError(f"the classes lack classes that occur in the {what}: {', '.join(missing[:10])}",
+                         param="classes")
     return list(dict.fromkeys(given))
 
 
@@ -237,7 +242,7 @@ def eval_retrieval(
     """Image-text retrieval recall@k (see the module docstring)."""
     samples = read_samples(data)
     if caption_key not in ("caption", "caption_detail"):
-        raise InputError(f"--caption-key must be caption or caption_detail; got {caption_key!r}")
+        raise InputError(f"caption key must be caption or caption_detail; got {caption_key!r}", param="caption_key")
     captions = [s.get(caption_key) or s["caption"] for s in samples]
     keys = list(dict.fromkeys(norm(c) for c in captions))
     first = {}
@@ -310,7 +315,7 @@ def eval_hard_negatives(
     samples = read_samples(data)
     has_negs = any(r.get("hard_negatives") for s in samples for r in s.get("regions", []))
     if not has_negs:
-        raise InputError("the samples have no hard_negatives (make them with geoalign prepare --num-negatives Q)")
+        raise InputError("the samples have no hard_negatives", param="num_negatives")
     emb, index = encode_sample_regions(model, samples, batch_size, desc="hard-negatives", progress=progress)
     phrase_items, desc_items, texts = [], [], set()
     for row, (i, j) in enumerate(index):
@@ -334,6 +339,10 @@ def eval_hard_negatives(
 
 
 # ---------------------------------------------------------------------------- tiles
+def _valid_fraction(src: RasterSource, window: Window) -> float:
+    return float(src.read_raw(window)[1].mean())
+
+
 def eval_tiles(
     model: GeoAlignCLIP,
     raster: str | PathLike,
@@ -353,18 +362,22 @@ def eval_tiles(
 ) -> dict:
     """Tile classification against the dominant class of each tile (see the module docstring)."""
     if not 0.0 < min_cover <= 1.0:
-        raise InputError(f"--min-cover must be in (0, 1]; got {min_cover}")
+        raise InputError(f"min cover must be in (0, 1]; got {min_cover}", param="min_cover")
     if not 0.0 <= max_nodata <= 1.0:
-        raise InputError(f"--max-nodata must be in [0, 1]; got {max_nodata}")
-    ts = int(tile_size or model.image_size)
+        raise InputError(f"max nodata must be in [0, 1]; got {max_nodata}", param="max_nodata")
+    enc = Encoder(model, batch_size, templates=templates)
+    ts = enc.tile_size(tile_size)
     with RasterSource(raster, bands, allow_no_crs=allow_no_crs) as src:
         ls = load_labels(labels, src, class_field, classes=classes, layer=layer)
         names = _resolve_classes(ls.classes, classes, "labels")
         index = FeatureIndex(ls.features)
-        grid = chip_grid(src.width, src.height, ts, ts)
+        # the grid, tile reader and class encoder of ``geoalign tile-classify`` (no overlap, its default)
+        grid = tile_windows(src.width, src.height, ts, 0.0)
         skipped = Counter()
-        kept: list[tuple[int, int, str, float]] = []
-        for col, row in grid:
+        kept: list[Window] = []
+        target_of: dict[tuple[int, int], int] = {}
+        for win in grid:
+            col, row = int(win.col_off), int(win.row_off)
             cover = class_cover(index, col, row, ts, ts)
             if not cover:
                 skipped["no label"] += 1
@@ -373,33 +386,37 @@ def eval_tiles(
             if frac < min_cover:
                 skipped[f"dominant class covers < {min_cover:g}"] += 1
                 continue
-            kept.append((col, row, cls, frac))
+            kept.append(win)
+            target_of[(col, row)] = names.index(cls)
         if not kept:
             raise InputError(
                 f"no tile has a dominant class covering >= {min_cover:g} of it "
-                f"({len(grid)} tiles of {ts} px; try a lower --min-cover or a larger --tile-size)"
+                f"({len(grid)} tiles of {ts} px; try a lower min cover or a larger tile size)", param="min_cover"
             )
-        text = class_embeddings(model, names, templates)
-        embs, targets = [], []
-        with torch.inference_mode(), tqdm(total=len(kept), desc="tiles", unit="tile", disable=not progress) as bar:
-            for chunk in batched(kept, batch_size):
-                imgs = []
-                for col, row, cls, _ in chunk:
-                    data, valid = src.read_raw(Window(col, row, ts, ts))
-                    if 1.0 - float(valid.mean()) > max_nodata:
+        text = enc.encode_classes(names)
+        embs, targets, used = [], [], []
+        with tqdm(total=len(kept), desc="tiles", unit="tile", disable=not progress) as bar:
+            for eb in enc.image_pass(src, kept, dense=False, skip_empty=False):
+                use = []
+                for i, tile in enumerate(eb.tiles):
+                    # the validity of the window itself (the model-size mask of a resampled tile is coarser)
+                    if 1.0 - _valid_fraction(src, tile.window) > max_nodata:
                         skipped["mostly nodata"] += 1
                         continue
-                    img = src.normalize(data)
-                    img[:, ~valid] = 0.0
-                    imgs.append(img)
-                    targets.append(names.index(cls))
-                if imgs:
-                    embs.append(model.encode_image(to_model_input(imgs, model)).float())
-                bar.update(len(chunk))
+                    use.append(i)
+                    targets.append(target_of[(int(tile.window.col_off), int(tile.window.row_off))])
+                    used.append((int(tile.window.col_off), int(tile.window.row_off)))
+                if use:
+                    embs.append(eb.glob[use])
+                bar.update(len(eb.tiles))
     if not embs:
         raise InputError("every candidate tile is mostly nodata")
     emb = torch.cat(embs)
     t = torch.tensor(targets, device=emb.device)
+    scores = emb @ text.T
+    predicted = scores.argmax(dim=1).tolist()
+    tiles = [{"col": c, "row": r, "label": names[y], "predicted": names[p]}
+             for (c, r), y, p in zip(used, targets, predicted)]
     return {
         "task": "tiles",
         "n": int(t.numel()),
@@ -408,5 +425,6 @@ def eval_tiles(
         "min_cover": min_cover,
         "skipped": dict(skipped),
         "classes": names,
-        **_class_metrics(emb @ text.T, t, names),
+        **_class_metrics(scores, t, names),
+        "tiles": tiles,
     }

@@ -12,14 +12,15 @@ not need the vector libraries.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from geoalign_core.geo.bands import BandSelection, parse_bands, select_bands
 from geoalign_core.geo.heatmap import HeatmapAccumulator
 from geoalign_core.geo.raster import RasterSource
 from geoalign_core.geo.stats import SceneStats, compute_scene_stats
 from geoalign_core.geo.tiling import Tile, count_tiles, iter_tiles, tile_windows
+
+from .._lazy import lazy_names
 
 if TYPE_CHECKING:
     from geoalign_core.geo.vectors import (
@@ -63,10 +64,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"geoalign_core.geo.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)
 
 __all__ = [
     "BandSelection",

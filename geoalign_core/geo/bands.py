@@ -68,14 +68,15 @@ def parse_bands(text: str | Sequence[int] | None) -> list[int] | None:
         try:
             values = [int(p) for p in parts]
         except ValueError:
-            raise InputError(f"--bands must be band numbers separated by commas, e.g. 1,2,3; got {text!r}") from None
+            raise InputError(f"bands must be band numbers separated by commas, e.g. 1,2,3; got {text!r}",
+                             param="bands") from None
     else:
         try:
             values = [int(v) for v in text]
         except (TypeError, ValueError):
-            raise InputError(f"--bands must be a list of band numbers; got {text!r}") from None
+            raise InputError(f"bands must be a list of band numbers; got {text!r}", param="bands") from None
     if not values:
-        raise InputError("--bands is empty; give one band number or three, e.g. 1,2,3")
+        raise InputError("bands is empty; give one band number or three, e.g. 1,2,3", param="bands")
     return values
 
 
@@ -100,14 +101,14 @@ def select_bands(
         bad = [b for b in values if not 1 <= b <= count]
         if bad:
             raise InputError(
-                f"--bands {','.join(map(str, values))}: the raster has {count} band(s), "
-                f"band numbers run from 1 to {count}"
+                f"bands {','.join(map(str, values))}: the raster has {count} band(s), "
+                f"band numbers run from 1 to {count}", param="bands"
             )
         if len(values) == 1:
             return BandSelection((values[0],) * 3, alpha)
         if len(values) == 3:
             return BandSelection((values[0], values[1], values[2]), alpha)
-        raise InputError(f"--bands takes one band number or three (R,G,B); got {len(values)}")
+        raise InputError(f"bands takes one band number or three (R,G,B); got {len(values)}", param="bands")
 
     def find(kind: ColorInterp) -> int | None:
         return next((i + 1 for i, c in enumerate(ci) if c == kind), None)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from os import PathLike
-from pathlib import Path
 
 import numpy as np
 from affine import Affine
@@ -166,28 +164,3 @@ class HeatmapAccumulator:
         if valid_mask is not None:
             out[~self._output_mask(valid_mask)] = np.nan
         return out
-
-    def write(
-        self,
-        path: str | PathLike,
-        nodata: float = float("nan"),
-        valid_mask: np.ndarray | None = None,
-        overwrite: bool = False,
-        **kwargs: object,
-    ) -> Path:
-        """Write the result as a float32 COG (see :func:`geoalign_core.geo.writers.write_float_geotiff`).
-
-        Cells never covered, or outside ``valid_mask``, are ``nodata``. Extra keyword arguments
-        (``band_descriptions``, ``tags``) go to the writer.
-        """
-        from geoalign_core.geo.writers import write_float_geotiff
-
-        return write_float_geotiff(
-            self.result(valid_mask),
-            path,
-            self.out_transform,
-            self.crs,
-            nodata=nodata,
-            overwrite=overwrite,
-            **kwargs,
-        )

@@ -11,7 +11,7 @@ auto-detection: :mod:`geoalign_core.geo.masks`. Normalisation rule:
 Example::
 
     with RasterSource("scene.tif") as src:
-        for tile in iter_tiles(src, tile_size=224, overlap=0.25):
+        for tile in iter_tiles(src, tile_size=224, overlap=0.25):   # geoalign_core.geo.tiling
             model(tile.image)  # float32 [3, 224, 224] in [0, 1]
 """
 
@@ -39,20 +39,12 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from geoalign_core.errors import InputError
-from geoalign_core.geo.bands import BandSelection, parse_bands, select_bands
+from geoalign_core.geo.bands import BandSelection, select_bands
 from geoalign_core.geo.masks import detect_black_border, finite_mask
 from geoalign_core.geo.stats import SceneStats, compute_scene_stats
-from geoalign_core.geo.tiling import Tile, count_tiles, iter_tiles, tile_windows
+from geoalign_core.geo.tile import Tile
 
-__all__ = [
-    "RasterSource",
-    "SceneStats",
-    "Tile",
-    "count_tiles",
-    "iter_tiles",
-    "parse_bands",
-    "tile_windows",
-]
+__all__ = ["RasterSource"]
 
 STATS_SAMPLE_SIDE = 1024
 #: the map frame of a raster without any georeferencing: x = column, y = -row (as QGIS shows it)
@@ -189,8 +181,8 @@ class RasterSource:
                 self.georeferencing = "none"
                 return
             raise InputError(f"raster has ground control points but no CRS for them: {self.path}; assign one "
-                             "(gdal_translate -a_srs) or use --allow-no-crs to work in pixel coordinates",
-                             code="no_crs")
+                             "(gdal_translate -a_srs), or allow working in pixel coordinates",
+                             code="no_crs", param="allow_no_crs")
         options: dict = {}
         if gcps:
             n = len(gcps)
@@ -212,7 +204,7 @@ class RasterSource:
                     vrt = WarpedVRT(ds, **(options | {"crs": utm}))
         except _READ_ERRORS as exc:
             raise InputError(f"cannot place {self.path} on the ground from {how}: {_one_line(exc)}; warp it "
-                             "with gdalwarp, or use --allow-no-crs to work in pixel coordinates") from None
+                             "with gdalwarp, or allow working in pixel coordinates", param="allow_no_crs") from None
         self._source, self.dataset = ds, vrt
         self.georeferencing = "gcps" if gcps else "rpcs"
 
@@ -222,9 +214,8 @@ class RasterSource:
             raise InputError(f"not a raster with pixels: {self.path} ({ds.count} bands, {ds.width}x{ds.height})")
         if ds.crs is None and not self.allow_no_crs:
             raise InputError(
-                f"raster has no CRS (coordinate reference system): {self.path}; "
-                "use --allow-no-crs to work in pixel coordinates",
-                code="no_crs",
+                f"raster has no CRS (coordinate reference system): {self.path}",
+                code="no_crs", param="allow_no_crs",
             )
         self.selection: BandSelection = select_bands(ds.count, ds.colorinterp, self._bands_arg)
         self._palette: np.ndarray | None = None
@@ -365,14 +356,6 @@ class RasterSource:
     def window_bounds(self, window: Window) -> BoundingBox:
         """Map extent of a pixel window."""
         return BoundingBox(*rasterio.windows.bounds(window, self.transform))
-
-    def num_tiles(self, tile_size: int, overlap: float = 0.0) -> int:
-        """Number of tile windows in the grid (for progress bars; empty tiles included)."""
-        return count_tiles(self.width, self.height, tile_size, overlap)
-
-    def tile_windows(self, tile_size: int, overlap: float = 0.0) -> list[Window]:
-        """The tile grid over this raster (see :func:`geoalign_core.geo.tiling.tile_windows`)."""
-        return tile_windows(self.width, self.height, tile_size, overlap)
 
     # ------------------------------------------------------------------ reading
     def _read_raw(
@@ -519,49 +502,9 @@ class RasterSource:
         )
         return Tile(image, valid, window, transform, self.window_bounds(window), index)
 
-    def read_region(
-        self,
-        bounds_or_window: Window | Sequence[float],
-        out_size: int | tuple[int, int] | None = None,
-        *,
-        crs: CRS | str | None = None,
-        resampling: Resampling = Resampling.nearest,
-    ) -> Tile:
-        """Read an arbitrary region (a crop, or a map view) as a normalised :class:`Tile`.
-
-        Args:
-            bounds_or_window: a pixel :class:`Window`, or map bounds ``(left, bottom, right, top)``
-                in the raster's CRS (or in ``crs``); fractional edges are widened to whole pixels.
-            out_size: output size, an int (square) or ``(height, width)``; None keeps native
-                resolution.
-            crs: CRS of ``bounds`` when it is not the raster's (e.g. the QGIS canvas CRS).
-            resampling: resampling used when resizing (nearest keeps nodata exact).
-        """
-        if isinstance(bounds_or_window, Window):
-            window = bounds_or_window
-        else:
-            left, bottom, right, top = (float(v) for v in bounds_or_window)
-            if crs is not None and self.crs is not None and CRS.from_user_input(crs) != self.crs:
-                left, bottom, right, top = rasterio.warp.transform_bounds(crs, self.crs, left, bottom, right, top)
-            window = rasterio.windows.from_bounds(left, bottom, right, top, self.transform)
-            # from_bounds on a y-down (pixel) grid gives a negative height: normalise
-            if window.height < 0 or window.width < 0:
-                c0 = min(window.col_off, window.col_off + window.width)
-                r0 = min(window.row_off, window.row_off + window.height)
-                window = Window(c0, r0, abs(window.width), abs(window.height))
-        if isinstance(out_size, int):
-            out_shape: tuple[int, int] | None = (out_size, out_size)
-        else:
-            out_shape = None if out_size is None else (int(out_size[0]), int(out_size[1]))
-        return self.read_tile(window, out_shape=out_shape, resampling=resampling)
-
     def read_valid_mask(self, out_shape: tuple[int, int] | None = None) -> np.ndarray:
         """Validity of the whole raster, decimated to ``out_shape`` (default: the stats sample grid)."""
         if out_shape is None:
             data, valid = self._sample
             return valid & ~self._black_mask(data) if self.black_is_nodata else valid.copy()
         return self.read_raw(Window(0, 0, self.width, self.height), out_shape)[1]
-
-    def tiles(self, tile_size: int, overlap: float = 0.0, skip_empty: bool = True, prefetch: int = 2):
-        """Shortcut for :func:`iter_tiles` over this source."""
-        return iter_tiles(self, tile_size, overlap, skip_empty=skip_empty, prefetch=prefetch)

@@ -19,7 +19,7 @@ from affine import Affine
 from pyproj import CRS as ProjCRS
 from shapely.geometry import Polygon
 
-from geoalign_core.errors import InputError
+from geoalign_core.errors import GeoAlignWarning, InputError
 
 __all__ = ["boxes_to_pixels", "clip_to_raster", "drop_unprojectable", "pixel_boxes_to_polygons", "read_vectors"]
 
@@ -39,9 +39,9 @@ def _check_layer(path: Path, layer: str | int | None) -> str | int | None:
         raise InputError(f"cannot read vector file {path}: {_one_line(exc)}") from None
     if layer is None:
         if len(names) > 1:
-            warnings.warn(f"{path.name} has {len(names)} layers ({', '.join(names[:6])}"
-                          f"{', ...' if len(names) > 6 else ''}); reading the first, {names[0]!r} "
-                          "(choose another with --layer)", stacklevel=3)
+            warnings.warn(GeoAlignWarning(f"{path.name} has {len(names)} layers ({', '.join(names[:6])}"
+                                          f"{', ...' if len(names) > 6 else ''}); reading the first, {names[0]!r}",
+                                          param="layer"), stacklevel=3)
         return names[0] if names else None
     if isinstance(layer, str) and layer.strip().lstrip("-").isdigit() and layer not in names:
         layer = int(layer)

@@ -49,15 +49,11 @@ from rasterio.enums import Resampling
 
 from geoalign_core.errors import InputError
 
-# the accumulator lives in its own module; re-exported for callers of the writers
-from geoalign_core.geo.heatmap import HeatmapAccumulator
-
 if TYPE_CHECKING:  # the vector stack is imported by the GeoPackage functions only
     import geopandas as gpd
 
 __all__ = [
     "METADATA_KEY",
-    "HeatmapAccumulator",
     "atomic_output",
     "check_output",
     "RASTER_FORMATS",
@@ -120,7 +116,7 @@ def check_output(path: str | PathLike, overwrite: bool = False,
         output_format(path, formats)
     path = Path(path)
     if path.exists() and not overwrite:
-        raise InputError(f"output already exists: {path} (use --overwrite to replace it)")
+        raise InputError(f"output already exists: {path}", param="overwrite")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"output directory does not exist: {parent}")
@@ -143,7 +139,7 @@ def check_not_an_input(out: str | PathLike, *inputs: str | PathLike | None) -> N
         same = (out_path.exists() and p.exists() and os.path.samefile(out_path, p)) or \
             out_path.resolve() == p.resolve()
         if same:
-            raise InputError(f"the output {out} is an input of this run; choose another --out")
+            raise InputError(f"the output {out} is an input of this run", param="out")
 
 
 def _remove(path: Path) -> None:
@@ -273,8 +269,8 @@ def disk_full_error(path: str | PathLike, exc: BaseException) -> InputError | No
         why = "file too large (the file size limit of this process, ulimit -f)"
     if why is None:
         return None
-    return InputError(f"cannot write {path}: {why} (nothing was written; free some space or choose "
-                      "another --out)")
+    return InputError(f"cannot write {path}: {why} (nothing was written; free some space or choose another "
+                      "output)")
 
 
 def _metadata_items(metadata: Mapping[str, object]) -> dict[str, str]:

@@ -19,18 +19,20 @@ Names are imported on first use (PEP 562): importing this package loads no torch
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_names
 from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE
 
 if TYPE_CHECKING:
-    from .predictor import Cancelled, EmbeddingBatch, Predictor
+    from .encoder import Cancelled, EmbeddingBatch, Encoder
+    from .predictor import Predictor
     from .vocabulary import BACKGROUND_PHRASES, DEFAULT_VOCABULARY, PROMPT_TEMPLATES, VOCABULARY_SOURCES
 
 _LAZY = {
-    "Cancelled": "predictor",
-    "EmbeddingBatch": "predictor",
+    "Cancelled": "encoder",
+    "EmbeddingBatch": "encoder",
+    "Encoder": "encoder",
     "Predictor": "predictor",
     "BACKGROUND_PHRASES": "vocabulary",
     "DEFAULT_VOCABULARY": "vocabulary",
@@ -39,10 +41,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"geoalign_core.inference.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = [
@@ -54,5 +53,6 @@ __all__ = [
     "VOCABULARY_SOURCES",
     "Cancelled",
     "EmbeddingBatch",
+    "Encoder",
     "Predictor",
 ]

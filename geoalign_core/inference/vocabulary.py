@@ -11,16 +11,16 @@ synthetic sample scene:
   Scene Classification"): 30 classes, Google Earth imagery;
 * NWPU-RESISC45 (Cheng et al., 2017, "Remote Sensing Image Scene Classification: Benchmark
   and State of the Art"): 45 classes, Google Earth imagery;
-* the synthetic sample scene (``sample_data/make_sample.py`` ``CLASSES``): road, parking lot,
+* the synthetic sample scene (``training.scenes.CLASSES``): road, parking lot,
   building, car, swimming pool, tree, pond, river, tennis court, ship (most already in the
   lists above; "cars" and "swimming pool" are added).
 
 Only the class NAMES come from these data sets (no images are shipped).
 
 ``PROMPT_TEMPLATES`` are the remote-sensing prompt templates used for zero-shot tile
-classification (in the spirit of CLIP's prompt ensembling and RemoteCLIP's "a satellite
-photo of {}."): each class is encoded with every template, the embeddings are averaged and
-re-normalised.
+classification and by the evaluations (in the spirit of CLIP's prompt ensembling and
+RemoteCLIP's "a satellite photo of {}."): each class is encoded with every template, the
+embeddings are averaged and re-normalised.
 
 ``BACKGROUND_PHRASES`` are generic land-cover phrases that compete with the user's phrases
 in ``find`` and ``match-regions`` scores (see :mod:`geoalign_core.inference.scoring`).
@@ -104,13 +104,15 @@ DEFAULT_VOCABULARY: tuple[str, ...] = (
     "swimming pool",
 )
 
+# The one template set: tile classification and every evaluation (``geoalign eval``) use it.
+# "{}" is the bare class name, "{a}" the name with its indefinite article ("a car", "an airplane")
+# (:func:`geoalign_core.data.text.fill_template`).
 PROMPT_TEMPLATES: tuple[str, ...] = (
-    "a satellite image of {}.",
-    "an aerial photo of {}.",
-    "a remote sensing image of {}.",
-    "an aerial image of {}.",
-    "a satellite photo of {}.",
-    "a top-down view of {}.",
+    "an aerial image of {a}.",
+    "a satellite image of {a}.",
+    "a remote sensing image of {a}.",
+    "a top-down view of {a}.",
+    "{a}.",
 )
 
 BACKGROUND_PHRASES: tuple[str, ...] = (

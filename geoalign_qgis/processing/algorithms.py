@@ -38,23 +38,12 @@ from qgis.PyQt.QtGui import QIcon
 from .. import layers
 from ..compat import NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_POLYGON, WKB_POLYGON, param_flag_advanced
 from ..engine import EngineCancelled, EngineError
+from ..inputs import DEFAULT_MODEL, InputProblem, parse_bands, raster_path, split_texts
 from ..tasks import NO_ENGINE, engine_location, log_error, remove_outputs, run_request
 from ..vector_io import copy_features, open_result, result_fields, write_polygons
 
 ICON = Path(__file__).resolve().parent.parent / "icon.svg"
 DEVICES = ["auto", "cpu", "cuda"]
-DEFAULT_MODEL = "geoalign-demo"
-
-
-def split_list(text: str | None, seps: str = "\n;") -> list[str]:
-    import re
-
-    out: dict[str, None] = {}
-    for part in re.split(f"[{re.escape(seps)}]+", text or ""):
-        p = " ".join(part.split())
-        if p:
-            out[p] = None
-    return list(out)
 
 
 class Styler(QgsProcessingLayerPostProcessorInterface):
@@ -171,12 +160,18 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
     # -- helpers --------------------------------------------------------------------
     def raster(self, parameters: dict, context: QgsProcessingContext) -> tuple[QgsRasterLayer, str]:
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        if layer is None:
-            raise QgsProcessingException("invalid raster layer")
-        path = layer.source().split("|")[0]
-        if layer.providerType() != "gdal" or not Path(path).is_file():
-            raise QgsProcessingException(f"{layer.name()}: GeoAlign needs a raster file, not {layer.source()}")
-        return layer, path
+        try:
+            return layer, raster_path(layer)
+        except InputProblem as exc:
+            raise QgsProcessingException(str(exc)) from None
+
+    def phrases_request(self, parameters: dict, context: QgsProcessingContext) -> tuple[QgsRasterLayer, dict]:
+        """The raster layer and the request parameters of an algorithm with a PHRASES parameter."""
+        layer, raster = self.raster(parameters, context)
+        phrases = split_texts(self.parameterAsString(parameters, "PHRASES", context))
+        if not phrases:
+            raise QgsProcessingException("give one or more phrases")
+        return layer, {**self.request_params(parameters, context, layer, raster), "phrases": phrases}
 
     def request_params(self, parameters: dict, context: QgsProcessingContext, layer: QgsRasterLayer,
                        path: str) -> dict[str, Any]:
@@ -193,12 +188,12 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
         tile = self.parameterAsInt(parameters, self.TILE_SIZE, context)
         if tile > 0:
             p["tile_size"] = tile
-        bands = self.parameterAsString(parameters, self.BANDS, context).strip()
+        try:
+            bands = parse_bands(self.parameterAsString(parameters, self.BANDS, context))
+        except InputProblem as exc:
+            raise QgsProcessingException(str(exc)) from None
         if bands:
-            try:
-                p["bands"] = [int(b) for b in bands.replace(" ", "").split(",") if b]
-            except ValueError:
-                raise QgsProcessingException(f"bands must be 1-based band numbers like 3,2,1, not {bands!r}") from None
+            p["bands"] = bands
         if self.EXTENT in parameters and parameters.get(self.EXTENT) not in (None, ""):
             ext = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
             inter = ext.intersect(layer.extent())
@@ -278,7 +273,7 @@ class TileClassifyAlgorithm(GeoAlignAlgorithm):
 
     def compute(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
         layer, raster = self.raster(parameters, context)
-        classes = split_list(self.parameterAsString(parameters, self.CLASSES, context), "\n;,") or None
+        classes = split_texts(self.parameterAsString(parameters, self.CLASSES, context), "\n;,") or None
         params = self.request_params(parameters, context, layer, raster)
         params.update(classes=classes, top_k=self.parameterAsInt(parameters, self.TOP_K, context))
         what = ", ".join(classes)[:50] if classes else "built-in classes"
@@ -316,12 +311,9 @@ class FindObjectsAlgorithm(GeoAlignAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, "Matches"))
 
     def compute(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
-        layer, raster = self.raster(parameters, context)
-        phrases = split_list(self.parameterAsString(parameters, self.PHRASES, context))
-        if not phrases:
-            raise QgsProcessingException("give one or more phrases")
-        params = self.request_params(parameters, context, layer, raster)
-        params.update(phrases=phrases, refine=self.parameterAsBoolean(parameters, self.REFINE, context))
+        layer, params = self.phrases_request(parameters, context)
+        phrases = params["phrases"]
+        params["refine"] = self.parameterAsBoolean(parameters, self.REFINE, context)
         if parameters.get(self.MIN_SCORE) not in (None, ""):
             params["min_score"] = self.parameterAsDouble(parameters, self.MIN_SCORE, context)
         if parameters.get(self.MAX_RESULTS) not in (None, ""):
@@ -372,12 +364,8 @@ class MatchRegionsAlgorithm(GeoAlignAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, "Scored regions"))
 
     def compute(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
-        layer, raster = self.raster(parameters, context)
-        phrases = split_list(self.parameterAsString(parameters, self.PHRASES, context))
-        if not phrases:
-            raise QgsProcessingException("give one or more phrases")
-        params = self.request_params(parameters, context, layer, raster)
-        params["phrases"] = phrases
+        layer, params = self.phrases_request(parameters, context)
+        phrases = params["phrases"]
         with regions_file(self, parameters, self.REGIONS, context, layer) as regions:
             if regions is None:
                 raise QgsProcessingException("the regions layer has no polygons")

@@ -1,0 +1,271 @@
+"""The encoder: one model, its text-embedding cache, and the image pass.
+
+Every inference task runs in two steps, and this module is the first one plus the text side:
+
+* the **image pass** (:meth:`Encoder.image_pass`): raster windows -> model-ready batches (read
+  ahead in a thread) -> ONE backbone pass per tile -> :class:`EmbeddingBatch` es (global
+  ``[B, D]`` and dense ``[B, D, h, w]`` embeddings). It knows nothing about phrases.
+* **text**: :meth:`Encoder.encode_phrases` (cached per text for the encoder's lifetime),
+  :meth:`Encoder.encode_classes` (the one class encoder: every class through every prompt
+  template, averaged), :meth:`Encoder.query_texts` (query phrases + background phrases).
+
+The tasks (:mod:`.classify`, :mod:`.find`, :mod:`.regions`, :mod:`.heatmap`) score batches of
+embeddings against texts; they accept batches from any source -- a live image pass or, later,
+a stored index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from rasterio.windows import Window
+
+from ..data.text import clean_texts, fill_template
+from ..errors import GeoAlignError, InputError
+from ..geo import RasterSource, Tile
+from ..model import GeoAlignCLIP
+from ._reader import iter_batches
+from .vocabulary import BACKGROUND_PHRASES, PROMPT_TEMPLATES
+
+__all__ = [
+    "Cancel",
+    "Cancelled",
+    "EmbeddingBatch",
+    "Encoder",
+    "Progress",
+    "Stage",
+    "check_cancel",
+    "class_embeddings",
+    "enter_stage",
+]
+
+TEXT_CHUNK = 256
+MIN_TILE_SIZE = 8
+
+Progress = Callable[[int, int], None]
+Cancel = Callable[[], bool]
+Stage = Callable[[str], None]
+
+
+class Cancelled(GeoAlignError):
+    """The run was cancelled by its ``cancel`` callback (nothing was written)."""
+
+
+def enter_stage(stage: Stage | None, name: str) -> None:
+    """Announce a stage of a run; the ``progress(done, total)`` calls that follow count its work."""
+    if stage is not None:
+        stage(name)
+
+
+def check_cancel(cancel: Cancel | None) -> None:
+    """Raise :class:`Cancelled` when ``cancel()`` says so."""
+    if cancel is not None and cancel():
+        raise Cancelled("cancelled")
+
+
+@dataclass
+class EmbeddingBatch:
+    """What the image pass yields for one batch of tiles.
+
+    Attributes:
+        tiles: the tiles (``window``: raster pixels; ``image``/``valid``: model input size S).
+        valid: bool ``[B, S, S]`` (CPU).
+        glob: ``[B, D]`` L2-normalised global embeddings (model device, float32).
+        dense: ``[B, D, h, w]`` UNnormalised patch embeddings or None: pool regions from it
+            with ``model.pool_regions`` and normalise after pooling (as ``encode_regions``
+            does); :attr:`dense_normalized` for per-patch similarity.
+        done: windows consumed so far (progress).
+    """
+
+    tiles: list[Tile]
+    valid: torch.Tensor
+    glob: torch.Tensor
+    dense: torch.Tensor | None
+    done: int
+
+    @property
+    def dense_normalized(self) -> torch.Tensor:
+        if self.dense is None:
+            raise ValueError("this image pass ran without dense embeddings")
+        return F.normalize(self.dense, dim=1)
+
+
+def class_embeddings(encode: Callable[[list[str]], torch.Tensor], classes: Sequence[str],
+                     templates: Sequence[str]) -> torch.Tensor:
+    """``[C, D]``: each class through every template (``{}``, ``{a}``, ``{p}``:
+    :func:`~geoalign_core.data.text.fill_template`), the embeddings averaged and re-normalised.
+
+    ``encode`` maps texts to ``[N, D]`` normalised embeddings (e.g. :meth:`Encoder.encode_phrases`).
+    """
+    templates = tuple(templates) or ("{}",)
+    texts = [fill_template(t, c) for c in classes for t in templates]
+    emb = encode(texts).float().view(len(classes), len(templates), -1)
+    return F.normalize(emb.mean(dim=1), dim=-1)
+
+
+class Encoder:
+    """A loaded model with a phrase-embedding cache and the image pass.
+
+    Args:
+        model: a loaded :class:`~geoalign_core.model.GeoAlignCLIP`.
+        batch_size: tiles per backbone pass.
+        prefetch: batches read ahead in a background thread (0: read in the caller's thread);
+            None: ``$GEOALIGN_PREFETCH`` if set, else 2 on a GPU or with 4+ CPU cores, else 0
+            (on a 2-core machine the reader thread only competes with torch's compute threads).
+        templates: prompt templates for classes (:data:`~.vocabulary.PROMPT_TEMPLATES`).
+        background: phrases competing with the query phrases in region scores.
+    """
+
+    def __init__(self, model: GeoAlignCLIP, batch_size: int = 32, *, prefetch: int | None = None,
+                 templates: Sequence[str] = PROMPT_TEMPLATES,
+                 background: Sequence[str] = BACKGROUND_PHRASES) -> None:
+        if int(batch_size) < 1:
+            raise InputError(f"batch size must be at least 1; got {batch_size}", param="batch_size")
+        self.model = model
+        self.model_source = model.name  # what the user named it (a zoo name, a path): set by the Predictor
+        self.batch_size = int(batch_size)
+        self._prefetch = prefetch
+        self.templates = tuple(templates)
+        self.background = tuple(background)
+        self._text_cache: dict[str, torch.Tensor] = {}
+        self.texts_encoded = 0  # texts sent through the text tower (cache misses)
+        self.text_batches = 0  # text-tower forward passes
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def prefetch(self) -> int:
+        """Batches read ahead by the reader thread (see the constructor)."""
+        if self._prefetch is not None:
+            return int(self._prefetch)
+        env = os.environ.get("GEOALIGN_PREFETCH", "").strip()
+        if env.isdigit():
+            return int(env)
+        return 2 if self.device.type == "cuda" or (os.cpu_count() or 1) >= 4 else 0
+
+    @prefetch.setter
+    def prefetch(self, value: int | None) -> None:
+        self._prefetch = value
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square model input every tile is resampled to."""
+        return self.model.image_size
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.detach())
+
+    def autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def tile_size(self, tile_size: int | None) -> int:
+        """The tile side to use: the model's input size for None; at least 8 pixels."""
+        if tile_size is None:
+            return self.input_size
+        if int(tile_size) != tile_size or int(tile_size) < MIN_TILE_SIZE:
+            raise InputError(f"tile size must be a whole number of pixels >= {MIN_TILE_SIZE}; got {tile_size}",
+                             param="tile_size")
+        return int(tile_size)
+
+    # ------------------------------------------------------------------ text side
+    def encode_phrases(self, phrases: Sequence[str] | str) -> torch.Tensor:
+        """``[N, D]`` normalised phrase embeddings (on the model's device), cached per text."""
+        if isinstance(phrases, str):
+            phrases = [phrases]
+        phrases = list(phrases)
+        missing = list(dict.fromkeys(p for p in phrases if p not in self._text_cache))
+        if missing:
+            with torch.no_grad(), self.autocast():
+                for i in range(0, len(missing), TEXT_CHUNK):
+                    chunk = missing[i : i + TEXT_CHUNK]
+                    emb = F.normalize(self.model.encode_text(chunk).float(), dim=-1)
+                    self.text_batches += 1
+                    self.texts_encoded += len(chunk)
+                    for text, e in zip(chunk, emb):
+                        self._text_cache[text] = e
+        if not phrases:
+            return torch.zeros((0, self.model.embed_dim), device=self.device)
+        return torch.stack([self._text_cache[p] for p in phrases])
+
+    def encode_classes(self, classes: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor:
+        """``[C, D]`` class embeddings (:func:`class_embeddings` with this encoder's templates and cache)."""
+        return class_embeddings(self.encode_phrases, classes, templates or self.templates)
+
+    def query_texts(self, phrases: list[str]) -> tuple[torch.Tensor, list[str]]:
+        """Embeddings of ``phrases + background`` (background minus the query phrases) and that background."""
+        lower = {p.lower() for p in phrases}
+        bg = [b for b in self.background if b.lower() not in lower]
+        return self.encode_phrases(phrases + bg), bg
+
+    def clean(self, texts: Sequence[str] | str | None, what: str = "phrase") -> list[str]:
+        """:func:`~geoalign_core.data.text.clean_texts`, then a warning for texts the model reads only in part."""
+        out = clean_texts(texts, what)
+        self.warn_long_texts(out, what)
+        return out
+
+    def warn_long_texts(self, texts: Sequence[str], what: str = "phrase") -> None:
+        """Warn (one line each) about texts longer than the text tower reads: the rest is ignored."""
+        encode = getattr(self.model.tokenizer, "encode", None)
+        limit = int(self.model.context_length)
+        if encode is None:
+            return
+        for t in texts:
+            n = len(encode(t)) + 2  # + start and end tokens
+            if n > limit:
+                shown = t if len(t) <= 40 else t[:37] + "..."
+                warnings.warn(f"{what} {shown!r} is {n} tokens long; the model reads the first {limit}, "
+                              "the rest is ignored", UserWarning, stacklevel=3)
+
+    # ------------------------------------------------------------------ image side
+    def image_pass(
+        self,
+        source: RasterSource,
+        windows: Sequence[Window],
+        dense: bool = True,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+        skip_empty: bool = True,
+    ) -> Iterator[EmbeddingBatch]:
+        """One backbone pass per tile of ``windows``; yields :class:`EmbeddingBatch` es.
+
+        Reading and preprocessing run in a background thread, overlapping the model.
+        ``cancel`` is polled before each batch (raises :class:`Cancelled`); ``progress`` gets
+        ``(windows done, windows total)`` after each batch.
+        """
+        total = len(windows)
+        check_cancel(cancel)
+        model = self.model
+        batches = iter_batches(
+            source, windows, self.input_size, self.batch_size, skip_empty=skip_empty, prefetch=self.prefetch
+        )
+        with contextlib.closing(batches):
+            for tb in batches:
+                check_cancel(cancel)
+                x = torch.from_numpy(tb.images).to(self.device, non_blocking=True)
+                with torch.no_grad(), self.autocast():
+                    glob, dmap = model.forward_visual(model.preprocess(x), dense=dense)
+                    glob = F.normalize(glob.float(), dim=-1)
+                    dmap = dmap.float() if dmap is not None else None
+                if progress is not None:
+                    progress(tb.done, total)
+                yield EmbeddingBatch(tb.tiles, torch.from_numpy(tb.valid), glob, dmap, tb.done)
+        if progress is not None:
+            progress(total, total)
+
+
+def tile_scale(tile: Tile) -> float:
+    """Raster pixels per model-input pixel of a tile."""
+    return float(tile.window.width) / float(tile.valid.shape[-1])
+

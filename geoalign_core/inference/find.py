@@ -1,0 +1,356 @@
+"""Find objects by text: candidate boxes from each tile's dense embeddings, scored, de-duplicated,
+and placed better at twice the zoom.
+
+:func:`find` is the task. Its steps are separate functions so that the candidates can be
+scored from stored embeddings too: :func:`find_candidates` (an image pass, then
+:func:`score_candidates` per batch), :func:`refine_boxes` (a second look at each kept box).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from os import PathLike
+
+import geopandas as gpd
+import numpy as np
+import shapely
+import torch
+import torch.nn.functional as F
+from rasterio.windows import Window
+
+from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE, DEFAULT_NMS_IOU
+from ..errors import InputError
+from ..geo import RasterSource, pixel_boxes_to_polygons
+from ..geo.grid import area_window, tile_windows
+from . import scoring
+from .encoder import Cancel, EmbeddingBatch, Encoder, Progress, Stage, enter_stage, tile_scale
+from .metadata import raster_meta, run_metadata
+from .regions import centres_in, load_regions, load_within, pd_strings, region_embeddings
+
+__all__ = ["find", "find_candidates", "keep_top_per_tile", "refine_boxes", "score_candidates"]
+
+MIN_VALID_FRACTION = 0.5  # candidates / patches with less valid area are ignored
+PRE_NMS = 64  # candidates per (tile, phrase) considered for NMS
+# the box refinement: each kept box is looked at again at twice the tile zoom (a window of half
+# the tile size around it, resampled to the model's input) for a better placed box
+REFINE_ZOOM = 2
+REFINE_MIN_AREA = 0.5  # a refined box keeps at least this share of the original box's area
+REFINE_SPARE = 20  # boxes refined beyond max_results per phrase (NMS may merge refined boxes)
+_BUFFER_LIMIT = 20_000
+
+
+def find(
+    enc: Encoder,
+    raster: str | PathLike,
+    phrases: Sequence[str] | str,
+    regions: str | PathLike | gpd.GeoDataFrame | None = None,
+    min_score: float = DEFAULT_MIN_SCORE,
+    max_results: int = DEFAULT_MAX_RESULTS,
+    *,
+    nms_iou: float = DEFAULT_NMS_IOU,
+    bands: Sequence[int] | str | None = None,
+    tile_size: int | None = None,
+    overlap: float = 0.25,
+    bounds: Sequence[float] | None = None,
+    allow_no_crs: bool = False,
+    refine: bool = True,
+    regions_layer: str | int | None = None,
+    buffer: float | None = None,
+    within: str | PathLike | gpd.GeoDataFrame | None = None,
+    within_layer: str | int | None = None,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+    stage: Stage | None = None,
+) -> gpd.GeoDataFrame:
+    """Find objects matching each phrase.
+
+    Candidates (without ``regions``): connected components of each phrase's dense
+    similarity map at several relative thresholds, plus multi-scale sliding windows; all
+    RoIAlign-pooled from the tile's one dense map, scored (see
+    :mod:`~geoalign_core.inference.scoring`), NMS per tile, then NMS across tile borders
+    (raster pixel frame), score threshold, top ``max_results`` per phrase.
+    With ``regions`` the given features' bounding boxes are the candidates (no NMS).
+
+    ``within`` (a vector file or GeoDataFrame of polygons, any CRS): search inside them only:
+    tiles that touch none are skipped, and a box is kept when its centre lies in one of them.
+    (``regions``, by contrast, makes each feature's box *the* candidate.)
+
+    ``refine`` (without ``regions``): each kept box is looked at again at twice the zoom
+    (:func:`refine_boxes`) and may move to a better placed box of at least half its area;
+    it does so only when the moved box scores at least as high at the tile zoom. Scores
+    are those of the tile pass. Then NMS again and the top ``max_results``.
+
+    Rows: ``geometry`` (box), ``phrase``, ``score``, ``rank`` (1 = best, per phrase).
+    """
+    phrases = enc.clean(phrases)
+    if not 0.0 <= float(min_score) <= 1.0:
+        raise InputError(f"min score must be in [0, 1]; got {min_score}", param="min_score")
+    if int(max_results) < 1:
+        raise InputError(f"max results must be at least 1; got {max_results}", param="max_results")
+    ts = enc.tile_size(tile_size)
+    with RasterSource(raster, bands, allow_no_crs=allow_no_crs) as src:
+        area = area_window(src.transform, src.width, src.height, bounds, src.path)
+        extra: dict[str, object] = {}
+        if regions is not None:
+            feats, rboxes, n_out = load_regions(regions, src, area, regions_layer, buffer)
+            texts, bg = enc.query_texts(phrases)
+            enter_stage(stage, "scoring regions")
+            emb = region_embeddings(enc, src, rboxes, area, ts, overlap, progress, cancel)
+            probs = scoring.phrase_probabilities(emb, texts, len(phrases), enc.logit_scale).cpu()
+            k_idx, p_idx = (probs >= float(min_score)).nonzero(as_tuple=True)
+            boxes = torch.from_numpy(rboxes)[k_idx]
+            scores = probs[k_idx, p_idx]
+            keep = scoring.nms_per_label(boxes, scores, p_idx, iou=1.0, cap=int(max_results))
+            extra = {"regions": str(regions) if not isinstance(regions, gpd.GeoDataFrame) else "GeoDataFrame",
+                     "n_regions": len(feats), "n_regions_outside": n_out}
+        else:
+            texts, bg = enc.query_texts(phrases)
+            windows = tile_windows(src.width, src.height, ts, overlap, area=area)
+            zone = None
+            if within is not None:
+                zone, n_within = load_within(within, src, area, within_layer, buffer)
+                windows = [w for w in windows if zone.intersects(shapely.box(
+                    w.col_off, w.row_off, w.col_off + w.width, w.row_off + w.height))]
+                extra |= {"within": str(within) if not isinstance(within, gpd.GeoDataFrame) else "GeoDataFrame",
+                          "n_within": n_within}
+            enter_stage(stage, "scanning tiles")
+            boxes, scores, p_idx = find_candidates(
+                enc,                 src, windows, area, texts, len(phrases), float(min_score), int(max_results),
+                float(nms_iou), progress, cancel,
+            )
+            if zone is not None:
+                inside = centres_in(zone, boxes)
+                boxes, scores, p_idx = boxes[inside], scores[inside], p_idx[inside]
+            if refine:
+                keep = scoring.nms_per_label(boxes, scores, p_idx, float(nms_iou),
+                                             cap=int(max_results) + min(int(max_results), REFINE_SPARE))
+                boxes, scores, p_idx = boxes[keep], scores[keep], p_idx[keep]
+                boxes, n_moved = refine_boxes(enc, src, area, boxes, p_idx, texts, len(phrases), ts, overlap,
+                                                    cancel, progress, stage)
+                extra["n_refined"] = n_moved
+                if zone is not None:  # a moved box keeps its centre in the old box, maybe not in the zone
+                    inside = centres_in(zone, boxes)
+                    boxes, scores, p_idx = boxes[inside], scores[inside], p_idx[inside]
+            keep = scoring.nms_per_label(boxes, scores, p_idx, float(nms_iou), cap=int(max_results))
+            extra |= {"n_windows": len(windows), "nms_iou": float(nms_iou), "refine": bool(refine),
+                     "dense_thresholds": list(scoring.DENSE_THRESHOLDS),
+                     "window_scales_patches": list(scoring.WINDOW_SCALES)}
+        boxes, scores, p_idx = boxes[keep], scores[keep], p_idx[keep]
+        order = np.lexsort((-scores.numpy(), p_idx.numpy()))
+        boxes, scores, p_idx = boxes[order], scores[order], p_idx[order]
+        ranks = np.zeros(len(order), dtype=np.int64)
+        for p in range(len(phrases)):
+            sel = (p_idx == p).numpy()
+            ranks[sel] = np.arange(1, int(sel.sum()) + 1)
+        gdf = gpd.GeoDataFrame(
+            {
+                "phrase": pd_strings([phrases[int(i)] for i in p_idx]),
+                "score": scores.numpy().astype(np.float64),
+                "rank": ranks,
+            },
+            geometry=pixel_boxes_to_polygons(boxes.numpy().reshape(-1, 4), src.transform),
+            crs=src.crs,
+        )
+        gdf.attrs["geoalign"] = run_metadata(
+            enc,
+            "find",
+            **raster_meta(src, ts, overlap, bounds, enc.batch_size),
+            phrases=phrases,
+            background_phrases=bg,
+            min_score=float(min_score),
+            max_results=int(max_results),
+            score="softmax(logit_scale * cos) over phrases + background phrases",
+            n_matches=len(gdf),
+            **extra,
+        )
+    return gdf
+
+
+
+def find_candidates(
+    enc: Encoder,
+    src: RasterSource,
+    windows: list[Window],
+    area: Window,
+    texts: torch.Tensor,
+    n_phrases: int,
+    min_score: float,
+    max_results: int,
+    nms_iou: float,
+    progress: Progress | None,
+    cancel: Cancel | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Image pass + candidate scoring; returns (raster-pixel boxes, scores, phrase index)."""
+    phr = texts[:n_phrases]
+    all_boxes: list[torch.Tensor] = []
+    all_scores: list[torch.Tensor] = []
+    all_labels: list[torch.Tensor] = []
+    buffered = 0
+    cap = max(4 * max_results, 200)
+    for eb in enc.image_pass(src, windows, dense=True, progress=progress, cancel=cancel):
+        b = len(eb.tiles)
+        sim = scoring.similarity_maps(eb.dense_normalized, phr).cpu()  # [B, N, h, w]
+        owner, cand, probs, valid, nonempty = score_candidates(enc, eb, sim.flatten(0, 1), area, texts, n_phrases)
+        probs[~(valid & nonempty)] = 0.0
+        # the best PRE_NMS candidates per (tile, phrase) go on to NMS
+        probs = keep_top_per_tile(probs, owner, b, PRE_NMS)
+        k_idx, p_idx = (probs >= max(min_score, 1e-12)).nonzero(as_tuple=True)
+        if k_idx.numel() == 0:
+            continue
+        bx, sc = cand[k_idx], probs[k_idx, p_idx]
+        # NMS inside the batch keyed by (tile, phrase): cheap and bounds what is buffered
+        key = owner[k_idx] * n_phrases + p_idx
+        keep = scoring.nms_per_label(bx, sc, key, nms_iou)
+        all_boxes.append(bx[keep])
+        all_scores.append(sc[keep])
+        all_labels.append(p_idx[keep])
+        buffered += int(keep.numel())
+        if buffered > _BUFFER_LIMIT:
+            bx, sc, lb = torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
+            keep = scoring.nms_per_label(bx, sc, lb, nms_iou, cap=cap)
+            all_boxes, all_scores, all_labels = [bx[keep]], [sc[keep]], [lb[keep]]
+            buffered = int(keep.numel())
+    if not all_boxes:
+        return torch.zeros((0, 4), dtype=torch.float64), torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    return torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
+
+
+
+def score_candidates(
+    enc: Encoder, eb: EmbeddingBatch, sim: torch.Tensor, area: Window, texts: torch.Tensor, n_phrases: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Candidate boxes of a batch of tiles, pooled from their dense maps and scored.
+
+    Candidates per tile: the window grid (:func:`scoring.window_candidates`) plus the
+    components of the tile's similarity maps at patch and half-patch resolution.
+
+    Args:
+        eb: the batch (dense maps, validity, tiles).
+        sim: ``[B * m, h, w]`` similarity maps, ``m`` consecutive maps per tile.
+        area: the search area (raster pixels): boxes are clamped to it.
+        texts, n_phrases: query phrases then background phrases (see
+            :func:`scoring.phrase_probabilities`).
+
+    Returns:
+        ``owner [K]`` (tile of each candidate, in batch order), ``boxes [K, 4]`` (raster
+        pixels, float64, clamped to ``area``), ``probs [K, n_phrases]``, ``valid [K]``
+        (enough valid pixels inside) and ``nonempty [K]`` (at least 1 px wide and high after
+        clamping).
+    """
+    patch, size = enc.model.patch_size, enc.input_size
+    b = len(eb.tiles)
+    per_map = sim.shape[0] // b
+    pvalid = (scoring.patch_validity(eb.valid, patch) >= MIN_VALID_FRACTION).repeat_interleave(per_map, dim=0)
+    midx, dboxes = scoring.dense_candidates(sim, patch, pvalid)
+    # the same maps at half-patch resolution: tighter boxes around small objects
+    midx2, dboxes2 = scoring.dense_candidates(sim, patch, pvalid, upsample=2)
+    midx, dboxes = torch.cat([midx, midx2]), torch.cat([dboxes, dboxes2])
+    tile_of = midx // per_map
+    grid_boxes = scoring.window_candidates(size, size, patch)
+    per_tile = [torch.unique(torch.cat([grid_boxes, dboxes[tile_of == i]], dim=0), dim=0) for i in range(b)]
+    valid = scoring.boxes_valid_fraction(eb.valid, per_tile) >= MIN_VALID_FRACTION
+    with torch.no_grad():
+        reg = F.normalize(enc.model.pool_regions(eb.dense, per_tile).float(), dim=-1)
+        probs = scoring.phrase_probabilities(reg, texts, n_phrases, enc.logit_scale).cpu()
+    # map to raster pixels
+    owner = torch.cat([torch.full((len(c),), i) for i, c in enumerate(per_tile)])
+    cand = torch.cat(per_tile).double()
+    offs = torch.tensor([[t.window.col_off, t.window.row_off] for t in eb.tiles], dtype=torch.float64)
+    scl = torch.tensor([tile_scale(t) for t in eb.tiles], dtype=torch.float64)
+    cand = cand * scl[owner, None] + offs[owner].repeat(1, 2)
+    a_x0, a_y0 = float(area.col_off), float(area.row_off)
+    cand[:, 0::2] = cand[:, 0::2].clamp(a_x0, a_x0 + float(area.width))
+    cand[:, 1::2] = cand[:, 1::2].clamp(a_y0, a_y0 + float(area.height))
+    nonempty = ((cand[:, 2] - cand[:, 0]) >= 1) & ((cand[:, 3] - cand[:, 1]) >= 1)
+    return owner, cand, probs, valid, nonempty
+
+
+
+def refine_boxes(
+    enc: Encoder,
+    src: RasterSource,
+    area: Window,
+    boxes: torch.Tensor,
+    labels: torch.Tensor,
+    texts: torch.Tensor,
+    n_phrases: int,
+    tile_size: int,
+    overlap: float,
+    cancel: Cancel | None,
+    progress: Progress | None = None,
+    stage: Stage | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Place each box better by looking at it at twice the tile zoom.
+
+    A box found on the patch grid of a tile is placed to within a patch; objects of one or
+    two patches (cars at 0.3 m with 8 px patches) then get boxes that are shifted or the
+    wrong shape. For each box: a window of half the tile size centred on it is resampled
+    to the model's input (twice the zoom, so patches of half the size), the candidates of
+    :func:`find_candidates` are scored there for the box's phrase, and the best one whose
+    centre lies in the box and whose area is at least ``REFINE_MIN_AREA`` of the box's is
+    proposed (the area bound keeps a part of a large object from replacing it). The
+    proposal replaces the box only if, pooled at the tile zoom like every ``find``
+    candidate, it scores at least as high as the box.
+
+    Args:
+        boxes: ``[K, 4]`` raster-pixel boxes (float64); labels: ``[K]`` phrase indexes.
+
+    Returns:
+        ``(boxes [K, 4], number of boxes moved)``.
+    """
+    if len(boxes) == 0:
+        return boxes, 0
+    enter_stage(stage, "refining boxes")
+    side = max(enc.model.patch_size, round(tile_size / REFINE_ZOOM))
+    orig = boxes.numpy()
+    cx, cy = (orig[:, 0] + orig[:, 2]) / 2, (orig[:, 1] + orig[:, 3]) / 2
+    windows = [Window(math.floor(x - side / 2), math.floor(y - side / 2), side, side) for x, y in zip(cx, cy)]
+    proposed = orig.copy()
+    for eb in enc.image_pass(src, windows, dense=True, progress=progress, cancel=cancel, skip_empty=False):
+        rows = torch.tensor([t.index for t in eb.tiles])
+        lab = labels[rows]
+        # the similarity map of each window's own phrase
+        sim = torch.einsum("bdhw,bd->bhw", eb.dense_normalized.float(), texts[lab.to(texts.device)].float()).cpu()
+        owner, cand, probs, valid, _ = score_candidates(enc, eb, sim, area, texts, n_phrases)
+        score = probs[torch.arange(len(owner)), lab[owner]]
+        score[~valid] = -1.0
+        c_area = (cand[:, 2] - cand[:, 0]) * (cand[:, 3] - cand[:, 1])
+        ccx, ccy = (cand[:, 0] + cand[:, 2]) / 2, (cand[:, 1] + cand[:, 3]) / 2
+        for i, k in enumerate(rows.tolist()):
+            x0, y0, x1, y1 = orig[k]
+            ok = ((owner == i) & (ccx >= x0) & (ccx <= x1) & (ccy >= y0) & (ccy <= y1)
+                  & (c_area >= REFINE_MIN_AREA * (x1 - x0) * (y1 - y0)) & (score >= 0))
+            if bool(ok.any()):
+                j = int(torch.where(ok, score, torch.full_like(score, -2.0)).argmax())
+                proposed[k] = cand[j].numpy()
+    moved = np.flatnonzero(np.abs(proposed - orig).max(axis=1) > 1e-6)
+    if len(moved) == 0:
+        return boxes, 0
+    # the check at the tile zoom: the proposal must score at least as high as the box
+    both = np.concatenate([orig[moved], proposed[moved]])
+    enter_stage(stage, "checking refined boxes")
+    emb = region_embeddings(enc, src, both, area, tile_size, overlap, progress, cancel)
+    probs = scoring.phrase_probabilities(emb, texts, n_phrases, enc.logit_scale).cpu()
+    lab = labels[torch.from_numpy(moved)]
+    n = len(moved)
+    before = probs[torch.arange(n), lab]
+    after = probs[torch.arange(n, 2 * n), lab]
+    accept = moved[(after >= before).numpy()]
+    out = orig.copy()
+    out[accept] = proposed[accept]
+    return torch.from_numpy(out), int(len(accept))
+
+
+def keep_top_per_tile(probs: torch.Tensor, owner: torch.Tensor, n_tiles: int, k: int) -> torch.Tensor:
+    """Zero all but the ``k`` best scores per (tile, phrase) column of ``probs [K, N]``."""
+    out = torch.zeros_like(probs)
+    for i in range(n_tiles):
+        rows = (owner == i).nonzero(as_tuple=True)[0]
+        if rows.numel() == 0:
+            continue
+        sub = probs[rows]
+        kk = min(k, sub.shape[0])
+        vals, idx = sub.topk(kk, dim=0)
+        out[rows[idx], torch.arange(sub.shape[1]).expand(kk, -1)] = vals
+    return out

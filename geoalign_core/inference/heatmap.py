@@ -1,0 +1,128 @@
+"""Heatmaps: a phrase's response at every patch of a raster, resampled onto its grid, as a COG."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import rasterio.windows
+from rasterio.windows import Window
+
+from ..errors import InputError
+from ..geo import HeatmapAccumulator, RasterSource, check_output, write_float_geotiff
+from ..geo.grid import area_window, tile_windows
+from . import scoring
+from .encoder import Cancel, Encoder, Progress, Stage, check_cancel, enter_stage
+from .metadata import jsonable, raster_meta, run_metadata
+
+__all__ = ["HEATMAP_VALUES", "MAX_HEATMAP_CELLS", "heatmap", "mask_invalid"]
+
+HEATMAP_VALUES = ("similarity", "score")
+MAX_HEATMAP_CELLS = 25_000_000  # default grid: the raster's, coarsened to stay under this
+
+
+def heatmap(
+    enc: Encoder,
+    raster: str | PathLike,
+    phrase: str,
+    out_path: str | PathLike,
+    overwrite: bool = False,
+    *,
+    scale: int | None = None,
+    values: str = "similarity",
+    metadata: Mapping[str, object] | None = None,
+    bands: Sequence[int] | str | None = None,
+    tile_size: int | None = None,
+    overlap: float = 0.25,
+    bounds: Sequence[float] | None = None,
+    allow_no_crs: bool = False,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+    stage: Stage | None = None,
+) -> Path:
+    """Write the phrase's dense similarity as a float32 COG; returns the path.
+
+    Values (``values``): ``"similarity"``, the cosine similarity (-1..1) of each patch
+    embedding (the model's ``dense_mode``) with the phrase; or ``"score"``, the 0..1
+    probability ``find`` would give a one-patch region (softmax with the model's logit
+    scale over the phrase and the background phrases), the score users see on boxes. Both
+    are bilinearly resampled onto the output grid and averaged where tiles overlap. The
+    grid is the raster's (or the ``bounds`` window's) pixel grid, coarsened by ``scale``
+    raster pixels per cell (default: 1, or the smallest integer keeping the
+    grid under 25 M cells). Cells without valid input pixels are nodata (NaN).
+    """
+    phrase = enc.clean(phrase)[0]
+    if values not in HEATMAP_VALUES:
+        raise InputError(f"heatmap values must be one of {', '.join(HEATMAP_VALUES)}; got {values!r}")
+    out_path = check_output(out_path, overwrite)
+    ts = enc.tile_size(tile_size)
+    with RasterSource(raster, bands, allow_no_crs=allow_no_crs) as src:
+        area = area_window(src.transform, src.width, src.height, bounds, src.path)
+        h, w = int(area.height), int(area.width)
+        if scale is None:
+            scale = max(1, math.ceil(math.sqrt(h * w / MAX_HEATMAP_CELLS)))
+        elif int(scale) != scale or int(scale) < 1:
+            raise InputError(f"scale must be a whole number >= 1; got {scale}", param="scale")
+        scale = int(scale)
+        windows = tile_windows(src.width, src.height, ts, overlap, area=area)
+        texts, bg = enc.query_texts([phrase])
+        transform = rasterio.windows.transform(area, src.transform)
+        acc = HeatmapAccumulator(h, w, transform, src.crs, scale=scale)
+        c0, r0 = int(area.col_off), int(area.row_off)
+        n_tiles = 0
+        enter_stage(stage, "scanning tiles")
+        for eb in enc.image_pass(src, windows, dense=True, progress=progress, cancel=cancel):
+            if values == "score":
+                sim = scoring.probability_maps(eb.dense_normalized, texts, 1, enc.logit_scale)
+            else:
+                sim = scoring.similarity_maps(eb.dense_normalized, texts[:1])
+            sim = sim[:, 0].cpu().numpy()
+            for i, t in enumerate(eb.tiles):
+                win = Window(t.window.col_off - c0, t.window.row_off - r0, t.window.width, t.window.height)
+                acc.add(win, sim[i], valid=t.valid, resampling="bilinear")
+                n_tiles += 1
+        if n_tiles == 0:
+            raise InputError(f"no valid pixels in {src.path}" + (" within the bounds" if bounds else ""))
+        meta = run_metadata(
+            enc,
+            "heatmap",
+            **raster_meta(src, ts, overlap, bounds, enc.batch_size),
+            phrase=phrase,
+            values=values,
+            values_meaning=(
+                "probability of the phrase against background phrases for each patch as a one-patch region "
+                "(find's score), averaged in overlaps" if values == "score"
+                else "cosine similarity of patch embeddings with the phrase, averaged in overlaps"),
+            background_phrases=bg if values == "score" else [],
+            scale=scale,
+            n_tiles=n_tiles,
+        )
+        meta.update({k: jsonable(v) for k, v in (metadata or {}).items()})
+        grid = acc.result()
+        enter_stage(stage, "masking nodata")
+        mask_invalid(grid, src, area, scale, cancel)
+        check_cancel(cancel)
+        enter_stage(stage, "writing")
+        desc = f"{phrase} (score)" if values == "score" else phrase
+        write_float_geotiff(grid, out_path, acc.out_transform, src.crs, overwrite=overwrite,
+                            band_descriptions=[desc], tags={"GEOALIGN_METADATA": meta})
+    return out_path
+
+
+def mask_invalid(values: np.ndarray, src: RasterSource, area: Window, scale: int, cancel: Cancel | None) -> None:
+    """Set output cells whose raster pixel (nearest, at the output resolution) is nodata to NaN.
+
+    Tiles resampled to the model's input size carry a coarser validity mask; this strip-wise
+    pass makes nodata exact on the output grid without holding the raster in memory.
+    """
+    out_h, out_w = values.shape
+    rows = max(1, 4_000_000 // max(out_w, 1))
+    for r in range(0, out_h, rows):
+        check_cancel(cancel)
+        n = min(rows, out_h - r)
+        win = Window(area.col_off, area.row_off + r * scale, out_w * scale, n * scale)
+        _, valid = src.read_raw(win, out_shape=(n, out_w))
+        values[r : r + n][~valid] = np.nan

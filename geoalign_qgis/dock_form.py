@@ -1,0 +1,370 @@
+"""The dock's form: its widgets, their values and settings, and the raster combo.
+
+A mixin of :class:`~geoalign_qgis.dock.GeoAlignDock` (the dock builds, reads and remembers its
+fields here; :mod:`.dock_requests` turns them into engine requests; the dock itself shows the
+results).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle, QgsSettings
+from qgis.gui import QgsCollapsibleGroupBox, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import layers
+from .compat import raster_layer_filter
+from .inputs import DEFAULT_MODEL, split_texts
+from .results import ResultsTable
+from .setup_panel import SetupPanel
+
+SCOPES = (("view", "Current map view"), ("layer", "Whole layer"), ("regions", "Regions drawn on the map"))
+DEFAULT_MIN_SCORE = 0.3
+DEFAULT_MAX_RESULTS = 100
+DEFAULT_OVERLAP = 0.25
+SETTINGS = "geoalign/dock"
+
+
+class DockForm:
+    """The fields of the dock (mixin: the dock provides ``iface``, ``canvas``, ``map_tool``, ``task``)."""
+
+    # ---------------------------------------------------------------------------- UI
+    def _build(self) -> None:
+        body = QWidget(self)
+        outer = QVBoxLayout(body)
+
+        self.setup_panel = SetupPanel(body)
+        self.setup_panel.engineReady.connect(self._engine_ready)
+        outer.addWidget(self.setup_panel)
+
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self.layer_combo = QgsMapLayerComboBox(body)
+        self.layer_combo.setFilters(raster_layer_filter())
+        self.layer_combo.setAllowEmptyLayer(False)
+        self.layer_combo.setMinimumContentsLength(12)
+        form.addRow("Raster", self.layer_combo)
+
+        self.model_combo = QComboBox(body)
+        self.model_combo.setEditable(True)
+        self.model_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setMinimumContentsLength(12)
+        self.model_combo.view().setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.model_combo.setToolTip(
+            "A model of the zoo, an open_clip architecture, hf-hub:org/repo, or a checkpoint file")
+        self.model_combo.currentIndexChanged.connect(self._show_model_state)
+        self.model_combo.editTextChanged.connect(self._show_model_state)
+        browse = QToolButton(body)
+        browse.setText("…")
+        browse.setToolTip("Choose a checkpoint file (.safetensors, .pt)")
+        browse.clicked.connect(self._browse_model)
+        row = QHBoxLayout()
+        row.addWidget(self.model_combo, 1)
+        row.addWidget(browse)
+        form.addRow("Model", row)
+        self.model_state = QLabel("", body)
+        self.model_state.setStyleSheet("QLabel { color: #666; }")
+        self.model_state.setWordWrap(True)
+        self.model_state.setMinimumWidth(1)
+        form.addRow("", self.model_state)
+
+        self.phrase_edit = QPlainTextEdit(body)
+        self.phrase_edit.setPlaceholderText("one phrase per line (or separated by ;), e.g.\nred car\nswimming pool")
+        self.phrase_edit.setMinimumHeight(60)
+        self.phrase_edit.setMaximumHeight(90)
+        self.phrase_edit.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        self.phrase_edit.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        form.addRow("Phrases", self.phrase_edit)
+
+        self.scope_combo = QComboBox(body)
+        for key, label in SCOPES:
+            self.scope_combo.addItem(label, key)
+        form.addRow("Search in", self.scope_combo)
+
+        self.min_score = QDoubleSpinBox(body)
+        self.min_score.setRange(0.0, 1.0)
+        self.min_score.setDecimals(3)
+        self.min_score.setSingleStep(0.05)
+        self.min_score.setValue(DEFAULT_MIN_SCORE)
+        self.min_score.setToolTip("Keep objects whose score (probability of the phrase) is at least this")
+        form.addRow("Min score", self.min_score)
+
+        self.max_results = QSpinBox(body)
+        self.max_results.setRange(1, 100000)
+        self.max_results.setValue(DEFAULT_MAX_RESULTS)
+        self.max_results.setToolTip("Best results kept per phrase")
+        form.addRow("Max results", self.max_results)
+
+        self.refine = QCheckBox("Refine boxes at 2x zoom", body)
+        self.refine.setChecked(True)
+        self.refine.setToolTip("Each found box is looked at again at twice the zoom and moved to a better placed "
+                               "box when that scores at least as high (tighter boxes on small objects; the CLI's "
+                               "default, --no-refine there)")
+        form.addRow(self.refine)  # spans both columns: the dock stays narrow
+        outer.addLayout(form)
+
+        regions = QHBoxLayout()
+        self.draw_button = QPushButton("Draw regions", body)
+        self.draw_button.setCheckable(True)
+        self.draw_button.setToolTip("Drag rectangles on the map (numbered as the rows of Match regions); "
+                                    "right click removes the last one")
+        self.draw_button.toggled.connect(self._toggle_tool)
+        self.clear_button = QPushButton("Clear", body)
+        self.clear_button.clicked.connect(self.map_tool.clear)
+        self.regions_label = QLabel("0 regions", body)
+        regions.addWidget(self.draw_button)
+        regions.addWidget(self.clear_button)
+        regions.addWidget(self.regions_label, 1)
+        outer.addLayout(regions)
+
+        advanced = QgsCollapsibleGroupBox("Advanced", body)
+        adv = QFormLayout(advanced)
+        self.device_combo = QComboBox(advanced)
+        self.device_combo.addItems(["auto", "cpu", "cuda"])
+        adv.addRow("Device", self.device_combo)
+        self.batch_size = QSpinBox(advanced)
+        self.batch_size.setRange(1, 1024)
+        self.batch_size.setValue(16)
+        adv.addRow("Batch size", self.batch_size)
+        self.tile_size = QSpinBox(advanced)
+        self.tile_size.setRange(0, 4096)
+        self.tile_size.setSpecialValueText("model's input size")
+        adv.addRow("Tile size (px)", self.tile_size)
+        self.overlap = QDoubleSpinBox(advanced)
+        self.overlap.setRange(0.0, 0.89)
+        self.overlap.setSingleStep(0.05)
+        self.overlap.setValue(DEFAULT_OVERLAP)
+        adv.addRow("Tile overlap", self.overlap)
+        self.bands_edit = QLineEdit(advanced)
+        self.bands_edit.setPlaceholderText("RGB from the colour interpretation")
+        self.bands_edit.setToolTip("1-based bands to use as red, green, blue, e.g. 3,2,1 or 4,3,2")
+        adv.addRow("Bands", self.bands_edit)
+        self.allow_no_crs = QCheckBox("Allow rasters without a CRS", advanced)
+        self.allow_no_crs.setToolTip("A raster with no coordinate reference system is refused unless this is ticked; "
+                                     "its results are then in pixel coordinates (not placed on the map)")
+        adv.addRow(self.allow_no_crs)
+        advanced.setCollapsed(True)
+        advanced.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        outer.addWidget(advanced)
+
+        buttons = QGridLayout()
+        self.find_button = QPushButton("Find", body)
+        self.find_button.setToolTip("Find objects matching the phrases")
+        self.find_button.clicked.connect(self.run_find)
+        self.match_button = QPushButton("Match regions", body)
+        self.match_button.setToolTip("Score each drawn region against the phrases")
+        self.match_button.clicked.connect(self.run_match_regions)
+        self.heatmap_button = QPushButton("Show heatmap", body)
+        self.heatmap_button.setToolTip("Score map of the first typed phrase (0..1, as the boxes' scores)")
+        self.heatmap_button.clicked.connect(lambda: self.run_heatmap())
+        self.classify_button = QPushButton("Classify tiles", body)
+        self.classify_button.setToolTip("Label every tile (side by side, no overlap) with the most probable of the "
+                                        "typed phrases (none typed: a built-in remote-sensing vocabulary)")
+        self.classify_button.clicked.connect(self.run_tile_classify)
+        self.cancel_button = QPushButton("Cancel", body)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons.addWidget(self.find_button, 0, 0)
+        buttons.addWidget(self.match_button, 0, 1)
+        buttons.addWidget(self.heatmap_button, 1, 0)
+        buttons.addWidget(self.classify_button, 1, 1)
+        buttons.addWidget(self.cancel_button, 2, 0, 1, 2)
+        outer.addLayout(buttons)
+
+        self.progress = QProgressBar(body)
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        self.progress.setTextVisible(True)
+        outer.addWidget(self.progress)
+        self.status = QLabel("Ready", body)
+        self.status.setWordWrap(True)
+        self.status.setMinimumWidth(1)  # a long unbroken word (a path in an error) never widens the dock
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        outer.addWidget(self.status)
+
+        self.table = ResultsTable(self.canvas, body)
+        self.table.setMinimumHeight(200)  # six rows or more, also on a small screen (the dock scrolls)
+        outer.addWidget(self.table, 1)
+
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        scroll.setWidget(body)
+        # never narrower than the form: the dock scrolls up and down, never sideways
+        scroll.setMinimumWidth(body.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 4)
+        self.scroll_area = scroll
+        self.setWidget(scroll)
+
+    def _show_model_state(self, *_: Any) -> None:
+        name = self.model_name()
+        entry = next((m for m in self.models if m["name"] == name), None)
+        if entry is not None:
+            self.model_state.setText(entry["state"])
+        elif name and Path(name).suffix in (".safetensors", ".pt", ".pth", ".bin", ".ckpt"):
+            self.model_state.setText("checkpoint file" + ("" if Path(name).is_file() else " (not found)"))
+        elif self.models:
+            self.model_state.setText("not in the zoo: an open_clip architecture or hf-hub:org/repo")
+
+    # ---------------------------------------------------------------------------- settings
+    def _restore_settings(self) -> None:
+        st = QgsSettings()
+        self.set_model(st.value(f"{SETTINGS}/model", "", type=str) or DEFAULT_MODEL)
+        device = st.value(f"{SETTINGS}/device", "", type=str)
+        if device in ("auto", "cpu", "cuda"):
+            self.device_combo.setCurrentText(device)
+        for key, box, cast in (("min_score", self.min_score, float), ("max_results", self.max_results, int)):
+            value = st.value(f"{SETTINGS}/{key}", None)
+            if value not in (None, ""):
+                try:
+                    box.setValue(cast(value))
+                except (TypeError, ValueError):
+                    pass
+        for key, box in (("refine", self.refine), ("allow_no_crs", self.allow_no_crs)):
+            value = st.value(f"{SETTINGS}/{key}", None)
+            if value not in (None, ""):
+                box.setChecked(str(value).lower() in ("true", "1"))
+
+    def _save_settings(self) -> None:
+        st = QgsSettings()
+        st.setValue(f"{SETTINGS}/model", self.model_name())
+        st.setValue(f"{SETTINGS}/device", self.device_combo.currentText())
+        st.setValue(f"{SETTINGS}/min_score", float(self.min_score.value()))
+        st.setValue(f"{SETTINGS}/max_results", int(self.max_results.value()))
+        st.setValue(f"{SETTINGS}/refine", bool(self.refine.isChecked()))
+        st.setValue(f"{SETTINGS}/allow_no_crs", bool(self.allow_no_crs.isChecked()))
+        layer = self.raster_layer()
+        if layer is not None:
+            st.setValue(f"{SETTINGS}/raster_source", layer.source())
+
+    # ---------------------------------------------------------------------------- the raster combo
+    def _connect_project(self) -> None:
+        project = QgsProject.instance()
+        project.layersAdded.connect(self._layers_changed)
+        project.readProject.connect(self._layers_changed)
+        project.layersWillBeRemoved.connect(self._layers_removed)
+        project.cleared.connect(self._project_cleared)
+        self._layers_changed()
+
+    def _layers_removed(self, ids: list[str]) -> None:
+        """The table never lists features of a removed layer."""
+        if self.table.layer_id() in set(ids):
+            self.table.clear_results()
+        if self.last_layer is not None and self.last_layer.id() in set(ids):
+            self.last_layer = None
+
+    def _project_cleared(self) -> None:
+        """A new or another project: no rows, no drawn regions from the old one."""
+        self.table.clear_results()
+        self.map_tool.clear()
+        self.last_layer, self.last_output = None, None
+
+    def _layers_changed(self, *_: Any) -> None:
+        """Keep GeoAlign's own outputs out of the raster combo; prefer the raster used last."""
+        project = QgsProject.instance()
+        outputs = [lyr for lyr in project.mapLayers().values() if layers.is_output(lyr)]
+        current = self.layer_combo.currentLayer()
+        self.layer_combo.setExceptedLayerList(outputs)
+        if current is not None and not layers.is_output(current) and current.id() in project.mapLayers():
+            self.layer_combo.setLayer(current)
+            return
+        wanted = QgsSettings().value(f"{SETTINGS}/raster_source", "", type=str)
+        rasters = [lyr for lyr in project.mapLayers().values()
+                   if isinstance(lyr, QgsRasterLayer) and not layers.is_output(lyr)]
+        pick = next((r for r in rasters if wanted and r.source() == wanted), rasters[0] if rasters else None)
+        if pick is not None:
+            self.layer_combo.setLayer(pick)
+
+    # ---------------------------------------------------------------------------- small handlers
+    def _browse_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Model checkpoint", "", "Checkpoints (*.safetensors *.pt *.pth *.bin *.ckpt);;All files (*)"
+        )
+        if path:
+            self.set_model(path)
+
+    def _toggle_tool(self, on: bool) -> None:
+        if on:
+            self._previous_tool = self.canvas.mapTool()
+            self.canvas.setMapTool(self.map_tool)
+            self.scope_combo.setCurrentIndex(self.scope_combo.findData("regions"))
+        elif self.canvas.mapTool() is self.map_tool:
+            if self._previous_tool is not None:
+                self.canvas.setMapTool(self._previous_tool)
+            else:
+                self.canvas.unsetMapTool(self.map_tool)
+
+    def _regions_changed(self, n: int) -> None:
+        self.regions_label.setText(f"{n} region{'s' if n != 1 else ''}")
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        running = self.is_running()
+        for b in (self.find_button, self.heatmap_button, self.classify_button):
+            b.setEnabled(not running)
+        self.match_button.setEnabled(not running and self.map_tool.count() > 0)
+        self.cancel_button.setEnabled(running)
+
+    # ---------------------------------------------------------------------------- values
+    def set_raster_layer(self, layer: QgsRasterLayer) -> None:
+        self.layer_combo.setLayer(layer)
+
+    def raster_layer(self) -> QgsRasterLayer | None:
+        layer = self.layer_combo.currentLayer()
+        return layer if isinstance(layer, QgsRasterLayer) else None
+
+    def set_model(self, text: str) -> None:
+        idx = self.model_combo.findData(text)
+        if idx >= 0:
+            self.model_combo.setCurrentIndex(idx)
+        else:
+            self.model_combo.setEditText(text)
+
+    def model_name(self) -> str:
+        text = self.model_combo.currentText().strip()
+        idx = self.model_combo.findText(text)
+        if idx >= 0 and self.model_combo.itemData(idx):
+            return str(self.model_combo.itemData(idx))
+        return text
+
+    def set_phrases(self, phrases: list[str] | str) -> None:
+        self.phrase_edit.setPlainText(phrases if isinstance(phrases, str) else "\n".join(phrases))
+
+    def phrases(self) -> list[str]:
+        return split_texts(self.phrase_edit.toPlainText())
+
+    def set_scope(self, key: str) -> None:
+        idx = self.scope_combo.findData(key)
+        if idx < 0:
+            raise ValueError(f"unknown scope {key!r}; one of {[k for k, _ in SCOPES]}")
+        self.scope_combo.setCurrentIndex(idx)
+
+    def scope(self) -> str:
+        return str(self.scope_combo.currentData())
+
+    def is_running(self) -> bool:
+        return self.task is not None
+
+    def zoom_to_row(self, row: int) -> QgsRectangle | None:
+        return self.table.zoom_to_row(row)
