@@ -7,7 +7,7 @@ STAMP := $(VENV)/.geoalign-installed
 TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup system demo test lint plugin sample clean-venv bench
+.PHONY: setup system demo test test-fast lint plugin sample clean-venv bench
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
+# the quick loop while editing: everything but the tests marked slow (real QGIS, DDP, training runs)
+test-fast: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
+
 lint: setup
 	$(VENV)/bin/ruff check .
 
@@ -45,3 +49,5 @@ plugin: setup
 
 bench: setup
 	$(PY) benchmarks/bench_inference.py
+	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_cli.py

@@ -1,4 +1,18 @@
-"""Shared test set-up.
+"""Shared test set-up and fixtures.
+
+Fixtures (data comes from the generators in ``tests/generate.py``):
+
+* ``tiny_model`` / ``tiny_ckpt``: GeoAlign-Tiny with random weights (seed 0), and the same saved
+  as a safetensors checkpoint: every code path runs offline, scores mean nothing.
+* ``textured`` / ``big_textured``: a 300 x 200 px and a 4000 x 4000 px RGB GeoTIFF;
+  ``regions_geojson``: two rectangles inside ``textured`` (GeoJSON, EPSG:4326).
+* ``crop``: a 224 px crop of the committed sample scene.
+* ``scene_1002``: a generated 512 px aerial scene with its labels GeoPackage.
+* ``one_torch_thread``: torch on one thread for the module (training tests: deterministic and
+  no oversubscription when two ranks share two cores).
+
+Slow tests (more than a few seconds each) carry ``@pytest.mark.slow``: ``pytest -m "not slow"``
+(``make test-fast``) is the quick loop, ``make test`` runs everything.
 
 The QGIS plugin runs its model in the GeoAlign engine process; the tests point it at this
 interpreter (the project's .venv, where geoalign_core is installed), as an administrator
@@ -10,5 +24,75 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("GEOALIGN_ENGINE_PYTHON", sys.executable)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    import torch
+
+    from geoalign_core import load_model
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "RANDOM initialisation"
+        return load_model("GeoAlign-Tiny", device="cpu").eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tiny_model, tmp_path_factory) -> str:
+    from geoalign_core import save_model
+
+    return str(save_model(tiny_model, tmp_path_factory.mktemp("model") / "tiny.safetensors"))
+
+
+@pytest.fixture(scope="session")
+def textured(tmp_path_factory) -> Path:
+    from generate import textured_raster
+
+    return textured_raster(tmp_path_factory.mktemp("textured") / "scene.tif")
+
+
+@pytest.fixture(scope="session")
+def regions_geojson(textured, tmp_path_factory) -> Path:
+    from generate import regions_geojson as write_regions
+
+    return write_regions(tmp_path_factory.mktemp("regions") / "regions.geojson", textured)
+
+
+@pytest.fixture(scope="session")
+def big_textured(tmp_path_factory) -> Path:
+    from generate import textured_raster
+
+    return textured_raster(tmp_path_factory.mktemp("big") / "big.tif", width=4000, height=4000, block=512)
+
+
+@pytest.fixture(scope="session")
+def crop(tmp_path_factory) -> Path:
+    from generate import sample_crop
+
+    return sample_crop(tmp_path_factory.mktemp("crop") / "crop.tif", size=224)
+
+
+@pytest.fixture(scope="session")
+def scene_1002(tmp_path_factory) -> tuple[Path, Path]:
+    from generate import synthetic_scene
+
+    return synthetic_scene(tmp_path_factory.mktemp("scene_1002"), seed=1002, size=512)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared CPU an OpenMP thread
+    that loses its core stalls every parallel region: one thread keeps the runs steady."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -29,95 +29,25 @@ import pytest
 import rasterio
 import shapely
 import torch
-from rasterio.transform import from_origin
+from cli_helpers import assert_bad, cli
+from generate import REAL_DATA, SAMPLE_LABELS, SAMPLE_SCENE, textured_raster
 
-from geoalign_core import load_model, save_model
-from geoalign_core.cli import main
+from geoalign_core import load_model
 from geoalign_core.geo import count_tiles, read_geopackage_metadata
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "sample_data" / "scene.tif"
-SAMPLE_LABELS = ROOT / "sample_data" / "labels.gpkg"
-REAL = ROOT.parent / "shared" / "real_data"
+SAMPLE = SAMPLE_SCENE
+REAL = REAL_DATA
 COMMANDS = ("tile-classify", "find", "match-regions", "heatmap")
 
 
-# ---------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> str:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = load_model("GeoAlign-Tiny", device="cpu")
-    return str(save_model(model, tmp_path_factory.mktemp("model") / "tiny.safetensors"))
-
-
-def write_raster(path, width=300, height=200, count=3, crs="EPSG:32633", nodata=None, block=128):
-    """A smooth RGB uint8 raster written block by block (any size, little memory)."""
-    profile = dict(driver="GTiff", width=width, height=height, count=count, dtype="uint8", nodata=nodata,
-                   transform=from_origin(500000, 4100000, 0.5, 0.5), tiled=True, blockxsize=block,
-                   blockysize=block, compress="deflate")
-    if crs is not None:
-        profile["crs"] = crs
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with rasterio.open(path, "w", **profile) as dst:
-            for _, win in dst.block_windows(1):
-                yy, xx = np.mgrid[win.row_off:win.row_off + win.height, win.col_off:win.col_off + win.width]
-                bands = [(127 + 100 * np.sin(xx / (9 + 4 * b)) * np.cos(yy / (7 + 3 * b))) for b in range(count)]
-                dst.write(np.stack(bands).astype("uint8"), window=win)
-    return path
-
-
-@pytest.fixture(scope="module")
-def raster(tmp_path_factory) -> Path:
-    return write_raster(tmp_path_factory.mktemp("data") / "scene.tif")
-
-
-@pytest.fixture(scope="module")
-def regions(tmp_path_factory, raster) -> Path:
-    with rasterio.open(raster) as ds:
-        left, bottom, right, top = ds.bounds
-        crs = ds.crs
-    gdf = gpd.GeoDataFrame(
-        {"kind": ["a", "b"]},
-        geometry=[shapely.box(left + 5, top - 30, left + 25, top - 10),
-                  shapely.box(left + 60, bottom + 5, left + 90, bottom + 40)],
-        crs=crs,
-    ).to_crs("EPSG:4326")
-    path = tmp_path_factory.mktemp("vec") / "regions.geojson"
-    gdf.to_file(path, driver="GeoJSON")
-    return path
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        rc = main([str(a) for a in args])
-    except SystemExit as exc:  # argparse usage errors
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_bad(capsys, args, outdir: Path, match: str) -> str:
-    before = set(outdir.rglob("*"))
-    rc, out, err = cli(capsys, *args)
-    lines = err.strip().splitlines()
-    assert rc == 2, (out, err)
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    assert match in lines[0], lines[0]
-    assert set(outdir.rglob("*")) == before, "something was written"
-    return lines[0]
-
-
-def command_args(cmd: str, raster, out: Path, regions=None, phrase="red car") -> list[str]:
+def command_args(cmd: str, textured, out: Path, regions_geojson=None, phrase="red car") -> list[str]:
     if cmd == "tile-classify":
-        return [cmd, raster, "--classes", "forest,road", "--out", out]
+        return [cmd, textured, "--classes", "forest,road", "--out", out]
     if cmd == "find":
-        return [cmd, raster, phrase, "--out", out, "--min-score", "0"]
+        return [cmd, textured, phrase, "--out", out, "--min-score", "0"]
     if cmd == "match-regions":
-        return [cmd, raster, regions, phrase, "--out", out]
-    return [cmd, raster, phrase, "--out", out]
+        return [cmd, textured, regions_geojson, phrase, "--out", out]
+    return [cmd, textured, phrase, "--out", out]
 
 
 def out_name(cmd: str, d: Path) -> Path:
@@ -134,17 +64,18 @@ def test_help_lists_commands_and_options(capsys):
             assert opt in out, (cmd, opt)
 
 
-def test_default_output_name_and_overwrite(capsys, ckpt, raster, tmp_path, monkeypatch):
+def test_default_output_name_and_overwrite(capsys, tiny_ckpt, textured, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    rc, out, err = cli(capsys, "tile-classify", raster, "--classes", "forest, road", "--model", ckpt)
+    rc, out, err = cli(capsys, "tile-classify", textured, "--classes", "forest, road", "--model", tiny_ckpt)
     assert rc == 0, err
     target = tmp_path / "scene_tiles.gpkg"
     assert target.is_file() and "wrote 6 tiles" in out
     # existing output: refused BEFORE the model loads (an unknown model would fail later)
     mtime = target.stat().st_mtime_ns
-    assert_bad(capsys, ["tile-classify", raster, "--model", "no-such-model"], tmp_path, "already exists")
+    assert_bad(capsys, ["tile-classify", textured, "--model", "no-such-model"], tmp_path, "already exists")
     assert target.stat().st_mtime_ns == mtime
-    rc, _, err = cli(capsys, "tile-classify", raster, "--classes", "a,b", "--model", ckpt, "--overwrite", "--quiet")
+    rc, _, err = cli(capsys, "tile-classify", textured, "--classes", "a,b", "--model", tiny_ckpt, "--overwrite",
+                     "--quiet")
     assert rc == 0, err
     assert read_geopackage_metadata(target, "tiles")["classes"] == ["a", "b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene_tiles.gpkg"]  # no temp files
@@ -152,28 +83,28 @@ def test_default_output_name_and_overwrite(capsys, ckpt, raster, tmp_path, monke
 
 # ---------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("cmd", COMMANDS)
-def test_missing_raster(capsys, ckpt, regions, tmp_path, cmd):
-    args = command_args(cmd, tmp_path / "nope.tif", out_name(cmd, tmp_path), regions) + ["--model", ckpt]
+def test_missing_raster(capsys, tiny_ckpt, regions_geojson, tmp_path, cmd):
+    args = command_args(cmd, tmp_path / "nope.tif", out_name(cmd, tmp_path), regions_geojson) + ["--model", tiny_ckpt]
     assert_bad(capsys, args, tmp_path, "raster not found")
 
 
-def test_corrupt_raster_and_not_a_raster(capsys, ckpt, raster, tmp_path):
-    data = raster.read_bytes()
+def test_corrupt_raster_and_not_a_raster(capsys, tiny_ckpt, textured, tmp_path):
+    data = textured.read_bytes()
     bad = tmp_path / "corrupt.tif"
     bad.write_bytes(data[: len(data) // 3])
-    line = assert_bad(capsys, ["tile-classify", bad, "--out", tmp_path / "o.gpkg", "--model", ckpt], tmp_path, "")
+    line = assert_bad(capsys, ["tile-classify", bad, "--out", tmp_path / "o.gpkg", "--model", tiny_ckpt], tmp_path, "")
     assert "corrupt" in line or "not a readable raster" in line
     text = tmp_path / "notes.tif"
     text.write_text("this is not an image\n")
-    assert_bad(capsys, ["find", text, "car", "--out", tmp_path / "o.gpkg", "--model", ckpt], tmp_path,
+    assert_bad(capsys, ["find", text, "car", "--out", tmp_path / "o.gpkg", "--model", tiny_ckpt], tmp_path,
                "not a readable raster")
 
 
-def test_no_crs_needs_allow_no_crs(capsys, ckpt, tmp_path):
-    path = write_raster(tmp_path / "nocrs.tif", crs=None)
+def test_no_crs_needs_allow_no_crs(capsys, tiny_ckpt, tmp_path):
+    path = textured_raster(tmp_path / "nocrs.tif", crs=None)
     out = tmp_path / "o.gpkg"
-    assert_bad(capsys, ["tile-classify", path, "--out", out, "--model", ckpt], tmp_path, "--allow-no-crs")
-    rc, _, err = cli(capsys, "tile-classify", path, "--out", out, "--model", ckpt, "--classes", "a,b",
+    assert_bad(capsys, ["tile-classify", path, "--out", out, "--model", tiny_ckpt], tmp_path, "--allow-no-crs")
+    rc, _, err = cli(capsys, "tile-classify", path, "--out", out, "--model", tiny_ckpt, "--classes", "a,b",
                      "--allow-no-crs")
     assert rc == 0, err
     gdf = gpd.read_file(out, layer="tiles")
@@ -181,16 +112,17 @@ def test_no_crs_needs_allow_no_crs(capsys, ckpt, tmp_path):
         assert gdf.crs is None and tuple(gdf.total_bounds) == tuple(ds.bounds)
 
 
-def test_raster_smaller_than_one_tile_works(capsys, ckpt, tmp_path):
-    path = write_raster(tmp_path / "small.tif", width=40, height=30)
-    rc, _, err = cli(capsys, "tile-classify", path, "--out", tmp_path / "t.gpkg", "--model", ckpt, "--classes", "a")
+def test_raster_smaller_than_one_tile_works(capsys, tiny_ckpt, tmp_path):
+    path = textured_raster(tmp_path / "small.tif", width=40, height=30)
+    rc, _, err = cli(capsys, "tile-classify", path, "--out", tmp_path / "t.gpkg", "--model", tiny_ckpt,
+                     "--classes", "a")
     assert rc == 0, err
     gdf = gpd.read_file(tmp_path / "t.gpkg", layer="tiles")
     assert len(gdf) == 1
     with rasterio.open(path) as ds:
         assert gdf.geometry.iloc[0].equals_exact(shapely.box(*ds.bounds).normalize(), 1e-6) or \
             math.isclose(gdf.geometry.iloc[0].area, shapely.box(*ds.bounds).area)
-    rc, _, err = cli(capsys, "heatmap", path, "x", "--out", tmp_path / "h.tif", "--model", ckpt)
+    rc, _, err = cli(capsys, "heatmap", path, "x", "--out", tmp_path / "h.tif", "--model", tiny_ckpt)
     assert rc == 0, err
     with rasterio.open(tmp_path / "h.tif") as ds:
         assert (ds.width, ds.height) == (40, 30) and np.isfinite(ds.read(1)).all()
@@ -198,23 +130,23 @@ def test_raster_smaller_than_one_tile_works(capsys, ckpt, tmp_path):
 
 @pytest.mark.parametrize("cmd", ["find", "match-regions", "heatmap"])
 @pytest.mark.parametrize("phrase", ["", "   "])
-def test_empty_phrase(capsys, ckpt, raster, regions, tmp_path, cmd, phrase):
-    args = command_args(cmd, raster, out_name(cmd, tmp_path), regions, phrase=phrase) + ["--model", ckpt]
+def test_empty_phrase(capsys, tiny_ckpt, textured, regions_geojson, tmp_path, cmd, phrase):
+    args = command_args(cmd, textured, out_name(cmd, tmp_path), regions_geojson, phrase=phrase) + ["--model", tiny_ckpt]
     assert_bad(capsys, args, tmp_path, "empty phrase")
 
 
-def test_no_classes(capsys, ckpt, raster, tmp_path):
+def test_no_classes(capsys, tiny_ckpt, textured, tmp_path):
     out = tmp_path / "o.gpkg"
-    assert_bad(capsys, ["tile-classify", raster, "--classes", " , ,", "--out", out, "--model", ckpt], tmp_path,
+    assert_bad(capsys, ["tile-classify", textured, "--classes", " , ,", "--out", out, "--model", tiny_ckpt], tmp_path,
                "no classes")
     empty = tmp_path / "classes.txt"
     empty.write_text("# nothing here\n\n")
-    assert_bad(capsys, ["tile-classify", raster, "--classes-file", empty, "--out", out, "--model", ckpt], tmp_path,
-               "no classes")
+    assert_bad(capsys, ["tile-classify", textured, "--classes-file", empty, "--out", out, "--model", tiny_ckpt],
+               tmp_path, "no classes")
 
 
 @pytest.mark.parametrize("cmd", ["match-regions", "find"])
-def test_vectors_without_features_or_overlap(capsys, ckpt, raster, tmp_path, cmd):
+def test_vectors_without_features_or_overlap(capsys, tiny_ckpt, textured, tmp_path, cmd):
     empty = tmp_path / "empty.gpkg"
     gpd.GeoDataFrame({"a": []}, geometry=[], crs="EPSG:32633").to_file(empty, driver="GPKG")
     far = tmp_path / "far.geojson"
@@ -222,47 +154,47 @@ def test_vectors_without_features_or_overlap(capsys, ckpt, raster, tmp_path, cmd
     out = tmp_path / "o.gpkg"
     for vec, match in ((empty, "no features"), (far, "overlap the raster")):
         if cmd == "find":
-            args = ["find", raster, "car", "--regions", vec, "--out", out, "--model", ckpt]
+            args = ["find", textured, "car", "--regions", vec, "--out", out, "--model", tiny_ckpt]
         else:
-            args = ["match-regions", raster, vec, "car", "--out", out, "--model", ckpt]
+            args = ["match-regions", textured, vec, "car", "--out", out, "--model", tiny_ckpt]
         assert_bad(capsys, args, tmp_path, match)
 
 
-def test_unknown_model(capsys, raster, tmp_path):
-    assert_bad(capsys, ["tile-classify", raster, "--out", tmp_path / "o.gpkg", "--model", "no-such-model"],
+def test_unknown_model(capsys, textured, tmp_path):
+    assert_bad(capsys, ["tile-classify", textured, "--out", tmp_path / "o.gpkg", "--model", "no-such-model"],
                tmp_path, "unknown model")
 
 
-def test_checkpoint_for_another_architecture(capsys, ckpt, raster, tmp_path, monkeypatch):
+def test_checkpoint_for_another_architecture(capsys, tiny_ckpt, textured, tmp_path, monkeypatch):
     """A cached 'remoteclip-vit-b-32' file that really holds a GeoAlign-Tiny state_dict."""
     cache = tmp_path / "cache"
     target = cache / "remoteclip-vit-b-32" / "RemoteCLIP-ViT-B-32.pt"
     target.parent.mkdir(parents=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.save(load_model(ckpt, device="cpu").clip.state_dict(), target)
+        torch.save(load_model(tiny_ckpt, device="cpu").clip.state_dict(), target)
     monkeypatch.setenv("GEOALIGN_CACHE", str(cache))
     work = tmp_path / "work"
     work.mkdir()
-    assert_bad(capsys, ["find", raster, "car", "--out", work / "o.gpkg", "--model", "remoteclip-vit-b-32"], work,
+    assert_bad(capsys, ["find", textured, "car", "--out", work / "o.gpkg", "--model", "remoteclip-vit-b-32"], work,
                "does not fit architecture ViT-B-32")
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)
-def test_output_not_writable(capsys, ckpt, raster, regions, tmp_path, cmd):
+def test_output_not_writable(capsys, tiny_ckpt, textured, regions_geojson, tmp_path, cmd):
     out = tmp_path / "missing_dir" / out_name(cmd, tmp_path).name
-    assert_bad(capsys, command_args(cmd, raster, out, regions) + ["--model", ckpt], tmp_path,
+    assert_bad(capsys, command_args(cmd, textured, out, regions_geojson) + ["--model", tiny_ckpt], tmp_path,
                "output directory does not exist")
     (tmp_path / "adir.gpkg").mkdir()
-    assert_bad(capsys, command_args(cmd, raster, tmp_path / "adir.gpkg", regions) + ["--model", ckpt], tmp_path,
-               "is a directory")
+    args = command_args(cmd, textured, tmp_path / "adir.gpkg", regions_geojson) + ["--model", tiny_ckpt]
+    assert_bad(capsys, args, tmp_path, "is a directory")
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)
-def test_existing_output_without_overwrite(capsys, raster, regions, tmp_path, cmd):
+def test_existing_output_without_overwrite(capsys, textured, regions_geojson, tmp_path, cmd):
     out = out_name(cmd, tmp_path)
     out.write_bytes(b"precious")
-    assert_bad(capsys, command_args(cmd, raster, out, regions) + ["--model", "no-such-model"], tmp_path,
+    assert_bad(capsys, command_args(cmd, textured, out, regions_geojson) + ["--model", "no-such-model"], tmp_path,
                "already exists")
     assert out.read_bytes() == b"precious"
 
@@ -280,25 +212,26 @@ def test_existing_output_without_overwrite(capsys, raster, regions, tmp_path, cm
         (["--device", "tpu"], "invalid choice"),
     ],
 )
-def test_bad_options(capsys, ckpt, raster, tmp_path, extra, match):
-    assert_bad(capsys, ["tile-classify", raster, "--out", tmp_path / "o.gpkg", "--model", ckpt, "--classes", "a",
+def test_bad_options(capsys, tiny_ckpt, textured, tmp_path, extra, match):
+    assert_bad(capsys, ["tile-classify", textured, "--out", tmp_path / "o.gpkg", "--model", tiny_ckpt, "--classes", "a",
                         *extra], tmp_path, match)
 
 
 @pytest.fixture(scope="module")
-def big_raster(tmp_path_factory) -> Path:
-    return write_raster(tmp_path_factory.mktemp("big") / "big.tif", width=4000, height=4000, block=512)
+def big_textured(tmp_path_factory) -> Path:
+    return textured_raster(tmp_path_factory.mktemp("big") / "big.tif", width=4000, height=4000, block=512)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prefetch", ["0", "2"])  # reading in the main thread / in the reader thread
-def test_ctrl_c_leaves_no_partial_output(tmp_path, ckpt, big_raster, prefetch):
+def test_ctrl_c_leaves_no_partial_output(tmp_path, tiny_ckpt, big_textured, prefetch):
     """SIGINT while tiles are being processed: exit 2, one error line, no output or temp file."""
-    big = big_raster
+    big = big_textured
     outdir = tmp_path / "out"
     outdir.mkdir()
     env = dict(os.environ, PYTHONUNBUFFERED="1", GEOALIGN_PREFETCH=prefetch)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "geoalign_core.cli", "tile-classify", str(big), "--model", ckpt, "--classes",
+        [sys.executable, "-m", "geoalign_core.cli", "tile-classify", str(big), "--model", tiny_ckpt, "--classes",
          "a,b", "--batch-size", "4", "--out", str(outdir / "tiles.gpkg")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=outdir,
         # a user's Ctrl-C: SIGINT at its default in the child, also when this suite runs with SIGINT
@@ -322,9 +255,9 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path, ckpt, big_raster, prefetch):
 
 
 # ---------------------------------------------------------------------------- end to end
-def check_tiles(path: Path, raster: Path, tile_size: int, overlap: float, bounds=None):
+def check_tiles(path: Path, textured: Path, tile_size: int, overlap: float, bounds=None):
     gdf = gpd.read_file(path, layer="tiles")
-    with rasterio.open(raster) as ds:
+    with rasterio.open(textured) as ds:
         extent = shapely.box(*ds.bounds)
         assert gdf.crs == ds.crs
         area = shapely.box(*bounds) if bounds else extent
@@ -340,9 +273,9 @@ def check_tiles(path: Path, raster: Path, tile_size: int, overlap: float, bounds
     return gdf, area
 
 
-def check_matches(path: Path, raster: Path, phrases, area=None):
+def check_matches(path: Path, textured: Path, phrases, area=None):
     gdf = gpd.read_file(path, layer="matches")
-    with rasterio.open(raster) as ds:
+    with rasterio.open(textured) as ds:
         assert gdf.crs == ds.crs
         area = area or shapely.box(*ds.bounds)
     assert list(gdf.columns) == ["phrase", "score", "rank", "geometry"]
@@ -355,8 +288,8 @@ def check_matches(path: Path, raster: Path, phrases, area=None):
     return gdf
 
 
-def check_heatmap(path: Path, raster: Path, bounds=None):
-    with rasterio.open(raster) as src, rasterio.open(path) as ds:
+def check_heatmap(path: Path, textured: Path, bounds=None):
+    with rasterio.open(textured) as src, rasterio.open(path) as ds:
         assert ds.crs == src.crs and ds.dtypes[0] == "float32" and math.isnan(ds.nodata)
         assert ds.block_shapes[0] == (min(512, ds.height), min(512, ds.width)) or ds.block_shapes[0] == (512, 512)
         if bounds is None:
@@ -369,13 +302,14 @@ def check_heatmap(path: Path, raster: Path, bounds=None):
     return a
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SAMPLE.is_file(), reason="sample_data/scene.tif not generated")
-def test_sample_scene_crop_all_commands(capsys, ckpt, tmp_path):
+def test_sample_scene_crop_all_commands(capsys, tiny_ckpt, tmp_path):
     with rasterio.open(SAMPLE) as ds:
         left, _, _, top = ds.bounds
     bounds = (left + 30.0, top - 30.0 - 90.0, left + 30.0 + 90.0, top - 30.0)  # 300 x 300 px crop
     b = ",".join(str(v) for v in bounds)
-    common = ["--model", ckpt, "--bounds", b, "--quiet"]
+    common = ["--model", tiny_ckpt, "--bounds", b, "--quiet"]
     rc, _, err = cli(capsys, "tile-classify", SAMPLE, "--out", tmp_path / "t.gpkg", *common)
     assert rc == 0, err
     gdf, area = check_tiles(tmp_path / "t.gpkg", SAMPLE, 112, 0.0, bounds)
@@ -419,9 +353,9 @@ REAL_RASTERS = {
 }
 
 
-def _neon_boxes(csv: Path, raster: Path, out: Path) -> Path:
+def _neon_boxes(csv: Path, textured: Path, out: Path) -> Path:
     df = pd.read_csv(csv)
-    with rasterio.open(raster) as ds:
+    with rasterio.open(textured) as ds:
         t, crs = ds.transform, ds.crs
     geoms = [shapely.Polygon([t * (x, y) for x, y in ((r.xmin, r.ymin), (r.xmax, r.ymin), (r.xmax, r.ymax),
                                                         (r.xmin, r.ymax))]) for r in df.itertuples()]
@@ -429,13 +363,14 @@ def _neon_boxes(csv: Path, raster: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REAL_RASTERS))
-def test_real_rasters_all_commands(capsys, ckpt, tmp_path, name):
+def test_real_rasters_all_commands(capsys, tiny_ckpt, tmp_path, name):
     raster = REAL / name
     if not raster.is_file():
         pytest.skip(f"{raster} absent")
     tile, phrase, labels = REAL_RASTERS[name]
-    common = ["--model", ckpt, "--tile-size", str(tile), "--quiet"]
+    common = ["--model", tiny_ckpt, "--tile-size", str(tile), "--quiet"]
     rc, _, err = cli(capsys, "tile-classify", raster, "--out", tmp_path / "t.gpkg", *common)
     assert rc == 0, err
     gdf, extent = check_tiles(tmp_path / "t.gpkg", raster, tile, 0.0)

@@ -22,11 +22,12 @@ import pyogrio
 import pytest
 import rasterio
 import shapely
-from test_cli_inference import assert_bad, ckpt, cli, raster, regions, write_raster  # noqa: F401 (fixtures)
+from cli_helpers import assert_bad, cli
+from generate import SAMPLE_SCENE, textured_raster
 
 from geoalign_core.geo import read_metadata
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+SAMPLE = SAMPLE_SCENE.parent
 
 
 def _gcp_vrt(folder: Path, tif: Path) -> Path:
@@ -44,11 +45,11 @@ def _gcp_vrt(folder: Path, tif: Path) -> Path:
     return vrt
 
 
-def test_gcp_raster_outputs_land_on_the_ground(capsys, ckpt, raster, tmp_path):  # noqa: F811
-    vrt = _gcp_vrt(tmp_path, raster)
-    with rasterio.open(raster) as ds:
+def test_gcp_raster_outputs_land_on_the_ground(capsys, tiny_ckpt, textured, tmp_path):  # noqa: F811
+    vrt = _gcp_vrt(tmp_path, textured)
+    with rasterio.open(textured) as ds:
         ground = shapely.box(*ds.bounds)
-    rc, out, err = cli(capsys, "tile-classify", vrt, "--classes", "a,b", "--model", ckpt, "--out",
+    rc, out, err = cli(capsys, "tile-classify", vrt, "--classes", "a,b", "--model", tiny_ckpt, "--out",
                        tmp_path / "t.gpkg", "--quiet")
     assert rc == 0, err
     tiles = gpd.read_file(tmp_path / "t.gpkg")
@@ -58,7 +59,7 @@ def test_gcp_raster_outputs_land_on_the_ground(capsys, ckpt, raster, tmp_path): 
     assert read_metadata(tmp_path / "t.gpkg", "tiles")["georeferencing"] == "gcps"
 
 
-def test_paletted_raster_is_read_in_colour(capsys, ckpt, tmp_path):  # noqa: F811
+def test_paletted_raster_is_read_in_colour(capsys, tiny_ckpt, tmp_path):  # noqa: F811
     idx = np.zeros((1, 128, 128), dtype=np.uint8)
     idx[0, :, 64:] = 1
     path = tmp_path / "pal.tif"
@@ -66,7 +67,7 @@ def test_paletted_raster_is_read_in_colour(capsys, ckpt, tmp_path):  # noqa: F81
                        transform=rasterio.transform.from_origin(500000, 4100000, 0.5, 0.5)) as dst:
         dst.write(idx)
         dst.write_colormap(1, {0: (0, 160, 0, 255), 1: (200, 30, 30, 255)})
-    rc, _, err = cli(capsys, "heatmap", path, "red roof", "--model", ckpt, "--out", tmp_path / "h.tif", "--quiet")
+    rc, _, err = cli(capsys, "heatmap", path, "red roof", "--model", tiny_ckpt, "--out", tmp_path / "h.tif", "--quiet")
     assert rc == 0, err
     from geoalign_core.geo import RasterSource
 
@@ -75,8 +76,8 @@ def test_paletted_raster_is_read_in_colour(capsys, ckpt, tmp_path):  # noqa: F81
     assert tuple(data[:, 0, 0]) == (0, 160, 0) and tuple(data[:, 0, 100]) == (200, 30, 30)
 
 
-def test_phrases_named_like_columns(capsys, ckpt, raster, tmp_path):  # noqa: F811
-    with rasterio.open(raster) as ds:
+def test_phrases_named_like_columns(capsys, tiny_ckpt, textured, tmp_path):  # noqa: F811
+    with rasterio.open(textured) as ds:
         left, _, _, top = ds.bounds
         crs = ds.crs
     feats = gpd.GeoDataFrame({"building": ["yes", "no"], "score": [7.0, 8.0], "FID_X": [1, 2]},
@@ -85,8 +86,8 @@ def test_phrases_named_like_columns(capsys, ckpt, raster, tmp_path):  # noqa: F8
     src = tmp_path / "footprints.gpkg"
     feats.to_file(src, layer="footprints")
     out = tmp_path / "m.gpkg"
-    rc, _, err = cli(capsys, "match-regions", raster, src, "Building", "fid", "geometry", "score", "SCORE ",
-                     "--model", ckpt, "--out", out, "--quiet")
+    rc, _, err = cli(capsys, "match-regions", textured, src, "Building", "fid", "geometry", "score", "SCORE ",
+                     "--model", tiny_ckpt, "--out", out, "--quiet")
     assert rc == 0, err
     res = gpd.read_file(out, layer="regions")
     cols = [c for c in res.columns if c != "geometry"]
@@ -104,10 +105,10 @@ def test_phrases_named_like_columns(capsys, ckpt, raster, tmp_path):  # noqa: F8
 
 @pytest.mark.parametrize("ext, driver", [(".geojson", "GeoJSON"), (".fgb", "FlatGeobuf"),
                                          (".shp", "ESRI Shapefile"), (".csv", "CSV"), (".parquet", None)])
-def test_output_format_follows_the_extension(capsys, ckpt, raster, tmp_path, ext, driver):  # noqa: F811
+def test_output_format_follows_the_extension(capsys, tiny_ckpt, textured, tmp_path, ext, driver):  # noqa: F811
     out = tmp_path / f"matches{ext}"
-    rc, stdout, err = cli(capsys, "find", raster, "red car", "--min-score", "0", "--max-results", "3",
-                          "--no-refine", "--model", ckpt, "--out", out, "--quiet")
+    rc, stdout, err = cli(capsys, "find", textured, "red car", "--min-score", "0", "--max-results", "3",
+                          "--no-refine", "--model", tiny_ckpt, "--out", out, "--quiet")
     assert rc == 0, err
     assert f"to {out};" in stdout
     if driver is None:
@@ -122,20 +123,20 @@ def test_output_format_follows_the_extension(capsys, ckpt, raster, tmp_path, ext
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
-def test_unknown_extensions_are_refused(capsys, ckpt, raster, tmp_path):  # noqa: F811
-    assert_bad(capsys, ["find", raster, "car", "--out", tmp_path / "x.png", "--model", ckpt], tmp_path,
+def test_unknown_extensions_are_refused(capsys, tiny_ckpt, textured, tmp_path):  # noqa: F811
+    assert_bad(capsys, ["find", textured, "car", "--out", tmp_path / "x.png", "--model", tiny_ckpt], tmp_path,
                "'.png' is not a format")
-    assert_bad(capsys, ["heatmap", raster, "car", "--out", tmp_path / "h.png", "--model", ckpt], tmp_path,
+    assert_bad(capsys, ["heatmap", textured, "car", "--out", tmp_path / "h.png", "--model", tiny_ckpt], tmp_path,
                "use one of .tif (GeoTIFF)")
 
 
-def test_overwrite_replaces_only_the_layer(capsys, ckpt, raster, tmp_path):  # noqa: F811
+def test_overwrite_replaces_only_the_layer(capsys, tiny_ckpt, textured, tmp_path):  # noqa: F811
     out = tmp_path / "project.gpkg"
     other = gpd.GeoDataFrame({"note": ["keep me"]}, geometry=[shapely.Point(500001, 4099999)], crs="EPSG:32633")
     other.to_file(out, layer="my_notes")
     for _ in range(2):  # a second run replaces its own layer again
-        rc, _, err = cli(capsys, "find", raster, "car", "--min-score", "0", "--max-results", "2", "--no-refine",
-                         "--model", ckpt, "--out", out, "--overwrite", "--quiet")
+        rc, _, err = cli(capsys, "find", textured, "car", "--min-score", "0", "--max-results", "2", "--no-refine",
+                         "--model", tiny_ckpt, "--out", out, "--overwrite", "--quiet")
         assert rc == 0, err
     layers = {name for name, _ in pyogrio.list_layers(out)}
     assert layers == {"my_notes", "matches"}
@@ -143,37 +144,37 @@ def test_overwrite_replaces_only_the_layer(capsys, ckpt, raster, tmp_path):  # n
     assert len(gpd.read_file(out, layer="matches")) == 2
 
 
-def test_output_that_is_an_input_is_refused(capsys, ckpt, raster, regions, tmp_path):  # noqa: F811
-    before = raster.read_bytes()
-    assert_bad(capsys, ["heatmap", raster, "car", "--out", raster, "--overwrite", "--model", ckpt],
-               raster.parent, "is an input of this run")
-    assert raster.read_bytes() == before
+def test_output_that_is_an_input_is_refused(capsys, tiny_ckpt, textured, regions_geojson, tmp_path):  # noqa: F811
+    before = textured.read_bytes()
+    assert_bad(capsys, ["heatmap", textured, "car", "--out", textured, "--overwrite", "--model", tiny_ckpt],
+               textured.parent, "is an input of this run")
+    assert textured.read_bytes() == before
     copy = tmp_path / "regions.gpkg"
-    gpd.read_file(regions).to_file(copy)
-    assert_bad(capsys, ["match-regions", raster, copy, "car", "--out", copy, "--overwrite", "--model", ckpt],
+    gpd.read_file(regions_geojson).to_file(copy)
+    assert_bad(capsys, ["match-regions", textured, copy, "car", "--out", copy, "--overwrite", "--model", tiny_ckpt],
                tmp_path, "is an input of this run")
 
 
-def test_points_and_lines_need_a_buffer(capsys, ckpt, raster, tmp_path):  # noqa: F811
-    with rasterio.open(raster) as ds:
+def test_points_and_lines_need_a_buffer(capsys, tiny_ckpt, textured, tmp_path):  # noqa: F811
+    with rasterio.open(textured) as ds:
         left, _, _, top = ds.bounds
         crs = ds.crs
     line = shapely.LineString([(left + 40, top - 40), (left + 60, top - 50)])
     pts = gpd.GeoDataFrame({"id": [1, 2]}, geometry=[shapely.Point(left + 20, top - 20), line], crs=crs)
     path = tmp_path / "pts.gpkg"
     pts.to_file(path)
-    assert_bad(capsys, ["match-regions", raster, path, "car", "--out", tmp_path / "m.gpkg", "--model", ckpt],
+    assert_bad(capsys, ["match-regions", textured, path, "car", "--out", tmp_path / "m.gpkg", "--model", tiny_ckpt],
                tmp_path, "are not polygons (LineString, Point)")
-    rc, _, err = cli(capsys, "match-regions", raster, path, "car", "--buffer", "5", "--out", tmp_path / "m.gpkg",
-                     "--model", ckpt, "--quiet")
+    rc, _, err = cli(capsys, "match-regions", textured, path, "car", "--buffer", "5", "--out", tmp_path / "m.gpkg",
+                     "--model", tiny_ckpt, "--quiet")
     assert rc == 0, err
     res = gpd.read_file(tmp_path / "m.gpkg")
     assert len(res) == 2 and (res.geom_type.str.contains("Polygon")).all()
     assert res.geometry.iloc[0].area == pytest.approx(np.pi * 25, rel=0.05)
 
 
-def test_multi_layer_vector_files(capsys, ckpt, raster, tmp_path):  # noqa: F811
-    with rasterio.open(raster) as ds:
+def test_multi_layer_vector_files(capsys, tiny_ckpt, textured, tmp_path):  # noqa: F811
+    with rasterio.open(textured) as ds:
         left, _, _, top = ds.bounds
         crs = ds.crs
     path = tmp_path / "two.gpkg"
@@ -182,24 +183,24 @@ def test_multi_layer_vector_files(capsys, ckpt, raster, tmp_path):  # noqa: F811
     gpd.GeoDataFrame({"n": [1, 2]}, geometry=[shapely.box(left + 5, top - 30, left + 25, top - 10),
                                               shapely.box(left + 40, top - 60, left + 70, top - 35)],
                      crs=crs).to_file(path, layer="second")
-    rc, _, err = cli(capsys, "match-regions", raster, path, "car", "--out", tmp_path / "a.gpkg", "--model", ckpt,
+    rc, _, err = cli(capsys, "match-regions", textured, path, "car", "--out", tmp_path / "a.gpkg", "--model", tiny_ckpt,
                      "--quiet")
     assert rc == 0 and len(gpd.read_file(tmp_path / "a.gpkg")) == 1
     assert err.strip().splitlines() == [
         "warning: two.gpkg has 2 layers (first, second); reading the first, 'first' (choose another with --layer)"]
     for layer in ("second", "1"):
         out = tmp_path / f"b{layer}.gpkg"
-        rc, _, err = cli(capsys, "match-regions", raster, path, "car", "--layer", layer, "--out", out, "--model", ckpt,
-                         "--quiet")
+        rc, _, err = cli(capsys, "match-regions", textured, path, "car", "--layer", layer, "--out", out,
+                         "--model", tiny_ckpt, "--quiet")
         assert rc == 0 and err == "" and len(gpd.read_file(out)) == 2
-    assert_bad(capsys, ["find", raster, "car", "--regions", path, "--layer", "third", "--out", tmp_path / "c.gpkg",
-                        "--model", ckpt], tmp_path, "has no layer 'third'; its layers: first, second")
+    assert_bad(capsys, ["find", textured, "car", "--regions", path, "--layer", "third", "--out", tmp_path / "c.gpkg",
+                        "--model", tiny_ckpt], tmp_path, "has no layer 'third'; its layers: first, second")
 
 
-def test_duplicate_and_overlong_phrases(capsys, ckpt, raster, tmp_path):  # noqa: F811
+def test_duplicate_and_overlong_phrases(capsys, tiny_ckpt, textured, tmp_path):  # noqa: F811
     long = " ".join(["a very long description of a parking lot"] * 12)
-    rc, out, err = cli(capsys, "find", raster, "red car", "Red Car ", long, "--min-score", "0", "--max-results", "1",
-                       "--no-refine", "--model", ckpt, "--out", tmp_path / "f.gpkg", "--quiet")
+    rc, out, err = cli(capsys, "find", textured, "red car", "Red Car ", long, "--min-score", "0", "--max-results", "1",
+                       "--no-refine", "--model", tiny_ckpt, "--out", tmp_path / "f.gpkg", "--quiet")
     assert rc == 0, err
     assert read_metadata(tmp_path / "f.gpkg", "matches")["phrases"] == ["red car", long]
     lines = err.strip().splitlines()
@@ -208,21 +209,21 @@ def test_duplicate_and_overlong_phrases(capsys, ckpt, raster, tmp_path):  # noqa
     assert "the model reads the first 77, the rest is ignored" in lines[0]
 
 
-def test_classes_file_with_a_bom(capsys, ckpt, raster, tmp_path):  # noqa: F811
+def test_classes_file_with_a_bom(capsys, tiny_ckpt, textured, tmp_path):  # noqa: F811
     classes = tmp_path / "classes.txt"
     classes.write_bytes("\ufeffcar\nroad\n".encode())
-    rc, _, err = cli(capsys, "tile-classify", raster, "--classes-file", classes, "--model", ckpt, "--out",
+    rc, _, err = cli(capsys, "tile-classify", textured, "--classes-file", classes, "--model", tiny_ckpt, "--out",
                      tmp_path / "t.gpkg", "--quiet")
     assert rc == 0, err
     assert read_metadata(tmp_path / "t.gpkg", "tiles")["classes"] == ["car", "road"]
 
 
-def test_exported_model_follows_the_umask(ckpt, tmp_path):  # noqa: F811
+def test_exported_model_follows_the_umask(tiny_ckpt, tmp_path):  # noqa: F811
     from geoalign_core import load_model, save_model
 
     old = os.umask(0o022)
     try:
-        out = save_model(load_model(ckpt, device="cpu"), tmp_path / "m.safetensors")
+        out = save_model(load_model(tiny_ckpt, device="cpu"), tmp_path / "m.safetensors")
     finally:
         os.umask(old)
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
@@ -237,14 +238,15 @@ def _tmpfs(path: Path, size: str) -> bool:
     return r.returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="tmpfs")
-def test_disk_full_is_one_line_and_leaves_nothing(ckpt, raster, tmp_path):  # noqa: F811
+def test_disk_full_is_one_line_and_leaves_nothing(tiny_ckpt, textured, tmp_path):  # noqa: F811
     """A 64 KB file system: every command fails with exit 2, one line, and leaves nothing."""
     small = tmp_path / "small"
     if not _tmpfs(small, "64k"):
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
-        big = write_raster(tmp_path / "big.tif", width=900, height=900)
+        big = textured_raster(tmp_path / "big.tif", width=900, height=900)
         for args in (["heatmap", big, "car", "--out", small / "h.tif"],
                      ["tile-classify", big, "--classes", "a,b", "--tile-size", "16", "--out", small / "t.gpkg"],
                      ["find", big, "car", "--min-score", "0", "--max-results", "5000", "--no-refine",
@@ -253,7 +255,7 @@ def test_disk_full_is_one_line_and_leaves_nothing(ckpt, raster, tmp_path):  # no
                       "--out", small / "ds"]):
             if args[0] == "prepare" and not (SAMPLE / "scene.tif").is_file():
                 continue
-            args = [*args, "--model", ckpt] if args[0] != "prepare" else args
+            args = [*args, "--model", tiny_ckpt] if args[0] != "prepare" else args
             proc = subprocess.run([sys.executable, "-m", "geoalign_core.cli", *map(str, args), "--quiet"],
                                   capture_output=True, text=True, timeout=300)
             lines = proc.stderr.strip().splitlines()
@@ -265,15 +267,16 @@ def test_disk_full_is_one_line_and_leaves_nothing(ckpt, raster, tmp_path):  # no
         subprocess.run(["umount", str(small)], check=False)
 
 
-def test_file_size_limit_is_one_line_too(ckpt, raster, tmp_path):  # noqa: F811
+@pytest.mark.slow
+def test_file_size_limit_is_one_line_too(tiny_ckpt, textured, tmp_path):  # noqa: F811
     """Without root: RLIMIT_FSIZE makes writes fail with EFBIG ("file too large"), the same path."""
     script = textwrap.dedent(f"""
         import resource, signal, sys
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
         from geoalign_core.cli import main
-        sys.exit(main(["heatmap", {str(raster)!r}, "car", "--out", {str(tmp_path / 'h.tif')!r}, "--model",
-                       {ckpt!r}, "--quiet"]))
+        sys.exit(main(["heatmap", {str(textured)!r}, "car", "--out", {str(tmp_path / 'h.tif')!r}, "--model",
+                       {tiny_ckpt!r}, "--quiet"]))
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     lines = proc.stderr.strip().splitlines()
@@ -281,11 +284,11 @@ def test_file_size_limit_is_one_line_too(ckpt, raster, tmp_path):  # noqa: F811
     assert list(tmp_path.iterdir()) == []
 
 
-def test_bad_input_is_refused_without_the_model_stack(raster, tmp_path):  # noqa: F811
+def test_bad_input_is_refused_without_the_model_stack(textured, tmp_path):  # noqa: F811
     """torch and open_clip made unimportable: bad input is still refused with exit 2 and one line."""
     block = "import sys; [sys.modules.__setitem__(m, None) for m in ('torch', 'open_clip', 'torchvision')]; "
-    cases = [["find", str(tmp_path / "missing.tif"), "car"], ["find", str(raster), ""],
-             ["find", str(raster), "car", "--out", str(tmp_path / "x.png")], ["--help"], ["find", "--help"]]
+    cases = [["find", str(tmp_path / "missing.tif"), "car"], ["find", str(textured), ""],
+             ["find", str(textured), "car", "--out", str(tmp_path / "x.png")], ["--help"], ["find", "--help"]]
     for args in cases:
         proc = subprocess.run([sys.executable, "-c", block + "from geoalign_core.cli import main; "
                                f"sys.exit(main({args!r}))"], capture_output=True, text=True, timeout=60)
@@ -297,7 +300,7 @@ def test_bad_input_is_refused_without_the_model_stack(raster, tmp_path):  # noqa
 
 
 def test_prepare_reports_reprojection_failures(capsys, tmp_path):
-    path = write_raster(tmp_path / "r.tif", width=200, height=200)
+    path = textured_raster(tmp_path / "r.tif", width=200, height=200)
     with rasterio.open(path) as ds:
         b = ds.bounds
     on = shapely.box(b.left + 5, b.bottom + 5, b.left + 40, b.bottom + 40)
@@ -318,6 +321,7 @@ def test_prepare_reports_reprojection_failures(capsys, tmp_path):
     assert "not a polygon" not in text or "0 not a polygon" in text
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (SAMPLE / "scene.tif").is_file(), reason="needs the sample scene")
 def test_prepare_killed_then_rerun_cleans_up(tmp_path):
     import signal

@@ -13,6 +13,7 @@ from geoalign_core import load_model, zoo
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = ROOT / "sample_data" / "scene.tif"
 LABELS = ROOT / "sample_data" / "labels.gpkg"
+pytestmark = pytest.mark.slow  # the demo model on the 2048 px sample scene
 
 
 def test_demo_weights_ship_in_the_package():

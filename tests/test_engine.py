@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_qgis_common import write_crop
+from qgis_helpers import sample_crop
 
 from geoalign_qgis.engine import (
     PROTOCOL_VERSION,
@@ -39,13 +39,8 @@ def client(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def crop(tmp_path_factory) -> Path:
-    return write_crop(tmp_path_factory.mktemp("crop") / "crop.tif", size=224)
-
-
-@pytest.fixture(scope="module")
 def big(tmp_path_factory) -> Path:
-    return write_crop(tmp_path_factory.mktemp("big") / "big.tif", size=512, col=0, row=0)
+    return sample_crop(tmp_path_factory.mktemp("big") / "big.tif", size=512, col=0, row=0)
 
 
 def test_protocol_versions_agree():
@@ -54,11 +49,10 @@ def test_protocol_versions_agree():
     assert PROTOCOL_VERSION == server
 
 
-def test_hello_is_quick_and_loads_no_model_stack(client):
-    t0 = time.monotonic()
+def test_hello_loads_no_model_stack(client):
+    """(How fast the engine answers, and how fast it cancels, is benchmarks/bench_engine.py's.)"""
     hello = client.start()
     assert hello["protocol"] == PROTOCOL_VERSION and hello["python"] == sys.executable
-    assert time.monotonic() - t0 < 30
     assert client.request("hello")["pid"] == client.pid
 
 
@@ -158,12 +152,14 @@ def test_bad_lines_leave_the_engine_running():
         proc.stdout.close()
 
 
-def test_cancel_stops_within_two_seconds_and_leaves_nothing(client, big, tmp_path):
+def test_cancel_stops_the_run_and_leaves_nothing(client, big, tmp_path):
     out = tmp_path / "h.tif"
     started = threading.Event()
     flag = threading.Event()
+    seen = []
 
     def progress(stage, done, total):
+        seen.append((done, total))
         if done > 0:
             started.set()
 
@@ -172,18 +168,12 @@ def test_cancel_stops_within_two_seconds_and_leaves_nothing(client, big, tmp_pat
         flag.set()
 
     threading.Thread(target=cancel_after_start, daemon=True).start()
-    t = {}
-
-    def cancelled():
-        if flag.is_set() and "t" not in t:
-            t["t"] = time.monotonic()
-        return flag.is_set()
-
-    with pytest.raises(EngineCancelled):
+    with pytest.raises(EngineCancelled):  # an engine that ignored it would answer with a result
         client.request("heatmap", {"raster": str(big), "phrase": "car", "out": str(out), "model": MODEL,
                                    "device": "cpu", "tile_size": 16, "batch_size": 1},
-                       on_progress=progress, cancelled=cancelled)
-    assert time.monotonic() - t["t"] < 2.0
+                       on_progress=progress, cancelled=flag.is_set)
+    done, total = max(seen)
+    assert total > 1000 and done < total / 2  # stopped early, not at the end
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
@@ -209,6 +199,7 @@ def test_a_queued_request_can_be_cancelled(client, big, crop, tmp_path):
     assert isinstance(results["long"], dict) and not (tmp_path / "queued.gpkg").exists()
 
 
+@pytest.mark.slow
 def test_engine_death_is_reported_and_the_next_request_restarts_it(tmp_path, big, crop):
     c = EngineClient(sys.executable, tmp_path / "engine.log")
     try:

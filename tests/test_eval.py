@@ -3,9 +3,7 @@ with the random GeoAlign-Tiny model on tiny data."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ import torch.nn.functional as F
 
 from geoalign_core.cli import main as cli_main
 from geoalign_core.data import PrepareOptions, prepare_dataset
+from geoalign_core.data.text import fill_template
 from geoalign_core.evaluation import (
     DEFAULT_TEMPLATES,
     hard_negative_accuracy,
@@ -24,9 +23,8 @@ from geoalign_core.evaluation import (
     recall_at_k,
     topk_accuracy,
 )
-from geoalign_core.evaluation.common import fill_template, format_table
+from geoalign_core.evaluation.common import format_table
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*RANDOM initialisation"),
     pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning"),
@@ -95,13 +93,9 @@ def test_templates(tmp_path):
 
 # ------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("geoalign_make_sample_e", ROOT / "sample_data" / "make_sample.py")
-    ms = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ms)
-    d = tmp_path_factory.mktemp("evalscene")
-    tif, gpkg = ms.write_scene(d, 1002, size=336)
-    out = d / "ds"
+def scene(scene_1002, tmp_path_factory):
+    tif, gpkg = scene_1002
+    out = tmp_path_factory.mktemp("evalscene") / "ds"
     prepare_dataset(tif, gpkg, out, PrepareOptions(class_field="class"), progress=False)
     return tif, gpkg, out
 
@@ -197,8 +191,34 @@ def test_tiles_mode(scene, tmp_path):
     assert _eval("tiles", "--raster", str(tif), "--labels", str(gpkg), "--class-field", "class",
                  "--min-cover", "0.2", "--json", str(out)) == 0
     res = json.loads(out.read_text())
-    assert res["tile_size"] == 112 and res["tiles_in_grid"] == 9 and 0 < res["n"] <= 9
+    assert res["tile_size"] == 112 and res["tiles_in_grid"] == 5 * 5 and 0 < res["n"] <= 25  # 512 px scene
     assert all(_in_unit(v) for v in res["metrics"].values())
+
+
+def test_tiles_mode_measures_what_tile_classify_does(scene, tiny_ckpt, tmp_path):
+    """Same grid, same tile reader, same templates and class encoder: every evaluated tile's
+    prediction is the label ``geoalign tile-classify`` writes for that tile."""
+
+    import geopandas as gpd
+    import rasterio
+
+    tif, gpkg, _ = scene
+    ckpt = tiny_ckpt  # random weights: both commands must see the same ones
+    out = tmp_path / "t.json"
+    assert cli_main(["eval", "tiles", "--model", ckpt, "--device", "cpu", "--quiet", "--raster", str(tif),
+                     "--labels", str(gpkg), "--class-field", "class", "--min-cover", "0.2", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    classes = ",".join(res["classes"])
+    assert cli_main(["tile-classify", str(tif), "--classes", classes, "--model", ckpt, "--device", "cpu",
+                     "--out", str(tmp_path / "tiles.gpkg"), "--quiet"]) == 0
+    tiles = gpd.read_file(tmp_path / "tiles.gpkg")
+    with rasterio.open(tif) as ds:
+        inv = ~ds.transform
+    labels = {}
+    for geom, label in zip(tiles.geometry, tiles["label"]):
+        col, row = inv * (geom.bounds[0], geom.bounds[3])
+        labels[(round(col), round(row))] = label
+    assert res["tiles"] and all(labels[(t["col"], t["row"])] == t["predicted"] for t in res["tiles"])
 
 
 def test_bad_input_exit_2(scene, scene_folder, tmp_path, capsys):

@@ -48,7 +48,7 @@ def test_check_output(tmp_path: Path) -> None:
     out = tmp_path / "out.gpkg"
     assert check_output(out, overwrite=False) == out
     out.write_bytes(b"old")
-    with pytest.raises(InputError, match="--overwrite"):
+    with pytest.raises(InputError, match="already exists"):
         check_output(out)
     check_output(out, overwrite=True)
     with pytest.raises(InputError, match="does not exist"):
@@ -244,7 +244,7 @@ def test_heatmap_coarse_grid_write(tmp_path: Path) -> None:
     acc.add(Window(32, 0, 64, 64), np.full((64, 64), 3.0))
     valid = np.ones((100, 90), dtype=bool)
     valid[:, :4] = False  # first output column invalid in the input raster
-    out = acc.write(tmp_path / "coarse.tif", valid_mask=valid)
+    out = write_float_geotiff(acc.result(valid), tmp_path / "coarse.tif", acc.out_transform, UTM)
     with rasterio.open(out) as ds:
         assert (ds.height, ds.width) == (25, 23)
         assert ds.transform == acc.out_transform and ds.crs.to_epsg() == 32616
@@ -253,4 +253,4 @@ def test_heatmap_coarse_grid_write(tmp_path: Path) -> None:
     assert h[0, 1] == 1.0 and h[0, 10] == 2.0 and h[0, 20] == 3.0
     assert np.isnan(h[16:, :]).all()  # rows 64.. of the raster were never covered
     with pytest.raises(InputError):
-        acc.write(out)
+        write_float_geotiff(acc.result(valid), out, acc.out_transform, UTM)

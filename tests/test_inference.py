@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 
 import geopandas as gpd
 import numpy as np
@@ -16,56 +15,23 @@ import pytest
 import rasterio
 import shapely
 import torch
-from rasterio.transform import from_origin
+from generate import RES, UTM
+from generate import textured_raster as make_raster
+from rasterio.transform import Affine
+from rasterio.windows import Window
 
-from geoalign_core import load_model
 from geoalign_core.errors import GeoAlignError, InputError
-from geoalign_core.geo import count_tiles
+from geoalign_core.geo import count_tiles, tile_windows
 from geoalign_core.inference import DEFAULT_VOCABULARY, Cancelled, Predictor, scoring
+from geoalign_core.inference.find import refine_boxes
+from geoalign_core.inference.regions import region_embeddings
 
-CRS = "EPSG:32633"
-RES = 0.5
-ORIGIN = (500000.0, 4100000.0)
-
-
-def make_raster(path, width=300, height=200, count=3, dtype="uint8", nodata=None, crs=CRS, fill=None, seed=0):
-    """A smooth textured raster (cheap to compress); ``fill(arr)`` may edit it in place."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = np.stack([(np.sin(xx / (7 + 3 * b)) + np.cos(yy / (5 + 2 * b))) for b in range(count)])
-    arr = (base - base.min()) / (np.ptp(base) + 1e-9)
-    arr = arr + 0.1 * rng.random(arr.shape)
-    if np.dtype(dtype).kind == "f":
-        arr = arr.astype(dtype)
-    else:
-        top = 255 if dtype == "uint8" else 2000
-        arr = (1 + arr / arr.max() * (top - 1)).astype(dtype)
-    if fill is not None:
-        fill(arr)
-    profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=dtype, crs=crs,
-                   transform=from_origin(ORIGIN[0], ORIGIN[1], RES, RES), nodata=nodata, tiled=True,
-                   blockxsize=128, blockysize=128, compress="deflate")
-    if crs is None:
-        profile.pop("crs")
-        profile["transform"] = rasterio.Affine.identity()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(arr)
-    return path
+CRS = UTM
 
 
 @pytest.fixture(scope="module")
-def predictor():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "random initialisation"
-        model = load_model("GeoAlign-Tiny", device="cpu")
-    return Predictor(model, batch_size=8)
-
-
-@pytest.fixture(scope="module")
-def raster(tmp_path_factory):
-    return make_raster(tmp_path_factory.mktemp("r") / "scene.tif")
+def predictor(tiny_model):
+    return Predictor(tiny_model, batch_size=8)
 
 
 def raster_box(path):
@@ -127,11 +93,11 @@ def test_phrase_cache_and_class_templates(predictor):
 
 
 # ---------------------------------------------------------------------------- image pass
-def test_image_pass_matches_model_and_is_phrase_free(predictor, raster):
+def test_image_pass_matches_model_and_is_phrase_free(predictor, textured):
     from geoalign_core.geo import RasterSource
 
-    with RasterSource(raster) as src:
-        wins = predictor.grid(src, predictor.area_window(src, None), 112, 0.0)
+    with RasterSource(textured) as src:
+        wins = tile_windows(src.width, src.height, 112, 0.0)
         batches = list(predictor.image_pass(src, wins, dense=True))
     tiles = [t for eb in batches for t in eb.tiles]
     assert [t.index for t in tiles] == list(range(len(wins)))
@@ -147,9 +113,9 @@ def test_image_pass_matches_model_and_is_phrase_free(predictor, raster):
 
 
 # ---------------------------------------------------------------------------- tile-classify
-def test_tile_classify_grid_geometry_fields(predictor, raster):
-    gdf = predictor.tile_classify(raster, ["forest", "river", "road"], top_k=2, tile_size=112)
-    extent, ds = raster_box(raster)
+def test_tile_classify_grid_geometry_fields(predictor, textured):
+    gdf = predictor.tile_classify(textured, ["forest", "river", "road"], top_k=2, tile_size=112)
+    extent, ds = raster_box(textured)
     assert len(gdf) == count_tiles(300, 200, 112, 0.0) == 6
     assert gdf.crs == ds.crs
     assert set(gdf.columns) >= {"label", "score", "top_k", "geometry"}
@@ -164,18 +130,18 @@ def test_tile_classify_grid_geometry_fields(predictor, raster):
     assert meta["model"] == "GeoAlign-Tiny" and meta["prompt_templates"]
 
 
-def test_tile_classify_default_vocabulary_bounds_and_overlap(predictor, raster):
-    extent, ds = raster_box(raster)
+def test_tile_classify_default_vocabulary_bounds_and_overlap(predictor, textured):
+    extent, ds = raster_box(textured)
     left, bottom, _, top = ds.bounds
     bounds = (left + 10, bottom + 5, left + 80, top - 5)  # 140 x 190 px
-    gdf = predictor.tile_classify(raster, tile_size=64, overlap=0.25, bounds=bounds)
+    gdf = predictor.tile_classify(textured, tile_size=64, overlap=0.25, bounds=bounds)
     assert gdf["label"].isin(DEFAULT_VOCABULARY).all()
     assert gdf.attrs["geoalign"]["classes"] == list(DEFAULT_VOCABULARY)
     assert "NWPU-RESISC45" in gdf.attrs["geoalign"]["vocabulary_source"]
     assert gdf.geometry.within(shapely.box(*bounds).buffer(1e-6)).all()
     assert math.isclose(gdf.union_all().area, shapely.box(*bounds).area, rel_tol=1e-9)
     with pytest.raises(InputError, match="do not overlap"):
-        predictor.tile_classify(raster, ["a"], bounds=(0, 0, 1, 1))
+        predictor.tile_classify(textured, ["a"], bounds=(0, 0, 1, 1))
 
 
 def test_empty_tiles_skipped_and_partial_tiles_kept(predictor, tmp_path):
@@ -222,7 +188,7 @@ def test_any_geotiff(predictor, tmp_path, kind):
 
 
 def test_no_crs_needs_allow(predictor, tmp_path):
-    path = make_raster(tmp_path / "nocrs.tif", crs=None)
+    path = make_raster(tmp_path / "nocrs.tif", crs=None, transform=Affine.identity())
     with pytest.raises(InputError, match="no CRS"):
         predictor.tile_classify(path, ["a"])
     gdf = predictor.tile_classify(path, ["a"], allow_no_crs=True, tile_size=112)
@@ -232,11 +198,11 @@ def test_no_crs_needs_allow(predictor, tmp_path):
 
 
 # ---------------------------------------------------------------------------- find / match
-def test_find_boxes_ranks_nms_and_text_once(predictor, raster):
+def test_find_boxes_ranks_nms_and_text_once(predictor, textured):
     before = predictor.text_batches
-    gdf = predictor.find(raster, ["red car", "ship"], min_score=0.0, max_results=7, tile_size=112)
+    gdf = predictor.find(textured, ["red car", "ship"], min_score=0.0, max_results=7, tile_size=112)
     assert predictor.text_batches - before <= 1  # phrases + background in one text pass, not per tile
-    extent, ds = raster_box(raster)
+    extent, ds = raster_box(textured)
     assert gdf.crs == ds.crs and list(gdf.columns[:3]) == ["phrase", "score", "rank"]
     assert gdf.geometry.within(extent.buffer(1e-6)).all()
     for _, grp in gdf.groupby("phrase"):
@@ -248,36 +214,36 @@ def test_find_boxes_ranks_nms_and_text_once(predictor, raster):
         assert iou.max() <= 0.5 + 1e-6  # NMS across tiles
     meta = gdf.attrs["geoalign"]
     assert meta["phrases"] == ["red car", "ship"] and "background" in meta["background_phrases"]
-    high = predictor.find(raster, ["red car"], min_score=0.99, tile_size=112)
+    high = predictor.find(textured, ["red car"], min_score=0.99, tile_size=112)
     assert (high["score"] >= 0.99).all()
 
 
 
-def test_find_refinement_moves_boxes_only_to_better_placed_ones(predictor, raster):
+def test_find_refinement_moves_boxes_only_to_better_placed_ones(predictor, textured):
     """The 2x look (``_refine_boxes``): a moved box has its centre in the original box, keeps at
     least half its area, and scores at least as high at the tile zoom; ``refine=False`` skips it."""
     from rasterio.windows import Window
 
     from geoalign_core.geo import RasterSource
-    from geoalign_core.inference import predictor as P
+    from geoalign_core.inference import find as P
     from geoalign_core.inference import scoring
 
-    plain = predictor.find(raster, ["red car", "ship"], min_score=0.0, max_results=6, tile_size=112, refine=False)
+    plain = predictor.find(textured, ["red car", "ship"], min_score=0.0, max_results=6, tile_size=112, refine=False)
     assert plain.attrs["geoalign"]["refine"] is False and "n_refined" not in plain.attrs["geoalign"]
-    refined = predictor.find(raster, ["red car", "ship"], min_score=0.0, max_results=6, tile_size=112)
+    refined = predictor.find(textured, ["red car", "ship"], min_score=0.0, max_results=6, tile_size=112)
     meta = refined.attrs["geoalign"]
     assert meta["refine"] is True and 0 <= meta["n_refined"] <= 2 * (6 + 6)
     assert len(refined) == len(plain) == 12
 
-    texts, _ = predictor._query_texts(["red car", "ship"])
-    with RasterSource(raster) as src:
+    texts, _ = predictor.query_texts(["red car", "ship"])
+    with RasterSource(textured) as src:
         area = Window(0, 0, src.width, src.height)
         t = src.transform
         px = np.array([[(b[0] - t.c) / t.a, (b[3] - t.f) / t.e, (b[2] - t.c) / t.a, (b[1] - t.f) / t.e]
                        for b in plain.geometry.bounds.values])
         labels = torch.tensor([0 if ph == "red car" else 1 for ph in plain["phrase"]])
         boxes = torch.from_numpy(px)
-        out, n = predictor._refine_boxes(src, area, boxes, labels, texts, 2, 112, 0.25, None)
+        out, n = refine_boxes(predictor, src, area, boxes, labels, texts, 2, 112, 0.25, None)
         assert out.shape == boxes.shape and out.dtype == torch.float64
         moved = np.flatnonzero(np.abs(out.numpy() - px).max(axis=1) > 1e-6)
         assert len(moved) == n and n >= 1  # the random model moves some boxes: the checks below run
@@ -287,11 +253,11 @@ def test_find_refinement_moves_boxes_only_to_better_placed_ones(predictor, raste
             assert (a1 - a0) * (b1 - b0) >= P.REFINE_MIN_AREA * (x1 - x0) * (y1 - y0) - 1e-6
         if n:
             both = np.concatenate([px[moved], out.numpy()[moved]])
-            emb = predictor._region_embeddings(src, both, area, 112, 0.25, None, None)
+            emb = region_embeddings(predictor, src, both, area, 112, 0.25, None, None)
             pr = scoring.phrase_probabilities(emb, texts, 2, predictor.logit_scale)
             lab = labels[torch.from_numpy(moved)]
             assert (pr[torch.arange(n, 2 * n), lab] >= pr[torch.arange(n), lab] - 1e-6).all()
-        empty, n0 = predictor._refine_boxes(src, area, boxes[:0], labels[:0], texts, 2, 112, 0.25, None)
+        empty, n0 = refine_boxes(predictor, src, area, boxes[:0], labels[:0], texts, 2, 112, 0.25, None)
         assert len(empty) == 0 and n0 == 0
 
 def _regions(raster_path, crs_out="EPSG:4326"):
@@ -307,29 +273,29 @@ def _regions(raster_path, crs_out="EPSG:4326"):
     return gdf.to_crs(crs_out)
 
 
-def test_match_regions_reprojects_and_reports_outside(predictor, raster, tmp_path):
-    regions = _regions(raster)
+def test_match_regions_reprojects_and_reports_outside(predictor, textured, tmp_path):
+    regions = _regions(textured)
     path = tmp_path / "regions.geojson"
     regions.to_file(path, driver="GeoJSON")
     with pytest.warns(UserWarning, match="1 of 4 features lie outside"):
-        gdf = predictor.match_regions(raster, path, ["red car", "tree"], tile_size=112)
+        gdf = predictor.match_regions(textured, path, ["red car", "tree"], tile_size=112)
     assert len(gdf) == 3 and list(gdf["name"]) == ["a", "b", "c"]
-    assert gdf.crs == raster_box(raster)[1].crs
+    assert gdf.crs == raster_box(textured)[1].crs
     assert {"best_phrase", "score", "red car", "tree", "score_input"} <= set(gdf.columns)
     assert np.allclose(gdf["score"], gdf[["red car", "tree"]].max(axis=1))
     # the same regions as a GeoDataFrame, and through find --regions
     with pytest.warns(UserWarning):
-        found = predictor.find(raster, ["red car"], regions=regions, min_score=0.0, tile_size=112)
+        found = predictor.find(textured, ["red car"], regions=regions, min_score=0.0, tile_size=112)
     assert len(found) == 3 and sorted(found["rank"]) == [1, 2, 3]
 
 
-def test_region_embeddings_match_encode_regions(predictor, raster):
+def test_region_embeddings_match_encode_regions(predictor, textured):
     from geoalign_core.geo import RasterSource
 
-    with RasterSource(raster) as src:
-        area = predictor.area_window(src, None)
+    with RasterSource(textured) as src:
+        area = Window(0, 0, src.width, src.height)
         boxes = np.array([[10.0, 20.0, 40.0, 50.0], [150.0, 20.0, 290.0, 190.0]])  # in a tile / across tiles
-        emb = predictor._region_embeddings(src, boxes, area, 112, 0.25, None, None)
+        emb = region_embeddings(predictor, src, boxes, area, 112, 0.25, None, None)
         tile = src.read_tile(rasterio.windows.Window(0, 0, 112, 112))
     x = predictor.model.preprocess(torch.from_numpy(tile.image)[None])
     with torch.no_grad():
@@ -338,16 +304,16 @@ def test_region_embeddings_match_encode_regions(predictor, raster):
     assert torch.allclose(emb.norm(dim=-1), torch.ones(2), atol=1e-5)
 
 
-def test_regions_errors(predictor, raster, tmp_path):
-    far = _regions(raster).iloc[[3]]
+def test_regions_errors(predictor, textured, tmp_path):
+    far = _regions(textured).iloc[[3]]
     with pytest.raises(InputError, match="none of the 1 features overlap"):
-        predictor.match_regions(raster, far, ["x"])
+        predictor.match_regions(textured, far, ["x"])
     empty = tmp_path / "empty.gpkg"
     gpd.GeoDataFrame({"a": []}, geometry=[], crs=CRS).to_file(empty, driver="GPKG")
     with pytest.raises(InputError, match="no features"):
-        predictor.match_regions(raster, empty, ["x"])
+        predictor.match_regions(textured, empty, ["x"])
     with pytest.raises(InputError, match="empty phrase"):
-        predictor.find(raster, ["ok", "  "])
+        predictor.find(textured, ["ok", "  "])
 
 
 # ---------------------------------------------------------------------------- heatmap
@@ -380,13 +346,13 @@ def test_heatmap_grid_nodata_and_metadata(predictor, tmp_path):
         assert (ds.width, ds.height) == (math.ceil(210 / 3), math.ceil(110 / 3))
 
 
-def test_reader_thread_gives_the_same_results_and_forwards_errors(predictor, raster, tmp_path):
+def test_reader_thread_gives_the_same_results_and_forwards_errors(predictor, textured, tmp_path):
     threaded = Predictor(predictor.model, batch_size=3, prefetch=2)
     inline = Predictor(predictor.model, batch_size=3, prefetch=0)
-    a = threaded.tile_classify(raster, ["a", "b"], tile_size=64, overlap=0.25)
-    b = inline.tile_classify(raster, ["a", "b"], tile_size=64, overlap=0.25)
+    a = threaded.tile_classify(textured, ["a", "b"], tile_size=64, overlap=0.25)
+    b = inline.tile_classify(textured, ["a", "b"], tile_size=64, overlap=0.25)
     assert a.drop(columns="top_k").equals(b.drop(columns="top_k"))
-    data = raster.read_bytes()
+    data = textured.read_bytes()
     bad = tmp_path / "truncated.tif"
     bad.write_bytes(data[: len(data) // 3])
     with pytest.raises(InputError, match="corrupt or truncated"):
@@ -397,9 +363,9 @@ def test_reader_thread_gives_the_same_results_and_forwards_errors(predictor, ras
 
 
 # ---------------------------------------------------------------------------- cancel / progress
-def test_cancel_and_progress(predictor, raster, tmp_path):
+def test_cancel_and_progress(predictor, textured, tmp_path):
     seen = []
-    predictor.tile_classify(raster, ["a"], tile_size=64, progress=lambda d, t: seen.append((d, t)))
+    predictor.tile_classify(textured, ["a"], tile_size=64, progress=lambda d, t: seen.append((d, t)))
     assert seen[-1] == (seen[-1][1], seen[-1][1]) and seen[-1][1] == count_tiles(300, 200, 64)
     assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
     calls = []
@@ -409,6 +375,6 @@ def test_cancel_and_progress(predictor, raster, tmp_path):
         return len(calls) > 2
 
     with pytest.raises(Cancelled) as exc:
-        predictor.heatmap(raster, "x", tmp_path / "c.tif", tile_size=32, cancel=cancel)
+        predictor.heatmap(textured, "x", tmp_path / "c.tif", tile_size=32, cancel=cancel)
     assert isinstance(exc.value, GeoAlignError)
     assert list(tmp_path.iterdir()) == []

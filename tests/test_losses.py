@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
 import pytest
 import torch
 import torch.nn.functional as F
+from generate import free_port
 from open_clip.loss import ClipLoss
 
 from geoalign_core import losses
@@ -132,12 +132,6 @@ def test_gradients_flow_to_both_towers():
     assert m.clip.logit_scale.grad is not None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, q) -> None:
     import torch.distributed as dist
 
@@ -157,12 +151,13 @@ def _ddp_worker(rank: int, world: int, port: int, q) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_distributed_gather_matches_joined_batch():
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, q)) for r in range(2)]
     for p in procs:
         p.start()

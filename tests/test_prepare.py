@@ -3,9 +3,7 @@ generated sample scene -> chips + samples.jsonl."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -16,11 +14,11 @@ from affine import Affine
 from rasterio.transform import from_origin
 from shapely.geometry import Point, Polygon
 
+import training.scenes as scenes
 from geoalign_core.cli import main as cli_main
 from geoalign_core.data import PrepareOptions, prepare_dataset, read_image, read_samples
 from geoalign_core.data.text import number_word, plural
 
-ROOT = Path(__file__).resolve().parents[1]
 X0, Y0, RES = 500000.0, 5000000.0, 0.5
 W, H, CHIP = 256, 192, 64
 REQUIRED = ("image", "caption", "caption_detail", "regions")
@@ -90,7 +88,7 @@ def test_summary_counts(prepared, handmade, tmp_path, capsys):
     assert summ["chips_dropped"] == {"mostly nodata": 1, "blank (no texture)": 1, "one region covers too much": 1,
                                      "no labelled region": 6}
     assert summ["features_read"] == 13 and summ["features_used"] == 7
-    assert summ["features_skipped"] == {"empty or missing class value": 2, "class value not in --classes": 1,
+    assert summ["features_skipped"] == {"empty or missing class value": 2, "class value not in the given classes": 1,
                                         "empty or missing geometry": 1, "not a polygon (point or line)": 1,
                                         "cannot be reprojected to the raster's CRS (outside the area where it is "
                                         "defined)": 0, "outside the raster": 1}
@@ -196,7 +194,7 @@ def test_deterministic_and_overwrite(handmade, prepared, tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--class-field", "nope"], "--class-field 'nope' is not a field"),
+        (["--class-field", "nope"], "class field 'nope' is not a field"),
         (["--chip-size", "4"], "--chip-size"),
         (["--max-cover", "2"], "--max-cover"),
         (["--description-field", "nope"], "--description-field"),
@@ -232,23 +230,19 @@ def test_all_chips_dropped_is_an_error(handmade, tmp_path, capsys):
 
 # ------------------------------------------------------------------ a generated scene
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("geoalign_make_sample_p", ROOT / "sample_data" / "make_sample.py")
-    ms = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ms)
-    d = tmp_path_factory.mktemp("gen")
-    tif, gpkg = ms.write_scene(d, 1002, size=512)
-    out = d / "ds"
+def generated(scene_1002, tmp_path_factory):
+    tif, gpkg = scene_1002
+    out = tmp_path_factory.mktemp("gen") / "ds"
     summary = prepare_dataset(tif, gpkg, out, PrepareOptions(class_field="class"), progress=False)
-    return ms, gpkg, out, summary
+    return gpkg, out, summary
 
 
 def test_generated_scene(generated):
-    ms, gpkg, out, summary = generated
+    gpkg, out, summary = generated
     labels = gpd.read_file(gpkg)
     samples = read_samples(out)
     assert summary.chips_written == len(samples) > 0 and summary.chips_total == 25  # 512 / 112 -> 5 x 5
-    assert set(summary.class_counts) <= set(ms.CLASSES)
+    assert set(summary.class_counts) <= set(scenes.CLASSES)
     n_regions = 0
     for s in samples:
         counts = {}
@@ -267,7 +261,7 @@ def test_generated_scene(generated):
 
 
 def test_description_field_used_verbatim(generated, tmp_path):
-    _, gpkg, _, _ = generated
+    gpkg, _, _ = generated
     tif = gpkg.with_name("scene.tif")
     prepare_dataset(tif, gpkg, tmp_path / "d", PrepareOptions(class_field="class", description_field="description",
                                                                num_negatives=3), progress=False)

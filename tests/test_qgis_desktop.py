@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_qgis_common import ROOT, SCENE
+from qgis_helpers import ROOT, SCENE
 
 pytestmark = [pytest.mark.qgis, pytest.mark.slow]
 

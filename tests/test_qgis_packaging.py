@@ -15,12 +15,11 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
-from test_qgis_common import ROOT, write_crop
+from qgis_helpers import ROOT, sample_crop
 
 pytestmark = pytest.mark.qgis
 
@@ -149,7 +148,7 @@ def test_zip_layout_and_metadata(plugin_zip):
 
 
 def run_plugin(plugin_dir: Path, tmp_path: Path, engine: str | None, model: str = "") -> dict:
-    raster = write_crop(tmp_path / "r.tif", size=224)
+    raster = sample_crop(tmp_path / "r.tif", size=224)
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "GEOALIGN_ENGINE_PYTHON")}
     env.update(QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(plugin_dir), PATH="/usr/bin:/bin",
@@ -183,6 +182,7 @@ def test_without_an_engine_the_dock_offers_the_setup(unpacked, tmp_path):
     assert out["unloaded"] and out["heavy"] == []
 
 
+@pytest.mark.slow
 @needs_system_python
 def test_qgis_python_runs_a_find_in_the_engine_and_imports_no_heavy_package(unpacked, tmp_path):
     out = run_plugin(unpacked, tmp_path, engine=sys.executable, model="GeoAlign-Tiny")
@@ -201,6 +201,7 @@ def small_plan(target: Path, wheel: Path):
                        check_modules=["geoalign_core", "geoalign_core.engine.server"], build="test")
 
 
+@pytest.mark.slow
 def test_setup_creates_verifies_and_is_found(unpacked, tmp_path):
     from geoalign_qgis.environment import MARKER, Installer, locate_engine, private_env_dir
 
@@ -225,6 +226,7 @@ def test_setup_creates_verifies_and_is_found(unpacked, tmp_path):
     assert probe.stdout.strip() == "True"
 
 
+@pytest.mark.slow
 def test_failed_setup_leaves_nothing(unpacked, tmp_path):
     from geoalign_qgis.environment import Installer, InstallError, InstallPlan, locate_engine, private_env_dir
 
@@ -243,17 +245,17 @@ def test_cancelled_setup_leaves_nothing(unpacked, tmp_path):
     wheel = next((unpacked / "geoalign_qgis" / "wheels").glob("*.whl"))
     target = private_env_dir(tmp_path / "profile")
     flag = threading.Event()
-    started = {}
+    titles = []
 
     def progress(title, fraction):
+        titles.append(title)
         if title == "creating the environment":
             threading.Timer(0.3, flag.set).start()
-            started["t"] = time.monotonic()
 
-    with pytest.raises(InstallCancelled):
+    with pytest.raises(InstallCancelled):  # without the cancel, the set-up runs on and succeeds
         Installer(small_plan(target, wheel), tmp_path / "setup.log", on_progress=progress,
                   cancelled=flag.is_set).run()
-    assert time.monotonic() - started["t"] < 10
+    assert titles[-1] in ("creating the environment", "installing GeoAlign")  # stopped early, not at the end
     assert not target.exists()
 
 

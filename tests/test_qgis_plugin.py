@@ -25,14 +25,14 @@ from qgis.core import (  # noqa: E402
     QgsVectorLayer,
 )
 from qgis.PyQt.QtWidgets import QAction  # noqa: E402
-from test_qgis_common import (  # noqa: E402
+from qgis_helpers import (  # noqa: E402
     ROOT,
     SCENE,
     TEST_MODEL,
     files_in,
+    sample_crop,
     wait_for_dock,
     wait_until,
-    write_crop,
 )
 
 pytestmark = pytest.mark.qgis
@@ -59,11 +59,6 @@ def dock(qgis_iface):
     wait_for_dock(d)
     d.dispose()
     d.deleteLater()
-
-
-@pytest.fixture(scope="module")
-def small_tif(tmp_path_factory) -> Path:
-    return write_crop(tmp_path_factory.mktemp("raster") / "crop.tif", size=224)
 
 
 def add_raster(path: Path, name: str = "scene") -> QgsRasterLayer:
@@ -158,8 +153,9 @@ def test_dock_scrolls_instead_of_squashing(qgis_iface, dock):
 
 
 # ---------------------------------------------------------------------------- find
+@pytest.mark.slow
 def test_dock_find_in_current_view(qgis_iface, project, dock, tmp_path):
-    scene = SCENE if SCENE.is_file() else write_crop(tmp_path / "scene.tif", size=512)
+    scene = SCENE if SCENE.is_file() else sample_crop(tmp_path / "scene.tif", size=512)
     raster = add_raster(scene)
     canvas = qgis_iface.mapCanvas()
     canvas.setDestinationCrs(raster.crs())
@@ -223,10 +219,10 @@ def test_dock_find_in_current_view(qgis_iface, project, dock, tmp_path):
     assert read_geopackage_metadata(dock.last_output, "matches")["refine"] is False
 
 
-def test_dock_heatmap_layer(qgis_iface, project, dock, small_tif):
+def test_dock_heatmap_layer(qgis_iface, project, dock, crop):
     from geoalign_core.geo import read_geopackage_metadata  # noqa: F401  (the test process may import it)
 
-    raster = add_raster(small_tif, "crop")
+    raster = add_raster(crop, "crop")
     qgis_iface.mapCanvas().setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
     dock.set_raster_layer(raster)
     dock.set_scope("layer")
@@ -277,10 +273,10 @@ def test_dock_heatmap_layer(qgis_iface, project, dock, small_tif):
     assert {"heatmap score: building (crop)", "building, tree (crop)"} <= outputs
 
 
-def test_dock_tile_classify(qgis_iface, project, dock, small_tif):
+def test_dock_tile_classify(qgis_iface, project, dock, crop):
     from qgis.core import QgsCategorizedSymbolRenderer
 
-    raster = add_raster(small_tif, "crop")
+    raster = add_raster(crop, "crop")
     dock.set_raster_layer(raster)
     dock.set_scope("layer")
     dock.set_phrases("building\ntree\nwater")
@@ -300,10 +296,10 @@ def test_dock_tile_classify(qgis_iface, project, dock, small_tif):
     assert sum(int(dock.table.item(r, 1).text()) for r in range(dock.table.rowCount())) == 4
 
 
-def test_dock_match_drawn_regions(qgis_iface, project, dock, small_tif):
+def test_dock_match_drawn_regions(qgis_iface, project, dock, crop):
     from qgis.core import QgsPointXY
 
-    raster = add_raster(small_tif, "crop")
+    raster = add_raster(crop, "crop")
     canvas = qgis_iface.mapCanvas()
     web = QgsCoordinateReferenceSystem("EPSG:3857")
     canvas.setDestinationCrs(web)
@@ -364,15 +360,19 @@ def test_dock_match_drawn_regions(qgis_iface, project, dock, small_tif):
     assert region1.yMaximum() == pytest.approx(e.yMinimum() + 0.4 * e.height(), abs=0.05)
 
 
-def test_cancel_leaves_no_layer_and_no_file(qgis_iface, project, dock, tmp_path):
-    big = write_crop(tmp_path / "big.tif", size=512, col=0, row=0)
-    raster = add_raster(big, "big")
-    dock.set_raster_layer(raster)
+def long_run(dock, tmp_path: Path) -> None:
+    """Set the dock up for a long run: "car" on a 512 px raster in 16 px tiles, one per batch
+    (~1700 tiles: plenty of time to cancel it or to kill its engine)."""
+    dock.set_raster_layer(add_raster(sample_crop(tmp_path / "big.tif", size=512, col=0, row=0), "big"))
     dock.set_phrases("car")
     dock.set_scope("layer")
-    dock.min_score.setValue(0.0)
-    dock.tile_size.setValue(16)  # ~1700 tiles, one per batch: plenty of time to cancel
+    dock.tile_size.setValue(16)
     dock.batch_size.setValue(1)
+
+
+def test_cancel_leaves_no_layer_and_no_file(qgis_iface, project, dock, tmp_path):
+    long_run(dock, tmp_path)
+    dock.min_score.setValue(0.0)
     before = set(QgsProject.instance().mapLayers())
     results = tmp_path / "analysis_geoalign"
 
@@ -396,8 +396,8 @@ def test_cancel_leaves_no_layer_and_no_file(qgis_iface, project, dock, tmp_path)
         assert dock.find_button.isEnabled() and not dock.cancel_button.isEnabled()
 
 
-def test_dock_reports_user_errors(qgis_iface, project, dock, small_tif, messages):
-    raster = add_raster(small_tif, "crop")
+def test_dock_reports_user_errors(qgis_iface, project, dock, crop, messages):
+    raster = add_raster(crop, "crop")
     dock.set_raster_layer(raster)
     dock.set_phrases("")
     assert dock.run_find() is None and "phrase" in dock.status.text()
@@ -453,10 +453,10 @@ def test_raster_without_crs(qgis_iface, project, dock, tmp_path, messages):
         assert shown.contains(f.geometry().boundingBox())
 
 
-def test_table_never_shows_stale_rows(qgis_iface, project, dock, small_tif):
+def test_table_never_shows_stale_rows(qgis_iface, project, dock, crop):
     from qgis.core import QgsRectangle as Rect
 
-    raster = add_raster(small_tif, "crop")
+    raster = add_raster(crop, "crop")
     dock.set_raster_layer(raster)
     dock.set_scope("layer")
     dock.set_phrases("car")
@@ -490,7 +490,7 @@ def test_screenshot(qgis_iface, project, dock, tmp_path):
     Set GEOALIGN_SCREENSHOT=1 to (re)write docs/qgis_screenshot.png."""
     from geoalign_qgis.screenshot import compose, render_map
 
-    scene = SCENE if SCENE.is_file() else write_crop(tmp_path / "scene.tif", size=512)
+    scene = SCENE if SCENE.is_file() else sample_crop(tmp_path / "scene.tif", size=512)
     raster = add_raster(scene, "scene")
     e = raster.extent()
     view = QgsRectangle(e.xMinimum() + 100, e.yMaximum() - 260, e.xMinimum() + 260, e.yMaximum() - 100)
@@ -522,8 +522,8 @@ def test_screenshot(qgis_iface, project, dock, tmp_path):
         shot.save(str(ROOT / "docs" / "qgis_screenshot.png"))
 
 
-def test_no_match_adds_no_layer(qgis_iface, project, dock, small_tif, tmp_path):
-    raster = add_raster(small_tif, "crop")
+def test_no_match_adds_no_layer(qgis_iface, project, dock, crop, tmp_path):
+    raster = add_raster(crop, "crop")
     dock.set_raster_layer(raster)
     dock.set_phrases("red car")
     dock.set_scope("layer")
@@ -537,18 +537,13 @@ def test_no_match_adds_no_layer(qgis_iface, project, dock, small_tif, tmp_path):
     assert files_in(tmp_path / "analysis_geoalign") == []
 
 
+@pytest.mark.slow
 def test_engine_crash_is_one_message_and_the_next_run_restarts_it(qgis_iface, project, dock, tmp_path):
     import signal
 
     from geoalign_qgis.tasks import engine_client
 
-    big = write_crop(tmp_path / "big.tif", size=512, col=0, row=0)
-    raster = add_raster(big, "big")
-    dock.set_raster_layer(raster)
-    dock.set_phrases("car")
-    dock.set_scope("layer")
-    dock.tile_size.setValue(16)
-    dock.batch_size.setValue(1)
+    long_run(dock, tmp_path)
     client = engine_client()
     task = dock.run_heatmap()
     wait_until(lambda: task.progress() > 0 or not dock.is_running(), 60, "progress")
@@ -565,6 +560,7 @@ def test_engine_crash_is_one_message_and_the_next_run_restarts_it(qgis_iface, pr
     assert client.pid != old_pid
 
 
+@pytest.mark.slow
 def test_one_click_setup_from_the_dock(qgis_iface, monkeypatch, tmp_path):
     """No engine configured: the dock offers the set-up; a (small, offline) set-up into the
     profile's private environment runs as a task, and then the dock uses it."""

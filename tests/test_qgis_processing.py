@@ -18,7 +18,7 @@ from qgis.core import (  # noqa: E402
     QgsSingleBandPseudoColorRenderer,
     QgsVectorLayer,
 )
-from test_qgis_common import TEST_MODEL, write_crop  # noqa: E402
+from qgis_helpers import TEST_MODEL  # noqa: E402
 
 pytestmark = pytest.mark.qgis
 
@@ -35,8 +35,8 @@ def provider(qgis_processing):
 
 
 @pytest.fixture(scope="module")
-def raster(tmp_path_factory):
-    return str(write_crop(tmp_path_factory.mktemp("proc") / "crop.tif", size=224))
+def raster(crop) -> str:
+    return str(crop)
 
 
 def vector(path) -> QgsVectorLayer:

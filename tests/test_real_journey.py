@@ -25,8 +25,8 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "real_data"
 RASTER = REAL / "spacenet_atlanta_pan.tif"
 FOOTPRINTS = REAL / "spacenet_atlanta_buildings.geojson"
 
-pytestmark = pytest.mark.skipif(not (RASTER.is_file() and FOOTPRINTS.is_file()),
-                                reason="../shared/real_data (SpaceNet Atlanta) not present")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (RASTER.is_file() and FOOTPRINTS.is_file()),
+                                                   reason="../shared/real_data (SpaceNet Atlanta) not present")]
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
-"""Tests for the synthetic sample scene generator (sample_data/make_sample.py) and its committed output."""
+"""Tests for the synthetic scene generator (training/scenes, run by sample_data/make_sample.py) and its
+committed output."""
 
 from __future__ import annotations
 
-import importlib.util
 import sqlite3
 import subprocess
 import sys
@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+import training.scenes as scenes
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "sample_data"
@@ -22,12 +24,8 @@ FIELDS = ("class", "color", "size", "orientation", "description")
 
 @pytest.fixture(scope="module")
 def ms():
-    """The generator, imported by path the way training code does it."""
-    spec = importlib.util.spec_from_file_location("geoalign_make_sample", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod
+    """The generator package."""
+    return scenes
 
 
 @pytest.fixture(scope="module")

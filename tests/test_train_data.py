@@ -6,9 +6,8 @@ import json
 
 import numpy as np
 import pytest
-import rasterio
 import torch
-from rasterio.transform import from_origin
+from generate import array_raster
 
 from geoalign_core.data.schema import read_image
 from geoalign_core.errors import InputError
@@ -23,21 +22,7 @@ from training.dataset import (
 )
 from training.synthetic import COLOURS, make_squares_dataset
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared CPU an OpenMP thread
-    that loses its core stalls every parallel region: one thread keeps the timings stable."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _write(path, data, dtype, **kw):
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype=dtype, crs="EPSG:3857", transform=from_origin(0, data.shape[1], 1, 1), **kw) as ds:
-        ds.write(data.astype(dtype))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _jsonl(path, rows):
@@ -194,11 +179,11 @@ def test_collate_variable_regions(squares):
 def test_chip_kinds(tmp_path):
     """Chips are read by the schema's reader (the one `geoalign eval` uses)."""
     rng = np.random.default_rng(0)
-    _write(tmp_path / "u16.tif", rng.integers(100, 4000, size=(1, 20, 30)), "uint16", nodata=0)
+    array_raster(tmp_path / "u16.tif", rng.integers(100, 4000, size=(1, 20, 30)).astype("uint16"), nodata=0)
     one = read_image(tmp_path / "u16.tif")
     assert one.shape == (3, 20, 30) and one.dtype == np.float32
     assert np.array_equal(one[0], one[2]) and one.min() == 0.0 and one.max() == 1.0
-    _write(tmp_path / "u8.tif", np.full((4, 8, 8), 51), "uint8")
+    array_raster(tmp_path / "u8.tif", np.full((4, 8, 8), 51, dtype="uint8"))
     assert np.allclose(read_image(tmp_path / "u8.tif"), 0.2)
     pytest.importorskip("PIL")
     from PIL import Image
@@ -209,7 +194,7 @@ def test_chip_kinds(tmp_path):
 
 
 def test_bad_jsonl_reports_line(tmp_path):
-    _write(tmp_path / "a.tif", np.zeros((3, 8, 8)), "uint8")
+    array_raster(tmp_path / "a.tif", np.zeros((3, 8, 8), dtype="uint8"))
     ok = {"image": "a.tif", "caption": "x"}
     _jsonl(tmp_path / "samples.jsonl", [ok, {"image": "a.tif"}])
     with pytest.raises(InputError, match=r"samples.jsonl:2: 'caption' must be a non-empty string"):
@@ -269,6 +254,7 @@ print("trained without", sorted({m.split(".")[0] for m in sys.modules} & {"geopa
 """
 
 
+@pytest.mark.slow
 def test_training_needs_no_vector_stack(tmp_path):
     """Training reads chips and samples.jsonl only: it must import and build batches without
     geopandas / pyogrio / shapely / pyproj (a GPU box may have rasterio and torch alone)."""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.nn.functional as F
+from generate import free_port
 
 from training.objective import geoalign_objective
 
@@ -18,20 +18,7 @@ VIC_PER_IMAGE = 2
 MODEL_SPLIT = ([0, 1, 2], [3, 4, 5])  # samples of rank 0 / rank 1 (sample 3 has no region)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared CPU an OpenMP thread
-    that loses its core stalls every parallel region: one thread keeps the timings stable."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def _embeddings() -> tuple[dict, dict]:
@@ -147,7 +134,7 @@ def two_rank_results(tmp_path_factory):
     from training.synthetic import make_squares_dataset
 
     data = make_squares_dataset(tmp_path_factory.mktemp("data"), n=6, size=64, seed=0)
-    port = _free_port()
+    port = free_port()
     return str(data), _spawn(_worker, [(r, 2, port, str(data)) for r in range(2)])
 
 
@@ -200,7 +187,7 @@ def test_ddp_training_steps_equal_single_process(tmp_path):
     data = make_squares_dataset(tmp_path / "data", n=8, size=64, seed=0)
     base = dict(model="GeoAlign-Tiny", stage=2, data=str(data), max_steps=2, lr=1e-3, warmup_steps=0,
                 regions_per_image=3, num_candidates=4, num_workers=0, tensorboard=False, device="cpu")
-    port = _free_port()
+    port = free_port()
     ddp_cfg = {**base, "batch_size": 2, "out_dir": str(tmp_path / "ddp")}
     res = _spawn(_train_worker, [(r, 2, port, ddp_cfg) for r in range(2)])
     assert res[0][1] == res[1][1]  # every rank logs the global-batch loss

@@ -17,14 +17,7 @@ from training.synthetic import make_squares_dataset
 TINY = dict(model="GeoAlign-Tiny", num_workers=0, log_every=1, tensorboard=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared CPU an OpenMP thread
-    that loses its core stalls every parallel region: one thread keeps the timings stable."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +83,7 @@ def test_loss_decreases_on_overfit_set(overfit_data, tmp_path, stage):
     assert sum(losses[-3:]) / 3 < 0.5 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_resume_reproduces_uninterrupted_run(data, tmp_path):
     # 8 images, micro-batches of 3 (a partial one per epoch), 2 per step: steps straddle epochs
     common = dict(stage=2, data=str(data), batch_size=3, grad_accum=2, max_steps=5, lr=1e-3, warmup_steps=2,

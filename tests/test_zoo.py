@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import torch
@@ -14,9 +13,8 @@ from geoalign_core.errors import CheckpointError, ModelError, OfflineError
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return load_model("GeoAlign-Tiny", device="cpu")
+def tiny(tiny_model):
+    return tiny_model
 
 
 def _outputs(m):
@@ -136,10 +134,20 @@ def test_cached_file_is_used_without_network(tiny, tmp_path, monkeypatch):
 def test_offline_error_is_fast_and_helpful(tmp_path, monkeypatch):
     monkeypatch.setenv("GEOALIGN_CACHE", str(tmp_path))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    t0 = time.perf_counter()
+    probes = []
+
+    def no_network(address, timeout=None, *args, **kwargs):
+        probes.append((address, timeout))
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(zoo.socket, "create_connection", no_network)
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: probes.append(("download", None)))
     with pytest.raises(OfflineError) as info:
         load_model("openai-vit-b-16", device="cpu")
-    assert time.perf_counter() - t0 < 5.0
+    # fast: one connection attempt, bounded by the zoo's timeout, and no download tried after it
+    assert len(probes) == 1 and 0 < probes[0][1] <= zoo.HUB_TIMEOUT_S <= 5
     msg = str(info.value)
     assert "openai-vit-b-16" in msg and str(tmp_path) in msg and "by hand" in msg
     assert "\n" not in msg
