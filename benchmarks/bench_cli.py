@@ -13,9 +13,6 @@ lazy). Targets (issue "A CLI that answers at once"): ``--help`` <= 0.5 s, a bad 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -24,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
+from report import ROOT, cpu_summary, write_section
+
 TARGETS = {"help": 0.5, "bad input": 1.0}
 
 
@@ -84,8 +81,8 @@ def main() -> int:
     base = rows[0][2]["best"]
     heavy = rows[1][2]["best"]
     lines = ["## CLI start-up", "",
-             f"`python benchmarks/bench_cli.py` on {platform.processor() or platform.machine()} "
-             f"({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}: each case a fresh process, best and median "
+             f"`python benchmarks/bench_cli.py` on {cpu_summary()}, {time.strftime('%Y-%m-%d')}: "
+             "each case a fresh process, best and median "
              f"of {args.repeat} runs; *x python* is the best time over a bare `python -c pass`, *x torch* over "
              "`python -c \"import torch, open_clip\"` (what every command paid before its imports became lazy).",
              "", "| case | best (s) | median (s) | peak RSS (MB) | exit | x python | x torch | target |",
@@ -104,11 +101,7 @@ def main() -> int:
     print()
     print(section)
     if not args.no_doc:
-        text = DOC.read_text() if DOC.is_file() else "# Benchmarks\n"
-        pattern = re.compile(r"^## CLI start-up\n.*?(?=^## |\Z)", re.S | re.M)
-        text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else \
-            text.rstrip() + "\n\n" + section
-        DOC.write_text(text.rstrip() + "\n")
+        write_section(section)
     return 0 if ok else 1
 
 

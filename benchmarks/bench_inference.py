@@ -30,8 +30,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -43,15 +41,14 @@ import numpy as np
 import rasterio
 import torch
 from rasterio.transform import from_origin
+from report import DOC, ROOT, cpu_summary, table, write_section
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from geoalign_core import load_model  # noqa: E402
 from geoalign_core.geo import RasterSource, write_geopackage  # noqa: E402
 from geoalign_core.inference import Predictor  # noqa: E402
 
-DOC = ROOT / "docs" / "benchmarks.md"
 PARTS = ("throughput", "regions", "memory", "text")
 CLASSES = ["forest", "river", "parking lot", "buildings", "road", "farmland", "beach", "harbor", "airport", "lake"]
 
@@ -114,15 +111,6 @@ def quiet_load(name: str, device: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return load_model(name, device=device)
-
-
-def table(headers: list[str], rows: list[list[object]]) -> str:
-    cells = [[str(c) for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |"
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells]
-    return "\n".join([line, sep, *body])
 
 
 # ---------------------------------------------------------------------------- 1. throughput
@@ -313,28 +301,8 @@ def bench_text(model_name: str, device: str, raster: Path, tile: int, n_phrases:
 
 # ---------------------------------------------------------------------------- report
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"{cpu}, {os.cpu_count()} CPU cores visible, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), GPU: {gpu}")
-
-
-def write_doc(section: str) -> None:
-    text = DOC.read_text() if DOC.is_file() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Inference\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section.rstrip() + "\n\n", text)
-    else:
-        text = text.rstrip() + "\n\n" + section.rstrip() + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text.rstrip() + "\n")
+    return f"{cpu_summary()}, torch {torch.__version__} ({torch.get_num_threads()} threads), GPU: {gpu}"
 
 
 def main() -> int:
@@ -529,7 +497,7 @@ run 2 is the per-tile cost of scoring 1000 instead of 10 phrases (a matrix produ
 
 {t4}
 """
-    write_doc(section)
+    write_section(section, "## Inference")
     print(f"wrote the Inference section of {DOC}")
     return 0
 

@@ -20,16 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
+from report import DOC, ROOT, cpu_summary, write_section
+
 SECTION = "## Training"              # CPU runs; GPU runs write their own section
 GPU_SECTION = "## Training on GPU"
 
@@ -126,17 +124,7 @@ def device_name(device: str) -> str:
         import torch
 
         return torch.cuda.get_device_name(0)
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-
-
-def write_section(text: str, section: str = SECTION) -> None:
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    old = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    tmp = DOC.with_name(f".{DOC.name}.tmp")
-    tmp.write_text(new, encoding="utf-8")
-    os.replace(tmp, DOC)
+    return f"CPU ({cpu_summary()})"
 
 
 def main() -> None:
