@@ -27,6 +27,7 @@ positional embedding is interpolated (bicubic) to the patch grid.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -190,6 +191,28 @@ class GeoAlignCLIP(nn.Module):
     @property
     def embed_dim(self) -> int:
         return int(self.visual.proj.shape[1])
+
+    def fingerprint(self) -> str:
+        """A short hash of the weights (every tensor's name, shape, dtype and first 256 values)
+        and of how embeddings are made (architecture, dense mode): equal for the same model,
+        different for other weights of the same architecture (e.g. after fine-tuning).
+
+        Stored in a scene index, so that a query with another model is refused. Computed once
+        per model (re-computed after :meth:`load_state_dict`)."""
+        cached = getattr(self, "_fingerprint", None)
+        if cached is not None:
+            return cached
+        h = hashlib.sha256(f"{self.spec.arch}|{self.spec.dense_mode}|{self.spec.long_text}".encode())
+        with torch.no_grad():
+            for name, t in self.clip.state_dict().items():
+                h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+                h.update(t.detach().reshape(-1)[:256].float().cpu().numpy().tobytes())
+        self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def load_state_dict(self, *args, **kwargs):  # noqa: D102 - nn.Module's, forgetting the fingerprint
+        self._fingerprint = None
+        return super().load_state_dict(*args, **kwargs)
 
     @property
     def logit_scale(self) -> torch.Tensor:

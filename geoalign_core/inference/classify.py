@@ -12,11 +12,12 @@ import torch
 from rasterio.windows import Window
 
 from ..errors import InputError
-from ..geo import RasterSource, pixel_boxes_to_polygons
-from ..geo.grid import area_window, clip_window, tile_windows
+from ..geo import pixel_boxes_to_polygons
+from ..geo.grid import area_window, clip_window
 from . import scoring
 from .encoder import Cancel, EmbeddingBatch, Encoder, Progress, Stage, enter_stage
 from .metadata import raster_meta, run_metadata
+from .source import open_source
 from .vocabulary import DEFAULT_VOCABULARY, VOCABULARY_SOURCES
 
 __all__ = ["classify_batches", "tile_classify"]
@@ -47,7 +48,7 @@ def tile_classify(
     *,
     bands: Sequence[int] | str | None = None,
     tile_size: int | None = None,
-    overlap: float = 0.0,
+    overlap: float | None = None,
     bounds: Sequence[float] | None = None,
     allow_no_crs: bool = False,
     progress: Progress | None = None,
@@ -55,6 +56,9 @@ def tile_classify(
     stage: Stage | None = None,
 ) -> gpd.GeoDataFrame:
     """Zero-shot classification of every non-empty tile.
+
+    ``raster``: a raster path, or a :class:`~geoalign_core.index.SceneIndex` (its tiles;
+    ``overlap`` then defaults to the index's). ``overlap`` defaults to 0 for a raster.
 
     Rows: ``geometry`` (the tile, clipped to the raster / ``bounds``), ``label``, ``score``
     (softmax probability of ``label`` over the classes, with the model's logit scale),
@@ -64,14 +68,14 @@ def tile_classify(
     classes = enc.clean(DEFAULT_VOCABULARY if default_vocab else classes, "class")
     if int(top_k) < 1:
         raise InputError(f"top k must be at least 1; got {top_k}", param="top_k")
-    ts = enc.tile_size(tile_size)
-    with RasterSource(raster, bands, allow_no_crs=allow_no_crs) as src:
+    with open_source(enc, raster, bands, allow_no_crs) as src:
+        ts, overlap = src.tile_size(tile_size), src.overlap(overlap, 0.0)
         area = area_window(src.transform, src.width, src.height, bounds, src.path)
-        windows = tile_windows(src.width, src.height, ts, overlap, area=area)
+        windows = src.windows(ts, overlap, area)
         enter_stage(stage, "encoding classes")
         text = enc.encode_classes(classes)
         enter_stage(stage, "classifying tiles")
-        passed = enc.image_pass(src, windows, dense=False, progress=progress, cancel=cancel)
+        passed = src.embeddings(windows, dense=False, progress=progress, cancel=cancel)
         tiles, vals, idx = classify_batches(passed, text, enc.logit_scale, int(top_k))
         if not tiles:
             raise InputError(f"no valid pixels in {src.path}" + (" within the bounds" if bounds else ""))

@@ -21,14 +21,15 @@ from rasterio.windows import Window
 
 from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE, DEFAULT_NMS_IOU
 from ..errors import InputError
-from ..geo import RasterSource, pixel_boxes_to_polygons
-from ..geo.grid import area_window, tile_windows
+from ..geo import pixel_boxes_to_polygons
+from ..geo.grid import area_window
 from . import scoring
 from .encoder import Cancel, EmbeddingBatch, Encoder, Progress, Stage, enter_stage, tile_scale
 from .metadata import raster_meta, run_metadata
-from .regions import centres_in, load_regions, load_within, pd_strings, region_embeddings
+from .regions import centres_in, load_regions, load_within, pd_strings
+from .source import EmbeddingSource, LiveSource, open_source
 
-__all__ = ["find", "find_candidates", "keep_top_per_tile", "refine_boxes", "score_candidates"]
+__all__ = ["find", "find_candidates", "keep_top_per_tile", "pool_candidates", "refine_boxes", "score_candidates"]
 
 MIN_VALID_FRACTION = 0.5  # candidates / patches with less valid area are ignored
 PRE_NMS = 64  # candidates per (tile, phrase) considered for NMS
@@ -51,7 +52,7 @@ def find(
     nms_iou: float = DEFAULT_NMS_IOU,
     bands: Sequence[int] | str | None = None,
     tile_size: int | None = None,
-    overlap: float = 0.25,
+    overlap: float | None = None,
     bounds: Sequence[float] | None = None,
     allow_no_crs: bool = False,
     refine: bool = True,
@@ -81,6 +82,11 @@ def find(
     it does so only when the moved box scores at least as high at the tile zoom. Scores
     are those of the tile pass. Then NMS again and the top ``max_results``.
 
+    ``raster``: a raster path, or a :class:`~geoalign_core.index.SceneIndex`: the candidates
+    then come from its stored embeddings, only in the tiles where a phrase can score (see
+    :func:`find_candidates`), and ``overlap`` defaults to the index's (else 0.25); the box
+    refinement re-reads the raster for the kept boxes only.
+
     Rows: ``geometry`` (box), ``phrase``, ``score``, ``rank`` (1 = best, per phrase).
     """
     phrases = enc.clean(phrases)
@@ -88,15 +94,15 @@ def find(
         raise InputError(f"min score must be in [0, 1]; got {min_score}", param="min_score")
     if int(max_results) < 1:
         raise InputError(f"max results must be at least 1; got {max_results}", param="max_results")
-    ts = enc.tile_size(tile_size)
-    with RasterSource(raster, bands, allow_no_crs=allow_no_crs) as src:
+    with open_source(enc, raster, bands, allow_no_crs) as src:
+        ts, overlap = src.tile_size(tile_size), src.overlap(overlap, 0.25)
         area = area_window(src.transform, src.width, src.height, bounds, src.path)
         extra: dict[str, object] = {}
         if regions is not None:
             feats, rboxes, n_out = load_regions(regions, src, area, regions_layer, buffer)
             texts, bg = enc.query_texts(phrases)
             enter_stage(stage, "scoring regions")
-            emb = region_embeddings(enc, src, rboxes, area, ts, overlap, progress, cancel)
+            emb = src.region_embeddings(rboxes, area, ts, overlap, progress, cancel)
             probs = scoring.phrase_probabilities(emb, texts, len(phrases), enc.logit_scale).cpu()
             k_idx, p_idx = (probs >= float(min_score)).nonzero(as_tuple=True)
             boxes = torch.from_numpy(rboxes)[k_idx]
@@ -106,7 +112,7 @@ def find(
                      "n_regions": len(feats), "n_regions_outside": n_out}
         else:
             texts, bg = enc.query_texts(phrases)
-            windows = tile_windows(src.width, src.height, ts, overlap, area=area)
+            windows = src.windows(ts, overlap, area)
             zone = None
             if within is not None:
                 zone, n_within = load_within(within, src, area, within_layer, buffer)
@@ -115,8 +121,8 @@ def find(
                 extra |= {"within": str(within) if not isinstance(within, gpd.GeoDataFrame) else "GeoDataFrame",
                           "n_within": n_within}
             enter_stage(stage, "scanning tiles")
-            boxes, scores, p_idx = find_candidates(
-                enc,                 src, windows, area, texts, len(phrases), float(min_score), int(max_results),
+            boxes, scores, p_idx, n_scanned = find_candidates(
+                enc, src, windows, area, texts, len(phrases), float(min_score), int(max_results),
                 float(nms_iou), progress, cancel,
             )
             if zone is not None:
@@ -126,14 +132,16 @@ def find(
                 keep = scoring.nms_per_label(boxes, scores, p_idx, float(nms_iou),
                                              cap=int(max_results) + min(int(max_results), REFINE_SPARE))
                 boxes, scores, p_idx = boxes[keep], scores[keep], p_idx[keep]
-                boxes, n_moved = refine_boxes(enc, src, area, boxes, p_idx, texts, len(phrases), ts, overlap,
-                                                    cancel, progress, stage)
+                with src.live_source() as live:
+                    boxes, n_moved = refine_boxes(enc, live, area, boxes, p_idx, texts, len(phrases), ts, overlap,
+                                                  cancel, progress, stage)
                 extra["n_refined"] = n_moved
                 if zone is not None:  # a moved box keeps its centre in the old box, maybe not in the zone
                     inside = centres_in(zone, boxes)
                     boxes, scores, p_idx = boxes[inside], scores[inside], p_idx[inside]
             keep = scoring.nms_per_label(boxes, scores, p_idx, float(nms_iou), cap=int(max_results))
-            extra |= {"n_windows": len(windows), "nms_iou": float(nms_iou), "refine": bool(refine),
+            extra |= {"n_windows": len(windows), "n_windows_scored": n_scanned, "nms_iou": float(nms_iou),
+                      "refine": bool(refine),
                      "dense_thresholds": list(scoring.DENSE_THRESHOLDS),
                      "window_scales_patches": list(scoring.WINDOW_SCALES)}
         boxes, scores, p_idx = boxes[keep], scores[keep], p_idx[keep]
@@ -170,7 +178,7 @@ def find(
 
 def find_candidates(
     enc: Encoder,
-    src: RasterSource,
+    src: EmbeddingSource,
     windows: list[Window],
     area: Window,
     texts: torch.Tensor,
@@ -180,18 +188,38 @@ def find_candidates(
     nms_iou: float,
     progress: Progress | None,
     cancel: Cancel | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Image pass + candidate scoring; returns (raster-pixel boxes, scores, phrase index)."""
+    cosine: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Candidate boxes scored over the source's embeddings of ``windows``.
+
+    Scores: ``texts`` are the ``n_phrases`` query phrases then background phrases, and a
+    box scores :func:`scoring.phrase_probabilities`; with ``cosine`` the ``n_phrases`` rows of
+    ``texts`` are query vectors and a box scores its cosine similarity with each (``similar``).
+
+    A source may first narrow the windows down to those where a query can score, best first
+    (``src.candidate_windows``: a scene index ranks its stored patches against the queries
+    in one matrix product; a live raster keeps them all); the scan then stops once no
+    remaining tile can reach the ``max_results``-th box of any query. Returns (raster-pixel
+    boxes, scores, query index, windows scored).
+    """
+    logit_scale = None if cosine else enc.logit_scale
     phr = texts[:n_phrases]
+    windows, bound = src.candidate_windows(windows, texts, n_phrases, min_score, max_results, logit_scale)
     all_boxes: list[torch.Tensor] = []
     all_scores: list[torch.Tensor] = []
     all_labels: list[torch.Tensor] = []
     buffered = 0
+    scored = 0
     cap = max(4 * max_results, 200)
-    for eb in enc.image_pass(src, windows, dense=True, progress=progress, cancel=cancel):
+    for eb in src.embeddings(windows, dense=True, progress=progress, cancel=cancel):
+        scored = eb.done
         b = len(eb.tiles)
         sim = scoring.similarity_maps(eb.dense_normalized, phr).cpu()  # [B, N, h, w]
-        owner, cand, probs, valid, nonempty = score_candidates(enc, eb, sim.flatten(0, 1), area, texts, n_phrases)
+        owner, cand, reg, valid, nonempty = pool_candidates(enc, eb, sim.flatten(0, 1), area)
+        if logit_scale is None:
+            probs = (reg @ phr.float().T).clamp_min(0.0).cpu()
+        else:
+            probs = scoring.phrase_probabilities(reg, texts, n_phrases, logit_scale).cpu()
         probs[~(valid & nonempty)] = 0.0
         # the best PRE_NMS candidates per (tile, phrase) go on to NMS
         probs = keep_top_per_tile(probs, owner, b, PRE_NMS)
@@ -211,30 +239,56 @@ def find_candidates(
             keep = scoring.nms_per_label(bx, sc, lb, nms_iou, cap=cap)
             all_boxes, all_scores, all_labels = [bx[keep]], [sc[keep]], [lb[keep]]
             buffered = int(keep.numel())
+        if bound is not None and eb.done < len(windows) and _enough(
+                all_boxes, all_scores, all_labels, n_phrases, max_results, nms_iou, bound[eb.done:]):
+            break  # no tile left can reach the max_results-th box of any phrase
     if not all_boxes:
-        return torch.zeros((0, 4), dtype=torch.float64), torch.zeros(0), torch.zeros(0, dtype=torch.long)
-    return torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
+        empty = torch.zeros((0, 4), dtype=torch.float64), torch.zeros(0), torch.zeros(0, dtype=torch.long)
+        return (*empty, scored)
+    return torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels), scored
 
+
+def _enough(boxes: list[torch.Tensor], scores: list[torch.Tensor], labels: list[torch.Tensor], n_phrases: int,
+            max_results: int, nms_iou: float, bound: torch.Tensor) -> bool:
+    """Whether every phrase already has ``max_results`` boxes (after NMS) scoring above what any
+    remaining tile can reach (``bound [T, N]``: an upper bound of its regions' scores)."""
+    bx, sc, lb = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+    keep = scoring.nms_per_label(bx, sc, lb, nms_iou, cap=max_results)
+    best_left = bound.amax(dim=0)
+    for p in range(n_phrases):
+        mine = sc[keep][lb[keep] == p]
+        if len(mine) < max_results or float(mine.min()) <= float(best_left[p]):
+            return False
+    return True
 
 
 def score_candidates(
     enc: Encoder, eb: EmbeddingBatch, sim: torch.Tensor, area: Window, texts: torch.Tensor, n_phrases: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Candidate boxes of a batch of tiles, pooled from their dense maps and scored.
+    """:func:`pool_candidates`, each candidate scored against the phrases
+    (:func:`scoring.phrase_probabilities`: ``texts`` = the ``n_phrases`` query phrases, then
+    background phrases). Returns ``owner, boxes, probs [K, n_phrases], valid, nonempty``."""
+    owner, cand, reg, valid, nonempty = pool_candidates(enc, eb, sim, area)
+    probs = scoring.phrase_probabilities(reg, texts, n_phrases, enc.logit_scale).cpu()
+    return owner, cand, probs, valid, nonempty
+
+
+def pool_candidates(
+    enc: Encoder, eb: EmbeddingBatch, sim: torch.Tensor, area: Window
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Candidate boxes of a batch of tiles and their embeddings, pooled from the tiles' dense maps.
 
     Candidates per tile: the window grid (:func:`scoring.window_candidates`) plus the
     components of the tile's similarity maps at patch and half-patch resolution.
 
     Args:
         eb: the batch (dense maps, validity, tiles).
-        sim: ``[B * m, h, w]`` similarity maps, ``m`` consecutive maps per tile.
+        sim: ``[B * m, h, w]`` similarity maps, ``m`` consecutive maps per tile (one per query).
         area: the search area (raster pixels): boxes are clamped to it.
-        texts, n_phrases: query phrases then background phrases (see
-            :func:`scoring.phrase_probabilities`).
 
     Returns:
         ``owner [K]`` (tile of each candidate, in batch order), ``boxes [K, 4]`` (raster
-        pixels, float64, clamped to ``area``), ``probs [K, n_phrases]``, ``valid [K]``
+        pixels, float64, clamped to ``area``), ``embeddings [K, D]`` (normalised), ``valid [K]``
         (enough valid pixels inside) and ``nonempty [K]`` (at least 1 px wide and high after
         clamping).
     """
@@ -252,7 +306,6 @@ def score_candidates(
     valid = scoring.boxes_valid_fraction(eb.valid, per_tile) >= MIN_VALID_FRACTION
     with torch.no_grad():
         reg = F.normalize(enc.model.pool_regions(eb.dense, per_tile).float(), dim=-1)
-        probs = scoring.phrase_probabilities(reg, texts, n_phrases, enc.logit_scale).cpu()
     # map to raster pixels
     owner = torch.cat([torch.full((len(c),), i) for i, c in enumerate(per_tile)])
     cand = torch.cat(per_tile).double()
@@ -263,13 +316,12 @@ def score_candidates(
     cand[:, 0::2] = cand[:, 0::2].clamp(a_x0, a_x0 + float(area.width))
     cand[:, 1::2] = cand[:, 1::2].clamp(a_y0, a_y0 + float(area.height))
     nonempty = ((cand[:, 2] - cand[:, 0]) >= 1) & ((cand[:, 3] - cand[:, 1]) >= 1)
-    return owner, cand, probs, valid, nonempty
-
+    return owner, cand, reg, valid, nonempty
 
 
 def refine_boxes(
     enc: Encoder,
-    src: RasterSource,
+    src: LiveSource,
     area: Window,
     boxes: torch.Tensor,
     labels: torch.Tensor,
@@ -307,7 +359,7 @@ def refine_boxes(
     cx, cy = (orig[:, 0] + orig[:, 2]) / 2, (orig[:, 1] + orig[:, 3]) / 2
     windows = [Window(math.floor(x - side / 2), math.floor(y - side / 2), side, side) for x, y in zip(cx, cy)]
     proposed = orig.copy()
-    for eb in enc.image_pass(src, windows, dense=True, progress=progress, cancel=cancel, skip_empty=False):
+    for eb in src.embeddings(windows, dense=True, progress=progress, cancel=cancel, skip_empty=False):
         rows = torch.tensor([t.index for t in eb.tiles])
         lab = labels[rows]
         # the similarity map of each window's own phrase
@@ -330,7 +382,7 @@ def refine_boxes(
     # the check at the tile zoom: the proposal must score at least as high as the box
     both = np.concatenate([orig[moved], proposed[moved]])
     enter_stage(stage, "checking refined boxes")
-    emb = region_embeddings(enc, src, both, area, tile_size, overlap, progress, cancel)
+    emb = src.region_embeddings(both, area, tile_size, overlap, progress, cancel)
     probs = scoring.phrase_probabilities(emb, texts, n_phrases, enc.logit_scale).cpu()
     lab = labels[torch.from_numpy(moved)]
     n = len(moved)

@@ -7,18 +7,18 @@ from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 
-import numpy as np
 import rasterio.windows
 from rasterio.windows import Window
 
 from ..errors import InputError
-from ..geo import HeatmapAccumulator, RasterSource, check_output, write_float_geotiff
-from ..geo.grid import area_window, tile_windows
+from ..geo import HeatmapAccumulator, check_output, write_float_geotiff
+from ..geo.grid import area_window
 from . import scoring
 from .encoder import Cancel, Encoder, Progress, Stage, check_cancel, enter_stage
 from .metadata import jsonable, raster_meta, run_metadata
+from .source import open_source
 
-__all__ = ["HEATMAP_VALUES", "MAX_HEATMAP_CELLS", "heatmap", "mask_invalid"]
+__all__ = ["HEATMAP_VALUES", "MAX_HEATMAP_CELLS", "heatmap"]
 
 HEATMAP_VALUES = ("similarity", "score")
 MAX_HEATMAP_CELLS = 25_000_000  # default grid: the raster's, coarsened to stay under this
@@ -36,7 +36,7 @@ def heatmap(
     metadata: Mapping[str, object] | None = None,
     bands: Sequence[int] | str | None = None,
     tile_size: int | None = None,
-    overlap: float = 0.25,
+    overlap: float | None = None,
     bounds: Sequence[float] | None = None,
     allow_no_crs: bool = False,
     progress: Progress | None = None,
@@ -53,13 +53,16 @@ def heatmap(
     grid is the raster's (or the ``bounds`` window's) pixel grid, coarsened by ``scale``
     raster pixels per cell (default: 1, or the smallest integer keeping the
     grid under 25 M cells). Cells without valid input pixels are nodata (NaN).
+
+    ``raster``: a raster path, or a :class:`~geoalign_core.index.SceneIndex` (its tiles and
+    their stored validity; ``overlap`` then defaults to the index's, else to 0.25).
     """
     phrase = enc.clean(phrase)[0]
     if values not in HEATMAP_VALUES:
         raise InputError(f"heatmap values must be one of {', '.join(HEATMAP_VALUES)}; got {values!r}")
     out_path = check_output(out_path, overwrite)
-    ts = enc.tile_size(tile_size)
-    with RasterSource(raster, bands, allow_no_crs=allow_no_crs) as src:
+    with open_source(enc, raster, bands, allow_no_crs) as src:
+        ts, overlap = src.tile_size(tile_size), src.overlap(overlap, 0.25)
         area = area_window(src.transform, src.width, src.height, bounds, src.path)
         h, w = int(area.height), int(area.width)
         if scale is None:
@@ -67,14 +70,14 @@ def heatmap(
         elif int(scale) != scale or int(scale) < 1:
             raise InputError(f"scale must be a whole number >= 1; got {scale}", param="scale")
         scale = int(scale)
-        windows = tile_windows(src.width, src.height, ts, overlap, area=area)
+        windows = src.windows(ts, overlap, area)
         texts, bg = enc.query_texts([phrase])
         transform = rasterio.windows.transform(area, src.transform)
         acc = HeatmapAccumulator(h, w, transform, src.crs, scale=scale)
         c0, r0 = int(area.col_off), int(area.row_off)
         n_tiles = 0
         enter_stage(stage, "scanning tiles")
-        for eb in enc.image_pass(src, windows, dense=True, progress=progress, cancel=cancel):
+        for eb in src.embeddings(windows, dense=True, progress=progress, cancel=cancel):
             if values == "score":
                 sim = scoring.probability_maps(eb.dense_normalized, texts, 1, enc.logit_scale)
             else:
@@ -103,26 +106,10 @@ def heatmap(
         meta.update({k: jsonable(v) for k, v in (metadata or {}).items()})
         grid = acc.result()
         enter_stage(stage, "masking nodata")
-        mask_invalid(grid, src, area, scale, cancel)
+        src.mask_invalid(grid, area, scale, cancel)
         check_cancel(cancel)
         enter_stage(stage, "writing")
         desc = f"{phrase} (score)" if values == "score" else phrase
         write_float_geotiff(grid, out_path, acc.out_transform, src.crs, overwrite=overwrite,
                             band_descriptions=[desc], tags={"GEOALIGN_METADATA": meta})
     return out_path
-
-
-def mask_invalid(values: np.ndarray, src: RasterSource, area: Window, scale: int, cancel: Cancel | None) -> None:
-    """Set output cells whose raster pixel (nearest, at the output resolution) is nodata to NaN.
-
-    Tiles resampled to the model's input size carry a coarser validity mask; this strip-wise
-    pass makes nodata exact on the output grid without holding the raster in memory.
-    """
-    out_h, out_w = values.shape
-    rows = max(1, 4_000_000 // max(out_w, 1))
-    for r in range(0, out_h, rows):
-        check_cancel(cancel)
-        n = min(rows, out_h - r)
-        win = Window(area.col_off, area.row_off + r * scale, out_w * scale, n * scale)
-        _, valid = src.read_raw(win, out_shape=(n, out_w))
-        values[r : r + n][~valid] = np.nan

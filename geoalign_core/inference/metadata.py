@@ -11,8 +11,8 @@ import numpy as np
 from .. import __version__
 
 if TYPE_CHECKING:
-    from ..geo import RasterSource
     from .encoder import Encoder
+    from .source import EmbeddingSource
 
 __all__ = ["jsonable", "raster_meta", "run_metadata"]
 
@@ -51,15 +51,11 @@ def run_metadata(enc: Encoder, command: str, **params: object) -> dict:
     return meta
 
 
-def raster_meta(src: RasterSource, tile_size: int, overlap: float, bounds: Sequence[float] | None,
+def raster_meta(source: EmbeddingSource, tile_size: int, overlap: float, bounds: Sequence[float] | None,
                 batch_size: int) -> dict:
-    """The raster side of a run's metadata: which raster, how it was read and tiled."""
+    """The raster side of a run's metadata: which raster (and index), how it was read and tiled."""
     return {
-        "raster": str(src.path),
-        "crs": src.crs.to_string() if src.crs is not None else None,
-        "georeferencing": src.georeferencing,
-        "bands": list(src.bands),
-        "scene_stats": src.stats.to_dict(),
+        **source.raster_meta(),
         "tile_size": tile_size,
         "overlap": float(overlap),
         "bounds": list(bounds) if bounds is not None else None,

@@ -22,7 +22,7 @@ import torch
 from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE, DEFAULT_MODEL, DEFAULT_NMS_IOU
 from ..model import GeoAlignCLIP
 from ..zoo import load_model, resolve_device
-from . import classify, find, heatmap, regions
+from . import classify, find, heatmap, regions, similar
 from .encoder import Cancelled, EmbeddingBatch, Encoder
 from .metadata import run_metadata
 from .vocabulary import BACKGROUND_PHRASES, PROMPT_TEMPLATES
@@ -31,7 +31,10 @@ __all__ = ["DEFAULT_MAX_RESULTS", "DEFAULT_MIN_SCORE", "DEFAULT_NMS_IOU", "Cance
 
 
 class Predictor(Encoder):
-    """A loaded model with a phrase-embedding cache, running tile-classify / find / match / heatmap.
+    """A loaded model with a phrase-embedding cache, running tile-classify / find / match / similar / heatmap.
+
+    Every task takes a raster path or a :class:`~geoalign_core.index.SceneIndex` of one (then
+    only the text tower runs).
 
     Args:
         model: a zoo name, open_clip architecture, ``hf-hub:`` id, checkpoint path, or an
@@ -79,6 +82,10 @@ class Predictor(Encoder):
                       phrases: Sequence[str] | str, **kwargs: Any) -> gpd.GeoDataFrame:
         """:func:`.regions.match_regions`: every feature scored against every phrase."""
         return regions.match_regions(self, raster, regions_, phrases, **kwargs)
+
+    def similar(self, raster: str | PathLike, examples: Any, **kwargs: Any) -> gpd.GeoDataFrame:
+        """:func:`.similar.similar`: more regions like the examples (boxes, geometries or a vector file)."""
+        return similar.similar(self, raster, examples, **kwargs)
 
     def heatmap(self, raster: str | PathLike, phrase: str, out_path: str | PathLike, overwrite: bool = False,
                 **kwargs: Any):

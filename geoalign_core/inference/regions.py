@@ -3,8 +3,8 @@
 * :func:`load_regions`: a vector file or GeoDataFrame -> the features overlapping the search
   area (raster CRS) and their pixel boxes (points and lines need a ``buffer``);
 * :func:`load_within`: the union of polygons as a search zone in raster pixels (``find(within=)``);
-* :func:`region_embeddings`: boxes -> ``[K, D]`` embeddings, each box pooled from the dense map
-  of a tile that holds it whole (:func:`geoalign_core.geo.grid.assign_to_windows`);
+* boxes -> ``[K, D]`` embeddings is the embedding source's ``region_embeddings`` (a live raster:
+  each box pooled from the tile that holds it whole; an index: see :mod:`geoalign_core.index`);
 * :func:`match_regions`: every feature scored against every phrase.
 """
 
@@ -20,16 +20,16 @@ import rasterio.windows
 import shapely
 import shapely.affinity
 import torch
-import torch.nn.functional as F
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from ..errors import InputError
-from ..geo import RasterSource, boxes_to_pixels, clip_to_raster, drop_unprojectable, read_vectors
-from ..geo.grid import area_window, assign_to_windows
+from ..geo import boxes_to_pixels, clip_to_raster, drop_unprojectable, read_vectors
+from ..geo.grid import area_window
 from . import scoring
-from .encoder import Cancel, Encoder, Progress, Stage, enter_stage, tile_scale
+from .encoder import Cancel, Encoder, Progress, Stage, enter_stage
 from .metadata import raster_meta, run_metadata
+from .source import EmbeddingSource, open_source
 
 __all__ = [
     "RESERVED_COLUMNS",
@@ -39,7 +39,6 @@ __all__ = [
     "match_regions",
     "pd_strings",
     "phrase_columns",
-    "region_embeddings",
 ]
 
 
@@ -64,7 +63,7 @@ def phrase_columns(phrases: Sequence[str], reserved: Sequence[str] = RESERVED_CO
 
 
 def load_regions(
-    regions: str | PathLike | gpd.GeoDataFrame, src: RasterSource, area: Window,
+    regions: str | PathLike | gpd.GeoDataFrame, src: EmbeddingSource, area: Window,
     layer: str | int | None = None, buffer: float | None = None,
 ) -> tuple[gpd.GeoDataFrame, np.ndarray, int]:
     """Features overlapping the area (raster CRS) and their pixel boxes clipped to it.
@@ -125,7 +124,7 @@ def load_regions(
 
 
 def load_within(
-    within: str | PathLike | gpd.GeoDataFrame, src: RasterSource, area: Window,
+    within: str | PathLike | gpd.GeoDataFrame, src: EmbeddingSource, area: Window,
     layer: str | int | None, buffer: float | None,
 ) -> tuple[BaseGeometry, int]:
     """The search zone of ``find(within=...)``: the union of the polygons, in raster pixels."""
@@ -139,36 +138,6 @@ def load_within(
 
 
 
-def region_embeddings(
-    enc: Encoder,
-    src: RasterSource,
-    boxes: np.ndarray,
-    area: Window,
-    tile_size: int,
-    overlap: float,
-    progress: Progress | None,
-    cancel: Cancel | None,
-) -> torch.Tensor:
-    """``[K, D]`` normalised region embeddings of raster-pixel boxes (RoIAlign on dense maps)."""
-    windows, members = assign_to_windows(boxes, area, tile_size, overlap)
-    out = torch.zeros((len(boxes), enc.model.embed_dim), device=enc.device)
-    for eb in enc.image_pass(src, windows, dense=True, progress=progress, cancel=cancel, skip_empty=False):
-        blist, idx = [], []
-        for t in eb.tiles:
-            m = members[t.index]
-            s = tile_scale(t)
-            b = boxes[m].copy()
-            b[:, 0::2] -= float(t.window.col_off)
-            b[:, 1::2] -= float(t.window.row_off)
-            blist.append(torch.from_numpy(b / s).float())
-            idx.append(torch.from_numpy(m))
-        with torch.no_grad():
-            reg = F.normalize(enc.model.pool_regions(eb.dense, blist).float(), dim=-1)
-        out[torch.cat(idx).to(enc.device)] = reg
-    return out
-
-
-
 def match_regions(
     enc: Encoder,
     raster: str | PathLike,
@@ -177,7 +146,7 @@ def match_regions(
     *,
     bands: Sequence[int] | str | None = None,
     tile_size: int | None = None,
-    overlap: float = 0.25,
+    overlap: float | None = None,
     bounds: Sequence[float] | None = None,
     allow_no_crs: bool = False,
     layer: str | int | None = None,
@@ -196,13 +165,13 @@ def match_regions(
     (``phrase_columns``, ``renamed_input_columns``).
     """
     phrases = enc.clean(phrases)
-    ts = enc.tile_size(tile_size)
-    with RasterSource(raster, bands, allow_no_crs=allow_no_crs) as src:
+    with open_source(enc, raster, bands, allow_no_crs) as src:
+        ts, overlap = src.tile_size(tile_size), src.overlap(overlap, 0.25)
         area = area_window(src.transform, src.width, src.height, bounds, src.path)
         feats, boxes, n_out = load_regions(regions, src, area, layer, buffer)
         texts, bg = enc.query_texts(phrases)
         enter_stage(stage, "scoring regions")
-        emb = region_embeddings(enc, src, boxes, area, ts, overlap, progress, cancel)
+        emb = src.region_embeddings(boxes, area, ts, overlap, progress, cancel)
         probs = scoring.phrase_probabilities(emb, texts, len(phrases), enc.logit_scale).cpu().numpy()
         columns = phrase_columns(phrases)
         geom = feats.geometry.name

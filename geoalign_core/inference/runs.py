@@ -2,7 +2,8 @@
 atomically in the format its extension names (:func:`geoalign_core.geo.write_vector`), and a
 one-line summary.
 
-The ``geoalign`` CLI commands and the engine process that serves the QGIS plugin
+``raster`` may also be a :class:`~geoalign_core.index.SceneIndex` (then only the text model
+runs). The ``geoalign`` CLI commands and the engine process that serves the QGIS plugin
 (:mod:`geoalign_core.engine`) are two thin shells over these four functions, so a result
 file is the same whichever of them made it. Each returns a :class:`RunResult`; the metadata
 written into the file is the Predictor's run metadata plus ``metadata`` (e.g. the client).
@@ -96,6 +97,29 @@ def match_regions(predictor: Predictor, raster: str | PathLike, regions: Any, ph
     return RunResult(path, "regions", len(gdf), summary, meta, {"best_phrase": dict(counts)})
 
 
+def similar(predictor: Predictor, raster: Any, examples: Any, out: str | PathLike, *, overwrite: bool = False,
+            metadata: Mapping[str, Any] | None = None, write_empty: bool = True, **kwargs: Any) -> RunResult:
+    """``predictor.similar(raster, examples, **kwargs)`` written as layer "similar" of ``out``."""
+    gdf = predictor.similar(raster, examples, **kwargs)
+    path, meta = _write(gdf, Path(out), "similar", metadata, overwrite, write_empty)
+    others = gdf[~gdf["example"]] if len(gdf) else gdf
+    best = f", best {float(others['score'].max()):.3f}" if len(others) else ""
+    summary = (f"wrote {len(gdf)} similar regions {_where(path, 'similar')}; {len(gdf) - len(others)} of them "
+               f"example(s), {len(others)} other(s){best}")
+    return RunResult(path, "similar", len(gdf), summary, meta,
+                     {"examples": int(len(gdf) - len(others)), "others": int(len(others))})
+
+
+def index(predictor: Predictor, raster: str | PathLike, out: str | PathLike, *, overwrite: bool = False,
+          **kwargs: Any) -> RunResult:
+    """:func:`geoalign_core.index.build_index`: the scene index of ``raster`` in ``out`` (.parquet)."""
+    from ..index import build_index
+
+    built = build_index(predictor, raster, out, overwrite=overwrite, **kwargs)
+    details = {k: (str(v) if isinstance(v, Path) else v) for k, v in built.items() if k != "summary"}
+    return RunResult(Path(built["path"]), None, int(built["n_tiles"]), built["summary"], {}, details)
+
+
 def tile_classify(predictor: Predictor, raster: str | PathLike, classes: Sequence[str] | None,
                   out: str | PathLike, *, overwrite: bool = False, metadata: Mapping[str, Any] | None = None,
                   **kwargs: Any) -> RunResult:
@@ -130,4 +154,4 @@ def heatmap(predictor: Predictor, raster: str | PathLike, phrase: str, out: str 
     return RunResult(path, None, 1, summary, meta, details)
 
 
-__all__ = ["RunResult", "find", "heatmap", "match_regions", "tile_classify"]
+__all__ = ["RunResult", "find", "heatmap", "index", "match_regions", "similar", "tile_classify"]

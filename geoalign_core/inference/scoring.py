@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms
@@ -117,30 +118,19 @@ def component_boxes(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ``(map_index [K], boxes [K, 4])``; boxes are ``x0, y0, x1, y1`` in cells, ``x1``/``y1``
         exclusive (a component of one cell at (r, c) is ``c, r, c + 1, r + 1``).
     """
+    from scipy import ndimage
+
     m, h, w = masks.shape
     if m == 0 or not masks.any():
         return torch.zeros(0, dtype=torch.long), torch.zeros((0, 4))
-    big = float(h * w)
-    ids = torch.arange(h * w, dtype=torch.float32).view(1, 1, h, w).expand(m, 1, h, w)
-    mk = masks.unsqueeze(1)
-    lab = torch.where(mk, ids, torch.full_like(ids, big))
-    for _ in range(h * w):  # min-label propagation; stops when stable (~ component diameter)
-        grown = -F.max_pool2d(-lab, 3, stride=1, padding=1)
-        grown = torch.where(mk, grown, lab)
-        if torch.equal(grown, lab):
-            break
-        lab = grown
-    lab = lab.squeeze(1)
-    sel = masks.nonzero(as_tuple=False)  # [P, 3]: map, row, col
-    keys = sel[:, 0] * (h * w) + lab[sel[:, 0], sel[:, 1], sel[:, 2]].long()
-    uniq, inv = torch.unique(keys, return_inverse=True)
-    k = uniq.numel()
-    rows, cols = sel[:, 1], sel[:, 2]
-    x0 = torch.full((k,), w, dtype=torch.long).scatter_reduce(0, inv, cols, "amin")
-    y0 = torch.full((k,), h, dtype=torch.long).scatter_reduce(0, inv, rows, "amin")
-    x1 = torch.zeros(k, dtype=torch.long).scatter_reduce(0, inv, cols, "amax") + 1
-    y1 = torch.zeros(k, dtype=torch.long).scatter_reduce(0, inv, rows, "amax") + 1
-    return uniq // (h * w), torch.stack([x0, y0, x1, y1], dim=1).float()
+    # one labelling of the stack, connected within each map only (3 x 3 in the middle slice)
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = True
+    labels, n = ndimage.label(masks.cpu().numpy(), structure=structure)
+    slices = ndimage.find_objects(labels)  # per label, in order of first cell (map, row, col)
+    out = np.asarray([(sl[0].start, sl[2].start, sl[1].start, sl[2].stop, sl[1].stop) for sl in slices],
+                     dtype=np.int64).reshape(n, 5)
+    return torch.from_numpy(out[:, 0]), torch.from_numpy(out[:, 1:]).float()
 
 
 def dense_candidates(

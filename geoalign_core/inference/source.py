@@ -1,0 +1,187 @@
+"""Where a task's embeddings come from: a raster read live, or a scene index.
+
+Every task (:mod:`.classify`, :mod:`.find`, :mod:`.regions`, :mod:`.heatmap`, :mod:`.similar`)
+works on an *embedding source*: the raster's identity (path, CRS, transform, size, bands),
+its tile grid, and :class:`~.encoder.EmbeddingBatch` es for windows of that grid. Two kinds
+exist:
+
+* :class:`LiveSource`: a raster and an encoder; every batch is an image pass (the backbone);
+* :class:`geoalign_core.index.SceneIndex`: embeddings stored once by ``geoalign index``; a
+  batch is read from disk, and only the text tower runs.
+
+:func:`open_source` gives the right one for what a task was handed (a path or an index).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from os import PathLike
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rasterio.windows import Window
+
+from ..geo import RasterSource
+from ..geo.grid import assign_to_windows, tile_windows
+from .encoder import Cancel, EmbeddingBatch, Encoder, Progress, check_cancel, tile_scale
+
+if TYPE_CHECKING:
+    from affine import Affine
+    from rasterio.crs import CRS
+
+__all__ = ["EmbeddingSource", "LiveSource", "open_source"]
+
+
+class EmbeddingSource(Protocol):
+    """What a task needs from where its embeddings come from (see the module docstring)."""
+
+    live: bool
+    path: Any
+    crs: CRS | None
+    transform: Affine
+    width: int
+    height: int
+
+    def tile_size(self, tile_size: int | None) -> int: ...
+
+    def overlap(self, overlap: float | None, default: float) -> float: ...
+
+    def windows(self, tile_size: int, overlap: float, area: Window) -> list[Window]: ...
+
+    def candidate_windows(self, windows: list[Window], texts: torch.Tensor, n_phrases: int, min_score: float,
+                          max_results: int, logit_scale: float | None
+                          ) -> tuple[list[Window], torch.Tensor | None]: ...
+
+    def embeddings(self, windows: Sequence[Window], dense: bool = True, progress: Progress | None = None,
+                   cancel: Cancel | None = None, skip_empty: bool = True) -> Iterator[EmbeddingBatch]: ...
+
+    def region_embeddings(self, boxes: np.ndarray, area: Window, tile_size: int, overlap: float,
+                          progress: Progress | None, cancel: Cancel | None) -> torch.Tensor: ...
+
+    def mask_invalid(self, values: np.ndarray, area: Window, scale: int, cancel: Cancel | None) -> None: ...
+
+    def raster_meta(self) -> dict: ...
+
+
+class LiveSource:
+    """A raster read live: its grid from :func:`~geoalign_core.geo.grid.tile_windows`, its
+    embeddings from the encoder's image pass (one backbone pass per tile)."""
+
+    live = True
+
+    def __init__(self, enc: Encoder, raster: RasterSource) -> None:
+        self.enc = enc
+        self.raster = raster
+
+    # the raster's identity
+    @property
+    def path(self) -> Any:
+        return self.raster.path
+
+    @property
+    def crs(self) -> CRS | None:
+        return self.raster.crs
+
+    @property
+    def transform(self) -> Affine:
+        return self.raster.transform
+
+    @property
+    def width(self) -> int:
+        return self.raster.width
+
+    @property
+    def height(self) -> int:
+        return self.raster.height
+
+    def raster_meta(self) -> dict:
+        r = self.raster
+        return {
+            "raster": str(r.path),
+            "crs": r.crs.to_string() if r.crs is not None else None,
+            "georeferencing": r.georeferencing,
+            "bands": list(r.bands),
+            "scene_stats": r.stats.to_dict(),
+        }
+
+    # the grid
+    def tile_size(self, tile_size: int | None) -> int:
+        return self.enc.tile_size(tile_size)
+
+    def overlap(self, overlap: float | None, default: float) -> float:
+        return float(default if overlap is None else overlap)
+
+    def windows(self, tile_size: int, overlap: float, area: Window) -> list[Window]:
+        return tile_windows(self.width, self.height, tile_size, overlap, area=area)
+
+    def candidate_windows(self, windows: list[Window], texts: torch.Tensor, n_phrases: int, min_score: float,
+                          max_results: int, logit_scale: float | None
+                          ) -> tuple[list[Window], torch.Tensor | None]:
+        """All of them, in grid order and without bounds: what a tile holds is known only after its image pass."""
+        return windows, None
+
+    # embeddings
+    def embeddings(self, windows: Sequence[Window], dense: bool = True, progress: Progress | None = None,
+                   cancel: Cancel | None = None, skip_empty: bool = True) -> Iterator[EmbeddingBatch]:
+        return self.enc.image_pass(self.raster, windows, dense=dense, progress=progress, cancel=cancel,
+                                   skip_empty=skip_empty)
+
+    def region_embeddings(self, boxes: np.ndarray, area: Window, tile_size: int, overlap: float,
+                          progress: Progress | None, cancel: Cancel | None) -> torch.Tensor:
+        """``[K, D]`` normalised embeddings of raster-pixel boxes: each box RoIAlign-pooled from
+        the dense map of the grid tile that holds it whole, or of its own window around it."""
+        enc = self.enc
+        windows, members = assign_to_windows(boxes, area, tile_size, overlap)
+        out = torch.zeros((len(boxes), enc.model.embed_dim), device=enc.device)
+        for eb in self.embeddings(windows, dense=True, progress=progress, cancel=cancel, skip_empty=False):
+            blist = [tile_boxes(boxes[members[t.index]], t) for t in eb.tiles]
+            idx = [torch.from_numpy(members[t.index]) for t in eb.tiles]
+            with torch.no_grad():
+                reg = F.normalize(enc.model.pool_regions(eb.dense, blist).float(), dim=-1)
+            out[torch.cat(idx).to(enc.device)] = reg
+        return out
+
+    def mask_invalid(self, values: np.ndarray, area: Window, scale: int, cancel: Cancel | None) -> None:
+        """Set output cells whose raster pixel (nearest, at the output resolution) is nodata to NaN.
+
+        Tiles resampled to the model's input size carry a coarser validity mask; this strip-wise
+        pass makes nodata exact on the output grid without holding the raster in memory.
+        """
+        out_h, out_w = values.shape
+        rows = max(1, 4_000_000 // max(out_w, 1))
+        for r in range(0, out_h, rows):
+            check_cancel(cancel)
+            n = min(rows, out_h - r)
+            win = Window(area.col_off, area.row_off + r * scale, out_w * scale, n * scale)
+            _, valid = self.raster.read_raw(win, out_shape=(n, out_w))
+            values[r : r + n][~valid] = np.nan
+
+    @contextlib.contextmanager
+    def live_source(self) -> Iterator[LiveSource]:
+        """A source that can read any window (for the box refinement of ``find``): itself."""
+        yield self
+
+
+def tile_boxes(boxes: np.ndarray, tile: Any) -> torch.Tensor:
+    """Raster-pixel boxes ``[K, 4]`` in a tile's model-input pixels (float32)."""
+    b = np.asarray(boxes, dtype=np.float64).copy()
+    b[:, 0::2] -= float(tile.window.col_off)
+    b[:, 1::2] -= float(tile.window.row_off)
+    return torch.from_numpy(b / tile_scale(tile)).float()
+
+
+@contextlib.contextmanager
+def open_source(enc: Encoder, raster: str | PathLike | Any, bands: Sequence[int] | str | None = None,
+                allow_no_crs: bool = False) -> Iterator[Any]:
+    """The embedding source for ``raster``: a :class:`LiveSource` over an opened raster, or the
+    index itself when handed a :class:`~geoalign_core.index.SceneIndex` (``bands`` must then be
+    those of the index or None)."""
+    if hasattr(raster, "embeddings") and hasattr(raster, "windows"):
+        raster.check_compatible(enc, bands)
+        yield raster
+        return
+    with RasterSource(raster, bands, allow_no_crs=allow_no_crs) as src:
+        yield LiveSource(enc, src)
