@@ -28,6 +28,8 @@ COMMANDS = (
     "find",
     "match_regions",
     "heatmap",
+    "similar",
+    "index",
     "prepare",
     "train",
     "eval",
@@ -48,8 +50,9 @@ def add_common(p: argparse.ArgumentParser, model: bool = True) -> None:
     if model:
         p.add_argument(
             "--model",
-            default=DEFAULT_MODEL,
-            help="zoo name, open_clip architecture, hf-hub:org/repo or checkpoint path (default: %(default)s)",
+            default=None,
+            help=f"zoo name, open_clip architecture, hf-hub:org/repo or checkpoint path (default: {DEFAULT_MODEL}; "
+                 "with an index: the model it was built with)",
         )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="(default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 #: must equal geoalign_core.engine.protocol.PROTOCOL_VERSION (a test checks it)
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 START_TIMEOUT_S = 120.0  # first start: Python + geoalign_core import (not the model stack)
 POLL_S = 0.1
 #: variables of QGIS's process that would make another Python or its wheels load QGIS's

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..cli import add_common
+from ..defaults import DEFAULT_MODEL
 from ..errors import InputError
 
 MODES = {
@@ -133,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     templates = common.load_templates(getattr(args, "templates", None))
     progress = not args.quiet
     bs = args.batch_size
+    args.model = args.model or DEFAULT_MODEL
     model = zoo.load_model(args.model, device=args.device)
     model.eval()
     if args.mode == "scene":

@@ -1,4 +1,5 @@
-"""``geoalign find RASTER PHRASE [PHRASE ...]``: objects matching text, as boxes in a GeoPackage."""
+"""``geoalign find RASTER PHRASE [PHRASE ...]``: objects matching text, as boxes in a GeoPackage
+(from the raster, or from its scene index with ``--index``)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "--max-results per phrase. Writes GeoPackage layer 'matches' (phrase, score, rank)."
         ),
     )
-    p.add_argument("raster", help="input raster")
-    p.add_argument("phrases", nargs="+", metavar="PHRASE", help='what to look for, e.g. "red car"')
+    p.add_argument("raster", nargs="?", help="input raster (or a scene index .parquet; may be left out with --index)")
+    p.add_argument("phrases", nargs="*", metavar="PHRASE", help='what to look for, e.g. "red car"')
     where = p.add_mutually_exclusive_group()
     where.add_argument("--within", type=Path, default=None,
                        help="vector file of polygons (any OGR format, any CRS): search inside them only (a box is "
@@ -38,15 +39,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="best N matches per phrase (default: %(default)s)")
     p.add_argument("--nms-iou", type=float, default=DEFAULT_NMS_IOU, metavar="IOU",
                    help="boxes overlapping a better one by more than IOU are dropped (default: %(default)s)")
-    p.add_argument("--no-refine", dest="refine", action="store_false",
-                   help="keep the boxes of the tile pass (default: each box is looked at again at twice the "
-                        "zoom and moved when a better placed box scores at least as high)")
+    refine = p.add_mutually_exclusive_group()
+    refine.add_argument("--no-refine", dest="refine", action="store_false", default=None,
+                        help="keep the boxes of the tile pass (default for a raster: each box is looked at again "
+                             "at twice the zoom and moved when a better placed box scores at least as high)")
+    refine.add_argument("--refine", dest="refine", action="store_true", default=None,
+                        help="with --index: refine the boxes too (re-reads the raster and runs the image model "
+                             "for the kept boxes; off by default from an index)")
     cs.add_raster_options(p, overlap=0.25, out_help="output GeoPackage (default: <raster stem>_matches.gpkg here)")
     p.set_defaults(func=run)
 
 
+def _shift(args: argparse.Namespace) -> None:
+    args.phrases = [args.raster, *args.phrases]
+
+
 def run(args: argparse.Namespace) -> int:
     with cs.one_line_warnings():
+        cs.settle_source(args, _shift)
         cs.check_common(args)
         phrases = clean_texts(args.phrases)
         if not 0.0 <= args.min_score <= 1.0:
@@ -63,11 +73,14 @@ def run(args: argparse.Namespace) -> int:
         from ..inference import runs  # the model stack: only once the inputs are known to be good
 
         predictor = cs.make_predictor(args)
-        cs.say(args, f"find: {', '.join(repr(p) for p in phrases)} in {args.raster} with {predictor.model_source}")
+        source = cs.source_for(args, predictor)
+        refine = args.refine if args.refine is not None else args.index is None
+        cs.say(args, f"find: {', '.join(repr(p) for p in phrases)} in {cs.source_name(args)} with "
+                     f"{predictor.model_source}")
         with cs.progress_bar(args, "find") as prog:
             result = runs.find(
-                predictor, args.raster, phrases, out, overwrite=args.overwrite, regions=args.regions,
-                min_score=args.min_score, max_results=args.max_results, nms_iou=args.nms_iou, refine=args.refine,
+                predictor, source, phrases, out, overwrite=args.overwrite, regions=args.regions,
+                min_score=args.min_score, max_results=args.max_results, nms_iou=args.nms_iou, refine=refine,
                 regions_layer=args.layer, buffer=args.buffer, within=args.within, within_layer=args.layer,
                 progress=prog, stage=prog.stage, **cs.common_kwargs(args),
             )

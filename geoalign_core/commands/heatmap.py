@@ -20,8 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "has no data."
         ),
     )
-    p.add_argument("raster", help="input raster")
-    p.add_argument("phrase", metavar="PHRASE", help='what to map, e.g. "red car"')
+    p.add_argument("raster", nargs="?", help="input raster (or a scene index .parquet; may be left out with --index)")
+    p.add_argument("phrase", nargs="?", metavar="PHRASE", help='what to map, e.g. "red car"')
     p.add_argument("--scale", type=int, default=None, metavar="N",
                    help="raster pixels per output cell (default: 1, coarser only for huge rasters)")
     p.add_argument("--values", choices=("similarity", "score"), default="similarity",
@@ -31,9 +31,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _shift(args: argparse.Namespace) -> None:
+    if args.phrase is not None:
+        raise InputError(f"one phrase per heatmap; got {args.raster!r} and {args.phrase!r}")
+    args.phrase = args.raster
+
+
 def run(args: argparse.Namespace) -> int:
     with cs.one_line_warnings():
+        cs.settle_source(args, _shift)
         cs.check_common(args)
+        if args.phrase is None:
+            raise InputError('give the phrase to map, e.g. "red car"')
         (phrase,) = clean_texts([args.phrase])
         if args.scale is not None and args.scale < 1:
             raise InputError(f"--scale must be at least 1; got {args.scale}")
@@ -42,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
         from ..inference import runs  # the model stack: only once the inputs are known to be good
 
         predictor = cs.make_predictor(args)
-        cs.say(args, f"heatmap: {phrase!r} on {args.raster} with {predictor.model_source}")
+        source = cs.source_for(args, predictor)
+        cs.say(args, f"heatmap: {phrase!r} on {cs.source_name(args)} with {predictor.model_source}")
         with cs.progress_bar(args, "heatmap") as prog:
-            result = runs.heatmap(predictor, args.raster, phrase, out, overwrite=args.overwrite, scale=args.scale,
+            result = runs.heatmap(predictor, source, phrase, out, overwrite=args.overwrite, scale=args.scale,
                                   values=args.values, progress=prog, stage=prog.stage, **cs.common_kwargs(args))
     print(result.summary)
     return 0

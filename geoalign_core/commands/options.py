@@ -34,10 +34,18 @@ def limit_gdal_cache() -> None:
     os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
 
 
-def add_raster_options(p: argparse.ArgumentParser, overlap: float, out_help: str) -> None:
-    """Options of every raster command (besides ``--model/--device/--quiet``)."""
+def add_raster_options(p: argparse.ArgumentParser, overlap: float, out_help: str, index: bool = True) -> None:
+    """Options of every raster command (besides ``--model/--device/--quiet``).
+
+    ``index``: the command can answer from a scene index (``--index``; the raster may then be
+    left out). ``overlap``: its default for a raster (an index has its own).
+    """
     from ..cli import add_common
 
+    if index:
+        p.add_argument("--index", default=None, metavar="IDX",
+                       help="answer from this scene index (geoalign index): no image pass, only the text "
+                            "model; the raster may then be left out")
     p.add_argument("--out", type=Path, default=None, help=out_help)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--bands", default=None, help="1-based bands for R,G,B (one band or three), e.g. 4,3,2")
@@ -46,9 +54,11 @@ def add_raster_options(p: argparse.ArgumentParser, overlap: float, out_help: str
         help="tile side in raster pixels (default: the model's input size); tiles are resampled to it",
     )
     p.add_argument(
-        "--overlap", type=float, default=overlap, metavar="FRAC",
-        help="overlap between neighbouring tiles, 0 <= FRAC < 0.9 (default: %(default)s)",
+        "--overlap", type=float, default=None, metavar="FRAC",
+        help=f"overlap between neighbouring tiles, 0 <= FRAC < 0.9 (default: {overlap:g}"
+             + ("; from an index: the index's)" if index else ")"),
     )
+    p.set_defaults(default_overlap=overlap)
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
                    help="tiles per model pass (default: %(default)s)")
     p.add_argument(
@@ -60,6 +70,48 @@ def add_raster_options(p: argparse.ArgumentParser, overlap: float, out_help: str
     add_common(p)
 
 
+def is_index_path(path: object) -> bool:
+    """Whether a positional names a scene index (a ``.parquet`` file) rather than a raster."""
+    return path is not None and str(path).lower().endswith(".parquet")
+
+
+def _is_file(path: object) -> bool:
+    """A file, a GDAL virtual path or a GDAL subdataset name (``NETCDF:"a.nc":x``), not a phrase."""
+    text = str(path)
+    return "://" in text or text.startswith("/vsi") or bool(re.match(r"[A-Z][A-Z0-9_]+:", text)) \
+        or Path(text).exists()
+
+
+def settle_source(args: argparse.Namespace, shift, shifted=None) -> None:
+    """Sort out the raster and ``--index`` before anything is opened.
+
+    A ``.parquet`` given as the raster is an index. With ``--index``, the raster may be left
+    out: the positionals are then one place off -- ``shifted(args)`` says so (default: the
+    first names no file) -- and ``shift(args)`` moves them on (``args.raster`` becomes None).
+    """
+    if getattr(args, "index", None) is None:
+        if is_index_path(args.raster):
+            args.index, args.raster = args.raster, None
+        elif args.raster is None:
+            raise InputError("give a raster (or a scene index with --index)")
+        return
+    if args.raster is not None and (shifted(args) if shifted else not _is_file(args.raster)):
+        shift(args)
+        args.raster = None
+
+
+def source_name(args: argparse.Namespace) -> str:
+    """The raster, or the index when there is none: what outputs are named after and messages name."""
+    return str(args.raster if args.raster is not None else args.index)
+
+
+def default_overlap(args: argparse.Namespace) -> float | None:
+    """``--overlap`` as given, else None from an index (its own), else the command's default."""
+    if args.overlap is not None:
+        return args.overlap
+    return None if getattr(args, "index", None) else args.default_overlap
+
+
 def add_vector_options(p: argparse.ArgumentParser, files: str) -> None:
     """``--layer`` and ``--buffer`` for commands that read vector ``files`` (named in the help)."""
     p.add_argument("--layer", default=None, help=f"layer of a multi-layer {files} file (name or 0-based index)")
@@ -67,7 +119,8 @@ def add_vector_options(p: argparse.ArgumentParser, files: str) -> None:
                    help="buffer point and line features by DIST (units of the raster's CRS) to give them an area")
 
 
-def parse_bounds(text: str | None) -> tuple[float, float, float, float] | None:
+def parse_bounds(text: str | None, flag: str = "--bounds") -> tuple[float, float, float, float] | None:
+    """``MINX,MINY,MAXX,MAXY`` (commas or spaces) as four numbers; None for None."""
     if text is None:
         return None
     parts = [v for v in text.replace(" ", ",").split(",") if v]
@@ -76,9 +129,9 @@ def parse_bounds(text: str | None) -> tuple[float, float, float, float] | None:
     except ValueError:
         values = ()
     if len(values) != 4:
-        raise InputError(f"--bounds must be four numbers MINX,MINY,MAXX,MAXY; got {text!r}")
+        raise InputError(f"{flag} must be four numbers MINX,MINY,MAXX,MAXY; got {text!r}")
     if not (values[0] < values[2] and values[1] < values[3]):
-        raise InputError(f"--bounds must have MINX < MAXX and MINY < MAXY; got {text!r}")
+        raise InputError(f"{flag} must have MINX < MAXX and MINY < MAXY; got {text!r}")
     return values  # type: ignore[return-value]
 
 
@@ -87,7 +140,7 @@ def check_common(args: argparse.Namespace) -> None:
     limit_gdal_cache()
     if args.tile_size is not None and args.tile_size < 8:
         raise InputError(f"--tile-size must be at least 8 pixels; got {args.tile_size}")
-    if not 0.0 <= args.overlap < 0.9:
+    if args.overlap is not None and not 0.0 <= args.overlap < 0.9:
         raise InputError(f"--overlap must be in [0, 0.9); got {args.overlap}")
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1; got {args.batch_size}")
@@ -108,35 +161,67 @@ def output_path(args: argparse.Namespace, suffix: str) -> Path:
     format its extension names, not an input, not existing without ``--overwrite``."""
     from ..geo.writers import RASTER_FORMATS, VECTOR_FORMATS, check_not_an_input, check_output
 
-    out = args.out if args.out is not None else Path(f"{default_stem(args.raster)}{suffix}")
+    stem = default_stem(source_name(args))
+    if args.raster is None and stem.endswith("_index"):
+        stem = stem[: -len("_index")]
+    out = args.out if args.out is not None else Path(f"{stem}{suffix}")
     formats = RASTER_FORMATS if suffix.endswith(".tif") else VECTOR_FORMATS
-    check_not_an_input(out, args.raster, getattr(args, "regions", None), getattr(args, "within", None),
-                       getattr(args, "classes_file", None))
+    check_not_an_input(out, args.raster, getattr(args, "index", None), getattr(args, "regions", None),
+                       getattr(args, "within", None), getattr(args, "classes_file", None),
+                       getattr(args, "examples", None))
     return check_output(out, args.overwrite, formats)
 
 
 def open_raster_check(args: argparse.Namespace) -> None:
-    """Open and validate the raster (missing, not a raster, no CRS, bad bands) before the model loads."""
+    """Open and validate the raster (missing, not a raster, no CRS, bad bands) and the index
+    (missing, not an index, its patch file) before the model loads."""
     from ..geo.raster import RasterSource
 
-    with RasterSource(args.raster, args.bands, allow_no_crs=args.allow_no_crs):
-        pass
+    if getattr(args, "index", None) is not None:
+        from ..index.store import check_patches, read_metadata
+
+        emb, _ = read_metadata(args.index)
+        check_patches(Path(args.index), emb)
+    if args.raster is not None:
+        with RasterSource(args.raster, args.bands, allow_no_crs=args.allow_no_crs):
+            pass
 
 
 def common_kwargs(args: argparse.Namespace) -> dict:
-    return {
+    kw = {
         "bands": args.bands,
         "tile_size": args.tile_size,
-        "overlap": args.overlap,
+        "overlap": default_overlap(args),
         "bounds": parse_bounds(args.bounds),
         "allow_no_crs": args.allow_no_crs,
     }
+    return kw
 
 
 def make_predictor(args: argparse.Namespace):
+    """The model: ``--model``, else the index's model (with ``--index``), else the default."""
+    from ..defaults import DEFAULT_MODEL
     from ..inference import Predictor
 
-    return Predictor(args.model, device=args.device, batch_size=args.batch_size)
+    model = args.model
+    if model is None and getattr(args, "index", None) is not None:
+        from ..index.store import read_metadata
+
+        model = read_metadata(args.index)[1]["model"]["source"]
+    return Predictor(model or DEFAULT_MODEL, device=args.device, batch_size=args.batch_size)
+
+
+def source_for(args: argparse.Namespace, predictor):
+    """What the task runs on: the raster path, or the opened index (checked against the model
+    and, when both are given, against the raster)."""
+    if getattr(args, "index", None) is None:
+        return args.raster
+    from ..index import SceneIndex
+
+    idx = SceneIndex.open(args.index, predictor, check_raster=args.raster is None)
+    if args.raster is not None:
+        idx.check_raster(args.raster)
+    return idx
 
 
 def one_line_warnings():

@@ -19,7 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "'tiles' (label, score = probability of label, top_k = JSON) in the raster's CRS."
         ),
     )
-    p.add_argument("raster", help="input raster (GeoTIFF, ...)")
+    p.add_argument("raster", nargs="?", help="input raster (GeoTIFF, ...; or a scene index .parquet; may be left out "
+                   "with --index)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--classes", default=None, help='comma-separated classes, e.g. "forest,river,parking lot"')
     g.add_argument("--classes-file", type=Path, default=None, help="text file, one class per line (# comments)")
@@ -46,8 +47,13 @@ def read_classes(args: argparse.Namespace) -> list[str] | None:
     return classes
 
 
+def _shift(args: argparse.Namespace) -> None:
+    raise InputError(f"tile-classify takes no phrase; got {args.raster!r} (classes go in --classes)")
+
+
 def run(args: argparse.Namespace) -> int:
     with cs.one_line_warnings():
+        cs.settle_source(args, _shift)
         cs.check_common(args)
         classes = read_classes(args)
         if args.top_k < 1:
@@ -57,10 +63,11 @@ def run(args: argparse.Namespace) -> int:
         from ..inference import runs  # the model stack: only once the inputs are known to be good
 
         predictor = cs.make_predictor(args)
+        source = cs.source_for(args, predictor)
         n = "the built-in vocabulary" if classes is None else f"{len(classes)} classes"
-        cs.say(args, f"tile-classify: {args.raster} with {predictor.model_source}, {n}")
+        cs.say(args, f"tile-classify: {cs.source_name(args)} with {predictor.model_source}, {n}")
         with cs.progress_bar(args, "tile-classify") as prog:
-            result = runs.tile_classify(predictor, args.raster, classes, out, overwrite=args.overwrite,
+            result = runs.tile_classify(predictor, source, classes, out, overwrite=args.overwrite,
                                         top_k=args.top_k, progress=prog, stage=prog.stage, **cs.common_kwargs(args))
     print(result.summary)
     return 0

@@ -54,6 +54,35 @@ class PredictorCache:
             return list(self._items)
 
 
+class IndexCache:
+    """Keeps up to ``size`` scene indexes open (phrases typed one after the other hit the same
+    index), keyed by the files and their modification times, and by the predictor."""
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str, predictor: Any, raster: str | None) -> Any:
+        from ..index import SceneIndex, patches_path
+
+        p = Path(path)
+        key = (str(p.resolve()), p.stat().st_mtime_ns if p.exists() else 0,
+               patches_path(p).stat().st_mtime_ns if patches_path(p).exists() else 0, id(predictor))
+        with self._lock:
+            idx = self._items.get(key)
+            if idx is None:
+                idx = SceneIndex.open(p, predictor)
+                self._items[key] = idx
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+            else:
+                self._items.move_to_end(key)
+        if raster is not None:
+            idx.check_raster(raster)
+        return idx
+
+
 def cancelled_error() -> Exception:
     from ..inference import Cancelled
 
@@ -80,7 +109,12 @@ def remove_outputs(paths: list[str]) -> None:
 def _predictor(ctx: Context, params: dict) -> tuple[Any, bool]:
     from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 
-    model = params.get("model") or DEFAULT_MODEL
+    model = params.get("model")
+    if not model and params.get("index"):  # an index is answered by the model it was built with
+        from ..index import read_metadata
+
+        model = read_metadata(params["index"])[1]["model"]["source"]
+    model = model or DEFAULT_MODEL
     device = params.get("device") or "auto"
     batch = int(params.get("batch_size") or DEFAULT_BATCH_SIZE)
     if batch < 1:
@@ -94,19 +128,40 @@ def _predictor(ctx: Context, params: dict) -> tuple[Any, bool]:
 
 
 def _check_inputs(ctx: Context, params: dict) -> None:
-    """What the CLI checks before it loads a model: the output, the raster, the regions file."""
+    """What the CLI checks before it loads a model: the output, the raster or index, the vector files."""
     from ..errors import InputError
     from ..geo import RASTER_FORMATS, VECTOR_FORMATS, RasterSource, check_not_an_input, check_output
 
     ctx.stage("checking inputs")
+    if not params.get("raster") and not params.get("index"):
+        raise InputError("give a raster or a scene index", param="raster")
     formats = RASTER_FORMATS if ctx.job.type == "heatmap" else VECTOR_FORMATS
-    check_not_an_input(params["out"], params["raster"], params.get("regions"), params.get("within"))
+    examples = params.get("examples") if isinstance(params.get("examples"), str) else None
+    check_not_an_input(params["out"], params.get("raster"), params.get("index"), params.get("regions"),
+                       params.get("within"), examples)
     check_output(params["out"], bool(params.get("overwrite", False)), formats)
-    with RasterSource(params["raster"], params.get("bands"), allow_no_crs=bool(params.get("allow_no_crs", False))):
-        pass
+    if params.get("index"):
+        from ..index.store import check_patches, read_metadata
+
+        emb, _ = read_metadata(params["index"])
+        check_patches(Path(params["index"]), emb)
+    if params.get("raster"):
+        with RasterSource(params["raster"], params.get("bands"),
+                          allow_no_crs=bool(params.get("allow_no_crs", False))):
+            pass
     for key in ("regions", "within"):
         if params.get(key) and not Path(params[key]).exists():
             raise InputError(f"vector file not found: {params[key]}")
+    if examples and not Path(examples).exists():
+        raise InputError(f"vector file not found: {examples}")
+
+
+def _source(ctx: Context, params: dict, predictor: Any) -> Any:
+    """The raster path, or the (cached) open index checked against the model and the raster."""
+    if not params.get("index"):
+        return params["raster"]
+    ctx.stage("opening the index")
+    return ctx.engine.indexes.get(params["index"], predictor, params.get("raster"))
 
 
 def _common(ctx: Context, params: dict) -> dict:
@@ -137,7 +192,7 @@ def tile_classify(ctx: Context, params: dict) -> dict:
     kw = _common(ctx, params)
     if params.get("top_k") is not None:
         kw["top_k"] = params["top_k"]
-    res = runs.tile_classify(predictor, params["raster"], params.get("classes"), params["out"], **kw)
+    res = runs.tile_classify(predictor, _source(ctx, params, predictor), params.get("classes"), params["out"], **kw)
     return _result(res, loaded, predictor)
 
 
@@ -151,7 +206,9 @@ def find(ctx: Context, params: dict) -> dict:
                 "refine", "write_empty"):
         if params.get(key) is not None:
             kw[key] = params[key]
-    res = runs.find(predictor, params["raster"], params["phrases"], params["out"], **kw)
+    if params.get("index") and params.get("refine") is None:
+        kw["refine"] = False  # from an index: no image pass unless asked for
+    res = runs.find(predictor, _source(ctx, params, predictor), params["phrases"], params["out"], **kw)
     return _result(res, loaded, predictor)
 
 
@@ -164,7 +221,8 @@ def match_regions(ctx: Context, params: dict) -> dict:
     for key in ("write_empty", "layer", "buffer"):
         if params.get(key) is not None:
             kw[key] = params[key]
-    res = runs.match_regions(predictor, params["raster"], params["regions"], params["phrases"], params["out"], **kw)
+    res = runs.match_regions(predictor, _source(ctx, params, predictor), params["regions"], params["phrases"],
+                             params["out"], **kw)
     return _result(res, loaded, predictor)
 
 
@@ -177,8 +235,58 @@ def heatmap(ctx: Context, params: dict) -> dict:
     for key in ("scale", "values"):
         if params.get(key) is not None:
             kw[key] = params[key]
-    res = runs.heatmap(predictor, params["raster"], params["phrase"], params["out"], **kw)
+    res = runs.heatmap(predictor, _source(ctx, params, predictor), params["phrase"], params["out"], **kw)
     return _result(res, loaded, predictor)
+
+
+def similar(ctx: Context, params: dict) -> dict:
+    from ..inference import runs
+
+    _check_inputs(ctx, params)
+    predictor, loaded = _predictor(ctx, params)
+    kw = _common(ctx, params)
+    for key in ("layer", "buffer", "phrase", "text_weight", "min_score", "max_results", "nms_iou", "write_empty"):
+        if params.get(key) is not None:
+            kw[key] = params[key]
+    res = runs.similar(predictor, _source(ctx, params, predictor), params["examples"], params["out"], **kw)
+    return _result(res, loaded, predictor)
+
+
+def index(ctx: Context, params: dict) -> dict:
+    """Build a scene index. A cancelled build keeps its finished parts: the same request resumes it."""
+    from ..errors import InputError
+    from ..geo import RasterSource, check_not_an_input, check_output
+    from ..index.build import INDEX_FORMATS
+    from ..inference import runs
+
+    ctx.stage("checking inputs")
+    check_not_an_input(params["out"], params["raster"])
+    check_output(params["out"], bool(params.get("overwrite", False)), INDEX_FORMATS)
+    with RasterSource(params["raster"], params.get("bands"), allow_no_crs=bool(params.get("allow_no_crs", False))):
+        pass
+    if not str(params["out"]).lower().endswith(".parquet"):
+        raise InputError(f"an index is a .parquet file; got {params['out']}", param="out")
+    predictor, loaded = _predictor(ctx, params)
+    kw = _common(ctx, params)
+    kw.pop("metadata")
+    res = runs.index(predictor, params["raster"], params["out"], **kw)
+    return _result(res, loaded, predictor)
+
+
+def index_info(ctx: Context, params: dict) -> dict:
+    """What an index holds, and whether its raster is still there and unchanged (no model loaded)."""
+    from ..index import SceneIndex
+    from ..index.scene_index import IndexMismatch
+
+    idx = SceneIndex.open(params["index"], check_raster=False)
+    info = idx.info()
+    try:
+        idx.check_raster()
+        info["raster_state"] = "ok" if Path(idx.raster_path).exists() else "missing"
+    except IndexMismatch as exc:
+        info["raster_state"] = "changed"
+        info["raster_message"] = str(exc)
+    return info
 
 
 def list_models(ctx: Context, params: dict) -> dict:
@@ -233,6 +341,9 @@ HANDLERS: dict[str, Callable[[Context, dict], dict]] = {
     "find": find,
     "match_regions": match_regions,
     "heatmap": heatmap,
+    "similar": similar,
+    "index": index,
+    "index_info": index_info,
     "list_models": list_models,
     "check": check,
 }

@@ -24,14 +24,14 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: scene indexes (index, similar, index_info; raster or index)
 
 #: requests answered at once by the reader (never wait behind a running job)
 CONTROL_TYPES = ("hello", "cancel", "shutdown")
 #: quick requests run beside the jobs (they import the model stack but run no model)
-SIDE_TYPES = ("list_models", "check")
+SIDE_TYPES = ("list_models", "check", "index_info")
 #: model work: one at a time, in arrival order, cancellable
-JOB_TYPES = ("tile_classify", "find", "match_regions", "heatmap")
+JOB_TYPES = ("tile_classify", "find", "match_regions", "heatmap", "similar", "index")
 REQUEST_TYPES = CONTROL_TYPES + SIDE_TYPES + JOB_TYPES
 
 #: events that end a request
@@ -46,7 +46,8 @@ _NONE = type(None)
 
 # parameter -> (accepted types, required)
 _COMMON: dict[str, tuple[tuple[type, ...], bool]] = {
-    "raster": ((str,), True),
+    "raster": ((str, _NONE), False),  # the raster, or ...
+    "index": ((str, _NONE), False),  # ... its scene index (one of the two is needed)
     "out": ((str,), True),
     "overwrite": ((bool,), False),
     "model": ((str,), False),
@@ -65,6 +66,7 @@ PARAMS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "cancel": {"target": ((str, int), True)},
     "list_models": {},
     "check": {"modules": ((list, _NONE), False)},
+    "index_info": {"index": ((str,), True)},
     "tile_classify": _COMMON | {"classes": ((list, _NONE), False), "top_k": ((int,), False)},
     "find": _COMMON | {
         "phrases": ((list,), True),
@@ -91,6 +93,18 @@ PARAMS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "scale": ((int, _NONE), False),
         "values": ((str,), False),
     },
+    "similar": _COMMON | {
+        "examples": ((list, str), True),  # boxes [[minx, miny, maxx, maxy], ...] in the raster's CRS, or a file
+        "layer": ((str, int, _NONE), False),
+        "buffer": ((int, float, _NONE), False),
+        "phrase": ((str, _NONE), False),
+        "text_weight": (NUMBER, False),
+        "min_score": (NUMBER, False),
+        "max_results": ((int,), False),
+        "nms_iou": (NUMBER, False),
+        "write_empty": ((bool,), False),
+    },
+    "index": {k: v for k, v in _COMMON.items() if k != "index"} | {"raster": ((str,), True)},
 }
 
 
@@ -141,6 +155,8 @@ def check_params(rtype: str, params: Mapping[str, Any]) -> None:
     unknown = sorted(set(params) - set(spec))
     if unknown:
         raise BadRequest(f"bad request: {rtype} does not take {', '.join(unknown)}")
+    if "index" in spec and "raster" in spec and params.get("raster") is None and params.get("index") is None:
+        raise BadRequest(f"bad request: {rtype} needs raster or index")
     for name, (types, required) in spec.items():
         if name not in params:
             if required:

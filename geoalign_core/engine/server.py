@@ -6,7 +6,7 @@ Threads:
   control requests (hello, cancel, shutdown) at once, so a cancel never waits;
 * the **job thread** runs the model requests (find, heatmap, match_regions, tile_classify)
   one at a time, in arrival order, with the loaded models kept between them;
-* a **side thread** answers list_models and check beside a running job.
+* a **side thread** answers list_models, check and index_info beside a running job.
 
 End of input (the client closed the pipe or died) cancels every job and ends the process:
 an engine never outlives the QGIS session that started it.
@@ -86,6 +86,7 @@ class Engine:
         self._side = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="geoalign-engine-side")
         self._worker = threading.Thread(target=self._run_jobs, name="geoalign-engine-jobs", daemon=True)
         self.predictors = jobs.PredictorCache(max_models)
+        self.indexes = jobs.IndexCache()
         self.stopping = False
 
     # ------------------------------------------------------------------ output

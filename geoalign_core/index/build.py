@@ -1,0 +1,241 @@
+"""Building a scene index: one image pass over a raster's tile grid, every embedding kept.
+
+The windows are cut into chunks; each chunk's embeddings are saved as soon as they are made
+in ``<index>.partial/part-NNNNNN.npz``. A build that stops (Ctrl-C, cancel, a crash, a full
+disk) leaves those parts behind, and the same command run again continues where it stopped:
+a part is reused only when ``build.json`` in that folder says it was made from the same
+raster (fingerprint), model (fingerprint), bands and tiling. At the end the parts are
+assembled into the index file and its patch file (:func:`~.store.write_index`, atomically)
+and the folder is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+import warnings
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+from rasterio.windows import Window
+
+from .. import __version__
+from ..geo import RasterSource
+from ..geo.grid import area_window, clip_window, tile_windows
+from ..geo.writers import check_not_an_input, check_output
+from ..inference.encoder import Cancel, Encoder, Progress, Stage, check_cancel, enter_stage
+from .fingerprint import raster_fingerprint
+from .store import FORMAT, FORMAT_VERSION, IndexPart, patches_path, quantize, write_index
+
+__all__ = ["DEFAULT_INDEX_OVERLAP", "PART_BYTES", "IndexBuild", "build_index", "partial_dir"]
+
+DEFAULT_INDEX_OVERLAP = 0.25  #: as find's: an index answers find like a live run with its defaults
+PART_BYTES = 64 << 20  #: a build chunk holds about this much patch data
+INDEX_FORMATS = {".parquet": ("Parquet", "index")}
+
+
+def partial_dir(out: str | PathLike) -> Path:
+    """Where an unfinished build of ``out`` keeps its parts."""
+    return Path(f"{out}.partial")
+
+
+class IndexBuild(dict):
+    """What :func:`build_index` did (a dict): ``path``, ``patches``, ``n_tiles``, ``n_windows``,
+    ``resumed_tiles``, ``seconds``, ``bytes``, ``summary`` (one line)."""
+
+
+def model_meta(enc: Encoder) -> dict:
+    m = enc.model
+    return {
+        "source": str(enc.model_source),
+        "name": m.name,
+        "arch": m.spec.arch,
+        "dense_mode": m.dense_mode,
+        "fingerprint": m.fingerprint(),
+        "embed_dim": int(m.embed_dim),
+        "input_size": int(m.image_size),
+        "patch_size": int(m.patch_size),
+        "logit_scale": round(float(enc.logit_scale), 6),
+    }
+
+
+def _settings(src: RasterSource, enc: Encoder, ts: int, overlap: float, area: Window, n_windows: int,
+              chunk: int, fingerprint: str) -> dict:
+    return {
+        "format": FORMAT, "version": FORMAT_VERSION, "raster_fingerprint": fingerprint,
+        "model_fingerprint": enc.model.fingerprint(), "bands": list(src.bands), "tile_size": ts,
+        "overlap": float(overlap), "area": [int(area.col_off), int(area.row_off), int(area.width),
+                                            int(area.height)],
+        "n_windows": n_windows, "chunk": chunk, "scene_stats": src.stats.to_dict(),
+    }
+
+
+def build_index(
+    enc: Encoder,
+    raster: str | PathLike,
+    out: str | PathLike,
+    *,
+    overwrite: bool = False,
+    bands: Sequence[int] | str | None = None,
+    tile_size: int | None = None,
+    overlap: float = DEFAULT_INDEX_OVERLAP,
+    bounds: Sequence[float] | None = None,
+    allow_no_crs: bool = False,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+    stage: Stage | None = None,
+) -> IndexBuild:
+    """Index ``raster``: global and patch embeddings of every tile of its grid, into ``out`` (.parquet).
+
+    Resumes an interrupted build of the same ``out`` (see the module docstring). Raises
+    :class:`~geoalign_core.inference.Cancelled` when ``cancel()`` says so (the finished
+    chunks stay for a resume); nothing is written to ``out`` until every tile is done.
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    check_output(out, overwrite, INDEX_FORMATS)
+    check_not_an_input(out, raster)
+    ts = enc.tile_size(tile_size)
+    with RasterSource(raster, bands, allow_no_crs=allow_no_crs) as src:
+        area = area_window(src.transform, src.width, src.height, bounds, src.path)
+        windows = tile_windows(src.width, src.height, ts, overlap, area=area)
+        h = w = enc.input_size // enc.model.patch_size
+        per_tile = h * w * (enc.model.embed_dim + 8)
+        chunk = max(enc.batch_size, PART_BYTES // per_tile // enc.batch_size * enc.batch_size)
+        enter_stage(stage, "checking the raster")
+        fingerprint = raster_fingerprint(src)
+        settings = _settings(src, enc, ts, overlap, area, len(windows), chunk, fingerprint)
+        work = partial_dir(out)
+        done_parts = _resume(work, settings)
+        resumed = sum(_count(p) for p in done_parts.values())
+        n_chunks = math.ceil(len(windows) / chunk)
+        enter_stage(stage, "indexing tiles")
+        base = sum(min(chunk, len(windows) - k * chunk) for k in done_parts)
+        for k in range(n_chunks):
+            if k in done_parts:
+                continue
+            check_cancel(cancel)
+            lo, hi = k * chunk, min(len(windows), (k + 1) * chunk)
+            part = _index_chunk(enc, src, windows, lo, hi, progress, cancel, base, len(windows))
+            base += hi - lo
+            path = work / f"part-{k:06d}.npz"
+            part.save(path)
+            done_parts[k] = path
+        if progress is not None:
+            progress(len(windows), len(windows))
+        enter_stage(stage, "writing the index")
+        full = Window(0, 0, src.width, src.height)
+        footprints = [clip_window(win, full) for win in windows]
+        n = write_index(
+            out, [done_parts[k] for k in sorted(done_parts)], footprints, windows, src.crs, src.transform,
+            _emb_meta(enc), _geoalign_meta(src, enc, ts, overlap, area, bounds, len(windows), fingerprint,
+                                           allow_no_crs, time.perf_counter() - t0),
+            overwrite=overwrite,
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    size = out.stat().st_size + patches_path(out).stat().st_size
+    secs = time.perf_counter() - t0
+    summary = (f"indexed {n} tiles of {src.path} into {out} (+ {patches_path(out).name}), {size / 1e6:.1f} MB, "
+               f"in {secs:.1f} s" + (f"; {resumed} tiles reused from an interrupted build" if resumed else ""))
+    return IndexBuild(path=out, patches=patches_path(out), n_tiles=n, n_windows=len(windows),
+                      resumed_tiles=resumed, seconds=secs, bytes=size, summary=summary)
+
+
+def _count(part: Path) -> int:
+    with np.load(part) as z:
+        return len(z["ids"])
+
+
+def _resume(work: Path, settings: dict) -> dict[int, Path]:
+    """The finished parts of an earlier build with the same settings (none: a fresh folder)."""
+    spec = work / "build.json"
+    if work.is_dir():
+        try:
+            same = json.loads(spec.read_text()) == settings
+        except (OSError, ValueError):
+            same = False
+        if same:
+            parts = {}
+            for p in sorted(work.glob("part-*.npz")):
+                try:
+                    parts[int(p.stem.split("-")[1])] = p
+                except ValueError:
+                    continue
+            return parts
+        warnings.warn(f"an unfinished build with other settings (raster, model, bands or tiling) was in {work}; "
+                      "starting over", UserWarning, stacklevel=3)
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    spec.write_text(json.dumps(settings))
+    return {}
+
+
+def _index_chunk(enc: Encoder, src: RasterSource, windows: list[Window], lo: int, hi: int,
+                 progress: Progress | None, cancel: Cancel | None, base: int, total: int) -> IndexPart:
+    def chunk_progress(done: int, _total: int) -> None:
+        if progress is not None:
+            progress(base + done, total)
+
+    ids, valid, glob, q, scale, norm = [], [], [], [], [], []
+    for eb in enc.image_pass(src, windows[lo:hi], dense=True, progress=chunk_progress, cancel=cancel):
+        bq, bs, bn = quantize(eb.dense)
+        ids.append(np.asarray([lo + t.index for t in eb.tiles], dtype=np.int32))
+        valid.append(eb.valid.numpy())
+        glob.append(eb.glob.cpu().numpy().astype(np.float32))
+        q.append(bq)
+        scale.append(bs)
+        norm.append(bn)
+    if not ids:
+        s, hw, d = enc.input_size, (enc.input_size // enc.model.patch_size) ** 2, enc.model.embed_dim
+        return IndexPart(np.zeros(0, np.int32), np.zeros((0, s, s), bool), np.zeros((0, d), np.float32),
+                         np.zeros((0, hw, d), np.int8), np.zeros((0, hw), np.float32), np.zeros((0, hw), np.float32))
+    return IndexPart(np.concatenate(ids), np.concatenate(valid), np.concatenate(glob), np.concatenate(q),
+                     np.concatenate(scale), np.concatenate(norm))
+
+
+def _emb_meta(enc: Encoder) -> dict:
+    m = enc.model
+    g = enc.input_size // m.patch_size
+    return {
+        "version": "0.0.1",
+        "model": {"name": m.name, "source": str(enc.model_source), "architecture": m.spec.arch,
+                  "fingerprint": m.fingerprint(), "framework": "open_clip (GeoAlignCLIP)"},
+        "embedding": {"column": "embedding", "dim": int(m.embed_dim), "dtype": "float32", "normalized": True,
+                      "level": "tile", "what": "the tile's global image embedding (CLIP image space)"},
+        "patch_embeddings": {
+            "dim": int(m.embed_dim), "dtype": "int8", "grid": [g, g], "patch_size_px": int(m.patch_size),
+            "dense_mode": m.dense_mode, "normalized": False,
+            "quantization": "symmetric int8 per patch vector: value = q * patch_scale[i] "
+                            "(patch_scale = max|x| / 127); patch_norm[i] = ||x||",
+            "scale_column": "patch_scale", "norm_column": "patch_norm",
+        },
+    }
+
+
+def _geoalign_meta(src: RasterSource, enc: Encoder, ts: int, overlap: float, area: Window,
+                   bounds: Sequence[float] | None, n_windows: int, fingerprint: str, allow_no_crs: bool,
+                   seconds: float) -> dict:
+    path = src.path
+    shown = str(path.resolve()) if isinstance(path, Path) else str(path)
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "raster": {
+            "path": shown, "width": src.width, "height": src.height,
+            "crs": src.crs.to_wkt() if src.crs is not None else None,
+            "transform": list(src.transform)[:6], "bands": list(src.bands), "georeferencing": src.georeferencing,
+            "scene_stats": src.stats.to_dict(), "fingerprint": fingerprint, "allow_no_crs": bool(allow_no_crs),
+        },
+        "tiling": {"tile_size": ts, "overlap": float(overlap),
+                   "area": [int(area.col_off), int(area.row_off), int(area.width), int(area.height)],
+                   "bounds": list(bounds) if bounds is not None else None, "n_windows": n_windows},
+        "model": model_meta(enc),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "geoalign_version": __version__,
+        "build": {"seconds": round(seconds, 2), "batch_size": enc.batch_size, "device": str(enc.device)},
+    }
