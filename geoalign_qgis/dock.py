@@ -20,6 +20,7 @@ from qgis.PyQt.QtWidgets import QWidget
 from . import layers
 from .compat import MSG_CRITICAL, MSG_INFO, MSG_SUCCESS, MSG_WARNING, push_message
 from .dock_form import SCOPES, SETTINGS, DockForm  # noqa: F401 (SCOPES, SETTINGS: the dock's API)
+from .dock_index import DockIndex
 from .dock_requests import DockRequests, UserError
 from .inputs import DEFAULT_MODEL
 from .map_tool import RegionsMapTool
@@ -29,8 +30,8 @@ NO_CRS_HINT = ("{name} has no coordinate reference system (CRS). Tick 'Allow ras
                "Advanced to work in pixel coordinates, or set the layer's CRS (Layer Properties > Source).")
 
 
-class GeoAlignDock(DockForm, DockRequests, QgsDockWidget):
-    """Find objects by text, match drawn regions, classify tiles, show heatmaps."""
+class GeoAlignDock(DockForm, DockRequests, DockIndex, QgsDockWidget):
+    """Find objects by text, match drawn regions, classify tiles, show heatmaps, index a raster, find similar."""
 
     runFinished = pyqtSignal(str)  # noqa: N815  "ok" | "cancelled" | "error"
     modelsLoaded = pyqtSignal()  # noqa: N815
@@ -54,11 +55,13 @@ class GeoAlignDock(DockForm, DockRequests, QgsDockWidget):
         self._description = ""
         self._t0 = time.monotonic()
         self._build()
+        self._init_index()
         self._restore_settings()
         self._connect_project()
         self._update_buttons()
         if self.setup_panel.refresh():
             self.load_models()
+        self.refresh_index()
 
     # ---------------------------------------------------------------------------- models
     def load_models(self) -> EngineTask | None:
@@ -97,6 +100,7 @@ class GeoAlignDock(DockForm, DockRequests, QgsDockWidget):
     def _engine_ready(self) -> None:
         self._set_status("GeoAlign is ready")
         self.load_models()
+        self.refresh_index()
 
     # ---------------------------------------------------------------------------- results
     def _finish(self, task: EngineTask, layer: QgsRasterLayer | None = None) -> bool:
@@ -137,7 +141,8 @@ class GeoAlignDock(DockForm, DockRequests, QgsDockWidget):
             self.last_layer, self.last_output = None, None
             self.table.clear_results()
             hint = " (lower Min score, or search a larger area)" if kind == "matches" else ""
-            self._set_status(f"No {'objects' if kind == 'matches' else 'regions'} found{hint}")
+            what = {"matches": "objects", "similar": "similar objects"}.get(kind, "regions")
+            self._set_status(f"No {what} found{hint}")
             self.runFinished.emit("ok")
             return
         path = Path(result["path"])
@@ -154,13 +159,16 @@ class GeoAlignDock(DockForm, DockRequests, QgsDockWidget):
             self.table.show_regions(layer, meta.get("phrases") or self._match_phrases, meta.get("phrase_columns"))
         elif kind == "tiles":
             self.table.show_tiles(layer)
+        elif kind == "similar":
+            self.table.show_similar(layer)
         else:
             self.table.show_matches(layer)
         secs = time.monotonic() - self._t0
-        what = {"matches": "objects", "regions": "regions", "tiles": "tiles"}[kind]
+        what = {"matches": "objects", "regions": "regions", "tiles": "tiles", "similar": "similar objects"}[kind]
         self._set_status(f"{n} {what} in {secs:.1f} s (saved in {path.parent.name}/; hover for the file)")
         self.status.setToolTip(str(path))
-        push_message(self.iface, "GeoAlign", f"{n} {what}: {title.split(': ', 1)[-1] if kind != 'matches' else title}",
+        push_message(self.iface, "GeoAlign",
+                     f"{n} {what}: {title.split(': ', 1)[-1] if kind not in ('matches', 'similar') else title}",
                      MSG_SUCCESS if n else MSG_INFO, 5)
         self.runFinished.emit("ok")
 
@@ -191,6 +199,7 @@ class GeoAlignDock(DockForm, DockRequests, QgsDockWidget):
 
     # ---------------------------------------------------------------------------- teardown
     def dispose(self) -> None:
+        self._dispose_index()
         for task in (self.task, self.models_task):
             if task is not None:
                 task.on_done = None

@@ -90,6 +90,11 @@ class DockForm:
         self.model_state.setWordWrap(True)
         self.model_state.setMinimumWidth(1)
         form.addRow("", self.model_state)
+        self.index_state = QLabel("", body)
+        self.index_state.setWordWrap(True)
+        self.index_state.setMinimumWidth(1)
+        self.index_state.setStyleSheet("QLabel { color: #666; }")
+        form.addRow("Index", self.index_state)
 
         self.phrase_edit = QPlainTextEdit(body)
         self.phrase_edit.setPlaceholderText("one phrase per line (or separated by ;), e.g.\nred car\nswimming pool")
@@ -124,6 +129,15 @@ class DockForm:
                                "box when that scores at least as high (tighter boxes on small objects; the CLI's "
                                "default, --no-refine there)")
         form.addRow(self.refine)  # spans both columns: the dock stays narrow
+        self.as_you_type = QCheckBox("Answer as I type (from the index)", body)
+        self.as_you_type.setChecked(True)
+        self.as_you_type.setToolTip("With an index of the raster, the phrases are searched a moment after typing "
+                                    "stops; each answer replaces the last ('as you type' layer)")
+        form.addRow(self.as_you_type)
+        self.similar_with_text = QCheckBox("Find similar: steer with the first phrase", body)
+        self.similar_with_text.setToolTip("e.g. a box around a blue car and the phrase 'red car': cars like it, "
+                                          "but red")
+        form.addRow(self.similar_with_text)
         outer.addLayout(form)
 
         regions = QHBoxLayout()
@@ -184,13 +198,25 @@ class DockForm:
         self.classify_button.setToolTip("Label every tile (side by side, no overlap) with the most probable of the "
                                         "typed phrases (none typed: a built-in remote-sensing vocabulary)")
         self.classify_button.clicked.connect(self.run_tile_classify)
+        self.similar_button = QPushButton("Find similar", body)
+        self.similar_button.setCheckable(True)
+        self.similar_button.setToolTip("Drag a box around one object on the map: the others like it are found "
+                                       "(from the index when the raster has one)")
+        self.similar_button.toggled.connect(self._toggle_similar)
+        self.index_button = QPushButton("Index this raster", body)
+        self.index_button.setToolTip("Embed the raster once (in the background): afterwards phrases, heatmaps and "
+                                     "Find similar are answered from the index in under a second. A cancelled "
+                                     "indexing continues where it stopped.")
+        self.index_button.clicked.connect(self.run_index)
         self.cancel_button = QPushButton("Cancel", body)
         self.cancel_button.clicked.connect(self.cancel)
         buttons.addWidget(self.find_button, 0, 0)
         buttons.addWidget(self.match_button, 0, 1)
         buttons.addWidget(self.heatmap_button, 1, 0)
         buttons.addWidget(self.classify_button, 1, 1)
-        buttons.addWidget(self.cancel_button, 2, 0, 1, 2)
+        buttons.addWidget(self.similar_button, 2, 0)
+        buttons.addWidget(self.index_button, 2, 1)
+        buttons.addWidget(self.cancel_button, 3, 0, 1, 2)
         outer.addLayout(buttons)
 
         self.progress = QProgressBar(body)
@@ -241,7 +267,8 @@ class DockForm:
                     box.setValue(cast(value))
                 except (TypeError, ValueError):
                     pass
-        for key, box in (("refine", self.refine), ("allow_no_crs", self.allow_no_crs)):
+        for key, box in (("refine", self.refine), ("allow_no_crs", self.allow_no_crs),
+                         ("as_you_type", self.as_you_type)):
             value = st.value(f"{SETTINGS}/{key}", None)
             if value not in (None, ""):
                 box.setChecked(str(value).lower() in ("true", "1"))
@@ -254,6 +281,7 @@ class DockForm:
         st.setValue(f"{SETTINGS}/max_results", int(self.max_results.value()))
         st.setValue(f"{SETTINGS}/refine", bool(self.refine.isChecked()))
         st.setValue(f"{SETTINGS}/allow_no_crs", bool(self.allow_no_crs.isChecked()))
+        st.setValue(f"{SETTINGS}/as_you_type", bool(self.as_you_type.isChecked()))
         layer = self.raster_layer()
         if layer is not None:
             st.setValue(f"{SETTINGS}/raster_source", layer.source())
@@ -306,6 +334,7 @@ class DockForm:
 
     def _toggle_tool(self, on: bool) -> None:
         if on:
+            self.similar_button.setChecked(False)
             self._previous_tool = self.canvas.mapTool()
             self.canvas.setMapTool(self.map_tool)
             self.scope_combo.setCurrentIndex(self.scope_combo.findData("regions"))
@@ -321,7 +350,7 @@ class DockForm:
 
     def _update_buttons(self) -> None:
         running = self.is_running()
-        for b in (self.find_button, self.heatmap_button, self.classify_button):
+        for b in (self.find_button, self.heatmap_button, self.classify_button, self.index_button):
             b.setEnabled(not running)
         self.match_button.setEnabled(not running and self.map_tool.count() > 0)
         self.cancel_button.setEnabled(running)

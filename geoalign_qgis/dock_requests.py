@@ -142,6 +142,7 @@ class DockRequests:
         else:
             params["bounds"] = self._bounds(layer)
         out = layers.output_path("matches", layer.name(), ".gpkg")
+        params = self.with_index(params)
         params.update(phrases=phrases, out=str(out), min_score=float(self.min_score.value()),
                       max_results=int(self.max_results.value()), refine=bool(self.refine.isChecked()),
                       write_empty=False, metadata={"client": "qgis", "scope": scope, "raster_layer": layer.name()})
@@ -158,6 +159,7 @@ class DockRequests:
         if not phrases:
             raise UserError("type one or more phrases")
         out = layers.output_path("regions", layer.name(), ".gpkg")
+        params = self.with_index(params)
         params.update(regions=self._regions_file(layer), phrases=phrases, out=str(out), write_empty=False,
                       metadata={"client": "qgis", "regions": "drawn on the map", "raster_layer": layer.name()})
         self._match_phrases = phrases
@@ -193,6 +195,7 @@ class DockRequests:
             raise UserError("type a phrase")
         params["bounds"] = self._bounds(layer)
         out = layers.output_path(f"heatmap_{layers.slug(phrase, 20)}", layer.name(), ".tif")
+        params = self.with_index(params)
         params.update(phrase=phrase, out=str(out), values="score",
                       metadata={"client": "qgis", "scope": self.scope(), "raster_layer": layer.name()})
         return self._start(f"Heatmap of '{phrase}'", "heatmap", params,

@@ -277,16 +277,19 @@ def style_tiles(layer: QgsVectorLayer, field: str = "label") -> QgsCategorizedSy
 
 # ---------------------------------------------------------------------------- loading
 def style_result(layer: QgsVectorLayer, kind: str) -> None:
-    """The style of a result layer: "matches" / "regions" (graduated by score), "tiles" (categorised)."""
+    """The style of a result layer: "matches" / "regions" / "similar" (graduated by score), "tiles" (categorised)."""
     if kind == "tiles":
         style_tiles(layer)
+    elif kind == "similar":
+        style_scores(layer, label_field=None)
     else:
         style_scores(layer, label_field="best_phrase" if kind == "regions" else "phrase")
 
 
 def load_vector(path: str | Path, layer_name: str, display_name: str,
                 project: QgsProject | None = None) -> QgsVectorLayer:
-    """Open layer ``layer_name`` ("matches", "regions", "tiles") of a result GeoPackage, styled, in the group."""
+    """Open layer ``layer_name`` ("matches", "regions", "tiles", "similar") of a result GeoPackage, styled, in
+    the group."""
     layer = QgsVectorLayer(f"{path}|layername={layer_name}", display_name, "ogr")
     if not layer.isValid():
         raise RuntimeError(f"QGIS cannot open the result {path} (layer {layer_name})")

@@ -87,6 +87,16 @@ class ResultsTable(QTableWidget):
             self._set_row(row, [str(f["phrase"]), _fmt(f["score"]), str(f["rank"])], layer, f.id())
         self._done()
 
+    def show_similar(self, layer: QgsVectorLayer) -> None:
+        """Objects like the drawn one, best first: rank, score (cosine similarity), whether it is the example."""
+        self.kind = "similar"
+        feats = sorted(layer.getFeatures(), key=lambda f: int(f["rank"] or 0))
+        self._set_headers(["Rank", "Score", "Example"])
+        self.setRowCount(len(feats))
+        for row, f in enumerate(feats):
+            self._set_row(row, [str(f["rank"]), _fmt(f["score"]), "yes" if f["example"] else ""], layer, f.id())
+        self._done()
+
     def show_regions(self, layer: QgsVectorLayer, phrases: list[str], columns: dict[str, str] | None = None) -> None:
         """Scored regions in the order they were drawn: number (as on the map), best phrase, scores.
 

@@ -1,0 +1,256 @@
+"""The dock's scene index: "Index this raster", phrases answered as they are typed, and "Find similar".
+
+A mixin of :class:`~geoalign_qgis.dock.GeoAlignDock`. Once the raster in the dock has an index
+for the model in the dock (:mod:`.indexes` says where; the engine builds it in the background,
+with progress, and a cancelled build resumes), Find, Match regions, Heatmap and Find similar
+send the engine the index with the raster: only the text model runs, so a new phrase takes
+well under a second. With "Answer as I type" ticked, the phrases are searched a moment after
+typing stops; that result replaces the previous one (one "as you type" layer), and pressing
+Find keeps a result as usual. "Find similar" is a map tool: drag a box around one object and
+the others like it are found (from the index when there is one, else from the raster).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from qgis.core import QgsCoordinateTransform, QgsProject, QgsRectangle
+from qgis.gui import QgsMapToolExtent
+from qgis.PyQt.QtCore import QTimer
+
+from . import indexes, layers
+from .tasks import EngineTask, engine_location, profile_dir, remove_outputs
+
+TYPING_DELAY_MS = 700  #: a phrase is searched this long after typing stops
+
+
+class DockIndex:
+    """Index state, the index build, typed queries and Find similar (mixin, see the module docstring)."""
+
+    def _init_index(self) -> None:
+        self.index_file: Path | None = None  # an index usable for the dock's raster and model
+        self.index_info: dict | None = None
+        self.index_info_task: EngineTask | None = None
+        self.typed_task: EngineTask | None = None
+        self._typed_again = False
+        self.typed_layer_id: str | None = None
+        self.typed_file: Path | None = None
+        self._typing_timer = QTimer(self)
+        self._typing_timer.setSingleShot(True)
+        self._typing_timer.setInterval(TYPING_DELAY_MS)
+        self._typing_timer.timeout.connect(self._typed_query)
+        self.phrase_edit.textChanged.connect(self._phrases_edited)
+        self.layer_combo.layerChanged.connect(self._index_inputs_changed)
+        self.model_combo.currentTextChanged.connect(self._index_inputs_changed)
+        self.similar_tool = QgsMapToolExtent(self.canvas)
+        self.similar_tool.extentChanged.connect(self._similar_drawn)
+
+    def _index_inputs_changed(self, *_: Any) -> None:
+        self.refresh_index()
+
+    # ---------------------------------------------------------------------------- state
+    def refresh_index(self) -> EngineTask | None:
+        """Look for the index of the dock's raster and model, and ask the engine what it holds."""
+        self.index_file, self.index_info = None, None
+        layer, model = self.raster_layer(), self.model_name()
+        if layer is None or not model:
+            self.index_state.setText("no raster")
+            return None
+        try:
+            raster = self._raster_file(layer)
+        except Exception:  # noqa: BLE001 - not a file-based raster: nothing to index
+            self.index_state.setText("this raster cannot be indexed (not a file)")
+            return None
+        path = indexes.existing_index(raster, model, profile_dir())
+        if path is None:
+            self.index_state.setText("not indexed: 'Index this raster' answers phrases in under a second")
+            return None
+        if not engine_location().found:
+            self.index_state.setText(f"{path.name} (set GeoAlign up to use it)")
+            return None
+        self.index_state.setText("checking the index…")
+        if self.index_info_task is not None:
+            self.index_info_task.on_done = None
+        self.index_info_task = EngineTask("Checking the GeoAlign index", "index_info", {"index": str(path)},
+                                          lambda t: self._index_checked(t, path, raster, model))
+        return self.index_info_task.start()
+
+    def _index_checked(self, task: EngineTask, path: Path, raster: str, model: str) -> None:
+        self.index_info_task = None
+        layer = self.raster_layer()
+        if layer is None or self.model_name() != model:
+            return  # the dock moved on meanwhile
+        if task.error or task.result is None:
+            self.index_state.setText(f"the index cannot be read: {task.error or 'no answer'}")
+            return
+        info = task.result
+        if info.get("raster_state") == "changed":
+            self.index_state.setText("the raster changed since it was indexed: index it again")
+            return
+        self.index_file, self.index_info = path, info
+        self.index_state.setText(f"indexed: {info['tiles']} tiles of {info['tile_size']} px, "
+                                 f"{info['bytes'] / 1e6:.0f} MB ({path.name}); phrases are answered from it")
+        self.index_state.setToolTip(str(path))
+
+    def _raster_file(self, layer: Any) -> str:
+        from .inputs import raster_path
+
+        return raster_path(layer)
+
+    def with_index(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` answered from the index when one is ready (the engine then skips the image
+        pass; the tiling is the index's own)."""
+        if self.index_file is not None and self.index_file.is_file():
+            params = dict(params, index=str(self.index_file))
+            for key in ("tile_size", "overlap"):
+                params.pop(key, None)
+        return params
+
+    # ---------------------------------------------------------------------------- building
+    def run_index(self) -> EngineTask | None:
+        """Index the dock's raster for the dock's model, in the background (resumes a cancelled build)."""
+        return self._guarded(self._run_index)
+
+    def _run_index(self) -> EngineTask:
+        layer, params = self._prepare()
+        out = indexes.index_path(params["raster"], params["model"], profile_dir())
+        params.update(out=str(out), overwrite=True)
+        return self._start(f"Indexing {layer.name()}", "index", params, self._index_done)
+
+    def _index_done(self, task: EngineTask) -> None:
+        if not self._finish(task, self.raster_layer()):
+            if task.was_cancelled:
+                self._set_status("Cancelled; 'Index this raster' again continues where it stopped")
+            return
+        result = task.result or {}
+        details = result.get("details") or {}
+        self._set_status(f"Indexed {result.get('count', 0)} tiles in {details.get('seconds', 0):.1f} s; "
+                         "phrases are now answered from the index")
+        self.runFinished.emit("ok")
+        self.refresh_index()
+
+    # ---------------------------------------------------------------------------- typed phrases
+    def _phrases_edited(self) -> None:
+        if self.as_you_type.isChecked() and self.index_file is not None:
+            self._typing_timer.start()
+
+    def _typed_query(self) -> EngineTask | None:
+        """Search the typed phrases in the index; the result replaces the previous typed one."""
+        if self.index_file is None or self.is_running() or not self.phrases():
+            return None
+        if self.typed_task is not None:  # a query for older text: drop it, ask again when it has ended
+            self._typed_again = True
+            self.typed_task.cancel()
+            return None
+        try:
+            layer, params = self._prepare()
+            phrases = self.phrases()
+            if self.scope() != "regions":
+                params["bounds"] = self._bounds(layer)
+        except Exception as exc:  # noqa: BLE001 - a UserError: say it quietly, typing goes on
+            self.status.setText(str(exc))
+            return None
+        out = layers.output_path("typed", layer.name(), ".gpkg")
+        params = self.with_index(params)
+        params.update(phrases=phrases, out=str(out), min_score=float(self.min_score.value()),
+                      max_results=int(self.max_results.value()), refine=False, write_empty=False,
+                      metadata={"client": "qgis", "scope": self.scope(), "as_you_type": True,
+                                "raster_layer": layer.name()})
+        t0 = time.monotonic()
+        self.typed_task = EngineTask("GeoAlign: answering typed phrases", "find", params,
+                                     lambda t: self._typed_done(t, phrases, layer, t0))
+        return self.typed_task.start()
+
+    def _typed_done(self, task: EngineTask, phrases: list[str], raster: Any, t0: float) -> None:
+        self.typed_task = None
+        if self._typed_again:
+            self._typed_again = False
+            self._typing_timer.start(0)
+        if task.was_cancelled:
+            return
+        if task.error:
+            self.status.setText(task.error)
+            return
+        result = task.result or {}
+        self._drop_typed_layer()
+        if not result.get("path"):
+            self.status.setText(f"as you type: nothing for {', '.join(phrases)[:60]}")
+            self.table.clear_results()
+            return
+        path = Path(result["path"])
+        layer = layers.load_vector(path, "matches", f"as you type: {', '.join(phrases)[:50]} ({raster.name()})")
+        self.typed_layer_id, self.typed_file = layer.id(), path
+        self.last_layer, self.last_output = layer, path
+        self.table.show_matches(layer)
+        self.status.setText(f"as you type: {layer.featureCount()} objects in {time.monotonic() - t0:.2f} s "
+                            "(from the index; Find keeps a result)")
+
+    def _drop_typed_layer(self) -> None:
+        if self.typed_layer_id is not None:
+            project = QgsProject.instance()
+            if project.mapLayer(self.typed_layer_id) is not None:
+                project.removeMapLayer(self.typed_layer_id)
+            if self.typed_file is not None:
+                remove_outputs([self.typed_file])
+        self.typed_layer_id, self.typed_file = None, None
+
+    # ---------------------------------------------------------------------------- find similar
+    def _toggle_similar(self, on: bool) -> None:
+        if on:
+            self.draw_button.setChecked(False)
+            self._previous_tool = self.canvas.mapTool()
+            self.canvas.setMapTool(self.similar_tool)
+        elif self.canvas.mapTool() is self.similar_tool:
+            if self._previous_tool is not None and self._previous_tool is not self.similar_tool:
+                self.canvas.setMapTool(self._previous_tool)
+            else:
+                self.canvas.unsetMapTool(self.similar_tool)
+
+    def _similar_drawn(self, rect: QgsRectangle) -> None:
+        self.run_similar(rect, self.canvas.mapSettings().destinationCrs())
+
+    def run_similar(self, rect: QgsRectangle, crs: Any) -> EngineTask | None:
+        """More objects like the one in ``rect`` (in ``crs``); the result becomes a "similar" layer."""
+        return self._guarded(self._run_similar, rect, crs)
+
+    def _run_similar(self, rect: QgsRectangle, crs: Any) -> EngineTask:
+        from .dock_requests import UserError
+
+        if rect.isEmpty() or rect.width() <= 0 or rect.height() <= 0:
+            raise UserError("drag a box around one object")
+        layer, params = self._prepare()
+        box = QgsRectangle(rect)
+        if crs.isValid() and layer.crs().isValid() and crs != layer.crs():
+            box = QgsCoordinateTransform(crs, layer.crs(), QgsProject.instance()).transformBoundingBox(box)
+        if not box.intersects(layer.extent()):
+            raise UserError(f"the box is not on {layer.name()}")
+        params = self.with_index(params)
+        if self.scope() == "view":
+            params["bounds"] = self._bounds(layer)
+        phrase = next(iter(self.phrases()), None) if self.similar_with_text.isChecked() else None
+        out = layers.output_path("similar", layer.name(), ".gpkg")
+        params.update(examples=[[box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()]], out=str(out),
+                      max_results=int(self.max_results.value()), write_empty=False, phrase=phrase,
+                      metadata={"client": "qgis", "raster_layer": layer.name()})
+        title = f"like the drawn box{f' + {phrase!r}' if phrase else ''} ({layer.name()})"
+        return self._start("Finding similar objects", "similar", params,
+                           lambda t: self._vector_done(t, title, "similar", layer))
+
+    def _dispose_index(self) -> None:
+        self._typing_timer.stop()
+        for signal, slot in ((self.layer_combo.layerChanged, self._index_inputs_changed),
+                             (self.model_combo.currentTextChanged, self._index_inputs_changed),
+                             (self.phrase_edit.textChanged, self._phrases_edited),
+                             (self.similar_tool.extentChanged, self._similar_drawn)):
+            try:
+                signal.disconnect(slot)
+            except (TypeError, RuntimeError):
+                pass
+        for task in (self.index_info_task, self.typed_task):
+            if task is not None:
+                task.on_done = None
+                task.cancel()
+        if self.canvas.mapTool() is self.similar_tool:
+            self.canvas.unsetMapTool(self.similar_tool)

@@ -1,0 +1,128 @@
+"""The dock's scene index under real QGIS 3.22 (pytest-qgis, offscreen): "Index this raster", the
+index used by Find / Heatmap, phrases answered as they are typed (one layer, replaced), and the
+"Find similar" map tool. The engine is this test interpreter (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+qgis_core = pytest.importorskip("qgis.core")
+
+from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle  # noqa: E402
+from qgis.gui import QgsMapToolExtent  # noqa: E402
+from qgis_helpers import TEST_MODEL, sample_crop, wait_for_dock, wait_until  # noqa: E402
+
+pytestmark = pytest.mark.qgis
+
+
+@pytest.fixture()
+def project(qgis_iface, qgis_new_project, tmp_path):
+    proj = QgsProject.instance()
+    proj.setFileName(str(tmp_path / "analysis.qgz"))
+    yield proj
+    proj.setFileName("")
+    qgis_iface.newProject()
+
+
+@pytest.fixture()
+def dock(qgis_iface):
+    from geoalign_qgis.dock import GeoAlignDock
+
+    d = GeoAlignDock(qgis_iface)
+    d.set_model(TEST_MODEL)
+    d.device_combo.setCurrentText("cpu")
+    yield d
+    wait_for_dock(d)
+    wait_until(lambda: d.typed_task is None and d.index_info_task is None, 60, "the index tasks")
+    d.dispose()
+    d.deleteLater()
+
+
+@pytest.fixture()
+def raster(tmp_path) -> QgsRasterLayer:
+    (tmp_path / "data").mkdir()
+    path = sample_crop(tmp_path / "data" / "crop.tif", size=336)
+    layer = QgsRasterLayer(str(path), "crop")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def typed_layers() -> list:
+    return [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.name().startswith("as you type")]
+
+
+def test_index_this_raster_then_find_heatmap_and_typing_use_it(qgis_iface, project, dock, raster, tmp_path):
+    dock.set_raster_layer(raster)
+    dock.set_scope("layer")
+    assert dock.index_file is None and "not indexed" in dock.index_state.text()
+    task = dock.run_index()
+    assert task is not None, dock.status.text()
+    wait_for_dock(dock)
+    assert not task.error, task.error
+    index = tmp_path / "data" / "crop.geoalign-tiny.geoalign-index.parquet"  # beside the raster
+    assert index.is_file() and Path(f"{index}.patches.npy").is_file()
+    wait_until(lambda: dock.index_file is not None, 60, "the index check")
+    assert dock.index_file == index and "indexed: " in dock.index_state.text()
+    # Find and Heatmap send the index (no image pass in the engine)
+    dock.min_score.setValue(0.0)
+    dock.max_results.setValue(5)
+    dock.set_phrases("red car")
+    dock.as_you_type.setChecked(False)
+    task = dock.run_find()
+    wait_for_dock(dock)
+    assert task.params["index"] == str(index) and "tile_size" not in task.params and not task.error
+    assert dock.last_layer.featureCount() == 5
+    task = dock.run_heatmap()
+    wait_for_dock(dock)
+    assert task.params["index"] == str(index) and not task.error
+    # as you type: one layer, replaced by the next phrase
+    dock.as_you_type.setChecked(True)
+    dock.set_phrases("tree")
+    wait_until(lambda: len(typed_layers()) == 1 and dock.typed_task is None, 60, "the typed answer")
+    first = typed_layers()[0]
+    assert "tree" in first.name() and first.featureCount() == 5
+    first_file = dock.typed_file
+    dock.set_phrases("swimming pool")
+    wait_until(lambda: typed_layers() and "swimming pool" in typed_layers()[0].name(), 60, "the second answer")
+    assert len(typed_layers()) == 1 and not first_file.exists()  # the old answer is gone, file too
+    assert "as you type" in dock.status.text()
+
+
+def test_find_similar_map_tool(qgis_iface, project, dock, raster):
+    dock.set_raster_layer(raster)
+    dock.set_scope("layer")
+    dock.similar_button.setChecked(True)
+    assert isinstance(qgis_iface.mapCanvas().mapTool(), QgsMapToolExtent)
+    e = raster.extent()
+    box = QgsRectangle(e.xMinimum() + 20, e.yMinimum() + 20, e.xMinimum() + 32, e.yMinimum() + 30)
+    dock.similar_tool.extentChanged.emit(box)  # what dragging a box on the map does
+    assert dock.task is not None, dock.status.text()
+    task = dock.task
+    wait_for_dock(dock)
+    assert not task.error, task.error
+    assert task.request == "similar" and "index" not in task.params  # no index yet: from the raster
+    layer = dock.last_layer
+    assert layer.name().startswith("like the drawn box") and layer.featureCount() >= 1
+    assert dock.table.item(0, 2).text() == "yes"  # the example itself ranks first
+    dock.similar_button.setChecked(False)
+    assert not isinstance(qgis_iface.mapCanvas().mapTool(), QgsMapToolExtent)
+
+
+def test_a_changed_raster_is_reported_and_its_index_not_used(qgis_iface, project, dock, tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    path = sample_crop(folder / "r.tif", size=224)
+    layer = QgsRasterLayer(str(path), "r")
+    QgsProject.instance().addMapLayer(layer)
+    dock.set_raster_layer(layer)
+    dock.run_index()
+    wait_for_dock(dock)
+    wait_until(lambda: dock.index_file is not None, 60, "the index check")
+    shutil.copy(sample_crop(tmp_path / "other.tif", size=224, col=0, row=0), path)  # the raster changes
+    dock.refresh_index()
+    wait_until(lambda: dock.index_info_task is None, 60, "the index check")
+    assert dock.index_file is None and "changed" in dock.index_state.text()
