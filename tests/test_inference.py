@@ -24,7 +24,7 @@ from geoalign_core.errors import GeoAlignError, InputError
 from geoalign_core.geo import count_tiles, tile_windows
 from geoalign_core.inference import DEFAULT_VOCABULARY, Cancelled, Predictor, scoring
 from geoalign_core.inference.find import refine_boxes
-from geoalign_core.inference.regions import region_embeddings
+from geoalign_core.inference.source import LiveSource
 
 CRS = UTM
 
@@ -243,7 +243,8 @@ def test_find_refinement_moves_boxes_only_to_better_placed_ones(predictor, textu
                        for b in plain.geometry.bounds.values])
         labels = torch.tensor([0 if ph == "red car" else 1 for ph in plain["phrase"]])
         boxes = torch.from_numpy(px)
-        out, n = refine_boxes(predictor, src, area, boxes, labels, texts, 2, 112, 0.25, None)
+        live = LiveSource(predictor, src)
+        out, n = refine_boxes(predictor, live, area, boxes, labels, texts, 2, 112, 0.25, None)
         assert out.shape == boxes.shape and out.dtype == torch.float64
         moved = np.flatnonzero(np.abs(out.numpy() - px).max(axis=1) > 1e-6)
         assert len(moved) == n and n >= 1  # the random model moves some boxes: the checks below run
@@ -253,11 +254,11 @@ def test_find_refinement_moves_boxes_only_to_better_placed_ones(predictor, textu
             assert (a1 - a0) * (b1 - b0) >= P.REFINE_MIN_AREA * (x1 - x0) * (y1 - y0) - 1e-6
         if n:
             both = np.concatenate([px[moved], out.numpy()[moved]])
-            emb = region_embeddings(predictor, src, both, area, 112, 0.25, None, None)
+            emb = LiveSource(predictor, src).region_embeddings(both, area, 112, 0.25, None, None)
             pr = scoring.phrase_probabilities(emb, texts, 2, predictor.logit_scale)
             lab = labels[torch.from_numpy(moved)]
             assert (pr[torch.arange(n, 2 * n), lab] >= pr[torch.arange(n), lab] - 1e-6).all()
-        empty, n0 = refine_boxes(predictor, src, area, boxes[:0], labels[:0], texts, 2, 112, 0.25, None)
+        empty, n0 = refine_boxes(predictor, live, area, boxes[:0], labels[:0], texts, 2, 112, 0.25, None)
         assert len(empty) == 0 and n0 == 0
 
 def _regions(raster_path, crs_out="EPSG:4326"):
@@ -295,7 +296,7 @@ def test_region_embeddings_match_encode_regions(predictor, textured):
     with RasterSource(textured) as src:
         area = Window(0, 0, src.width, src.height)
         boxes = np.array([[10.0, 20.0, 40.0, 50.0], [150.0, 20.0, 290.0, 190.0]])  # in a tile / across tiles
-        emb = region_embeddings(predictor, src, boxes, area, 112, 0.25, None, None)
+        emb = LiveSource(predictor, src).region_embeddings(boxes, area, 112, 0.25, None, None)
         tile = src.read_tile(rasterio.windows.Window(0, 0, 112, 112))
     x = predictor.model.preprocess(torch.from_numpy(tile.image)[None])
     with torch.no_grad():
