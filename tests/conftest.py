@@ -10,6 +10,9 @@ Fixtures (data comes from the generators in ``tests/generate.py``):
 * ``scene_1002``: a generated 512 px aerial scene with its labels GeoPackage.
 * ``one_torch_thread``: torch on one thread for the module (training tests: deterministic and
   no oversubscription when two ranks share two cores).
+* ``project`` / ``dock`` (QGIS plugin tests, pytest-qgis): a fresh project "saved" as
+  tmp_path/analysis.qgz (results go to tmp_path/analysis_geoalign), and the GeoAlign dock with
+  GeoAlign-Tiny on the CPU, disposed of after the test once its tasks have ended.
 
 Slow tests (more than a few seconds each) carry ``@pytest.mark.slow``: ``pytest -m "not slow"``
 (``make test-fast``) is the quick loop, ``make test`` runs everything.
@@ -96,3 +99,30 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture()
+def project(qgis_iface, qgis_new_project, tmp_path):
+    from qgis.core import QgsProject
+
+    proj = QgsProject.instance()
+    proj.setFileName(str(tmp_path / "analysis.qgz"))
+    yield proj
+    proj.setFileName("")
+    qgis_iface.newProject()
+
+
+@pytest.fixture()
+def dock(qgis_iface):
+    from qgis_helpers import TEST_MODEL, wait_for_dock, wait_until
+
+    from geoalign_qgis.dock import GeoAlignDock
+
+    d = GeoAlignDock(qgis_iface)
+    d.set_model(TEST_MODEL)
+    d.device_combo.setCurrentText("cpu")
+    yield d
+    wait_for_dock(d)
+    wait_until(lambda: d.typed_task is None and d.index_info_task is None, 60, "the dock's index tasks")
+    d.dispose()
+    d.deleteLater()

@@ -101,6 +101,39 @@ def test_every_request_type(client, crop, tmp_path):
     assert not check["ok"] and check["missing"][0]["module"] == "no_such_module_xyz"
 
 
+def test_index_requests(client, crop, big, tmp_path):
+    """index -> index_info -> find / similar from the index; a cancelled index request resumes."""
+    idx = tmp_path / "crop.parquet"
+    built = client.request("index", {"raster": str(crop), "out": str(idx), "model": MODEL, "device": "cpu"})
+    assert built["count"] == 9 and built["path"] == str(idx) and Path(f"{idx}.patches.npy").is_file()
+    info = client.request("index_info", {"index": str(idx)})
+    assert info["tiles"] == 9 and info["raster_state"] == "ok" and info["model"] == MODEL
+    # the model comes from the index (random weights here: the same device, the same loaded model)
+    found = client.request("find", {"index": str(idx), "phrases": ["car"], "out": str(tmp_path / "f.gpkg"),
+                                    "min_score": 0.0, "max_results": 3, "device": "cpu"})
+    assert found["count"] == 3 and found["metadata"]["index"] == str(idx) and found["metadata"]["refine"] is False
+    import rasterio
+
+    with rasterio.open(crop) as src:
+        left, bottom = src.bounds.left, src.bounds.bottom
+    like = client.request("similar", {"index": str(idx), "examples": [[left + 10, bottom + 10, left + 20, bottom + 20]],
+                                      "out": str(tmp_path / "s.gpkg"), "min_score": -1.0, "max_results": 5,
+                                      "device": "cpu"})
+    assert like["layer"] == "similar" and like["details"]["examples"] == 1
+    with pytest.raises(EngineError, match="needs raster or index"):
+        client.request("find", {"phrases": ["car"], "out": str(tmp_path / "x.gpkg")})
+    # a cancelled build keeps its finished chunks; the same request continues from them
+    out = tmp_path / "big.parquet"
+    params = {"raster": str(big), "out": str(out), "model": MODEL, "device": "cpu", "tile_size": 16,
+              "batch_size": 64}
+    parts = Path(f"{out}.partial")
+    with pytest.raises(EngineCancelled):
+        client.request("index", params, cancelled=lambda: len(list(parts.glob("part-*.npz"))) >= 1)
+    assert not out.exists() and list(parts.glob("part-*.npz"))
+    again = client.request("index", params)
+    assert again["details"]["resumed_tiles"] > 0 and not parts.exists()
+
+
 def test_errors_are_one_line_with_a_kind(client, crop, tmp_path):
     with pytest.raises(EngineError) as err:
         client.request("find", {"raster": str(tmp_path / "missing.tif"), "phrases": ["car"],

@@ -4,12 +4,13 @@ What an analyst does on first use, end to end: QGIS starts with a fresh profile,
 plugin from its zip with its own installer, loads the sample scene, the dock opens from the
 toolbar button, "red car" is typed and Find pressed; the model runs in the engine process
 (this venv's Python, via GEOALIGN_ENGINE_PYTHON); the result layer must appear with boxes,
-a heatmap follows, then QGIS quits through its Exit action. The test fails on a crash, an
+a heatmap follows; the scene is indexed, a phrase typed is answered from the index, Find
+similar finds cars like one boxed car; then QGIS quits through its Exit action. The test fails on a crash, an
 abort at exit, a blocked exit, a missing layer, or a heavy package in QGIS's process.
 
 The offscreen pytest-qgis tests never load QGIS's libraries the way the desktop app does (Mesa's
 libLLVM, the system GEOS/PROJ/GDAL all in one process), so only this test sees those crashes.
-Set GEOALIGN_SCREENSHOT=1 to (re)write docs/qgis_screenshot.png from it.
+Set GEOALIGN_SCREENSHOT=1 to (re)write docs/qgis_screenshot.png and docs/qgis_similar.png from it.
 """
 
 from __future__ import annotations
@@ -40,14 +41,16 @@ def test_real_qgis_finds_red_cars_and_quits_cleanly(tmp_path):
                     "--quiet"], check=True, timeout=300)
     out = tmp_path / "out"
     qtmp = tmp_path / "tmp"  # QGIS calls layers under its temp folder "temporary": keep the profile out of it
-    for d in (out, qtmp):
+    data = tmp_path / "data"  # the plugin keeps the scene's index beside it: a copy, not the repository's
+    for d in (out, qtmp, data):
         d.mkdir()
+    scene = Path(shutil.copy(SCENE, data / SCENE.name))
     env = {k: v for k, v in os.environ.items()
            if k not in ("QT_QPA_PLATFORM", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "DISPLAY")}
     env.update(
         PATH="/usr/bin:/bin", PYTHONNOUSERSITE="1", TMPDIR=str(qtmp), LIBGL_ALWAYS_SOFTWARE="1",
         GEOALIGN_ENGINE_PYTHON=sys.executable,
-        GEOALIGN_DESKTOP_ZIP=str(plugin_zip), GEOALIGN_DESKTOP_RASTER=str(SCENE), GEOALIGN_DESKTOP_OUT=str(out),
+        GEOALIGN_DESKTOP_ZIP=str(plugin_zip), GEOALIGN_DESKTOP_RASTER=str(scene), GEOALIGN_DESKTOP_OUT=str(out),
     )
     cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24 +extension GLX", "qgis", "--nologo",
            "--noversioncheck", "--profiles-path", str(tmp_path / "profiles"), "--code", str(SCRIPT)]
@@ -72,13 +75,22 @@ def test_real_qgis_finds_red_cars_and_quits_cleanly(tmp_path):
     assert "scanning tiles" in report["stages"] and "refining boxes" in report["stages"]
     assert report["heatmap_layer"] == "heatmap score: red car (scene)"
     assert report["group_expanded"] == [True, True]  # the results are visible in the layer tree
+    # Index this raster, then a phrase answered from the index as it was typed, then Find similar
+    assert report["index_started"] and report["index_file"], report.get("index_status")
+    assert report["index_file"] == str(data / "scene.geoalign-demo.geoalign-index.parquet")
+    assert "indexed: " in report["index_state"]
+    assert report["typed_layers"] == ["as you type: swimming pool (scene)"] and report["typed_count"] > 0
+    assert "from the index" in report["typed_status"]
+    assert report["similar_tool"] == "QgsMapToolExtent" and report["similar_started"]
+    assert report["similar_used_index"] and report["similar_count"] > 1 and report["similar_first_is_example"]
     # QGIS's process held Mesa's GL, and none of the packages that collide with it
     assert report["gl_loaded"]
     assert report["heavy"] == [], report["heavy"]
     # quitting QGIS ended the engine too
     proc_dir = Path(f"/proc/{report['engine_pid']}")
     assert report["engine_pid"] and (not proc_dir.exists() or (proc_dir / "stat").read_text().split()[2] == "Z")
-    shot = out / "qgis_desktop.png"
-    assert shot.is_file() and shot.stat().st_size > 50_000
+    shot, shot2 = out / "qgis_desktop.png", out / "qgis_desktop_similar.png"
+    assert shot.is_file() and shot.stat().st_size > 50_000 and shot2.is_file() and shot2.stat().st_size > 50_000
     if os.environ.get("GEOALIGN_SCREENSHOT"):
         shutil.copy(shot, ROOT / "docs" / "qgis_screenshot.png")
+        shutil.copy(shot2, ROOT / "docs" / "qgis_similar.png")

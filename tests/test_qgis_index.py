@@ -13,32 +13,9 @@ qgis_core = pytest.importorskip("qgis.core")
 
 from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle  # noqa: E402
 from qgis.gui import QgsMapToolExtent  # noqa: E402
-from qgis_helpers import TEST_MODEL, sample_crop, wait_for_dock, wait_until  # noqa: E402
+from qgis_helpers import sample_crop, wait_for_dock, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.qgis
-
-
-@pytest.fixture()
-def project(qgis_iface, qgis_new_project, tmp_path):
-    proj = QgsProject.instance()
-    proj.setFileName(str(tmp_path / "analysis.qgz"))
-    yield proj
-    proj.setFileName("")
-    qgis_iface.newProject()
-
-
-@pytest.fixture()
-def dock(qgis_iface):
-    from geoalign_qgis.dock import GeoAlignDock
-
-    d = GeoAlignDock(qgis_iface)
-    d.set_model(TEST_MODEL)
-    d.device_combo.setCurrentText("cpu")
-    yield d
-    wait_for_dock(d)
-    wait_until(lambda: d.typed_task is None and d.index_info_task is None, 60, "the index tasks")
-    d.dispose()
-    d.deleteLater()
 
 
 @pytest.fixture()

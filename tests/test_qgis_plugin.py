@@ -28,7 +28,6 @@ from qgis.PyQt.QtWidgets import QAction  # noqa: E402
 from qgis_helpers import (  # noqa: E402
     ROOT,
     SCENE,
-    TEST_MODEL,
     files_in,
     sample_crop,
     wait_for_dock,
@@ -36,29 +35,6 @@ from qgis_helpers import (  # noqa: E402
 )
 
 pytestmark = pytest.mark.qgis
-
-
-@pytest.fixture()
-def project(qgis_iface, qgis_new_project, tmp_path):
-    """A fresh project "saved" as tmp_path/analysis.qgz: results go to tmp_path/analysis_geoalign."""
-    proj = QgsProject.instance()
-    proj.setFileName(str(tmp_path / "analysis.qgz"))
-    yield proj
-    proj.setFileName("")
-    qgis_iface.newProject()
-
-
-@pytest.fixture()
-def dock(qgis_iface):
-    from geoalign_qgis.dock import GeoAlignDock
-
-    d = GeoAlignDock(qgis_iface)
-    d.set_model(TEST_MODEL)
-    d.device_combo.setCurrentText("cpu")
-    yield d
-    wait_for_dock(d)
-    d.dispose()
-    d.deleteLater()
 
 
 def add_raster(path: Path, name: str = "scene") -> QgsRasterLayer:

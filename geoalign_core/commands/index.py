@@ -49,11 +49,27 @@ def run(args: argparse.Namespace) -> int:
 
         predictor = cs.make_predictor(args)
         cs.say(args, f"index: {args.raster} with {predictor.model_source}")
-        with cs.progress_bar(args, "index") as prog:
-            result = runs.index(predictor, args.raster, out, overwrite=args.overwrite, progress=prog,
-                                stage=prog.stage, **{**cs.common_kwargs(args), "overlap": cs.default_overlap(args)})
+        try:
+            with cs.progress_bar(args, "index") as prog:
+                result = runs.index(predictor, args.raster, out, overwrite=args.overwrite, progress=prog,
+                                    stage=prog.stage, **{**cs.common_kwargs(args),
+                                                         "overlap": cs.default_overlap(args)})
+        except KeyboardInterrupt:
+            raise InputError(_interrupted(out), code="interrupted") from None
     print(result.summary)
     return 0
+
+
+def _interrupted(out: Path) -> str:
+    """What an interrupted build leaves: the finished chunks, and how to go on."""
+    from ..index.build import partial_dir
+
+    work = partial_dir(out)
+    parts = sorted(work.glob("part-*.npz")) if work.is_dir() else []
+    if not parts:
+        return f"interrupted before the first chunk was done; nothing kept (no {out} written)"
+    return (f"interrupted; {len(parts)} finished chunk(s) are kept in {work}: run the same command again to "
+            f"continue (no {out} written yet)")
 
 
 def _info(args: argparse.Namespace) -> int:

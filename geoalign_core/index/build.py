@@ -35,7 +35,7 @@ from .store import FORMAT, FORMAT_VERSION, IndexPart, patches_path, quantize, wr
 __all__ = ["DEFAULT_INDEX_OVERLAP", "PART_BYTES", "IndexBuild", "build_index", "partial_dir"]
 
 DEFAULT_INDEX_OVERLAP = 0.25  #: as find's: an index answers find like a live run with its defaults
-PART_BYTES = 64 << 20  #: a build chunk holds about this much patch data
+PART_BYTES = 16 << 20  #: a build chunk holds about this much patch data (what an interrupt can lose)
 INDEX_FORMATS = {".parquet": ("Parquet", "index")}
 
 

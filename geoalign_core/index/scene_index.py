@@ -21,6 +21,7 @@ How a query differs from a live run on the raster:
 from __future__ import annotations
 
 import contextlib
+import mmap
 import warnings
 from collections.abc import Iterator, Sequence
 from os import PathLike
@@ -47,13 +48,10 @@ from ..inference.encoder import Cancel, EmbeddingBatch, Encoder, Progress, check
 from ..inference.source import LiveSource, tile_boxes
 from .store import check_patches, dequantize, read_metadata
 
-__all__ = ["BATCH_TILES", "SCORE_BOUND", "IndexMismatch", "SceneIndex"]
+__all__ = ["BATCH_TILES", "IndexMismatch", "SceneIndex"]
 
 BATCH_TILES = 64  #: tiles dequantised per batch
-#: a region's score taken to be at most this multiple of its tile's best patch score (measured with
-#: the demo model: 99.9 % of tiles within 1.9x on the sample scene and 1.5x on a drone image)
-SCORE_BOUND = 2.0
-_SIM_CHUNK = 1 << 20  #: patches per matrix product when ranking the whole index
+_SIM_CHUNK = 1 << 18  #: patches per matrix product when ranking the whole index (128 MB of 512-d int8)
 
 
 class IndexMismatch(GeoAlignError):
@@ -292,6 +290,30 @@ class SceneIndex:
             self._pvalid[row] = (scoring.patch_validity(v, p)[0] >= 0.5).reshape(-1)
         return self._pvalid[row]
 
+    @contextlib.contextmanager
+    def _rows_of_patches(self, rows: np.ndarray) -> Iterator[np.ndarray]:
+        """The int8 patches of ``rows`` (ascending) for the duration of the ``with``.
+
+        A run of consecutive rows is a view of the memory map, and its pages are handed back
+        afterwards (``madvise(MADV_DONTNEED)``; they stay in the page cache): a scan of the whole
+        index keeps one chunk of the patch file in this process, whatever the index's size.
+        """
+        if not (len(rows) and rows[-1] - rows[0] + 1 == len(rows)):
+            yield np.ascontiguousarray(self.patches[rows])
+            return
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        yield self.patches[lo:hi]
+        mm = getattr(self.patches, "_mmap", None)
+        if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            row_bytes = int(np.prod(self.patches.shape[1:]))
+            start = int(self.patches.offset) + lo * row_bytes
+            end = int(self.patches.offset) + hi * row_bytes
+            page = mmap.PAGESIZE
+            first = (start + page - 1) // page * page  # whole pages inside the run only
+            with contextlib.suppress(OSError, ValueError):
+                if end - first >= page:
+                    mm.madvise(mmap.MADV_DONTNEED, first, (end - first) // page * page)
+
     def patch_scores(self, rows: np.ndarray, queries: torch.Tensor, n_queries: int,
                      logit_scale: float | None, cancel: Cancel | None = None) -> torch.Tensor:
         """Best patch score per (tile, query) ``[len(rows), n_queries]`` over the tiles' valid patches.
@@ -309,8 +331,9 @@ class SceneIndex:
             check_cancel(cancel)
             part = order[lo : lo + step]
             sel = rows[part]
-            q = torch.from_numpy(np.ascontiguousarray(self.patches[sel]).reshape(-1, self.patches.shape[2]))
-            dots = _int8_dot(queries, q)  # [T, P]
+            with self._rows_of_patches(sel) as block, warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # a read-only view: only read
+                dots = _int8_dot(queries, torch.from_numpy(block.reshape(-1, self.patches.shape[2])))  # [T, P]
             scale = torch.from_numpy(self.scale[sel].reshape(-1))
             norm = torch.from_numpy(self.norm[sel].reshape(-1)).clamp_min(1e-12)
             cos = dots * (scale / norm)[None]
@@ -329,8 +352,8 @@ class SceneIndex:
         """The windows worth pooling candidate boxes in, best first, from one pass over every stored patch.
 
         Each tile's best patch score per phrase (:meth:`patch_scores`) bounds what its regions
-        can score: at most ``SCORE_BOUND`` times as much (a region's embedding averages its
-        patches', so it can beat its best patch, but not by far). Tiles whose bound stays below
+        can score (:func:`~geoalign_core.inference.scoring.score_bound`: a region's embedding
+        averages its patches', so it can beat its best patch, but not by far). Tiles whose bound stays below
         ``min_score`` are dropped; the rest come best first, with their bounds ``[T, N]``, so
         that :func:`~geoalign_core.inference.find.find_candidates` can stop once no remaining
         tile can reach the ``max_results``-th best box. ``logit_scale=None``: ``texts`` are
@@ -339,7 +362,8 @@ class SceneIndex:
         if not windows:
             return windows, torch.zeros((0, n_phrases))
         rows = self.rows(windows)
-        bound = (SCORE_BOUND * self.patch_scores(rows, texts, n_phrases, logit_scale)).clamp(max=1.0)
+        bound = scoring.score_bound(self.patch_scores(rows, texts, n_phrases, logit_scale),
+                                    probability=logit_scale is not None)
         top = bound.amax(dim=1)
         order = torch.argsort(top, descending=True, stable=True)
         order = order[top[order] >= float(min_score)]

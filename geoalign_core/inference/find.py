@@ -211,11 +211,18 @@ def find_candidates(
     buffered = 0
     scored = 0
     cap = max(4 * max_results, 200)
+    floor = torch.full((n_phrases,), float(min_score))  # what a new box must reach, per phrase
     for eb in src.embeddings(windows, dense=True, progress=progress, cancel=cancel):
         scored = eb.done
         b = len(eb.tiles)
         sim = scoring.similarity_maps(eb.dense_normalized, phr).cpu()  # [B, N, h, w]
-        owner, cand, reg, valid, nonempty = pool_candidates(enc, eb, sim.flatten(0, 1), area)
+        hot = None
+        if bound is not None:  # a scene index: boxes only where a patch can reach the floor
+            patch_score = sim if cosine else scoring.probability_maps(eb.dense_normalized, texts, n_phrases,
+                                                                      logit_scale).cpu()
+            reach = scoring.score_bound(patch_score, probability=not cosine)  # [B, N, h, w]
+            hot = (reach >= floor.view(1, -1, 1, 1)).any(dim=1)
+        owner, cand, reg, valid, nonempty = pool_candidates(enc, eb, sim.flatten(0, 1), area, hot)
         if logit_scale is None:
             probs = (reg @ phr.float().T).clamp_min(0.0).cpu()
         else:
@@ -239,27 +246,28 @@ def find_candidates(
             keep = scoring.nms_per_label(bx, sc, lb, nms_iou, cap=cap)
             all_boxes, all_scores, all_labels = [bx[keep]], [sc[keep]], [lb[keep]]
             buffered = int(keep.numel())
-        if bound is not None and eb.done < len(windows) and _enough(
-                all_boxes, all_scores, all_labels, n_phrases, max_results, nms_iou, bound[eb.done:]):
-            break  # no tile left can reach the max_results-th box of any phrase
+        if bound is not None and eb.done < len(windows):
+            floor = _floors(all_boxes, all_scores, all_labels, n_phrases, max_results, nms_iou, min_score)
+            if bool((bound[eb.done:].amax(dim=0) < floor).all()):
+                break  # no tile left can reach the max_results-th box of any phrase
     if not all_boxes:
         empty = torch.zeros((0, 4), dtype=torch.float64), torch.zeros(0), torch.zeros(0, dtype=torch.long)
         return (*empty, scored)
     return torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels), scored
 
 
-def _enough(boxes: list[torch.Tensor], scores: list[torch.Tensor], labels: list[torch.Tensor], n_phrases: int,
-            max_results: int, nms_iou: float, bound: torch.Tensor) -> bool:
-    """Whether every phrase already has ``max_results`` boxes (after NMS) scoring above what any
-    remaining tile can reach (``bound [T, N]``: an upper bound of its regions' scores)."""
+def _floors(boxes: list[torch.Tensor], scores: list[torch.Tensor], labels: list[torch.Tensor], n_phrases: int,
+            max_results: int, nms_iou: float, min_score: float) -> torch.Tensor:
+    """Per phrase, what a new box must score to enter the results: the ``max_results``-th best
+    score so far (after NMS), or ``min_score`` while there are fewer boxes."""
     bx, sc, lb = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
     keep = scoring.nms_per_label(bx, sc, lb, nms_iou, cap=max_results)
-    best_left = bound.amax(dim=0)
+    out = torch.full((n_phrases,), float(min_score))
     for p in range(n_phrases):
         mine = sc[keep][lb[keep] == p]
-        if len(mine) < max_results or float(mine.min()) <= float(best_left[p]):
-            return False
-    return True
+        if len(mine) >= max_results:
+            out[p] = max(float(min_score), float(mine.min()))
+    return out
 
 
 def score_candidates(
@@ -274,7 +282,7 @@ def score_candidates(
 
 
 def pool_candidates(
-    enc: Encoder, eb: EmbeddingBatch, sim: torch.Tensor, area: Window
+    enc: Encoder, eb: EmbeddingBatch, sim: torch.Tensor, area: Window, hot: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Candidate boxes of a batch of tiles and their embeddings, pooled from the tiles' dense maps.
 
@@ -285,6 +293,9 @@ def pool_candidates(
         eb: the batch (dense maps, validity, tiles).
         sim: ``[B * m, h, w]`` similarity maps, ``m`` consecutive maps per tile (one per query).
         area: the search area (raster pixels): boxes are clamped to it.
+        hot: optional bool ``[B, h, w]``: only boxes over at least one hot patch are pooled (a
+            scene index marks the patches whose score can reach the threshold; see
+            :func:`scoring.score_bound`).
 
     Returns:
         ``owner [K]`` (tile of each candidate, in batch order), ``boxes [K, 4]`` (raster
@@ -303,6 +314,8 @@ def pool_candidates(
     tile_of = midx // per_map
     grid_boxes = scoring.window_candidates(size, size, patch)
     per_tile = [torch.unique(torch.cat([grid_boxes, dboxes[tile_of == i]], dim=0), dim=0) for i in range(b)]
+    if hot is not None:
+        per_tile = [c[scoring.boxes_touch(hot[i], c, patch)] for i, c in enumerate(per_tile)]
     valid = scoring.boxes_valid_fraction(eb.valid, per_tile) >= MIN_VALID_FRACTION
     with torch.no_grad():
         reg = F.normalize(enc.model.pool_regions(eb.dense, per_tile).float(), dim=-1)

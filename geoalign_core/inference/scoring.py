@@ -37,6 +37,9 @@ from torchvision.ops import batched_nms
 
 __all__ = [
     "DENSE_THRESHOLDS",
+    "LOGIT_BOUND",
+    "SCORE_BOUND",
+    "boxes_touch",
     "WINDOW_SCALES",
     "boxes_valid_fraction",
     "classify",
@@ -45,11 +48,29 @@ __all__ = [
     "nms_per_label",
     "patch_validity",
     "phrase_probabilities",
+    "score_bound",
     "similarity_maps",
     "top_k",
     "window_candidates",
 ]
 
+#: How far a region's score can be above its best patch's (a one-patch region's score,
+#: :func:`probability_maps`): a region's embedding averages its patches', so it can beat its best
+#: patch, but not by far. Measured with the demo model over ten phrases on the sample scene and a
+#: drone image: at most 1.9x the patch's probability where scores are low (99.9 % of tiles), and at
+#: most 2.2 higher in log-odds where they are high. A scene index skips tiles and boxes whose
+#: patches stay below the threshold under :func:`score_bound`.
+SCORE_BOUND = 2.0
+LOGIT_BOUND = 2.5
+
+
+def score_bound(patch_score: torch.Tensor, probability: bool = True) -> torch.Tensor:
+    """The most a region can score given its best patch's score: ``min(2 p, sigmoid(logit(p) + 2.5))``
+    for probabilities, ``2 cos`` for cosine similarities (both at most 1)."""
+    if not probability:
+        return (SCORE_BOUND * patch_score).clamp(max=1.0)
+    p = patch_score.clamp(1e-7, 1 - 1e-7)
+    return torch.minimum(SCORE_BOUND * p, torch.sigmoid(torch.logit(p) + LOGIT_BOUND)).clamp(max=1.0)
 # relative thresholds on a tile's similarity map: min + q * (max - min)
 DENSE_THRESHOLDS: tuple[float, ...] = (0.5, 0.7, 0.85)
 # sliding-window sides, in patches (stride: half a side)
@@ -188,6 +209,21 @@ def window_candidates(height: int, width: int, patch: int, scales: Sequence[int]
         x0, y0 = xx.reshape(-1).float() * patch, yy.reshape(-1).float() * patch
         out.append(torch.stack([x0, y0, x0 + s * patch, y0 + s * patch], dim=1))
     return torch.cat(out, dim=0)
+
+
+def boxes_touch(cells: torch.Tensor, boxes: torch.Tensor, patch: int) -> torch.Tensor:
+    """Which boxes ``[K, 4]`` (input pixels) overlap at least one True cell of ``cells [h, w]`` (patches)."""
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    h, w = cells.shape
+    integral = F.pad(cells.long().cumsum(0).cumsum(1), (1, 0, 1, 0))
+    b = boxes.float() / patch
+    c0 = b[:, 0].floor().long().clamp(0, w)
+    r0 = b[:, 1].floor().long().clamp(0, h)
+    c1 = b[:, 2].ceil().long().clamp(0, w)
+    r1 = b[:, 3].ceil().long().clamp(0, h)
+    count = integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]
+    return count > 0
 
 
 def boxes_valid_fraction(valid: torch.Tensor, boxes: Sequence[torch.Tensor]) -> torch.Tensor:

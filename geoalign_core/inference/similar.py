@@ -83,6 +83,10 @@ def example_boxes(examples: Any, src: EmbeddingSource, area: Window, layer: str 
     try:
         _, boxes, _ = load_regions(regions, src, area, layer, buffer)
     except InputError as exc:
+        if geoms is not None and "overlap" in str(exc):
+            crs = src.crs.to_string() if src.crs is not None else "pixel coordinates"
+            raise InputError(f"no example box lies on the raster (boxes are in the raster's CRS, {crs})",
+                             param="examples") from None
         raise InputError(str(exc).replace("regions", "examples"), param=exc.param or "examples") from None
     if len(boxes) == 0:
         raise InputError("no example region lies on the raster" + (" bounds" if area.width else ""),
@@ -113,8 +117,9 @@ def similar(
 ) -> gpd.GeoDataFrame:
     """Regions of ``raster`` (a path or a :class:`~geoalign_core.index.SceneIndex`) like ``examples``.
 
-    See the module docstring. Rows: ``geometry`` (box), ``score`` (cosine similarity with the
-    query), ``rank`` (1 = best), ``example`` (True for a box that is one of the examples:
+    See the module docstring. ``bounds`` limit where similar regions are searched; the examples
+    may lie anywhere on the raster. Rows: ``geometry`` (box), ``score`` (cosine similarity with
+    the query), ``rank`` (1 = best), ``example`` (True for a box that is one of the examples:
     IoU >= 0.5 with one).
     """
     if not -1.0 <= float(min_score) <= 1.0:
@@ -128,9 +133,10 @@ def similar(
     with open_source(enc, raster, bands, allow_no_crs) as src:
         ts, overlap = src.tile_size(tile_size), src.overlap(overlap, 0.25)
         area = area_window(src.transform, src.width, src.height, bounds, src.path)
-        ex_boxes = example_boxes(examples, src, area, layer, buffer)
+        full = Window(0, 0, src.width, src.height)  # an example may lie outside the searched bounds
+        ex_boxes = example_boxes(examples, src, full, layer, buffer)
         enter_stage(stage, "embedding the examples")
-        ex = src.region_embeddings(ex_boxes, area, ts, overlap, None, cancel)
+        ex = src.region_embeddings(ex_boxes, full, ts, overlap, None, cancel)
         query = F.normalize(ex.float().mean(dim=0), dim=-1)
         if phrase is not None:
             query = F.normalize(query + float(text_weight) * enc.encode_phrases([phrase])[0].float(), dim=-1)
@@ -144,10 +150,14 @@ def similar(
         c_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         sized = (c_area >= ex_area / SIZE_RANGE) & (c_area <= ex_area * SIZE_RANGE)
         boxes, scores = boxes[sized], scores[sized]
-        # the examples themselves are candidates (scored like every box)
+        # the examples themselves are candidates (scored like every box) where they are in the area
         ex_scores = (ex.float() @ query).cpu()
-        boxes = torch.cat([torch.from_numpy(ex_boxes).double(), boxes])
-        scores = torch.cat([ex_scores, scores])
+        a0, b0 = float(area.col_off), float(area.row_off)
+        a1, b1 = a0 + float(area.width), b0 + float(area.height)
+        inside = torch.from_numpy((ex_boxes[:, 0] < a1) & (ex_boxes[:, 2] > a0) & (ex_boxes[:, 1] < b1)
+                                  & (ex_boxes[:, 3] > b0))
+        boxes = torch.cat([torch.from_numpy(ex_boxes).double()[inside], boxes])
+        scores = torch.cat([ex_scores[inside], scores])
         ok = scores >= float(min_score)
         boxes, scores = boxes[ok], scores[ok]
         keep = scoring.nms_per_label(boxes, scores, torch.zeros(len(scores), dtype=torch.long), float(nms_iou),

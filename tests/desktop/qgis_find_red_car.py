@@ -1,8 +1,10 @@
-"""Run inside the real QGIS desktop app (``qgis --code``): the analyst's first find.
+"""Run inside the real QGIS desktop app (``qgis --code``): the analyst's first session.
 
 Installs the plugin from its zip with QGIS's own installer (Plugins > Install from ZIP),
 loads the scene, opens the dock with the toolbar button, types "red car", presses Find,
-waits for the result layer, shows a heatmap, takes a screenshot, writes a JSON report and
+waits for the result layer, shows a heatmap, takes a screenshot; then indexes the scene
+(Index this raster), types a second phrase (answered from the index as it is typed), drags a
+box around one car with Find similar, takes a second screenshot, writes a JSON report and
 quits QGIS through its Exit action. Driven by tests/test_qgis_desktop.py through the
 environment: GEOALIGN_DESKTOP_ZIP, GEOALIGN_DESKTOP_RASTER, GEOALIGN_DESKTOP_OUT (a folder).
 """
@@ -22,6 +24,10 @@ ZIP = os.environ["GEOALIGN_DESKTOP_ZIP"]
 RASTER = os.environ["GEOALIGN_DESKTOP_RASTER"]
 OUT = os.environ["GEOALIGN_DESKTOP_OUT"]
 PHRASE = os.environ.get("GEOALIGN_DESKTOP_PHRASE", "red car")
+TYPED = os.environ.get("GEOALIGN_DESKTOP_TYPED", "swimming pool")
+#: the example box of Find similar, in the raster's CRS (one red car of the sample scene)
+EXAMPLE = [float(v) for v in os.environ.get("GEOALIGN_DESKTOP_EXAMPLE",
+                                            "500373.5,4999635.8,500375.5,4999639.9").split(",")]
 TIMEOUT_S = float(os.environ.get("GEOALIGN_DESKTOP_TIMEOUT", "240"))
 HEAVY = ("torch", "torchvision", "open_clip", "rasterio", "geopandas", "shapely", "pyproj", "pyogrio", "triton")
 
@@ -110,7 +116,7 @@ def tick():
         _tick()
     except Exception:
         fail(traceback.format_exc())
-    if state["step"] not in ("done", "shot"):
+    if state["step"] not in ("done", "shot", "shot2"):
         QTimer.singleShot(200, tick)
 
 
@@ -168,20 +174,82 @@ def _tick():
             iface.mapCanvas().zoomByFactor(float(os.environ.get("GEOALIGN_DESKTOP_ZOOM_OUT", "8")))
             dock.table.selectRow(0)
         state["step"] = "shot"
-        QTimer.singleShot(2000, screenshot)  # let the canvas render
+        QTimer.singleShot(2000, lambda: screenshot("qgis_desktop.png", index_scene))  # let the canvas render
+    elif step == "index":
+        if dock.is_running() or dock.index_info_task is not None:
+            return None
+        report["index_status"] = dock.status.text()
+        report["index_state"] = dock.index_state.text()
+        report["index_file"] = str(dock.index_file) if dock.index_file else None
+        if dock.index_file is None:
+            return fail(f"no index after indexing: {dock.status.text()} / {dock.index_state.text()}")
+        log("indexed")
+        dock.as_you_type.setChecked(True)
+        dock.phrase_edit.setPlainText(TYPED)  # typed: answered from the index after a pause
+        state["step"] = "typed"
+    elif step == "typed":
+        typed = [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.name().startswith("as you type")]
+        if not typed or dock.typed_task is not None:
+            return None
+        report["typed_layers"] = [lyr.name() for lyr in typed]
+        report["typed_count"] = typed[0].featureCount()
+        report["typed_status"] = dock.status.text()
+        log("answered as typed")
+        dock.similar_button.setChecked(True)  # Find similar: a box dragged around one car
+        from qgis.core import QgsCoordinateTransform, QgsRectangle
+
+        report["similar_tool"] = type(iface.mapCanvas().mapTool()).__name__
+        canvas_crs = iface.mapCanvas().mapSettings().destinationCrs()
+        to_map = QgsCoordinateTransform(dock.raster_layer().crs(), canvas_crs, QgsProject.instance())
+        x0, y0, x1, y1 = EXAMPLE
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        # the analyst looks at the car, then drags a box around it (in the map's CRS)
+        iface.mapCanvas().setExtent(to_map.transformBoundingBox(QgsRectangle(cx - 60, cy - 40, cx + 60, cy + 40)))
+        iface.mapCanvas().refresh()
+        report["canvas_crs"] = canvas_crs.authid()
+        dock.similar_tool.extentChanged.emit(to_map.transformBoundingBox(QgsRectangle(*EXAMPLE)))
+        report["similar_started"] = dock.is_running()
+        state["step"] = "similar"
+    elif step == "similar":
+        if dock.is_running():
+            return None
+        layer = dock.last_layer
+        report["similar_status"] = dock.status.text()
+        if layer is None or not layer.name().startswith("like the drawn box"):
+            return fail(f"no similar layer: {dock.status.text()}")
+        report["similar_layer"] = layer.name()
+        report["similar_count"] = layer.featureCount()
+        report["similar_first_is_example"] = dock.table.item(0, 2).text() == "yes"
+        report["similar_used_index"] = "index" in (dock.last_task.params if dock.last_task else {})
+        log("similar done")
+        from qgis.core import QgsRectangle
+
+        state["step"] = "shot2"
+        QTimer.singleShot(2000, lambda: screenshot("qgis_desktop_similar.png", quit_qgis))
 
 
-def screenshot():
+def index_scene():
+    """After the first screenshot: Index this raster."""
+    state["step"] = "index"
+    state["deadline"] = time.monotonic() + TIMEOUT_S
+    press(state["dock"].index_button)
+    report["index_started"] = state["dock"].is_running()
+    QTimer.singleShot(200, tick)
+
+
+def screenshot(name, then):
     try:
         iface.mapCanvas().refresh()
         QgsApplication.processEvents()
         shot = iface.mainWindow().grab()
-        report["screenshot"] = os.path.join(OUT, "qgis_desktop.png")
-        shot.save(report["screenshot"])
-        log("screenshot")
+        report.setdefault("screenshots", []).append(os.path.join(OUT, name))
+        report["screenshot"] = report["screenshots"][0]
+        shot.save(os.path.join(OUT, name))
+        log(f"screenshot {name}")
     except Exception:
         report["errors"].append(traceback.format_exc())
-    quit_qgis()
+        return quit_qgis()
+    then()
 
 
 def start():
