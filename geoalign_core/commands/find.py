@@ -46,6 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     refine.add_argument("--refine", dest="refine", action="store_true", default=None,
                         help="with --index: refine the boxes too (re-reads the raster and runs the image model "
                              "for the kept boxes; off by default from an index)")
+    p.add_argument("--exact", action="store_true",
+                   help="with a collection index: scan every stored patch even when it has an ANN index")
+    cs.add_crs_option(p)
     cs.add_raster_options(p, overlap=0.25, out_help="output GeoPackage (default: <raster stem>_matches.gpkg here)")
     p.set_defaults(func=run)
 
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                 predictor, source, phrases, out, overwrite=args.overwrite, regions=args.regions,
                 min_score=args.min_score, max_results=args.max_results, nms_iou=args.nms_iou, refine=refine,
                 regions_layer=args.layer, buffer=args.buffer, within=args.within, within_layer=args.layer,
-                progress=prog, stage=prog.stage, **cs.common_kwargs(args),
+                progress=prog, stage=prog.stage, **cs.common_kwargs(args), **cs.collection_kwargs(args, source),
             )
     print(result.summary)
     return 0

@@ -1,8 +1,14 @@
-"""``geoalign index RASTER --out scene.parquet``: embed a scene once; query it many times with ``--index``."""
+"""``geoalign index RASTER --out scene.parquet``: embed a scene once; query it many times with ``--index``.
+
+``geoalign index A.tif B.tif ... | --from-list L | 'folder/*.tif' --out idx/``: a collection, one
+index per scene in a folder, shared between torchrun's ranks or ``--shard I/N`` job-array tasks
+(:mod:`geoalign_core.index.collection_build`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..errors import InputError
@@ -23,18 +29,52 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "command is run again."
         ),
     )
-    p.add_argument("raster", help="input raster")
-    p.add_argument("--info", action="store_true", help="print what an existing index (RASTER = its .parquet) holds")
+    p.add_argument("rasters", nargs="*", metavar="RASTER",
+                   help="input raster(s); quoted glob patterns ('folder/*.tif', 'tiles/**/*.tif') are expanded. "
+                        "Several rasters make a collection: one index per scene in the --out folder")
+    p.add_argument("--from-list", default=None, metavar="FILE",
+                   help="also index the rasters listed in FILE (one path per line; # comments)")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="index share I of N of the scenes (0-based; balanced by pixel count), for job arrays; "
+                        "under torchrun each rank takes its share by itself")
+    ann = p.add_mutually_exclusive_group()
+    ann.add_argument("--ann", dest="ann", action="store_true", default=None,
+                     help="collection: build its approximate-search (FAISS) index once every scene is done "
+                          "(default: only for collections of at least 2.5 M patches, where it pays)")
+    ann.add_argument("--no-ann", dest="ann", action="store_false", help="collection: never build the ANN index")
+    p.add_argument("--info", action="store_true",
+                   help="print what an existing index (RASTER = its .parquet, or a collection folder) holds")
     cs.add_raster_options(p, overlap=INDEX_OVERLAP, index=False,
-                          out_help="index file, .parquet (default: <raster stem>_index.parquet here)")
+                          out_help="index file, .parquet (default: <raster stem>_index.parquet here); for a "
+                                   "collection, a folder")
     p.set_defaults(func=run)
+
+
+def _collection_wanted(args: argparse.Namespace) -> bool:
+    from ..index.scenes import _GLOB
+
+    out = args.out
+    return (len(args.rasters) > 1 or args.from_list is not None or args.shard is not None
+            or int(os.environ.get("WORLD_SIZE", "1")) > 1
+            or any(_GLOB.search(r) and not Path(r).exists() for r in args.rasters)
+            or (out is not None and (out.is_dir() or str(out).endswith(("/", os.sep)) or out.suffix == "")))
 
 
 def run(args: argparse.Namespace) -> int:
     with cs.one_line_warnings():
         if args.info:
+            if len(args.rasters) != 1:
+                raise InputError("--info takes one index (a .parquet file or a collection folder)")
+            args.raster = args.rasters[0]
             return _info(args)
         cs.check_common(args)
+        if not args.rasters and args.from_list is None:
+            raise InputError("give a raster to index (or several, or --from-list FILE)")
+        if _collection_wanted(args):
+            return _run_collection(args)
+        if args.ann is not None:
+            raise InputError("--ann / --no-ann are for a collection (several rasters, --out FOLDER)")
+        args.raster = args.rasters[0]
         if cs.is_index_path(args.raster):
             raise InputError(f"{args.raster} is an index already (use --info to see what it holds)")
         out = args.out if args.out is not None else Path(f"{cs.default_stem(args.raster)}_index.parquet")
@@ -72,8 +112,72 @@ def _interrupted(out: Path) -> str:
             f"continue (no {out} written yet)")
 
 
+def _run_collection(args: argparse.Namespace) -> int:
+    """Index many scenes into the ``--out`` folder (this process's share of them)."""
+    from ..index.scenes import parse_shard
+
+    if args.out is None:
+        raise InputError("several scenes make a collection: name its folder with --out (e.g. --out idx/)")
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"a collection index is a folder; {args.out} is a file")
+    if args.bounds is not None:
+        raise InputError("--bounds is for one raster; a collection indexes whole scenes")
+    shard = parse_shard(args.shard)
+    if shard is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise InputError("--shard is for job arrays; under torchrun each rank takes its share by itself")
+    from ..index.collection_build import build_collection, dist_env, engine_device, maybe_build_ann
+    from ..index.scenes import expand_inputs
+
+    expand_inputs(args.rasters, args.from_list)  # a pattern that matches nothing: fail before the model
+    env = dist_env()
+    args.device = engine_device(args.device, env)
+    predictor = cs.make_predictor(args)
+    main = env.rank == 0
+
+    def say(text: str) -> None:
+        cs.say(args, text if env.world == 1 else f"[rank {env.rank}] {text}")
+
+    if main:
+        cs.say(args, f"index: collection {args.out} with {predictor.model_source}"
+                     + (f", shard {shard[0]}/{shard[1]}" if shard else "")
+                     + (f", {env.world} ranks" if env.world > 1 else ""))
+    try:
+        with cs.progress_bar(args, "index") as prog:
+            current = {"scene": ""}
+
+            def progress_for(scene):
+                current["scene"] = scene.name
+                return prog
+
+            def stage(name: str) -> None:
+                prog.stage(f"{current['scene']}: {name}")
+
+            result = build_collection(predictor, args.rasters, args.out, from_list=args.from_list, shard=shard,
+                                      env=env, overwrite=args.overwrite, bands=args.bands,
+                                      tile_size=args.tile_size, overlap=cs.default_overlap(args),
+                                      allow_no_crs=args.allow_no_crs, progress_for=progress_for,
+                                      stage=stage, say=say)
+        if main:
+            maybe_build_ann(args.out, args.ann, say)
+    except KeyboardInterrupt:
+        raise InputError(f"interrupted; finished scenes and chunks are kept in {args.out}: run the same "
+                         "command again to continue", code="interrupted") from None
+    finally:
+        if env.group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if main:
+        print(result.summary())
+    return 1 if result.failed else 0
+
+
 def _info(args: argparse.Namespace) -> int:
+    from ..index.scenes import is_collection
     from ..index.store import check_patches, read_metadata
+
+    if is_collection(args.raster):
+        return _collection_info(args)
 
     emb, meta = read_metadata(args.raster)
     check_patches(Path(args.raster), emb)
@@ -83,4 +187,19 @@ def _info(args: argparse.Namespace) -> int:
           f"({m['arch']}, {m['dense_mode']} dense, fingerprint {m['fingerprint']}); embeddings "
           f"{emb['embedding']['dim']}-d, patches {emb['patch_embeddings']['dtype']} "
           f"{emb['patch_embeddings']['grid'][0]}x{emb['patch_embeddings']['grid'][1]}; made {meta.get('created')}")
+    return 0
+
+
+def _collection_info(args: argparse.Namespace) -> int:
+    from ..index.scenes import manifest_scenes, read_manifest
+
+    root = Path(args.raster)
+    doc = read_manifest(root)
+    scenes = manifest_scenes(doc)
+    done = [s for s in scenes if s.part(root).exists()]
+    st = doc["settings"]
+    print(f"collection {root}: {len(done)} of {len(scenes)} scene(s) indexed; model {st['model']} (fingerprint "
+          f"{st['model_fingerprint']}); {st['tile_size']} px tiles, overlap {st['overlap']:g}")
+    for s in scenes:
+        print(f"  {s.name}: {s.raster} ({'indexed' if s.part(root).exists() else 'not indexed'})")
     return 0

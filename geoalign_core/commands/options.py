@@ -71,8 +71,31 @@ def add_raster_options(p: argparse.ArgumentParser, overlap: float, out_help: str
 
 
 def is_index_path(path: object) -> bool:
-    """Whether a positional names a scene index (a ``.parquet`` file) rather than a raster."""
-    return path is not None and str(path).lower().endswith(".parquet")
+    """Whether a positional names a scene index (a ``.parquet`` file, or a collection folder)
+    rather than a raster."""
+    if path is None:
+        return False
+    from ..index.scenes import is_collection
+
+    return str(path).lower().endswith(".parquet") or is_collection(path)
+
+
+def add_crs_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--crs", default=None, metavar="CRS",
+                   help="write the results in this CRS (EPSG:4326, a WKT or PROJ string; default: the raster's; "
+                        "for a collection index: the scenes' common CRS, else EPSG:4326)")
+
+
+def collection_kwargs(args: argparse.Namespace, source) -> dict:
+    """``crs`` (any source) and ``exact`` (a collection) as the task takes them."""
+    kw: dict = {}
+    if getattr(args, "crs", None) is not None:
+        kw["crs"] = args.crs
+    if getattr(args, "exact", False):
+        if not getattr(source, "is_collection", False):
+            raise InputError("--exact is for a collection index (--index FOLDER)")
+        kw["exact"] = True
+    return kw
 
 
 def _is_file(path: object) -> bool:
@@ -147,6 +170,14 @@ def check_common(args: argparse.Namespace) -> None:
     from ..geo.bands import parse_bands
 
     parse_bands(args.bands)
+    if getattr(args, "crs", None) is not None:
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
+
+        try:
+            CRS.from_user_input(args.crs)
+        except CRSError:
+            raise InputError(f"--crs: unknown CRS {args.crs!r} (e.g. EPSG:4326)") from None
 
 
 def default_stem(raster: str) -> str:
@@ -178,10 +209,18 @@ def open_raster_check(args: argparse.Namespace) -> None:
     from ..geo.raster import RasterSource
 
     if getattr(args, "index", None) is not None:
+        from ..index.scenes import is_collection, read_manifest
         from ..index.store import check_patches, read_metadata
 
-        emb, _ = read_metadata(args.index)
-        check_patches(Path(args.index), emb)
+        if Path(args.index).is_dir():
+            if not is_collection(args.index):
+                raise InputError(f"not an index: {args.index} is a folder without a manifest.json")
+            read_manifest(args.index)
+            if args.raster is not None:
+                raise InputError("a collection index answers for its own scenes: leave the raster out")
+        else:
+            emb, _ = read_metadata(args.index)
+            check_patches(Path(args.index), emb)
     if args.raster is not None:
         with RasterSource(args.raster, args.bands, allow_no_crs=args.allow_no_crs):
             pass
@@ -205,9 +244,11 @@ def make_predictor(args: argparse.Namespace):
 
     model = args.model
     if model is None and getattr(args, "index", None) is not None:
+        from ..index.scenes import is_collection, read_manifest
         from ..index.store import read_metadata
 
-        model = read_metadata(args.index)[1]["model"]["source"]
+        model = (read_manifest(args.index)["settings"]["model"] if is_collection(args.index)
+                 else read_metadata(args.index)[1]["model"]["source"])
     return Predictor(model or DEFAULT_MODEL, device=args.device, batch_size=args.batch_size)
 
 

@@ -25,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--classes", default=None, help='comma-separated classes, e.g. "forest,river,parking lot"')
     g.add_argument("--classes-file", type=Path, default=None, help="text file, one class per line (# comments)")
     p.add_argument("--top-k", type=int, default=3, metavar="K", help="classes kept per tile in top_k (default: 3)")
+    cs.add_crs_option(p)
     cs.add_raster_options(p, overlap=0.0, out_help="output GeoPackage (default: <raster stem>_tiles.gpkg here)")
     p.set_defaults(func=run)
 
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         cs.say(args, f"tile-classify: {cs.source_name(args)} with {predictor.model_source}, {n}")
         with cs.progress_bar(args, "tile-classify") as prog:
             result = runs.tile_classify(predictor, source, classes, out, overwrite=args.overwrite,
-                                        top_k=args.top_k, progress=prog, stage=prog.stage, **cs.common_kwargs(args))
+                                        top_k=args.top_k, progress=prog, stage=prog.stage, **cs.common_kwargs(args),
+                                        **cs.collection_kwargs(args, source))
     print(result.summary)
     return 0

@@ -9,6 +9,14 @@ tile grid and keeps what every task needs (:mod:`.store` describes the files); a
 * :mod:`.store`: the file format (GeoParquet + an int8 patch file);
 * :mod:`.fingerprint`: telling a changed raster from the indexed one;
 * :mod:`.scene_index`: :class:`SceneIndex`, an embedding source the tasks run on.
+
+Many scenes (a collection folder, docs/scaling.md):
+
+* :mod:`.scenes`: the scenes' names, the shares of torchrun ranks / job-array tasks, the manifest;
+* :mod:`.collection_build`: :func:`build_collection` (this process's share; reruns skip, failures
+  are reported);
+* :mod:`.collection`: :class:`SceneCollection`, ``find`` / ``tile_classify`` over every scene;
+* :mod:`.ann`: the FAISS approximate search for large collections.
 """
 
 from __future__ import annotations
@@ -19,7 +27,10 @@ _NAMES = {
     "DEFAULT_INDEX_OVERLAP": "build",
     "IndexBuild": "build",
     "IndexMismatch": "scene_index",
+    "SceneCollection": "collection",
     "SceneIndex": "scene_index",
+    "build_ann": "ann",
+    "build_collection": "collection_build",
     "build_index": "build",
     "patches_path": "store",
     "read_metadata": "store",

@@ -89,12 +89,18 @@ def build_index(
     progress: Progress | None = None,
     cancel: Cancel | None = None,
     stage: Stage | None = None,
+    patches: str | PathLike | None = None,
+    work: str | PathLike | None = None,
+    scene: str | None = None,
 ) -> IndexBuild:
     """Index ``raster``: global and patch embeddings of every tile of its grid, into ``out`` (.parquet).
 
     Resumes an interrupted build of the same ``out`` (see the module docstring). Raises
     :class:`~geoalign_core.inference.Cancelled` when ``cancel()`` says so (the finished
     chunks stay for a resume); nothing is written to ``out`` until every tile is done.
+
+    A collection (:mod:`.collection_build`) puts the patch file at ``patches`` and the
+    unfinished chunks in ``work`` (defaults: beside ``out``) and names the ``scene``.
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -110,7 +116,7 @@ def build_index(
         enter_stage(stage, "checking the raster")
         fingerprint = raster_fingerprint(src)
         settings = _settings(src, enc, ts, overlap, area, len(windows), chunk, fingerprint)
-        work = partial_dir(out)
+        work = Path(work) if work is not None else partial_dir(out)
         done_parts = _resume(work, settings)
         resumed = sum(_count(p) for p in done_parts.values())
         n_chunks = math.ceil(len(windows) / chunk)
@@ -135,14 +141,15 @@ def build_index(
             out, [done_parts[k] for k in sorted(done_parts)], footprints, windows, src.crs, src.transform,
             _emb_meta(enc), _geoalign_meta(src, enc, ts, overlap, area, bounds, len(windows), fingerprint,
                                            allow_no_crs, time.perf_counter() - t0),
-            overwrite=overwrite,
+            overwrite=overwrite, patches=Path(patches) if patches is not None else None, scene=scene,
         )
     shutil.rmtree(work, ignore_errors=True)
-    size = out.stat().st_size + patches_path(out).stat().st_size
+    ppath = Path(patches) if patches is not None else patches_path(out)
+    size = out.stat().st_size + ppath.stat().st_size
     secs = time.perf_counter() - t0
-    summary = (f"indexed {n} tiles of {src.path} into {out} (+ {patches_path(out).name}), {size / 1e6:.1f} MB, "
+    summary = (f"indexed {n} tiles of {src.path} into {out} (+ {ppath.name}), {size / 1e6:.1f} MB, "
                f"in {secs:.1f} s" + (f"; {resumed} tiles reused from an interrupted build" if resumed else ""))
-    return IndexBuild(path=out, patches=patches_path(out), n_tiles=n, n_windows=len(windows),
+    return IndexBuild(path=out, patches=ppath, n_tiles=n, n_windows=len(windows),
                       resumed_tiles=resumed, seconds=secs, bytes=size, summary=summary)
 
 

@@ -46,7 +46,7 @@ from ..geo.stats import SceneStats
 from ..inference import scoring
 from ..inference.encoder import Cancel, EmbeddingBatch, Encoder, Progress, check_cancel
 from ..inference.source import LiveSource, tile_boxes
-from .store import check_patches, dequantize, read_metadata
+from .store import check_patches, dequantize, patches_path, read_metadata
 
 __all__ = ["BATCH_TILES", "IndexMismatch", "SceneIndex"]
 
@@ -123,12 +123,16 @@ class SceneIndex:
         self._row = {(int(c), int(rr)): i for i, (c, rr) in enumerate(zip(self.col_off, self.row_off))}
         self._enc: Encoder | None = None
         self._pvalid: dict[int, torch.Tensor] = {}
+        self._only: np.ndarray | None = None  # rows a query is restricted to (a collection's ANN search)
+        self._scores_memo: tuple[tuple, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(cls, path: str | PathLike, model: Any = None, *, device: str = "auto", batch_size: int = 32,
              check_raster: bool = True) -> SceneIndex:
-        """Open an index file (and check its patch file beside it).
+        """Open an index file (and check its patch file beside it); a collection folder
+        (``geoalign index A.tif B.tif --out idx/``) opens as a
+        :class:`~geoalign_core.index.collection.SceneCollection`.
 
         Args:
             model: what answers the text side: None (the model the index was built with,
@@ -140,6 +144,13 @@ class SceneIndex:
                 index if the raster changed since (its fingerprint, a few milliseconds).
         """
         path = Path(path)
+        from .scenes import is_collection
+
+        if is_collection(path):
+            from .collection import SceneCollection
+
+            return SceneCollection.open(path, model, device=device, batch_size=batch_size,  # type: ignore[return-value]
+                                        check_raster=check_raster)
         emb, meta = read_metadata(path)
         ppath = check_patches(path, emb)
         table = pq.read_table(path, columns=["col_off", "row_off", "valid_fraction", "valid_mask", "embedding",
@@ -238,7 +249,20 @@ class SceneIndex:
         c1, r1 = c0 + int(area.width), r0 + int(area.height)
         ts = self._ts
         sel = ((self.col_off < c1) & (self.col_off + ts > c0) & (self.row_off < r1) & (self.row_off + ts > r0))
+        if self._only is not None:
+            only = np.zeros(len(sel), dtype=bool)
+            only[self._only] = True
+            sel &= only
         return [Window(int(self.col_off[i]), int(self.row_off[i]), ts, ts) for i in np.flatnonzero(sel)]
+
+    @contextlib.contextmanager
+    def restricted(self, rows: np.ndarray | None) -> Iterator[SceneIndex]:
+        """Within the ``with``, queries see only the tiles ``rows`` (None: all of them)."""
+        before, self._only = self._only, None if rows is None else np.asarray(rows, dtype=np.int64)
+        try:
+            yield self
+        finally:
+            self._only = before
 
     def rows(self, windows: Sequence[Window]) -> np.ndarray:
         try:
@@ -324,6 +348,10 @@ class SceneIndex:
         """
         hw = self.grid[0] * self.grid[1]
         rows = np.asarray(rows, dtype=np.int64)
+        key = (hash(rows.tobytes()), len(rows), hash(queries.detach().cpu().float().numpy().tobytes()), n_queries,
+               logit_scale)
+        if self._scores_memo is not None and self._scores_memo[0] == key:
+            return self._scores_memo[1].clone()  # the same query again (a collection ranks scenes first)
         out = torch.full((len(rows), n_queries), -1.0)
         step = max(1, _SIM_CHUNK // hw)
         order = np.argsort(rows)
@@ -345,6 +373,7 @@ class SceneIndex:
             pv = torch.stack([self.patch_validity(int(r)) for r in sel])
             score = torch.where(pv[..., None], score, torch.full_like(score, -1.0))
             out[torch.from_numpy(part)] = score.amax(dim=1)
+        self._scores_memo = (key, out.clone())
         return out
 
     def candidate_windows(self, windows: list[Window], texts: torch.Tensor, n_phrases: int, min_score: float,
@@ -497,7 +526,7 @@ class SceneIndex:
 
     def info(self) -> dict:
         """What the index holds (for ``geoalign index --info`` and the plugin)."""
-        ppath = Path(f"{self.path}.patches.npy")
+        ppath = patches_path(self.path, self.emb)
         return {
             "index": str(self.path), "raster": self.raster_path, "tiles": len(self),
             "tile_size": self._ts, "overlap": self._overlap, "model": self.model_info["source"],

@@ -6,6 +6,7 @@
 ==================  ===================================================================
 column              content
 ==================  ===================================================================
+``scene``           string, only in a collection's parts: the scene's name
 ``id``              int32, the tile's row in this file and in the patch file
 ``geometry``        the tile's footprint (clipped to the raster), WKB, the raster's CRS
 ``col_off`` ...     int32 ``col_off``, ``row_off``, ``width``, ``height``: its window in
@@ -67,9 +68,13 @@ GEOALIGN_KEY = "geoalign"
 PATCHES_SUFFIX = ".patches.npy"
 
 
-def patches_path(index_path: str | os.PathLike) -> Path:
-    """The patch file that belongs to an index file: ``<index>.patches.npy``."""
-    return Path(f"{index_path}{PATCHES_SUFFIX}")
+def patches_path(index_path: str | os.PathLike, emb: dict | None = None) -> Path:
+    """The patch file that belongs to an index file: ``<index>.patches.npy``, or, for a
+    collection's part, where its metadata ``emb`` says (``../patches/<scene>.npy``)."""
+    name = (emb or {}).get("patch_embeddings", {}).get("file")
+    if name and ("/" in name or os.sep in name):  # a collection part: ../patches/<scene>.npy
+        return Path(index_path).parent / name
+    return Path(f"{index_path}{PATCHES_SUFFIX}")  # beside the index, following it when both are renamed
 
 
 # ---------------------------------------------------------------------------- quantisation
@@ -143,12 +148,15 @@ def _digest(path: Path) -> str:
 
 
 def write_index(path: Path, parts: list[Path], footprints: list[list[float]], windows: list[Any], crs: Any,
-                transform: Any, emb_meta: dict, geoalign_meta: dict, overwrite: bool = False) -> int:
+                transform: Any, emb_meta: dict, geoalign_meta: dict, overwrite: bool = False,
+                patches: Path | None = None, scene: str | None = None) -> int:
     """Assemble the saved parts into ``path`` and its patch file, atomically; returns the tile count.
 
     Both files are written under temporary names and renamed at the end (the patch file
     first); a digest of the patch file in the index's metadata ties the two together.
     ``footprints``: per window, its ``[x0, y0, x1, y1]`` in raster pixels clipped to the raster.
+    ``patches``: where the patch file goes (default: beside ``path``); ``scene``: a collection's
+    scene name, stored in a ``scene`` column.
     """
     from ..geo import pixel_boxes_to_polygons
 
@@ -161,7 +169,8 @@ def write_index(path: Path, parts: list[Path], footprints: list[list[float]], wi
     n = sum(counts)
     if n == 0:
         raise InputError("nothing to index: no tile has a valid pixel")
-    ppath = patches_path(path)
+    ppath = Path(patches) if patches is not None else patches_path(path)
+    ppath.parent.mkdir(parents=True, exist_ok=True)
     tmp_p = ppath.with_name(f".{ppath.name}.tmp.npy")
     tmp_i = path.with_name(f".{path.name}.tmp")
     try:
@@ -193,7 +202,8 @@ def write_index(path: Path, parts: list[Path], footprints: list[list[float]], wi
         geoms = pixel_boxes_to_polygons(boxes, transform)
         wkb = shapely.to_wkb(np.asarray(geoms, dtype=object))
         bounds = shapely.total_bounds(np.asarray(geoms, dtype=object)).tolist()
-        table = pa.table({
+        columns = {} if scene is None else {"scene": pa.array([scene] * n, type=pa.string())}
+        table = pa.table(columns | {
             "id": pa.array(np.arange(n, dtype=np.int32)),
             "window_id": pa.array(ids),
             "col_off": pa.array(np.asarray([windows[i].col_off for i in ids], dtype=np.int32)),
@@ -208,7 +218,8 @@ def write_index(path: Path, parts: list[Path], footprints: list[list[float]], wi
             "geometry": pa.array(wkb, type=pa.binary()),
         })
         emb = dict(emb_meta)
-        emb["patch_embeddings"] = dict(emb.get("patch_embeddings", {}), file=ppath.name, shape=[n, hw, d],
+        emb["patch_embeddings"] = dict(emb.get("patch_embeddings", {}),
+                                       file=os.path.relpath(ppath, Path(path).parent), shape=[n, hw, d],
                                        digest=_digest(tmp_p), input_size=side)
         meta = {
             b"geo": json.dumps(_geo_metadata(crs, bounds)).encode(),
@@ -253,7 +264,7 @@ def read_metadata(path: str | os.PathLike) -> tuple[dict, dict]:
 
 def check_patches(path: Path, emb: dict) -> Path:
     """The index's patch file, checked against what the index says it holds."""
-    ppath = patches_path(path)
+    ppath = patches_path(path, emb)
     info = emb.get("patch_embeddings", {})
     if not ppath.is_file():
         raise InputError(f"the index's patch file is missing: {ppath} (it belongs beside {path.name})",

@@ -70,24 +70,34 @@ class Predictor(Encoder):
     def tile_classify(self, raster: str | PathLike, classes: Sequence[str] | None = None, top_k: int = 3,
                       **kwargs: Any) -> gpd.GeoDataFrame:
         """:func:`.classify.tile_classify`: zero-shot classification of every tile."""
+        if getattr(raster, "is_collection", False):
+            return raster.tile_classify(classes, top_k, **kwargs)
         return classify.tile_classify(self, raster, classes, top_k, **kwargs)
 
     def find(self, raster: str | PathLike, phrases: Sequence[str] | str,
              regions: str | PathLike | gpd.GeoDataFrame | None = None, min_score: float = DEFAULT_MIN_SCORE,
              max_results: int = DEFAULT_MAX_RESULTS, **kwargs: Any) -> gpd.GeoDataFrame:
         """:func:`.find.find`: boxes of the objects matching each phrase."""
+        if getattr(raster, "is_collection", False):  # a collection index: every scene, merged
+            return raster.find(phrases, regions, min_score, max_results, **kwargs)
         return find.find(self, raster, phrases, regions, min_score, max_results, **kwargs)
 
     def match_regions(self, raster: str | PathLike, regions_: str | PathLike | gpd.GeoDataFrame,
                       phrases: Sequence[str] | str, **kwargs: Any) -> gpd.GeoDataFrame:
         """:func:`.regions.match_regions`: every feature scored against every phrase."""
+        if getattr(raster, "is_collection", False):
+            return raster.match_regions(regions_, phrases, **kwargs)
         return regions.match_regions(self, raster, regions_, phrases, **kwargs)
 
     def similar(self, raster: str | PathLike, examples: Any, **kwargs: Any) -> gpd.GeoDataFrame:
         """:func:`.similar.similar`: more regions like the examples (boxes, geometries or a vector file)."""
+        if getattr(raster, "is_collection", False):
+            return raster.similar(examples, **kwargs)
         return similar.similar(self, raster, examples, **kwargs)
 
     def heatmap(self, raster: str | PathLike, phrase: str, out_path: str | PathLike, overwrite: bool = False,
                 **kwargs: Any):
         """:func:`.heatmap.heatmap`: the phrase's response as a float32 COG; returns its path."""
+        if getattr(raster, "is_collection", False):
+            return raster.heatmap(phrase, out_path, overwrite, **kwargs)
         return heatmap.heatmap(self, raster, phrase, out_path, overwrite, **kwargs)

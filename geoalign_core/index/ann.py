@@ -1,0 +1,231 @@
+"""Approximate nearest-neighbour search over a collection's patches (FAISS), for large collections.
+
+The exact search ranks every stored patch against the phrases (one int8 matrix product per
+scene). Its cost grows with the collection; past :data:`ANN_MIN_PATCHES` patches (measured on
+this project's benchmark machine: ``benchmarks/bench_collection.py``, docs/benchmarks.md,
+"Many scenes") an inverted-file product-quantised FAISS index answers "which patches are
+nearest this phrase" in milliseconds, and only the tiles holding the ``k`` nearest patches of
+each phrase are then scored exactly (candidate boxes, the phrase-vs-background score).
+
+The ANN index ranks patches by cosine similarity with the phrase alone (not against the
+background phrases), and approximately, so it may miss what the exact search finds: it is a
+filter for collections too large to scan, and ``exact=True`` (``geoalign find --exact``)
+always scans everything.
+
+Files (``idx/ann/``): ``patches.faiss`` (``IndexIVFPQ``, inner product over L2-normalised
+patch vectors; an id is ``offset[scene] + tile_row * patches_per_tile + patch``) and
+``ann.json`` (the scenes, their offsets and their patch files' digests: an ANN index of other
+parts than the collection's is stale and not used). ``faiss-cpu`` from PyPI (the ``ann`` extra);
+a GPU build of FAISS is used for the build when present.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = ["ANN_MIN_PATCHES", "AnnIndex", "build_ann", "candidate_tiles", "should_use"]
+
+#: below this many stored patches the exact scan is fast enough (and exact): see the module docstring
+ANN_MIN_PATCHES = 2_500_000
+ANN_K_PER_RESULT = 20  #: nearest patches fetched per wanted result and phrase
+ANN_K_MIN = 2000
+NPROBE = 32
+_TRAIN_MAX = 100_000
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        raise InputError("the ANN index needs FAISS: pip install faiss-cpu (or the ann extra: "
+                         "pip install 'geoalign[ann]')", param="ann") from None
+    return faiss
+
+
+def ann_dir(root: Path) -> Path:
+    return Path(root) / "ann"
+
+
+def _parts_state(coll: Any) -> list[dict]:
+    from .store import read_metadata
+
+    out = []
+    for s in coll.scenes:
+        emb, _ = read_metadata(s.part(coll.root))
+        info = emb["patch_embeddings"]
+        out.append({"scene": s.name, "tiles": int(info["shape"][0]), "digest": info.get("digest")})
+    return out
+
+
+class AnnIndex:
+    """An opened ``idx/ann/``: ``search(queries, k)`` -> (scene name, tile row) pairs per query."""
+
+    def __init__(self, index: Any, meta: dict) -> None:
+        self.index = index
+        self.meta = meta
+        self.offsets = np.asarray([p["offset"] for p in meta["parts"]], dtype=np.int64)
+        self.names = [p["scene"] for p in meta["parts"]]
+        self.hw = int(meta["patches_per_tile"])
+
+    @classmethod
+    def load(cls, root: Path) -> AnnIndex | None:
+        d = ann_dir(root)
+        if not (d / "ann.json").is_file() or not (d / "patches.faiss").is_file():
+            return None
+        faiss = _faiss()
+        meta = json.loads((d / "ann.json").read_text())
+        return cls(faiss.read_index(str(d / "patches.faiss")), meta)
+
+    def is_current(self, coll: Any) -> bool:
+        state = _parts_state(coll)
+        return [(p["scene"], p["tiles"], p["digest"]) for p in state] == \
+            [(p["scene"], p["tiles"], p["digest"]) for p in self.meta["parts"]]
+
+    def search(self, queries: np.ndarray, k: int) -> dict[str, np.ndarray]:
+        """The tiles holding the ``k`` nearest patches of any query: scene -> sorted tile rows."""
+        self.index.nprobe = NPROBE
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        q /= np.linalg.norm(q, axis=1, keepdims=True).clip(1e-12)
+        _, ids = self.index.search(q, int(k))
+        ids = np.unique(ids[ids >= 0])
+        part = np.searchsorted(self.offsets, ids, side="right") - 1
+        rows = (ids - self.offsets[part]) // self.hw
+        out: dict[str, np.ndarray] = {}
+        for k_part in np.unique(part):
+            out[self.names[int(k_part)]] = np.unique(rows[part == k_part])
+        return out
+
+
+def _cached(coll: Any) -> tuple[AnnIndex | None, bool]:
+    """The collection's ANN index and whether it covers the collection's parts, loaded once per
+    version of ``ann.json`` (reading a 300 MB index for every query would cost more than it saves)."""
+    meta = ann_dir(coll.root) / "ann.json"
+    key = meta.stat().st_mtime_ns if meta.is_file() else None
+    hit = getattr(coll, "_ann_cache", None)
+    if hit is not None and hit[0] == key:
+        return hit[1], hit[2]
+    ann = AnnIndex.load(coll.root) if key is not None else None
+    current = ann is not None and ann.is_current(coll)
+    coll._ann_cache = (key, ann, current)
+    return ann, current
+
+
+def should_use(coll: Any, exact: bool | None) -> bool:
+    """Whether a query of ``coll`` goes through its ANN index (see :meth:`SceneCollection.find`)."""
+    if exact:
+        return False
+    ann, current = _cached(coll)
+    if exact is False:
+        if ann is None:
+            raise InputError(f"{coll.root} has no ANN index: build it with geoalign index --ann ...", param="exact")
+        if not current:
+            raise InputError(f"the ANN index of {coll.root} is older than its scenes: rebuild it with "
+                             "geoalign index --ann ...", param="exact")
+        coll._ann = ann
+        return True
+    if ann is None or coll.n_patches() < ANN_MIN_PATCHES:
+        return False
+    if not current:
+        warnings.warn(f"the ANN index of {coll.root} is older than its scenes; searching exactly (rebuild it "
+                      "with geoalign index --ann ...)", UserWarning, stacklevel=3)
+        return False
+    coll._ann = ann
+    return True
+
+
+def candidate_tiles(coll: Any, phrases: list[str], max_results: int) -> dict[str, np.ndarray]:
+    """scene -> tile rows holding the nearest patches of the phrases (from ``coll._ann``)."""
+    enc = coll.encoder
+    texts = enc.encode_phrases(phrases).float().cpu().numpy()
+    k = max(ANN_K_MIN, ANN_K_PER_RESULT * int(max_results))
+    return coll._ann.search(texts, k)
+
+
+def _vectors(q: np.ndarray) -> np.ndarray:
+    """int8 patch vectors -> L2-normalised float32 (the per-vector scale cancels out)."""
+    x = q.reshape(-1, q.shape[-1]).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+    return x
+
+
+def build_ann(root: str | os.PathLike, *, progress: Callable[[int, int], None] | None = None,
+              seed: int = 0) -> dict:
+    """Build ``root/ann/`` over every indexed scene of the collection ``root``; returns its facts.
+
+    IVF with ``nlist = 2 sqrt(N)`` lists (16 .. 16,384), trained on up to 100,000 patches
+    sampled evenly over the scenes; PQ with ``D/8`` sub-quantisers of 8 bits (64 bytes per
+    512-d patch, 1/8 of the int8 patch file). Written to a temporary folder, then renamed.
+    """
+    from .collection import SceneCollection
+
+    faiss = _faiss()
+    t0 = time.perf_counter()
+    root = Path(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        coll = SceneCollection.open(root, check_raster=False)
+    parts = _parts_state(coll)
+    mats = [np.load(coll.scenes[i].patches(root), mmap_mode="r") for i in range(len(parts))]
+    hw, d = int(mats[0].shape[1]), int(mats[0].shape[2])
+    total = sum(int(m.shape[0]) * hw for m in mats)
+    nlist = int(min(16384, max(16, 2 * math.sqrt(total))))
+    m = max(1, d // 8)
+    while d % m:
+        m -= 1
+    rng = np.random.default_rng(seed)
+    n_train = min(total, max(_TRAIN_MAX, 40 * nlist))
+    picks = np.sort(rng.choice(total, size=min(total, n_train), replace=False))
+    sizes = np.asarray([int(mm.shape[0]) * hw for mm in mats])
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    train = []
+    for i, mm in enumerate(mats):
+        local = picks[(picks >= offsets[i]) & (picks < offsets[i] + sizes[i])] - offsets[i]
+        if len(local):
+            flat = mm.reshape(-1, d)
+            train.append(_vectors(np.asarray(flat[local])))
+    xt = np.concatenate(train)
+    if len(xt) < nlist * 39 // 10:  # FAISS wants ~39 training points per list
+        nlist = max(1, len(xt) // 39)
+    quantizer = faiss.IndexFlatIP(d)
+    cpu_index = faiss.IndexIVFPQ(quantizer, d, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+    on_gpu = hasattr(faiss, "index_cpu_to_all_gpus") and getattr(faiss, "get_num_gpus", lambda: 0)() > 0
+    index = faiss.index_cpu_to_all_gpus(cpu_index) if on_gpu else cpu_index  # a GPU build of FAISS: train there
+    index.train(xt)
+    done = 0
+    step = max(1, (1 << 18) // hw)  # tiles added per call
+    for i, mm in enumerate(mats):
+        for lo in range(0, int(mm.shape[0]), step):
+            block = np.asarray(mm[lo : lo + step])
+            ids = offsets[i] + np.arange(lo * hw, lo * hw + block.shape[0] * hw, dtype=np.int64)
+            index.add_with_ids(_vectors(block), ids)
+            done += block.shape[0] * hw
+            if progress is not None:
+                progress(done, total)
+    tmp = root / f".ann.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    faiss.write_index(faiss.index_gpu_to_cpu(index) if on_gpu else index, str(tmp / "patches.faiss"))
+    meta = {"format": "geoalign-ann", "version": 1, "kind": f"IVF{nlist},PQ{m}x8 (inner product)",
+            "patches": total, "patches_per_tile": hw, "dim": d, "nlist": nlist, "pq_m": m,
+            "parts": [dict(p, offset=int(o)) for p, o in zip(parts, offsets)],
+            "seconds": round(time.perf_counter() - t0, 2), "built_on": "gpu" if on_gpu else "cpu"}
+    (tmp / "ann.json").write_text(json.dumps(meta, indent=1))
+    final = ann_dir(root)
+    old = root / f".ann.{os.getpid()}.old"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return meta
