@@ -88,8 +88,12 @@ def bench_sample(workdir: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------- simulated 100 km²
-def make_large(workdir: Path) -> dict:
-    """Write the simulated index (parts, then the real assembly) and the query's texts."""
+def make_large(workdir: Path, cfg: dict | None = None, scene: str | None = None, out: Path | None = None,
+               patches: Path | None = None) -> dict:
+    """Write the simulated index (parts, then the real assembly) and the query's texts.
+
+    ``cfg``: :data:`LARGE` or a variant (bench_collection.py sizes it); ``scene``, ``out``,
+    ``patches``: a collection's scene name, part file and patch file."""
     import numpy as np
     import torch
     from rasterio.transform import from_origin
@@ -99,7 +103,7 @@ def make_large(workdir: Path) -> dict:
     from geoalign_core.index.store import IndexPart, write_index
     from geoalign_core.inference import Predictor
 
-    cfg = LARGE
+    cfg = cfg or LARGE
     torch.manual_seed(0)  # the same random ViT-B/16 in the query process (the index checks its fingerprint)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -154,14 +158,17 @@ def make_large(workdir: Path) -> dict:
         "tiling": {"tile_size": ts, "overlap": 0.0, "area": [0, 0, side, side], "bounds": None, "n_windows": n},
         "model": model_meta(p), "created": "simulated", "geoalign_version": "bench", "build": {},
     }
-    out = workdir / "large.parquet"
+    out = out or workdir / "large.parquet"
     t0 = time.perf_counter()
     write_index(out, parts, footprints, windows, CRS.from_epsg(32633), transform, _emb_meta(p), meta,
-                overwrite=True)
+                overwrite=True, scene=scene, patches=patches)
     assemble = time.perf_counter() - t0
     shutil.rmtree(parts_dir)
     torch.save(texts, workdir / "texts.pt")
-    return {"index": out, "assemble_s": assemble, "tiles": n, "patches": n * hw, "side_px": side}
+    from geoalign_core.index import patches_path
+
+    return {"index": out, "patches": patches or patches_path(out), "texts": workdir / "texts.pt",
+            "assemble_s": assemble, "tiles": n, "patches_n": n * hw, "side_px": side}
 
 
 _QUERY = r'''
@@ -262,7 +269,7 @@ def main() -> int:
             lines += ["", "### Simulated 100 km² at 0.3 m, ViT-B/16 dimensions", "",
                       table(["what", "value"], [
                           ["tiles (224 px, no overlap) / patch vectors (512-d int8)",
-                           f"{big['tiles']:,} / {big['patches'] / 1e6:.2f} M"],
+                           f"{big['tiles']:,} / {big['patches_n'] / 1e6:.2f} M"],
                           ["area", f"{big['km2']:.1f} km²"],
                           ["index size (GeoParquet + patch file)", f"{big['bytes'] / 1e9:.2f} GB (target < 2.5 GB)"],
                           ["assembling the index from its parts", f"{big['assemble_s']:.1f} s"],
