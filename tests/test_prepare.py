@@ -11,6 +11,7 @@ import pytest
 import rasterio
 import shapely
 from affine import Affine
+from cli_helpers import assert_bad
 from rasterio.transform import from_origin
 from shapely.geometry import Point, Polygon
 
@@ -86,7 +87,7 @@ def test_summary_counts(prepared, handmade, tmp_path, capsys):
     summ = meta["summary"]
     assert summ["chips_total"] == 12 and summ["chips_written"] == 3
     assert summ["chips_dropped"] == {"mostly nodata": 1, "blank (no texture)": 1, "one region covers too much": 1,
-                                     "no labelled region": 6}
+                                     "no labelled region": 6, "across the train/val split": 0}
     assert summ["features_read"] == 13 and summ["features_used"] == 7
     assert summ["features_skipped"] == {"empty or missing class value": 2, "class value not in the given classes": 1,
                                         "empty or missing geometry": 1, "not a polygon (point or line)": 1,
@@ -270,3 +271,83 @@ def test_description_field_used_verbatim(generated, tmp_path):
         for r in s["regions"]:
             assert r["description"] == labels.iloc[r["feature_id"]]["description"]
             assert len(r["hard_negatives"]) <= 3 and r["description"] not in r["description_negatives"]
+
+
+def test_bounds_and_spatial_val_split(scene_1002, tmp_path, capsys):
+    """--bounds keeps chips inside the area; --val-fraction holds out its east end: every val chip
+    starts after the line, every train chip ends before it, chips across it are dropped."""
+    import rasterio as rio
+
+    tif, gpkg = scene_1002
+    with rio.open(tif) as ds:
+        left, bottom, right, top = ds.bounds
+        res = ds.res[0]
+    out = tmp_path / "split"
+    rc = cli_main(["prepare", str(tif), str(gpkg), "--class-field", "class", "--out", str(out), "--chip-size", "128",
+                   "--stride", "96", "--val-fraction", "0.5", "--keep-empty", "--quiet"])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    train = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    val = [json.loads(line) for line in (out / "samples_val.jsonl").read_text().splitlines()]
+    assert train and val
+    assert all(s["window"][0] + 128 <= 256 and s["split"] == "train" for s in train)
+    assert all(s["window"][0] >= 256 and s["split"] == "val" for s in val)
+    meta = json.loads((out / "dataset.json").read_text())
+    summary = meta["summary"]
+    assert summary["chips_val"] == len(val) and summary["chips_train"] == len(train)
+    assert summary["chips_dropped"]["across the train/val split"] == 5  # the column of chips at 192..320
+    assert f"({len(train)} train, {len(val)} val)" in printed and "samples_val.jsonl" in printed
+    assert meta["split"]["val_fraction"] == 0.5
+
+    half = tmp_path / "left"
+    rc = cli_main(["prepare", str(tif), str(gpkg), "--class-field", "class", "--out", str(half), "--chip-size", "128",
+                   "--bounds", f"{left},{bottom},{left + 256 * res},{top}", "--keep-empty", "--quiet"])
+    capsys.readouterr()
+    assert rc == 0 and not (half / "samples_val.jsonl").exists()
+    windows = [json.loads(line)["window"] for line in (half / "samples.jsonl").read_text().splitlines()]
+    assert windows and all(w[0] + w[2] <= 256 for w in windows)
+    # too small an area for a chip, or for a split: one line, exit 2
+    assert_bad(capsys, ["prepare", str(tif), str(gpkg), "--class-field", "class", "--out", str(tmp_path / "x"),
+                        "--bounds", f"{left},{bottom},{left + 10 * res},{top}"], tmp_path, "less than one")
+    assert_bad(capsys, ["prepare", str(tif), str(gpkg), "--class-field", "class", "--out", str(tmp_path / "y"),
+                        "--val-fraction", "1.5"], tmp_path, "val fraction")
+
+
+def test_background_regions_away_from_labels(scene_1002, tmp_path):
+    """Background boxes: the labelled objects' size, clear of every label by half their size, on valid
+    pixels; counted in the summary; read by training as regions with the phrase 'background'."""
+    import shapely.ops
+
+    from geoalign_core.data.prepare import BACKGROUND_MARGIN
+    from training.dataset import read_samples as train_samples
+
+    tif, gpkg = scene_1002
+    out = tmp_path / "bg"
+    summary = prepare_dataset(tif, gpkg, out, PrepareOptions(class_field="class", chip_size=128, background=3),
+                              progress=False)
+    samples = read_samples(out)
+    labels = gpd.read_file(gpkg)
+    with rasterio.open(tif) as ds:
+        inv = ~ds.transform
+        assert labels.crs == ds.crs
+    n = 0
+    for s in samples:
+        col, row = s["window"][:2]
+        for r in s["background_regions"]:
+            n += 1
+            assert r["phrase"] == "background" and set(r["hard_negatives"]) <= set(summary.class_counts)
+            x0, y0, x1, y1 = (v * 128 for v in r["bbox"])
+            mx, my = BACKGROUND_MARGIN * (x1 - x0), BACKGROUND_MARGIN * (y1 - y0)
+            clear = shapely.box(col + x0 - mx, row + y0 - my, col + x1 + mx, row + y1 + my)
+            for geom in labels.geometry:  # label polygons in raster pixels
+                px = shapely.ops.transform(lambda x, y, z=None: inv * (x, y), geom)
+                assert not px.intersects(clear)
+        assert len(s["background_regions"]) <= 3
+    assert n == summary.background > 0
+    assert summary.to_dict()["background_regions"] == n
+    assert any("background (unlabelled" in line for line in summary.lines())
+    phrases = [r.phrase for smp in train_samples(out) for r in smp.regions]
+    assert phrases.count("background") == n
+    none = prepare_dataset(tif, gpkg, tmp_path / "none", PrepareOptions(class_field="class", chip_size=128,
+                                                                        background=0), progress=False)
+    assert none.background == 0 and all(not s["background_regions"] for s in read_samples(tmp_path / "none"))

@@ -75,6 +75,34 @@ def test_stage_runs_logs_and_exports(data, tmp_path, stage):
         assert torch.equal(m.encode_text(["red square"]), ref.encode_text(["red square"]))
 
 
+def test_progress_bar_shows_loss_and_rate_every_step(data, tmp_path, monkeypatch):
+    """The bar's loss and images/s change at every step, whatever log_every is (the log keeps it)."""
+    import tqdm.auto
+
+    shown: list[dict] = []
+
+    class Bar:
+        def __init__(self, *a, **k):
+            pass
+
+        def set_postfix(self, refresh=True, **kw):
+            shown.append(kw)
+
+        def update(self, n=1):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    c = cfg(stage=1, data=str(data), out_dir=str(tmp_path / "run"), batch_size=4, max_steps=3, log_every=10)
+    res = train(c)
+    assert len(shown) == 3, shown
+    assert [float(s["loss"]) for s in shown] == [round(h["loss"], 4) for h in res.history]
+    assert all(float(s["img_s"]) > 0 for s in shown)
+    assert [int(r["step"]) for r in _rows(tmp_path / "run" / "log.csv")] == [1, 3]  # log: step 1, then every 10, last
+
+
 @pytest.mark.parametrize("stage", [1, 2])
 def test_loss_decreases_on_overfit_set(overfit_data, tmp_path, stage):
     c = cfg(stage=stage, data=str(overfit_data), out_dir=str(tmp_path / "run"), batch_size=4, max_steps=12,

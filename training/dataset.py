@@ -146,7 +146,8 @@ def read_samples(path: str | Path) -> list[Sample]:
     for obj in schema.read_samples(path):
         caption = obj["caption"].strip()
         detail = obj.get("caption_detail", "").strip() or caption
-        regions = [r for o in obj.get("regions", []) if (r := _region(o)) is not None]
+        regions = [r for o in obj.get("regions", []) + obj.get("background_regions", [])
+                   if (r := _region(o)) is not None]
         texts = [caption, detail] + [t for r in regions for t in (r.phrase, r.description, *r.hard_negatives)]
         positional = any(POSITION_WORDS.search(t) for t in texts)
         samples.append(Sample(Path(obj["image"]), caption, detail, regions, positional, dominant_class(regions)))

@@ -12,7 +12,8 @@
   continues exactly: the data order is a function of (seed, epoch), so the consumed batches
   are skipped and the same batches follow. SIGTERM / SIGUSR1 (cluster pre-emption) finish
   the current step, write a checkpoint and stop.
-* Logs: tqdm bar (loss, images/s) on rank 0, ``OUT/log.csv``, TensorBoard when installed.
+* Logs: tqdm bar (the step's loss and images/s, every step) on rank 0, ``OUT/log.csv`` (every
+  ``log_every`` steps), TensorBoard when installed.
 * Set-up and parts: :mod:`training.distributed` (torchrun, RNG state), :mod:`training.optim`
   (AdamW groups, schedule, frozen towers), :mod:`training.checkpoints`, :mod:`training.runlog`.
 * At the end: ``OUT/<export>`` (``.safetensors`` via :func:`geoalign_core.zoo.save_model`,
@@ -298,8 +299,8 @@ def _train(cfg, env: DistEnv, resume, stop_after, overwrite, quiet, tqdm) -> Tra
     history: list[dict] = []
     last_ckpt: Path | None = ckpt_file
     stopped = False
-    t_start = t_last = time.perf_counter()
-    images_since = 0
+    t_start = t_last = t_prev_step = time.perf_counter()
+    images_since = images_step = 0
     micro = 0
     acc = torch.zeros(len(LOSS_NAMES) + 1, dtype=torch.float64)
     optimizer.zero_grad(set_to_none=True)
@@ -323,6 +324,7 @@ def _train(cfg, env: DistEnv, resume, stop_after, overwrite, quiet, tqdm) -> Tra
                     if name in parts:
                         acc[i + 1] += float(parts[name]) / cfg.grad_accum
                 images_since += batch["images"].shape[0] * env.world
+                images_step += batch["images"].shape[0] * env.world
                 if not sync:
                     continue
 
@@ -358,12 +360,15 @@ def _train(cfg, env: DistEnv, resume, stop_after, overwrite, quiet, tqdm) -> Tra
                 signal_stop = bool(stats[-1] > 0)
 
                 now = time.perf_counter()
+                # the bar shows this step's loss and images/s at every step; the log keeps its cadence
+                step_ips = images_step / max(now - t_prev_step, 1e-9)
+                images_step, t_prev_step = 0, now
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{step_ips:.1f}", refresh=False)
                 if step % cfg.log_every == 0 or step == total or step == 1:
                     rec["images_per_s"] = images_since / max(now - t_last, 1e-9)
                     rec["elapsed_s"] = now - t_start
                     if runlog is not None:
                         runlog.write(rec)
-                    bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_s']:.1f}")
                     images_since, t_last = 0, now
                 bar.update(1)
 

@@ -75,6 +75,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-no-crs", action="store_true",
                    help="accept a raster without a CRS; the labels must then be in its pixel/map coordinates")
     p.add_argument("--seed", type=int, default=0, help="seed of the hard-negative choices (default %(default)s)")
+    p.add_argument("--background", type=int, default=2, metavar="N",
+                   help="per chip, up to N unlabelled boxes of the labelled objects' size, away from every "
+                        "label, as 'background' regions (teaches object vs not-object; default: %(default)s)")
+    p.add_argument("--bounds", metavar="MINX,MINY,MAXX,MAXY",
+                   help="only chips inside this area, in the raster's CRS (e.g. the left half for training)")
+    p.add_argument("--val-fraction", type=float, default=0.0, metavar="F",
+                   help="hold out the last F of the area (east end, or south when taller than wide) as "
+                        "validation chips in samples_val.jsonl; chips across the line are dropped (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
     add_common(p, model=False)
     p.set_defaults(func=run)
@@ -82,6 +90,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.prepare import PrepareOptions, prepare_dataset
+    from .options import parse_bounds
 
     opts = PrepareOptions(
         class_field=args.class_field,
@@ -103,11 +112,15 @@ def run(args: argparse.Namespace) -> int:
         orientation_field=args.orientation_field,
         keep_empty=args.keep_empty,
         allow_no_crs=args.allow_no_crs,
+        bounds=parse_bounds(args.bounds),
+        val_fraction=args.val_fraction,
+        background=args.background,
     )
     summary = prepare_dataset(
         args.raster, args.labels, args.out, opts, overwrite=args.overwrite, progress=not args.quiet
     )
-    print(f"wrote {summary.chips_written} chips and {args.out}/samples.jsonl")
+    val = f" and {args.out}/samples_val.jsonl" if summary.chips_val else ""
+    print(f"wrote {summary.chips_written} chips and {args.out}/samples.jsonl{val}")
     for line in summary.lines():
         print(line)
     sys.stdout.flush()

@@ -52,7 +52,7 @@ from geoalign_core.data.labels import AUTO, LabelSet, LabelSkips, load_labels
 from geoalign_core.data.negatives import description_negatives, phrase_negatives
 from geoalign_core.data.schema import CHIPS_DIR, DATASET_FILE, SAMPLES_FILE
 from geoalign_core.errors import InputError
-from geoalign_core.geo.grid import chip_windows
+from geoalign_core.geo.grid import area_window, chip_windows
 from geoalign_core.geo.raster import RasterSource
 from geoalign_core.geo.writers import c_library_stderr_held, disk_full_error
 
@@ -60,7 +60,9 @@ __all__ = ["DROP_REASONS", "PrepareOptions", "PrepareSummary", "prepare_dataset"
 
 from geoalign_core.defaults import DEFAULT_CHIP_SIZE  # noqa: E402
 
-DROP_REASONS = ("mostly nodata", "blank (no texture)", "one region covers too much", "no labelled region")
+DROP_REASONS = ("mostly nodata", "blank (no texture)", "one region covers too much", "no labelled region",
+                "across the train/val split")
+VAL_SAMPLES_FILE = "samples_val.jsonl"
 FORMAT = "geoalign-samples/1"
 
 log = logging.getLogger("geoalign.prepare")
@@ -89,15 +91,20 @@ class PrepareOptions:
     orientation_field: str | None = AUTO
     keep_empty: bool = False
     allow_no_crs: bool = False
+    bounds: Sequence[float] | None = None  # only chips inside these map coordinates (the raster's CRS)
+    val_fraction: float = 0.0  # this share of the area, at its east (or south) end, is held out spatially
+    background: int = 2  # unlabelled boxes of object size, away from every label, per chip (object vs not)
 
     def check(self) -> None:
         """Raise InputError on out-of-range values."""
+        if not 0.0 <= float(self.val_fraction) < 1.0:
+            raise InputError(f"val fraction must be in [0, 1); got {self.val_fraction}", param="val_fraction")
         chip_windows(self.chip_size, self.chip_size, self.chip_size, self.stride)  # the grid's own checks
         for name, v in (("max_cover", self.max_cover), ("max_nodata", self.max_nodata),
                         ("min_visible", self.min_visible)):
             if not 0.0 <= v <= 1.0:
                 raise InputError(f"{name.replace('_', ' ')} must be a fraction in [0, 1]; got {v}", param=name)
-        for name in ("min_region_px", "min_std", "num_negatives"):
+        for name in ("min_region_px", "min_std", "num_negatives", "background"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name.replace('_', ' ')} must be >= 0; got {getattr(self, name)}", param=name)
 
@@ -108,8 +115,10 @@ class PrepareSummary:
 
     chips_total: int = 0
     chips_written: int = 0
+    chips_val: int = 0  # of chips_written, held out in samples_val.jsonl
     dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
     regions: int = 0
+    background: int = 0  # background boxes added (not counted in ``regions``)
     slivers: int = 0
     class_counts: Counter = field(default_factory=Counter)
     features_read: int = 0
@@ -120,8 +129,11 @@ class PrepareSummary:
         d = {
             "chips_total": self.chips_total,
             "chips_written": self.chips_written,
+            "chips_train": self.chips_written - self.chips_val,
+            "chips_val": self.chips_val,
             "chips_dropped": dict(self.dropped),
             "regions": self.regions,
+            "background_regions": self.background,
             "regions_dropped_as_slivers": self.slivers,
             "regions_per_class": dict(sorted(self.class_counts.items())),
             "features_read": self.features_read,
@@ -134,11 +146,13 @@ class PrepareSummary:
 
     def lines(self) -> list[str]:
         """Human-readable summary."""
-        out = [f"chips: {self.chips_written} written of {self.chips_total} in the grid"]
+        out = [f"chips: {self.chips_written} written of {self.chips_total} in the grid"
+               + (f" ({self.chips_written - self.chips_val} train, {self.chips_val} val)" if self.chips_val else "")]
         for reason, n in self.dropped.items():
             if n:
                 out.append(f"  dropped, {reason}: {n}")
-        out.append(f"regions: {self.regions} ({self.slivers} clipped slivers dropped)")
+        out.append(f"regions: {self.regions} labelled ({self.slivers} clipped slivers dropped), "
+                   f"{self.background} background (unlabelled, away from every label)")
         if self.class_counts:
             out.append("  " + ", ".join(f"{c}: {n}" for c, n in sorted(self.class_counts.items())))
         out.append(f"features: {self.features_used} used of {self.features_read} read")
@@ -149,6 +163,39 @@ class PrepareSummary:
             vals = ", ".join(f"{v!r} ({n})" for v, n in self.skips.unknown_values.most_common(5))
             out.append(f"  unknown class values: {vals}")
         return out
+
+
+class _Split:
+    """The spatial train/val rule: along the area's longer axis, the last ``fraction`` is validation
+    (east for a wide area, south for a tall one); a chip is ``"train"`` when it ends before the
+    line, ``"val"`` when it starts after it, and None (dropped) when it crosses it: no pixel is in both."""
+
+    def __init__(self, area: Window, fraction: float) -> None:
+        self.horizontal = area.width >= area.height
+        start, length = (area.col_off, area.width) if self.horizontal else (area.row_off, area.height)
+        self.line = float(start) + float(length) * (1.0 - fraction)
+        self.where = "east" if self.horizontal else "south"
+
+    def __call__(self, col: int, row: int, size: int) -> str | None:
+        lo = col if self.horizontal else row
+        if lo + size <= self.line:
+            return "train"
+        if lo >= self.line:
+            return "val"
+        return None
+
+
+def _val_split(area: Window, chip: int, fraction: float):
+    """A ``(col, row) -> "train" | "val" | None`` rule for ``fraction`` > 0, else None."""
+    if not fraction:
+        return None
+    rule = _Split(area, fraction)
+
+    def side(col: int, row: int) -> str | None:
+        return rule(col, row, chip)
+
+    side.where = rule.where  # type: ignore[attr-defined]
+    return side
 
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
@@ -221,6 +268,64 @@ def _region_record(
     }
 
 
+BACKGROUND_PHRASE = "background"
+BACKGROUND_MARGIN = 0.5  #: a background box keeps this share of its size clear of every label
+
+
+def object_size(features: Sequence, chip: int) -> tuple[float, float]:
+    """The median labelled object's width and height in pixels (4 .. chip / 2), the size of the
+    background boxes."""
+    if not features:
+        return (chip / 4.0, chip / 4.0)
+    b = np.asarray([f.geom.bounds for f in features], dtype=np.float64)
+    w = float(np.median(b[:, 2] - b[:, 0]))
+    h = float(np.median(b[:, 3] - b[:, 1]))
+    return (min(max(w, 4.0), chip / 2.0), min(max(h, 4.0), chip / 2.0))
+
+
+def background_boxes(index: FeatureIndex, col: int, row: int, chip: int, valid: np.ndarray,
+                     size: tuple[float, float], n: int, rng: np.random.Generator,
+                     tries: int = 40) -> list[list[float]]:
+    """Up to ``n`` boxes of ``size`` in the chip (pixel ``[x0, y0, x1, y1]`` within it), each with
+    :data:`BACKGROUND_MARGIN` of its size clear of every labelled polygon, with valid pixels only,
+    and not overlapping each other: regions the user did not label, to teach object vs not-object."""
+    import shapely
+
+    w, h = size
+    out: list[list[float]] = []
+    if n <= 0 or w >= chip or h >= chip:
+        return out
+    for _ in range(tries):
+        if len(out) >= n:
+            break
+        x0 = float(rng.uniform(0, chip - w))
+        y0 = float(rng.uniform(0, chip - h))
+        mx, my = BACKGROUND_MARGIN * w, BACKGROUND_MARGIN * h
+        clear = shapely.box(col + x0 - mx, row + y0 - my, col + x0 + w + mx, row + y0 + h + my)
+        if index.query(clear):
+            continue
+        r0, r1, c0, c1 = int(y0), int(np.ceil(y0 + h)), int(x0), int(np.ceil(x0 + w))
+        if not valid[r0:r1, c0:c1].all():
+            continue
+        if any(x0 < b[2] and b[0] < x0 + w and y0 < b[3] and b[1] < y0 + h for b in out):
+            continue
+        out.append([x0, y0, x0 + w, y0 + h])
+    return out
+
+
+def _background_record(box: list[float], chip: int, classes: list[str], rng: np.random.Generator, q: int) -> dict:
+    """A background region: the phrase "background", the dataset's classes as its hard negatives."""
+    chip_negs = list(classes)
+    rng.shuffle(chip_negs)
+    return {
+        "bbox": [_r(v / chip) for v in box],
+        "phrase": BACKGROUND_PHRASE,
+        "description": "an area with no " + ", no ".join(sorted(classes)) if classes else BACKGROUND_PHRASE,
+        "hard_negatives": chip_negs[: max(q, 1)],
+        "hard_negative_types": ["category"] * min(len(chip_negs), max(q, 1)),
+    }
+
+
 def prepare_dataset(
     raster: str | PathLike,
     labels_path: str | PathLike,
@@ -263,7 +368,14 @@ def _run(
     progress: bool,
 ) -> PrepareSummary:
     cs = int(opt.chip_size)
-    grid = chip_grid(src.width, src.height, cs, opt.stride)
+    area = area_window(src.transform, src.width, src.height, opt.bounds, src.path)
+    if opt.bounds is not None and (area.width < cs or area.height < cs):
+        raise InputError(f"the bounds hold {int(area.width)} x {int(area.height)} pixels, less than one "
+                         f"{cs} px chip", param="bounds")
+    grid = [(c + int(area.col_off), r + int(area.row_off))
+            for c, r in chip_grid(int(area.width), int(area.height), cs, opt.stride)]
+    split = _val_split(area, cs, opt.val_fraction)
+    box_size = object_size(labels.features, cs)
     index = FeatureIndex(labels.features)
     classes = labels.classes
     colours = _class_colours(labels)
@@ -279,9 +391,14 @@ def _run(
     try:
         (tmp / CHIPS_DIR).mkdir(parents=True)
         (tmp / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
-        with open(tmp / SAMPLES_FILE, "w", encoding="utf-8") as jf:
+        with open(tmp / SAMPLES_FILE, "w", encoding="utf-8") as train_f, \
+                open(tmp / VAL_SAMPLES_FILE, "w", encoding="utf-8") as val_f:
             for gi, (col, row) in enumerate(tqdm(grid, desc="prepare", unit="chip", disable=not progress)):
                 window = Window(col, row, cs, cs)
+                side = split(col, row) if split is not None else "train"
+                if side is None:
+                    summary.dropped["across the train/val split"] += 1
+                    continue
                 data, valid = src.read_raw(window)
                 if 1.0 - float(valid.mean()) > opt.max_nodata:
                     summary.dropped["mostly nodata"] += 1
@@ -309,6 +426,7 @@ def _run(
                 rgb = np.round(image * 255.0).astype(np.uint8)
                 _write_chip(tmp / name, rgb, valid, transform, src.crs)
                 left, bottom, right, top = rasterio.windows.bounds(window, src.transform)
+                back = background_boxes(index, col, row, cs, valid, box_size, opt.background, rng)
                 sample = {
                     "image": name,
                     "caption": caption,
@@ -316,6 +434,7 @@ def _run(
                     "regions": [
                         _region_record(r, t, rng, opt.num_negatives, colours, classes) for r, t in zip(regions, texts)
                     ],
+                    "background_regions": [_background_record(b, cs, classes, rng, opt.num_negatives) for b in back],
                     "width": cs,
                     "height": cs,
                     "window": [col, row, cs, cs],
@@ -324,14 +443,25 @@ def _run(
                     "source": str(Path(raster).resolve()),
                     "classes": sorted({r.cls for r in regions}),
                 }
-                jf.write(json.dumps(sample, ensure_ascii=False) + "\n")
+                if split is not None:
+                    sample["split"] = side
+                (val_f if side == "val" else train_f).write(json.dumps(sample, ensure_ascii=False) + "\n")
                 summary.chips_written += 1
+                summary.chips_val += side == "val"
                 summary.regions += len(regions)
+                summary.background += len(back)
                 summary.slivers += slivers
                 summary.class_counts.update(r.cls for r in regions)
         if summary.chips_written == 0:
             reasons = ", ".join(f"{n} {r}" for r, n in summary.dropped.items() if n)
             raise InputError(f"no chip left to write: all {summary.chips_total} chips were dropped ({reasons})")
+        if split is not None and summary.chips_val in (0, summary.chips_written):
+            which = "validation" if summary.chips_val == 0 else "training"
+            raise InputError(f"no {which} chip left with val fraction {opt.val_fraction:g}: the area holds too few "
+                             "chips for a spatial split (a larger area, a smaller chip size or another fraction)",
+                             param="val_fraction")
+        if split is None:
+            (tmp / VAL_SAMPLES_FILE).unlink()
         meta = {
             "format": FORMAT,
             "source": str(Path(raster).resolve()),
@@ -344,6 +474,11 @@ def _run(
             "fields": labels.fields,
             "class_colours": colours,
             "parameters": _params(opt),
+            "area": [int(area.col_off), int(area.row_off), int(area.width), int(area.height)],
+            "split": None if split is None else {
+                "val_fraction": float(opt.val_fraction), "val_file": VAL_SAMPLES_FILE,
+                "rule": f"chips whose window lies in the {split.where} {opt.val_fraction:g} of the area are "
+                        "validation, those wholly before it training; chips across the line are dropped"},
             "summary": summary.to_dict(),
         }
         (tmp / DATASET_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -408,7 +543,7 @@ def remove_stale_work_folders(out: Path) -> int:
 
 def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
     """Swap the new outputs in; previous outputs (with ``overwrite``) go into ``tmp`` and are deleted."""
-    names: Sequence[str] = (CHIPS_DIR, SAMPLES_FILE, DATASET_FILE)
+    names: Sequence[str] = (CHIPS_DIR, SAMPLES_FILE, VAL_SAMPLES_FILE, DATASET_FILE)
     old = tmp / "previous"
     if overwrite:
         old.mkdir()
@@ -417,5 +552,6 @@ def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
             if p.exists() or p.is_symlink():
                 os.replace(p, old / n)
     for n in names:
-        os.replace(tmp / n, out / n)
+        if (tmp / n).exists():  # no samples_val.jsonl without a split
+            os.replace(tmp / n, out / n)
     shutil.rmtree(tmp, ignore_errors=True)

@@ -23,6 +23,11 @@ One JSON object per line, one chip per object (DESIGN.md)::
   ``description_negative_types`` (``size``, ``orientation``, ``position``, ``colour``,
   ``category``).
 
+* per sample, ``background_regions``: boxes the labels leave empty (``bbox``, ``phrase`` =
+  "background", ``description``, ``hard_negatives`` = the dataset's classes), sampled by prepare
+  at the labelled objects' size away from every label; training aligns them with their phrase
+  like the labelled regions, so that even one-class data teaches object vs not-object.
+
 ``dataset.json`` beside the jsonl records the classes, the parameters and the summary.
 """
 
@@ -83,11 +88,16 @@ def check_sample(obj: object, where: str) -> dict:
             raise InputError(f"{where}: {key!r} must be a non-empty string")
     if "caption_detail" in obj and not isinstance(obj["caption_detail"], str):
         raise InputError(f"{where}: 'caption_detail' must be a string")
-    regions = obj.get("regions", [])
+    for rkey in ("regions", "background_regions"):
+        _check_regions(obj.get(rkey, []), rkey, where)
+    return obj
+
+
+def _check_regions(regions: object, rkey: str, where: str) -> None:
     if not isinstance(regions, list):
-        raise InputError(f"{where}: 'regions' must be a list")
+        raise InputError(f"{where}: {rkey!r} must be a list")
     for i, r in enumerate(regions):
-        rw = f"{where} region {i}"
+        rw = f"{where} {'region' if rkey == 'regions' else 'background region'} {i}"
         if not isinstance(r, dict):
             raise InputError(f"{rw}: must be an object with bbox and phrase")
         bbox = r.get("bbox")
@@ -104,7 +114,6 @@ def check_sample(obj: object, where: str) -> dict:
                 raise InputError(f"{rw}: {key!r} must be a list of strings")
         if "hard_negative_types" in r and len(r["hard_negative_types"]) != len(r.get("hard_negatives", [])):
             raise InputError(f"{rw}: 'hard_negative_types' must be as long as 'hard_negatives'")
-    return obj
 
 
 def read_samples(paths: str | PathLike | Sequence[str | PathLike], check_images: bool = True) -> list[dict]:
