@@ -32,6 +32,7 @@ COMMANDS = (
     "index",
     "prepare",
     "train",
+    "finetune",
     "eval",
     "models",
 )
