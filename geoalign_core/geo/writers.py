@@ -191,7 +191,8 @@ def c_library_stderr_held() -> Iterator[None]:
 
     libtiff reports a full disk with its own line on stderr besides GDAL's error: on failure
     that text is dropped (the exception carries the reason, which becomes one ``error:`` line);
-    on success it is passed on unchanged.
+    on success it is passed on unchanged, except that a write libtiff reports as lost to a full
+    disk or a file size limit (which GDAL does not always raise) becomes that OSError.
     """
     try:
         fd = sys.stderr.fileno()
@@ -215,6 +216,10 @@ def c_library_stderr_held() -> Iterator[None]:
             if not failed:
                 held.seek(0)
                 text = held.read()
+                if b"No space left on device" in text or b"File too large" in text:
+                    # libtiff lost a write that GDAL did not report: the file is not whole
+                    err = errno.EFBIG if b"File too large" in text else errno.ENOSPC
+                    raise OSError(err, os.strerror(err))
                 if text:
                     os.write(fd, text)
 
