@@ -351,3 +351,21 @@ def test_background_regions_away_from_labels(scene_1002, tmp_path):
     none = prepare_dataset(tif, gpkg, tmp_path / "none", PrepareOptions(class_field="class", chip_size=128,
                                                                         background=0), progress=False)
     assert none.background == 0 and all(not s["background_regions"] for s in read_samples(tmp_path / "none"))
+
+
+def test_yes_flag_class_field_names_the_class(tmp_path):
+    """OSM style building=yes: the class is the field's name, with a warning."""
+    from generate import textured_raster
+
+    tif = textured_raster(tmp_path / "t.tif", width=256, height=256)
+    with rasterio.open(tif) as ds:
+        l, b, r, t = ds.bounds
+        crs = ds.crs
+    dx, dy = (r - l) / 8, (t - b) / 8
+    polys = [shapely.box(l + i * dx, b + dy, l + i * dx + dx / 2, b + 1.5 * dy) for i in (1, 3, 5)]
+    gpd.GeoDataFrame({"building": ["yes", "Yes", None]}, geometry=polys, crs=crs).to_file(tmp_path / "b.gpkg")
+    with pytest.warns(UserWarning, match="the class is 'building'"):
+        summary = prepare_dataset(tif, tmp_path / "b.gpkg", tmp_path / "out",
+                                  PrepareOptions(class_field="building", chip_size=128, keep_empty=True),
+                                  progress=False)
+    assert set(summary.class_counts) == {"building"}

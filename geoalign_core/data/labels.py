@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from os import PathLike
@@ -211,6 +212,21 @@ def _derive_sizes(features: list[LabelFeature]) -> None:
             f.size = "small" if r < SMALL_RATIO else "large" if r > LARGE_RATIO else "medium"
 
 
+_FLAG_VALUES = {"yes", "true", "1", "y"}
+
+
+def _flag_class(values: list, field: str) -> str | None:
+    """OpenStreetMap style ``building=yes``: when every non-blank value of the class field is a
+    yes-flag, the class is the field's name (with a warning), not "yes"."""
+    seen = {str(v).strip().lower() for v in values if not _blank(v)}
+    if not seen or not seen <= _FLAG_VALUES:
+        return None
+    cls = clean_class(field)
+    warnings.warn(f"every value of the class field {field!r} is a yes-flag ({', '.join(sorted(seen))}): the class "
+                  f"is {cls!r}, the field's name", UserWarning, stacklevel=3)
+    return cls
+
+
 def load_labels(
     path: str | PathLike,
     source: RasterSource,
@@ -278,12 +294,13 @@ def load_labels(
         column(fields[k]) for k in ("class", "color", "size", "orientation", "description")
     )
     unprojectable = set(gdf.attrs.get("unprojectable") or [])
+    flag_class = _flag_class(values, class_field)
     for i, geom in enumerate(gdf.geometry.values):
         value = values[i]
         if _blank(value):
             skips.no_class += 1
             continue
-        cls = clean_class(value)
+        cls = flag_class or clean_class(value)
         if allowed is not None and cls not in allowed:
             skips.unknown_class += 1
             skips.unknown_values[cls] += 1
