@@ -27,8 +27,11 @@ def test_finetune_end_to_end(scene_1002, tiny_ckpt, tmp_path, capsys):
     for when in ("before", "after"):
         assert 0.0 <= report[when]["region_top1"] <= 1.0 and report[when]["n_regions"] > 0
         assert report[when]["n_background"] > 0 and 0.0 <= report[when]["background_called_a_class"] <= 1.0
+        assert 0.0 <= report[when]["reference_top1"] <= 1.0  # forgetting: a generated held-out scene
+    assert (out / "reference" / "data" / "samples.jsonl").is_file()
     md = (out / "report.md").read_text()
-    assert "| region top-1" in md and "| background boxes called a class" in md and md.strip() in stdout
+    assert "| region top-1" in md and "| background boxes called a class" in md and "| forgetting" in md
+    assert md.strip() in stdout
     cmds = (out / "commands.sh").read_text().splitlines()
     assert cmds[3].startswith("geoalign prepare ") and "--val-fraction 0.3" in cmds[3]
     assert cmds[4] == f"geoalign train {out / 'train.yaml'} --overwrite"

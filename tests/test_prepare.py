@@ -359,10 +359,10 @@ def test_yes_flag_class_field_names_the_class(tmp_path):
 
     tif = textured_raster(tmp_path / "t.tif", width=256, height=256)
     with rasterio.open(tif) as ds:
-        l, b, r, t = ds.bounds
+        left, b, r, t = ds.bounds
         crs = ds.crs
-    dx, dy = (r - l) / 8, (t - b) / 8
-    polys = [shapely.box(l + i * dx, b + dy, l + i * dx + dx / 2, b + 1.5 * dy) for i in (1, 3, 5)]
+    dx, dy = (r - left) / 8, (t - b) / 8
+    polys = [shapely.box(left + i * dx, b + dy, left + i * dx + dx / 2, b + 1.5 * dy) for i in (1, 3, 5)]
     gpd.GeoDataFrame({"building": ["yes", "Yes", None]}, geometry=polys, crs=crs).to_file(tmp_path / "b.gpkg")
     with pytest.warns(UserWarning, match="the class is 'building'"):
         summary = prepare_dataset(tif, tmp_path / "b.gpkg", tmp_path / "out",

@@ -13,7 +13,8 @@ before/after evaluation on a spatially held-out part of the same labels.
 3. ``OUT/<name>.safetensors``: the fine-tuned model (loads with ``--model OUT/<name>.safetensors``);
 4. ``OUT/report.md`` / ``report.json``: on the held-out chips, before and after, region top-1
    among the classes and the share of background boxes called one of the classes
-   (object vs not-object); ``OUT/commands.sh``: the prepare / train / eval commands it ran, for
+   (object vs not-object); and, to see forgetting, region top-1 on a generated scene of a
+   held-out seed (``OUT/reference/``); ``OUT/commands.sh``: the prepare / train / eval commands it ran, for
    experts to take over.
 """
 
@@ -37,6 +38,7 @@ from geoalign_core.errors import InputError
 __all__ = ["EPOCHS", "FinetuneResult", "finetune"]
 
 EPOCHS = 4  #: passes over the training chips
+REFERENCE_SEED, REFERENCE_SIZE = 2000, 768  #: the generated scene that measures forgetting (a held-out seed)
 MIN_STEPS, MAX_STEPS = 30, 400
 LR = 1.0e-4  #: half the demo recipe's from-scratch rate (measured: see docs/finetune.md)
 BATCH = 16
@@ -77,6 +79,32 @@ def _object_vs_background(model, samples: list[dict], classes: list[str], batch:
     text = class_embeddings(model, [*classes, "background"], PROMPT_TEMPLATES)
     best = (emb @ text.T).argmax(dim=1)
     return {"n": len(index), "called_a_class": float((best < len(classes)).float().mean())}
+
+
+def _reference(out: Path, chip: int, quiet: bool) -> tuple[Path, list[str]]:
+    """A generated scene the model never trains on (held-out seed :data:`REFERENCE_SEED`) prepared at
+    the model's chip size: its region top-1 before and after fine-tuning measures forgetting."""
+    from geoalign_core.data import PrepareOptions, prepare_dataset
+
+    from .scenes import write_scene
+
+    d = out / "reference"
+    tif, gpkg = write_scene(d / "scene", REFERENCE_SEED, size=REFERENCE_SIZE)
+    summary = prepare_dataset(tif, gpkg, d / "data", PrepareOptions(class_field="class", chip_size=chip, background=0),
+                              overwrite=True, progress=not quiet)
+    return d / "data" / "samples.jsonl", sorted(summary.class_counts)
+
+
+def _reference_top1(model_ref: str, ref: Path, classes: list[str], device: str) -> float:
+    from geoalign_core import load_model
+    from geoalign_core.evaluation.tasks import eval_regions
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = load_model(model_ref, device=device).eval()
+    with torch.no_grad():
+        res = eval_regions(model, str(ref), classes=classes, batch_size=BATCH, progress=False)
+    return float(res["metrics"]["top1"])
 
 
 def _evaluate(model_ref: str, val: list[Path], classes: list[str], device: str) -> dict:
@@ -180,10 +208,13 @@ def finetune(
     commands.append(shlex.join(["geoalign", "train", str(out / "train.yaml"), "--overwrite"]))
     say(f"training: {n_steps} steps of {bs} chips ({n_train} training chips), lr {lr:g}, from {start}")
     before = _evaluate(str(start), val_files, classes_l, device)
+    ref, ref_classes = _reference(out, chip, quiet)
+    before["reference_top1"] = _reference_top1(str(start), ref, ref_classes, device)
     result = train(config_from_dict(cfg_raw, str(out / "train.yaml")), overwrite=True, quiet=quiet)
     final = out / f"{name}.safetensors"
     shutil.copyfile(result.export, final)
     after = _evaluate(str(final), val_files, classes_l, device)
+    after["reference_top1"] = _reference_top1(str(final), ref, ref_classes, device)
     for m in (str(start), str(final)):
         commands.append(shlex.join(["geoalign", "eval", "regions", "--data", *[str(v) for v in val_files],
                                     "--model", m, "--classes", ",".join(classes_l)]))
@@ -220,6 +251,8 @@ def _report_lines(r: dict) -> list[str]:
         f"{_fmt(a['region_top1'])} |",
         f"| background boxes called a class ({a['n_background']} boxes; lower is better) | "
         f"{_fmt(b['background_called_a_class'], True)} | {_fmt(a['background_called_a_class'], True)} |",
+        f"| forgetting: region top-1 on a generated reference scene (seed {REFERENCE_SEED}, never trained on; "
+        f"within 0.05 of before is the goal) | {_fmt(b.get('reference_top1'))} | {_fmt(a.get('reference_top1'))} |",
         "",
         "The commands that made it are in `commands.sh`; the training config is `train.yaml`.",
     ]
