@@ -29,6 +29,13 @@ def test_finetune_end_to_end(scene_1002, tiny_ckpt, tmp_path, capsys):
         assert report[when]["n_background"] > 0 and 0.0 <= report[when]["background_called_a_class"] <= 1.0
         assert 0.0 <= report[when]["reference_top1"] <= 1.0  # forgetting: a generated held-out scene
     assert (out / "reference" / "data" / "samples.jsonl").is_file()
+    # weight interpolation: the largest tried share that keeps the reference scene, else the best kept
+    tried = report["alphas_tried"]
+    assert tried[0][0] == 1.0 and report["alpha"] in [a for a, _ in tried]
+    start_ref = report["before"]["reference_top1"]
+    ok = [a for a, v in tried if v >= start_ref - 0.05]
+    assert report["alpha"] == (ok[0] if ok else max(tried, key=lambda t: t[1])[0])
+    assert abs(report["after"]["reference_top1"] - dict(map(tuple, tried))[report["alpha"]]) < 1e-6
     md = (out / "report.md").read_text()
     assert "| region top-1" in md and "| background boxes called a class" in md and "| forgetting" in md
     assert md.strip() in stdout
@@ -55,3 +62,4 @@ def test_finetune_bad_input(scene_1002, tiny_ckpt, tmp_path, capsys):
     assert_bad(capsys, ["finetune", tif, tif, gpkg, gpkg, gpkg, *base], tmp_path, "one per raster")
     assert_bad(capsys, ["finetune", tif, tmp_path / "missing.gpkg", *base], tmp_path, "not found")
     assert_bad(capsys, ["finetune", tif, gpkg, *base, "--val-fraction", "0"], tmp_path, "val fraction")
+    assert_bad(capsys, ["finetune", tif, gpkg, *base, "--alpha", "2"], tmp_path, "--alpha")

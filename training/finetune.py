@@ -107,6 +107,48 @@ def _reference_top1(model_ref: str, ref: Path, classes: list[str], device: str) 
     return float(res["metrics"]["top1"])
 
 
+ALPHAS = (1.0, 0.75, 0.5, 0.25)  #: fine-tuned weight shares tried, largest first
+FORGET_TOLERANCE = 0.05  #: reference top-1 may fall this much below the start's
+
+
+def _keep_knowledge(start: str, trained: Path, final: Path, ref: Path, ref_classes: list[str], start_ref: float,
+                    alpha: float | None, device: str) -> tuple[float, list[tuple[float, float]]]:
+    """Weight-space interpolation with the start (WiSE-FT): ``alpha * fine-tuned + (1 - alpha) * start``.
+
+    ``alpha`` None: the largest of :data:`ALPHAS` whose reference top-1 stays within
+    :data:`FORGET_TOLERANCE` of the start's (else the one that keeps the most); the held-out
+    part of the user's labels is not looked at, so the report's "after" stays unbiased.
+    Writes ``final``; returns the chosen alpha and (alpha, reference top-1) of each tried.
+    """
+    from geoalign_core import load_model, save_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        base = load_model(start, device="cpu")
+        tuned = load_model(str(trained), device="cpu")
+    sd0 = base.clip.state_dict()
+    sd1 = {k: v.clone() for k, v in tuned.clip.state_dict().items()}
+    tried: list[tuple[float, float]] = []
+    best: tuple[float, float] | None = None
+    for a in ([float(alpha)] if alpha is not None else list(ALPHAS)):
+        mixed = {k: (a * v + (1 - a) * sd0[k].to(v.dtype)) if v.is_floating_point() and k in sd0
+                 and sd0[k].shape == v.shape else v for k, v in sd1.items()}
+        tuned.clip.load_state_dict(mixed)
+        save_model(tuned, final)
+        top1 = _reference_top1(str(final), ref, ref_classes, device)
+        tried.append((a, top1))
+        if alpha is not None or top1 >= start_ref - FORGET_TOLERANCE:
+            return a, tried
+        if best is None or top1 > best[1]:
+            best = (a, top1)
+    a = best[0]  # none kept within the tolerance: the one that kept the most
+    mixed = {k: (a * v + (1 - a) * sd0[k].to(v.dtype)) if v.is_floating_point() and k in sd0
+             and sd0[k].shape == v.shape else v for k, v in sd1.items()}
+    tuned.clip.load_state_dict(mixed)
+    save_model(tuned, final)
+    return a, tried
+
+
 def _evaluate(model_ref: str, val: list[Path], classes: list[str], device: str) -> dict:
     from geoalign_core import load_model
     from geoalign_core.data import read_samples
@@ -138,6 +180,7 @@ def finetune(
     batch_size: int = BATCH,
     device: str = "auto",
     layer: str | None = None,
+    alpha: float | None = None,
     overwrite: bool = False,
     quiet: bool = False,
     say=print,
@@ -212,7 +255,10 @@ def finetune(
     before["reference_top1"] = _reference_top1(str(start), ref, ref_classes, device)
     result = train(config_from_dict(cfg_raw, str(out / "train.yaml")), overwrite=True, quiet=quiet)
     final = out / f"{name}.safetensors"
-    shutil.copyfile(result.export, final)
+    chosen, tried = _keep_knowledge(str(start), Path(result.export), final, ref, ref_classes,
+                                    before["reference_top1"], alpha, device)
+    say(f"weight interpolation with the start: alpha {chosen:g} ("
+        + ", ".join(f"{a:g}: reference top-1 {v:.3f}" for a, v in tried) + ")")
     after = _evaluate(str(final), val_files, classes_l, device)
     after["reference_top1"] = _reference_top1(str(final), ref, ref_classes, device)
     for m in (str(start), str(final)):
@@ -221,6 +267,7 @@ def finetune(
     (out / "commands.sh").write_text("#!/bin/sh\n# what geoalign finetune ran (in this order)\nset -e\n"
                                      + "\n".join(commands) + "\n")
     report = {"start": str(start), "model": str(final), "classes": classes_l, "steps": n_steps,
+              "alpha": chosen, "alphas_tried": [[a, v] for a, v in tried],
               "batch_size": bs, "lr": float(lr), "train_chips": n_train, "val_fraction": float(val_fraction),
               "before": before, "after": after, "seconds": round(time.perf_counter() - t0, 1)}
     (out / "report.json").write_text(json.dumps(report, indent=1))
@@ -241,7 +288,9 @@ def _report_lines(r: dict) -> list[str]:
         f"# Fine-tuning report: {Path(r['model']).name}",
         "",
         f"From `{r['start']}`, {r['steps']} steps of {r['batch_size']} chips ({r['train_chips']} training chips), "
-        f"lr {r['lr']:g}; classes: {', '.join(r['classes'])}; {r['seconds']:.0f} s.",
+        f"lr {r['lr']:g}; classes: {', '.join(r['classes'])}; {r['seconds']:.0f} s. Weights: {r['alpha']:g} x "
+        f"fine-tuned + {1 - r['alpha']:g} x start (the largest share that keeps the reference scene within "
+        f"{FORGET_TOLERANCE:g}; tried {', '.join(f'{a:g}: {v:.3f}' for a, v in r['alphas_tried'])}).",
         f"Measured on the held-out {r['val_fraction']:g} of each scene (its east end, or south when taller), "
         "never seen in training.",
         "",

@@ -36,6 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="training steps (default: ~4 passes over the chips)")
     p.add_argument("--lr", type=float, default=1.0e-4, help="learning rate (default: %(default)g)")
     p.add_argument("--batch-size", type=int, default=16, help="chips per step (default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=None, metavar="A",
+                   help="keep A x the fine-tuned weights + (1 - A) x the start's (default: the largest of 1, "
+                        "0.75, 0.5, 0.25 that keeps a generated reference scene within 0.05 of the start)")
     p.add_argument("--layer", default=None, help="layer of multi-layer label files")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out folder")
@@ -59,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     for f in args.files:
         if not ("://" in f or f.startswith("/vsi") or Path(f).exists()):
             raise InputError(f"file not found: {f}")
+    if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
+        raise InputError(f"--alpha must be in [0, 1]; got {args.alpha}")
     if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be at least 1; got {args.steps}")
     rasters = [f for f in args.files if _is_raster(f)]
@@ -73,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("the training package is not installed (install geoalign from a source checkout)") from exc
     res = finetune(rasters, labels, args.class_field, args.start or DEFAULT_MODEL, args.out, name=args.name,
                    val_fraction=args.val_fraction, background=args.background, steps=args.steps, lr=args.lr,
-                   batch_size=args.batch_size, device=args.device, layer=args.layer, overwrite=args.overwrite,
+                   batch_size=args.batch_size, device=args.device, layer=args.layer, alpha=args.alpha,
+                   overwrite=args.overwrite,
                    quiet=args.quiet, say=(lambda s: None) if args.quiet else print)
     print("\n".join(res.summary))
     print(f"wrote {res.model} ({res.report}, {args.out / 'commands.sh'})")
