@@ -95,13 +95,18 @@ def _reference(out: Path, chip: int, quiet: bool) -> tuple[Path, list[str]]:
     return d / "data" / "samples.jsonl", sorted(summary.class_counts)
 
 
-def _reference_top1(model_ref: str, ref: Path, classes: list[str], device: str) -> float:
+def _load(model_ref: str, device: str):
     from geoalign_core import load_model
-    from geoalign_core.evaluation.tasks import eval_regions
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        model = load_model(model_ref, device=device).eval()
+        return load_model(model_ref, device=device).eval()
+
+
+def _reference_top1(model, ref: Path, classes: list[str]) -> float:
+    """Region top-1 of ``model`` on the reference scene's samples ``ref``."""
+    from geoalign_core.evaluation.tasks import eval_regions
+
     with torch.no_grad():
         res = eval_regions(model, str(ref), classes=classes, batch_size=BATCH, progress=False)
     return float(res["metrics"]["top1"])
@@ -111,7 +116,7 @@ ALPHAS = (1.0, 0.75, 0.5, 0.25)  #: fine-tuned weight shares tried, largest firs
 FORGET_TOLERANCE = 0.05  #: reference top-1 may fall this much below the start's
 
 
-def _keep_knowledge(start: str, trained: Path, final: Path, ref: Path, ref_classes: list[str], start_ref: float,
+def _keep_knowledge(start_model, trained: Path, final: Path, ref: Path, ref_classes: list[str], start_ref: float,
                     alpha: float | None, device: str) -> tuple[float, list[tuple[float, float]]]:
     """Weight-space interpolation with the start (WiSE-FT): ``alpha * fine-tuned + (1 - alpha) * start``.
 
@@ -120,43 +125,37 @@ def _keep_knowledge(start: str, trained: Path, final: Path, ref: Path, ref_class
     part of the user's labels is not looked at, so the report's "after" stays unbiased.
     Writes ``final``; returns the chosen alpha and (alpha, reference top-1) of each tried.
     """
-    from geoalign_core import load_model, save_model
+    from geoalign_core import save_model
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        base = load_model(start, device="cpu")
-        tuned = load_model(str(trained), device="cpu")
-    sd0 = base.clip.state_dict()
-    sd1 = {k: v.clone() for k, v in tuned.clip.state_dict().items()}
+    start_sd = start_model.clip.state_dict()
+    tuned = _load(str(trained), device)
+    tuned_sd = {k: v.clone() for k, v in tuned.clip.state_dict().items()}
+
+    def blend(a: float) -> None:
+        tuned.clip.load_state_dict({
+            k: a * v + (1 - a) * start_sd[k].to(v.dtype)
+            if v.is_floating_point() and k in start_sd and start_sd[k].shape == v.shape else v
+            for k, v in tuned_sd.items()})
+
     tried: list[tuple[float, float]] = []
-    best: tuple[float, float] | None = None
+    chosen = None
     for a in ([float(alpha)] if alpha is not None else list(ALPHAS)):
-        mixed = {k: (a * v + (1 - a) * sd0[k].to(v.dtype)) if v.is_floating_point() and k in sd0
-                 and sd0[k].shape == v.shape else v for k, v in sd1.items()}
-        tuned.clip.load_state_dict(mixed)
-        save_model(tuned, final)
-        top1 = _reference_top1(str(final), ref, ref_classes, device)
-        tried.append((a, top1))
-        if alpha is not None or top1 >= start_ref - FORGET_TOLERANCE:
-            return a, tried
-        if best is None or top1 > best[1]:
-            best = (a, top1)
-    a = best[0]  # none kept within the tolerance: the one that kept the most
-    mixed = {k: (a * v + (1 - a) * sd0[k].to(v.dtype)) if v.is_floating_point() and k in sd0
-             and sd0[k].shape == v.shape else v for k, v in sd1.items()}
-    tuned.clip.load_state_dict(mixed)
+        blend(a)
+        tried.append((a, _reference_top1(tuned, ref, ref_classes)))
+        if alpha is not None or tried[-1][1] >= start_ref - FORGET_TOLERANCE:
+            chosen = a
+            break
+    if chosen is None:  # none kept within the tolerance: the one that kept the most
+        chosen = max(tried, key=lambda t: t[1])[0]
+        blend(chosen)
     save_model(tuned, final)
-    return a, tried
+    return chosen, tried
 
 
-def _evaluate(model_ref: str, val: list[Path], classes: list[str], device: str) -> dict:
-    from geoalign_core import load_model
+def _evaluate(model, val: list[Path], classes: list[str]) -> dict:
     from geoalign_core.data import read_samples
     from geoalign_core.evaluation.tasks import eval_regions
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        model = load_model(model_ref, device=device).eval()
     with torch.no_grad():
         reg = eval_regions(model, [str(p) for p in val], classes=classes, batch_size=BATCH, progress=False)
         samples = read_samples([str(p) for p in val])
@@ -186,7 +185,6 @@ def finetune(
     say=print,
 ) -> FinetuneResult:
     """Fine-tune ``start`` on ``rasters`` + ``labels`` into ``out`` (see the module docstring)."""
-    from geoalign_core import load_model
     from geoalign_core.data import PrepareOptions, prepare_dataset
 
     from .config import config_from_dict
@@ -200,12 +198,9 @@ def finetune(
     if not 0.0 < float(val_fraction) < 1.0:
         raise InputError(f"val fraction must be in (0, 1) to measure before/after; got {val_fraction}",
                          param="val_fraction")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        start_model = load_model(start, device="cpu")
+    start_model = _load(str(start), device)  # its input size sets the chips; evaluated "before" below
     chip = int(start_model.image_size)
     name = name or f"{Path(str(start)).stem}-finetuned"
-    del start_model
     if overwrite and out.exists():
         for sub in ("data", "run"):
             shutil.rmtree(out / sub, ignore_errors=True)
@@ -250,17 +245,17 @@ def finetune(
     (out / "train.yaml").write_text(yaml.safe_dump(cfg_raw, sort_keys=False))
     commands.append(shlex.join(["geoalign", "train", str(out / "train.yaml"), "--overwrite"]))
     say(f"training: {n_steps} steps of {bs} chips ({n_train} training chips), lr {lr:g}, from {start}")
-    before = _evaluate(str(start), val_files, classes_l, device)
     ref, ref_classes = _reference(out, chip, quiet)
-    before["reference_top1"] = _reference_top1(str(start), ref, ref_classes, device)
+    before = _evaluate(start_model, val_files, classes_l)
+    before["reference_top1"] = _reference_top1(start_model, ref, ref_classes)
     result = train(config_from_dict(cfg_raw, str(out / "train.yaml")), overwrite=True, quiet=quiet)
     final = out / f"{name}.safetensors"
-    chosen, tried = _keep_knowledge(str(start), Path(result.export), final, ref, ref_classes,
+    chosen, tried = _keep_knowledge(start_model, Path(result.export), final, ref, ref_classes,
                                     before["reference_top1"], alpha, device)
     say(f"weight interpolation with the start: alpha {chosen:g} ("
         + ", ".join(f"{a:g}: reference top-1 {v:.3f}" for a, v in tried) + ")")
-    after = _evaluate(str(final), val_files, classes_l, device)
-    after["reference_top1"] = _reference_top1(str(final), ref, ref_classes, device)
+    after = _evaluate(_load(str(final), device), val_files, classes_l)
+    after["reference_top1"] = dict(tried)[chosen]
     for m in (str(start), str(final)):
         commands.append(shlex.join(["geoalign", "eval", "regions", "--data", *[str(v) for v in val_files],
                                     "--model", m, "--classes", ",".join(classes_l)]))
