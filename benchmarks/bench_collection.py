@@ -213,7 +213,7 @@ def bench_ann(work: Path, sides: list[int]) -> list[dict]:
         ann_build = time.perf_counter() - t0
         coll = SceneIndex.open(root, p, check_raster=False)
         t0 = time.perf_counter()
-        coll._ann = AnnIndex.load(root)
+        ann_index = AnnIndex.load(root)
         ann_load = time.perf_counter() - t0
         scan, search = [], []
         for _ in range(3):  # the two steps that differ: the exact scan of every patch vs the ANN search
@@ -222,7 +222,7 @@ def bench_ann(work: Path, sides: list[int]) -> list[dict]:
             coll._scene_order(["object"], None)
             scan.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            candidate_tiles(coll, ["object"], 100)
+            candidate_tiles(ann_index, coll.encoder, ["object"], 100)
             search.append(time.perf_counter() - t0)
         res = {}
         for mode, exact in (("exact", True), ("ann", False)):

@@ -51,12 +51,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _collection_wanted(args: argparse.Namespace) -> bool:
-    from ..index.scenes import _GLOB
+    from ..index.scenes import is_pattern
 
     out = args.out
     return (len(args.rasters) > 1 or args.from_list is not None or args.shard is not None
             or int(os.environ.get("WORLD_SIZE", "1")) > 1
-            or any(_GLOB.search(r) and not Path(r).exists() for r in args.rasters)
+            or any(is_pattern(r) and not Path(r).exists() for r in args.rasters)
             or (out is not None and (out.is_dir() or str(out).endswith(("/", os.sep)) or out.suffix == "")))
 
 

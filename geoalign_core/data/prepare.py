@@ -167,35 +167,24 @@ class PrepareSummary:
 
 class _Split:
     """The spatial train/val rule: along the area's longer axis, the last ``fraction`` is validation
-    (east for a wide area, south for a tall one); a chip is ``"train"`` when it ends before the
-    line, ``"val"`` when it starts after it, and None (dropped) when it crosses it: no pixel is in both."""
+    (east for a wide area, south for a tall one); a ``chip`` px chip at (col, row) is ``"train"``
+    when it ends before the line, ``"val"`` when it starts after it, and None (dropped) when it
+    crosses it: no pixel is in both."""
 
-    def __init__(self, area: Window, fraction: float) -> None:
+    def __init__(self, area: Window, chip: int, fraction: float) -> None:
         self.horizontal = area.width >= area.height
         start, length = (area.col_off, area.width) if self.horizontal else (area.row_off, area.height)
         self.line = float(start) + float(length) * (1.0 - fraction)
         self.where = "east" if self.horizontal else "south"
+        self.chip = chip
 
-    def __call__(self, col: int, row: int, size: int) -> str | None:
+    def __call__(self, col: int, row: int) -> str | None:
         lo = col if self.horizontal else row
-        if lo + size <= self.line:
+        if lo + self.chip <= self.line:
             return "train"
         if lo >= self.line:
             return "val"
         return None
-
-
-def _val_split(area: Window, chip: int, fraction: float):
-    """A ``(col, row) -> "train" | "val" | None`` rule for ``fraction`` > 0, else None."""
-    if not fraction:
-        return None
-    rule = _Split(area, fraction)
-
-    def side(col: int, row: int) -> str | None:
-        return rule(col, row, chip)
-
-    side.where = rule.where  # type: ignore[attr-defined]
-    return side
 
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
@@ -374,7 +363,7 @@ def _run(
                          f"{cs} px chip", param="bounds")
     grid = [(c + int(area.col_off), r + int(area.row_off))
             for c, r in chip_grid(int(area.width), int(area.height), cs, opt.stride)]
-    split = _val_split(area, cs, opt.val_fraction)
+    split = _Split(area, cs, opt.val_fraction) if opt.val_fraction else None
     box_size = object_size(labels.features, cs)
     index = FeatureIndex(labels.features)
     classes = labels.classes

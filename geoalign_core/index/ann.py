@@ -35,7 +35,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["ANN_MIN_PATCHES", "AnnIndex", "build_ann", "candidate_tiles", "should_use"]
+__all__ = ["ANN_MIN_PATCHES", "AnnIndex", "build_ann", "candidate_tiles", "choose"]
 
 #: below this many stored patches the exact scan is fast enough (and exact): see the module docstring
 ANN_MIN_PATCHES = 2_500_000
@@ -59,11 +59,9 @@ def ann_dir(root: Path) -> Path:
 
 
 def _parts_state(coll: Any) -> list[dict]:
-    from .store import read_metadata
-
     out = []
     for s in coll.scenes:
-        emb, _ = read_metadata(s.part(coll.root))
+        emb, _ = coll.part_metadata(s)
         info = emb["patch_embeddings"]
         out.append({"scene": s.name, "tiles": int(info["shape"][0]), "digest": info.get("digest")})
     return out
@@ -113,7 +111,7 @@ def _cached(coll: Any) -> tuple[AnnIndex | None, bool]:
     version of ``ann.json`` (reading a 300 MB index for every query would cost more than it saves)."""
     meta = ann_dir(coll.root) / "ann.json"
     key = meta.stat().st_mtime_ns if meta.is_file() else None
-    hit = getattr(coll, "_ann_cache", None)
+    hit = coll._ann_cache
     if hit is not None and hit[0] == key:
         return hit[1], hit[2]
     ann = AnnIndex.load(coll.root) if key is not None else None
@@ -122,10 +120,11 @@ def _cached(coll: Any) -> tuple[AnnIndex | None, bool]:
     return ann, current
 
 
-def should_use(coll: Any, exact: bool | None) -> bool:
-    """Whether a query of ``coll`` goes through its ANN index (see :meth:`SceneCollection.find`)."""
+def choose(coll: Any, exact: bool | None) -> AnnIndex | None:
+    """The ANN index a query of ``coll`` goes through, or None for the exact scan (see
+    :meth:`SceneCollection.find`)."""
     if exact:
-        return False
+        return None
     ann, current = _cached(coll)
     if exact is False:
         if ann is None:
@@ -133,24 +132,21 @@ def should_use(coll: Any, exact: bool | None) -> bool:
         if not current:
             raise InputError(f"the ANN index of {coll.root} is older than its scenes: rebuild it with "
                              "geoalign index --ann ...", param="exact")
-        coll._ann = ann
-        return True
+        return ann
     if ann is None or coll.n_patches() < ANN_MIN_PATCHES:
-        return False
+        return None
     if not current:
         warnings.warn(f"the ANN index of {coll.root} is older than its scenes; searching exactly (rebuild it "
                       "with geoalign index --ann ...)", UserWarning, stacklevel=3)
-        return False
-    coll._ann = ann
-    return True
+        return None
+    return ann
 
 
-def candidate_tiles(coll: Any, phrases: list[str], max_results: int) -> dict[str, np.ndarray]:
-    """scene -> tile rows holding the nearest patches of the phrases (from ``coll._ann``)."""
-    enc = coll.encoder
+def candidate_tiles(ann: AnnIndex, enc: Any, phrases: list[str], max_results: int) -> dict[str, np.ndarray]:
+    """scene -> tile rows holding the nearest patches of the phrases (``enc``: their text model)."""
     texts = enc.encode_phrases(phrases).float().cpu().numpy()
     k = max(ANN_K_MIN, ANN_K_PER_RESULT * int(max_results))
-    return coll._ann.search(texts, k)
+    return ann.search(texts, k)
 
 
 def _vectors(q: np.ndarray) -> np.ndarray:

@@ -66,6 +66,8 @@ class SceneCollection:
                              param="index")
         self._check_raster = check_raster
         self._device, self._batch_size = device, batch_size
+        self._metadata: dict[str, tuple[dict, dict]] = {}
+        self._ann_cache: tuple | None = None  # (ann.json version, AnnIndex, current): see ann.choose
         self._open: OrderedDict[str, Any] = OrderedDict()  # the parts opened last (at most MAX_OPEN)
         self._enc: Encoder | None = None
         self.path = root
@@ -131,14 +133,20 @@ class SceneCollection:
     def __len__(self) -> int:
         return len(self.scenes)
 
-    def n_patches(self) -> int:
-        """Stored patch vectors over all indexed scenes (from the parts' metadata, nothing loaded)."""
+    def part_metadata(self, scene: Scene) -> tuple[dict, dict]:
+        """``(emb, geoalign)`` metadata of a scene's part, read once (nothing else of it is loaded)."""
         from .store import read_metadata
 
+        if scene.name not in self._metadata:
+            self._metadata[scene.name] = read_metadata(scene.part(self.root))
+        return self._metadata[scene.name]
+
+    def n_patches(self) -> int:
+        """Stored patch vectors over all indexed scenes (from the parts' metadata, nothing loaded)."""
         if getattr(self, "_n_patches", None) is None:
             total = 0
             for s in self.scenes:
-                emb, _ = read_metadata(s.part(self.root))
+                emb, _ = self.part_metadata(s)
                 shape = emb["patch_embeddings"]["shape"]
                 total += int(shape[0]) * int(shape[1])
             self._n_patches = total
@@ -153,10 +161,17 @@ class SceneCollection:
                 return CRS.from_user_input(crs)
             except Exception:  # noqa: BLE001 -- pyproj's errors vary
                 raise InputError(f"unknown CRS {crs!r}", param="crs") from None
-        crss = {_scene_crs(s.part(self.root)) for s in self.scenes}
+        crss = {self._crs(s) for s in self.scenes}
         if len(crss) == 1 and None not in crss:
             return CRS.from_user_input(next(iter(crss)).to_wkt())
         return CRS.from_epsg(4326)
+
+    def _crs(self, scene: Scene):
+        """A scene's CRS from its part's metadata (without opening the part)."""
+        from rasterio.crs import CRS
+
+        wkt = self.part_metadata(scene)[1]["raster"].get("crs")
+        return CRS.from_wkt(wkt) if wkt else None
 
     def check_compatible(self, enc: Encoder, bands: Any = None) -> None:
         for s in self.scenes:
@@ -185,8 +200,9 @@ class SceneCollection:
         min_score = DEFAULT_MIN_SCORE if min_score is None else float(min_score)
         max_results = DEFAULT_MAX_RESULTS if max_results is None else int(max_results)
         out_crs = self.output_crs(crs)
-        use_ann = ann.should_use(self, exact)
-        narrowed = ann.candidate_tiles(self, phrases, max_results) if use_ann else None
+        ann_index = ann.choose(self, exact)
+        use_ann = ann_index is not None
+        narrowed = ann.candidate_tiles(ann_index, enc, phrases, max_results) if use_ann else None
         order = self._scene_order(phrases, narrowed)
         found: list[pd.DataFrame] = []
         floors = np.full(len(phrases), min_score)
@@ -200,8 +216,7 @@ class SceneCollection:
                 gdf = idx.find(phrases, None, float(floors.min()), max_results, **kwargs)
             if len(gdf) == 0:
                 continue
-            gdf = gdf.to_crs(out_crs) if gdf.crs is not None else gdf.set_crs(out_crs, allow_override=True)
-            gdf.insert(0, "scene", scene.name)
+            gdf = _as_scene_rows(gdf, scene.name, out_crs)
             found.append(gdf)
             floors = _floors(pd.concat(found), phrases, max_results, min_score)
         out = self._merge(found, phrases, max_results, out_crs)
@@ -257,8 +272,7 @@ class SceneCollection:
         parts = []
         for s in self.scenes:
             gdf = self.part(s).tile_classify(classes, top_k, **kwargs)
-            gdf = gdf.to_crs(out_crs) if gdf.crs is not None else gdf.set_crs(out_crs, allow_override=True)
-            gdf.insert(0, "scene", s.name)
+            gdf = _as_scene_rows(gdf, s.name, out_crs)
             parts.append(gdf)
         out = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), geometry="geometry", crs=out_crs)
         first = parts[0].attrs.get("geoalign", {})
@@ -293,14 +307,11 @@ class SceneCollection:
                 "overlap": self.settings["overlap"]}
 
 
-def _scene_crs(part: Path):
-    """A part's CRS from its metadata (without opening the part)."""
-    from rasterio.crs import CRS
-
-    from .store import read_metadata
-
-    wkt = read_metadata(part)[1]["raster"].get("crs")
-    return CRS.from_wkt(wkt) if wkt else None
+def _as_scene_rows(gdf: Any, name: str, crs: Any) -> Any:
+    """One scene's result in the collection's CRS, with its ``scene`` column first."""
+    gdf = gdf.to_crs(crs) if gdf.crs is not None else gdf.set_crs(crs, allow_override=True)
+    gdf.insert(0, "scene", name)
+    return gdf
 
 
 def _floors(found: pd.DataFrame, phrases: list[str], k: int, min_score: float) -> np.ndarray:

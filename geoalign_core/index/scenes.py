@@ -74,6 +74,11 @@ def is_collection(path: object) -> bool:
     return path is not None and Path(str(path)).is_dir() and (Path(str(path)) / MANIFEST).is_file()
 
 
+def is_pattern(s: str) -> bool:
+    """Whether an input names a glob pattern (``*``, ``?``, ``[``) rather than one file."""
+    return not _is_remote(s) and bool(_GLOB.search(s))
+
+
 def _is_remote(s: str) -> bool:
     return "://" in s or s.startswith("/vsi")
 
@@ -85,7 +90,7 @@ def expand_inputs(rasters: Sequence[str], from_list: str | os.PathLike | None = 
     duplicates dropped; a pattern that matches nothing is an error."""
     items: list[str] = []
     for r in rasters:
-        if not _is_remote(r) and _GLOB.search(r):
+        if is_pattern(r):
             hits = sorted(glob.glob(r, recursive=True))
             if not hits:
                 raise InputError(f"no file matches {r!r}", param="rasters")
