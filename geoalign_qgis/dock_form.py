@@ -114,7 +114,8 @@ class DockForm:
         self.min_score.setDecimals(3)
         self.min_score.setSingleStep(0.05)
         self.min_score.setValue(DEFAULT_MIN_SCORE)
-        self.min_score.setToolTip("Keep objects whose score (probability of the phrase) is at least this")
+        self.min_score.setToolTip("Keep objects whose score is at least this (scores are calibrated against the "
+                                  "scene: 0.12 = a typical region, 0.5 = well above it)")
         form.addRow("Min score", self.min_score)
 
         self.max_results = QSpinBox(body)

@@ -229,6 +229,9 @@ class SceneCollection:
     def _scene_order(self, phrases: list[str], narrowed: dict[str, np.ndarray] | None) -> list[tuple[Scene, float]]:
         """Scenes with the best score bound of any of their tiles, best first (exact: every
         patch of every scene; with ANN: the tiles it named)."""
+        import torch
+        from rasterio.windows import Window
+
         from ..inference import scoring
 
         enc = self.encoder
@@ -240,8 +243,11 @@ class SceneCollection:
             if len(rows) == 0:
                 continue
             best = idx.patch_scores(rows, texts, len(phrases), enc.logit_scale)
-            bound = scoring.score_bound(best, probability=True)
-            ranked.append((s, float(bound.max())))
+            bound = scoring.score_bound(best, probability=True).amax(dim=0)  # [N] raw
+            # in the scene's calibrated scores, which find reports and the floors are in
+            cal = idx.calibration(Window(0, 0, idx.width, idx.height), idx.tile_size(None), idx.overlap(None, 0.25),
+                                  texts, len(phrases))
+            ranked.append((s, float(cal.score(bound, torch.arange(len(phrases))).max())))
         ranked.sort(key=lambda t: -t[1])
         return ranked
 

@@ -125,6 +125,7 @@ class SceneIndex:
         self._pvalid: dict[int, torch.Tensor] = {}
         self._only: np.ndarray | None = None  # rows a query is restricted to (a collection's ANN search)
         self._scores_memo: tuple[tuple, torch.Tensor] | None = None
+        self._cal_memo: dict[tuple, Any] = {}
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -376,14 +377,31 @@ class SceneIndex:
         self._scores_memo = (key, out.clone())
         return out
 
-    def candidate_windows(self, windows: list[Window], texts: torch.Tensor, n_phrases: int, min_score: float,
-                          max_results: int, logit_scale: float | None) -> tuple[list[Window], torch.Tensor]:
+    def calibration(self, area: Window, tile_size: int, overlap: float, texts: torch.Tensor, n_phrases: int,
+                    cancel: Cancel | None = None):
+        """find's score calibration (:func:`geoalign_core.inference.calibration.measure`) over all
+        the stored tiles of ``area`` (also inside :meth:`restricted`), measured once per
+        (area, phrase set) and kept."""
+        from ..inference import calibration
+
+        key = (int(area.col_off), int(area.row_off), int(area.width), int(area.height), int(tile_size),
+               float(overlap), n_phrases, hash(texts.detach().cpu().float().numpy().tobytes()))
+        if key not in self._cal_memo:
+            with self.restricted(None):
+                windows = self.windows(tile_size, overlap, area)
+            self._cal_memo[key] = calibration.measure(self.encoder, self, windows, texts, n_phrases, cancel)
+        return self._cal_memo[key]
+
+    def candidate_windows(self, windows: list[Window], texts: torch.Tensor, n_phrases: int,
+                          min_score: float | torch.Tensor, max_results: int, logit_scale: float | None
+                          ) -> tuple[list[Window], torch.Tensor]:
         """The windows worth pooling candidate boxes in, best first, from one pass over every stored patch.
 
         Each tile's best patch score per phrase (:meth:`patch_scores`) bounds what its regions
         can score (:func:`~geoalign_core.inference.scoring.score_bound`: a region's embedding
         averages its patches', so it can beat its best patch, but not by far). Tiles whose bound stays below
-        ``min_score`` are dropped; the rest come best first, with their bounds ``[T, N]``, so
+        ``min_score`` (a number, or one per phrase) for every phrase are dropped; the rest come
+        best first, with their bounds ``[T, N]``, so
         that :func:`~geoalign_core.inference.find.find_candidates` can stop once no remaining
         tile can reach the ``max_results``-th best box. ``logit_scale=None``: ``texts`` are
         query vectors scored by cosine similarity (``similar``).
@@ -395,7 +413,8 @@ class SceneIndex:
                                     probability=logit_scale is not None)
         top = bound.amax(dim=1)
         order = torch.argsort(top, descending=True, stable=True)
-        order = order[top[order] >= float(min_score)]
+        minimum = torch.as_tensor(min_score, dtype=bound.dtype).expand(n_phrases)
+        order = order[(bound[order] >= minimum.view(1, -1)).any(dim=1)]
         return [windows[int(i)] for i in order], bound[order]
 
     def region_embeddings(self, boxes: np.ndarray, area: Window, tile_size: int, overlap: float,

@@ -23,7 +23,7 @@ from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE, DEFAULT_NMS_IOU
 from ..errors import InputError
 from ..geo import pixel_boxes_to_polygons
 from ..geo.grid import area_window
-from . import scoring
+from . import calibration, scoring
 from .encoder import Cancel, EmbeddingBatch, Encoder, Progress, Stage, enter_stage, tile_scale
 from .metadata import raster_meta, run_metadata
 from .regions import centres_in, load_regions, load_within, pd_strings
@@ -102,9 +102,11 @@ def find(
             feats, rboxes, n_out = load_regions(regions, src, area, regions_layer, buffer)
             texts, bg = enc.query_texts(phrases)
             enter_stage(stage, "scoring regions")
+            cal = _calibrate(enc, src, area, ts, overlap, texts, len(phrases), cancel)
             emb = src.region_embeddings(rboxes, area, ts, overlap, progress, cancel)
             probs = scoring.phrase_probabilities(emb, texts, len(phrases), enc.logit_scale).cpu()
-            k_idx, p_idx = (probs >= float(min_score)).nonzero(as_tuple=True)
+            floor = cal.raw_threshold(float(min_score))
+            k_idx, p_idx = (probs >= floor.view(1, -1)).nonzero(as_tuple=True)
             boxes = torch.from_numpy(rboxes)[k_idx]
             scores = probs[k_idx, p_idx]
             keep = scoring.nms_per_label(boxes, scores, p_idx, iou=1.0, cap=int(max_results))
@@ -121,9 +123,10 @@ def find(
                 extra |= {"within": str(within) if not isinstance(within, gpd.GeoDataFrame) else "GeoDataFrame",
                           "n_within": n_within}
             enter_stage(stage, "scanning tiles")
+            cal = _calibrate(enc, src, area, ts, overlap, texts, len(phrases), cancel)
             boxes, scores, p_idx, n_scanned = find_candidates(
-                enc, src, windows, area, texts, len(phrases), float(min_score), int(max_results),
-                float(nms_iou), progress, cancel,
+                enc, src, windows, area, texts, len(phrases), cal.raw_threshold(float(min_score)),
+                int(max_results), float(nms_iou), progress, cancel,
             )
             if zone is not None:
                 inside = centres_in(zone, boxes)
@@ -144,8 +147,9 @@ def find(
                       "refine": bool(refine),
                      "dense_thresholds": list(scoring.DENSE_THRESHOLDS),
                      "window_scales_patches": list(scoring.WINDOW_SCALES)}
-        boxes, scores, p_idx = boxes[keep], scores[keep], p_idx[keep]
-        order = np.lexsort((-scores.numpy(), p_idx.numpy()))
+        boxes, raw, p_idx = boxes[keep], scores[keep], p_idx[keep]
+        scores = cal.score(raw, p_idx)
+        order = np.lexsort((-raw.numpy(), p_idx.numpy()))  # the raw score orders as the calibrated one, without ties
         boxes, scores, p_idx = boxes[order], scores[order], p_idx[order]
         ranks = np.zeros(len(order), dtype=np.int64)
         for p in range(len(phrases)):
@@ -168,7 +172,9 @@ def find(
             background_phrases=bg,
             min_score=float(min_score),
             max_results=int(max_results),
-            score="softmax(logit_scale * cos) over phrases + background phrases",
+            score="calibrated against this scene's regions (geoalign_core.inference.calibration)",
+            raw_score="softmax(logit_scale * cos) over phrases + background phrases",
+            calibration=cal.as_dict(phrases),
             n_matches=len(gdf),
             **extra,
         )
@@ -183,7 +189,7 @@ def find_candidates(
     area: Window,
     texts: torch.Tensor,
     n_phrases: int,
-    min_score: float,
+    min_score: float | torch.Tensor,
     max_results: int,
     nms_iou: float,
     progress: Progress | None,
@@ -204,14 +210,15 @@ def find_candidates(
     """
     logit_scale = None if cosine else enc.logit_scale
     phr = texts[:n_phrases]
-    windows, bound = src.candidate_windows(windows, texts, n_phrases, min_score, max_results, logit_scale)
+    minimum = torch.as_tensor(min_score, dtype=torch.float32).expand(n_phrases).clone()  # per phrase
+    windows, bound = src.candidate_windows(windows, texts, n_phrases, minimum, max_results, logit_scale)
     all_boxes: list[torch.Tensor] = []
     all_scores: list[torch.Tensor] = []
     all_labels: list[torch.Tensor] = []
     buffered = 0
     scored = 0
     cap = max(4 * max_results, 200)
-    floor = torch.full((n_phrases,), float(min_score))  # what a new box must reach, per phrase
+    floor = minimum.clone()  # what a new box must reach, per phrase
     for eb in src.embeddings(windows, dense=True, progress=progress, cancel=cancel):
         scored = eb.done
         b = len(eb.tiles)
@@ -230,7 +237,7 @@ def find_candidates(
         probs[~(valid & nonempty)] = 0.0
         # the best PRE_NMS candidates per (tile, phrase) go on to NMS
         probs = keep_top_per_tile(probs, owner, b, PRE_NMS)
-        k_idx, p_idx = (probs >= max(min_score, 1e-12)).nonzero(as_tuple=True)
+        k_idx, p_idx = (probs >= minimum.clamp_min(1e-12).view(1, -1)).nonzero(as_tuple=True)
         if k_idx.numel() == 0:
             continue
         bx, sc = cand[k_idx], probs[k_idx, p_idx]
@@ -247,7 +254,7 @@ def find_candidates(
             all_boxes, all_scores, all_labels = [bx[keep]], [sc[keep]], [lb[keep]]
             buffered = int(keep.numel())
         if bound is not None and eb.done < len(windows):
-            floor = _floors(all_boxes, all_scores, all_labels, n_phrases, max_results, nms_iou, min_score)
+            floor = _floors(all_boxes, all_scores, all_labels, n_phrases, max_results, nms_iou, minimum)
             if bool((bound[eb.done:].amax(dim=0) < floor).all()):
                 break  # no tile left can reach the max_results-th box of any phrase
     if not all_boxes:
@@ -257,17 +264,27 @@ def find_candidates(
 
 
 def _floors(boxes: list[torch.Tensor], scores: list[torch.Tensor], labels: list[torch.Tensor], n_phrases: int,
-            max_results: int, nms_iou: float, min_score: float) -> torch.Tensor:
+            max_results: int, nms_iou: float, minimum: torch.Tensor) -> torch.Tensor:
     """Per phrase, what a new box must score to enter the results: the ``max_results``-th best
-    score so far (after NMS), or ``min_score`` while there are fewer boxes."""
+    score so far (after NMS), or the phrase's ``minimum`` while there are fewer boxes."""
     bx, sc, lb = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
     keep = scoring.nms_per_label(bx, sc, lb, nms_iou, cap=max_results)
-    out = torch.full((n_phrases,), float(min_score))
+    out = minimum.clone()
     for p in range(n_phrases):
         mine = sc[keep][lb[keep] == p]
         if len(mine) >= max_results:
-            out[p] = max(float(min_score), float(mine.min()))
+            out[p] = max(float(minimum[p]), float(mine.min()))
     return out
+
+
+def _calibrate(enc: Encoder, src: EmbeddingSource, area: Window, tile_size: int, overlap: float,
+               texts: torch.Tensor, n_phrases: int, cancel: Cancel | None) -> calibration.Calibration:
+    """The scene's score calibration over the search area's tiles (:mod:`.calibration`); a source
+    that keeps a memo (a scene index) measures each (area, phrase set) once."""
+    own = getattr(src, "calibration", None)
+    if own is not None:
+        return own(area, tile_size, overlap, texts, n_phrases, cancel)
+    return calibration.measure(enc, src, src.windows(tile_size, overlap, area), texts, n_phrases, cancel)
 
 
 def score_candidates(

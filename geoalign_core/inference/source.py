@@ -51,8 +51,8 @@ class EmbeddingSource(Protocol):
 
     def windows(self, tile_size: int, overlap: float, area: Window) -> list[Window]: ...
 
-    def candidate_windows(self, windows: list[Window], texts: torch.Tensor, n_phrases: int, min_score: float,
-                          max_results: int, logit_scale: float | None
+    def candidate_windows(self, windows: list[Window], texts: torch.Tensor, n_phrases: int,
+                          min_score: float | torch.Tensor, max_results: int, logit_scale: float | None
                           ) -> tuple[list[Window], torch.Tensor | None]: ...
 
     def embeddings(self, windows: Sequence[Window], dense: bool = True, progress: Progress | None = None,
@@ -117,8 +117,8 @@ class LiveSource:
     def windows(self, tile_size: int, overlap: float, area: Window) -> list[Window]:
         return tile_windows(self.width, self.height, tile_size, overlap, area=area)
 
-    def candidate_windows(self, windows: list[Window], texts: torch.Tensor, n_phrases: int, min_score: float,
-                          max_results: int, logit_scale: float | None
+    def candidate_windows(self, windows: list[Window], texts: torch.Tensor, n_phrases: int,
+                          min_score: float | torch.Tensor, max_results: int, logit_scale: float | None
                           ) -> tuple[list[Window], torch.Tensor | None]:
         """All of them, in grid order and without bounds: what a tile holds is known only after its image pass."""
         return windows, None
