@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 
+import geopandas as gpd
 import pytest
+import rasterio
 from cli_helpers import assert_bad, cli
 
 from geoalign_core import load_model
+from geoalign_core.geo.vectors import boxes_to_pixels
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -63,3 +66,40 @@ def test_finetune_bad_input(scene_1002, tiny_ckpt, tmp_path, capsys):
     assert_bad(capsys, ["finetune", tif, tmp_path / "missing.gpkg", *base], tmp_path, "not found")
     assert_bad(capsys, ["finetune", tif, gpkg, *base, "--val-fraction", "0"], tmp_path, "val fraction")
     assert_bad(capsys, ["finetune", tif, gpkg, *base, "--alpha", "2"], tmp_path, "--alpha")
+    assert_bad(capsys, ["finetune", tif, gpkg, *base, "--bounds", "1,2,3"], tmp_path, "--bounds must be four numbers")
+    assert_bad(capsys, ["finetune", tif, gpkg, *base, "--bounds", "0,0,10,10"], tmp_path, "do not overlap")
+
+
+@pytest.mark.slow
+def test_finetune_pixel_box_csv_inside_bounds(scene_1002, tiny_ckpt, tmp_path, capsys):
+    """Labels as a CSV of pixel boxes (told apart from the raster by content) and --bounds: only chips
+    inside the bounds, for training and the held-out part alike; the prepare line carries them."""
+    tif, gpkg = scene_1002
+    polys = gpd.read_file(gpkg)
+    with rasterio.open(tif) as ds:
+        (left, bottom, _, top), res = ds.bounds, ds.res[0]
+        px = boxes_to_pixels(polys, ds.transform)
+    csv = tmp_path / "boxes.csv"
+    csv.write_text("image_path,xmin,ymin,xmax,ymax,label\n" + "".join(
+        f"{tif.name},{x0:.3f},{y0:.3f},{x1:.3f},{y1:.3f},{c}\n" for (x0, y0, x1, y1), c in zip(px, polys["class"])))
+    bounds = [left, bottom, left + 256 * res, top]  # the left half: 256 x 512 px
+    out = tmp_path / "ft"
+    rc, _, err = cli(capsys, "finetune", tif, csv, "--class-field", "label", "--from", tiny_ckpt, "--out", out,
+                     "--bounds", ",".join(map(str, bounds)), "--steps", "1", "--batch-size", "4", "--alpha", "1",
+                     "--quiet")
+    assert rc == 0, err
+    data = out / "data" / tif.stem
+    train = [json.loads(x) for x in (data / "samples.jsonl").read_text().splitlines()]
+    val = [json.loads(x) for x in (data / "samples_val.jsonl").read_text().splitlines()]
+    assert train and val
+    assert all(s["window"][0] + s["window"][2] <= 256 for s in train + val)  # inside the bounds
+    assert all(s["bounds"][2] <= bounds[2] + 1e-6 for s in train + val)
+    # the held-out part is the south end of the bounds (taller than wide), below every training chip
+    assert min(s["window"][1] for s in val) >= max(s["window"][1] + s["window"][3] for s in train)
+    meta = json.loads((data / "dataset.json").read_text())
+    assert meta["parameters"]["bounds"] == pytest.approx(bounds) and meta["area"][2] == 256
+    prep = next(c for c in (out / "commands.sh").read_text().splitlines() if c.startswith("geoalign prepare "))
+    assert f" {csv} " in prep and f"--bounds {','.join(map(str, bounds))}" in prep
+    report = json.loads((out / "report.json").read_text())
+    assert report["bounds"] == pytest.approx(bounds) and report["alpha"] == 1.0
+    assert "Only chips inside the bounds" in (out / "report.md").read_text()

@@ -92,7 +92,8 @@ def test_summary_counts(prepared, handmade, tmp_path, capsys):
     assert summ["features_skipped"] == {"empty or missing class value": 2, "class value not in the given classes": 1,
                                         "empty or missing geometry": 1, "not a polygon (point or line)": 1,
                                         "cannot be reprojected to the raster's CRS (outside the area where it is "
-                                        "defined)": 0, "outside the raster": 1}
+                                        "defined)": 0, "outside the raster": 1,
+                                        "degenerate pixel box (xmax <= xmin or ymax <= ymin)": 0}
     assert summ["unknown_class_values"] == {"ufo": 1}
     assert summ["regions_dropped_as_slivers"] == 1
     assert sorted(samples) == ["chips/000000.tif", "chips/000004.tif", "chips/000005.tif"]

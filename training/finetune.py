@@ -180,11 +180,16 @@ def finetune(
     device: str = "auto",
     layer: str | None = None,
     alpha: float | None = None,
+    bounds: Sequence[float] | None = None,
     overwrite: bool = False,
     quiet: bool = False,
     say=print,
 ) -> FinetuneResult:
-    """Fine-tune ``start`` on ``rasters`` + ``labels`` into ``out`` (see the module docstring)."""
+    """Fine-tune ``start`` on ``rasters`` + ``labels`` into ``out`` (see the module docstring).
+
+    ``bounds`` (minx, miny, maxx, maxy in the rasters' CRS): only chips inside them, for training
+    and the held-out part alike (``prepare --bounds``; the held-out part is the east, or south,
+    ``val_fraction`` of the bounds)."""
     from geoalign_core.data import PrepareOptions, prepare_dataset
 
     from .config import config_from_dict
@@ -214,7 +219,8 @@ def finetune(
         stems[stem] = stems.get(stem, 0) + 1
         d = out / "data" / (stem if stems[stem] == 1 else f"{stem}-{stems[stem]}")
         opts = PrepareOptions(class_field=class_field, chip_size=chip, stride=max(8, chip // 2),
-                              val_fraction=val_fraction, background=background, layer=layer)
+                              val_fraction=val_fraction, background=background, layer=layer,
+                              bounds=None if bounds is None else tuple(float(v) for v in bounds))
         summary = prepare_dataset(raster, lab, d, opts, overwrite=True, progress=not quiet)
         classes.update(summary.class_counts)
         data_dirs.append(d)
@@ -224,7 +230,9 @@ def finetune(
         commands.append(shlex.join(["geoalign", "prepare", raster, lab, "--class-field", class_field, "--out", str(d),
                                     "--chip-size", str(chip), "--stride", str(max(8, chip // 2)),
                                     "--val-fraction", f"{val_fraction:g}", "--background", str(background),
-                                    *(["--layer", layer] if layer else []), "--overwrite"]))
+                                    *(["--layer", layer] if layer else []),
+                                    *(["--bounds", ",".join(str(v) for v in opts.bounds)] if opts.bounds else []),
+                                    "--overwrite"]))
     classes_l = sorted(classes)
     if len(classes_l) == 1:
         say(f"warning: one class ({classes_l[0]}): the background boxes are its only contrast")
@@ -262,6 +270,7 @@ def finetune(
     (out / "commands.sh").write_text("#!/bin/sh\n# what geoalign finetune ran (in this order)\nset -e\n"
                                      + "\n".join(commands) + "\n")
     report = {"start": str(start), "model": str(final), "classes": classes_l, "steps": n_steps,
+              "bounds": None if bounds is None else [float(v) for v in bounds],
               "alpha": chosen, "alphas_tried": [[a, v] for a, v in tried],
               "batch_size": bs, "lr": float(lr), "train_chips": n_train, "val_fraction": float(val_fraction),
               "before": before, "after": after, "seconds": round(time.perf_counter() - t0, 1)}
@@ -287,7 +296,9 @@ def _report_lines(r: dict) -> list[str]:
         f"fine-tuned + {1 - r['alpha']:g} x start (the largest share that keeps the reference scene within "
         f"{FORGET_TOLERANCE:g}; tried {', '.join(f'{a:g}: {v:.3f}' for a, v in r['alphas_tried'])}).",
         f"Measured on the held-out {r['val_fraction']:g} of each scene (its east end, or south when taller), "
-        "never seen in training.",
+        "never seen in training." if not r.get("bounds") else
+        f"Only chips inside the bounds {', '.join(f'{v:.10g}' for v in r['bounds'])}; measured on their held-out "
+        f"{r['val_fraction']:g} (the east end, or south when taller), never seen in training.",
         "",
         "| held-out measure | before | after |",
         "|---|---|---|",

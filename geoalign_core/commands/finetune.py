@@ -5,9 +5,10 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import GeoAlignError, InputError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,16 +16,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "finetune",
         help="fine-tune a model on your own labelled polygons (prepare + train + before/after report)",
         description=(
-            "Fine-tune MODEL on rasters and their labelled polygons: chips every half chip with background "
-            "boxes, the east (or south) --val-fraction of each scene held out, stage II training sized to the "
-            "data, then region top-1 and background-vs-object on the held-out part before and after. Writes "
+            "Fine-tune MODEL on rasters and their labelled polygons (or pixel boxes): chips every half chip "
+            "with background boxes, the east (or south) --val-fraction of each scene (or of --bounds) held "
+            "out, stage II training sized to the data, then region top-1 and background-vs-object on the "
+            "held-out part before and after. Writes "
             "DIR/<name>.safetensors, DIR/report.md, DIR/commands.sh (the prepare/train/eval commands it ran) "
             "and DIR/train.yaml."
         ),
     )
     p.add_argument("files", nargs="+", metavar="FILE",
-                   help="the rasters, then their labels (one labels file for all, or one per raster in order); "
-                        "rasters and vector files are told apart by their contents")
+                   help="the rasters, then their labels (one labels file for all, or one per raster in order): "
+                        "polygons in any OGR format, or a CSV of pixel boxes xmin,ymin,xmax,ymax; rasters and "
+                        "labels files are told apart by their contents")
     p.add_argument("--class-field", required=True, help="field holding each polygon's class")
     p.add_argument("--from", dest="start", default=None, metavar="MODEL",
                    help="the model to start from (a name or a .safetensors; default: the default model)")
@@ -39,6 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=float, default=None, metavar="A",
                    help="keep A x the fine-tuned weights + (1 - A) x the start's (default: the largest of 1, "
                         "0.75, 0.5, 0.25 that keeps a generated reference scene within 0.05 of the start)")
+    p.add_argument("--bounds", metavar="MINX,MINY,MAXX,MAXY", default=None,
+                   help="only chips inside this area, in the rasters' CRS, for training and the held-out part "
+                        "(its east --val-fraction), e.g. the left half of a scene")
     p.add_argument("--layer", default=None, help="layer of multi-layer label files")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out folder")
@@ -49,6 +55,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _is_raster(path: str) -> bool:
     import rasterio
 
+    from ..data.labels import is_pixel_box_csv
+
+    if is_pixel_box_csv(path):  # GDAL's XYZ driver may take a CSV of numbers for a grid
+        return False
     try:
         with rasterio.open(path):
             return True
@@ -58,7 +68,9 @@ def _is_raster(path: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from ..defaults import DEFAULT_MODEL
+    from .options import parse_bounds
 
+    bounds = parse_bounds(args.bounds)
     for f in args.files:
         if not ("://" in f or f.startswith("/vsi") or Path(f).exists()):
             raise InputError(f"file not found: {f}")
@@ -71,16 +83,23 @@ def run(args: argparse.Namespace) -> int:
     if not rasters:
         raise InputError("no raster among the files (give the rasters, then their labels)")
     if not labels:
-        raise InputError("no labels file among the files (give the rasters, then their labelled polygons)")
+        raise InputError("no labels file among the files (give the rasters, then their labelled polygons or "
+                         "pixel boxes)")
     try:
         from training.finetune import finetune
     except ModuleNotFoundError as exc:
         raise InputError("the training package is not installed (install geoalign from a source checkout)") from exc
-    res = finetune(rasters, labels, args.class_field, args.start or DEFAULT_MODEL, args.out, name=args.name,
-                   val_fraction=args.val_fraction, background=args.background, steps=args.steps, lr=args.lr,
-                   batch_size=args.batch_size, device=args.device, layer=args.layer, alpha=args.alpha,
-                   overwrite=args.overwrite,
-                   quiet=args.quiet, say=(lambda s: None) if args.quiet else print)
+    created = not args.out.exists()
+    try:
+        res = finetune(rasters, labels, args.class_field, args.start or DEFAULT_MODEL, args.out, name=args.name,
+                       val_fraction=args.val_fraction, background=args.background, steps=args.steps, lr=args.lr,
+                       batch_size=args.batch_size, device=args.device, layer=args.layer, alpha=args.alpha,
+                       bounds=bounds, overwrite=args.overwrite,
+                       quiet=args.quiet, say=(lambda s: None) if args.quiet else print)
+    except GeoAlignError:
+        if created:  # bad input (labels, bounds, ...) found on the way: leave nothing behind
+            shutil.rmtree(args.out, ignore_errors=True)
+        raise
     print("\n".join(res.summary))
     print(f"wrote {res.model} ({res.report}, {args.out / 'commands.sh'})")
     return 0
