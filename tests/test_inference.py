@@ -379,3 +379,41 @@ def test_cancel_and_progress(predictor, textured, tmp_path):
         predictor.heatmap(textured, "x", tmp_path / "c.tif", tile_size=32, cancel=cancel)
     assert isinstance(exc.value, GeoAlignError)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_find_object_size_adds_windows_and_keeps_boxes_of_that_size(predictor, textured, tmp_path, capsys):
+    """``object_size`` (metres): windows of that size join the candidates, every box's area is within
+    SIZE_RANGE x of it, and the size is in the metadata; a bad size is one line, exit 2."""
+    from cli_helpers import assert_bad
+
+    from geoalign_core.inference.find import SIZE_RANGE, size_fits, sized_windows
+
+    # small tensors: windows of 8 x 4 input px stepped by a quarter of the size; the area test
+    win = sized_windows(torch.tensor([[16.0, 8.0], [float("nan"), float("nan")]]), 2.0, 16)[0]
+    assert torch.all(win[:, 2] - win[:, 0] == 8) and torch.all(win[:, 3] - win[:, 1] == 4)
+    assert win[:, 0].unique().tolist() == [0.0, 2.0, 4.0, 6.0, 8.0]
+    fits = size_fits(torch.tensor([[0.0, 0, 10, 10], [0, 0, 2, 2]], dtype=torch.float64),
+                     torch.tensor([[10.0, 10.0], [float("nan"), float("nan")]], dtype=torch.float64))
+    assert fits.tolist() == [[True, True], [False, True]]
+    with rasterio.open(textured) as ds:
+        px = abs(ds.transform.a)
+    side = 12 * px  # 12 px objects
+    gdf = predictor.find(textured, ["a field", "a road"], min_score=0.0, max_results=20, object_size=side)
+    assert len(gdf) > 0
+    area_px = gdf.geometry.area / px**2
+    assert (area_px >= 144 / SIZE_RANGE - 1e-6).all() and (area_px <= 144 * SIZE_RANGE + 1e-6).all()
+    assert gdf.attrs["geoalign"]["object_sizes_m"] == {"a field": [round(side, 3)] * 2, "a road": [round(side, 3)] * 2}
+    exact = ((gdf.geometry.bounds.maxx - gdf.geometry.bounds.minx) / px).round(6)
+    assert (exact == 12).any()  # the object-size windows are among the candidates
+    for bad in ("0", "a,b", "1,2,3", "-4"):
+        assert_bad(capsys, ["find", str(textured), "a field", "--object-size", bad, "--model",
+                            predictor.model_source, "--out", str(tmp_path / "m.gpkg")], tmp_path, "--object-size")
+
+
+def test_background_phrases_leave_out_the_query_up_to_a_plural(predictor):
+    """find scores "tree" against the background phrases, but not against "trees" (the same thing)."""
+    _, bg = predictor.query_texts(["tree", "A Building"])
+    assert "trees" not in bg and "buildings" not in bg
+    assert {"roof", "grass", "background"} <= set(bg)
+    _, bg = predictor.query_texts(["grass"])
+    assert "grass" not in bg and "bare ground" in bg

@@ -39,6 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "1.15 spreads above the scene's median region)")
     p.add_argument("--max-results", type=int, default=DEFAULT_MAX_RESULTS, metavar="N",
                    help="best N matches per phrase (default: %(default)s)")
+    p.add_argument("--object-size", default=None, metavar="W[,H]",
+                   help="the objects' typical size in metres (a side, or width,height): windows of that size join "
+                        "the candidates and boxes far from it (area outside 1/2.5 .. 2.5x) are dropped; a model "
+                        "from 'geoalign finetune' knows its classes' sizes without it")
     p.add_argument("--nms-iou", type=float, default=DEFAULT_NMS_IOU, metavar="IOU",
                    help="boxes overlapping a better one by more than IOU are dropped (default: %(default)s)")
     refine = p.add_mutually_exclusive_group()
@@ -70,6 +74,15 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--max-results must be at least 1; got {args.max_results}")
         if not 0.0 < args.nms_iou <= 1.0:
             raise InputError(f"--nms-iou must be in (0, 1]; got {args.nms_iou}")
+        object_size = None
+        if args.object_size is not None:
+            try:
+                object_size = [float(v) for v in str(args.object_size).split(",")]
+            except ValueError:
+                object_size = []
+            if len(object_size) not in (1, 2) or not all(0 < v < float("inf") for v in object_size):
+                raise InputError(f"--object-size must be one or two positive numbers in metres (W or W,H); "
+                                 f"got {args.object_size!r}")
         for vec in (args.regions, args.within):
             if vec is not None and not vec.exists():
                 raise InputError(f"vector file not found: {vec}")
@@ -87,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
                 predictor, source, phrases, out, overwrite=args.overwrite, regions=args.regions,
                 min_score=args.min_score, max_results=args.max_results, nms_iou=args.nms_iou, refine=refine,
                 regions_layer=args.layer, buffer=args.buffer, within=args.within, within_layer=args.layer,
-                progress=prog, stage=prog.stage, **cs.common_kwargs(args), **cs.collection_kwargs(args, source),
+                **({"object_size": object_size} if object_size is not None else {}), progress=prog,
+                stage=prog.stage, **cs.common_kwargs(args), **cs.collection_kwargs(args, source),
             )
     print(result.summary)
     return 0

@@ -203,7 +203,7 @@ def find(ctx: Context, params: dict) -> dict:
     predictor, loaded = _predictor(ctx, params)
     kw = _common(ctx, params)
     for key in ("regions", "regions_layer", "within", "within_layer", "buffer", "min_score", "max_results", "nms_iou",
-                "refine", "write_empty"):
+                "refine", "write_empty", "object_size"):
         if params.get(key) is not None:
             kw[key] = params[key]
     if params.get("index") and params.get("refine") is None:

@@ -180,3 +180,19 @@ def assign_to_windows(boxes: np.ndarray, area: Window, tile_size: int,
         groups.setdefault(key, []).append(k)
     keys = sorted(groups)
     return [Window(c, r, s, s) for r, c, s in keys], [np.asarray(groups[k]) for k in keys]
+
+
+def pixel_size_m(crs, transform: Affine, width: int, height: int) -> tuple[float, float]:
+    """A raster's pixel width and height in metres: projected CRSs through their linear unit,
+    geographic ones at the raster's centre latitude; without a CRS, the map units as they are."""
+    a, e = abs(float(transform.a)), abs(float(transform.e))
+    if crs is None:
+        return a, e
+    if crs.is_geographic:
+        lat = float((transform * (width / 2.0, height / 2.0))[1])
+        return a * 111_320.0 * max(math.cos(math.radians(lat)), 1e-6), e * 110_540.0
+    try:
+        factor = float(crs.linear_units_factor[1])
+    except Exception:  # noqa: BLE001 - an unknown unit: take the map units as metres
+        factor = 1.0
+    return a * factor, e * factor

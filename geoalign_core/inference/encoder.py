@@ -204,9 +204,11 @@ class Encoder:
         return class_embeddings(self.encode_phrases, classes, templates or self.templates)
 
     def query_texts(self, phrases: list[str]) -> tuple[torch.Tensor, list[str]]:
-        """Embeddings of ``phrases + background`` (background minus the query phrases) and that background."""
-        lower = {p.lower() for p in phrases}
-        bg = [b for b in self.background if b.lower() not in lower]
+        """Embeddings of ``phrases + background`` (background minus the query phrases, up to a plural:
+        :func:`~.vocabulary.background_for`) and that background."""
+        from .vocabulary import background_for
+
+        bg = background_for(phrases, self.background)
         return self.encode_phrases(phrases + bg), bg
 
     def clean(self, texts: Sequence[str] | str | None, what: str = "phrase") -> list[str]:

@@ -29,7 +29,8 @@ from .metadata import raster_meta, run_metadata
 from .regions import centres_in, load_regions, load_within, pd_strings
 from .source import EmbeddingSource, LiveSource, open_source
 
-__all__ = ["find", "find_candidates", "keep_top_per_tile", "pool_candidates", "refine_boxes", "score_candidates"]
+__all__ = ["find", "find_candidates", "keep_top_per_tile", "object_sizes", "pool_candidates", "refine_boxes",
+           "score_candidates", "size_fits", "sized_windows"]
 
 MIN_VALID_FRACTION = 0.5  # candidates / patches with less valid area are ignored
 PRE_NMS = 64  # candidates per (tile, phrase) considered for NMS
@@ -39,6 +40,9 @@ REFINE_ZOOM = 2
 REFINE_MIN_AREA = 0.5  # a refined box keeps at least this share of the original box's area
 REFINE_SPARE = 20  # boxes refined beyond max_results per phrase (NMS may merge refined boxes)
 _BUFFER_LIMIT = 20_000
+# a known object size (``object_size``, or a fine-tuned model's labelled sizes): candidates of that
+# size are added, and a phrase keeps only boxes whose area is within this factor of it
+SIZE_RANGE = 2.5
 
 
 def find(
@@ -60,6 +64,7 @@ def find(
     buffer: float | None = None,
     within: str | PathLike | gpd.GeoDataFrame | None = None,
     within_layer: str | int | None = None,
+    object_size: float | Sequence[float] | None = None,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
     stage: Stage | None = None,
@@ -86,6 +91,14 @@ def find(
     then come from its stored embeddings, only in the tiles where a phrase can score (see
     :func:`find_candidates`), and ``overlap`` defaults to the index's (else 0.25); the box
     refinement re-reads the raster for the kept boxes only.
+
+    ``object_size`` (metres: a side, or width and height): the objects' typical size, for every
+    phrase; without it, a fine-tuned model's labelled sizes (``spec.extra["object_sizes"]``,
+    written by ``geoalign finetune``) apply to the phrases that are its classes. For a phrase
+    with a size, windows of that size (stepped by a quarter of it) join the candidates, only
+    boxes within :data:`SIZE_RANGE` x of its area are kept, and its boxes are not refined.
+
+    ``score``: calibrated against the scene (:mod:`.calibration`); ``min_score`` applies to it.
 
     Rows: ``geometry`` (box), ``phrase``, ``score``, ``rank`` (1 = best, per phrase).
     """
@@ -124,10 +137,13 @@ def find(
                           "n_within": n_within}
             enter_stage(stage, "scanning tiles")
             cal = _calibrate(enc, src, area, ts, overlap, texts, len(phrases), cancel)
+            sizes, size_meta = object_sizes(enc, phrases, object_size, src)
             boxes, scores, p_idx, n_scanned = find_candidates(
                 enc, src, windows, area, texts, len(phrases), cal.raw_threshold(float(min_score)),
-                int(max_results), float(nms_iou), progress, cancel,
+                int(max_results), float(nms_iou), progress, cancel, sizes=sizes,
             )
+            if size_meta:
+                extra["object_sizes_m"] = size_meta
             if zone is not None:
                 inside = centres_in(zone, boxes)
                 boxes, scores, p_idx = boxes[inside], scores[inside], p_idx[inside]
@@ -135,9 +151,13 @@ def find(
                 keep = scoring.nms_per_label(boxes, scores, p_idx, float(nms_iou),
                                              cap=int(max_results) + min(int(max_results), REFINE_SPARE))
                 boxes, scores, p_idx = boxes[keep], scores[keep], p_idx[keep]
+                sized = torch.zeros(len(p_idx), dtype=torch.bool) if sizes is None else \
+                    ~torch.isnan(sizes[p_idx, 0])  # boxes of a known size stay as found
                 with src.live_source() as live:
-                    boxes, n_moved = refine_boxes(enc, live, area, boxes, p_idx, texts, len(phrases), ts, overlap,
-                                                  cancel, progress, stage)
+                    moved_boxes, n_moved = refine_boxes(enc, live, area, boxes[~sized], p_idx[~sized], texts,
+                                                        len(phrases), ts, overlap, cancel, progress, stage)
+                boxes = boxes.clone()
+                boxes[~sized] = moved_boxes
                 extra["n_refined"] = n_moved
                 if zone is not None:  # a moved box keeps its centre in the old box, maybe not in the zone
                     inside = centres_in(zone, boxes)
@@ -195,6 +215,7 @@ def find_candidates(
     progress: Progress | None,
     cancel: Cancel | None,
     cosine: bool = False,
+    sizes: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Candidate boxes scored over the source's embeddings of ``windows``.
 
@@ -205,8 +226,10 @@ def find_candidates(
     A source may first narrow the windows down to those where a query can score, best first
     (``src.candidate_windows``: a scene index ranks its stored patches against the queries
     in one matrix product; a live raster keeps them all); the scan then stops once no
-    remaining tile can reach the ``max_results``-th box of any query. Returns (raster-pixel
-    boxes, scores, query index, windows scored).
+    remaining tile can reach the ``max_results``-th box of any query. ``sizes`` (``[n_phrases, 2]``
+    raster-pixel width and height, NaN where unknown): windows of those sizes join the candidates
+    and a query keeps boxes within :data:`SIZE_RANGE` x of its size's area only. Returns
+    (raster-pixel boxes, scores, query index, windows scored).
     """
     logit_scale = None if cosine else enc.logit_scale
     phr = texts[:n_phrases]
@@ -229,12 +252,14 @@ def find_candidates(
                                                                       logit_scale).cpu()
             reach = scoring.score_bound(patch_score, probability=not cosine)  # [B, N, h, w]
             hot = (reach >= floor.view(1, -1, 1, 1)).any(dim=1)
-        owner, cand, reg, valid, nonempty = pool_candidates(enc, eb, sim.flatten(0, 1), area, hot)
+        owner, cand, reg, valid, nonempty = pool_candidates(enc, eb, sim.flatten(0, 1), area, hot, sizes)
         if logit_scale is None:
             probs = (reg @ phr.float().T).clamp_min(0.0).cpu()
         else:
             probs = scoring.phrase_probabilities(reg, texts, n_phrases, logit_scale).cpu()
         probs[~(valid & nonempty)] = 0.0
+        if sizes is not None:
+            probs[~size_fits(cand, sizes)] = 0.0
         # the best PRE_NMS candidates per (tile, phrase) go on to NMS
         probs = keep_top_per_tile(probs, owner, b, PRE_NMS)
         k_idx, p_idx = (probs >= minimum.clamp_min(1e-12).view(1, -1)).nonzero(as_tuple=True)
@@ -299,7 +324,8 @@ def score_candidates(
 
 
 def pool_candidates(
-    enc: Encoder, eb: EmbeddingBatch, sim: torch.Tensor, area: Window, hot: torch.Tensor | None = None
+    enc: Encoder, eb: EmbeddingBatch, sim: torch.Tensor, area: Window, hot: torch.Tensor | None = None,
+    sizes: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Candidate boxes of a batch of tiles and their embeddings, pooled from the tiles' dense maps.
 
@@ -313,6 +339,8 @@ def pool_candidates(
         hot: optional bool ``[B, h, w]``: only boxes over at least one hot patch are pooled (a
             scene index marks the patches whose score can reach the threshold; see
             :func:`scoring.score_bound`).
+        sizes: optional ``[N, 2]`` raster-pixel object sizes (NaN rows skipped): windows of each
+            size, stepped by a quarter of it, join every tile's candidates.
 
     Returns:
         ``owner [K]`` (tile of each candidate, in batch order), ``boxes [K, 4]`` (raster
@@ -330,7 +358,9 @@ def pool_candidates(
     midx, dboxes = torch.cat([midx, midx2]), torch.cat([dboxes, dboxes2])
     tile_of = midx // per_map
     grid_boxes = scoring.window_candidates(size, size, patch)
-    per_tile = [torch.unique(torch.cat([grid_boxes, dboxes[tile_of == i]], dim=0), dim=0) for i in range(b)]
+    per_tile = [torch.unique(torch.cat([grid_boxes, dboxes[tile_of == i],
+                                        *sized_windows(sizes, tile_scale(eb.tiles[i]), size)], dim=0), dim=0)
+                for i in range(b)]
     if hot is not None:
         per_tile = [c[scoring.boxes_touch(hot[i], c, patch)] for i, c in enumerate(per_tile)]
     valid = scoring.boxes_valid_fraction(eb.valid, per_tile) >= MIN_VALID_FRACTION
@@ -347,6 +377,60 @@ def pool_candidates(
     cand[:, 1::2] = cand[:, 1::2].clamp(a_y0, a_y0 + float(area.height))
     nonempty = ((cand[:, 2] - cand[:, 0]) >= 1) & ((cand[:, 3] - cand[:, 1]) >= 1)
     return owner, cand, reg, valid, nonempty
+
+
+def object_sizes(enc: Encoder, phrases: Sequence[str], object_size: float | Sequence[float] | None,
+                 src: EmbeddingSource) -> tuple[torch.Tensor | None, dict[str, list[float]]]:
+    """Per phrase, the object size in raster pixels (``[N, 2]`` width, height; NaN: unknown) and in
+    metres for the run metadata: ``object_size`` (metres; a side or width, height) for every
+    phrase, else the model's labelled sizes (``spec.extra["object_sizes"]``) for its classes."""
+    from ..geo.grid import pixel_size_m
+
+    if object_size is not None:
+        vals = [float(v) for v in np.atleast_1d(np.asarray(object_size, dtype=np.float64))]
+        if len(vals) not in (1, 2) or not all(math.isfinite(v) and v > 0 for v in vals):
+            raise InputError(f"object size must be one or two positive numbers (metres); got {object_size!r}",
+                             param="object_size")
+        known = {p: (vals[0], vals[-1]) for p in phrases}
+    else:
+        stored = (getattr(getattr(enc.model, "spec", None), "extra", None) or {}).get("object_sizes") or {}
+        lower = {str(k).lower(): v for k, v in stored.items()}
+        known = {p: (float(lower[p.lower()][0]), float(lower[p.lower()][1])) for p in phrases if p.lower() in lower}
+    if not known:
+        return None, {}
+    mx, my = pixel_size_m(src.crs, src.transform, src.width, src.height)
+    out = torch.full((len(phrases), 2), float("nan"), dtype=torch.float64)
+    for i, p in enumerate(phrases):
+        if p in known:
+            out[i, 0], out[i, 1] = known[p][0] / mx, known[p][1] / my
+    return out, {p: [round(w, 3), round(h, 3)] for p, (w, h) in known.items()}
+
+
+def sized_windows(sizes: torch.Tensor | None, scale: float, input_size: int) -> list[torch.Tensor]:
+    """Windows of each known size (``sizes [N, 2]`` raster pixels; a tile at ``scale`` raster
+    pixels per input pixel), stepped by a quarter of the size, in input pixels."""
+    if sizes is None:
+        return []
+    out = []
+    for w, h in {(float(w), float(h)) for w, h in sizes.tolist() if not math.isnan(w)}:
+        wi, hi = min(w / scale, input_size), min(h / scale, input_size)
+        if wi < 2 or hi < 2:
+            continue
+        xs = torch.arange(0.0, input_size - wi + 1e-6, max(1.0, wi / 4))
+        ys = torch.arange(0.0, input_size - hi + 1e-6, max(1.0, hi / 4))
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+        x0, y0 = xx.reshape(-1), yy.reshape(-1)
+        out.append(torch.stack([x0, y0, x0 + wi, y0 + hi], dim=1))
+    return out
+
+
+def size_fits(boxes: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """``[K, N]``: whether each raster-pixel box's area is within :data:`SIZE_RANGE` x of each
+    phrase's object size (True for phrases of unknown size)."""
+    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).double()[:, None]
+    want = (sizes[:, 0] * sizes[:, 1])[None, :]
+    ok = (area >= want / SIZE_RANGE) & (area <= want * SIZE_RANGE)
+    return ok | torch.isnan(want)
 
 
 def refine_boxes(

@@ -28,6 +28,8 @@ in ``find`` and ``match-regions`` scores (see :mod:`geoalign_core.inference.scor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 VOCABULARY_SOURCES = (
     "UC Merced Land Use (21 classes), AID (30 classes), NWPU-RESISC45 (45 classes), "
     "GeoAlign synthetic sample scene classes; names merged and de-duplicated"
@@ -127,3 +129,28 @@ BACKGROUND_PHRASES: tuple[str, ...] = (
     "roof",
     "shadow",
 )
+
+
+def _noun_key(text: str) -> str:
+    """A phrase in lower case without a leading article and with a plural last word made singular
+    (naively: "buildings" -> "building", "benches" -> "bench", "grass" stays)."""
+    words = text.lower().strip().rstrip(".").split()
+    if words and words[0] in ("a", "an", "the"):
+        words = words[1:]
+    if not words:
+        return ""
+    w = words[-1]
+    if w.endswith(("ches", "shes", "sses", "xes")):
+        w = w[:-2]
+    elif w.endswith("ies") and len(w) > 4:
+        w = w[:-3] + "y"
+    elif w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        w = w[:-1]
+    return " ".join([*words[:-1], w])
+
+
+def background_for(phrases: Sequence[str], background: Sequence[str] = BACKGROUND_PHRASES) -> list[str]:
+    """The background phrases that compete with ``phrases``: all but those naming the same thing as
+    one of them up to case, an article and a plural ("trees" does not compete with "tree")."""
+    keys = {_noun_key(p) for p in phrases}
+    return [b for b in background if _noun_key(b) not in keys]
