@@ -176,7 +176,9 @@ def scores(path: Path) -> list[float]:
     return [float(s) for s in gpd.read_file(path, layer="matches")["score"]]
 
 
-def run_scene(scene: Scene, work: Path, reuse: bool, steps: int | None) -> dict:
+def run_scene(scene: Scene, work: Path, reuse: bool, steps: int | None, alpha: float | None = None,
+              lr: float | None = None, sets: list[str] | None = None) -> dict:
+    sets = sets or []
     import geopandas as gpd
     import numpy as np
     import shapely
@@ -195,7 +197,9 @@ def run_scene(scene: Scene, work: Path, reuse: bool, steps: int | None) -> dict:
     t0 = time.perf_counter()
     if not (reuse and model.is_file() and (ft / "report.json").is_file()):
         geoalign("finetune", raster, labels, "--class-field", scene.class_field, "--from", START, "--bounds", fmt,
-                 "--out", ft, "--overwrite", "--quiet", *(["--steps", steps] if steps else []), log=log)
+                 "--out", ft, "--overwrite", "--quiet", *(["--steps", steps] if steps else []),
+                 *(["--alpha", alpha] if alpha is not None else []), *(["--lr", lr] if lr is not None else []),
+                 *[a for kv in sets for a in ("--set", kv)], log=log)
     ft_seconds = time.perf_counter() - t0
     report = json.loads((ft / "report.json").read_text())
 
@@ -321,6 +325,9 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/geoalign-bench-finetune"), help="work folder")
     p.add_argument("--reuse", action="store_true", help="reuse a finished finetune in the work folder")
     p.add_argument("--steps", type=int, default=None, help="finetune --steps (default: finetune's own)")
+    p.add_argument("--alpha", type=float, default=None, help="finetune --alpha (default: finetune's own choice)")
+    p.add_argument("--lr", type=float, default=None, help="finetune --lr (default: finetune's own)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="finetune --set (repeatable)")
     p.add_argument("--write-docs", action="store_true", help=f"write the section {SECTION!r} of docs/finetune.md")
     args = p.parse_args()
     keys = [k.strip() for k in args.scenes.split(",") if k.strip()]
@@ -330,7 +337,7 @@ def main() -> None:
     missing = [f for k in keys for f in (SCENES[k].raster, SCENES[k].labels) if not (REAL / f).is_file()]
     if missing:
         raise SystemExit(f"real data absent in {REAL}: {', '.join(missing)}")
-    results = [run_scene(SCENES[k], args.work, args.reuse, args.steps) for k in keys]
+    results = [run_scene(SCENES[k], args.work, args.reuse, args.steps, args.alpha, args.lr, args.set) for k in keys]
     text = render(results)
     print()
     print(text)

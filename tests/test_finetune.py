@@ -21,12 +21,29 @@ def test_finetune_end_to_end(scene_1002, tiny_ckpt, tmp_path, capsys):
     tif, gpkg = scene_1002
     out = tmp_path / "ft"
     rc, stdout, err = cli(capsys, "finetune", tif, gpkg, "--class-field", "class", "--from", tiny_ckpt, "--out", out,
-                          "--steps", "2", "--batch-size", "4", "--name", "mine", "--quiet")
+                          "--steps", "2", "--batch-size", "4", "--name", "mine", "--quiet",
+                          "--set", "weight_decay=0.01")
     assert rc == 0, err
     model = out / "mine.safetensors"
     assert model.is_file() and load_model(str(model), device="cpu") is not None
     report = json.loads((out / "report.json").read_text())
+    # the classes' median labelled sizes (metres) travel with the model, for find
+    sizes = load_model(str(model), device="cpu").spec.extra["object_sizes"]
+    assert sizes == report["object_sizes_m"] and set(sizes) == set(report["classes"])
+    labels = gpd.read_file(gpkg)
+    cls = report["classes"][0]
+    b = labels[labels["class"].str.replace("_", " ").str.lower() == cls].geometry.bounds
+    assert sizes[cls] == pytest.approx([float((b.maxx - b.minx).median()), float((b.maxy - b.miny).median())],
+                                       rel=0.15)
     assert report["steps"] == 2 and report["batch_size"] == 4 and report["classes"]
+    # the training objective: HNA with find's background phrases; --set keys land in train.yaml
+    import yaml
+
+    cfg = yaml.safe_load((out / "train.yaml").read_text())
+    assert cfg["lambdas"][:3] == [1.0, 1.0, 1.0] and cfg["background_negatives"] is True
+    assert cfg["weight_decay"] == 0.01 and report["overrides"] == {"weight_decay": 0.01}
+    for when in ("before", "after"):
+        assert 0.0 <= report[when]["labelled_found"] <= 1.0
     for when in ("before", "after"):
         assert 0.0 <= report[when]["region_top1"] <= 1.0 and report[when]["n_regions"] > 0
         assert report[when]["n_background"] > 0 and 0.0 <= report[when]["background_called_a_class"] <= 1.0
@@ -68,6 +85,9 @@ def test_finetune_bad_input(scene_1002, tiny_ckpt, tmp_path, capsys):
     assert_bad(capsys, ["finetune", tif, gpkg, *base, "--alpha", "2"], tmp_path, "--alpha")
     assert_bad(capsys, ["finetune", tif, gpkg, *base, "--bounds", "1,2,3"], tmp_path, "--bounds must be four numbers")
     assert_bad(capsys, ["finetune", tif, gpkg, *base, "--bounds", "0,0,10,10"], tmp_path, "do not overlap")
+    assert_bad(capsys, ["finetune", tif, gpkg, *base, "--set", "data=x"], tmp_path, "finetune sets it itself")
+    assert_bad(capsys, ["finetune", tif, gpkg, *base, "--set", "no_such_key=1"], tmp_path, "no_such_key")
+    assert_bad(capsys, ["finetune", tif, gpkg, *base, "--set", "lambdas"], tmp_path, "KEY=VALUE")
 
 
 @pytest.mark.slow

@@ -95,6 +95,32 @@ def test_candidates_padding_never_positive(tmp_path):
             assert all(c.lower().strip() != pos for c in cands[1:])
 
 
+def test_background_negatives_are_finds_competitors(tmp_path):
+    """background_negatives: a labelled region's HNA candidates hold find's background phrases
+    (all of them with Q = 12), minus its own noun up to a plural; a background box gets none."""
+    from geoalign_core.inference.vocabulary import BACKGROUND_PHRASES, background_for
+
+    make_squares_dataset(tmp_path, n=4, size=32, seed=1, empty_every=0)
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    for r in rows:
+        for reg in r["regions"]:
+            reg["phrase"], reg["class"], reg["hard_negatives"] = "tree", "tree", ["building"]
+        r["background_regions"] = [{"bbox": [0.0, 0.0, 0.2, 0.2], "phrase": "background", "description": "background",
+                                    "hard_negatives": ["tree"]}]
+    _jsonl(tmp_path / "samples.jsonl", rows)
+    ds = GeoAlignDataset(tmp_path, 32, num_candidates=12, augment=False, background_negatives=True)
+    plain = GeoAlignDataset(tmp_path, 32, num_candidates=12, augment=False)
+    assert background_for(["tree"]) == [b for b in BACKGROUND_PHRASES if b != "trees"]
+    rng = np.random.default_rng(0)
+    region = ds.samples[0].regions[0]
+    cands = ds.candidates(region, rng)
+    assert cands[0] == "tree" and set(cands[1:]) >= {"building", *background_for(["tree"])}
+    assert "trees" not in cands  # the same thing is not a negative
+    assert not set(plain.candidates(region, rng)[1:]) >= set(background_for(["tree"]))
+    back = next(r for s in ds.samples for r in s.regions if r.phrase == "background")
+    assert "grass" not in ds.candidates(back, rng)[:2] and ds.candidates(back, rng)[1] == "tree"
+
+
 def test_class_prompts_replace_region_texts(tmp_path):
     make_squares_dataset(tmp_path, n=6, size=32, seed=2, empty_every=0)
     rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]

@@ -60,6 +60,7 @@ class TrainConfig:
     caption_prompt_prob: float = 0.0  # chance the brief caption is a prompt of the chip's dominant class
     regions_per_image: int = 8  # R: regions per image used per step (random subset)
     num_candidates: int = 8  # Q: HNA candidates per region (positive + Q-1 negatives)
+    background_negatives: bool = False  # find's background phrases among every labelled region's HNA negatives
     crop_size: int | None = None  # VIC crop view size in px; null: half the input size
     vic_regions_per_image: int = 4  # regions per image re-encoded as crops (0: all R)
     vic_stop_grad: bool = False  # treat the crop view as a fixed target
@@ -124,7 +125,7 @@ _OPT_INT = ("warmup_steps", "max_steps", "crop_size")
 _FLOAT = ("min_lr_ratio", "eps", "epochs", "class_prompt_prob", "caption_prompt_prob")
 _OPT_FLOAT = ("lr", "weight_decay", "max_grad_norm")
 _BOOL = ("export_half", "vic_stop_grad", "grad_checkpointing", "lock_image", "lock_text", "augment",
-         "tensorboard")
+         "tensorboard", "background_negatives")
 _OPT_BOOL = ("long_text",)
 _STR = ("model", "out_dir", "export", "dense_mode", "region_text", "precision", "device")
 

@@ -50,6 +50,7 @@ from torch.utils.data.distributed import DistributedSampler
 from geoalign_core.data import schema
 from geoalign_core.data.text import fill_template, norm
 from geoalign_core.errors import InputError
+from geoalign_core.inference.vocabulary import background_for
 
 POSITION_WORDS = re.compile(
     r"\b(left|right|upper|lower|top|bottom|north\w*|south\w*|east\w*|west\w*|above|below|"
@@ -200,6 +201,7 @@ class GeoAlignDataset(Dataset):
         region_text: str = "phrase",
         class_prompt_prob: float = 0.0,
         caption_prompt_prob: float = 0.0,
+        background_negatives: bool = False,
     ):
         if isinstance(sources, (str, Path)):
             sources = [sources]
@@ -218,6 +220,7 @@ class GeoAlignDataset(Dataset):
         if not 0.0 <= caption_prompt_prob <= 1.0:
             raise InputError(f"caption_prompt_prob must be in [0, 1], got {caption_prompt_prob}")
         self.caption_prompt_prob = float(caption_prompt_prob)
+        self.background_negatives = bool(background_negatives)
         pool: dict[str, str] = {}
         for s in self.samples:
             for r in s.regions:
@@ -236,9 +239,17 @@ class GeoAlignDataset(Dataset):
         return np.random.default_rng([self.seed, int(epoch), int(index)])
 
     def candidates(self, region: Region, rng: np.random.Generator) -> list[str]:
-        """Positive phrase first, then Q-1 negatives (hard ones first, padded from the dataset)."""
+        """Positive phrase first, then Q-1 negatives (hard ones first, padded from the dataset).
+
+        With ``background_negatives``, a labelled region's hard negatives also hold the background
+        phrases ``find`` scores it against (:func:`~geoalign_core.inference.vocabulary.background_for`
+        its phrase and class), so HNA trains the score ``find`` reports."""
         q1 = self.num_candidates - 1
         negs = list(region.hard_negatives)
+        if self.background_negatives and norm(region.phrase) != "background":  # not a background box
+            own = {norm(n) for n in negs}
+            negs += [b for b in background_for([region.phrase, *([region.name] if region.name else [])])
+                     if norm(b) not in own]
         if len(negs) > q1:
             pick = sorted(rng.choice(len(negs), size=q1, replace=False).tolist())
             negs = [negs[i] for i in pick]

@@ -218,6 +218,7 @@ def _train(cfg, env: DistEnv, resume, stop_after, overwrite, quiet, tqdm) -> Tra
         cfg.data, model.image_size, regions_per_image=cfg.regions_per_image,
         num_candidates=cfg.num_candidates, augment=cfg.augment, seed=cfg.seed, region_text=cfg.region_text,
         class_prompt_prob=cfg.class_prompt_prob, caption_prompt_prob=cfg.caption_prompt_prob,
+        background_negatives=cfg.background_negatives,
     )
     collate = Collate(model.tokenizer, need_detail=lambdas[4] > 0, need_region_text=lambdas[1] > 0,
                       need_candidates=lambdas[2] > 0)

@@ -42,6 +42,11 @@ REFERENCE_SEED, REFERENCE_SIZE = 2000, 768  #: the generated scene that measures
 MIN_STEPS, MAX_STEPS = 30, 400
 LR = 1.0e-4  #: half the demo recipe's from-scratch rate (measured: see docs/finetune.md)
 BATCH = 16
+#: global + region-phrase + hard-negative alignment; with ``background_negatives`` the HNA
+#: candidates of a labelled region are its phrase against find's background phrases (and the
+#: other classes): the score find reports (measured against lambdas 1,1,0,0,0: docs/finetune.md)
+LAMBDAS = (1.0, 1.0, 1.0, 0.0, 0.0)
+NUM_CANDIDATES = 12  #: the positive + up to 11 negatives: all of find's background phrases fit
 
 
 @dataclass
@@ -66,19 +71,39 @@ def _pairs(rasters: Sequence[str], labels: Sequence[str]) -> list[tuple[str, str
 
 
 def _object_vs_background(model, samples: list[dict], classes: list[str], batch: int) -> dict:
-    """On the background boxes of ``samples``: the share whose best text among the classes' prompts
-    and "background" is a class (lower is better)."""
-    from geoalign_core.evaluation.common import class_embeddings
-    from geoalign_core.evaluation.tasks import encode_sample_regions
-    from geoalign_core.inference.vocabulary import PROMPT_TEMPLATES
+    """Object vs background as ``find`` scores it: each region's best text among the bare class
+    names and find's background phrases (:func:`~geoalign_core.inference.vocabulary.background_for`
+    the classes). Returns the share of held-out labelled regions whose best text is their class
+    (higher is better) and the share of background boxes whose best text is a class (lower is better)."""
+    import torch.nn.functional as F
 
-    bg = [dict(s, regions=s.get("background_regions", [])) for s in samples]
-    emb, index = encode_sample_regions(model, bg, batch, desc="background", progress=False)
-    if not index:
-        return {"n": 0, "called_a_class": None}
-    text = class_embeddings(model, [*classes, "background"], PROMPT_TEMPLATES)
-    best = (emb @ text.T).argmax(dim=1)
-    return {"n": len(index), "called_a_class": float((best < len(classes)).float().mean())}
+    from geoalign_core.evaluation.tasks import encode_sample_regions
+    from geoalign_core.inference.vocabulary import background_for
+
+    texts = [*classes, *background_for(classes)]
+    with torch.no_grad():
+        text = F.normalize(model.encode_text(texts).float(), dim=-1)
+    out: dict = {}
+    for key, regions in (("labelled", "regions"), ("background", "background_regions")):
+        part = [dict(s, regions=s.get(regions, [])) for s in samples]
+        emb, index = encode_sample_regions(model, part, batch, desc=key, progress=False)
+        if not index:
+            out[key] = (0, None)
+            continue
+        best = (emb.float() @ text.to(emb.device).T).argmax(dim=1).cpu()
+        if key == "labelled":
+            want = torch.tensor([classes.index(_class_of(samples[i]["regions"][j])) for i, j in index])
+            out[key] = (len(index), float((best == want).float().mean()))
+        else:
+            out[key] = (len(index), float((best < len(classes)).float().mean()))
+    return {"n": out["background"][0], "called_a_class": out["background"][1],
+            "n_labelled": out["labelled"][0], "labelled_found": out["labelled"][1]}
+
+
+def _class_of(region: dict) -> str:
+    from geoalign_core.data.text import clean_class
+
+    return clean_class(region.get("class") or region["phrase"])
 
 
 def _reference(out: Path, chip: int, quiet: bool) -> tuple[Path, list[str]]:
@@ -117,13 +142,15 @@ FORGET_TOLERANCE = 0.05  #: reference top-1 may fall this much below the start's
 
 
 def _keep_knowledge(start_model, trained: Path, final: Path, ref: Path, ref_classes: list[str], start_ref: float,
-                    alpha: float | None, device: str) -> tuple[float, list[tuple[float, float]]]:
+                    alpha: float | None, device: str, object_sizes: dict | None = None
+                    ) -> tuple[float, list[tuple[float, float]]]:
     """Weight-space interpolation with the start (WiSE-FT): ``alpha * fine-tuned + (1 - alpha) * start``.
 
     ``alpha`` None: the largest of :data:`ALPHAS` whose reference top-1 stays within
     :data:`FORGET_TOLERANCE` of the start's (else the one that keeps the most); the held-out
     part of the user's labels is not looked at, so the report's "after" stays unbiased.
-    Writes ``final``; returns the chosen alpha and (alpha, reference top-1) of each tried.
+    Writes ``final`` (with ``object_sizes``, per class width and height in metres, in its spec
+    for ``find``); returns the chosen alpha and (alpha, reference top-1) of each tried.
     """
     from geoalign_core import save_model
 
@@ -148,8 +175,37 @@ def _keep_knowledge(start_model, trained: Path, final: Path, ref: Path, ref_clas
     if chosen is None:  # none kept within the tolerance: the one that kept the most
         chosen = max(tried, key=lambda t: t[1])[0]
         blend(chosen)
+    if object_sizes:
+        tuned.spec.extra = {**(tuned.spec.extra or {}), "object_sizes": object_sizes}
     save_model(tuned, final)
     return chosen, tried
+
+
+def _object_sizes(pairs: list[tuple[str, str]], class_field: str, layer: str | None,
+                  bounds: Sequence[float] | None) -> dict[str, list[float]]:
+    """Per class, the median labelled box's width and height in metres (labels inside ``bounds``
+    only, when given): what ``find`` uses as the class's object size."""
+    import numpy as np
+    import shapely
+
+    from geoalign_core.data.labels import load_labels
+    from geoalign_core.geo.grid import area_window, pixel_size_m
+    from geoalign_core.geo.raster import RasterSource
+
+    per: dict[str, list[tuple[float, float]]] = {}
+    for raster, lab in pairs:
+        with RasterSource(raster) as src:
+            labels = load_labels(lab, src, class_field, layer=layer, color_field=None, size_field=None,
+                                 orientation_field=None)
+            mx, my = pixel_size_m(src.crs, src.transform, src.width, src.height)
+            win = area_window(src.transform, src.width, src.height, bounds, raster)
+            zone = shapely.box(win.col_off, win.row_off, win.col_off + win.width, win.row_off + win.height)
+        for f in labels.features:
+            if zone.contains(f.geom.centroid):
+                x0, y0, x1, y1 = f.geom.bounds
+                per.setdefault(f.cls, []).append(((x1 - x0) * mx, (y1 - y0) * my))
+    return {c: [round(float(np.median([w for w, _ in v])), 3), round(float(np.median([h for _, h in v])), 3)]
+            for c, v in sorted(per.items())}
 
 
 def _evaluate(model, val: list[Path], classes: list[str]) -> dict:
@@ -161,7 +217,8 @@ def _evaluate(model, val: list[Path], classes: list[str]) -> dict:
         samples = read_samples([str(p) for p in val])
         bg = _object_vs_background(model, samples, classes, BATCH)
     return {"region_top1": reg["metrics"]["top1"], "n_regions": reg["n"], "per_class": reg.get("per_class"),
-            "background_called_a_class": bg["called_a_class"], "n_background": bg["n"]}
+            "background_called_a_class": bg["called_a_class"], "n_background": bg["n"],
+            "labelled_found": bg["labelled_found"]}
 
 
 def finetune(
@@ -181,6 +238,7 @@ def finetune(
     layer: str | None = None,
     alpha: float | None = None,
     bounds: Sequence[float] | None = None,
+    overrides: dict | None = None,
     overwrite: bool = False,
     quiet: bool = False,
     say=print,
@@ -189,7 +247,8 @@ def finetune(
 
     ``bounds`` (minx, miny, maxx, maxy in the rasters' CRS): only chips inside them, for training
     and the held-out part alike (``prepare --bounds``; the held-out part is the east, or south,
-    ``val_fraction`` of the bounds)."""
+    ``val_fraction`` of the bounds). ``overrides``: training config keys set over finetune's own
+    (``--set KEY=VALUE``; e.g. ``lambdas``, ``background_negatives``), written into train.yaml."""
     from geoalign_core.data import PrepareOptions, prepare_dataset
 
     from .config import config_from_dict
@@ -203,6 +262,12 @@ def finetune(
     if not 0.0 < float(val_fraction) < 1.0:
         raise InputError(f"val fraction must be in (0, 1) to measure before/after; got {val_fraction}",
                          param="val_fraction")
+    for key in ("data", "out_dir", "export", "model"):
+        if key in (overrides or {}):
+            raise InputError(f"--set {key}: finetune sets it itself")
+    if overrides:  # bad keys or values: said before any work
+        config_from_dict({"model": str(start), "stage": 2, "data": [str(out)], "out_dir": str(out / "run"),
+                          "max_steps": MIN_STEPS, **overrides}, "--set")
     start_model = _load(str(start), device)  # its input size sets the chips; evaluated "before" below
     chip = int(start_model.image_size)
     name = name or f"{Path(str(start)).stem}-finetuned"
@@ -243,23 +308,30 @@ def finetune(
     n_steps = int(steps) if steps else min(MAX_STEPS, max(MIN_STEPS, EPOCHS * -(-n_train // bs)))
     cfg_raw = {
         "model": str(start), "stage": 2, "data": [str(d) for d in data_dirs], "out_dir": str(out / "run"),
-        "export": f"{name}.safetensors", "lambdas": [1.0, 1.0, 0.0, 0.0, 0.0],
-        "class_prompt_prob": 0.5, "caption_prompt_prob": 0.5, "regions_per_image": 8, "num_candidates": 8,
+        "export": f"{name}.safetensors", "lambdas": list(LAMBDAS),
+        "class_prompt_prob": 0.5, "caption_prompt_prob": 0.5, "regions_per_image": 8,
+        "num_candidates": NUM_CANDIDATES, "background_negatives": True,
         "crop_size": max(8, chip // 2), "lr": float(lr), "weight_decay": 1e-3,
         "warmup_steps": max(1, n_steps // 10), "max_steps": n_steps, "batch_size": bs, "num_workers": 0,
         "device": device, "log_every": max(1, n_steps // 20), "ckpt_every": n_steps, "keep_checkpoints": 1,
         "tensorboard": False, "seed": 0,
     }
+    cfg_raw.update(overrides or {})
+    config = config_from_dict(cfg_raw, str(out / "train.yaml"))
     (out / "train.yaml").write_text(yaml.safe_dump(cfg_raw, sort_keys=False))
     commands.append(shlex.join(["geoalign", "train", str(out / "train.yaml"), "--overwrite"]))
-    say(f"training: {n_steps} steps of {bs} chips ({n_train} training chips), lr {lr:g}, from {start}")
+    say(f"training: {config.max_steps} steps of {config.batch_size} chips ({n_train} training chips), "
+        f"lr {config.lr:g}, from {start}")
     ref, ref_classes = _reference(out, chip, quiet)
     before = _evaluate(start_model, val_files, classes_l)
     before["reference_top1"] = _reference_top1(start_model, ref, ref_classes)
-    result = train(config_from_dict(cfg_raw, str(out / "train.yaml")), overwrite=True, quiet=quiet)
+    result = train(config, overwrite=True, quiet=quiet)
     final = out / f"{name}.safetensors"
+    sizes = {c: v for c, v in _object_sizes(pairs, class_field, layer, bounds).items() if c in classes_l}
     chosen, tried = _keep_knowledge(start_model, Path(result.export), final, ref, ref_classes,
-                                    before["reference_top1"], alpha, device)
+                                    before["reference_top1"], alpha, device, sizes)
+    if sizes:
+        say("object sizes for find: " + ", ".join(f"{c} {w:g} x {h:g} m" for c, (w, h) in sizes.items()))
     say(f"weight interpolation with the start: alpha {chosen:g} ("
         + ", ".join(f"{a:g}: reference top-1 {v:.3f}" for a, v in tried) + ")")
     after = _evaluate(_load(str(final), device), val_files, classes_l)
@@ -269,10 +341,12 @@ def finetune(
                                     "--model", m, "--classes", ",".join(classes_l)]))
     (out / "commands.sh").write_text("#!/bin/sh\n# what geoalign finetune ran (in this order)\nset -e\n"
                                      + "\n".join(commands) + "\n")
-    report = {"start": str(start), "model": str(final), "classes": classes_l, "steps": n_steps,
+    report = {"start": str(start), "model": str(final), "classes": classes_l, "steps": config.max_steps,
+              "overrides": overrides or {},
               "bounds": None if bounds is None else [float(v) for v in bounds],
-              "alpha": chosen, "alphas_tried": [[a, v] for a, v in tried],
-              "batch_size": bs, "lr": float(lr), "train_chips": n_train, "val_fraction": float(val_fraction),
+              "alpha": chosen, "alphas_tried": [[a, v] for a, v in tried], "object_sizes_m": sizes,
+              "batch_size": config.batch_size, "lr": float(config.lr), "train_chips": n_train,
+              "val_fraction": float(val_fraction),
               "before": before, "after": after, "seconds": round(time.perf_counter() - t0, 1)}
     (out / "report.json").write_text(json.dumps(report, indent=1))
     lines = _report_lines(report)
@@ -304,7 +378,9 @@ def _report_lines(r: dict) -> list[str]:
         "|---|---|---|",
         f"| region top-1 among the classes ({a['n_regions']} labelled regions) | {_fmt(b['region_top1'])} | "
         f"{_fmt(a['region_top1'])} |",
-        f"| background boxes called a class ({a['n_background']} boxes; lower is better) | "
+        f"| labelled regions whose best text is their class, against find's background phrases (higher is "
+        f"better) | {_fmt(b.get('labelled_found'), True)} | {_fmt(a.get('labelled_found'), True)} |",
+        f"| background boxes called a class, same texts ({a['n_background']} boxes; lower is better) | "
         f"{_fmt(b['background_called_a_class'], True)} | {_fmt(a['background_called_a_class'], True)} |",
         f"| forgetting: region top-1 on a generated reference scene (seed {REFERENCE_SEED}, never trained on; "
         f"within 0.05 of before is the goal) | {_fmt(b.get('reference_top1'))} | {_fmt(a.get('reference_top1'))} |",

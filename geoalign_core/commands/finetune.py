@@ -45,6 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bounds", metavar="MINX,MINY,MAXX,MAXY", default=None,
                    help="only chips inside this area, in the rasters' CRS, for training and the held-out part "
                         "(its east --val-fraction), e.g. the left half of a scene")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the training config finetune writes (VALUE read as YAML; repeatable), "
+                        "e.g. --set lambdas=[1,1,0,0,0] --set background_negatives=false")
     p.add_argument("--layer", default=None, help="layer of multi-layer label files")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out folder")
@@ -86,15 +89,17 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no labels file among the files (give the rasters, then their labelled polygons or "
                          "pixel boxes)")
     try:
+        from training.config import parse_override
         from training.finetune import finetune
     except ModuleNotFoundError as exc:
         raise InputError("the training package is not installed (install geoalign from a source checkout)") from exc
+    overrides = dict(parse_override(s) for s in args.set)
     created = not args.out.exists()
     try:
         res = finetune(rasters, labels, args.class_field, args.start or DEFAULT_MODEL, args.out, name=args.name,
                        val_fraction=args.val_fraction, background=args.background, steps=args.steps, lr=args.lr,
                        batch_size=args.batch_size, device=args.device, layer=args.layer, alpha=args.alpha,
-                       bounds=bounds, overwrite=args.overwrite,
+                       bounds=bounds, overrides=overrides, overwrite=args.overwrite,
                        quiet=args.quiet, say=(lambda s: None) if args.quiet else print)
     except GeoAlignError:
         if created:  # bad input (labels, bounds, ...) found on the way: leave nothing behind
