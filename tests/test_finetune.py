@@ -40,7 +40,7 @@ def test_finetune_end_to_end(scene_1002, tiny_ckpt, tmp_path, capsys):
     import yaml
 
     cfg = yaml.safe_load((out / "train.yaml").read_text())
-    assert cfg["lambdas"][:3] == [1.0, 1.0, 1.0] and cfg["background_negatives"] is True
+    assert cfg["lambdas"][:3] == [1.0, 1.0, 1.0] and cfg["background_negatives"] is True and cfg["distill"] == 10.0
     assert cfg["weight_decay"] == 0.01 and report["overrides"] == {"weight_decay": 0.01}
     for when in ("before", "after"):
         assert 0.0 <= report[when]["labelled_found"] <= 1.0

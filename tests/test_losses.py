@@ -173,3 +173,34 @@ def test_distributed_gather_matches_joined_batch():
         assert g == pytest.approx(want_g, rel=1e-5)
         assert rp == pytest.approx(want_r, rel=1e-5)
         assert has_grad
+
+
+def test_distillation_term_is_one_minus_cosine_to_a_frozen_start(tiny_model):
+    """training.distill: w x sum over image / region / text embeddings of mean(1 - cos(student, teacher));
+    0 for the start itself, positive once the student moves, no gradient into the teacher."""
+    import copy
+
+    from training.distill import Distiller
+    from training.objective import EmbedStep
+
+    model = copy.deepcopy(tiny_model)
+    s = model.image_size
+    torch.manual_seed(0)
+    batch = {"images": torch.rand(2, 3, s, s),
+             "boxes": [torch.tensor([[0.0, 0.0, s / 2, s / 2]]), torch.tensor([[4.0, 4.0, s - 4.0, s - 8.0]])],
+             "tokens": model.tokenizer(["a red car", "a field of grass", "water"])}
+    student = EmbedStep(model, (1.0, 1.0, 0.0, 0.0, 0.0))
+    kd = Distiller(model, 2.0, need_regions=True)
+    assert float(kd(student(batch), batch).detach()) == pytest.approx(0.0, abs=1e-5)
+    with torch.no_grad():
+        for p in model.clip.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    emb = student(batch)
+    got = kd(emb, batch)
+    with torch.no_grad():
+        target = kd.step(batch)
+    want = 2.0 * sum((1 - (emb[k] * target[k]).sum(-1)).mean() for k in ("img", "reg", "text"))
+    assert float(got.detach()) == pytest.approx(float(want.detach()), rel=1e-5) and float(got.detach()) > 0
+    got.backward()
+    assert all(p.grad is None for p in kd.step.model.parameters())
+    assert any(p.grad is not None for p in model.clip.parameters())

@@ -61,6 +61,7 @@ class TrainConfig:
     regions_per_image: int = 8  # R: regions per image used per step (random subset)
     num_candidates: int = 8  # Q: HNA candidates per region (positive + Q-1 negatives)
     background_negatives: bool = False  # find's background phrases among every labelled region's HNA negatives
+    distill: float = 0.0  # weight of 1 - cos toward a frozen copy of the start (image, region, text embeddings)
     crop_size: int | None = None  # VIC crop view size in px; null: half the input size
     vic_regions_per_image: int = 4  # regions per image re-encoded as crops (0: all R)
     vic_stop_grad: bool = False  # treat the crop view as a fixed target
@@ -122,7 +123,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _INT = ("stage", "regions_per_image", "num_candidates", "vic_regions_per_image", "batch_size", "grad_accum",
         "num_workers", "seed", "log_every", "ckpt_every", "keep_checkpoints")
 _OPT_INT = ("warmup_steps", "max_steps", "crop_size")
-_FLOAT = ("min_lr_ratio", "eps", "epochs", "class_prompt_prob", "caption_prompt_prob")
+_FLOAT = ("min_lr_ratio", "eps", "epochs", "class_prompt_prob", "caption_prompt_prob", "distill")
 _OPT_FLOAT = ("lr", "weight_decay", "max_grad_norm")
 _BOOL = ("export_half", "vic_stop_grad", "grad_checkpointing", "lock_image", "lock_text", "augment",
          "tensorboard", "background_negatives")
@@ -204,6 +205,7 @@ def _check(cfg: TrainConfig) -> None:
     need(cfg.region_text in REGION_TEXTS, "region_text",
          f"must be one of {REGION_TEXTS}, got {cfg.region_text!r}")
     need(0.0 <= cfg.class_prompt_prob <= 1.0, "class_prompt_prob", "must be in [0, 1]")
+    need(cfg.distill >= 0.0, "distill", "must be >= 0")
     need(0.0 <= cfg.caption_prompt_prob <= 1.0, "caption_prompt_prob", "must be in [0, 1]")
     need(cfg.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}, got {cfg.precision!r}")
     need(cfg.device in DEVICES, "device", f"must be one of {DEVICES}, got {cfg.device!r}")

@@ -228,6 +228,11 @@ def _train(cfg, env: DistEnv, resume, stop_after, overwrite, quiet, tqdm) -> Tra
 
     step_module = EmbedStep(model, lambdas, crop_size=crop_size, vic_regions_per_image=cfg.vic_regions_per_image,
                             vic_stop_grad=cfg.vic_stop_grad)
+    distiller = None
+    if cfg.distill > 0:
+        from .distill import Distiller
+
+        distiller = Distiller(model, cfg.distill, step_module.need_regions)
     runner: torch.nn.Module = step_module
     if env.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -318,6 +323,9 @@ def _train(cfg, env: DistEnv, resume, stop_after, overwrite, quiet, tqdm) -> Tra
                     with autocast:
                         emb = runner(batch)
                     loss, parts = geoalign_objective(emb, batch, model.logit_scale, lambdas)
+                    if distiller is not None:
+                        with autocast:
+                            loss = loss + distiller(emb, batch)
                     scaled = loss / cfg.grad_accum
                     (scaler.scale(scaled) if scaler is not None else scaled).backward()
                 acc[0] += float(loss.detach()) / cfg.grad_accum

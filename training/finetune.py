@@ -7,14 +7,20 @@ before/after evaluation on a spatially held-out part of the same labels.
    labels, chips of the model's input size every half chip (4x the chips of the default stride),
    background boxes, and the east (or south) ``val_fraction`` of each scene held out as
    ``samples_val.jsonl``;
-2. ``OUT/train.yaml`` and ``OUT/run/``: stage II from the starting model (global + region-phrase
-   alignment, the demo recipe's best row) with a step count that fits the data (about
-   :data:`EPOCHS` passes, :data:`MIN_STEPS` .. :data:`MAX_STEPS`) and a fine-tuning learning rate;
-3. ``OUT/<name>.safetensors``: the fine-tuned model (loads with ``--model OUT/<name>.safetensors``);
+2. ``OUT/train.yaml`` and ``OUT/run/``: stage II from the starting model: global, region-phrase
+   and hard-negative alignment, the hard negatives of each labelled region being find's
+   background phrases (:data:`LAMBDAS`, ``background_negatives``), distillation toward the
+   frozen start (:data:`DISTILL`), a step count that fits the data (about :data:`EPOCHS`
+   passes, :data:`MIN_STEPS` .. :data:`MAX_STEPS`) and a fine-tuning learning rate;
+   ``overrides`` (``--set``) change any key;
+3. ``OUT/<name>.safetensors``: the fine-tuned model, blended back toward the start when the
+   generated reference scene shows forgetting (:data:`ALPHAS`), with the classes' median
+   labelled sizes for ``find`` (loads with ``--model OUT/<name>.safetensors``);
 4. ``OUT/report.md`` / ``report.json``: on the held-out chips, before and after, region top-1
-   among the classes and the share of background boxes called one of the classes
-   (object vs not-object); and, to see forgetting, region top-1 on a generated scene of a
-   held-out seed (``OUT/reference/``); ``OUT/commands.sh``: the prepare / train / eval commands it ran, for
+   among the classes, and object vs background as find scores it (labelled regions whose best
+   text is their class, background boxes called a class, against find's background phrases);
+   and, to see forgetting, region top-1 on a generated scene of a held-out seed
+   (``OUT/reference/``); ``OUT/commands.sh``: the prepare / train / eval commands it ran, for
    experts to take over.
 """
 
@@ -47,6 +53,9 @@ BATCH = 16
 #: other classes): the score find reports (measured against lambdas 1,1,0,0,0: docs/finetune.md)
 LAMBDAS = (1.0, 1.0, 1.0, 0.0, 0.0)
 NUM_CANDIDATES = 12  #: the positive + up to 11 negatives: all of find's background phrases fit
+#: distillation toward the frozen start (training.distill), the first forgetting control; weight
+#: interpolation (ALPHAS) stays as the backstop. Measured against 0 and 1 (docs/finetune.md).
+DISTILL = 10.0
 
 
 @dataclass
@@ -194,7 +203,8 @@ def _object_sizes(pairs: list[tuple[str, str]], class_field: str, layer: str | N
 
     per: dict[str, list[tuple[float, float]]] = {}
     for raster, lab in pairs:
-        with RasterSource(raster) as src:
+        with RasterSource(raster) as src, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # prepare has said them already
             labels = load_labels(lab, src, class_field, layer=layer, color_field=None, size_field=None,
                                  orientation_field=None)
             mx, my = pixel_size_m(src.crs, src.transform, src.width, src.height)
@@ -278,6 +288,7 @@ def finetune(
 
     commands: list[str] = []
     data_dirs, val_files, classes = [], [], set()
+    n_background = 0
     stems: dict[str, int] = {}
     for raster, lab in pairs:
         stem = Path(raster).stem
@@ -288,6 +299,7 @@ def finetune(
                               bounds=None if bounds is None else tuple(float(v) for v in bounds))
         summary = prepare_dataset(raster, lab, d, opts, overwrite=True, progress=not quiet)
         classes.update(summary.class_counts)
+        n_background += summary.background
         data_dirs.append(d)
         val_files.append(d / "samples_val.jsonl")
         say(f"prepared {raster}: {summary.chips_written - summary.chips_val} training and {summary.chips_val} "
@@ -300,7 +312,8 @@ def finetune(
                                     "--overwrite"]))
     classes_l = sorted(classes)
     if len(classes_l) == 1:
-        say(f"warning: one class ({classes_l[0]}): the background boxes are its only contrast")
+        say(f"warning: one class ({classes_l[0]}): " + ("the background boxes are its only contrast" if n_background
+            else "and no background box fitted between the labels: find's background phrases are its only contrast"))
     n_train = sum(len((d / "samples.jsonl").read_text(encoding="utf-8").splitlines()) for d in data_dirs)
     if n_train == 0:
         raise InputError("no training chip: the labels leave nothing west of the held-out part", param="labels")
@@ -310,7 +323,7 @@ def finetune(
         "model": str(start), "stage": 2, "data": [str(d) for d in data_dirs], "out_dir": str(out / "run"),
         "export": f"{name}.safetensors", "lambdas": list(LAMBDAS),
         "class_prompt_prob": 0.5, "caption_prompt_prob": 0.5, "regions_per_image": 8,
-        "num_candidates": NUM_CANDIDATES, "background_negatives": True,
+        "num_candidates": NUM_CANDIDATES, "background_negatives": True, "distill": DISTILL,
         "crop_size": max(8, chip // 2), "lr": float(lr), "weight_decay": 1e-3,
         "warmup_steps": max(1, n_steps // 10), "max_steps": n_steps, "batch_size": bs, "num_workers": 0,
         "device": device, "log_every": max(1, n_steps // 20), "ckpt_every": n_steps, "keep_checkpoints": 1,
