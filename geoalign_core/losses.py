@@ -96,7 +96,59 @@ def hierarchical_text(
     return global_contrastive(img, brief, logit_scale) + global_contrastive(img, detail, logit_scale)
 
 
+def patch_to_patch(reg: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """FarSLIP's patch-to-patch self-distillation: mean over regions of 1 - cos(the region's
+    RoIAlign-pooled patch features in the full image, the mean-pooled patch features of the same
+    box cropped and re-encoded at full input size by the teacher). Inputs ``[K, D]``, any norm."""
+    if reg.shape != target.shape:
+        raise ValueError(f"region and target embeddings differ in shape: {tuple(reg.shape)} vs {tuple(target.shape)}")
+    if reg.shape[0] == 0:
+        return reg.sum() * 0.0
+    return (1.0 - F.cosine_similarity(reg, target.detach(), dim=-1)).mean()
+
+
+def _gather_labels(x: torch.Tensor) -> torch.Tensor:
+    """:func:`gather_with_grad` for integer labels (no gradient)."""
+    if not _distributed():
+        return x
+    world = dist.get_world_size()
+    n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    sizes_i = [int(s.item()) for s in sizes]
+    m = max(sizes_i)
+    padded = torch.cat([x, x.new_zeros(m - x.shape[0])])
+    parts = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:s] for p, s in zip(parts, sizes_i)])
+
+
+def multi_positive_contrastive(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor,
+                               logit_scale: torch.Tensor) -> torch.Tensor:
+    """FarSLIP's region-category alignment: InfoNCE between the crops' [CLS] embeddings ``a [K, D]``
+    and their category texts ``b [K, D]`` where every pair of the same category (``labels [K]``)
+    is a positive: each row's loss is the mean over its positives of ``-log softmax``, both
+    directions averaged (with all-distinct labels it is Eq. 1's symmetric InfoNCE)."""
+    if a.shape != b.shape or labels.shape[0] != a.shape[0]:
+        raise ValueError(f"a, b must be [K, D] and labels [K]; got {tuple(a.shape)}, {tuple(b.shape)}, "
+                         f"{tuple(labels.shape)}")
+    a_all, b_all, lab = gather_with_grad(a), gather_with_grad(b), _gather_labels(labels)
+    if a_all.shape[0] == 0:
+        return (a.sum() + b.sum()) * 0.0
+    pos = (lab[:, None] == lab[None, :]).float()
+    logits = logit_scale * a_all @ b_all.t()
+
+    def one_way(lg: torch.Tensor) -> torch.Tensor:
+        logp = lg.log_softmax(dim=1)
+        return (-(logp * pos).sum(dim=1) / pos.sum(dim=1)).mean()
+
+    return 0.5 * (one_way(logits) + one_way(logits.t()))
+
+
 LOSS_NAMES = ("global", "rpa", "hna", "vic", "htc")
+#: terms logged beside Eq. 1-5: FarSLIP's (``objective: farslip``) and the distillation toward the start
+EXTRA_TERMS = ("p2p", "rca", "distill")
+LOGGED_TERMS = LOSS_NAMES + EXTRA_TERMS
 STAGE1_LAMBDAS = (1.0, 0.0, 0.0, 0.0, 0.0)
 
 

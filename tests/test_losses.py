@@ -204,3 +204,38 @@ def test_distillation_term_is_one_minus_cosine_to_a_frozen_start(tiny_model):
     got.backward()
     assert all(p.grad is None for p in kd.step.model.parameters())
     assert any(p.grad is not None for p in model.clip.parameters())
+
+
+def test_patch_to_patch_matches_formula():
+    from geoalign_core.losses import patch_to_patch
+
+    torch.manual_seed(1)
+    reg, tgt = torch.randn(5, 8, requires_grad=True), torch.randn(5, 8, requires_grad=True)
+    want = (1 - F.cosine_similarity(reg, tgt, dim=-1)).mean()
+    got = patch_to_patch(reg, tgt)
+    assert float(got.detach()) == pytest.approx(float(want.detach()), rel=1e-6)
+    got.backward()
+    assert reg.grad is not None and tgt.grad is None  # the teacher's side is a target
+    assert float(patch_to_patch(torch.zeros(0, 8), torch.zeros(0, 8))) == 0.0
+
+
+def test_multi_positive_contrastive_matches_formula():
+    from geoalign_core.losses import global_contrastive, multi_positive_contrastive
+
+    torch.manual_seed(2)
+    a, b = F.normalize(torch.randn(6, 8), dim=-1), F.normalize(torch.randn(6, 8), dim=-1)
+    scale = torch.tensor(10.0)
+    # all labels distinct: it is Eq. 1's symmetric InfoNCE
+    distinct = multi_positive_contrastive(a, b, torch.arange(6), scale)
+    assert float(distinct) == pytest.approx(float(global_contrastive(a, b, scale)), rel=1e-6)
+    # regions of one class are positives of each other: mean over positives of -log softmax, both ways
+    labels = torch.tensor([0, 0, 1, 2, 2, 2])
+    logits = scale * a @ b.T
+    pos = (labels[:, None] == labels[None, :]).float()
+
+    def way(lg):
+        return (-(lg.log_softmax(1) * pos).sum(1) / pos.sum(1)).mean()
+
+    want = 0.5 * (way(logits) + way(logits.T))
+    assert float(multi_positive_contrastive(a, b, labels, scale)) == pytest.approx(float(want), rel=1e-6)
+    assert float(multi_positive_contrastive(a, b, labels, scale)) != pytest.approx(float(distinct), rel=1e-3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 
 import pytest
 import torch
@@ -219,3 +220,52 @@ def test_region_embeddings_under_bf16_autocast(data):
     assert got["reg"].dtype == torch.float32 and got["reg"].shape == ref["reg"].shape
     assert float((got["reg"] * ref["reg"]).sum(-1).min()) > 0.98
     assert float((got["img"].float() * ref["img"]).sum(-1).min()) > 0.98
+
+
+@pytest.mark.parametrize("teacher", ["ema", "frozen", "self"])
+def test_farslip_objective_through_the_cli(data, tmp_path, capsys, teacher):
+    """``--set objective=farslip`` on a stage II config: global + patch-to-patch distillation + region-category
+    alignment are trained and logged; the EMA teacher moves with the student, the frozen one stays the start."""
+    import yaml
+
+    conf = tmp_path / "s2.yaml"
+    conf.write_text(yaml.safe_dump({"model": "GeoAlign-Tiny", "stage": 2, "data": str(data),
+                                    "out_dir": str(tmp_path / "run"), "batch_size": 4, "num_workers": 0,
+                                    "regions_per_image": 2, "vic_regions_per_image": 2, "lr": 1e-3}))
+    seen = {}
+    from training import farslip
+
+    orig_update = farslip.Teacher.update
+
+    def spy(self, student):
+        seen["teacher"], seen["student"] = self.model, student
+        seen.setdefault("first", [p.detach().clone() for p in self.model.parameters()])
+        return orig_update(self, student)
+
+    farslip.Teacher.update = spy
+    try:
+        rc = cli_main(["train", str(conf), "--max-steps", "3", "--quiet", "--set", "objective=farslip",
+                       "--set", f"farslip_teacher={teacher}"])
+    finally:
+        farslip.Teacher.update = orig_update
+    assert rc == 0, capsys.readouterr().err
+    rows = _rows(tmp_path / "run" / "log.csv")
+    last = rows[-1]
+    for term in ("loss_global", "loss_p2p", "loss_rca"):
+        assert last[term] != "" and math.isfinite(float(last[term])), term
+    assert last["loss_rpa"] == "" and last["loss_hna"] == ""  # Eq. 5's terms are not trained
+    t, s = seen["teacher"], seen["student"]
+    diff_ts = max(float((a - b).detach().abs().max()) for a, b in zip(t.parameters(), s.parameters()))
+    moved = max(float((a.detach() - b).abs().max()) for a, b in zip(t.parameters(), seen["first"]))
+    if teacher == "self":
+        assert t is s
+    elif teacher == "frozen":  # the start, unchanged through training
+        assert moved == 0.0 and diff_ts > 0
+    else:  # ema: follows the student, a step behind
+        assert moved > 0 and diff_ts > 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(conf.read_text().replace("stage: 2", "stage: 1"))
+    assert cli_main(["train", str(bad), "--set", "objective=farslip", "--quiet"]) == 2
+    assert "farslip needs regions" in capsys.readouterr().err
+    assert cli_main(["train", str(conf), "--set", "farslip_teacher=nobody", "--overwrite", "--quiet"]) == 2
+    assert "farslip_teacher" in capsys.readouterr().err

@@ -62,6 +62,10 @@ class TrainConfig:
     num_candidates: int = 8  # Q: HNA candidates per region (positive + Q-1 negatives)
     background_negatives: bool = False  # find's background phrases among every labelled region's HNA negatives
     distill: float = 0.0  # weight of 1 - cos toward a frozen copy of the start (image, region, text embeddings)
+    objective: str = "geoalign"  # geoalign: Eq. 5 with lambdas; farslip: training/farslip.py
+    farslip_weights: list[float] | None = None  # [w_global, w_p2p, w_rca]; null: [1, 1, 1] (FarSLIP's)
+    farslip_teacher: str = "ema"  # target of p2p distillation: ema, frozen (the start) or self
+    farslip_momentum: float = 0.99  # EMA teacher momentum
     crop_size: int | None = None  # VIC crop view size in px; null: half the input size
     vic_regions_per_image: int = 4  # regions per image re-encoded as crops (0: all R)
     vic_stop_grad: bool = False  # treat the crop view as a fixed target
@@ -123,12 +127,13 @@ _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _INT = ("stage", "regions_per_image", "num_candidates", "vic_regions_per_image", "batch_size", "grad_accum",
         "num_workers", "seed", "log_every", "ckpt_every", "keep_checkpoints")
 _OPT_INT = ("warmup_steps", "max_steps", "crop_size")
-_FLOAT = ("min_lr_ratio", "eps", "epochs", "class_prompt_prob", "caption_prompt_prob", "distill")
+_FLOAT = ("min_lr_ratio", "eps", "epochs", "class_prompt_prob", "caption_prompt_prob", "distill", "farslip_momentum")
 _OPT_FLOAT = ("lr", "weight_decay", "max_grad_norm")
 _BOOL = ("export_half", "vic_stop_grad", "grad_checkpointing", "lock_image", "lock_text", "augment",
          "tensorboard", "background_negatives")
 _OPT_BOOL = ("long_text",)
-_STR = ("model", "out_dir", "export", "dense_mode", "region_text", "precision", "device")
+_STR = ("model", "out_dir", "export", "dense_mode", "region_text", "precision", "device", "objective",
+        "farslip_teacher")
 
 
 def _bad(key: str, msg: str) -> InputError:
@@ -157,7 +162,7 @@ def _as_float(key: str, v: Any) -> float:
 
 
 def _coerce(key: str, v: Any) -> Any:
-    if key in _OPT_INT + _OPT_FLOAT + _OPT_BOOL + ("lambdas",) and v is None:
+    if key in _OPT_INT + _OPT_FLOAT + _OPT_BOOL + ("lambdas", "farslip_weights") and v is None:
         return None
     if key in _INT or key in _OPT_INT:
         return _as_int(key, v)
@@ -183,7 +188,7 @@ def _coerce(key: str, v: Any) -> Any:
             else:
                 out.append(item)
         return out
-    if key in ("lambdas", "betas"):
+    if key in ("lambdas", "betas", "farslip_weights"):
         if not isinstance(v, list):
             raise _bad(key, f"expected a list of numbers, got {v!r}")
         return [_as_float(key, x) for x in v]
@@ -206,6 +211,12 @@ def _check(cfg: TrainConfig) -> None:
          f"must be one of {REGION_TEXTS}, got {cfg.region_text!r}")
     need(0.0 <= cfg.class_prompt_prob <= 1.0, "class_prompt_prob", "must be in [0, 1]")
     need(cfg.distill >= 0.0, "distill", "must be >= 0")
+    need(cfg.objective in ("geoalign", "farslip"), "objective", "must be 'geoalign' or 'farslip'")
+    need(cfg.farslip_teacher in ("ema", "frozen", "self"), "farslip_teacher", "must be 'ema', 'frozen' or 'self'")
+    need(0.0 <= cfg.farslip_momentum < 1.0, "farslip_momentum", "must be in [0, 1)")
+    need(cfg.farslip_weights is None or (len(cfg.farslip_weights) == 3 and all(w >= 0 for w in cfg.farslip_weights)),
+         "farslip_weights", "must be three weights >= 0 (global, p2p, rca)")
+    need(cfg.objective != "farslip" or cfg.stage == 2, "objective", "farslip needs regions: a stage 2 config")
     need(0.0 <= cfg.caption_prompt_prob <= 1.0, "caption_prompt_prob", "must be in [0, 1]")
     need(cfg.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}, got {cfg.precision!r}")
     need(cfg.device in DEVICES, "device", f"must be one of {DEVICES}, got {cfg.device!r}")

@@ -37,6 +37,7 @@ one would, whatever the number of loader workers.
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -305,12 +306,18 @@ class GeoAlignDataset(Dataset):
             "caption": caption,
             "caption_detail": s.caption_detail,
             "region_texts": texts,
+            "region_classes": [r.name or norm(r.phrase) for r in regions],
             "candidates": cands,
             "index": index,
         }
 
 
 # ---------------------------------------------------------------------- batching
+def class_ids(names: Sequence[str]) -> torch.Tensor:
+    """Stable integer ids of class names, the same on every rank (a CRC32 of the lower-case name)."""
+    return torch.tensor([zlib.crc32(n.strip().lower().encode("utf-8")) for n in names], dtype=torch.long)
+
+
 class Collate:
     """Batch samples with any number of regions each (zero included).
 
@@ -318,7 +325,8 @@ class Collate:
     tokens when a tokenizer is given) and integer index tensors say which text is whose:
     ``brief_idx`` [B], ``detail_idx`` [B], ``region_idx`` [K], ``cand_idx`` [K, Q], with
     K = sum of regions over the batch. ``boxes`` is one ``[K_i, 4]`` tensor per image and
-    ``region_image`` [K] the image of each region. Texts a loss does not need are skipped.
+    ``region_image`` [K] the image of each region, ``region_class`` [K] its class id
+    (:func:`class_ids`). Texts a loss does not need are skipped.
     """
 
     def __init__(self, tokenizer=None, need_detail: bool = True, need_region_text: bool = True,
@@ -349,6 +357,7 @@ class Collate:
             "brief_idx": torch.tensor(brief, dtype=torch.long),
             "detail_idx": torch.tensor(detail, dtype=torch.long),
             "region_idx": torch.tensor(region, dtype=torch.long),
+            "region_class": class_ids([c for it in items for c in it.get("region_classes", [])]),
             "cand_idx": torch.tensor(cand, dtype=torch.long).reshape(len(cand), q if cand else 0),
             "indices": torch.tensor([it["index"] for it in items], dtype=torch.long),
         }

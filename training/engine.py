@@ -42,7 +42,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from geoalign_core.errors import InputError
-from geoalign_core.losses import LOSS_NAMES
+from geoalign_core.losses import LOGGED_TERMS
 from geoalign_core.model import GeoAlignCLIP, ModelSpec
 from geoalign_core.zoo import build_model, load_model, save_model
 
@@ -220,14 +220,23 @@ def _train(cfg, env: DistEnv, resume, stop_after, overwrite, quiet, tqdm) -> Tra
         class_prompt_prob=cfg.class_prompt_prob, caption_prompt_prob=cfg.caption_prompt_prob,
         background_negatives=cfg.background_negatives,
     )
-    collate = Collate(model.tokenizer, need_detail=lambdas[4] > 0, need_region_text=lambdas[1] > 0,
-                      need_candidates=lambdas[2] > 0)
+    fs = cfg.objective == "farslip"
+    collate = Collate(model.tokenizer, need_detail=lambdas[4] > 0 and not fs, need_region_text=lambdas[1] > 0 or fs,
+                      need_candidates=lambdas[2] > 0 and not fs)
     sampler = ResumableSampler(len(dataset), env.world, env.rank, seed=cfg.seed, shuffle=True)
     batches_per_epoch = math.ceil(sampler.samples_per_epoch / cfg.batch_size)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * batches_per_epoch / cfg.grad_accum))
 
-    step_module = EmbedStep(model, lambdas, crop_size=crop_size, vic_regions_per_image=cfg.vic_regions_per_image,
-                            vic_stop_grad=cfg.vic_stop_grad)
+    farslip = cfg.objective == "farslip"
+    step_module = EmbedStep(model, (1.0, 1.0, 0.0, 0.0, 0.0) if farslip else lambdas, crop_size=crop_size,
+                            vic_regions_per_image=cfg.vic_regions_per_image, vic_stop_grad=cfg.vic_stop_grad,
+                            farslip=farslip)
+    teacher = None
+    if farslip:
+        from .farslip import Teacher
+
+        teacher = Teacher(model, cfg.farslip_teacher, cfg.farslip_momentum)
+        fs_weights = tuple(cfg.farslip_weights or (1.0, 1.0, 1.0))
     distiller = None
     if cfg.distill > 0:
         from .distill import Distiller
@@ -308,7 +317,7 @@ def _train(cfg, env: DistEnv, resume, stop_after, overwrite, quiet, tqdm) -> Tra
     t_start = t_last = t_prev_step = time.perf_counter()
     images_since = images_step = 0
     micro = 0
-    acc = torch.zeros(len(LOSS_NAMES) + 1, dtype=torch.float64)
+    acc = torch.zeros(len(LOGGED_TERMS) + 1, dtype=torch.float64)
     optimizer.zero_grad(set_to_none=True)
 
     try:
@@ -322,14 +331,23 @@ def _train(cfg, env: DistEnv, resume, stop_after, overwrite, quiet, tqdm) -> Tra
                 with no_sync:
                     with autocast:
                         emb = runner(batch)
-                    loss, parts = geoalign_objective(emb, batch, model.logit_scale, lambdas)
+                    if teacher is not None:
+                        from .farslip import farslip_objective
+
+                        with autocast:
+                            target = teacher.targets(emb["crop_images"])
+                        loss, parts = farslip_objective(emb, batch, model.logit_scale, fs_weights, target)
+                    else:
+                        loss, parts = geoalign_objective(emb, batch, model.logit_scale, lambdas)
                     if distiller is not None:
                         with autocast:
-                            loss = loss + distiller(emb, batch)
+                            kd = distiller(emb, batch)
+                        loss = loss + kd
+                        parts = {**parts, "distill": kd.detach() / cfg.distill}
                     scaled = loss / cfg.grad_accum
                     (scaler.scale(scaled) if scaler is not None else scaled).backward()
                 acc[0] += float(loss.detach()) / cfg.grad_accum
-                for i, name in enumerate(LOSS_NAMES):
+                for i, name in enumerate(LOGGED_TERMS):
                     if name in parts:
                         acc[i + 1] += float(parts[name]) / cfg.grad_accum
                 images_since += batch["images"].shape[0] * env.world
@@ -348,6 +366,8 @@ def _train(cfg, env: DistEnv, resume, stop_after, overwrite, quiet, tqdm) -> Tra
                 else:
                     optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                if teacher is not None:
+                    teacher.update(model)
                 lr = optimizer.param_groups[0]["lr"]
                 scheduler.step()
                 step += 1
@@ -362,7 +382,7 @@ def _train(cfg, env: DistEnv, resume, stop_after, overwrite, quiet, tqdm) -> Tra
                 acc.zero_()
                 rec = {"step": step, "epoch": epoch, "lr": lr, "loss": float(stats[0]),
                        "logit_scale": float(model.logit_scale.detach())}
-                for i, name in enumerate(LOSS_NAMES):
+                for i, name in enumerate(LOGGED_TERMS):
                     if name in parts:
                         rec[f"loss_{name}"] = float(stats[i + 1])
                 history.append(rec)

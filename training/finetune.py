@@ -249,6 +249,8 @@ def finetune(
     alpha: float | None = None,
     bounds: Sequence[float] | None = None,
     overrides: dict | None = None,
+    quality_filter: str | None = None,
+    keep: float = 0.3,
     overwrite: bool = False,
     quiet: bool = False,
     say=print,
@@ -278,6 +280,13 @@ def finetune(
     if overrides:  # bad keys or values: said before any work
         config_from_dict({"model": str(start), "stage": 2, "data": [str(out)], "out_dir": str(out / "run"),
                           "max_steps": MIN_STEPS, **overrides}, "--set")
+    scorer = None
+    if quality_filter is not None:  # the data-quality filter, scored by the model being fine-tuned
+        from geoalign_core.data.quality import make_scorer
+
+        if not 0.0 < float(keep) <= 1.0:
+            raise InputError(f"keep must be in (0, 1]; got {keep}", param="keep")
+        scorer = make_scorer(quality_filter, model=str(start), device=device)
     start_model = _load(str(start), device)  # its input size sets the chips; evaluated "before" below
     chip = int(start_model.image_size)
     name = name or f"{Path(str(start)).stem}-finetuned"
@@ -298,6 +307,10 @@ def finetune(
                               val_fraction=val_fraction, background=background, layer=layer,
                               bounds=None if bounds is None else tuple(float(v) for v in bounds))
         summary = prepare_dataset(raster, lab, d, opts, overwrite=True, progress=not quiet)
+        if scorer is not None:
+            from geoalign_core.data.quality import filter_dataset
+
+            say(filter_dataset(d, scorer, keep).line())
         classes.update(summary.class_counts)
         n_background += summary.background
         data_dirs.append(d)
@@ -309,6 +322,8 @@ def finetune(
                                     "--val-fraction", f"{val_fraction:g}", "--background", str(background),
                                     *(["--layer", layer] if layer else []),
                                     *(["--bounds", ",".join(str(v) for v in opts.bounds)] if opts.bounds else []),
+                                    *(["--quality-filter", quality_filter, "--keep", f"{keep:g}", "--quality-model",
+                                       str(start)] if scorer is not None else []),
                                     "--overwrite"]))
     classes_l = sorted(classes)
     if len(classes_l) == 1:
@@ -356,6 +371,7 @@ def finetune(
                                      + "\n".join(commands) + "\n")
     report = {"start": str(start), "model": str(final), "classes": classes_l, "steps": config.max_steps,
               "overrides": overrides or {},
+              "quality_filter": None if scorer is None else {"name": quality_filter, "keep": float(keep)},
               "bounds": None if bounds is None else [float(v) for v in bounds],
               "alpha": chosen, "alphas_tried": [[a, v] for a, v in tried], "object_sizes_m": sizes,
               "batch_size": config.batch_size, "lr": float(config.lr), "train_chips": n_train,

@@ -78,12 +78,14 @@ class EmbedStep(nn.Module):
         vic_regions_per_image: int = 4,
         vic_stop_grad: bool = False,
         trim_text: bool = True,
+        farslip: bool = False,
     ):
         super().__init__()
         self.model = model
         self.lambdas = tuple(float(x) for x in lambdas)
         _, l2, l3, l4, _ = self.lambdas
-        self.need_regions = bool(l2 or l3 or l4)
+        self.farslip = bool(farslip)  # FarSLIP's crop view: re-encoded at full input size, [CLS] kept
+        self.need_regions = bool(l2 or l3 or l4) or self.farslip
         self.need_crops = bool(l4)
         self.crop_size = crop_size
         self.vic_regions_per_image = int(vic_regions_per_image)
@@ -120,6 +122,15 @@ class EmbedStep(nn.Module):
             else:
                 out["crop"] = m.encode_crops(images, per_image, size=self.crop_size)
             out["vic_keep"] = keep.to(dev)
+        if self.farslip:  # training.farslip: the student's crop [CLS]; the crops go on to the teacher
+            keep = vic_subset(batch["n_regions"].tolist(), self.vic_regions_per_image)
+            crop_boxes = torch.cat([b.reshape(-1, 4) for b in batch["boxes"]])[keep]
+            img_of = batch["region_image"][keep]
+            per_image = [crop_boxes[img_of == i].to(dev) for i in range(images.shape[0])]
+            crops = m.crop_boxes(images, per_image, m.image_size)
+            out["crop_cls"] = m.encode_image(crops) if crops.shape[0] else crops.new_zeros((0, m.embed_dim))
+            out["crop_images"] = crops.detach()
+            out["crop_keep"] = keep.to(dev)
         tokens = batch["tokens"]
         out["text"] = encode_text_trimmed(m, tokens) if self.trim_text else m.encode_text_tokens(tokens)
         return out

@@ -6,13 +6,13 @@ import csv
 import logging
 from pathlib import Path
 
-from geoalign_core.losses import LOSS_NAMES
+from geoalign_core.losses import LOGGED_TERMS
 
 __all__ = ["CSV_FIELDS", "LOG_FILE", "RunLog"]
 
 log = logging.getLogger("geoalign.train")
 LOG_FILE = "log.csv"
-CSV_FIELDS = ["step", "epoch", "lr", "loss", *(f"loss_{n}" for n in LOSS_NAMES), "logit_scale",
+CSV_FIELDS = ["step", "epoch", "lr", "loss", *(f"loss_{n}" for n in LOGGED_TERMS), "logit_scale",
               "images_per_s", "elapsed_s"]
 
 

@@ -48,6 +48,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the training config finetune writes (VALUE read as YAML; repeatable), "
                         "e.g. --set lambdas=[1,1,0,0,0] --set background_negatives=false")
+    p.add_argument("--quality-filter", metavar="NAME", default=None,
+                   help="as prepare --quality-filter (clip-score), scored by the model being fine-tuned")
+    p.add_argument("--keep", type=float, default=0.3, metavar="F",
+                   help="with --quality-filter: share of the training samples kept (default %(default)s)")
     p.add_argument("--layer", default=None, help="layer of multi-layer label files")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out folder")
@@ -99,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         res = finetune(rasters, labels, args.class_field, args.start or DEFAULT_MODEL, args.out, name=args.name,
                        val_fraction=args.val_fraction, background=args.background, steps=args.steps, lr=args.lr,
                        batch_size=args.batch_size, device=args.device, layer=args.layer, alpha=args.alpha,
-                       bounds=bounds, overrides=overrides, overwrite=args.overwrite,
+                       bounds=bounds, overrides=overrides, quality_filter=args.quality_filter, keep=args.keep,
+                       overwrite=args.overwrite,
                        quiet=args.quiet, say=(lambda s: None) if args.quiet else print)
     except GeoAlignError:
         if created:  # bad input (labels, bounds, ...) found on the way: leave nothing behind

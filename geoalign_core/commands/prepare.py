@@ -7,6 +7,7 @@ import sys
 
 from ..cli import add_common
 from ..defaults import DEFAULT_CHIP_SIZE
+from ..errors import InputError
 
 EPILOG = """\
 outputs:
@@ -83,6 +84,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=0.0, metavar="F",
                    help="hold out the last F of the area (east end, or south when taller than wide) as "
                         "validation chips in samples_val.jsonl; chips across the line are dropped (default: 0)")
+    p.add_argument("--quality-filter", metavar="NAME", default=None,
+                   help="rank the training samples by a data-quality score and keep the best --keep share: "
+                        "clip-score (image-caption cosine similarity under --quality-model)")
+    p.add_argument("--keep", type=float, default=0.3, metavar="F",
+                   help="with --quality-filter: share of the training samples kept (default %(default)s)")
+    p.add_argument("--quality-model", metavar="MODEL", default=None,
+                   help="with --quality-filter clip-score: the reference model (default: the default model)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
     add_common(p, model=False)
     p.set_defaults(func=run)
@@ -91,6 +99,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data.prepare import PrepareOptions, prepare_dataset
     from .options import parse_bounds
+
+    scorer = None
+    if args.quality_filter is not None:  # checked before any work
+        from ..data.quality import make_scorer
+
+        if not 0.0 < args.keep <= 1.0:
+            raise InputError(f"--keep must be in (0, 1]; got {args.keep}")
+        scorer = make_scorer(args.quality_filter, model=args.quality_model)
+    elif args.quality_model is not None:
+        raise InputError("--quality-model needs --quality-filter")
 
     opts = PrepareOptions(
         class_field=args.class_field,
@@ -119,9 +137,16 @@ def run(args: argparse.Namespace) -> int:
     summary = prepare_dataset(
         args.raster, args.labels, args.out, opts, overwrite=args.overwrite, progress=not args.quiet
     )
+    quality = None
+    if scorer is not None:
+        from ..data.quality import filter_dataset
+
+        quality = filter_dataset(args.out, scorer, args.keep)
     val = f" and {args.out}/samples_val.jsonl" if summary.chips_val else ""
     print(f"wrote {summary.chips_written} chips and {args.out}/samples.jsonl{val}")
     for line in summary.lines():
         print(line)
+    if quality is not None:
+        print(quality.line())
     sys.stdout.flush()
     return 0
