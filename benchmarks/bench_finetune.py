@@ -177,7 +177,7 @@ def scores(path: Path) -> list[float]:
 
 
 def run_scene(scene: Scene, work: Path, reuse: bool, steps: int | None, alpha: float | None = None,
-              lr: float | None = None, sets: list[str] | None = None) -> dict:
+              lr: float | None = None, sets: list[str] | None = None, quality_filter: str | None = None) -> dict:
     sets = sets or []
     import geopandas as gpd
     import numpy as np
@@ -199,7 +199,8 @@ def run_scene(scene: Scene, work: Path, reuse: bool, steps: int | None, alpha: f
         geoalign("finetune", raster, labels, "--class-field", scene.class_field, "--from", START, "--bounds", fmt,
                  "--out", ft, "--overwrite", "--quiet", *(["--steps", steps] if steps else []),
                  *(["--alpha", alpha] if alpha is not None else []), *(["--lr", lr] if lr is not None else []),
-                 *[a for kv in sets for a in ("--set", kv)], log=log)
+                 *[a for kv in sets for a in ("--set", kv)],
+                 *(["--quality-filter", quality_filter] if quality_filter else []), log=log)
     ft_seconds = time.perf_counter() - t0
     report = json.loads((ft / "report.json").read_text())
 
@@ -328,6 +329,7 @@ def main() -> None:
     p.add_argument("--alpha", type=float, default=None, help="finetune --alpha (default: finetune's own choice)")
     p.add_argument("--lr", type=float, default=None, help="finetune --lr (default: finetune's own)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="finetune --set (repeatable)")
+    p.add_argument("--quality-filter", default=None, metavar="NAME", help="finetune --quality-filter NAME (--keep 0.3)")
     p.add_argument("--write-docs", action="store_true", help=f"write the section {SECTION!r} of docs/finetune.md")
     args = p.parse_args()
     keys = [k.strip() for k in args.scenes.split(",") if k.strip()]
@@ -337,7 +339,8 @@ def main() -> None:
     missing = [f for k in keys for f in (SCENES[k].raster, SCENES[k].labels) if not (REAL / f).is_file()]
     if missing:
         raise SystemExit(f"real data absent in {REAL}: {', '.join(missing)}")
-    results = [run_scene(SCENES[k], args.work, args.reuse, args.steps, args.alpha, args.lr, args.set) for k in keys]
+    results = [run_scene(SCENES[k], args.work, args.reuse, args.steps, args.alpha, args.lr, args.set,
+                         args.quality_filter) for k in keys]
     text = render(results)
     print()
     print(text)
