@@ -11,7 +11,8 @@ Steps (all through the real CLI, in ``--work``):
 3. stage II rows (``demo_stage2.yaml``, ``--stage2-steps`` each, batch 32):
    ``rpa`` (lambdas 1,1,0,0,0: the shipped demo recipe), ``full`` (Eq. 5: 1,1,1,1,1),
    ``farslip`` (``objective: farslip``, its defaults: weights 1,1,1, EMA teacher 0.99), and
-   ``rpa+qf``, ``farslip+qf`` on the filtered data;
+   ``rpa+qf``, ``farslip+qf`` on the filtered data, and ``rpa+random`` on a random 30 % (the
+   filter's control: ``--quality-filter random``);
 4. the held-out evaluation of docs/demo_model.md (``eval regions``, ``hard-negatives``,
    ``retrieval``, ``tiles`` on seeds 2000-2002) and ``find`` P@10 on ``sample_data/scene.tif``
    ("red car" against the red cars, "swimming pool" against the pools; IoU >= 0.3).
@@ -46,6 +47,8 @@ ROWS = {
     "farslip": ("FarSLIP (global + patch-to-patch + region-category)", "data", ["--set", "objective=farslip"]),
     "rpa+qf": ("GeoAlignCLIP + RPA, quality filter (top 30 %)", "data_qf", ["--set", "lambdas=[1,1,0,0,0]"]),
     "farslip+qf": ("FarSLIP, quality filter (top 30 %)", "data_qf", ["--set", "objective=farslip"]),
+    "rpa+random": ("GeoAlignCLIP + RPA, a random 30 % (the filter's control)", "data_random",
+                   ["--set", "lambdas=[1,1,0,0,0]"]),
 }
 PHRASES = {"red car": ("car", "red"), "swimming pool": ("swimming pool", None)}
 
@@ -79,15 +82,16 @@ def prepare(work: Path, n_scenes: int, log: list[str]) -> None:
                 log=log)
 
 
-def filtered(work: Path, n_scenes: int, model: Path, log: list[str]) -> None:
+def filtered(work: Path, n_scenes: int, model: Path, log: list[str], folder: str = "data_qf",
+             scorer: str = "clip-score") -> None:
     for s in range(1000, 1000 + n_scenes):
-        out = work / "data_qf" / f"scene_{s}"
+        out = work / folder / f"scene_{s}"
         out.parent.mkdir(parents=True, exist_ok=True)
         if not (out / "quality.jsonl").is_file():
             run(*GA, "prepare", work / "scenes" / f"scene_{s}.tif", work / "scenes" / f"scene_{s}_labels.gpkg",
                 "--class-field", "class", "--out", out, "--max-cover", 0.9, "--seed", s, "--stride", 56,
-                "--quality-filter", "clip-score", "--keep", 0.3, "--quality-model", model, "--quiet", "--overwrite",
-                log=log)
+                "--quality-filter", scorer, "--keep", 0.3,
+                *(["--quality-model", model] if scorer == "clip-score" else []), "--quiet", "--overwrite", log=log)
 
 
 def evaluate(work: Path, name: str, model: Path, log: list[str]) -> dict:
@@ -161,6 +165,8 @@ def main() -> None:
             log=log)
     if any(ROWS[r][1] == "data_qf" for r in rows):
         filtered(work, args.scenes, stage1, log)
+    if any(ROWS[r][1] == "data_random" for r in rows):
+        filtered(work, args.scenes, stage1, log, "data_random", "random")
     results = {}
     for r in rows:
         label, data, sets = ROWS[r]

@@ -95,3 +95,11 @@ def test_clip_score_through_the_cli(scene_1002, tiny_ckpt, tmp_path, capsys):
                         (["--quality-model", tiny_ckpt], "--quality-model needs --quality-filter")):
         assert_bad(capsys, ["prepare", tif, gpkg, "--class-field", "class", "--out", tmp_path / "bad", *args],
                    tmp_path, match)
+
+
+def test_random_control_is_deterministic_and_uniform():
+    """``random`` (the filter's control) scores each sample by its image path only."""
+    r = quality.make_scorer("random")
+    samples = [{"image": f"chips/{i:06d}.tif"} for i in range(400)]
+    a, b = r.score(samples, None), r.score(list(reversed(samples)), None)
+    assert np.array_equal(a, b[::-1]) and 0.4 < a.mean() < 0.6 and len(set(a.tolist())) == 400

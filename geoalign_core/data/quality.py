@@ -4,8 +4,9 @@ The RS vision-language score model (arXiv 2503.00743) showed that training on th
 generated image-text pairs, ranked by a learned quality score, beats training on all of them and
 beats ranking by CLIP score. Its released weights cannot be downloaded on an offline machine, so
 this module ships the baseline scorer, ``clip-score`` (:class:`ClipScore`: the cosine similarity
-of each chip's image and brief caption under a reference model), behind a small interface that a
-learned scorer plugs into:
+of each chip's image and brief caption under a reference model), and a control, ``random``
+(:class:`RandomScore`: keeps a random share), behind a small interface that a learned scorer
+plugs into:
 
 * a scorer is any object with ``name`` and ``score(samples, root) -> np.ndarray`` (one float per
   sample; higher is better), see :class:`QualityScorer`;
@@ -34,8 +35,8 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["ClipScore", "QualityScorer", "QualitySummary", "SCORERS", "filter_dataset", "make_scorer",
-           "register_scorer"]
+__all__ = ["ClipScore", "QualityScorer", "QualitySummary", "RandomScore", "SCORERS", "filter_dataset",
+           "make_scorer", "register_scorer"]
 
 QUALITY_FILE = "quality.jsonl"
 
@@ -106,6 +107,22 @@ class ClipScore:
                 txt = model.encode_text([s["caption"] for s in part])
                 out[lo : lo + len(part)] = (emb.float() * txt.float()).sum(dim=-1).cpu().numpy()
         return out
+
+
+@register_scorer("random")
+class RandomScore:
+    """A control, not a filter: uniform random scores (seeded by the sample's image path), so that
+    ``--keep F`` keeps a random share; what a real scorer must beat at the same data size."""
+
+    name = "random"
+
+    def __init__(self, model: str | None = None, device: str = "auto", batch_size: int = 32):
+        self.model_name = None
+
+    def score(self, samples: Sequence[dict], root: Path) -> np.ndarray:
+        import zlib
+
+        return np.array([np.random.default_rng(zlib.crc32(s["image"].encode("utf-8"))).random() for s in samples])
 
 
 @dataclass
