@@ -193,7 +193,8 @@ def main() -> None:
         SECTION, "",
         f"Measured {dt.date.today()} on {cpu_summary()} with `python benchmarks/bench_objectives.py "
         f"--scenes {args.scenes} --stage1-steps {args.stage1_steps} --stage2-steps {args.stage2_steps}` "
-        f"({(time.perf_counter() - t0) / 60:.0f} min): {args.scenes} training scenes ({n_chips} chips; "
+        f"(this run {(time.perf_counter() - t0) / 60:.0f} min; data, models and evaluations already in the work "
+        f"folder are reused): {args.scenes} training scenes ({n_chips} chips; "
         f"{n_qf} after the quality filter), one stage I run of {args.stage1_steps} steps shared by every row, "
         f"each stage II row {args.stage2_steps} steps of 32 chips from it with demo_stage2.yaml's settings "
         "(class and caption prompts, lr 2e-4, seed 0); held-out evaluation as in the table above (seeds "
