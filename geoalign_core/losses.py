@@ -34,17 +34,21 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
         return x
     from torch.distributed.nn.functional import all_gather
 
-    world = dist.get_world_size()
-    n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
-    sizes = [torch.zeros_like(n) for _ in range(world)]
-    dist.all_gather(sizes, n)
-    sizes_i = [int(s.item()) for s in sizes]
+    sizes_i = _rank_sizes(x)
     m = max(sizes_i)
     if m == 0:
         return x
     pad = x.new_zeros((m - x.shape[0], *x.shape[1:]))
     parts = all_gather(torch.cat([x, pad], dim=0))
     return torch.cat([p[:s] for p, s in zip(parts, sizes_i)], dim=0)
+
+
+def _rank_sizes(x: torch.Tensor) -> list[int]:
+    """The first-dimension size of ``x`` on every rank (a collective)."""
+    n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
+    sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, n)
+    return [int(s.item()) for s in sizes]
 
 
 def _symmetric_infonce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -111,14 +115,9 @@ def _gather_labels(x: torch.Tensor) -> torch.Tensor:
     """:func:`gather_with_grad` for integer labels (no gradient)."""
     if not _distributed():
         return x
-    world = dist.get_world_size()
-    n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
-    sizes = [torch.zeros_like(n) for _ in range(world)]
-    dist.all_gather(sizes, n)
-    sizes_i = [int(s.item()) for s in sizes]
-    m = max(sizes_i)
-    padded = torch.cat([x, x.new_zeros(m - x.shape[0])])
-    parts = [torch.zeros_like(padded) for _ in range(world)]
+    sizes_i = _rank_sizes(x)
+    padded = torch.cat([x, x.new_zeros(max(sizes_i) - x.shape[0])])
+    parts = [torch.zeros_like(padded) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, padded)
     return torch.cat([p[:s] for p, s in zip(parts, sizes_i)])
 

@@ -145,8 +145,10 @@ def _ddp_worker(rank: int, world: int, port: int, q) -> None:
         rs, ps = (r[:3], p[:3]) if rank == 0 else (r[3:], p[3:])
         g = losses.global_contrastive(vs, ts, SCALE)
         rp = losses.region_phrase(rs, ps, SCALE)
+        labels = torch.tensor([0, 1, 0, 2, 1])  # class ids, uneven across ranks (3 + 2)
+        mp = losses.multi_positive_contrastive(rs, ps, labels[:3] if rank == 0 else labels[3:], SCALE)
         g.backward()
-        q.put((rank, float(g), float(rp), vs.grad.abs().sum().item() > 0))
+        q.put((rank, float(g), float(rp), vs.grad.abs().sum().item() > 0, float(mp)))
     finally:
         dist.destroy_process_group()
 
@@ -169,9 +171,11 @@ def test_distributed_gather_matches_joined_batch():
     r, p = unit(5, 8, seed=3), unit(5, 8, seed=4)
     want_g = float(losses.global_contrastive(v, t, SCALE))
     want_r = float(losses.region_phrase(r, p, SCALE))
-    for _, g, rp, has_grad in results:
+    want_mp = float(losses.multi_positive_contrastive(r, p, torch.tensor([0, 1, 0, 2, 1]), SCALE))
+    for _, g, rp, has_grad, mp in results:
         assert g == pytest.approx(want_g, rel=1e-5)
         assert rp == pytest.approx(want_r, rel=1e-5)
+        assert mp == pytest.approx(want_mp, rel=1e-5)  # FarSLIP's region-category term gathers labels too
         assert has_grad
 
 
