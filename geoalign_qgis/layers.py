@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from pathlib import Path
@@ -182,17 +183,27 @@ def style_scores(layer: QgsVectorLayer, score_field: str = "score", label_field:
     ramp = viridis()
     ranges = []
     n = max(1, classes)
+    digits = legend_digits(lo, hi, n)
     for i in range(n):
         a = lo + (hi - lo) * i / n
         b = lo + (hi - lo) * (i + 1) / n
         color = ramp.color(i / (n - 1) if n > 1 else 1.0)
-        ranges.append(QgsRendererRange(a, b, _fill_symbol(color), f"{a:.3f} - {b:.3f}"))
+        ranges.append(QgsRendererRange(a, b, _fill_symbol(color), f"{a:.{digits}f} - {b:.{digits}f}"))
     renderer = QgsGraduatedSymbolRenderer(score_field, ranges)
     renderer.setSourceColorRamp(ramp.clone())
     layer.setRenderer(renderer)
     if label_field and layer.fields().indexOf(label_field) >= 0:
         set_labels(layer, label_field)
     layer.triggerRepaint()
+
+
+def legend_digits(lo: float, hi: float, classes: int) -> int:
+    """Decimals that tell the class bounds apart: 3, or more when the scores are close together
+    (calibrated scores of a confident model crowd near 1: 0.99941 - 0.99953, not 1.000 - 1.000)."""
+    step = (hi - lo) / max(1, classes)
+    if step <= 0:
+        return 3
+    return int(min(8, max(3, math.ceil(-math.log10(step) - 1e-6) + 1)))
 
 
 def set_labels(layer: QgsVectorLayer, field: str) -> None:

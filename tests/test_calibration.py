@@ -37,6 +37,16 @@ def test_calibration_formula_on_small_tensors():
         assert torch.allclose(cal.score(thr, torch.tensor([0, 1])).float(), torch.full((2,), s), atol=1e-4)
     assert bool((cal.raw_threshold(0.3) < cal.raw_threshold(0.6)).all())
     assert cal.raw_threshold(0.0).tolist() == [0.0, 0.0]
+    # the far tail is compressed, not saturated: 4 spreads 0.88, 10 spreads ~0.98, 20 spreads ~0.99
+    lab = torch.tensor([0, 0, 0, 0])
+    far = torch.sigmoid(cal.centre[0] + cal.spread[0] * torch.tensor([4.0, 10.0, 20.0, 21.0], dtype=torch.float64))
+    got = cal.score(far, lab)
+    assert float(got[0]) == pytest.approx(1 / (1 + math.exp(-2.0)), abs=1e-6)
+    assert float(got[1]) == pytest.approx(1 / (1 + math.exp(-(2 + math.log(7.0)))), abs=1e-6)
+    assert 0.99 < float(got[2]) < 0.995 and float(got[3]) - float(got[2]) > 1e-4
+    for s in (0.9, 0.95):  # the inverse holds in the tail too (raw float32 probabilities saturate near 17 log-odds)
+        assert torch.allclose(cal.score(cal.raw_threshold(s), torch.tensor([0, 1])).float(), torch.full((2,), s),
+                              atol=1e-4)
     # a flat sample does not blow scores up: the spread has a floor
     flat = Calibration.from_logits(torch.zeros((10, 1)))
     assert float(flat.spread[0]) == calibration.MIN_SPREAD

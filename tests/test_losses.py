@@ -172,10 +172,10 @@ def test_distributed_gather_matches_joined_batch():
     want_g = float(losses.global_contrastive(v, t, SCALE))
     want_r = float(losses.region_phrase(r, p, SCALE))
     want_mp = float(losses.multi_positive_contrastive(r, p, torch.tensor([0, 1, 0, 2, 1]), SCALE))
-    for _, g, rp, has_grad, mp in results:
+    for _, g, rp, has_grad, mpc in results:
         assert g == pytest.approx(want_g, rel=1e-5)
         assert rp == pytest.approx(want_r, rel=1e-5)
-        assert mp == pytest.approx(want_mp, rel=1e-5)  # FarSLIP's region-category term gathers labels too
+        assert mpc == pytest.approx(want_mp, rel=1e-5)  # FarSLIP's region-category term gathers labels too
         assert has_grad
 
 

@@ -577,3 +577,27 @@ def test_one_click_setup_from_the_dock(qgis_iface, monkeypatch, tmp_path):
         from geoalign_qgis.engine import stop_shared
 
         stop_shared()
+
+
+def test_score_legend_tells_crowded_scores_apart(qgis_iface, tmp_path):
+    """Calibrated scores of a confident model crowd near 1; the legend's class bounds must still differ."""
+    from qgis.core import QgsFeature, QgsField, QgsGeometry, QgsRectangle, QgsVectorLayer
+    from qgis.PyQt.QtCore import QVariant
+
+    from geoalign_qgis.layers import legend_digits, style_scores
+
+    assert legend_digits(0.3, 1.0, 5) == 3 and legend_digits(0.9994, 0.99995, 5) == 5
+    assert legend_digits(0.5, 0.5, 5) == 3
+    layer = QgsVectorLayer("Polygon?crs=EPSG:32633", "m", "memory")
+    layer.dataProvider().addAttributes([QgsField("phrase", QVariant.String), QgsField("score", QVariant.Double)])
+    layer.updateFields()
+    feats = []
+    for i, sc in enumerate((0.99941, 0.99950, 0.99953, 0.99991)):
+        f = QgsFeature(layer.fields())
+        f.setGeometry(QgsGeometry.fromRect(QgsRectangle(i, 0, i + 1, 1)))
+        f.setAttributes(["red car", sc])
+        feats.append(f)
+    layer.dataProvider().addFeatures(feats)
+    style_scores(layer)
+    labels = [r.label() for r in layer.renderer().ranges()]
+    assert len(set(labels)) == len(labels) and "0.99941 - " in labels[0], labels

@@ -13,11 +13,15 @@ median ``m`` and its lower spread ``s = m - q16`` (the 15.9th percentile, one st
 deviation below the median for a normal distribution; the lower half is used because the
 objects sought sit in the upper tail). A box of raw score ``p`` then scores
 
-    score = sigmoid((z - m) / s - OFFSET)        (OFFSET = 2)
+    d = (z - m) / s                              (spreads above the typical region)
+    score = sigmoid(d - OFFSET)                  for d <= 2 OFFSET (OFFSET = 2)
+    score = sigmoid(OFFSET + log(1 + d - 2 OFFSET))   beyond (the far tail, compressed)
 
 * a typical region of the scene (``z = m``) scores 0.12;
 * a region 2 spreads above the typical one (1 in 44 of a normal background) scores 0.5;
-  4 spreads: 0.88;
+  4 spreads: 0.88; beyond, the scale grows with the logarithm of the distance (10 spreads:
+  0.98, 40 spreads: 0.996), so that the objects of a confident model do not all read 1.000
+  and their scores still tell them apart;
 * the default ``--min-score 0.3`` keeps boxes at least 1.15 spreads above the scene's median
   region (the top 12.5 % of a normal background: the sliding windows of every scale that
   touch an object count as background in this sample, so the bar is set lower than a
@@ -51,6 +55,13 @@ CAL_TILES = 16  #: tiles sampled per scene (evenly spread over the searched wind
 OFFSET = 2.0  #: spreads above the scene's median region that score 0.5
 MIN_SPREAD = 0.1  #: floor of the spread, in log-odds (a flat scene does not blow scores up)
 _EPS = 1e-12
+
+
+def _compress(d: torch.Tensor) -> torch.Tensor:
+    """``d - OFFSET`` up to ``2 OFFSET`` spreads, then ``OFFSET + log(1 + d - 2 OFFSET)``: continuous,
+    with the same slope at the joint, increasing."""
+    far = d > 2 * OFFSET
+    return torch.where(far, OFFSET + torch.log1p((d - 2 * OFFSET).clamp_min(0.0)), d - OFFSET)
 
 
 def _logit(p: torch.Tensor) -> torch.Tensor:
@@ -95,7 +106,8 @@ class Calibration:
             return raw.double()
         z = _logit(raw)
         labels = labels.long()
-        return torch.sigmoid((z - self.centre[labels]) / self.spread[labels] - OFFSET)  # float64: few ties
+        d = (z - self.centre[labels]) / self.spread[labels]
+        return torch.sigmoid(_compress(d))  # float64
 
     def raw_threshold(self, score: float) -> torch.Tensor:
         """``[N]``: per phrase, the raw probability whose calibrated score is ``score``."""
@@ -106,14 +118,16 @@ class Calibration:
             return torch.zeros(n)
         if score >= 1.0:
             return torch.full((n,), 1.0 + 1e-6)  # nothing reaches 1
-        target = float(np.log(score) - np.log1p(-score))
-        z = self.centre + self.spread * (target + OFFSET)
+        g = float(np.log(score) - np.log1p(-score))
+        d = g + OFFSET if g <= OFFSET else 2 * OFFSET + float(np.expm1(g - OFFSET))  # the inverse of _compress
+        z = self.centre + self.spread * d
         return torch.sigmoid(z).float()
 
     def as_dict(self, phrases: Sequence[str]) -> dict:
         """For run metadata: the formula and each phrase's median / spread (log-odds)."""
         return {
-            "formula": f"sigmoid((logit(p) - median) / spread - {OFFSET:g})",
+            "formula": f"sigmoid(d - {OFFSET:g}) for d = (logit(p) - median) / spread <= {2 * OFFSET:g}, "
+                       f"else sigmoid({OFFSET:g} + log(1 + d - {2 * OFFSET:g}))",
             "n_regions": self.n_regions,
             "phrases": {p: {"median": round(float(c), 4), "spread": round(float(s), 4)}
                         for p, c, s in zip(phrases, self.centre, self.spread)} if self.active else {},
