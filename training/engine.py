@@ -220,20 +220,19 @@ def _train(cfg, env: DistEnv, resume, stop_after, overwrite, quiet, tqdm) -> Tra
         class_prompt_prob=cfg.class_prompt_prob, caption_prompt_prob=cfg.caption_prompt_prob,
         background_negatives=cfg.background_negatives,
     )
-    fs = cfg.objective == "farslip"
-    collate = Collate(model.tokenizer, need_detail=lambdas[4] > 0 and not fs, need_region_text=lambdas[1] > 0 or fs,
-                      need_candidates=lambdas[2] > 0 and not fs)
+    farslip = cfg.objective == "farslip"
+    collate = Collate(model.tokenizer, need_detail=lambdas[4] > 0 and not farslip,
+                      need_region_text=lambdas[1] > 0 or farslip, need_candidates=lambdas[2] > 0 and not farslip)
     sampler = ResumableSampler(len(dataset), env.world, env.rank, seed=cfg.seed, shuffle=True)
     batches_per_epoch = math.ceil(sampler.samples_per_epoch / cfg.batch_size)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * batches_per_epoch / cfg.grad_accum))
 
-    farslip = cfg.objective == "farslip"
     step_module = EmbedStep(model, (1.0, 1.0, 0.0, 0.0, 0.0) if farslip else lambdas, crop_size=crop_size,
                             vic_regions_per_image=cfg.vic_regions_per_image, vic_stop_grad=cfg.vic_stop_grad,
                             farslip=farslip)
     teacher = None
     if farslip:
-        from .farslip import Teacher
+        from .farslip import Teacher, farslip_objective
 
         teacher = Teacher(model, cfg.farslip_teacher, cfg.farslip_momentum)
         fs_weights = tuple(cfg.farslip_weights or (1.0, 1.0, 1.0))
@@ -332,8 +331,6 @@ def _train(cfg, env: DistEnv, resume, stop_after, overwrite, quiet, tqdm) -> Tra
                     with autocast:
                         emb = runner(batch)
                     if teacher is not None:
-                        from .farslip import farslip_objective
-
                         with autocast:
                             target = teacher.targets(emb["crop_images"])
                         loss, parts = farslip_objective(emb, batch, model.logit_scale, fs_weights, target)

@@ -112,10 +112,7 @@ class EmbedStep(nn.Module):
         else:
             out["img"] = m.encode_image(images)
         if self.need_crops:
-            keep = vic_subset(batch["n_regions"].tolist(), self.vic_regions_per_image)
-            crop_boxes = torch.cat([b.reshape(-1, 4) for b in batch["boxes"]])[keep]
-            img_of = batch["region_image"][keep]
-            per_image = [crop_boxes[img_of == i].to(dev) for i in range(images.shape[0])]
+            keep, per_image = self._crop_subset(batch, images.shape[0], dev)
             if self.vic_stop_grad:
                 with torch.no_grad():
                     out["crop"] = m.encode_crops(images, per_image, size=self.crop_size)
@@ -123,10 +120,7 @@ class EmbedStep(nn.Module):
                 out["crop"] = m.encode_crops(images, per_image, size=self.crop_size)
             out["vic_keep"] = keep.to(dev)
         if self.farslip:  # training.farslip: the student's crop [CLS]; the crops go on to the teacher
-            keep = vic_subset(batch["n_regions"].tolist(), self.vic_regions_per_image)
-            crop_boxes = torch.cat([b.reshape(-1, 4) for b in batch["boxes"]])[keep]
-            img_of = batch["region_image"][keep]
-            per_image = [crop_boxes[img_of == i].to(dev) for i in range(images.shape[0])]
+            keep, per_image = self._crop_subset(batch, images.shape[0], dev)
             crops = m.crop_boxes(images, per_image, m.image_size)
             out["crop_cls"] = m.encode_image(crops) if crops.shape[0] else crops.new_zeros((0, m.embed_dim))
             out["crop_images"] = crops.detach()
@@ -134,6 +128,14 @@ class EmbedStep(nn.Module):
         tokens = batch["tokens"]
         out["text"] = encode_text_trimmed(m, tokens) if self.trim_text else m.encode_text_tokens(tokens)
         return out
+
+
+    def _crop_subset(self, batch: dict, n_images: int, dev: torch.device) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The regions re-encoded as crops (:func:`vic_subset`): their flat indices and their boxes per image."""
+        keep = vic_subset(batch["n_regions"].tolist(), self.vic_regions_per_image)
+        crop_boxes = torch.cat([b.reshape(-1, 4) for b in batch["boxes"]])[keep]
+        img_of = batch["region_image"][keep]
+        return keep, [crop_boxes[img_of == i].to(dev) for i in range(n_images)]
 
 
 def geoalign_objective(
