@@ -23,7 +23,7 @@ from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE, DEFAULT_NMS_IOU
 from ..errors import InputError
 from ..geo import pixel_boxes_to_polygons
 from ..geo.grid import area_window
-from . import calibration, scoring
+from . import scoring
 from .encoder import Cancel, EmbeddingBatch, Encoder, Progress, Stage, enter_stage, tile_scale
 from .metadata import raster_meta, run_metadata
 from .regions import centres_in, load_regions, load_within, pd_strings
@@ -115,7 +115,7 @@ def find(
             feats, rboxes, n_out = load_regions(regions, src, area, regions_layer, buffer)
             texts, bg = enc.query_texts(phrases)
             enter_stage(stage, "scoring regions")
-            cal = _calibrate(enc, src, area, ts, overlap, texts, len(phrases), cancel)
+            cal = src.calibration(area, ts, overlap, texts, len(phrases), cancel)
             emb = src.region_embeddings(rboxes, area, ts, overlap, progress, cancel)
             probs = scoring.phrase_probabilities(emb, texts, len(phrases), enc.logit_scale).cpu()
             floor = cal.raw_threshold(float(min_score))
@@ -136,7 +136,7 @@ def find(
                 extra |= {"within": str(within) if not isinstance(within, gpd.GeoDataFrame) else "GeoDataFrame",
                           "n_within": n_within}
             enter_stage(stage, "scanning tiles")
-            cal = _calibrate(enc, src, area, ts, overlap, texts, len(phrases), cancel)
+            cal = src.calibration(area, ts, overlap, texts, len(phrases), cancel)
             sizes, size_meta = object_sizes(enc, phrases, object_size, src)
             boxes, scores, p_idx, n_scanned = find_candidates(
                 enc, src, windows, area, texts, len(phrases), cal.raw_threshold(float(min_score)),
@@ -300,16 +300,6 @@ def _floors(boxes: list[torch.Tensor], scores: list[torch.Tensor], labels: list[
         if len(mine) >= max_results:
             out[p] = max(float(minimum[p]), float(mine.min()))
     return out
-
-
-def _calibrate(enc: Encoder, src: EmbeddingSource, area: Window, tile_size: int, overlap: float,
-               texts: torch.Tensor, n_phrases: int, cancel: Cancel | None) -> calibration.Calibration:
-    """The scene's score calibration over the search area's tiles (:mod:`.calibration`); a source
-    that keeps a memo (a scene index) measures each (area, phrase set) once."""
-    own = getattr(src, "calibration", None)
-    if own is not None:
-        return own(area, tile_size, overlap, texts, n_phrases, cancel)
-    return calibration.measure(enc, src, src.windows(tile_size, overlap, area), texts, n_phrases, cancel)
 
 
 def score_candidates(

@@ -63,6 +63,9 @@ class EmbeddingSource(Protocol):
 
     def mask_invalid(self, values: np.ndarray, area: Window, scale: int, cancel: Cancel | None) -> None: ...
 
+    def calibration(self, area: Window, tile_size: int, overlap: float, texts: torch.Tensor, n_phrases: int,
+                    cancel: Cancel | None = None) -> Any: ...
+
     def raster_meta(self) -> dict: ...
 
 
@@ -122,6 +125,14 @@ class LiveSource:
                           ) -> tuple[list[Window], torch.Tensor | None]:
         """All of them, in grid order and without bounds: what a tile holds is known only after its image pass."""
         return windows, None
+
+    def calibration(self, area: Window, tile_size: int, overlap: float, texts: torch.Tensor, n_phrases: int,
+                    cancel: Cancel | None = None):
+        """find's score calibration over the area's tiles (:func:`~.calibration.measure`: an image
+        pass over up to 16 of them)."""
+        from .calibration import measure
+
+        return measure(self.enc, self, self.windows(tile_size, overlap, area), texts, n_phrases, cancel)
 
     # embeddings
     def embeddings(self, windows: Sequence[Window], dense: bool = True, progress: Progress | None = None,
