@@ -86,27 +86,14 @@ class ClipScore:
 
     def score(self, samples: Sequence[dict], root: Path) -> np.ndarray:
         import torch
-        import torch.nn.functional as F
 
-        from .schema import read_image
+        from ..evaluation.common import encode_image_batches, encode_texts
 
-        model = self.model
-        size = model.image_size
-        out = np.zeros(len(samples), dtype=np.float64)
-        with torch.no_grad():
-            for lo in range(0, len(samples), self.batch_size):
-                part = samples[lo : lo + self.batch_size]
-                imgs = []
-                for s in part:
-                    img = torch.from_numpy(read_image(root / s["image"]))
-                    if tuple(img.shape[1:]) != (size, size):
-                        img = F.interpolate(img[None], size=(size, size), mode="bilinear", align_corners=False,
-                                            antialias=True)[0].clamp_(0.0, 1.0)
-                    imgs.append(img)
-                emb = model.encode_image(model.preprocess(torch.stack(imgs).to(model.device)))
-                txt = model.encode_text([s["caption"] for s in part])
-                out[lo : lo + len(part)] = (emb.float() * txt.float()).sum(dim=-1).cpu().numpy()
-        return out
+        with torch.inference_mode():
+            img = encode_image_batches(self.model, [root / s["image"] for s in samples], self.batch_size,
+                                       progress=False)
+            txt = encode_texts(self.model, [s["caption"] for s in samples], self.batch_size)
+        return (img * txt.to(img.device)).sum(dim=-1).cpu().numpy().astype(np.float64)
 
 
 @register_scorer("random")
