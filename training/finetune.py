@@ -86,7 +86,7 @@ def _object_vs_background(model, samples: list[dict], classes: list[str], batch:
     (higher is better) and the share of background boxes whose best text is a class (lower is better)."""
     import torch.nn.functional as F
 
-    from geoalign_core.evaluation.tasks import encode_sample_regions
+    from geoalign_core.evaluation.tasks import encode_sample_regions, region_class
     from geoalign_core.inference.vocabulary import background_for
 
     texts = [*classes, *background_for(classes)]
@@ -101,18 +101,12 @@ def _object_vs_background(model, samples: list[dict], classes: list[str], batch:
             continue
         best = (emb.float() @ text.to(emb.device).T).argmax(dim=1).cpu()
         if key == "labelled":
-            want = torch.tensor([classes.index(_class_of(samples[i]["regions"][j])) for i, j in index])
+            want = torch.tensor([classes.index(region_class(samples[i]["regions"][j])) for i, j in index])
             out[key] = (len(index), float((best == want).float().mean()))
         else:
             out[key] = (len(index), float((best < len(classes)).float().mean()))
     return {"n": out["background"][0], "called_a_class": out["background"][1],
             "n_labelled": out["labelled"][0], "labelled_found": out["labelled"][1]}
-
-
-def _class_of(region: dict) -> str:
-    from geoalign_core.data.text import clean_class
-
-    return clean_class(region.get("class") or region["phrase"])
 
 
 def _reference(out: Path, chip: int, quiet: bool) -> tuple[Path, list[str]]:

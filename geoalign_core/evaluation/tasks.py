@@ -72,6 +72,7 @@ __all__ = [
     "eval_scene",
     "eval_tiles",
     "load_scene_dataset",
+    "region_class",
 ]
 
 IMAGE_SUFFIXES = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".webp", ".jp2", ".gif"})
@@ -197,7 +198,8 @@ def encode_sample_regions(
     return torch.cat(out), index
 
 
-def _region_class(r: dict) -> str:
+def region_class(r: dict) -> str:
+    """A labelled region's class: its ``class`` key, else its phrase (cleaned)."""
     return clean_class(r.get("class") or r["phrase"])
 
 
@@ -212,14 +214,14 @@ def eval_regions(
 ) -> dict:
     """Region-level classification (see the module docstring)."""
     samples = read_samples(data)
-    labels = [_region_class(r) for s in samples for r in s.get("regions", [])]
+    labels = [region_class(r) for s in samples for r in s.get("regions", [])]
     if not labels:
         raise InputError("the samples have no regions to classify")
     names = _resolve_classes(labels, classes, "samples")
     text = class_embeddings(model, names, templates)
     emb, index = encode_sample_regions(model, samples, batch_size, desc="regions", progress=progress)
     targets = torch.tensor(
-        [names.index(_region_class(samples[i]["regions"][j])) for i, j in index], device=emb.device
+        [names.index(region_class(samples[i]["regions"][j])) for i, j in index], device=emb.device
     )
     return {
         "task": "regions",
