@@ -19,9 +19,17 @@ from geoalign_core.model import GeoAlignCLIP
 
 from .objective import EmbedStep
 
-__all__ = ["Distiller"]
+__all__ = ["Distiller", "frozen_copy"]
 
 KEYS = ("img", "reg", "text")  #: the embeddings pulled toward the teacher's
+
+
+def frozen_copy(model: GeoAlignCLIP) -> GeoAlignCLIP:
+    """A copy of ``model`` in eval mode without gradients: a teacher that stays the start."""
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
 
 
 class Distiller(nn.Module):
@@ -29,9 +37,7 @@ class Distiller(nn.Module):
 
     def __init__(self, model: GeoAlignCLIP, weight: float, need_regions: bool):
         super().__init__()
-        teacher = copy.deepcopy(model).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+        teacher = frozen_copy(model)
         # the same forward as the student's, without the crop view
         self.step = EmbedStep(teacher, (1.0, 1.0 if need_regions else 0.0, 0.0, 0.0, 0.0))
         self.weight = float(weight)

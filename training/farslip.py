@@ -23,7 +23,6 @@ keeps its own meaning. ``lambdas`` are not used under this objective.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import torch
@@ -31,6 +30,8 @@ import torch.nn.functional as F
 
 from geoalign_core.losses import global_contrastive, multi_positive_contrastive, patch_to_patch, rank_share
 from geoalign_core.model import GeoAlignCLIP
+
+from .distill import frozen_copy
 
 __all__ = ["TEACHERS", "Teacher", "farslip_objective"]
 
@@ -46,10 +47,7 @@ class Teacher:
             raise ValueError(f"teacher must be one of {TEACHERS}, got {kind!r}")
         self.kind = kind
         self.momentum = float(momentum)
-        self.model = model if kind == "self" else copy.deepcopy(model).eval()
-        if kind != "self":
-            for p in self.model.parameters():
-                p.requires_grad_(False)
+        self.model = model if kind == "self" else frozen_copy(model)  # ema: a copy updated in update()
 
     @torch.no_grad()
     def targets(self, crops: torch.Tensor) -> torch.Tensor:
