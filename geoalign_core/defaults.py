@@ -5,7 +5,7 @@ model stack.
 """
 
 DEFAULT_MODEL = "geoalign-demo"  #: the bundled model
-DEFAULT_MIN_SCORE = 0.3  #: find: boxes scoring below this are dropped
+DEFAULT_MIN_SCORE = 0.5  #: find: boxes scoring below this are dropped (0.5: probably right)
 DEFAULT_MAX_RESULTS = 100  #: find: best boxes kept per phrase
 DEFAULT_NMS_IOU = 0.5  #: find: a box overlapping a better one by more than this is dropped
 DEFAULT_BATCH_SIZE = 16  #: tiles per backbone pass (CLI, engine)

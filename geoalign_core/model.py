@@ -31,6 +31,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import open_clip
 import torch
@@ -152,6 +153,10 @@ def boxes_as_list(boxes: torch.Tensor | Sequence[torch.Tensor], batch: int) -> l
 
 class GeoAlignCLIP(nn.Module):
     """A CLIP model with multi-granularity (global / dense / region / crop) embeddings."""
+
+    #: the model card (:class:`geoalign_core.card.ModelCard`) that :func:`~geoalign_core.load_model` found beside
+    #: the weights; None: uncalibrated, unknown domain
+    card: Any = None
 
     def __init__(self, clip: nn.Module, spec: ModelSpec, mean: Sequence[float], std: Sequence[float]):
         super().__init__()

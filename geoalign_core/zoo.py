@@ -31,6 +31,7 @@ from urllib.parse import urlparse
 import open_clip
 import torch
 
+from .card import load_card
 from .errors import CheckpointError, ModelError, OfflineError
 from .model import LONG_CONTEXT, GeoAlignCLIP, ModelSpec, build_clip
 
@@ -394,6 +395,7 @@ def load_model(
     dev = resolve_device(device)
     overrides = dict(quick_gelu=quick_gelu, long_text=long_text, dense_mode=dense_mode)
     key = str(name_or_path)
+    card = None
     if key in ZOO:
         entry = ZOO[key]
         path = download(key)
@@ -403,10 +405,12 @@ def load_model(
             path, arch=arch or entry.arch, quick_gelu=q, long_text=lt,
             dense_mode=dense_mode or entry.dense_mode, name=entry.name,
         )
+        card = load_card(path)
     elif key.startswith("hf-hub:"):
         model = _load_hf_hub(key[len("hf-hub:"):], **overrides)
     elif Path(key).suffix.lower() in CHECKPOINT_SUFFIXES or Path(key).is_file():
         model = load_checkpoint_file(key, arch=arch, **overrides)
+        card = load_card(key)
     else:
         from . import archs  # noqa: F401
 
@@ -424,4 +428,5 @@ def load_model(
             name=key,
         )
         model = build_model(spec)
+    model.card = card
     return model.to(dev).eval()

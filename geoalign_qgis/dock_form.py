@@ -41,7 +41,7 @@ from .results import ResultsTable
 from .setup_panel import SetupPanel
 
 SCOPES = (("view", "Current map view"), ("layer", "Whole layer"), ("regions", "Regions drawn on the map"))
-DEFAULT_MIN_SCORE = 0.3
+DEFAULT_MIN_SCORE = 0.5  # geoalign_core.defaults.DEFAULT_MIN_SCORE: "probably right"
 DEFAULT_MAX_RESULTS = 100
 DEFAULT_OVERLAP = 0.25
 SETTINGS = "geoalign/dock"
@@ -248,7 +248,9 @@ class DockForm:
         name = self.model_name()
         entry = next((m for m in self.models if m["name"] == name), None)
         if entry is not None:
-            self.model_state.setText(entry["state"])
+            domain = entry.get("domain") or ""
+            self.model_state.setText(f"{entry['state']}. {domain}" if domain else entry["state"])
+            self.model_state.setToolTip(domain)
         elif name and Path(name).suffix in (".safetensors", ".pt", ".pth", ".bin", ".ckpt"):
             self.model_state.setText("checkpoint file" + ("" if Path(name).is_file() else " (not found)"))
         elif self.models:

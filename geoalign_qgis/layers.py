@@ -52,6 +52,9 @@ FILL_ALPHA = 70
 LABEL_MIN_SCALE = 5000.0  # labels shown at 1:5000 and closer
 TILE_ALPHA = 110
 SCORE_CLASSES = 5
+#: the label of a tile or region that no class or phrase fits (geoalign_core.inference.vocabulary.NONE_LABEL)
+NONE_LABEL = "none of these"
+
 # the heatmap ramp: (score, colour, alpha) -- "inferno", transparent below ~0.2
 HEATMAP_STOPS = [(0.0, "#000004", 0), (0.2, "#320a5e", 0), (0.35, "#781c6d", 90), (0.5, "#bc3754", 150),
                  (0.65, "#ed6925", 190), (0.8, "#fbb61a", 215), (1.0, "#fcffa4", 235)]
@@ -270,7 +273,14 @@ def style_tiles(layer: QgsVectorLayer, field: str = "label") -> QgsCategorizedSy
         for f in layer.getFeatures():
             counts[str(f[field])] = counts.get(str(f[field]), 0) + 1
     cats = []
-    for i, (value, n) in enumerate(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))):
+    ranked = sorted(counts.items(), key=lambda kv: (kv[0] == NONE_LABEL, -kv[1], kv[0]))
+    for i, (value, n) in enumerate(ranked):
+        if value == NONE_LABEL:  # no class fits: outlined in grey, not filled, so the image shows through
+            symbol = QgsFillSymbol.createSimple({"color": "0,0,0,0", "outline_color": "150,150,150,160",
+                                                 "outline_width": "0.2", "outline_width_unit": "MM",
+                                                 "outline_style": "dot"})
+            cats.append(QgsRendererCategory(value, symbol, f"{value} ({n})"))
+            continue
         colour = QColor(_CATEGORY_COLOURS[i % len(_CATEGORY_COLOURS)])
         fill = QColor(colour)
         fill.setAlpha(TILE_ALPHA)
@@ -287,14 +297,23 @@ def style_tiles(layer: QgsVectorLayer, field: str = "label") -> QgsCategorizedSy
 
 
 # ---------------------------------------------------------------------------- loading
+def score_field(layer: QgsVectorLayer) -> str:
+    """The layer's value field: ``score`` (a calibrated probability), else what an uncalibrated model
+    wrote (``standout`` for boxes and regions, ``logodds`` for tiles)."""
+    for name in ("score", "standout", "logodds", "similarity"):
+        if layer.fields().indexOf(name) >= 0:
+            return name
+    return "score"
+
+
 def style_result(layer: QgsVectorLayer, kind: str) -> None:
     """The style of a result layer: "matches" / "regions" / "similar" (graduated by score), "tiles" (categorised)."""
     if kind == "tiles":
         style_tiles(layer)
     elif kind == "similar":
-        style_scores(layer, label_field=None)
+        style_scores(layer, score_field(layer), label_field=None)
     else:
-        style_scores(layer, label_field="best_phrase" if kind == "regions" else "phrase")
+        style_scores(layer, score_field(layer), label_field="best_phrase" if kind == "regions" else "phrase")
 
 
 def load_vector(path: str | Path, layer_name: str, display_name: str,

@@ -23,10 +23,16 @@ from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
 from .compat import POLYGON_GEOMETRY
+from .layers import score_field
 
 ROLE = Qt.ItemDataRole.UserRole
 HIGHLIGHT = QColor(0, 255, 255)
 ZOOM_MARGIN = 3.0  # the zoomed view is this many times the feature's box
+
+
+def _title(field: str) -> str:
+    """Column header of a value field: "Score" (a probability), "Standout" / "Logodds" (uncalibrated)."""
+    return {"logodds": "Log-odds"}.get(field, field.capitalize())
 
 
 def _fmt(v: Any) -> str:
@@ -80,21 +86,23 @@ class ResultsTable(QTableWidget):
     def show_matches(self, layer: QgsVectorLayer) -> None:
         """Found objects, best first: phrase, score, rank."""
         self.kind = "matches"
-        feats = sorted(layer.getFeatures(), key=lambda f: -float(f["score"] or 0))
-        self._set_headers(["Phrase", "Score", "Rank"])
+        sf = score_field(layer)
+        feats = sorted(layer.getFeatures(), key=lambda f: -float(f[sf] or 0))
+        self._set_headers(["Phrase", _title(sf), "Rank"])
         self.setRowCount(len(feats))
         for row, f in enumerate(feats):
-            self._set_row(row, [str(f["phrase"]), _fmt(f["score"]), str(f["rank"])], layer, f.id())
+            self._set_row(row, [str(f["phrase"]), _fmt(f[sf]), str(f["rank"])], layer, f.id())
         self._done()
 
     def show_similar(self, layer: QgsVectorLayer) -> None:
         """Objects like the drawn one, best first: rank, score (cosine similarity), whether it is the example."""
         self.kind = "similar"
         feats = sorted(layer.getFeatures(), key=lambda f: int(f["rank"] or 0))
-        self._set_headers(["Rank", "Score", "Example"])
+        sf = score_field(layer)
+        self._set_headers(["Rank", _title(sf), "Example"])
         self.setRowCount(len(feats))
         for row, f in enumerate(feats):
-            self._set_row(row, [str(f["rank"]), _fmt(f["score"]), "yes" if f["example"] else ""], layer, f.id())
+            self._set_row(row, [str(f["rank"]), _fmt(f[sf]), "yes" if f["example"] else ""], layer, f.id())
         self._done()
 
     def show_regions(self, layer: QgsVectorLayer, phrases: list[str], columns: dict[str, str] | None = None) -> None:
@@ -107,13 +115,14 @@ class ResultsTable(QTableWidget):
         names = [f.name() for f in layer.fields()]
         columns = columns or {p: p for p in phrases}
         per_phrase = [p for p in phrases if columns.get(p, p) in names]
-        self._set_headers(["Region", "Best phrase", "Score", *per_phrase])
+        sf = score_field(layer)
+        self._set_headers(["Region", "Best phrase", _title(sf), *per_phrase])
         feats = sorted(layer.getFeatures(QgsFeatureRequest()),
                        key=lambda f: int(f["region"]) if "region" in names and f["region"] is not None else f.id())
         self.setRowCount(len(feats))
         for row, f in enumerate(feats):
             region = f["region"] if "region" in names else f.id()
-            cells = [str(region), str(f["best_phrase"]), _fmt(f["score"])] + [_fmt(f[columns.get(p, p)])
+            cells = [str(region), str(f["best_phrase"]), _fmt(f[sf])] + [_fmt(f[columns.get(p, p)])
                                                                               for p in per_phrase]
             self._set_row(row, cells, layer, f.id())
         self._done()
@@ -122,9 +131,10 @@ class ResultsTable(QTableWidget):
         """Tile classes by count: class, tiles, mean score (rows zoom to the class's tiles)."""
         self.kind = "tiles"
         by_class: dict[str, list[tuple[int, float]]] = {}
+        sf = score_field(layer)
         for f in layer.getFeatures():
-            by_class.setdefault(str(f["label"]), []).append((f.id(), float(f["score"] or 0)))
-        self._set_headers(["Class", "Tiles", "Mean score"])
+            by_class.setdefault(str(f["label"]), []).append((f.id(), float(f[sf] or 0)))
+        self._set_headers(["Class", "Tiles", f"Mean {_title(sf).lower()}"])
         rows = sorted(by_class.items(), key=lambda kv: (-len(kv[1]), kv[0]))
         self.setRowCount(len(rows))
         for row, (label, items) in enumerate(rows):

@@ -160,6 +160,7 @@ def sample_crop(out: Path, size: int = 256, col: int = 640, row: int = 640) -> P
     with rasterio.open(SAMPLE_SCENE) as src:
         win = Window(col, row, size, size)
         data = src.read(window=win)
+        tags = src.tags()  # a crop of a generated scene is still one (the model cards' domain check reads it)
         profile = src.profile | {
             "width": size, "height": size, "transform": src.window_transform(win), "tiled": False,
             "compress": "deflate",
@@ -168,6 +169,7 @@ def sample_crop(out: Path, size: int = 256, col: int = 640, row: int = 640) -> P
     profile.pop("blockysize", None)
     with rasterio.open(out, "w", **profile) as dst:
         dst.write(data)
+        dst.update_tags(**tags)
     return out
 
 

@@ -1,9 +1,11 @@
-"""find's calibrated score: the formula on small tensors, and on the sample scene that background
-regions score low and objects high whatever the model's logit scale (a stand-in for another model)."""
+"""Scores a user can trust: the calibration map and its inverse, the model card that carries it, and what the
+user sees (absent things find nothing, "none of these", out-of-domain warnings, scores that differ)."""
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import warnings
 
 import geopandas as gpd
@@ -12,121 +14,267 @@ import pytest
 import rasterio
 import shapely
 import torch
+from cli_helpers import cli
 from generate import SAMPLE_SCENE, sample_crop
 
+from geoalign_core import load_model
+from geoalign_core.card import Domain, ModelCard, card_path, domain_warnings, load_card, save_card
+from geoalign_core.evaluation.reliability import fit_logistic, phrase_rule, reliability
 from geoalign_core.inference import Predictor, calibration
-from geoalign_core.inference.calibration import OFFSET, Calibration
+from geoalign_core.inference.calibration import FEATURES, LogisticMap, SceneStats, Scorer
+from geoalign_core.inference.vocabulary import COMPETITORS, NONE_LABEL, competitors_for
 
 
-def test_calibration_formula_on_small_tensors():
+def _quiet_predictor(model="geoalign-demo") -> Predictor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Predictor(model, device="cpu", batch_size=16)
+
+
+# ---------------------------------------------------------------------------- the map and its inverse
+def test_scene_stats_and_features_on_small_tensors():
     z = torch.tensor([[-3.0, 0.0], [-2.0, 1.0], [-1.0, 2.0], [0.0, 3.0], [5.0, 10.0]])  # [K=5, N=2] log-odds
-    cal = Calibration.from_logits(z)
-    assert cal.n_regions == 5 and cal.active
-    assert torch.allclose(cal.centre, torch.tensor([-1.0, 2.0], dtype=torch.float64))
+    st = SceneStats.from_logodds(z)
+    assert st.n_regions == 5
+    assert torch.allclose(st.centre, torch.tensor([-1.0, 2.0], dtype=torch.float64))
     q = torch.quantile(z.double(), 0.15866, dim=0)
-    assert torch.allclose(cal.spread, torch.tensor([-1.0, 2.0], dtype=torch.float64) - q)
-    # a raw probability whose log-odds is the median scores sigmoid(-OFFSET); 2 spreads up: 0.5
-    p_med = torch.sigmoid(torch.tensor([-1.0, 2.0]))
-    got = cal.score(p_med, torch.tensor([0, 1])).float()
-    assert torch.allclose(got, torch.full((2,), 1 / (1 + math.exp(OFFSET))), atol=1e-6)
-    up = torch.sigmoid(cal.centre + OFFSET * cal.spread).float()
-    assert torch.allclose(cal.score(up, torch.tensor([0, 1])).float(), torch.full((2,), 0.5), atol=1e-5)
-    # raw_threshold inverts score, per phrase; increasing in the score
-    for s in (0.05, 0.3, 0.5, 0.9):
-        thr = cal.raw_threshold(s)
-        assert torch.allclose(cal.score(thr, torch.tensor([0, 1])).float(), torch.full((2,), s), atol=1e-4)
-    assert bool((cal.raw_threshold(0.3) < cal.raw_threshold(0.6)).all())
-    assert cal.raw_threshold(0.0).tolist() == [0.0, 0.0]
-    # the far tail is compressed, not saturated: 4 spreads 0.88, 10 spreads ~0.98, 20 spreads ~0.99
-    lab = torch.tensor([0, 0, 0, 0])
-    far = torch.sigmoid(cal.centre[0] + cal.spread[0] * torch.tensor([4.0, 10.0, 20.0, 21.0], dtype=torch.float64))
-    got = cal.score(far, lab)
-    assert float(got[0]) == pytest.approx(1 / (1 + math.exp(-2.0)), abs=1e-6)
-    assert float(got[1]) == pytest.approx(1 / (1 + math.exp(-(2 + math.log(7.0)))), abs=1e-6)
-    assert 0.99 < float(got[2]) < 0.995 and float(got[3]) - float(got[2]) > 1e-4
-    for s in (0.9, 0.95):  # the inverse holds in the tail too (raw float32 probabilities saturate near 17 log-odds)
-        assert torch.allclose(cal.score(cal.raw_threshold(s), torch.tensor([0, 1])).float(), torch.full((2,), s),
-                              atol=1e-4)
-    # a flat sample does not blow scores up: the spread has a floor
-    flat = Calibration.from_logits(torch.zeros((10, 1)))
+    assert torch.allclose(st.spread, st.centre - q)
+    assert torch.allclose(st.top, torch.quantile(z.double(), 0.99, dim=0))
+    x = calibration.features(torch.tensor([1.0, 4.0]), torch.tensor([0, 1]), st, torch.tensor([0.0, 1.0]))
+    assert x.shape == (2, len(FEATURES))
+    assert float(x[0, 0]) == 1.0 and float(x[0, 1]) == pytest.approx((1.0 + 1.0) / float(st.spread[0]))
+    assert float(x[1, 2]) == pytest.approx((4.0 - float(st.top[1])) / float(st.spread[1]))
+    assert x[:, 3].tolist() == [1.0, 4.0]  # no vocabulary log-odds given: the scan's (their upper bound)
+    assert x[:, 4].tolist() == [0.0, 1.0]
+    flat = SceneStats.from_logodds(torch.zeros((10, 1)))
     assert float(flat.spread[0]) == calibration.MIN_SPREAD
-    # no sample: raw scores kept
-    none = Calibration.from_logits(torch.zeros((0, 3)))
-    assert not none.active
-    assert torch.allclose(none.score(torch.tensor([0.2, 0.7]), torch.tensor([0, 2])).float(), torch.tensor([0.2, 0.7]))
-    assert none.raw_threshold(0.3).tolist() == pytest.approx([0.3] * 3)
 
 
-def test_pick_windows_spreads_over_the_grid():
-    from rasterio.windows import Window
+def test_scorer_probability_and_raw_threshold_invert_each_other():
+    st = SceneStats.from_logodds(torch.randn(400, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    m = LogisticMap({"logodds": 0.8, "standout": 0.5, "above_top": 0.7, "vocabulary": 0.6, "unknown": -4.0}, -1.5)
+    sc = Scorer(st, m).with_unknown([False, True, False])
+    labels = torch.tensor([0, 1, 2])
+    for s in (0.05, 0.3, 0.5, 0.9):
+        thr = sc.raw_threshold(s)  # exact when the vocabulary log-odds equal the scan's (their upper bound)
+        assert torch.allclose(sc.score(thr, labels).float(), torch.full((3,), s), atol=1e-4)
+        lower = calibration.logodds(thr.double()) - 1.0  # the vocabulary fits better: the score is lower
+        assert bool((sc.score(thr, labels, lower) < s).all())
+    assert bool((sc.raw_threshold(0.3) < sc.raw_threshold(0.6)).all())
+    assert sc.raw_threshold(0.0).tolist() == [0.0, 0.0, 0.0]
+    # the score is sigmoid(w . x + b) of the box's features
+    raw = torch.tensor([0.2, 0.6, 0.9])
+    zv = torch.tensor([-3.0, 0.1, 1.0], dtype=torch.float64)
+    x = calibration.features(calibration.logodds(raw), labels, st, torch.tensor([0.0, 1.0, 0.0]), zv)
+    assert torch.equal(x[:, 3], zv)
+    want = torch.sigmoid(x @ torch.tensor([0.8, 0.5, 0.7, 0.6, -4.0], dtype=torch.float64) - 1.5)
+    assert torch.allclose(sc.score(raw, labels, zv), want)
+    # an unknown phrase scores lower than a known one with the same evidence
+    assert float(sc.score(torch.tensor([0.6]), torch.tensor([1]))) < float(
+        Scorer(st, m).with_unknown([False, False, False]).score(torch.tensor([0.6]), torch.tensor([1])))
+    # uncalibrated: the value is the standout, and min_score still selects by sigmoid(standout - 2)
+    un = Scorer(st, None)
+    assert un.column == "standout" and Scorer(st, m).column == "score"
+    assert torch.allclose(un.score(raw, labels), x[:, 1])
+    thr = un.raw_threshold(0.5)
+    assert torch.allclose(un.score(thr, labels).float(), torch.full((3,), 2.0), atol=1e-3)
 
-    wins = [Window(c, r, 10, 10) for r in range(0, 100, 10) for c in range(0, 100, 10)]
-    got = calibration.pick_windows(wins, 16)
-    assert len(got) == 16 and got[0] == wins[0] and got[-1] == wins[-1]
-    assert len({int(w.row_off) for w in got}) >= 8  # over the rows, not the first one only
-    assert calibration.pick_windows(wins[:5], 16) == wins[:5]
+
+def test_fit_logistic_recovers_a_known_map_and_reliability_counts():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20000, 4))
+    x[:, 3] = rng.integers(0, 2, size=20000)
+    w, b = np.array([1.5, -0.5, 0.8, -2.0]), 0.3
+    y = rng.random(20000) < 1 / (1 + np.exp(-(x @ w + b)))
+    names = ("a", "b", "c", "d")
+    m = fit_logistic(x, y, names, l2=1e-6, nonnegative=())
+    got = m.vector().numpy()
+    assert np.allclose(got, w, atol=0.1) and abs(m.bias - b) < 0.1
+    # a feature that must not weigh negatively is left out (weight 0) and the rest refitted
+    m2 = fit_logistic(x, y, names, l2=1e-6, nonnegative=("b",))
+    assert m2.weights["b"] == 0.0 and abs(m2.weights["a"] - 1.5) < 0.15
+    p = m.probability(torch.from_numpy(x)).numpy()
+    rel = reliability(p, y)
+    assert rel["n"] == 20000 and rel["ece"] < 0.02 and sum(b["n"] for b in rel["bins"]) == 20000
+    # a badly calibrated predictor has a large ECE: everything at 0.9, half of it right
+    bad = reliability(np.full(1000, 0.9), np.arange(1000) % 2 == 0)
+    assert bad["ece"] == pytest.approx(0.4) and bad["precision_at_0.5"] == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        fit_logistic(x[:10], np.zeros(10, bool), FEATURES)
 
 
-def _background_boxes(labels: gpd.GeoDataFrame, bounds, n: int, side: float, seed: int = 0) -> gpd.GeoDataFrame:
-    rng = np.random.default_rng(seed)
-    taken = labels.union_all()
-    out = []
-    while len(out) < n:
-        x, y = rng.uniform(bounds.left, bounds.right - side), rng.uniform(bounds.bottom, bounds.top - side)
-        box = shapely.box(x, y, x + side, y + side)
-        if box.distance(taken) > side / 2:
-            out.append(box)
-    return gpd.GeoDataFrame(geometry=out, crs=labels.crs)
+def test_phrase_rules_and_competitors():
+    labels = gpd.read_file(SAMPLE_SCENE.parent / "labels.gpkg")
+    r = phrase_rule("red car", labels, "class")
+    assert r is not None and r.cls == "car" and dict(r.attrs) == {"color": "red"}
+    assert len(r.select(labels, "class")) == int(((labels["class"] == "car") & (labels["color"] == "red")).sum())
+    assert phrase_rule("trees", labels, "class").cls == "tree"
+    assert phrase_rule("airplane", labels, "class") is None
+    assert phrase_rule("purple car", labels, "class") is None
+    comp = competitors_for(["red car"], COMPETITORS)
+    assert "cars" not in comp and "parking lot" in comp and "airplane" in comp
+    assert "trees" not in competitors_for(["tree"]) and "forest" in competitors_for(["tree"])
+
+
+# ---------------------------------------------------------------------------- the card travels with the model
+def test_demo_model_card_is_calibrated_and_describes_its_domain():
+    m = load_model("geoalign-demo", device="cpu")
+    card = m.card
+    assert card is not None and card.calibrated and card.domain.kind == "synthetic"
+    assert card.domain.bands == 3 and card.domain.gsd_m is not None
+    assert "find" in card.measured and "tiles" in card.calibration
+    assert card.unknown_words("airplane") == ["airplane"] and card.unknown_words("red cars") == []
+    assert "synthetic" in card.domain_line() and "calibrated" in card.domain_line()
+
+
+def test_card_beside_a_checkpoint_is_loaded_and_a_missing_one_means_uncalibrated(tmp_path):
+    from geoalign_core.zoo import WEIGHTS_DIR
+
+    ckpt = tmp_path / "mine.safetensors"
+    shutil.copy(WEIGHTS_DIR / "geoalign-demo.safetensors", ckpt)
+    assert load_model(str(ckpt), device="cpu").card is None
+    card = ModelCard("mine", Domain(kind="real", gsd_m=(0.1, 0.1), bands=3),
+                     calibration={"find": {"map": LogisticMap({"logodds": 1.0}, 0.0).to_dict()}})
+    save_card(card, card_path(ckpt))
+    assert card_path(ckpt).name == "mine.card.json"
+    back = load_model(str(ckpt), device="cpu").card
+    assert back is not None and back.calibrated and back.domain.gsd_m == (0.1, 0.1)
+    # a broken card is reported and ignored: uncalibrated, not a crash
+    card_path(ckpt).write_text(json.dumps({"name": "x", "calibration": {"find": {"map": {"weights": {"logodds": "nan"},
+                                                                                           "bias": 0}}}}))
+    with pytest.warns(UserWarning, match="ignoring the model card"):
+        assert load_card(ckpt) is None
 
 
 @pytest.mark.slow
-def test_background_scores_low_and_objects_high_at_any_logit_scale(tmp_path):
-    """On a crop of the sample scene with the demo model: the labelled cars and buildings score at
-    least the default --min-score and background boxes (away from every label) mostly below it,
-    at the model's logit scale and at a third of it. The raw probability, shown for contrast,
-    drops the cars at the lower scale: the threshold would mean something else for that model."""
-    crop = sample_crop(tmp_path / "crop.tif", size=1024, col=512, row=512)
+def test_uncalibrated_model_reports_standout_not_a_probability(tmp_path, capsys):
+    from geoalign_core.zoo import WEIGHTS_DIR
+
+    ckpt = tmp_path / "bare.safetensors"
+    shutil.copy(WEIGHTS_DIR / "geoalign-demo.safetensors", ckpt)
+    crop = sample_crop(tmp_path / "crop.tif", size=256)
+    p = _quiet_predictor(str(ckpt))
+    g = p.find(crop, ["red car"], max_results=5, refine=False)
+    assert "score" not in g.columns and "standout" in g.columns
+    assert g.attrs["geoalign"]["score_column"] == "standout"
+    t = p.tile_classify(crop, ["tree", "building", "road"])
+    assert "score" not in t.columns and "logodds" in t.columns
+    rc, out, err = cli(capsys, "find", crop, "red car", "--model", ckpt, "--out", tmp_path / "m.gpkg", "--no-refine")
+    assert rc == 0, err
+    assert "uncalibrated" in out.splitlines()[0]
+
+
+# ---------------------------------------------------------------------------- what the user sees
+@pytest.mark.slow
+def test_absent_phrase_finds_nothing_and_present_one_scores_as_probability(tmp_path):
+    """On a crop of the sample scene (never used to fit the demo's calibration): a thing the generator never draws
+    finds at most a handful of boxes >= 0.5, the labelled red cars are found with scores that say how likely they
+    are right, and the scores of the top boxes are not all the same number."""
+    crop = sample_crop(tmp_path / "crop.tif", size=512, col=512, row=512)
+    labels = gpd.read_file(SAMPLE_SCENE.parent / "labels.gpkg")
     with rasterio.open(crop) as ds:
-        bounds = ds.bounds
-    labels = gpd.read_file(SAMPLE_SCENE.parent / "labels.gpkg").clip(shapely.box(*bounds))
-    bg = _background_boxes(labels, bounds, 40, side=8.0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = Predictor("geoalign-demo", device="cpu", batch_size=16)
-    raw_car_share = {}
-    for scale in (1.0, 1 / 3):
-        p.model.clip.logit_scale.data += math.log(scale)
-        for cls in ("car", "building"):
-            objs = labels[labels["class"] == cls]
-            assert len(objs) >= 5
-            on = p.find(crop, [cls], regions=objs, min_score=0.0)
-            off = p.find(crop, [cls], regions=bg, min_score=0.0)
-            meta = on.attrs["geoalign"]["calibration"]
-            assert meta["n_regions"] > 1000
-            assert (on.score >= 0.3).mean() >= 0.9, (scale, cls)
-            assert (off.score >= 0.3).mean() <= 0.2, (scale, cls)
-            assert off.score.median() < 0.2, (scale, cls)
-            if cls == "car":
-                m, s = meta["phrases"]["car"]["median"], meta["phrases"]["car"]["spread"]
-                sc = on.score.clip(1e-9, 1 - 1e-9)
-                raw = 1 / (1 + np.exp(-(m + s * (np.log(sc / (1 - sc)) + OFFSET))))
-                raw_car_share[scale] = float((raw >= 0.3).mean())
-    assert raw_car_share[1 / 3] < 0.5 <= raw_car_share[1.0]
+        labels = labels.clip(shapely.box(*ds.bounds))
+    p = _quiet_predictor()
+    for absent in ("airplane", "baseball field"):
+        g = p.find(crop, [absent])
+        assert len(g) <= 5, absent
+    g = p.find(crop, ["red car"], max_results=10)
+    cars = labels[(labels["class"] == "car") & (labels["color"] == "red")]
+    assert len(cars) >= 2 and len(g) >= 1
+    on_car = np.asarray(shapely.intersects_xy(cars.union_all(), g.geometry.centroid.x, g.geometry.centroid.y))
+    # boxes >= 0.5 are mostly right, and the scores are a probability: higher on cars than off them
+    assert on_car[g.score.to_numpy() >= 0.5].mean() >= 0.5
+    assert ((g.score >= 0.0) & (g.score <= 1.0)).all()
+    every = p.find(crop, ["red car"], min_score=0.0, max_results=50, refine=False)
+    c = every.geometry.centroid
+    right = np.asarray(shapely.intersects_xy(cars.union_all(), c.x, c.y))
+    assert right.any() and (~right).any()
+    assert every.score[right].mean() > every.score[~right].mean() + 0.2
+    assert len(set(np.round(every.score.head(10), 3))) >= 3  # usable spread: not one number
+
+
+def test_summary_says_no_matches_for_an_absent_phrase(tmp_path, capsys):
+    crop = sample_crop(tmp_path / "crop.tif", size=224)
+    rc, out, err = cli(capsys, "find", crop, "airplane", "--out", tmp_path / "a.gpkg", "--no-refine",
+                       "--min-score", "0.99")
+    assert rc == 0, err
+    assert "no matches for 'airplane'" in out
+    assert out.splitlines()[0].startswith("model geoalign-demo: trained on synthetic")
+    assert "never saw the word(s) 'airplane'" in err
 
 
 @pytest.mark.slow
-def test_find_min_score_is_applied_to_the_calibrated_score(tmp_path):
-    """find keeps exactly the boxes whose calibrated score reaches --min-score: the boxes found at
-    a cut are those found at 0 with a score >= the cut, scores unchanged."""
-    crop = sample_crop(tmp_path / "crop.tif", size=512, col=640, row=640)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = Predictor("geoalign-demo", device="cpu", batch_size=16)
-    every = p.find(crop, ["car"], min_score=0.0, max_results=5000, refine=False)
-    assert len(every) < 5000
-    cut = float(np.median(every.score))
-    some = p.find(crop, ["car"], min_score=cut, max_results=5000, refine=False)
-    kept = every[every.score >= cut]
-    assert 0 < len(some) == len(kept) < len(every)
-    assert np.allclose(some.score.to_numpy(), kept.score.to_numpy(), atol=1e-6)
-    assert some.attrs["geoalign"]["calibration"]["formula"].startswith("sigmoid(")
+def test_tile_classify_says_none_of_these_for_absent_classes(tmp_path):
+    crop = sample_crop(tmp_path / "crop.tif", size=448)
+    p = _quiet_predictor()
+    t = p.tile_classify(crop, ["airplane", "golf course", "desert"])
+    assert (t["label"] == NONE_LABEL).mean() >= 0.8
+    assert ((t.score >= 0) & (t.score <= 1)).all()
+    present = p.tile_classify(crop, ["tree", "building", "road", "parking lot", "swimming pool"])
+    assert (present["label"] != NONE_LABEL).mean() > (t["label"] != NONE_LABEL).mean()
+
+
+@pytest.mark.slow
+def test_match_regions_labels_an_unmatched_region_none_of_these(tmp_path):
+    crop = sample_crop(tmp_path / "crop.tif", size=448)
+    labels = gpd.read_file(SAMPLE_SCENE.parent / "labels.gpkg")
+    with rasterio.open(crop) as ds:
+        labels = labels.clip(shapely.box(*ds.bounds))
+    trees = labels[labels["class"] == "tree"].head(5)
+    assert len(trees) >= 3
+    p = _quiet_predictor()
+    out = p.match_regions(crop, trees, ["swimming pool", "tennis court"])
+    assert (out["best_phrase"] == NONE_LABEL).mean() >= 0.6
+    assert out.attrs["geoalign"]["n_none"] == int((out["best_phrase"] == NONE_LABEL).sum())
+    hit = p.match_regions(crop, trees, ["tree", "swimming pool"])
+    assert (hit["best_phrase"] == "tree").mean() >= 0.6
+
+
+# ---------------------------------------------------------------------------- the model knows its domain
+def test_domain_warnings_name_each_reason():
+    card = ModelCard("demo", Domain(kind="synthetic", gsd_m=(0.3, 0.3), bands=3), vocabulary=["car", "red"])
+    assert domain_warnings(card, bands=3, gsd_m=0.3, synthetic=True) == []
+    real = domain_warnings(card, bands=3, gsd_m=0.3, synthetic=False)
+    assert len(real) == 1 and "synthetic scenes only" in real[0] and "geoalign finetune" in real[0]
+    one = domain_warnings(card, bands=1, gsd_m=0.3, synthetic=True)
+    assert len(one) == 1 and "3-band" in one[0]
+    far = domain_warnings(card, bands=3, gsd_m=30.0, synthetic=True)
+    assert len(far) == 1 and "30 m pixels" in far[0] and "smaller" in far[0]
+    unk = domain_warnings(card, bands=3, gsd_m=0.3, synthetic=True, phrases=["red car", "airplane"])
+    assert len(unk) == 1 and "'airplane'" in unk[0]
+    assert domain_warnings(None, bands=1, gsd_m=100.0, synthetic=False) == []
+
+
+def test_demo_model_on_a_real_like_raster_warns_once_per_reason(tmp_path, capsys):
+    """A raster without the generator's tag (not made by this project's scene generator), one band, at 3 m."""
+    src = sample_crop(tmp_path / "crop.tif", size=224)
+    with rasterio.open(src) as ds:
+        data, profile = ds.read(1), ds.profile
+    t = profile["transform"]
+    profile.update(count=1, photometric="MINISBLACK", transform=rasterio.Affine(3.0, 0, t.c, 0, -3.0, t.f))
+    one = tmp_path / "pan.tif"
+    with rasterio.open(one, "w", **profile) as dst:
+        dst.write(data, 1)
+    rc, out, err = cli(capsys, "tile-classify", one, "--classes", "tree,road", "--out", tmp_path / "t.gpkg")
+    assert rc == 0, err
+    assert "synthetic scenes only" in err and "3-band" in err and "3 m pixels" in err
+    assert sum("geoalign-demo was trained" in line for line in err.splitlines()) == 3
+
+
+def test_models_info_and_list_show_the_card(capsys):
+    rc, out, err = cli(capsys, "models", "info", "geoalign-demo")
+    assert rc == 0, err
+    assert "trained on: synthetic" in out and "calibration (find): fitted on" in out
+    assert "precision" in out
+    rc, out, err = cli(capsys, "models", "list")
+    assert rc == 0 and "calibrated" in out
+    line = next(x for x in out.splitlines() if x.startswith("geoalign-demo"))
+    assert " yes " in line and "synthetic" in line
+    rc, out, err = cli(capsys, "models", "info", "no-such-model")
+    assert rc == 2 and err.startswith("error:")
+
+
+def test_math_sanity_of_logodds():
+    p = torch.tensor([0.5, 0.880797])
+    assert torch.allclose(calibration.logodds(p), torch.tensor([0.0, 2.0], dtype=torch.float64), atol=1e-5)
+    assert math.isfinite(float(calibration.logodds(torch.tensor([1.0]))))

@@ -68,10 +68,14 @@ def test_real_qgis_finds_red_cars_and_quits_cleanly(tmp_path):
     assert report["plugin_loaded"] and str(tmp_path / "profiles") in report["plugin_file"]
     assert not report["setup_visible"]
     assert "geoalign-demo" in report["models"]
+    # the dock says what the model knows: its card's domain line
+    assert "trained on synthetic" in report["model_state"] and "calibrated" in report["model_state"]
     # the result layer holds the found boxes
     assert report["layer_in_project"] and report["layer_name"] == "red car (scene)"
     assert report["count"] > 0 and len(report["boxes"]) == report["count"]
     assert all(0.0 <= b[4] <= 1.0 for b in report["boxes"])
+    # the score legend's classes say something: no two read the same
+    assert len(report["legend"]) >= 2 and len(set(report["legend"])) == len(report["legend"]), report["legend"]
     assert "scanning tiles" in report["stages"] and "refining boxes" in report["stages"]
     assert report["heatmap_layer"] == "heatmap score: red car (scene)"
     assert report["group_expanded"] == [True, True]  # the results are visible in the layer tree

@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from geoalign_core.card import card_path
 from geoalign_core.errors import InputError
 
 __all__ = ["EPOCHS", "FinetuneResult", "finetune"]
@@ -358,6 +359,8 @@ def finetune(
         + ", ".join(f"{a:g}: reference top-1 {v:.3f}" for a, v in tried) + ")")
     after = _evaluate(_load(str(final), device), val_files, classes_l)
     after["reference_top1"] = dict(tried)[chosen]
+    calibration = _calibrate(start_model, final, pairs, class_field, layer, bounds, val_fraction, classes_l,
+                             device, before, after, say)
     for m in (str(start), str(final)):
         commands.append(shlex.join(["geoalign", "eval", "regions", "--data", *[str(v) for v in val_files],
                                     "--model", m, "--classes", ",".join(classes_l)]))
@@ -370,11 +373,52 @@ def finetune(
               "alpha": chosen, "alphas_tried": [[a, v] for a, v in tried], "object_sizes_m": sizes,
               "batch_size": config.batch_size, "lr": float(config.lr), "train_chips": n_train,
               "val_fraction": float(val_fraction),
-              "before": before, "after": after, "seconds": round(time.perf_counter() - t0, 1)}
+              "before": before, "after": after, "calibration": calibration,
+              "card": str(card_path(final)), "seconds": round(time.perf_counter() - t0, 1)}
     (out / "report.json").write_text(json.dumps(report, indent=1))
     lines = _report_lines(report)
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return FinetuneResult(out, final, out / "report.md", before, after, lines)
+
+
+def _calibrate(start_model, final: Path, pairs, class_field: str, layer: str | None, bounds, val_fraction: float,
+               classes: list[str], device: str, before: dict, after: dict, say) -> dict:
+    """The fine-tuned model's card (domain, vocabulary, scores calibrated on the held-out part) beside its
+    weights, and find's precision and recall on the held-out part before and after, with real negatives
+    (the unlabelled rest of the held-out part; :mod:`training.calibrate`)."""
+    from geoalign_core.card import ModelCard, save_card
+    from geoalign_core.inference import Predictor
+
+    from .calibrate import calibrate_card, domain_of, evaluate_held_out, measure
+
+    start_card = getattr(start_model, "card", None)
+    vocab = None
+    if start_card is not None and start_card.vocabulary:
+        vocab = sorted(set(start_card.vocabulary) | {w for c in classes for w in c.lower().split()})
+    card = ModelCard(name=final.stem, domain=domain_of([r for r, _ in pairs], start_card),
+                     description=f"fine-tuned by geoalign finetune on classes {', '.join(classes)}",
+                     vocabulary=vocab)
+    fitted_on = (f"the held-out {val_fraction:g} of {len(pairs)} fine-tuning scene(s) "
+                 f"({', '.join(Path(r).name for r, _ in pairs)})")
+    out: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        pred = Predictor(str(final), device=device)
+        pred.model.card = card  # uncalibrated while its boxes are collected
+        data = evaluate_held_out(pred, pairs, class_field, layer, bounds, val_fraction, classes)
+        card, info = calibrate_card(pred, card, data, fitted_on)
+        out.update(info)
+        # before: the start model as users had it (its own card's calibration, if any)
+        pb = Predictor(start_model, device=device)
+        bdata = evaluate_held_out(pb, pairs, class_field, layer, bounds, val_fraction, classes)
+    if "cross_validated" in info:
+        after["find_held_out"] = info["cross_validated"]
+    smap = start_card.score_map("find") if start_card is not None else None
+    if smap is not None:
+        before["find_held_out"] = measure(smap.probability(torch.from_numpy(bdata["x"])).numpy(), bdata)
+    save_card(card, card_path(final))
+    say(f"model card: {card_path(final)} ({card.domain_line()})" + (f"; {info['note']}" if "note" in info else ""))
+    return {k: v for k, v in out.items() if k != "cross_validated"}
 
 
 def _fmt(v: float | None, pct: bool = False) -> str:
@@ -401,12 +445,48 @@ def _report_lines(r: dict) -> list[str]:
         "|---|---|---|",
         f"| region top-1 among the classes ({a['n_regions']} labelled regions) | {_fmt(b['region_top1'])} | "
         f"{_fmt(a['region_top1'])} |",
-        f"| labelled regions whose best text is their class, against find's background phrases (higher is "
-        f"better) | {_fmt(b.get('labelled_found'), True)} | {_fmt(a.get('labelled_found'), True)} |",
-        f"| background boxes called a class, same texts ({a['n_background']} boxes; lower is better) | "
-        f"{_fmt(b['background_called_a_class'], True)} | {_fmt(a['background_called_a_class'], True)} |",
+        *_negatives_rows(b, a),
+        *_find_rows(b, a),
         f"| forgetting: region top-1 on a generated reference scene (seed {REFERENCE_SEED}, never trained on; "
         f"within 0.05 of before is the goal) | {_fmt(b.get('reference_top1'))} | {_fmt(a.get('reference_top1'))} |",
         "",
         "The commands that made it are in `commands.sh`; the training config is `train.yaml`.",
+        f"Model card (domain and score calibration): `{Path(r['card']).name}`"
+        + (f" -- {r['calibration']['note']}" if r.get("calibration", {}).get("note") else "."),
+    ]
+
+
+def _negatives_rows(b: dict, a: dict) -> list[str]:
+    """Object vs background on the held-out chips: only with background boxes (real negatives)."""
+    if not a.get("n_background"):
+        return ["| object vs background on held-out chips | not measured: no background box (no negatives) | |"]
+    return [
+        f"| labelled regions whose best text is their class, against find's background phrases (higher is "
+        f"better) | {_fmt(b.get('labelled_found'), True)} | {_fmt(a.get('labelled_found'), True)} |",
+        f"| background boxes called a class, same texts ({a['n_background']} boxes; lower is better) | "
+        f"{_fmt(b['background_called_a_class'], True)} | {_fmt(a['background_called_a_class'], True)} |",
+    ]
+
+
+def _find_rows(b: dict, a: dict) -> list[str]:
+    """``find`` on the held-out part, every box outside a labelled object counted wrong (real negatives)."""
+    fb, fa = b.get("find_held_out") or {}, a.get("find_held_out") or {}
+
+    def prec(f: dict) -> str:
+        return "n/a" if f.get("precision_at_0.5") is None else f"{f['precision_at_0.5']:.0%} of {f['n_at_0.5']}"
+
+    def rec(f: dict) -> str:
+        return "n/a" if f.get("recall_at_0.5") is None else f"{f['objects_found']} of {f['objects']}"
+
+    def ece(f: dict) -> str:
+        return "n/a" if f.get("ece") is None else f"{f['ece']:.3f}"
+
+    if not fb and not fa:
+        return ["| find on the held-out part | not measured (too few right or wrong boxes to calibrate) | |"]
+    return [
+        f"| find on the held-out part: boxes scoring >= 0.5 that are on a labelled object (precision; every box "
+        f"elsewhere counts wrong) | {prec(fb)} | {prec(fa)} |",
+        f"| labelled held-out objects with a box >= 0.5 centred on them (recall) | {rec(fb)} | {rec(fa)} |",
+        f"| expected calibration error of find's scores (after: spatial two-fold cross-validation) | {ece(fb)} | "
+        f"{ece(fa)} |",
     ]

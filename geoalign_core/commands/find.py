@@ -19,9 +19,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Find objects by text: candidate boxes from each phrase's dense similarity map and "
             "multi-scale windows (or the --regions features), scored by RoIAlign region embeddings "
-            "from one backbone pass per tile; raw score = softmax(logit_scale * cos) over the phrases "
-            "plus generic background phrases, reported calibrated against the scene's ordinary regions "
-            "(0.12 = a typical region, 0.5 = two spreads above it). NMS across tile borders, --min-score, top "
+            "from one backbone pass per tile against the phrase's competitors (the built-in vocabulary and "
+            "background phrases). The score is the estimated probability that the box shows the phrase, "
+            "calibrated on held-out labelled data (the model's card; `geoalign models info NAME`); a model "
+            "without a calibration writes 'standout' instead. NMS across tile borders, --min-score, top "
             "--max-results per phrase. Writes GeoPackage layer 'matches' (phrase, score, rank)."
         ),
     )
@@ -35,8 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="vector file: its features' boxes are the candidates (each scored as a whole)")
     cs.add_vector_options(p, "--within / --regions")
     p.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE, metavar="S",
-                   help="drop matches whose calibrated score is below S, 0..1 (default: %(default)s: boxes at least "
-                        "1.15 spreads above the scene's median region)")
+                   help="drop matches whose score (probability of being right) is below S, 0..1 (default: "
+                        "%(default)s: probably right)")
     p.add_argument("--max-results", type=int, default=DEFAULT_MAX_RESULTS, metavar="N",
                    help="best N matches per phrase (default: %(default)s)")
     p.add_argument("--object-size", default=None, metavar="W[,H]",

@@ -249,7 +249,11 @@ def make_predictor(args: argparse.Namespace):
 
         model = (read_manifest(args.index)["settings"]["model"] if is_collection(args.index)
                  else read_metadata(args.index)[1]["model"]["source"])
-    return Predictor(model or DEFAULT_MODEL, device=args.device, batch_size=args.batch_size)
+    predictor = Predictor(model or DEFAULT_MODEL, device=args.device, batch_size=args.batch_size)
+    from ..card import model_line
+
+    say(args, f"model {model_line(predictor.model)}")
+    return predictor
 
 
 def source_for(args: argparse.Namespace, predictor):

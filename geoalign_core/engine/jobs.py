@@ -291,6 +291,7 @@ def index_info(ctx: Context, params: dict) -> dict:
 
 def list_models(ctx: Context, params: dict) -> dict:
     from .. import zoo
+    from ..card import card_line, load_card
 
     models = []
     for name, entry in zoo.ZOO.items():
@@ -300,8 +301,11 @@ def list_models(ctx: Context, params: dict) -> dict:
             state = "weights missing"
         else:
             state = "downloads on first use"
+        card = load_card(zoo.weights_path(entry))
         models.append({"name": name, "arch": entry.arch, "available": zoo.is_available(name), "state": state,
-                       "description": entry.description, "path": str(zoo.weights_path(entry))})
+                       "description": entry.description, "path": str(zoo.weights_path(entry)),
+                       "domain": card_line(card, name),
+                       "calibrated": bool(card is not None and card.calibrated)})
     return {"models": models, "default": zoo.DEFAULT_MODEL, "cache": str(zoo.cache_dir())}
 
 

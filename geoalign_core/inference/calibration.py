@@ -1,44 +1,36 @@
-"""Scene-relative scores for ``find``: how far a box stands out from the scene's ordinary regions.
+"""What a ``find`` / ``match-regions`` score means: the estimated probability that the box shows the phrase.
 
-A raw region-phrase score (:func:`~geoalign_core.inference.scoring.phrase_probabilities`) is a
-softmax over the query and background phrases. Its level depends on the model, the phrase and
-the imagery: one model gives 0.6 to boxes of plain grass for "building", another 0.05 to real
-buildings. A threshold on it means something different for every model and scene.
+A box's raw evidence is its log-odds ``z = log(p / (1 - p))``, where ``p`` is the softmax of
+``logit_scale * cos`` over the query phrase, the other query phrases and generic background phrases
+(the scan score that ranks candidates).
 
-``find`` therefore reports a **calibrated** score. It samples the scene's ordinary regions
-(the multi-scale sliding windows of :func:`~geoalign_core.inference.scoring.window_candidates`
-in up to :data:`CAL_TILES` tiles spread evenly over the searched windows) and measures, per
-phrase, the distribution of the raw score's log-odds ``z = log(p / (1 - p))`` over them: its
-median ``m`` and its lower spread ``s = m - q16`` (the 15.9th percentile, one standard
-deviation below the median for a normal distribution; the lower half is used because the
-objects sought sit in the upper tail). A box of raw score ``p`` then scores
+Three features of a box turn ``z`` into a probability (:data:`FEATURES`):
 
-    d = (z - m) / s                              (spreads above the typical region)
-    score = sigmoid(d - OFFSET)                  for d <= 2 OFFSET (OFFSET = 2)
-    score = sigmoid(OFFSET + log(1 + d - 2 OFFSET))   beyond (the far tail, compressed)
+* ``logodds``: ``z`` itself;
+* ``standout``: ``(z - m) / s``, how far the box stands out from the scene's ordinary regions
+  (``m``: median of ``z`` over the multi-scale sliding windows of up to :data:`CAL_TILES` tiles spread
+  over the searched area, ``s``: its lower spread, median minus 15.9th percentile);
+* ``above_top``: ``(z - t) / s`` with ``t`` the 99th percentile of that sample: whether the box
+  beats the scene's own upper tail (the best of thousands of ordinary regions lies there by chance);
+* ``vocabulary``: the box's log-odds against every other text, the built-in scene vocabulary included
+  (:func:`~geoalign_core.inference.scoring.vocabulary_logodds`): low when another plausible description
+  ("forest", "parking lot", ...) fits the box better than the phrase;
+* ``unknown``: 1 when the phrase has a word the model never saw in training (its model card's
+  vocabulary), else 0.
 
-* a typical region of the scene (``z = m``) scores 0.12;
-* a region 2 spreads above the typical one (1 in 44 of a normal background) scores 0.5;
-  4 spreads: 0.88; beyond, the scale grows with the logarithm of the distance (10 spreads:
-  0.98, 40 spreads: 0.996), so that the objects of a confident model do not all read 1.000
-  and their scores still tell them apart;
-* the default ``--min-score 0.3`` keeps boxes at least 1.15 spreads above the scene's median
-  region (the top 12.5 % of a normal background: the sliding windows of every scale that
-  touch an object count as background in this sample, so the bar is set lower than a
-  pure-background sample would ask for).
-
-The transform is increasing per phrase, so it changes no ranking within a phrase: ``find``
-scans with the raw threshold that corresponds to ``--min-score`` and converts the kept
-scores at the end. It makes scores comparable across models and scenes, but it is relative
-to the scene: in a scene where half of all regions are the object, the objects score lower
-than in one where they are rare, and the best box of a scene without the object still
-stands out a little by chance (the top of thousands of regions lies ~3.5 spreads up).
+The probability is a logistic map of these features, ``sigmoid(w . x + b)``, **fitted per model on
+held-out labelled data** (:mod:`geoalign_core.evaluation.reliability`) and stored in the model's card
+(:mod:`geoalign_core.card`). It is increasing in ``z`` for a phrase in a scene, so it changes no ranking
+within a phrase, and ``find`` scans with the raw threshold that corresponds to ``--min-score``
+(:meth:`Scorer.raw_threshold`). A model without a fitted map is **uncalibrated**: its boxes carry
+``standout`` (spreads above the scene's typical region) under that name, never a 0..1 score.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -49,88 +41,174 @@ from . import scoring
 from .encoder import Cancel, Encoder
 from .source import EmbeddingSource
 
-__all__ = ["CAL_TILES", "MIN_SPREAD", "OFFSET", "Calibration", "measure", "pick_windows"]
+__all__ = ["CAL_TILES", "FEATURES", "MIN_SPREAD", "SIMILAR_FEATURES", "LogisticMap", "SceneStats", "Scorer",
+           "SimilarScorer", "features", "logodds", "measure", "measure_similar", "pick_windows"]
 
 CAL_TILES = 16  #: tiles sampled per scene (evenly spread over the searched windows)
-OFFSET = 2.0  #: spreads above the scene's median region that score 0.5
-MIN_SPREAD = 0.1  #: floor of the spread, in log-odds (a flat scene does not blow scores up)
+MIN_SPREAD = 0.1  #: floor of the spread, in log-odds (a flat scene does not blow standouts up)
+TOP_QUANTILE = 0.99  #: the scene's upper tail, for ``above_top``
+FEATURES: tuple[str, ...] = ("logodds", "standout", "above_top", "vocabulary", "unknown")
+#: a sampled window counts when at least this share of it is valid (as ``find``'s candidates)
+MIN_VALID_FRACTION = 0.5
 _EPS = 1e-12
 
 
-def _compress(d: torch.Tensor) -> torch.Tensor:
-    """``d - OFFSET`` up to ``2 OFFSET`` spreads, then ``OFFSET + log(1 + d - 2 OFFSET)``: continuous,
-    with the same slope at the joint, increasing."""
-    far = d > 2 * OFFSET
-    return torch.where(far, OFFSET + torch.log1p((d - 2 * OFFSET).clamp_min(0.0)), d - OFFSET)
-
-
-def _logit(p: torch.Tensor) -> torch.Tensor:
+def logodds(p: torch.Tensor) -> torch.Tensor:
+    """``log(p / (1 - p))`` in float64, ``p`` clamped away from 0 and 1."""
     p = p.double().clamp(_EPS, 1.0 - _EPS)
     return torch.log(p) - torch.log1p(-p)
 
 
 @dataclass(frozen=True)
-class Calibration:
-    """Per phrase: the median and lower spread of the scene's regions' raw log-odds.
-
-    ``centre`` and ``spread`` are ``[N]`` (one per query phrase); ``n_regions`` the sample size
-    (0: no valid region was sampled; scores then stay raw).
-    """
+class SceneStats:
+    """Per query phrase: the median, lower spread and 99th percentile of ``z`` over the scene's
+    sampled regions (``[N]`` each); ``n_regions`` the sample size (0: nothing valid was sampled)."""
 
     centre: torch.Tensor
     spread: torch.Tensor
+    top: torch.Tensor
     n_regions: int
 
     @classmethod
-    def identity(cls, n_phrases: int) -> Calibration:
-        """No sample (an empty or all-nodata search area): raw scores are kept."""
-        return cls(torch.zeros(n_phrases, dtype=torch.float64), torch.ones(n_phrases, dtype=torch.float64), 0)
+    def empty(cls, n_phrases: int) -> SceneStats:
+        z = torch.zeros(n_phrases, dtype=torch.float64)
+        return cls(z, torch.ones(n_phrases, dtype=torch.float64), z.clone(), 0)
 
     @classmethod
-    def from_logits(cls, z: torch.Tensor) -> Calibration:
-        """From ``[K, N]`` raw log-odds of K sampled regions."""
+    def from_logodds(cls, z: torch.Tensor, min_spread: float = MIN_SPREAD) -> SceneStats:
+        """From ``[K, N]`` log-odds (or another score) of K sampled regions."""
         if z.shape[0] == 0:
-            return cls.identity(z.shape[1])
+            return cls.empty(z.shape[1])
         z = z.double()
         centre = z.median(dim=0).values
         low = torch.quantile(z, 0.15866, dim=0)
-        return cls(centre, (centre - low).clamp_min(MIN_SPREAD), int(z.shape[0]))
+        top = torch.quantile(z, TOP_QUANTILE, dim=0)
+        return cls(centre, (centre - low).clamp_min(min_spread), top, int(z.shape[0]))
+
+
+def features(z: torch.Tensor, labels: torch.Tensor, stats: SceneStats, unknown: torch.Tensor | None = None,
+             zv: torch.Tensor | None = None) -> torch.Tensor:
+    """``[K, len(FEATURES)]`` float64 features of boxes with scan log-odds ``z [K]`` for phrases ``labels [K]``
+    (``zv [K]``: their log-odds against the vocabulary too; ``z`` when not known, which is an upper bound)."""
+    labels = labels.long()
+    z = z.double()
+    s = stats.spread[labels]
+    unk = torch.zeros(len(z), dtype=torch.float64) if unknown is None else unknown.double()[labels]
+    v = z if zv is None else zv.double()
+    return torch.stack([z, (z - stats.centre[labels]) / s, (z - stats.top[labels]) / s, v, unk], dim=1)
+
+
+@dataclass(frozen=True)
+class LogisticMap:
+    """``P = sigmoid(sum_f weights[f] * x_f + bias)`` over named features (missing weights are 0)."""
+
+    weights: Mapping[str, float]
+    bias: float
+    names: tuple[str, ...] = FEATURES
+
+    def vector(self) -> torch.Tensor:
+        return torch.tensor([float(self.weights.get(n, 0.0)) for n in self.names], dtype=torch.float64)
+
+    def probability(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x.double() @ self.vector() + float(self.bias))
+
+    def to_dict(self) -> dict:
+        return {"features": list(self.names), "weights": {n: float(self.weights.get(n, 0.0)) for n in self.names},
+                "bias": float(self.bias)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> LogisticMap:
+        names = tuple(d.get("features") or FEATURES)
+        w = {str(k): float(v) for k, v in dict(d["weights"]).items()}
+        for k, v in w.items():
+            if not math.isfinite(v):
+                raise ValueError(f"weight {k} is not finite")
+        if not math.isfinite(float(d["bias"])):
+            raise ValueError("bias is not finite")
+        return cls(w, float(d["bias"]), names)
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A scene's statistics with the model's map: raw softmax probabilities -> reported values.
+
+    ``model`` None: uncalibrated, the reported value is ``standout`` (spreads above the scene's
+    typical region; ``min_score`` then still selects by ``sigmoid(standout - 2)``, documented)."""
+
+    stats: SceneStats
+    model: LogisticMap | None = None
+    unknown: torch.Tensor | None = field(default=None)
+
+    @property
+    def calibrated(self) -> bool:
+        return self.model is not None
 
     @property
     def active(self) -> bool:
-        return self.n_regions > 0
+        return self.stats.n_regions > 0
 
-    def score(self, raw: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Calibrated scores (float64) of raw probabilities ``raw [K]`` of phrases ``labels [K]``."""
-        if not self.active:
-            return raw.double()
-        z = _logit(raw)
-        labels = labels.long()
-        d = (z - self.centre[labels]) / self.spread[labels]
-        return torch.sigmoid(_compress(d))  # float64
+    @property
+    def column(self) -> str:
+        """The output column: ``score`` (a probability) or ``standout`` (uncalibrated)."""
+        return "score" if self.calibrated else "standout"
+
+    def with_unknown(self, flags: Sequence[bool]) -> Scorer:
+        return Scorer(self.stats, self.model, torch.tensor([float(f) for f in flags], dtype=torch.float64))
+
+    def features(self, raw: torch.Tensor, labels: torch.Tensor, zv: torch.Tensor | None = None) -> torch.Tensor:
+        return features(logodds(raw), labels, self.stats, self.unknown, zv)
+
+    def score(self, raw: torch.Tensor, labels: torch.Tensor, zv: torch.Tensor | None = None) -> torch.Tensor:
+        """Reported values (float64) of raw probabilities ``raw [K]`` of phrases ``labels [K]`` (``zv``: their
+        log-odds against the vocabulary; without it, the upper bound of the score)."""
+        x = self.features(raw, labels, zv)
+        if self.model is None:
+            return x[:, 1] if self.active else logodds(raw)
+        return self.model.probability(x)
+
+    def _coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per phrase, ``(A, B)`` with ``logit(score) <= A z + B`` (``score`` = the calibrated probability, or
+        sigmoid(standout - 2) when uncalibrated): exact when the vocabulary log-odds equal ``z``, an upper
+        bound otherwise (they are never above ``z``; the map's weight on them is not negative)."""
+        st = self.stats
+        n = len(st.centre)
+        unk = torch.zeros(n, dtype=torch.float64) if self.unknown is None else self.unknown
+        if self.model is None:
+            return 1.0 / st.spread, -st.centre / st.spread - 2.0
+        w = dict(zip(self.model.names, (float(v) for v in self.model.vector())))
+        wz, ws, wt = w.get("logodds", 0.0), w.get("standout", 0.0), w.get("above_top", 0.0)
+        wv, wu = max(0.0, w.get("vocabulary", 0.0)), w.get("unknown", 0.0)
+        a = wz + wv + (ws + wt) / st.spread
+        b = -ws * st.centre / st.spread - wt * st.top / st.spread + wu * unk + float(self.model.bias)
+        return a, b
 
     def raw_threshold(self, score: float) -> torch.Tensor:
-        """``[N]``: per phrase, the raw probability whose calibrated score is ``score``."""
-        n = len(self.centre)
-        if not self.active:
-            return torch.full((n,), float(score))
+        """``[N]``: per phrase, the raw probability whose score is ``score`` (``find`` scans with it)."""
+        n = len(self.stats.centre)
         if score <= 0.0:
             return torch.zeros(n)
         if score >= 1.0:
             return torch.full((n,), 1.0 + 1e-6)  # nothing reaches 1
-        g = float(np.log(score) - np.log1p(-score))
-        d = g + OFFSET if g <= OFFSET else 2 * OFFSET + float(np.expm1(g - OFFSET))  # the inverse of _compress
-        z = self.centre + self.spread * d
-        return torch.sigmoid(z).float()
+        g = math.log(score) - math.log1p(-score)
+        a, b = self._coefficients()
+        out = torch.empty(n, dtype=torch.float64)
+        for i in range(n):
+            if float(a[i]) > 1e-9:
+                out[i] = torch.sigmoid((g - b[i]) / a[i])
+            else:  # the score does not grow with z: all or nothing
+                out[i] = 0.0 if float(b[i]) >= g else 1.0 + 1e-6
+        return out.float()
 
     def as_dict(self, phrases: Sequence[str]) -> dict:
-        """For run metadata: the formula and each phrase's median / spread (log-odds)."""
+        """For run metadata: what the value is, the map, and each phrase's scene statistics."""
+        st = self.stats
         return {
-            "formula": f"sigmoid(d - {OFFSET:g}) for d = (logit(p) - median) / spread <= {2 * OFFSET:g}, "
-                       f"else sigmoid({OFFSET:g} + log(1 + d - {2 * OFFSET:g}))",
-            "n_regions": self.n_regions,
-            "phrases": {p: {"median": round(float(c), 4), "spread": round(float(s), 4)}
-                        for p, c, s in zip(phrases, self.centre, self.spread)} if self.active else {},
+            "value": "probability that the box shows the phrase (model card calibration)" if self.calibrated
+            else "uncalibrated: standout = (logodds - scene median) / scene lower spread",
+            "map": self.model.to_dict() if self.model is not None else None,
+            "n_regions": st.n_regions,
+            "phrases": {p: {"median": round(float(c), 4), "spread": round(float(s), 4), "top": round(float(t), 4)}
+                        for p, c, s, t in zip(phrases, st.centre, st.spread, st.top)} if self.active else {},
         }
 
 
@@ -142,27 +220,86 @@ def pick_windows(windows: Sequence[Window], n: int = CAL_TILES) -> list[Window]:
     return [windows[int(i)] for i in idx]
 
 
-def measure(enc: Encoder, src: EmbeddingSource, windows: Sequence[Window], texts: torch.Tensor, n_phrases: int,
-            cancel: Cancel | None = None) -> Calibration:
-    """The scene's calibration from the sliding windows of the sample tiles of ``windows``
-    (:func:`pick_windows`; ``texts``: query phrases then background phrases)."""
+#: the features of ``similar``'s map: the box's cosine similarity with the query, and how far it stands out
+#: from the scene's typical region in spreads of the same sample (as ``standout`` for phrases)
+SIMILAR_FEATURES: tuple[str, ...] = ("cosine", "standout")
+
+
+@dataclass(frozen=True)
+class SimilarScorer:
+    """``similar``'s scene statistics (of the cosine similarity with the query) with the model's map."""
+
+    stats: SceneStats
+    model: LogisticMap | None = None
+
+    @property
+    def column(self) -> str:
+        return "score" if self.model is not None else "similarity"
+
+    def features(self, cos: torch.Tensor) -> torch.Tensor:
+        c = cos.double()
+        return torch.stack([c, (c - self.stats.centre[0]) / self.stats.spread[0]], dim=1)
+
+    def score(self, cos: torch.Tensor) -> torch.Tensor:
+        """The calibrated probability that a box is the same kind of thing as the examples (the cosine when
+        uncalibrated)."""
+        return self.model.probability(self.features(cos)) if self.model is not None else cos.double()
+
+    def cosine_threshold(self, min_score: float) -> float:
+        """The cosine similarity whose score is ``min_score`` (``similar`` scans with it)."""
+        if self.model is None:
+            return float(min_score)
+        if min_score <= 0.0:
+            return -1.0
+        if min_score >= 1.0:
+            return 1.0 + 1e-6
+        g = math.log(min_score) - math.log1p(-min_score)
+        w = self.model.vector()
+        a = float(w[0]) + float(w[1]) / float(self.stats.spread[0])
+        b = -float(w[1]) * float(self.stats.centre[0]) / float(self.stats.spread[0]) + float(self.model.bias)
+        if a <= 1e-9:
+            return -1.0 if b >= g else 1.0 + 1e-6
+        return (g - b) / a
+
+
+def measure_similar(enc: Encoder, src: EmbeddingSource, windows: Sequence[Window], query: torch.Tensor,
+                    cancel: Cancel | None = None) -> SimilarScorer:
+    """``similar``'s :class:`SimilarScorer`: the cosine of the scene's sampled sliding windows with ``query [D]``."""
+    model_map = enc.score_map("similar")
     sample = pick_windows(windows)
-    if not sample:
-        return Calibration.identity(n_phrases)
     patch, size = enc.model.patch_size, enc.input_size
     grid = scoring.window_candidates(size, size, patch)
-    from .find import MIN_VALID_FRACTION
-
     parts: list[torch.Tensor] = []
     for eb in src.embeddings(sample, dense=True, cancel=cancel):
         per_tile = [grid] * len(eb.tiles)
         valid = scoring.boxes_valid_fraction(eb.valid, per_tile) >= MIN_VALID_FRACTION
         with torch.no_grad():
             reg = F.normalize(enc.model.pool_regions(eb.dense, per_tile).float(), dim=-1)
-        logits = float(enc.logit_scale) * reg @ texts.float().T  # [K, N + B]
-        z = torch.stack([logits[:, p] - torch.logsumexp(torch.cat([logits[:, :p], logits[:, p + 1:]], dim=1), dim=1)
-                         for p in range(n_phrases)], dim=1)
-        parts.append(z[valid.to(z.device)].cpu())
+        cos = (reg @ query.float().to(reg.device)).double()
+        parts.append(cos[valid.to(cos.device)].cpu()[:, None])
     if not parts:
-        return Calibration.identity(n_phrases)
-    return Calibration.from_logits(torch.cat(parts))
+        return SimilarScorer(SceneStats.empty(1), model_map)
+    return SimilarScorer(SceneStats.from_logodds(torch.cat(parts), min_spread=1e-3), model_map)
+
+
+def measure(enc: Encoder, src: EmbeddingSource, windows: Sequence[Window], texts: torch.Tensor, n_phrases: int,
+            cancel: Cancel | None = None) -> Scorer:
+    """The scene's :class:`Scorer` (its statistics from the sliding windows of the sample tiles of
+    ``windows``, :func:`pick_windows`; ``texts``: query phrases then competitors) with the model's map."""
+    model_map = enc.score_map("find")
+    sample = pick_windows(windows)
+    if not sample:
+        return Scorer(SceneStats.empty(n_phrases), model_map)
+    patch, size = enc.model.patch_size, enc.input_size
+    grid = scoring.window_candidates(size, size, patch)
+    parts: list[torch.Tensor] = []
+    for eb in src.embeddings(sample, dense=True, cancel=cancel):
+        per_tile = [grid] * len(eb.tiles)
+        valid = scoring.boxes_valid_fraction(eb.valid, per_tile) >= MIN_VALID_FRACTION
+        with torch.no_grad():
+            reg = F.normalize(enc.model.pool_regions(eb.dense, per_tile).float(), dim=-1)
+        probs = scoring.phrase_probabilities(reg, texts, n_phrases, enc.logit_scale)
+        parts.append(logodds(probs)[valid.to(probs.device)].cpu())
+    if not parts:
+        return Scorer(SceneStats.empty(n_phrases), model_map)
+    return Scorer(SceneStats.from_logodds(torch.cat(parts)), model_map)

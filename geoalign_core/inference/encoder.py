@@ -31,7 +31,7 @@ from ..errors import GeoAlignError, InputError
 from ..geo import RasterSource, Tile
 from ..model import GeoAlignCLIP
 from ._reader import iter_batches
-from .vocabulary import BACKGROUND_PHRASES, PROMPT_TEMPLATES
+from .vocabulary import BACKGROUND_PHRASES, DEFAULT_VOCABULARY, PROMPT_TEMPLATES
 
 __all__ = [
     "Cancel",
@@ -124,7 +124,8 @@ class Encoder:
 
     def __init__(self, model: GeoAlignCLIP, batch_size: int = 32, *, prefetch: int | None = None,
                  templates: Sequence[str] = PROMPT_TEMPLATES,
-                 background: Sequence[str] = BACKGROUND_PHRASES) -> None:
+                 background: Sequence[str] = BACKGROUND_PHRASES,
+                 vocabulary: Sequence[str] = DEFAULT_VOCABULARY) -> None:
         if int(batch_size) < 1:
             raise InputError(f"batch size must be at least 1; got {batch_size}", param="batch_size")
         self.model = model
@@ -133,6 +134,7 @@ class Encoder:
         self._prefetch = prefetch
         self.templates = tuple(templates)
         self.background = tuple(background)
+        self.vocabulary = tuple(vocabulary)
         self._text_cache: dict[str, torch.Tensor] = {}
         self.texts_encoded = 0  # texts sent through the text tower (cache misses)
         self.text_batches = 0  # text-tower forward passes
@@ -205,11 +207,37 @@ class Encoder:
 
     def query_texts(self, phrases: list[str]) -> tuple[torch.Tensor, list[str]]:
         """Embeddings of ``phrases + background`` (background minus the query phrases, up to a plural:
-        :func:`~.vocabulary.background_for`) and that background."""
+        :func:`~.vocabulary.background_for`) and that background: the texts a box's scan score is a
+        softmax over."""
         from .vocabulary import background_for
 
         bg = background_for(phrases, self.background)
         return self.encode_phrases(phrases + bg), bg
+
+    def vocabulary_texts(self, phrases: list[str], background: Sequence[str] = ()) -> tuple[torch.Tensor, list[str]]:
+        """Embeddings of the vocabulary phrases that compete with ``phrases`` besides ``background``
+        (:func:`~.vocabulary.competitors_for`: not naming a query's thing), and those phrases."""
+        from .vocabulary import competitors_for
+
+        seen = set(background)
+        vocab = [v for v in competitors_for(phrases, self.vocabulary) if v not in seen]
+        return self.encode_phrases(vocab), vocab
+
+    # ------------------------------------------------------------------ the model card
+    @property
+    def card(self):
+        """The model's :class:`~geoalign_core.card.ModelCard` (None: the model has none)."""
+        return getattr(self.model, "card", None)
+
+    def score_map(self, task: str):
+        """The card's fitted :class:`~.calibration.LogisticMap` for ``task`` ("find", "tiles"), or None."""
+        card = self.card
+        return card.score_map(task) if card is not None else None
+
+    def unknown_words(self, phrase: str) -> list[str]:
+        """Words of ``phrase`` the model never saw in training (empty when its card lists no vocabulary)."""
+        card = self.card
+        return card.unknown_words(phrase) if card is not None else []
 
     def clean(self, texts: Sequence[str] | str | None, what: str = "phrase") -> list[str]:
         """:func:`~geoalign_core.data.text.clean_texts`, then a warning for texts the model reads only in part."""

@@ -98,35 +98,43 @@ def find(
     with a size, windows of that size (stepped by a quarter of it) join the candidates, only
     boxes within :data:`SIZE_RANGE` x of its area are kept, and its boxes are not refined.
 
-    ``score``: calibrated against the scene (:mod:`.calibration`); ``min_score`` applies to it.
+    ``score``: the estimated probability that the box shows the phrase (:mod:`.calibration`: the
+    model card's map of the box's evidence against its competitors and the scene); ``min_score``
+    applies to it. A model without a calibration gives ``standout`` instead of ``score``.
 
-    Rows: ``geometry`` (box), ``phrase``, ``score``, ``rank`` (1 = best, per phrase).
+    Rows: ``geometry`` (box), ``phrase``, ``score`` (or ``standout``), ``rank`` (1 = best, per phrase).
+    ``attrs["score_features"]``: the :data:`~.calibration.FEATURES` of each row (for fitting a calibration).
     """
     phrases = enc.clean(phrases)
     if not 0.0 <= float(min_score) <= 1.0:
         raise InputError(f"min score must be in [0, 1]; got {min_score}", param="min_score")
     if int(max_results) < 1:
         raise InputError(f"max results must be at least 1; got {max_results}", param="max_results")
-    with open_source(enc, raster, bands, allow_no_crs) as src:
+    unknown = [bool(enc.unknown_words(p)) for p in phrases]
+    with open_source(enc, raster, bands, allow_no_crs, phrases=phrases) as src:
         ts, overlap = src.tile_size(tile_size), src.overlap(overlap, 0.25)
         area = area_window(src.transform, src.width, src.height, bounds, src.path)
         extra: dict[str, object] = {}
         if regions is not None:
             feats, rboxes, n_out = load_regions(regions, src, area, regions_layer, buffer)
             texts, bg = enc.query_texts(phrases)
+            vocab, vocab_names = enc.vocabulary_texts(phrases, bg)
             enter_stage(stage, "scoring regions")
-            cal = src.calibration(area, ts, overlap, texts, len(phrases), cancel)
+            cal = src.calibration(area, ts, overlap, texts, len(phrases), cancel).with_unknown(unknown)
             emb = src.region_embeddings(rboxes, area, ts, overlap, progress, cancel)
             probs = scoring.phrase_probabilities(emb, texts, len(phrases), enc.logit_scale).cpu()
+            zv_all = scoring.vocabulary_logodds(emb, texts, vocab, len(phrases), enc.logit_scale).cpu()
             floor = cal.raw_threshold(float(min_score))
             k_idx, p_idx = (probs >= floor.view(1, -1)).nonzero(as_tuple=True)
             boxes = torch.from_numpy(rboxes)[k_idx]
             scores = probs[k_idx, p_idx]
+            zv = zv_all[k_idx, p_idx]
             keep = scoring.nms_per_label(boxes, scores, p_idx, iou=1.0, cap=int(max_results))
             extra = {"regions": str(regions) if not isinstance(regions, gpd.GeoDataFrame) else "GeoDataFrame",
                      "n_regions": len(feats), "n_regions_outside": n_out}
         else:
             texts, bg = enc.query_texts(phrases)
+            vocab, vocab_names = enc.vocabulary_texts(phrases, bg)
             windows = src.windows(ts, overlap, area)
             zone = None
             if within is not None:
@@ -136,21 +144,21 @@ def find(
                 extra |= {"within": str(within) if not isinstance(within, gpd.GeoDataFrame) else "GeoDataFrame",
                           "n_within": n_within}
             enter_stage(stage, "scanning tiles")
-            cal = src.calibration(area, ts, overlap, texts, len(phrases), cancel)
+            cal = src.calibration(area, ts, overlap, texts, len(phrases), cancel).with_unknown(unknown)
             sizes, size_meta = object_sizes(enc, phrases, object_size, src)
-            boxes, scores, p_idx, n_scanned = find_candidates(
+            boxes, scores, p_idx, n_scanned, zv = find_candidates(
                 enc, src, windows, area, texts, len(phrases), cal.raw_threshold(float(min_score)),
-                int(max_results), float(nms_iou), progress, cancel, sizes=sizes,
+                int(max_results), float(nms_iou), progress, cancel, sizes=sizes, vocab=vocab,
             )
             if size_meta:
                 extra["object_sizes_m"] = size_meta
             if zone is not None:
                 inside = centres_in(zone, boxes)
-                boxes, scores, p_idx = boxes[inside], scores[inside], p_idx[inside]
+                boxes, scores, p_idx, zv = boxes[inside], scores[inside], p_idx[inside], zv[inside]
             if refine:
                 keep = scoring.nms_per_label(boxes, scores, p_idx, float(nms_iou),
                                              cap=int(max_results) + min(int(max_results), REFINE_SPARE))
-                boxes, scores, p_idx = boxes[keep], scores[keep], p_idx[keep]
+                boxes, scores, p_idx, zv = boxes[keep], scores[keep], p_idx[keep], zv[keep]
                 sized = torch.zeros(len(p_idx), dtype=torch.bool) if sizes is None else \
                     ~torch.isnan(sizes[p_idx, 0])  # boxes of a known size stay as found
                 with src.live_source() as live:
@@ -161,15 +169,17 @@ def find(
                 extra["n_refined"] = n_moved
                 if zone is not None:  # a moved box keeps its centre in the old box, maybe not in the zone
                     inside = centres_in(zone, boxes)
-                    boxes, scores, p_idx = boxes[inside], scores[inside], p_idx[inside]
-            keep = scoring.nms_per_label(boxes, scores, p_idx, float(nms_iou), cap=int(max_results))
-            extra |= {"n_windows": len(windows), "n_windows_scored": n_scanned, "nms_iou": float(nms_iou),
+                    boxes, scores, p_idx, zv = boxes[inside], scores[inside], p_idx[inside], zv[inside]
+            keep = scoring.nms_per_label(boxes, scores, p_idx, float(nms_iou), cap=int(max_results), nested=True)
+            extra |= {"nested_overlap": scoring.NESTED_OVERLAP, "n_windows": len(windows),
+                      "n_windows_scored": n_scanned, "nms_iou": float(nms_iou),
                       "refine": bool(refine),
                      "dense_thresholds": list(scoring.DENSE_THRESHOLDS),
                      "window_scales_patches": list(scoring.WINDOW_SCALES)}
-        boxes, raw, p_idx = boxes[keep], scores[keep], p_idx[keep]
-        scores = cal.score(raw, p_idx)
-        order = np.lexsort((-raw.numpy(), p_idx.numpy()))  # the raw score orders as the calibrated one, without ties
+        boxes, raw, p_idx, zv = boxes[keep], scores[keep], p_idx[keep], zv[keep]
+        scores = cal.score(raw, p_idx, zv)
+        feats = cal.features(raw, p_idx, zv)
+        order = np.lexsort((-raw.numpy(), -scores.numpy(), p_idx.numpy()))  # best score first per phrase
         boxes, scores, p_idx = boxes[order], scores[order], p_idx[order]
         ranks = np.zeros(len(order), dtype=np.int64)
         for p in range(len(phrases)):
@@ -178,7 +188,7 @@ def find(
         gdf = gpd.GeoDataFrame(
             {
                 "phrase": pd_strings([phrases[int(i)] for i in p_idx]),
-                "score": scores.numpy().astype(np.float64),
+                cal.column: scores.numpy().astype(np.float64),
                 "rank": ranks,
             },
             geometry=pixel_boxes_to_polygons(boxes.numpy().reshape(-1, 4), src.transform),
@@ -190,14 +200,19 @@ def find(
             **raster_meta(src, ts, overlap, bounds, enc.batch_size),
             phrases=phrases,
             background_phrases=bg,
+            vocabulary_phrases=vocab_names,
             min_score=float(min_score),
             max_results=int(max_results),
-            score="calibrated against this scene's regions (geoalign_core.inference.calibration)",
-            raw_score="softmax(logit_scale * cos) over phrases + background phrases",
+            score_column=cal.column,
+            score=cal.as_dict(phrases)["value"],
+            raw_score="softmax(logit_scale * cos) over the phrases and background phrases (ranks candidates); the "
+                      "score also reads the log-odds against the vocabulary phrases",
             calibration=cal.as_dict(phrases),
+            unknown_phrases=[p for p, u in zip(phrases, unknown) if u],
             n_matches=len(gdf),
             **extra,
         )
+        gdf.attrs["score_features"] = feats.numpy()[order]
     return gdf
 
 
@@ -216,7 +231,8 @@ def find_candidates(
     cancel: Cancel | None,
     cosine: bool = False,
     sizes: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    vocab: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor | None]:
     """Candidate boxes scored over the source's embeddings of ``windows``.
 
     Scores: ``texts`` are the ``n_phrases`` query phrases then background phrases, and a
@@ -228,8 +244,10 @@ def find_candidates(
     in one matrix product; a live raster keeps them all); the scan then stops once no
     remaining tile can reach the ``max_results``-th box of any query. ``sizes`` (``[n_phrases, 2]``
     raster-pixel width and height, NaN where unknown): windows of those sizes join the candidates
-    and a query keeps boxes within :data:`SIZE_RANGE` x of its size's area only. Returns
-    (raster-pixel boxes, scores, query index, windows scored).
+    and a query keeps boxes within :data:`SIZE_RANGE` x of its size's area only. ``vocab`` (``[V, D]``):
+    each kept box also gets its log-odds against every text, vocabulary included
+    (:func:`scoring.vocabulary_logodds`). Returns (raster-pixel boxes, scores, query index, windows
+    scored, vocabulary log-odds of each box or None).
     """
     logit_scale = None if cosine else enc.logit_scale
     phr = texts[:n_phrases]
@@ -238,6 +256,7 @@ def find_candidates(
     all_boxes: list[torch.Tensor] = []
     all_scores: list[torch.Tensor] = []
     all_labels: list[torch.Tensor] = []
+    all_zv: list[torch.Tensor] = []
     buffered = 0
     scored = 0
     cap = max(4 * max_results, 200)
@@ -272,11 +291,17 @@ def find_candidates(
         all_boxes.append(bx[keep])
         all_scores.append(sc[keep])
         all_labels.append(p_idx[keep])
+        if vocab is not None:
+            rows = k_idx[keep]
+            zv = scoring.vocabulary_logodds(reg[rows.to(reg.device)], texts, vocab, n_phrases, logit_scale).cpu()
+            all_zv.append(zv[torch.arange(len(rows)), p_idx[keep]])
         buffered += int(keep.numel())
         if buffered > _BUFFER_LIMIT:
             bx, sc, lb = torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
             keep = scoring.nms_per_label(bx, sc, lb, nms_iou, cap=cap)
             all_boxes, all_scores, all_labels = [bx[keep]], [sc[keep]], [lb[keep]]
+            if vocab is not None:
+                all_zv = [torch.cat(all_zv)[keep]]
             buffered = int(keep.numel())
         if bound is not None and eb.done < len(windows):
             floor = _floors(all_boxes, all_scores, all_labels, n_phrases, max_results, nms_iou, minimum)
@@ -284,8 +309,9 @@ def find_candidates(
                 break  # no tile left can reach the max_results-th box of any phrase
     if not all_boxes:
         empty = torch.zeros((0, 4), dtype=torch.float64), torch.zeros(0), torch.zeros(0, dtype=torch.long)
-        return (*empty, scored)
-    return torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels), scored
+        return (*empty, scored, None if vocab is None else torch.zeros(0, dtype=torch.float64))
+    zv_all = torch.cat(all_zv) if vocab is not None else None
+    return torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels), scored, zv_all
 
 
 def _floors(boxes: list[torch.Tensor], scores: list[torch.Tensor], labels: list[torch.Tensor], n_phrases: int,

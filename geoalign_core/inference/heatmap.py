@@ -8,6 +8,7 @@ from os import PathLike
 from pathlib import Path
 
 import rasterio.windows
+import torch
 from rasterio.windows import Window
 
 from ..errors import InputError
@@ -46,9 +47,9 @@ def heatmap(
     """Write the phrase's dense similarity as a float32 COG; returns the path.
 
     Values (``values``): ``"similarity"``, the cosine similarity (-1..1) of each patch
-    embedding (the model's ``dense_mode``) with the phrase; or ``"score"``, the 0..1
-    probability ``find`` would give a one-patch region (softmax with the model's logit
-    scale over the phrase and the background phrases), the score users see on boxes. Both
+    embedding (the model's ``dense_mode``) with the phrase; or ``"score"``, the score ``find``
+    would give a one-patch region (the calibrated probability that it shows the phrase; the
+    ``standout`` for a model without a calibration, recorded as ``values: standout``). Both
     are bilinearly resampled onto the output grid and averaged where tiles overlap. The
     grid is the raster's (or the ``bounds`` window's) pixel grid, coarsened by ``scale``
     raster pixels per cell (default: 1, or the smallest integer keeping the
@@ -77,9 +78,13 @@ def heatmap(
         c0, r0 = int(area.col_off), int(area.row_off)
         n_tiles = 0
         enter_stage(stage, "scanning tiles")
+        cal = None
+        if values == "score":  # the calibrated score of a one-patch region, as find reports boxes
+            cal = src.calibration(area, ts, overlap, texts, 1, cancel).with_unknown([bool(enc.unknown_words(phrase))])
         for eb in src.embeddings(windows, dense=True, progress=progress, cancel=cancel):
-            if values == "score":
-                sim = scoring.probability_maps(eb.dense_normalized, texts, 1, enc.logit_scale)
+            if cal is not None:
+                raw = scoring.probability_maps(eb.dense_normalized, texts, 1, enc.logit_scale).cpu()
+                sim = cal.score(raw.reshape(-1), torch.zeros(raw.numel(), dtype=torch.long)).float().view(raw.shape)
             else:
                 sim = scoring.similarity_maps(eb.dense_normalized, texts[:1])
             sim = sim[:, 0].cpu().numpy()
@@ -94,12 +99,15 @@ def heatmap(
             "heatmap",
             **raster_meta(src, ts, overlap, bounds, enc.batch_size),
             phrase=phrase,
-            values=values,
+            values=values if cal is None or cal.calibrated else "standout",
             values_meaning=(
-                "probability of the phrase against background phrases for each patch as a one-patch region "
-                "(find's score), averaged in overlaps" if values == "score"
+                "find's score of each patch as a one-patch region (the calibrated probability that it shows the "
+                "phrase), averaged in overlaps" if cal is not None and cal.calibrated
+                else "uncalibrated model: find's standout of each patch as a one-patch region (spreads above the "
+                     "scene's typical region), averaged in overlaps" if cal is not None
                 else "cosine similarity of patch embeddings with the phrase, averaged in overlaps"),
-            background_phrases=bg if values == "score" else [],
+            competitors=bg if values == "score" else [],
+            calibration=cal.as_dict([phrase]) if cal is not None else None,
             scale=scale,
             n_tiles=n_tiles,
         )
@@ -109,7 +117,7 @@ def heatmap(
         src.mask_invalid(grid, area, scale, cancel)
         check_cancel(cancel)
         enter_stage(stage, "writing")
-        desc = f"{phrase} (score)" if values == "score" else phrase
+        desc = f"{phrase} ({'score' if cal.calibrated else 'standout'})" if cal is not None else phrase
         write_float_geotiff(grid, out_path, acc.out_transform, src.crs, overwrite=overwrite,
                             band_descriptions=[desc], tags={"GEOALIGN_METADATA": meta})
     return out_path

@@ -30,6 +30,7 @@ from . import scoring
 from .encoder import Cancel, Encoder, Progress, Stage, enter_stage
 from .metadata import raster_meta, run_metadata
 from .source import EmbeddingSource, open_source
+from .vocabulary import NONE_BELOW, NONE_LABEL
 
 __all__ = [
     "RESERVED_COLUMNS",
@@ -42,8 +43,11 @@ __all__ = [
 ]
 
 
+#: uncalibrated models: a region's best phrase must stand out this many spreads above the scene's typical region
+STANDOUT_NONE = 2.0
+
 #: output columns of match-regions besides the per-phrase ones, and names GDAL reserves
-RESERVED_COLUMNS = ("best_phrase", "score", "fid", "ogc_fid", "geometry", "geom")
+RESERVED_COLUMNS = ("best_phrase", "score", "standout", "fid", "ogc_fid", "geometry", "geom")
 
 
 def phrase_columns(phrases: Sequence[str], reserved: Sequence[str] = RESERVED_COLUMNS) -> dict[str, str]:
@@ -158,21 +162,31 @@ def match_regions(
     """Score every feature's bounding box against every phrase.
 
     Returns the features that overlap the raster (reprojected to its CRS, attributes kept)
-    with ``best_phrase``, ``score`` (its score) and one float column per phrase (named by
+    with ``best_phrase``, ``score`` (its score: the calibrated probability that the region shows the
+    phrase, as ``find``'s; ``best_phrase`` is :data:`~.vocabulary.NONE_LABEL` when no phrase reaches
+    :data:`~.vocabulary.NONE_BELOW`; an uncalibrated model gives ``standout`` instead of ``score``)
+    and one float column per phrase (named by
     the phrase, or ``score_<phrase>`` where that would clash, ignoring case, with a reserved
     name: :func:`phrase_columns`). Input columns whose name clashes, ignoring case, with an
     output column get an ``_input`` suffix. Both mappings are in the metadata
     (``phrase_columns``, ``renamed_input_columns``).
     """
     phrases = enc.clean(phrases)
-    with open_source(enc, raster, bands, allow_no_crs) as src:
+    with open_source(enc, raster, bands, allow_no_crs, phrases=phrases) as src:
         ts, overlap = src.tile_size(tile_size), src.overlap(overlap, 0.25)
         area = area_window(src.transform, src.width, src.height, bounds, src.path)
         feats, boxes, n_out = load_regions(regions, src, area, layer, buffer)
         texts, bg = enc.query_texts(phrases)
         enter_stage(stage, "scoring regions")
+        cal = src.calibration(area, ts, overlap, texts, len(phrases), cancel).with_unknown(
+            [bool(enc.unknown_words(p)) for p in phrases])
         emb = src.region_embeddings(boxes, area, ts, overlap, progress, cancel)
-        probs = scoring.phrase_probabilities(emb, texts, len(phrases), enc.logit_scale).cpu().numpy()
+        raw = scoring.phrase_probabilities(emb, texts, len(phrases), enc.logit_scale).cpu()
+        vocab, vocab_names = enc.vocabulary_texts(phrases, bg)
+        zv = scoring.vocabulary_logodds(emb, texts, vocab, len(phrases), enc.logit_scale).cpu()
+        k = len(raw)
+        labels = torch.arange(len(phrases)).repeat(k)
+        probs = cal.score(raw.reshape(-1), labels, zv.reshape(-1)).reshape(k, len(phrases)).numpy()
         columns = phrase_columns(phrases)
         geom = feats.geometry.name
         taken = {c.lower() for c in (*RESERVED_COLUMNS, *columns.values())}
@@ -189,9 +203,12 @@ def match_regions(
         out = feats.rename(columns=rename)
         if geom != "geometry":
             out = out.rename_geometry("geometry")
-        best = probs.argmax(axis=1)
-        out["best_phrase"] = pd_strings([phrases[int(i)] for i in best])
-        out["score"] = probs[np.arange(len(best)), best].astype(np.float64)
+        best = probs.argmax(axis=1) if k else np.zeros(0, dtype=np.int64)
+        top = probs[np.arange(len(best)), best].astype(np.float64)
+        # "none of these": no phrase is probably right (calibrated), or, uncalibrated, none stands out
+        none = top < (NONE_BELOW if cal.calibrated else STANDOUT_NONE)
+        out["best_phrase"] = pd_strings([NONE_LABEL if n else phrases[int(i)] for i, n in zip(best, none)])
+        out[cal.column] = top
         for j, p in enumerate(phrases):
             out[columns[p]] = probs[:, j].astype(np.float64)
         out = gpd.GeoDataFrame(out, geometry="geometry", crs=feats.crs)
@@ -204,7 +221,12 @@ def match_regions(
             phrase_columns=columns,
             renamed_input_columns=rename,
             background_phrases=bg,
-            score="softmax(logit_scale * cos) over phrases + background phrases",
+            vocabulary_phrases=vocab_names,
+            score_column=cal.column,
+            score=cal.as_dict(phrases)["value"] + " (per phrase column); best_phrase is "
+            f"{NONE_LABEL!r} when no phrase reaches {NONE_BELOW if cal.calibrated else STANDOUT_NONE}",
+            calibration=cal.as_dict(phrases),
+            n_none=int(none.sum()),
             n_regions=len(out),
             n_regions_outside=n_out,
         )

@@ -99,16 +99,26 @@ def find(predictor: Predictor, raster: str | PathLike, phrases: Sequence[str], o
     ``crs`` (in ``kwargs``): the output's CRS (default: the raster's; a collection's own rule)."""
     gdf = _in_crs(raster, kwargs, lambda kw: predictor.find(raster, phrases, **kw))
     path, meta = _write(gdf, Path(out), "matches", metadata, overwrite, write_empty)
+    col = "score" if "score" in gdf.columns else "standout"
     per_phrase = {}
     parts = []
+    found, missing = [], []
     for p in meta.get("phrases", list(dict.fromkeys(gdf["phrase"]))):
         sel = gdf[gdf["phrase"] == p]
-        best = float(sel["score"].max()) if len(sel) else None
-        per_phrase[p] = {"count": int(len(sel)), "best_score": best}
+        best = float(sel[col].max()) if len(sel) else None
+        per_phrase[p] = {"count": int(len(sel)), "best_score": best, "value": col}
         shown = p if len(p) <= 40 else p[:37] + "..."
-        parts.append(f"{shown!r}: {len(sel)}" + (f", best score {best:.3f}" if best is not None else ""))
+        if len(sel):
+            found.append(p)
+            parts.append(f"{shown!r}: {len(sel)}, best {col} {best:.3f}")
+        else:
+            missing.append(shown)
     where = _where(path, "matches")
-    summary = f"wrote {len(gdf)} matches {where}; " + "; ".join(parts)
+    summary = f"wrote {len(gdf)} matches {where}" + ("; " + "; ".join(parts) if parts else "")
+    if missing:
+        floor = meta.get("min_score")
+        summary += "; no matches for " + ", ".join(repr(m) for m in missing) + (
+            f" (none scores >= {floor:g})" if isinstance(floor, (int, float)) and col == "score" else "")
     return RunResult(path, "matches", len(gdf), summary, meta, {"phrases": per_phrase})
 
 
@@ -118,7 +128,7 @@ def match_regions(predictor: Predictor, raster: str | PathLike, regions: Any, ph
     """``predictor.match_regions(raster, regions, phrases, **kwargs)`` written as layer "regions"."""
     gdf = predictor.match_regions(raster, regions, phrases, **kwargs)
     path, meta = _write(gdf, Path(out), "regions", metadata, overwrite, write_empty)
-    counts = Counter(gdf["best_phrase"]).most_common()
+    counts = Counter(gdf["best_phrase"]).most_common() if len(gdf) else []
     where = _where(path, "regions")
     summary = f"wrote {len(gdf)} regions {where}; best phrase: " + ", ".join(f"{p!r} {n}" for p, n in counts)
     return RunResult(path, "regions", len(gdf), summary, meta, {"best_phrase": dict(counts)})
@@ -130,7 +140,8 @@ def similar(predictor: Predictor, raster: Any, examples: Any, out: str | PathLik
     gdf = predictor.similar(raster, examples, **kwargs)
     path, meta = _write(gdf, Path(out), "similar", metadata, overwrite, write_empty)
     others = gdf[~gdf["example"]] if len(gdf) else gdf
-    best = f", best {float(others['score'].max()):.3f}" if len(others) else ""
+    col = "score" if "score" in gdf.columns else "similarity"
+    best = f", best {col} {float(others[col].max()):.3f}" if len(others) else ""
     summary = (f"wrote {len(gdf)} similar regions {_where(path, 'similar')}; {len(gdf) - len(others)} of them "
                f"example(s), {len(others)} other(s){best}")
     return RunResult(path, "similar", len(gdf), summary, meta,

@@ -45,11 +45,13 @@ __all__ = [
     "classify",
     "component_boxes",
     "dense_candidates",
+    "drop_nested",
     "nms_per_label",
     "patch_validity",
     "phrase_probabilities",
     "score_bound",
     "similarity_maps",
+    "vocabulary_logodds",
     "top_k",
     "window_candidates",
 ]
@@ -102,6 +104,18 @@ def phrase_probabilities(
     """
     logits = float(logit_scale) * regions.float() @ texts.float().T
     return logits.softmax(dim=-1)[:, :n_phrases]
+
+
+def vocabulary_logodds(regions: torch.Tensor, texts: torch.Tensor, vocab: torch.Tensor, n_phrases: int,
+                       logit_scale: float | torch.Tensor) -> torch.Tensor:
+    """``[K, N]`` float64 log-odds of each query phrase against EVERY other text: the other queries, the
+    background phrases (``texts [N + B, D]``) and the vocabulary (``vocab [V, D]``)."""
+    logits = float(logit_scale) * regions.double() @ torch.cat([texts, vocab]).double().T  # [K, N + B + V]
+    out = torch.empty((logits.shape[0], n_phrases), dtype=torch.float64, device=logits.device)
+    for p in range(n_phrases):
+        others = torch.cat([logits[:, :p], logits[:, p + 1:]], dim=1)
+        out[:, p] = logits[:, p] - torch.logsumexp(others, dim=1)
+    return out
 
 
 def similarity_maps(dense: torch.Tensor, phrases: torch.Tensor) -> torch.Tensor:
@@ -238,13 +252,50 @@ def boxes_valid_fraction(valid: torch.Tensor, boxes: Sequence[torch.Tensor]) -> 
     return pooled.mean(dim=(1, 2, 3))
 
 
+#: a box lying this much (intersection over the smaller box's area) inside or around a better box of the same
+#: phrase is the same object again (a car's box inside the box of the car and its shadow): ``find`` drops it
+NESTED_OVERLAP = 0.8
+_NESTED_LIMIT = 4000  # boxes per label checked for nesting (the best ones; the pairwise check is quadratic)
+
+
+def drop_nested(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor,
+                overlap: float = NESTED_OVERLAP) -> torch.Tensor:
+    """``keep`` (indices, best first) without the boxes that lie ``overlap`` or more inside, or around, a better
+    kept box of the same label (intersection over the smaller of the two areas)."""
+    if keep.numel() < 2:
+        return keep
+    out = []
+    kl = labels[keep]
+    for lab in kl.unique():
+        idx = keep[kl == lab]
+        head, tail = idx[:_NESTED_LIMIT], idx[_NESTED_LIMIT:]
+        b = boxes[head].double()
+        area = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).clamp_min(1e-9)
+        lt = torch.maximum(b[:, None, :2], b[None, :, :2])
+        rb = torch.minimum(b[:, None, 2:], b[None, :, 2:])
+        inter = (rb - lt).clamp_min(0).prod(dim=2)
+        iomin = inter / torch.minimum(area[:, None], area[None, :])
+        alive = torch.ones(len(head), dtype=torch.bool)
+        for i in range(len(head)):
+            if alive[i]:
+                later = torch.arange(len(head)) > i
+                alive &= ~(later & (iomin[i] >= overlap))
+        out.append(torch.cat([head[alive], tail]))
+    keep = torch.cat(out)
+    return keep[scores[keep].argsort(descending=True, stable=True)]
+
+
 def nms_per_label(
-    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float, cap: int | None = None
+    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float, cap: int | None = None,
+    nested: bool = False,
 ) -> torch.Tensor:
-    """Indices kept by non-maximum suppression per label, best first; at most ``cap`` per label."""
+    """Indices kept by non-maximum suppression per label, best first; at most ``cap`` per label. ``nested``:
+    also drop boxes nested in or around a better one (:func:`drop_nested`)."""
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.long)
     keep = batched_nms(boxes.double(), scores.double(), labels, iou)
+    if nested:
+        keep = drop_nested(boxes, scores, labels, keep)
     if cap is None:
         return keep
     kept_labels = labels[keep]

@@ -4,8 +4,11 @@ The examples' regions are pooled (RoIAlign) like any region; their mean, normali
 query. With a phrase the query becomes ``normalize(query + text_weight * phrase)``: the sum of
 an image and a text embedding, the simple and strong baseline of composed image retrieval
 ("like this, but red"). Candidate boxes are built and pooled exactly as ``find`` builds them
-(from the similarity of every patch with the query), and a box's score is the cosine
-similarity of its embedding with the query (-1..1; boxes below ``min_score`` are dropped).
+(from the similarity of every patch with the query). A box's ``score`` is the estimated probability
+that it is the same kind of thing as the examples: the model card's map of its cosine similarity with
+the query and how far that stands out from the scene's typical region (:mod:`.calibration`); boxes below
+``min_score`` are dropped. A model without that calibration writes ``similarity`` (the cosine, -1..1)
+instead, and ``min_score`` applies to the cosine.
 Results are about the examples' size: between 1/4 and 4 times their mean area (other
 instances of the same kind of object, not the larger scene around them).
 The examples are candidates too: without a phrase, a single example scores 1 and ranks first.
@@ -30,6 +33,7 @@ from ..errors import InputError
 from ..geo import pixel_boxes_to_polygons
 from ..geo.grid import area_window
 from . import scoring
+from .calibration import measure_similar
 from .encoder import Cancel, Encoder, Progress, Stage, enter_stage
 from .find import find_candidates
 from .metadata import raster_meta, run_metadata
@@ -142,8 +146,10 @@ def similar(
             query = F.normalize(query + float(text_weight) * enc.encode_phrases([phrase])[0].float(), dim=-1)
         enter_stage(stage, "scanning tiles")
         windows = src.windows(ts, overlap, area)
-        boxes, scores, _, n_scanned = find_candidates(
-            enc, src, windows, area, query[None], 1, float(min_score), int(max_results) + len(ex_boxes),
+        cal = measure_similar(enc, src, windows, query, cancel)
+        floor = cal.cosine_threshold(float(min_score))
+        boxes, scores, _, n_scanned, _ = find_candidates(
+            enc, src, windows, area, query[None], 1, floor, int(max_results) + len(ex_boxes),
             float(nms_iou), progress, cancel, cosine=True)
         # boxes of about the examples' size (other instances of the same kind of object)
         ex_area = float(np.mean((ex_boxes[:, 2] - ex_boxes[:, 0]) * (ex_boxes[:, 3] - ex_boxes[:, 1])))
@@ -158,7 +164,7 @@ def similar(
                                   & (ex_boxes[:, 3] > b0))
         boxes = torch.cat([torch.from_numpy(ex_boxes).double()[inside], boxes])
         scores = torch.cat([ex_scores[inside], scores])
-        ok = scores >= float(min_score)
+        ok = scores >= floor
         boxes, scores = boxes[ok], scores[ok]
         keep = scoring.nms_per_label(boxes, scores, torch.zeros(len(scores), dtype=torch.long), float(nms_iou),
                                      cap=int(max_results))
@@ -169,8 +175,9 @@ def similar(
 
         is_example = (box_iou(boxes, torch.from_numpy(ex_boxes).double()).amax(dim=1) >= EXAMPLE_IOU
                       if len(boxes) else torch.zeros(0, dtype=torch.bool))
+        feats = cal.features(scores)
         gdf = gpd.GeoDataFrame(
-            {"score": scores.numpy().astype(np.float64), "rank": np.arange(1, len(scores) + 1),
+            {cal.column: cal.score(scores).numpy().astype(np.float64), "rank": np.arange(1, len(scores) + 1),
              "example": is_example.numpy().astype(bool)},
             geometry=pixel_boxes_to_polygons(boxes.numpy().reshape(-1, 4), src.transform),
             crs=src.crs,
@@ -184,7 +191,13 @@ def similar(
             phrase=phrase,
             text_weight=float(text_weight) if phrase is not None else None,
             query="normalize(mean of the examples' embeddings" + (" + text_weight * phrase)" if phrase else ")"),
-            score="cosine similarity of the box's embedding with the query",
+            score_column=cal.column,
+            score="probability that the box is the same kind of thing as the examples (model card calibration of "
+                  "its cosine similarity with the query and how far that stands out in the scene)" if cal.model
+            else "uncalibrated: cosine similarity of the box's embedding with the query",
+            similar_calibration={"median": float(cal.stats.centre[0]), "spread": float(cal.stats.spread[0]),
+                                 "n_regions": cal.stats.n_regions,
+                                 "map": cal.model.to_dict() if cal.model is not None else None},
             min_score=float(min_score),
             max_results=int(max_results),
             nms_iou=float(nms_iou),
@@ -192,4 +205,5 @@ def similar(
             n_windows_scored=n_scanned,
             n_matches=len(gdf),
         )
+    gdf.attrs["score_features"] = feats.numpy()
     return gdf

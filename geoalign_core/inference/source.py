@@ -186,13 +186,48 @@ def tile_boxes(boxes: np.ndarray, tile: Any) -> torch.Tensor:
 
 @contextlib.contextmanager
 def open_source(enc: Encoder, raster: str | PathLike | Any, bands: Sequence[int] | str | None = None,
-                allow_no_crs: bool = False) -> Iterator[Any]:
+                allow_no_crs: bool = False, phrases: Sequence[str] = ()) -> Iterator[Any]:
     """The embedding source for ``raster``: a :class:`LiveSource` over an opened raster, or the
     index itself when handed a :class:`~geoalign_core.index.SceneIndex` (``bands`` must then be
-    those of the index or None)."""
+    those of the index or None).
+
+    A raster (or ``phrases``) outside the model card's domain gives one warning line per reason
+    (:func:`geoalign_core.card.domain_warnings`)."""
     if hasattr(raster, "embeddings") and hasattr(raster, "windows"):
         raster.check_compatible(enc, bands)
+        warn_domain(enc, None, phrases)
         yield raster
         return
     with RasterSource(raster, bands, allow_no_crs=allow_no_crs) as src:
+        warn_domain(enc, src, phrases)
         yield LiveSource(enc, src)
+
+
+def warn_domain(enc: Encoder, raster: RasterSource | None, phrases: Sequence[str] = ()) -> list[str]:
+    """Warn (one line each) where ``raster`` or ``phrases`` lie outside the model's training domain."""
+    import warnings
+
+    from ..card import domain_warnings, raster_is_synthetic
+    from ..geo.grid import pixel_size_m
+
+    card = enc.card
+    if card is None:
+        return []
+    if raster is None:
+        lines = domain_warnings(card, bands=card.domain.bands or 3, gsd_m=None, synthetic=None, phrases=phrases)
+    else:
+        ds = raster.dataset
+        try:
+            tags = dict(ds.tags())
+        except Exception:  # noqa: BLE001 - a driver without tags: unknown origin
+            tags = {}
+        gsd = None
+        if raster.crs is not None and raster.georeferencing != "none":
+            mx, my = pixel_size_m(raster.crs, raster.transform, raster.width, raster.height)
+            gsd = (mx + my) / 2.0
+        n_bands = len(set(raster.selection.rgb))
+        lines = domain_warnings(card, bands=n_bands if n_bands > 1 else 1, gsd_m=gsd,
+                                synthetic=raster_is_synthetic(tags), phrases=phrases)
+    for line in lines:
+        warnings.warn(line, UserWarning, stacklevel=3)
+    return lines

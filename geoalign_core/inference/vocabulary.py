@@ -149,6 +149,31 @@ def _noun_key(text: str) -> str:
     return " ".join([*words[:-1], w])
 
 
+#: The label of a tile or region that no class or phrase describes well enough.
+NONE_LABEL = "none of these"
+#: A label needs at least this calibrated probability of being right; below it: :data:`NONE_LABEL`.
+NONE_BELOW = 0.5
+
+#: Everything a query phrase competes with in ``find`` and ``match-regions`` scores: the background
+#: phrases and the whole scene vocabulary (a box of forest must prefer "airplane" over "forest",
+#: "trees", "meadow", ... before it scores high for "airplane").
+COMPETITORS: tuple[str, ...] = tuple(dict.fromkeys((*BACKGROUND_PHRASES, *DEFAULT_VOCABULARY)))
+
+
+def head_noun(text: str) -> str:
+    """The last word of a phrase's :func:`_noun_key` ("red cars" -> "car")."""
+    key = _noun_key(text)
+    return key.split()[-1] if key else ""
+
+
+def competitors_for(phrases: Sequence[str], pool: Sequence[str] = COMPETITORS) -> list[str]:
+    """The phrases of ``pool`` that compete with ``phrases``: all but those naming the same thing as one
+    of them up to case, an article and a plural, or naming a query's head noun alone ("cars" does not
+    compete with "red car": a red car is a car)."""
+    keys = {_noun_key(p) for p in phrases} | {head_noun(p) for p in phrases}
+    return [b for b in pool if _noun_key(b) not in keys]
+
+
 def background_for(phrases: Sequence[str], background: Sequence[str] = BACKGROUND_PHRASES) -> list[str]:
     """The background phrases that compete with ``phrases``: all but those naming the same thing as
     one of them up to case, an article and a plural ("trees" does not compete with "tree")."""

@@ -258,10 +258,14 @@ class TileClassifyAlgorithm(GeoAlignAlgorithm):
     _overlap = 0.0
     _name = "tileclassify"
     _display = "Tile classify"
-    _help = ("Cuts the raster into tiles and labels each tile with the most probable class "
-             "(CLIP zero-shot classification). Output: one polygon per tile with label, score "
-             "(probability) and top_k (JSON). Classes: comma or newline separated; empty = the "
-             "built-in remote-sensing scene vocabulary.")
+    _help = ("Cuts the raster into tiles and labels each tile with the class that fits it best "
+             "(CLIP zero-shot classification against the classes and the built-in vocabulary). Output: one "
+             "polygon per tile with label, score (the estimated probability that the label is right, "
+             "calibrated on held-out labelled data and stored in the model's card) and top_k (JSON). When no "
+             "class is probably right, the label is 'none of these' (drawn as a dotted grey outline) and the "
+             "score is the probability that the best class is wrong. A model without a calibration writes "
+             "logodds instead of score. Classes: comma or newline separated; empty = the built-in "
+             "remote-sensing scene vocabulary.")
 
     def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802
         self.add_common()
@@ -290,8 +294,11 @@ class FindObjectsAlgorithm(GeoAlignAlgorithm):
     _name = "findobjects"
     _display = "Find objects by text"
     _help = ("Finds the objects that match one or more phrases (one per line, or separated by ';'). "
-             "Output: a polygon (box) per object with phrase, score (probability of the phrase "
-             "against the other phrases and generic background) and rank (1 = best, per phrase). "
+             "Output: a polygon (box) per object with phrase, score and rank (1 = best, per phrase). The "
+             "score is the estimated probability that the box shows the phrase: of many boxes scored about "
+             "0.7, about 70 % are right (calibrated on held-out labelled data; the model's card says on "
+             "what). A phrase that is not in the scene finds nothing. A model without a calibration writes "
+             "standout (how far the box stands out from the scene's typical region) instead of score. "
              "Optional regions: search only inside these polygons (any CRS); a box is kept when its centre "
              "lies in one of them.")
 
@@ -353,7 +360,9 @@ class MatchRegionsAlgorithm(GeoAlignAlgorithm):
     _name = "matchregions"
     _display = "Match regions"
     _help = ("Scores every input polygon against the phrases. Output: the input features "
-             "(in the raster's CRS) with best_phrase, score, and one score column per phrase.")
+             "(in the raster's CRS) with best_phrase, score (the estimated probability that the region shows "
+             "it) and one score column per phrase. When no phrase is probably right, best_phrase is "
+             "'none of these'.")
 
     def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Raster"))

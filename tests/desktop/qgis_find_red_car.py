@@ -129,6 +129,7 @@ def _tick():
         if dock.models_task is not None:
             return None
         report["models"] = [dock.model_combo.itemText(i) for i in range(dock.model_combo.count())]
+        report["model_state"] = dock.model_state.text()  # the model card's line under the model field
         log("models listed")
         dock.phrase_edit.setPlainText(PHRASE)  # typed into the dock
         press(dock.find_button)
@@ -154,6 +155,8 @@ def _tick():
                                                   f.geometry().boundingBox().yMaximum())] + [f["score"]]
                            for f in layer.getFeatures()]
         report["output"] = str(dock.last_output)
+        renderer = layer.renderer()
+        report["legend"] = [r.label() for r in renderer.ranges()] if hasattr(renderer, "ranges") else []
         log("find done")
         press(dock.heatmap_button)
         state["step"] = "heatmap"
