@@ -140,7 +140,8 @@ class GeoAlignDock(DockForm, DockRequests, DockIndex, QgsDockWidget):
         if not result.get("path"):  # nothing found: no empty layer in the project
             self.last_layer, self.last_output = None, None
             self.table.clear_results()
-            hint = " (lower Min score, or search a larger area)" if kind == "matches" else ""
+            hint = (f" (none scores {self.min_score.value():g} or more: probably not in this area)"
+                    if kind == "matches" else "")
             what = {"matches": "objects", "similar": "similar objects"}.get(kind, "regions")
             self._set_status(f"No {what} found{hint}")
             self.runFinished.emit("ok")

@@ -114,8 +114,9 @@ class DockForm:
         self.min_score.setDecimals(3)
         self.min_score.setSingleStep(0.05)
         self.min_score.setValue(DEFAULT_MIN_SCORE)
-        self.min_score.setToolTip("Keep objects whose score is at least this (scores are calibrated against the "
-                                  "scene: 0.12 = a typical region, 0.5 = well above it)")
+        self.min_score.setToolTip("Keep objects whose score is at least this. A score is the estimated probability "
+                                  "that the object is right (calibrated on held-out labelled data, see the model's "
+                                  "line above): 0.5 = probably right")
         form.addRow("Min score", self.min_score)
 
         self.max_results = QSpinBox(body)

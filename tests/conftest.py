@@ -44,14 +44,34 @@ def tiny_model():
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "RANDOM initialisation"
-        return load_model("GeoAlign-Tiny", device="cpu").eval()
+        model = load_model("GeoAlign-Tiny", device="cpu").eval()
+    model.card = tiny_card()
+    return model
+
+
+def tiny_card():
+    """A model card for the random test model: unknown domain (no domain warnings) and fixed logistic maps,
+    so that the code paths of calibrated scores run (the maps are not fitted: scores mean nothing here;
+    tests/test_calibration.py covers the fitting and the uncalibrated paths)."""
+    from geoalign_core.card import ModelCard
+    from geoalign_core.inference.calibration import SIMILAR_FEATURES, LogisticMap
+
+    return ModelCard("tiny", calibration={
+        "find": {"map": LogisticMap({"logodds": 1.0, "standout": 0.3, "vocabulary": 0.5}, -1.0).to_dict(),
+                 "fitted_on": "nothing (a test fixture)"},
+        "tiles": {"map": LogisticMap({"logodds": 1.0, "margin": 0.5}, 0.0, ("logodds", "margin")).to_dict()},
+        "similar": {"map": LogisticMap({"cosine": 8.0, "standout": 0.2}, -4.0, SIMILAR_FEATURES).to_dict()},
+    })
 
 
 @pytest.fixture(scope="session")
 def tiny_ckpt(tiny_model, tmp_path_factory) -> str:
     from geoalign_core import save_model
+    from geoalign_core.card import card_path, save_card
 
-    return str(save_model(tiny_model, tmp_path_factory.mktemp("model") / "tiny.safetensors"))
+    path = save_model(tiny_model, tmp_path_factory.mktemp("model") / "tiny.safetensors")
+    save_card(tiny_card(), card_path(path))
+    return str(path)
 
 
 @pytest.fixture(scope="session")

@@ -340,7 +340,7 @@ def test_sample_scene_crop_all_commands(capsys, tiny_ckpt, tmp_path):
     assert 0.0 <= s.min() <= s.max() <= 1.0 and s.std() > 0
     with rasterio.open(tmp_path / "s.tif") as ds:
         meta = json.loads(ds.tags()["GEOALIGN_METADATA"])
-        assert meta["values"] == "score" and meta["background_phrases"] and ds.descriptions[0] == "red car (score)"
+        assert meta["values"] == "score" and meta["competitors"] and ds.descriptions[0] == "red car (score)"
     assert "; score " in out
 
 

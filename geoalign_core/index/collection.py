@@ -219,7 +219,7 @@ class SceneCollection:
             gdf = _as_scene_rows(gdf, scene.name, out_crs)
             found.append(gdf)
             floors = _floors(pd.concat(found), phrases, max_results, min_score)
-        out = self._merge(found, phrases, max_results, out_crs)
+        out = self._merge(found, phrases, max_results, out_crs, _value_column(enc))
         out.attrs["geoalign"] = self._meta(enc, "find", phrases=phrases, min_score=min_score,
                                            max_results=max_results, n_scenes_scored=visited,
                                            search="ann" if use_ann else "exact", crs=out_crs.to_string(),
@@ -251,16 +251,17 @@ class SceneCollection:
         ranked.sort(key=lambda t: -t[1])
         return ranked
 
-    def _merge(self, found: list[pd.DataFrame], phrases: list[str], max_results: int, crs: Any):
+    def _merge(self, found: list[pd.DataFrame], phrases: list[str], max_results: int, crs: Any,
+               column: str = "score"):
         import geopandas as gpd
 
         if not found:
             return gpd.GeoDataFrame({"scene": pd.Series([], dtype=object), "phrase": pd.Series([], dtype=object),
-                                     "score": pd.Series([], dtype=float), "rank": pd.Series([], dtype="int64")},
+                                     column: pd.Series([], dtype=float), "rank": pd.Series([], dtype="int64")},
                                     geometry=gpd.GeoSeries([], crs=crs), crs=crs)
         allf = pd.concat(found, ignore_index=True)
         allf["_p"] = allf["phrase"].map({p: i for i, p in enumerate(phrases)})
-        allf = allf.sort_values(["_p", "score"], ascending=[True, False], kind="stable")
+        allf = allf.sort_values(["_p", column], ascending=[True, False], kind="stable")
         allf = allf.groupby("_p", sort=True).head(max_results).copy()
         allf["rank"] = allf.groupby("_p").cumcount() + 1
         allf = allf.drop(columns="_p").reset_index(drop=True)
@@ -320,11 +321,20 @@ def _as_scene_rows(gdf: Any, name: str, crs: Any) -> Any:
     return gdf
 
 
+def _value_column(enc: Any) -> str:
+    """``score`` for a calibrated model, else ``standout`` (what ``find`` writes)."""
+    return "score" if enc.score_map("find") is not None else "standout"
+
+
 def _floors(found: pd.DataFrame, phrases: list[str], k: int, min_score: float) -> np.ndarray:
-    """Per phrase, the score a new box must beat to enter the top ``k`` (``min_score`` until k are found)."""
+    """Per phrase, the score a new box must beat to enter the top ``k`` (``min_score`` until k are found); an
+    uncalibrated model's ``standout`` is compared as ``find``'s ``min_score`` reads it, ``sigmoid(standout - 2)``."""
     out = np.full(len(phrases), float(min_score))
+    col = "score" if "score" in found.columns else "standout"
     for i, p in enumerate(phrases):
-        s = np.sort(found.loc[found["phrase"] == p, "score"].to_numpy())[::-1]
+        s = np.sort(found.loc[found["phrase"] == p, col].to_numpy())[::-1]
+        if col == "standout":
+            s = 1.0 / (1.0 + np.exp(-(s - 2.0)))
         if len(s) >= k:
             out[i] = max(out[i], float(s[k - 1]))
     return out

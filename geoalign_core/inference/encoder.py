@@ -209,10 +209,13 @@ class Encoder:
         """Embeddings of ``phrases + background`` (background minus the query phrases, up to a plural:
         :func:`~.vocabulary.background_for`) and that background: the texts a box's scan score is a
         softmax over."""
-        from .vocabulary import background_for
+        from .vocabulary import background_for, competitors_for
 
         bg = background_for(phrases, self.background)
-        return self.encode_phrases(phrases + bg), bg
+        # the vocabulary competitors join the same text pass (cached for vocabulary_texts)
+        vocab = [v for v in competitors_for(phrases, self.vocabulary) if v not in set(bg)]
+        texts = self.encode_phrases(phrases + bg + vocab)
+        return texts[: len(phrases) + len(bg)], bg
 
     def vocabulary_texts(self, phrases: list[str], background: Sequence[str] = ()) -> tuple[torch.Tensor, list[str]]:
         """Embeddings of the vocabulary phrases that compete with ``phrases`` besides ``background``
