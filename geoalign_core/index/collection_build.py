@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..errors import GeoAlignError, InputError
 from ..inference.encoder import Cancel, Cancelled, Encoder, Progress, Stage
+from ..outputs import OutputBusy, output_lock
 from .scenes import Scene, expand_inputs, scene_names, share, write_manifest
 
 __all__ = ["CollectionBuild", "SceneOutcome", "build_collection", "dist_env", "plan_scenes"]
@@ -220,9 +221,29 @@ def _index_scene(enc: Encoder, scene: Scene, root: Path, settings: dict, overwri
                  bands: Sequence[int] | str | None, tile_size: int | None, overlap: float, allow_no_crs: bool,
                  progress_for: Callable[[Scene], Progress | None] | None, cancel: Cancel | None,
                  stage: Stage | None, say: Say | None, rank: int) -> SceneOutcome:
-    from .build import build_index
 
     t0 = time.perf_counter()
+    try:  # another run building this scene now (the same command started twice): leave it to that one
+        lock = output_lock(scene.part(root), what="building an index into")
+        lock.__enter__()
+    except OutputBusy as exc:
+        if say is not None:
+            say(f"failed: {scene.name} ({scene.raster}): {exc}")
+        return SceneOutcome(scene.name, scene.raster, "failed", 0, scene.pixels, 0.0, str(exc), rank)
+    try:
+        return _index_scene_locked(enc, scene, root, settings, overwrite, bands, tile_size, overlap, allow_no_crs,
+                                   progress_for, cancel, stage, say, rank, t0)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _index_scene_locked(enc: Encoder, scene: Scene, root: Path, settings: dict, overwrite: bool,
+                        bands: Sequence[int] | str | None, tile_size: int | None, overlap: float,
+                        allow_no_crs: bool, progress_for: Callable[[Scene], Progress | None] | None,
+                        cancel: Cancel | None, stage: Stage | None, say: Say | None, rank: int,
+                        t0: float) -> SceneOutcome:
+    from .build import build_index
+
     if not overwrite:
         done = _finished(scene, root, enc, settings)
         if done is not None:

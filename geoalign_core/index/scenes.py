@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..outputs import output_lock
 
 __all__ = [
     "MANIFEST",
@@ -188,6 +189,11 @@ def write_manifest(root: Path, scenes: Sequence[Scene], settings: dict, replace:
     (two collections mixed in one folder); other settings (model, tiling) must match too.
     ``replace`` (``--overwrite``): the manifest lists these scenes and settings only.
     """
+    with output_lock(root / MANIFEST, wait=120.0):  # read, merge, write: one run at a time
+        return _write_manifest(root, scenes, settings, replace)
+
+
+def _write_manifest(root: Path, scenes: Sequence[Scene], settings: dict, replace: bool) -> dict:
     path = root / MANIFEST
     old: dict = {}
     if path.is_file() and not replace:

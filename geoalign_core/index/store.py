@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ import shapely
 import torch
 
 from ..errors import InputError
+from ..outputs import exists_error, output_lock, publish
 
 __all__ = [
     "EMB_KEY",
@@ -66,6 +68,7 @@ FORMAT_VERSION = 1
 EMB_KEY = "emb"
 GEOALIGN_KEY = "geoalign"
 PATCHES_SUFFIX = ".patches.npy"
+WRITE_WAIT_S = 300.0
 
 
 def patches_path(index_path: str | os.PathLike, emb: dict | None = None) -> Path:
@@ -116,10 +119,16 @@ class IndexPart:
     norm: np.ndarray
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, ids=self.ids, valid=np.packbits(self.valid, axis=-1), side=self.valid.shape[-1],
-                 glob=self.glob, q=self.q, scale=self.scale, norm=self.norm)
-        os.replace(tmp, path)
+        """Write the part under a temporary name (this process's own), renamed when complete: a
+        failed write (a full disk) leaves nothing, a finished part is always whole."""
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp.npz")
+        try:
+            np.savez(tmp, ids=self.ids, valid=np.packbits(self.valid, axis=-1), side=self.valid.shape[-1],
+                     glob=self.glob, q=self.q, scale=self.scale, norm=self.norm)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
 
     @classmethod
     def load(cls, path: Path) -> IndexPart:
@@ -171,8 +180,9 @@ def write_index(path: Path, parts: list[Path], footprints: list[list[float]], wi
         raise InputError("nothing to index: no tile has a valid pixel")
     ppath = Path(patches) if patches is not None else patches_path(path)
     ppath.parent.mkdir(parents=True, exist_ok=True)
-    tmp_p = ppath.with_name(f".{ppath.name}.tmp.npy")
-    tmp_i = path.with_name(f".{path.name}.tmp")
+    token = f"{os.getpid()}.{secrets.token_hex(4)}"
+    tmp_p = ppath.with_name(f".{ppath.name}.{token}.tmp.npy")
+    tmp_i = path.with_name(f".{path.name}.{token}.tmp")
     try:
         patches = np.lib.format.open_memmap(tmp_p, mode="w+", dtype=np.int8, shape=(n, hw, d))
         ids_l, glob_l, scale_l, norm_l, frac_l, masks = [], [], [], [], [], []
@@ -227,10 +237,11 @@ def write_index(path: Path, parts: list[Path], footprints: list[list[float]], wi
             GEOALIGN_KEY.encode(): json.dumps(dict(geoalign_meta, n_tiles=n)).encode(),
         }
         pq.write_table(table.replace_schema_metadata(meta), tmp_i, row_group_size=4096, compression="zstd")
-        if path.exists() and not overwrite:
-            raise InputError(f"output exists: {path}", code="exists", param="overwrite")
-        os.replace(tmp_p, ppath)
-        os.replace(tmp_i, path)
+        with output_lock(path, wait=WRITE_WAIT_S):  # held by build_index already: the index and its patches
+            if path.exists() and not overwrite:
+                raise exists_error(path)
+            os.replace(tmp_p, ppath)
+            publish(tmp_i, path, overwrite)  # the index last, created only if it does not exist
     finally:
         for t in (tmp_p, tmp_i):
             if t.exists():
