@@ -98,7 +98,10 @@ class RasterSource:
     is read through a GDAL warped VRT built from its GCPs (in the GCPs' CRS), one with RPCs
     through a warped VRT built from them (height 0, no DEM; in the UTM zone of its centre), so
     every output lands on the ground; ``georeferencing`` says which ("transform", "gcps",
-    "rpcs", or "none" for pixel coordinates).
+    "rpcs", or "none" for pixel coordinates). An identity geotransform (GDAL's default) is no
+    georeferencing, even beside a declared CRS: GCPs or RPCs place such a raster (as GDAL's
+    tools and QGIS do); without them it has no georeferencing (InputError unless
+    ``allow_no_crs``; then ``crs`` is None).
 
     Paletted bands are expanded through their colour table to R, G, B (entries with alpha 0
     are invalid). A container of subdatasets (HDF5, NetCDF, ...) is refused with the list of
@@ -141,6 +144,7 @@ class RasterSource:
         self._black_arg = treat_black_as_nodata
         self._source: rasterio.io.DatasetReader | None = None
         self.georeferencing = "transform"
+        self._crs_ignored = False  # a CRS declared without any georeferencing (identity transform, no GCPs)
         if isinstance(self.path, Path):
             if not self.path.exists():
                 raise InputError(f"raster not found: {self.path}")
@@ -173,12 +177,24 @@ class RasterSource:
     def _place_on_ground(self) -> None:
         """Swap the dataset for a warped VRT when only GCPs or RPCs place it (see the class doc)."""
         ds = self.dataset
-        if ds.crs is not None:
+        # an identity geotransform is GDAL's default: no georeferencing, whatever CRS is declared
+        # (GDAL's tools and QGIS then place the raster by its GCPs or RPCs, as done here)
+        if ds.crs is not None and not ds.transform.is_identity:
             return
         gcps, gcp_crs = ds.gcps
+        if ds.crs is not None and not gcps and ds.rpcs is None:
+            if self.allow_no_crs:
+                self.georeferencing = "none"
+                self._crs_ignored = True
+                return
+            raise InputError(f"raster has a CRS but no georeferencing: {self.path} (its geotransform is the "
+                             "identity and it has no ground control points or RPCs); georeference it (e.g. "
+                             "gdal_translate -a_ullr), or allow working in pixel coordinates",
+                             code="no_crs", param="allow_no_crs")
         if gcps and gcp_crs is None:
             if self.allow_no_crs:
                 self.georeferencing = "none"
+                self._crs_ignored = ds.crs is not None  # it belonged to no georeferencing
                 return
             raise InputError(f"raster has ground control points but no CRS for them: {self.path}; assign one "
                              "(gdal_translate -a_srs), or allow working in pixel coordinates",
@@ -186,7 +202,9 @@ class RasterSource:
         options: dict = {}
         if gcps:
             n = len(gcps)
-            options, how = {"src_crs": gcp_crs, "crs": gcp_crs}, f"its {n} ground control point{'s' * (n != 1)}"
+            # SRC_METHOD: the GCPs even when the raster also declares an (identity) geotransform
+            options = {"src_crs": gcp_crs, "crs": gcp_crs, "SRC_METHOD": "GCP_POLYNOMIAL"}
+            how = f"its {n} ground control point{'s' * (n != 1)}"
         elif ds.rpcs is not None:
             options, how = {"crs": "EPSG:4326", "rpcs": True}, "its RPCs"
         else:
@@ -212,7 +230,7 @@ class RasterSource:
         ds = self.dataset
         if ds.count < 1 or ds.width < 1 or ds.height < 1:
             raise InputError(f"not a raster with pixels: {self.path} ({ds.count} bands, {ds.width}x{ds.height})")
-        if ds.crs is None and not self.allow_no_crs:
+        if self.crs is None and not self.allow_no_crs:
             raise InputError(
                 f"raster has no CRS (coordinate reference system): {self.path}",
                 code="no_crs", param="allow_no_crs",
@@ -314,7 +332,7 @@ class RasterSource:
     @property
     def crs(self) -> CRS | None:
         """The raster's CRS, or None (pixel coordinates; only with ``allow_no_crs``)."""
-        return self.dataset.crs
+        return None if self._crs_ignored else self.dataset.crs
 
     @property
     def transform(self) -> Affine:
