@@ -6,6 +6,7 @@ Each through the real CLI or library on small generated data.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import geopandas as gpd
@@ -61,3 +62,83 @@ def test_identity_transform_with_crs_and_nothing_else_is_no_georeferencing(capsy
     assert "--allow-no-crs" in line
     with RasterSource(vrt, allow_no_crs=True) as src:  # allowed: pixel coordinates, no CRS claimed
         assert src.georeferencing == "none" and src.crs is None
+
+
+# ------------------------------------------------------------------ bug 3: a full disk during index
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE")
+def test_index_on_a_full_disk_is_one_line_and_leaves_nothing(capsys, tiny_ckpt, textured, tmp_path):
+    """A file size limit (as a full disk: the write fails with EFBIG) while the build saves its
+    first chunk: exit 2, one line, no index, nothing left in .partial/."""
+    import resource
+    import signal
+
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, hard))
+    try:
+        rc, out, err = cli(capsys, "index", textured, "--model", tiny_ckpt, "--tile-size", "32", "--out",
+                           out_dir / "x.parquet", "--quiet")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old)
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: cannot write"), err
+    assert "file too large" in lines[0] and "no index written" in lines[0]
+    assert list(out_dir.iterdir()) == []  # no index, no .partial/, no temporary chunk
+
+
+# ------------------------------------------------------------------ bug 6: foreign or edited index files
+@pytest.fixture(scope="module")
+def small_index(tiny_ckpt, textured, tmp_path_factory) -> Path:
+    from geoalign_core.cli import main
+
+    out = tmp_path_factory.mktemp("index") / "scene.parquet"
+    assert main(["index", str(textured), "--model", tiny_ckpt, "--tile-size", "64", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def _edited_copy(index: Path, folder: Path, *, meta=None, patches=None) -> Path:
+    """A copy of ``index`` with its ``geoalign`` metadata and/or patch array replaced, the patch
+    digest made to match (as a careful hand edit, or another tool, would leave it)."""
+    import json
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from geoalign_core.index.store import _digest
+
+    copy = folder / "edited.parquet"
+    ppath = Path(f"{copy}.patches.npy")
+    if patches is None:
+        ppath.write_bytes(Path(f"{index}.patches.npy").read_bytes())
+    else:
+        np.save(ppath, patches, allow_pickle=True)  # the foreign file under test; GeoAlign never loads pickles
+    table = pq.read_table(index)
+    kv = dict(table.schema.metadata)
+    emb = json.loads(kv[b"emb"])
+    emb["patch_embeddings"]["digest"] = _digest(ppath)
+    kv[b"emb"] = json.dumps(emb).encode()
+    if meta is not None:
+        kv[b"geoalign"] = json.dumps(meta(json.loads(kv[b"geoalign"]))).encode()
+    pq.write_table(table.replace_schema_metadata(kv), copy)
+    return copy
+
+
+@pytest.mark.parametrize("edit", ["narrow_patches", "pickled_patches", "no_raster"])
+def test_edited_or_foreign_index_is_one_line(capsys, tiny_ckpt, small_index, tmp_path, edit):
+    import numpy as np
+
+    good = np.load(f"{small_index}.patches.npy", mmap_mode="r")
+    n, hw, d = good.shape
+    if edit == "narrow_patches":  # patch vectors of another width
+        copy = _edited_copy(small_index, tmp_path, patches=np.zeros((n, hw, d // 2), np.int8))
+    elif edit == "pickled_patches":  # an object array: loading it would need pickle
+        copy = _edited_copy(small_index, tmp_path, patches=np.array([{"a": 1}] * n, dtype=object))
+    else:
+        copy = _edited_copy(small_index, tmp_path, meta=lambda m: {k: v for k, v in m.items() if k != "raster"})
+    line = assert_bad(capsys, ["find", "--index", copy, "car", "--model", tiny_ckpt, "--out",
+                               tmp_path / "f.gpkg"], tmp_path, "not a usable GeoAlign index")
+    assert "; rebuild it with geoalign index" in line, line
+    assert_bad(capsys, ["index", "--info", copy], tmp_path, "not a usable GeoAlign index")

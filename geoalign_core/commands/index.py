@@ -174,13 +174,16 @@ def _run_collection(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from ..index.scenes import is_collection
-    from ..index.store import check_patches, read_metadata
+    from ..index.store import check_patches, load_patches, read_metadata
 
     if is_collection(args.raster):
         return _collection_info(args)
 
     emb, meta = read_metadata(args.raster)
-    check_patches(Path(args.raster), emb)
+    import pyarrow.parquet as pq
+
+    path = Path(args.raster)
+    load_patches(path, check_patches(path, emb), emb, pq.read_metadata(path).num_rows)
     r, t, m = meta["raster"], meta["tiling"], meta["model"]
     print(f"index {args.raster}: {meta.get('n_tiles')} tiles of {t['tile_size']} px (overlap {t['overlap']:g}) "
           f"of {r['path']} ({r['width']}x{r['height']}, bands {r['bands']}); model {m['source']} "

@@ -57,9 +57,11 @@ __all__ = [
     "GEOALIGN_KEY",
     "IndexPart",
     "dequantize",
+    "load_patches",
     "patches_path",
     "quantize",
     "read_metadata",
+    "unusable",
     "write_index",
 ]
 
@@ -270,7 +272,65 @@ def read_metadata(path: str | os.PathLike) -> tuple[dict, dict]:
     if int(meta.get("version", 0)) > FORMAT_VERSION:
         raise InputError(f"{path} is a version {meta.get('version')} index; this GeoAlign reads up to version "
                          f"{FORMAT_VERSION}: update GeoAlign", param="index")
-    return json.loads(emb), meta
+    try:
+        emb = json.loads(emb)
+    except ValueError:
+        raise unusable(path, "its 'emb' metadata is not JSON") from None
+    _check_metadata(path, emb, meta)
+    return emb, meta
+
+
+def unusable(path: str | os.PathLike, why: str) -> InputError:
+    """The one-line error for an index file that was edited by hand or written by another tool."""
+    return InputError(f"not a usable GeoAlign index: {path}: {why}; rebuild it with geoalign index", param="index")
+
+
+#: metadata every index carries (written by :func:`write_index`), as section -> keys
+_REQUIRED = {
+    "raster": ("path", "width", "height", "transform", "bands", "scene_stats", "fingerprint"),
+    "tiling": ("tile_size", "overlap"),
+    "model": ("fingerprint", "embed_dim", "input_size", "source"),
+}
+
+
+def _check_metadata(path: Path, emb: dict, meta: dict) -> None:
+    """Refuse metadata that is not what :func:`write_index` writes (missing keys, odd sizes)."""
+    for section, keys in _REQUIRED.items():
+        part = meta.get(section)
+        if not isinstance(part, dict):
+            raise unusable(path, f"its metadata has no '{section}'")
+        missing = [k for k in keys if k not in part]
+        if missing:
+            raise unusable(path, f"its '{section}' metadata has no {', '.join(repr(k) for k in missing)}")
+    try:
+        dim = int(emb["embedding"]["dim"])
+        pe = emb["patch_embeddings"]
+        pdim, grid = int(pe["dim"]), [int(g) for g in pe["grid"]]
+        model_dim = int(meta["model"]["embed_dim"])
+    except (KeyError, TypeError, ValueError):
+        raise unusable(path, "its 'emb' metadata lacks the embedding sizes") from None
+    if not (dim == pdim == model_dim) or len(grid) != 2 or min(grid) < 1:
+        raise unusable(path, f"its embedding sizes disagree (tiles {dim}, patches {pdim}, model {model_dim}, "
+                             f"grid {grid})")
+
+
+def load_patches(path: Path, ppath: Path, emb: dict, n_tiles: int) -> np.ndarray:
+    """The patch file, memory-mapped, checked against the index: int8 ``[n_tiles, h*w, D]``."""
+    try:
+        patches = np.load(ppath, mmap_mode="r")  # never allow_pickle: an object array is refused here
+    except (ValueError, OSError, EOFError) as exc:
+        raise unusable(path, f"its patch file {ppath.name} is not a plain int8 array ({' '.join(str(exc).split())})"
+                       ) from None
+    pe = emb["patch_embeddings"]
+    want = (int(pe["grid"][0]) * int(pe["grid"][1]), int(pe["dim"]))
+    if not isinstance(patches, np.ndarray) or patches.dtype != np.int8 or patches.ndim != 3 \
+            or tuple(patches.shape[1:]) != want:
+        shape = getattr(patches, "shape", "?")
+        raise unusable(path, f"its patch file {ppath.name} holds {getattr(patches, 'dtype', '?')} {list(shape)}, "
+                             f"not int8 [tiles, {want[0]}, {want[1]}]")
+    if patches.shape[0] != n_tiles:
+        raise unusable(path, f"the patch file {ppath.name} holds {patches.shape[0]} tiles, the index {n_tiles}")
+    return patches
 
 
 def check_patches(path: Path, emb: dict) -> Path:
