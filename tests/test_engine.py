@@ -422,3 +422,21 @@ def test_shutdown_of_a_real_engine_process_exits_0(big, crop, tmp_path):
         code, events = _shutdown_at(delay, _engine_requests(big, crop, tmp_path, k), spawn)
         assert code == 0, events
         _check_terminal_events(events, [f"h{k}", f"f{k}", f"m{k}"])
+
+
+def test_a_nul_byte_in_a_path_is_an_input_error(tmp_path):
+    """A NUL character in a path (or any text) is the client's mistake: kind "input", not "internal"."""
+    from geoalign_core.engine.server import Engine
+
+    out = io.StringIO()
+    engine = Engine(out)
+    engine._worker.start()
+    engine.handle_line(json.dumps({"id": 1, "type": "find", "params": {
+        "raster": str(tmp_path / "a\x00b.tif"), "phrases": ["car"], "out": str(tmp_path / "f.gpkg")}}))
+    engine.handle_line(json.dumps({"id": 2, "type": "index_info", "params": {"index": "x\x00.parquet"}}))
+    engine.close()
+    events = {e["id"]: e for e in map(json.loads, out.getvalue().splitlines())}
+    for rid in (1, 2):
+        assert events[rid]["event"] == "error" and events[rid]["kind"] == "input", events[rid]
+        assert "NUL" in events[rid]["message"] and "\n" not in events[rid]["message"]
+    assert not list(tmp_path.iterdir())

@@ -166,6 +166,18 @@ def check_params(rtype: str, params: Mapping[str, Any]) -> None:
         ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
         if not ok:
             raise BadRequest(f"bad request: {rtype} {name} must be {_type_names(types)}, not {json.dumps(value)[:40]}")
+        if _has_nul(value):  # no path or text can hold one (the OS refuses it in a path)
+            raise BadRequest(f"bad request: {rtype} {name} contains a NUL character (\\u0000)")
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
 
 
 def _finite(value: Any) -> Any:
