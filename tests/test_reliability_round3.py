@@ -170,3 +170,27 @@ def test_match_regions_that_cannot_be_reprojected_says_so(capsys, tiny_ckpt, tmp
                                tmp_path / "m.gpkg", "--quiet"], tmp_path,
                       "none of the 2 features of far.gpkg can be reprojected to the raster's CRS")
     assert "overlap" not in line
+
+
+def test_a_corrupt_scene_gets_the_same_clear_message_alone_and_in_a_collection(capsys, tiny_ckpt, tmp_path):
+    """A GeoTIFF cut in half (its header intact, its tiles not): indexed alone, one line, exit 2;
+    in a collection, the failed scene is reported with that message (GDAL's reason), never
+    "RasterioIOError: Read failed. See previous exception for details."."""
+    from generate import textured_raster
+
+    good = textured_raster(tmp_path / "good.tif", width=200, height=200)
+    cut = textured_raster(tmp_path / "cut.tif", width=200, height=200)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    out = tmp_path / "out"
+    out.mkdir()
+    alone = assert_bad(capsys, ["index", cut, "--model", tiny_ckpt, "--tile-size", "64", "--out",
+                                out / "cut.parquet", "--quiet"], out, "(corrupt or truncated?)")
+    reason = alone.split("(corrupt or truncated?): ", 1)[1]
+    assert "previous exception" not in reason and "TIFF" in reason, alone
+    rc, stdout, err = cli(capsys, "index", good, cut, "--model", tiny_ckpt, "--tile-size", "64", "--out",
+                          out / "coll", "--quiet")
+    assert rc == 1, (stdout, err)
+    assert "1 scene(s) indexed" in stdout and "1 failed" in stdout, stdout
+    failed = [x for x in stdout.splitlines() if x.strip().startswith("failed: cut")]
+    assert len(failed) == 1 and "(corrupt or truncated?)" in failed[0] and reason in failed[0], stdout
+    assert "previous exception" not in stdout + err and "RasterioIOError" not in stdout + err

@@ -425,7 +425,7 @@ class RasterSource:
                 alpha_ok[dst] = data[self._alpha_pos] > 0
             finite[dst] = finite_mask(data[self._channel_pos])
         except _READ_ERRORS as exc:
-            raise InputError(f"cannot read {self.path} (corrupt or truncated?): {_one_line(exc)}") from None
+            raise self._read_failed(exc) from None
         valid = band_valid.any(axis=0) & alpha_ok & finite
         if self._palette is not None:  # indexes -> colours of the colour table
             lut = self._palette
@@ -433,6 +433,17 @@ class RasterSource:
             valid &= rgba[..., 3] > 0
             return np.ascontiguousarray(rgba[..., :3].transpose(2, 0, 1)), valid, True
         return raw[self._channel_pos], valid, True
+
+    def _read_failed(self, exc: BaseException) -> InputError:
+        return InputError(f"cannot read {self.path} (corrupt or truncated?): {_one_line(exc)}")
+
+    def read_all_bands(self, window: Window) -> np.ndarray:
+        """Every band of ``window`` (inside the raster) as stored, ``[count, H, W]``; a failed read
+        (a corrupt or truncated file) is the same InputError as a failed tile read."""
+        try:
+            return self.dataset.read(window=window)
+        except _READ_ERRORS as exc:
+            raise self._read_failed(exc) from None
 
     def _black_mask(self, data: np.ndarray) -> np.ndarray:
         return (data == 0).all(axis=0)

@@ -25,6 +25,7 @@ from os import PathLike
 from pathlib import Path
 
 from ..errors import GeoAlignError, InputError
+from ..geo.raster import _one_line as gdal_message
 from ..inference.encoder import Cancel, Cancelled, Encoder, Progress, Stage
 from ..outputs import OutputBusy, output_lock
 from .scenes import Scene, expand_inputs, scene_names, share, write_manifest
@@ -257,7 +258,7 @@ def _index_scene_locked(enc: Encoder, scene: Scene, root: Path, settings: dict, 
     except (Cancelled, KeyboardInterrupt):
         raise
     except Exception as exc:  # noqa: BLE001 -- one scene's failure must not stop the others
-        msg = " ".join(str(exc).split()) or type(exc).__name__
+        msg = gdal_message(exc)  # GDAL's "See previous exception": its cause, the real reason
         if not isinstance(exc, GeoAlignError):
             msg = f"{type(exc).__name__}: {msg}"
         if say is not None:
