@@ -194,3 +194,17 @@ def test_a_corrupt_scene_gets_the_same_clear_message_alone_and_in_a_collection(c
     failed = [x for x in stdout.splitlines() if x.strip().startswith("failed: cut")]
     assert len(failed) == 1 and "(corrupt or truncated?)" in failed[0] and reason in failed[0], stdout
     assert "previous exception" not in stdout + err and "RasterioIOError" not in stdout + err
+
+
+def test_index_of_a_folder_is_refused_before_the_model(capsys, textured, tmp_path):
+    """A folder given as a raster (``index DIR --out c/``): refused at once, exit 2, no collection
+    written; the model is not loaded first (a missing checkpoint would be the error otherwise)."""
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    (folder / "scene.tif").write_bytes(textured.read_bytes())
+    missing_model = tmp_path / "no-such-model.safetensors"
+    line = assert_bad(capsys, ["index", folder, "--out", f"{tmp_path / 'c'}/", "--model", missing_model, "--quiet"],
+                      tmp_path, f"not a raster: {folder} is a folder")
+    assert f"'{folder}/*.tif'" in line, line
+    line = assert_bad(capsys, ["index", textured, folder, "--out", tmp_path / "c2", "--model", missing_model],
+                      tmp_path, f"not a raster: {folder} is a folder")

@@ -57,6 +57,10 @@ except ImportError:
 
 _READ_ERRORS = (rasterio.errors.RasterioError, _CPLError)
 
+#: folders GDAL opens as one raster (Zarr stores, file geodatabases, Sentinel SAFE products);
+#: any other folder given as a raster is a mistake
+RASTER_FOLDER_SUFFIXES = frozenset({".zarr", ".gdb", ".safe"})
+
 
 def _one_line(exc: BaseException) -> str:
     """One-line message of a GDAL error, with the underlying cause when GDAL chains one."""
@@ -148,7 +152,7 @@ class RasterSource:
         if isinstance(self.path, Path):
             if not self.path.exists():
                 raise InputError(f"raster not found: {self.path}")
-            if self.path.is_dir() and self.path.suffix.lower() not in {".zarr", ".gdb", ".safe"}:
+            if self.path.is_dir() and self.path.suffix.lower() not in RASTER_FOLDER_SUFFIXES:
                 raise InputError(f"not a raster: {self.path} is a directory")
         try:
             with warnings.catch_warnings():

@@ -109,9 +109,15 @@ def expand_inputs(rasters: Sequence[str], from_list: str | os.PathLike | None = 
             if not s or s.startswith("#"):
                 continue
             items.append(s if _is_remote(s) or Path(s).is_absolute() else str(lst.parent / s))
+    from ..geo.raster import RASTER_FOLDER_SUFFIXES
+
     seen: set[str] = set()
     out = []
     for s in items:
+        if not _is_remote(s) and Path(s).is_dir() and Path(s).suffix.lower() not in RASTER_FOLDER_SUFFIXES:
+            what = "a collection index" if is_collection(s) else "a folder"
+            raise InputError(f"not a raster: {s} is {what}; to index the rasters in a folder, give a quoted "
+                             f"pattern such as '{Path(s) / '*.tif'}'")
         key = s if _is_remote(s) else str(Path(s).resolve())
         if key not in seen:
             seen.add(key)
