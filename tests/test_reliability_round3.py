@@ -208,3 +208,37 @@ def test_index_of_a_folder_is_refused_before_the_model(capsys, textured, tmp_pat
     assert f"'{folder}/*.tif'" in line, line
     line = assert_bad(capsys, ["index", textured, folder, "--out", tmp_path / "c2", "--model", missing_model],
                       tmp_path, f"not a raster: {folder} is a folder")
+
+
+@pytest.mark.parametrize("case", ["two_rasters", "existing_folder"])
+def test_a_collection_is_never_built_under_a_parquet_name(capsys, textured, tmp_path, case):
+    """``index A B --out x.parquet`` and ``index A --out adir.parquet`` (an existing folder) would
+    build a collection folder that passes for a single-scene index file: refused, one line,
+    exit 2, before the model is loaded."""
+    missing_model = tmp_path / "no-such-model.safetensors"
+    if case == "two_rasters":
+        other = tmp_path / "other.tif"
+        other.write_bytes(textured.read_bytes())
+        args, match = ["index", textured, other, "--out", tmp_path / "x.parquet"], "not a .parquet file"
+    else:
+        (tmp_path / "adir.parquet").mkdir()
+        args, match = ["index", textured, "--out", tmp_path / "adir.parquet"], "adir.parquet is a folder"
+    line = assert_bad(capsys, [*args, "--model", missing_model, "--quiet"], tmp_path, match)
+    assert "folder name without .parquet" in line or f"e.g. {tmp_path / 'x'}/" in line, line
+    assert not (tmp_path / "x.parquet").exists()
+    if case == "existing_folder":
+        assert list((tmp_path / "adir.parquet").iterdir()) == []
+
+
+def test_an_existing_collection_under_a_parquet_name_still_resumes(capsys, tiny_ckpt, textured, tmp_path):
+    """A collection folder that an earlier GeoAlign built under a .parquet name stays usable:
+    the same command goes on with it (it is a collection already, nothing passes for a file)."""
+    other = tmp_path / "other.tif"
+    other.write_bytes(textured.read_bytes())
+    common = ["--model", tiny_ckpt, "--tile-size", "64", "--quiet"]
+    rc, out, err = cli(capsys, "index", textured, other, "--out", tmp_path / "coll", *common)
+    assert rc == 0, err
+    (tmp_path / "coll").rename(tmp_path / "old.parquet")
+    rc, out, err = cli(capsys, "index", textured, other, "--out", tmp_path / "old.parquet", *common)
+    assert rc == 0, err
+    assert "0 scene(s) indexed" in out and "2 already done" in out, out

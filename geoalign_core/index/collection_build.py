@@ -28,7 +28,7 @@ from ..errors import GeoAlignError, InputError
 from ..geo.raster import _one_line as gdal_message
 from ..inference.encoder import Cancel, Cancelled, Encoder, Progress, Stage
 from ..outputs import OutputBusy, output_lock
-from .scenes import Scene, expand_inputs, scene_names, share, write_manifest
+from .scenes import Scene, check_collection_root, expand_inputs, scene_names, share, write_manifest
 
 __all__ = ["CollectionBuild", "SceneOutcome", "build_collection", "dist_env", "plan_scenes"]
 
@@ -191,9 +191,7 @@ def build_collection(
     """
     t0 = time.perf_counter()
     env = env or DistEnv()
-    root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise InputError(f"a collection index is a folder; {root} is a file", param="out")
+    root = check_collection_root(root)
     scenes = plan_scenes(rasters, from_list)
     settings = _settings(enc, tile_size, overlap, bands)
     root.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ from ..outputs import output_lock
 __all__ = [
     "MANIFEST",
     "Scene",
+    "check_collection_root",
     "expand_inputs",
     "is_collection",
     "parse_shard",
@@ -73,6 +74,23 @@ class Scene:
 def is_collection(path: object) -> bool:
     """Whether ``path`` is a collection index folder (it holds a manifest)."""
     return path is not None and Path(str(path)).is_dir() and (Path(str(path)) / MANIFEST).is_file()
+
+
+def check_collection_root(root: str | os.PathLike) -> Path:
+    """Refuse a collection ``root`` that is a file, or that is named like a single-scene index
+    (``.parquet``) without being a collection already (a folder named ``x.parquet`` would pass
+    for a single-scene index file). Returns it as a Path."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"a collection index is a folder; {root} is a file", param="out")
+    if root.suffix.lower() == ".parquet" and not is_collection(root):
+        folder = root.with_suffix("")
+        if root.is_dir():
+            raise InputError(f"{root} is a folder: a .parquet name is for a single-scene index file; give a "
+                             f"collection a folder name without .parquet (e.g. {folder}/)", param="out")
+        raise InputError(f"several scenes make a collection index, which is a folder, not a .parquet file: "
+                         f"name a folder (e.g. {folder}/), or index one raster into {root}", param="out")
+    return root
 
 
 def is_pattern(s: str) -> bool:
