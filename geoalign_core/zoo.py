@@ -188,6 +188,32 @@ def download(name: str) -> Path:
 
 
 # ---------------------------------------------------------------------------- state dicts
+def load_torch_file(path: str | Path) -> object:
+    """``torch.load(path, weights_only=True)`` with one-line errors: a file that holds more than
+    tensors (a pickled object or function: loading it could run code) is "not a safe checkpoint",
+    and PyTorch's advice to load it with ``weights_only=False`` is never passed on.
+
+    Raises:
+        CheckpointError: the file is not a safe checkpoint, or cannot be read.
+    """
+    import pickle
+    import re
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"WeightsUnpickler error: (.*?)(?: was not an allowed global| Please|\n|$)", str(exc))
+        what = re.sub(r"\x1b\[[0-9;]*m", "", found.group(1)).strip().rstrip(".") if found else ""
+        raise CheckpointError(
+            f"{path} is not a safe checkpoint: it holds more than tensors{f' ({what[:120]})' if what else ''}, "
+            "and loading it could run code; GeoAlign never loads such a file. Use a checkpoint of plain "
+            "weights (a .safetensors file, or a torch file of a state_dict of tensors)") from None
+    except Exception as exc:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+        msg = text.splitlines()[0] if text else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {msg[:200]}") from None
+
+
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read weights (and safetensors metadata) from a checkpoint file, unwrapping wrappers."""
     path = Path(path)
@@ -202,7 +228,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
                 meta = dict(f.metadata() or {})
                 sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
         else:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            obj = load_torch_file(path)
             sd = obj
             for key in ("state_dict", "model", "module"):
                 if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):

@@ -242,3 +242,37 @@ def test_an_existing_collection_under_a_parquet_name_still_resumes(capsys, tiny_
     rc, out, err = cli(capsys, "index", textured, other, "--out", tmp_path / "old.parquet", *common)
     assert rc == 0, err
     assert "0 scene(s) indexed" in out and "2 already done" in out, out
+
+
+class _Hostile:
+    """Unpickled, this would write ``marker``: the shape of a hostile checkpoint."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
+
+
+def test_a_hostile_checkpoint_is_not_safe_and_no_advice_to_load_it_anyway(capsys, textured, tmp_path):
+    """A .pt whose pickle calls a function: refused as "not a safe checkpoint", in one line, by the
+    CLI and by a training resume; PyTorch's advice to re-run with ``weights_only=False`` is not
+    relayed, and the code never ran."""
+    import torch
+
+    from geoalign_core.errors import CheckpointError
+    from training.checkpoints import read_checkpoint
+
+    marker = tmp_path / "ran.txt"
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "extra": _Hostile(marker)}, evil)
+    out = tmp_path / "out"
+    out.mkdir()
+    line = assert_bad(capsys, ["find", textured, "car", "--model", evil, "--out", out / "f.gpkg"], out,
+                      f"{evil} is not a safe checkpoint")
+    with pytest.raises(CheckpointError, match="is not a safe checkpoint") as caught:
+        read_checkpoint(evil)
+    for text in (line, str(caught.value)):
+        assert "weights_only" not in text and "can still be loaded" not in text and "\x1b" not in text, text
+        assert "GLOBAL exec" in text, text  # what made it unsafe
+    assert not marker.exists()

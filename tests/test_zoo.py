@@ -67,7 +67,7 @@ def test_pickled_objects_are_refused(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": {"x": argparse.Namespace(a=1)}}, path)
-    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+    with pytest.raises(CheckpointError, match="is not a safe checkpoint"):
         load_model(path, device="cpu")
 
 
