@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 import warnings
@@ -197,7 +198,6 @@ def load_torch_file(path: str | Path) -> object:
         CheckpointError: the file is not a safe checkpoint, or cannot be read.
     """
     import pickle
-    import re
 
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
@@ -389,8 +389,23 @@ def save_model(model: GeoAlignCLIP, path: str | Path, half: bool = False) -> Pat
     return path
 
 
+# a Hugging Face repo id: [namespace/]name, each of letters, digits, '-', '_', '.', neither starting
+# nor ending with '-' or '.', without '--' or '..' (the hub's own rule): never '.', '..' or empty
+_HF_PART = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
+_HF_REPO = re.compile(rf"(?:{_HF_PART}/)?{_HF_PART}")
+
+
+def hf_hub_cache_dir(repo: str) -> Path:
+    """Where the files of ``hf-hub:<repo>`` are cached: ``<cache>/hf-hub/<namespace>--<name>``,
+    always one folder inside the hub cache (a repo id that is not one, such as ``..``, is refused)."""
+    if not _HF_REPO.fullmatch(repo) or "--" in repo or ".." in repo or len(repo) > 96:
+        raise ModelError(f"hf-hub:{repo} does not name a Hugging Face repository: give hf-hub:<namespace>/<name> "
+                         "(letters, digits, '-', '_', '.'; e.g. hf-hub:org/model)", param="model")
+    return cache_dir() / "hf-hub" / repo.replace("/", "--")
+
+
 def _load_hf_hub(repo: str, **overrides) -> GeoAlignCLIP:
-    target_dir = cache_dir() / "hf-hub" / repo.replace("/", "--")
+    target_dir = hf_hub_cache_dir(repo)
     cfg_path = _hub_download(repo, "open_clip_config.json", target_dir, f"hf-hub:{repo}")
     try:
         cfg = json.loads(cfg_path.read_text())
