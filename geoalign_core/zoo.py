@@ -303,6 +303,11 @@ def _load_into(model: GeoAlignCLIP, sd: dict[str, torch.Tensor], source: str) ->
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
         raise CheckpointError(f"{source} does not fit architecture {model.spec.arch}: " + ", ".join(parts))
+    nan = [k for k, v in sd.items() if v.is_floating_point() and bool(torch.isnan(v).any())]
+    if nan:  # one NaN weight turns every embedding, and so every score, into NaN: nothing would be found
+        raise CheckpointError(f"{source} holds NaN weights ({len(nan)} of its {len(sd)} tensors, e.g. {nan[0]}): "
+                              "a model with them scores nothing (a training run that diverged?); use another "
+                              "checkpoint")
     clip.load_state_dict(sd, strict=True)
 
 

@@ -276,3 +276,75 @@ def test_a_hostile_checkpoint_is_not_safe_and_no_advice_to_load_it_anyway(capsys
         assert "weights_only" not in text and "can still be loaded" not in text and "\x1b" not in text, text
         assert "GLOBAL exec" in text, text  # what made it unsafe
     assert not marker.exists()
+
+
+def _engine_run(requests: list[dict], ids: list, timeout: float = 120.0) -> dict:
+    """Run ``requests`` in an in-process engine (this checkout's code) until each of ``ids`` has its
+    terminal event; returns those events by id."""
+    import io
+    import json
+    import time
+
+    from geoalign_core.engine.protocol import TERMINAL_EVENTS
+    from geoalign_core.engine.server import Engine
+
+    out = io.StringIO()
+    engine = Engine(out)
+    engine._worker.start()
+    try:
+        for r in requests:
+            engine.handle_line(json.dumps(r))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            events = [json.loads(x) for x in out.getvalue().splitlines()]
+            done = {e["id"]: e for e in events if e.get("event") in TERMINAL_EVENTS}
+            if all(i in done for i in ids):
+                return done
+            time.sleep(0.05)
+        raise AssertionError(f"no terminal events in {timeout} s: {out.getvalue()[-2000:]}")
+    finally:
+        engine.close()
+
+
+def test_nan_weights_and_a_huge_tile_are_refused_with_a_reason(capsys, tiny_model, tiny_ckpt, textured, tmp_path):
+    """A checkpoint of all-NaN weights gave "wrote 0 matches" and a 1e9 px tile 0 matches, both
+    silently: each is refused with its reason, by the CLI (one line, exit 2) and by the engine
+    (kind input / model, no output)."""
+    import copy
+
+    import torch
+
+    from geoalign_core import save_model
+
+    broken = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for p in broken.clip.parameters():
+            p.fill_(float("nan"))
+    nan_ckpt = save_model(broken, tmp_path / "nan.safetensors")
+    out = tmp_path / "out"
+    out.mkdir()
+    line = assert_bad(capsys, ["find", textured, "car", "--model", nan_ckpt, "--out", out / "f.gpkg"], out,
+                      "holds NaN weights")
+    assert "nan.safetensors" in line
+    line = assert_bad(capsys, ["find", textured, "car", "--model", tiny_ckpt, "--tile-size", "1000000000",
+                               "--out", out / "f.gpkg", "--quiet"], out, "tile size 1000000000 px is far larger")
+    assert "(300 x 200 px)" in line and "use at most" in line and "--tile-size" in line
+    assert_bad(capsys, ["index", textured, "--model", tiny_ckpt, "--tile-size", "1000000000",
+                        "--out", out / "i.parquet", "--quiet"], out, "tile size 1000000000 px is far larger")
+    # the largest tile allowed still finds (a corner of padding, but the raster is there)
+    rc, stdout, err = cli(capsys, "find", textured, "car", "--model", tiny_ckpt, "--tile-size", "1200",
+                          "--min-score", "0", "--out", out / "ok.gpkg", "--quiet")
+    assert rc == 0 and "wrote 0 matches" not in stdout, (stdout, err)
+    (out / "ok.gpkg").unlink()
+
+    common = {"raster": str(textured), "phrases": ["car"], "device": "cpu"}
+    events = _engine_run([
+        {"id": "nan", "type": "find", "params": common | {"model": str(nan_ckpt), "out": str(out / "n.gpkg")}},
+        {"id": "tile", "type": "find", "params": common | {"model": tiny_ckpt, "tile_size": 1000000000,
+                                                            "out": str(out / "t.gpkg")}},
+    ], ["nan", "tile"])
+    assert events["nan"]["event"] == "error" and "holds NaN weights" in events["nan"]["message"], events["nan"]
+    assert events["nan"]["kind"] == "model"
+    assert events["tile"]["event"] == "error" and events["tile"]["kind"] == "input", events["tile"]
+    assert "tile size 1000000000 px is far larger" in events["tile"]["message"]
+    assert list(out.iterdir()) == []

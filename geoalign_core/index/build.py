@@ -27,7 +27,7 @@ from rasterio.windows import Window
 from .. import __version__
 from ..errors import InputError
 from ..geo import RasterSource
-from ..geo.grid import area_window, clip_window, tile_windows
+from ..geo.grid import area_window, check_tile_fits, clip_window, tile_windows
 from ..geo.writers import check_not_an_input, check_output, disk_full_error
 from ..inference.encoder import Cancel, Encoder, Progress, Stage, check_cancel, enter_stage
 from ..outputs import output_lock
@@ -140,6 +140,7 @@ def _build(enc: Encoder, raster: str | PathLike, out: Path, overwrite: bool, ban
     ts = enc.tile_size(tile_size)
     with RasterSource(raster, bands, allow_no_crs=allow_no_crs) as src:
         area = area_window(src.transform, src.width, src.height, bounds, src.path)
+        check_tile_fits(ts, area, enc.input_size)
         windows = tile_windows(src.width, src.height, ts, overlap, area=area)
         h = w = enc.input_size // enc.model.patch_size
         per_tile = h * w * (enc.model.embed_dim + 8)
