@@ -348,3 +348,37 @@ def test_nan_weights_and_a_huge_tile_are_refused_with_a_reason(capsys, tiny_mode
     assert events["tile"]["event"] == "error" and events["tile"]["kind"] == "input", events["tile"]
     assert "tile size 1000000000 px is far larger" in events["tile"]["message"]
     assert list(out.iterdir()) == []
+
+
+def test_the_engine_refuses_a_relative_out_and_the_plugin_never_sends_one(monkeypatch, tiny_ckpt, textured,
+                                                                         tmp_path):
+    """The engine resolved a relative ``out`` against its own working folder (a result landed in the
+    repository): it is now a bad request (kind input, nothing written, wherever the engine runs);
+    the plugin's client makes every ``out`` absolute against QGIS's working folder before sending."""
+    import os
+
+    from geoalign_core.engine import protocol
+    from geoalign_qgis import engine as plugin_engine
+
+    engine_cwd = tmp_path / "engine_cwd"
+    engine_cwd.mkdir()
+    monkeypatch.chdir(engine_cwd)
+    common = {"raster": str(textured), "model": tiny_ckpt, "device": "cpu"}
+    events = _engine_run([
+        {"id": "f", "type": "find", "params": common | {"phrases": ["car"], "out": "rel.gpkg"}},
+        {"id": "i", "type": "index", "params": common | {"out": os.path.join("sub", "..", "rel.parquet")}},
+    ], ["f", "i"])
+    for rid in ("f", "i"):
+        assert events[rid]["event"] == "error" and events[rid]["kind"] == "input", events[rid]
+        assert "out must be an absolute path" in events[rid]["message"], events[rid]
+    assert list(engine_cwd.iterdir()) == []
+
+    assert plugin_engine.ABSOLUTE_PATHS == protocol.ABSOLUTE_PATHS
+    qgis_cwd = tmp_path / "qgis_cwd"
+    qgis_cwd.mkdir()
+    monkeypatch.chdir(qgis_cwd)
+    sent = plugin_engine.absolute_paths({"out": "results/a.gpkg", "raster": str(textured), "phrases": ["car"]})
+    assert sent == {"out": str(qgis_cwd / "results" / "a.gpkg"), "raster": str(textured), "phrases": ["car"]}
+    protocol.check_params("find", sent)  # what the plugin sends passes the engine's check
+    absolute = {"out": str(tmp_path / "b.gpkg"), "phrases": ["car"], "raster": str(textured)}
+    assert plugin_engine.absolute_paths(absolute) == absolute
