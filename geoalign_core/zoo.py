@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 import warnings
@@ -189,6 +190,31 @@ def download(name: str) -> Path:
 
 
 # ---------------------------------------------------------------------------- state dicts
+def load_torch_file(path: str | Path) -> object:
+    """``torch.load(path, weights_only=True)`` with one-line errors: a file that holds more than
+    tensors (a pickled object or function: loading it could run code) is "not a safe checkpoint",
+    and PyTorch's advice to load it with ``weights_only=False`` is never passed on.
+
+    Raises:
+        CheckpointError: the file is not a safe checkpoint, or cannot be read.
+    """
+    import pickle
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"WeightsUnpickler error: (.*?)(?: was not an allowed global| Please|\n|$)", str(exc))
+        what = re.sub(r"\x1b\[[0-9;]*m", "", found.group(1)).strip().rstrip(".") if found else ""
+        raise CheckpointError(
+            f"{path} is not a safe checkpoint: it holds more than tensors{f' ({what[:120]})' if what else ''}, "
+            "and loading it could run code; GeoAlign never loads such a file. Use a checkpoint of plain "
+            "weights (a .safetensors file, or a torch file of a state_dict of tensors)") from None
+    except Exception as exc:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+        msg = text.splitlines()[0] if text else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {msg[:200]}") from None
+
+
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read weights (and safetensors metadata) from a checkpoint file, unwrapping wrappers."""
     path = Path(path)
@@ -203,7 +229,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
                 meta = dict(f.metadata() or {})
                 sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
         else:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            obj = load_torch_file(path)
             sd = obj
             for key in ("state_dict", "model", "module"):
                 if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
@@ -278,6 +304,11 @@ def _load_into(model: GeoAlignCLIP, sd: dict[str, torch.Tensor], source: str) ->
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
         raise CheckpointError(f"{source} does not fit architecture {model.spec.arch}: " + ", ".join(parts))
+    nan = [k for k, v in sd.items() if v.is_floating_point() and bool(torch.isnan(v).any())]
+    if nan:  # one NaN weight turns every embedding, and so every score, into NaN: nothing would be found
+        raise CheckpointError(f"{source} holds NaN weights ({len(nan)} of its {len(sd)} tensors, e.g. {nan[0]}): "
+                              "a model with them scores nothing (a training run that diverged?); use another "
+                              "checkpoint")
     clip.load_state_dict(sd, strict=True)
 
 
@@ -364,8 +395,23 @@ def save_model(model: GeoAlignCLIP, path: str | Path, half: bool = False) -> Pat
     return path
 
 
+# a Hugging Face repo id: [namespace/]name, each of letters, digits, '-', '_', '.', neither starting
+# nor ending with '-' or '.', without '--' or '..' (the hub's own rule): never '.', '..' or empty
+_HF_PART = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
+_HF_REPO = re.compile(rf"(?:{_HF_PART}/)?{_HF_PART}")
+
+
+def hf_hub_cache_dir(repo: str) -> Path:
+    """Where the files of ``hf-hub:<repo>`` are cached: ``<cache>/hf-hub/<namespace>--<name>``,
+    always one folder inside the hub cache (a repo id that is not one, such as ``..``, is refused)."""
+    if not _HF_REPO.fullmatch(repo) or "--" in repo or ".." in repo or len(repo) > 96:
+        raise ModelError(f"hf-hub:{repo} does not name a Hugging Face repository: give hf-hub:<namespace>/<name> "
+                         "(letters, digits, '-', '_', '.'; e.g. hf-hub:org/model)", param="model")
+    return cache_dir() / "hf-hub" / repo.replace("/", "--")
+
+
 def _load_hf_hub(repo: str, **overrides) -> GeoAlignCLIP:
-    target_dir = cache_dir() / "hf-hub" / repo.replace("/", "--")
+    target_dir = hf_hub_cache_dir(repo)
     cfg_path = _hub_download(repo, "open_clip_config.json", target_dir, f"hf-hub:{repo}")
     try:
         cfg = json.loads(cfg_path.read_text())

@@ -71,6 +71,20 @@ class EngineStartError(EngineError):
         super().__init__(message, kind="engine", code="engine_start", detail=detail)
 
 
+#: must equal geoalign_core.engine.protocol.ABSOLUTE_PATHS (a test checks it): parameters the
+#: engine refuses unless they are absolute paths
+ABSOLUTE_PATHS = ("out",)
+
+
+def absolute_paths(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with each of :data:`ABSOLUTE_PATHS` made absolute against QGIS's working folder,
+    the one QGIS itself reads a relative path against when it loads the result (the engine runs
+    elsewhere, and refuses relative paths)."""
+    fixed = {k: os.path.abspath(v) for k, v in params.items()
+             if k in ABSOLUTE_PATHS and isinstance(v, str) and v and not os.path.isabs(v)}
+    return {**params, **fixed} if fixed else params
+
+
 def engine_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of the engine: this process's, without QGIS's Python and data paths."""
     env = dict(os.environ if base is None else base)
@@ -295,13 +309,14 @@ class EngineClient:
             timeout: seconds before the request is cancelled and TimeoutError raised.
         """
         self.start()
+        params = absolute_paths(params or {})
         rid = f"r{next(self._ids)}"
         pending = _Pending(rid)
         with self._lock:
             self._pending[rid] = pending
         try:
             try:
-                self._send({"id": rid, "type": rtype, "params": params or {}})
+                self._send({"id": rid, "type": rtype, "params": params})
             except (BrokenPipeError, OSError, ValueError):
                 pending.events.put({"event": "died", "returncode": self._proc.poll() if self._proc else None})
             return self._wait(pending, on_progress, cancelled, timeout)

@@ -289,3 +289,154 @@ def test_internal_errors_carry_a_traceback(monkeypatch):
     err = next(e for e in events if e.get("id") == 1)
     assert err["event"] == "error" and err["kind"] == "internal"
     assert err["message"] == "ZeroDivisionError: division by zero" and "Traceback" in err["detail"]
+
+
+# ------------------------------------------------------------------ shutdown at any moment (issue 27)
+def _forked_engine() -> tuple[int, object, object]:
+    """An engine in a forked copy of this process (the model stack is imported already, so a
+    request reaches model loading, scanning and writing in well under a second):
+    ``(pid, stdin writer, stdout reader)``."""
+    r_in, w_in = os.pipe()
+    r_out, w_out = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the engine process
+        code = 70
+        try:
+            os.dup2(r_in, 0)
+            os.dup2(w_out, 1)
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)
+            for fd in (r_in, w_in, r_out, w_out, null):
+                os.close(fd)
+            sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+            sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+            sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+            import torch
+
+            torch.set_num_threads(1)
+            from geoalign_core.engine.server import main
+
+            code = main()  # leaves with os._exit itself
+        finally:
+            os._exit(code)
+    os.close(r_in)
+    os.close(w_out)
+    return pid, os.fdopen(w_in, "w", encoding="utf-8"), os.fdopen(r_out, encoding="utf-8")
+
+
+def _shutdown_at(delay: float, requests: list[dict], spawn) -> tuple[int, list[dict]]:
+    """Send ``requests``, then ``shutdown`` after ``delay`` s; the exit status and every event."""
+    pid, stdin, stdout = spawn()
+    events: list[dict] = []
+    reader = threading.Thread(target=lambda: events.extend(json.loads(line) for line in stdout), daemon=True)
+    reader.start()
+    for r in requests:
+        stdin.write(json.dumps(r) + "\n")
+    stdin.flush()
+    time.sleep(delay)
+    stdin.write(json.dumps({"id": "bye", "type": "shutdown"}) + "\n")
+    stdin.flush()
+    reader.join(120)
+    assert not reader.is_alive(), "the engine did not end after shutdown"
+    code = spawn.wait(pid)
+    stdin.close()
+    stdout.close()
+    return code, events
+
+
+def _check_terminal_events(events: list[dict], ids: list[str]) -> None:
+    terminal = [e for e in events if e.get("event") in ("result", "error", "cancelled")]
+    for rid in [*ids, "bye"]:
+        mine = [e for e in terminal if e.get("id") == rid]
+        assert len(mine) == 1, (rid, events)
+    assert [e for e in terminal if e["id"] == "bye"][0]["event"] == "result"
+    for e in terminal:
+        assert e["event"] != "error" or e.get("kind") != "internal", e
+
+
+def _engine_requests(big: Path, crop: Path, tmp: Path, k: int) -> list[dict]:
+    return [
+        {"id": f"h{k}", "type": "heatmap", "params": {"raster": str(big), "phrase": "car", "model": MODEL,
+                                                     "device": "cpu", "tile_size": 32,
+                                                     "out": str(tmp / f"h{k}.tif")}},
+        {"id": f"f{k}", "type": "find", "params": {"raster": str(crop), "phrases": ["car"], "model": MODEL,
+                                                  "device": "cpu", "out": str(tmp / f"f{k}.gpkg")}},
+        {"id": f"m{k}", "type": "list_models", "params": {}},
+    ]
+
+
+class _Fork:
+    def __call__(self):
+        return _forked_engine()
+
+    @staticmethod
+    def wait(pid: int) -> int:
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork")
+@pytest.mark.parametrize("times", [pytest.param(20, marks=pytest.mark.slow), 4])
+def test_shutdown_at_random_moments_cancels_and_exits_0(big, crop, tmp_path, times):
+    """20 (4 in the quick loop) shutdowns at random moments (model loading, scanning, writing, between requests): the
+    engine always exits 0, every request gets exactly one terminal event, nothing half-written stays."""
+    import importlib
+    import random
+
+    from geoalign_core.engine.jobs import STACK
+
+    for name in (*STACK, "geoalign_core.inference", "geoalign_core.engine.server"):  # once, before the forks
+        importlib.import_module(name)
+    rng = random.Random(27 + times)
+    for k in range(times):
+        out = tmp_path / f"run{k}"
+        out.mkdir()
+        code, events = _shutdown_at(rng.uniform(0.0, 1.5), _engine_requests(big, crop, out, k), _Fork())
+        assert code == 0, (k, events)
+        _check_terminal_events(events, [f"h{k}", f"f{k}", f"m{k}"])
+        done = {e["id"] for e in events if e.get("event") == "result"}
+        expected = {f"h{k}.tif"} if f"h{k}" in done else set()
+        expected |= {f"f{k}.gpkg"} if f"f{k}" in done else set()
+        assert {p.name for p in out.iterdir()} == expected, (k, events)  # no temporary or lock file left
+
+
+class _Process:
+    def __init__(self) -> None:
+        self.procs: dict[int, subprocess.Popen] = {}
+
+    def __call__(self):
+        p = subprocess.Popen([sys.executable, "-m", "geoalign_core.engine"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.procs[p.pid] = p
+        return p.pid, p.stdin, p.stdout
+
+    def wait(self, pid: int) -> int:
+        return self.procs[pid].wait(60)
+
+
+@pytest.mark.slow
+def test_shutdown_of_a_real_engine_process_exits_0(big, crop, tmp_path):
+    """As above in the engine process QGIS starts: shutdown while the model stack imports and loads."""
+    spawn = _Process()
+    for k, delay in enumerate((0.5, 4.0)):
+        code, events = _shutdown_at(delay, _engine_requests(big, crop, tmp_path, k), spawn)
+        assert code == 0, events
+        _check_terminal_events(events, [f"h{k}", f"f{k}", f"m{k}"])
+
+
+def test_a_nul_byte_in_a_path_is_an_input_error(tmp_path):
+    """A NUL character in a path (or any text) is the client's mistake: kind "input", not "internal"."""
+    from geoalign_core.engine.server import Engine
+
+    out = io.StringIO()
+    engine = Engine(out)
+    engine._worker.start()
+    engine.handle_line(json.dumps({"id": 1, "type": "find", "params": {
+        "raster": str(tmp_path / "a\x00b.tif"), "phrases": ["car"], "out": str(tmp_path / "f.gpkg")}}))
+    engine.handle_line(json.dumps({"id": 2, "type": "index_info", "params": {"index": "x\x00.parquet"}}))
+    engine.close()
+    events = {e["id"]: e for e in map(json.loads, out.getvalue().splitlines())}
+    for rid in (1, 2):
+        assert events[rid]["event"] == "error" and events[rid]["kind"] == "input", events[rid]
+        assert "NUL" in events[rid]["message"] and "\n" not in events[rid]["message"]
+    assert not list(tmp_path.iterdir())

@@ -67,7 +67,7 @@ def test_pickled_objects_are_refused(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": {"x": argparse.Namespace(a=1)}}, path)
-    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+    with pytest.raises(CheckpointError, match="is not a safe checkpoint"):
         load_model(path, device="cpu")
 
 
@@ -167,6 +167,41 @@ def test_hf_hub_from_local_cache(tiny, tmp_path, monkeypatch):
     save_file({k: v.contiguous() for k, v in tiny.clip.state_dict().items()}, str(d / "open_clip_model.safetensors"))
     m = load_model("hf-hub:someone/tiny-rs-clip", device="cpu")
     assert _same(_outputs(tiny), _outputs(m))
+
+
+@pytest.mark.parametrize("repo", ["..", "", ".", "org/..", "../x", "/etc", "org/repo/extra", "org--x", "a/b/../.."])
+def test_hf_hub_cache_path_never_leaves_the_hub_cache(tiny, textured, tmp_path, monkeypatch, capsys, repo):
+    """``hf-hub:..`` resolved to <cache>/hf-hub/.. (the GeoAlign cache itself, one level outside the
+    hub cache) and read a model from there; ids that are not a Hugging Face repository are refused,
+    offline, before any file is looked for, in one line from the CLI."""
+    from cli_helpers import assert_bad
+
+    monkeypatch.setenv("GEOALIGN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import open_clip
+    from safetensors.torch import save_file
+
+    outside = tmp_path / "cache"  # what hf-hub:.. used to read: a model planted one level up
+    outside.mkdir()
+    cfg = {"model_cfg": open_clip.get_model_config("GeoAlign-Tiny")}
+    (outside / "open_clip_config.json").write_text(json.dumps(cfg))
+    weights = {k: v.contiguous() for k, v in tiny.clip.state_dict().items()}
+    save_file(weights, str(outside / "open_clip_model.safetensors"))
+    with pytest.raises(ModelError, match="does not name a Hugging Face repository"):
+        load_model(f"hf-hub:{repo}", device="cpu")
+    with pytest.raises(ModelError, match="does not name a Hugging Face repository"):
+        zoo.hf_hub_cache_dir(repo)
+    work = tmp_path / "work"
+    work.mkdir()
+    assert_bad(capsys, ["find", str(textured), "car", "--model", f"hf-hub:{repo}", "--out",
+                        str(work / "f.gpkg")], work, "does not name a Hugging Face repository")
+
+
+def test_hf_hub_cache_dir_is_one_folder_inside_the_hub_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEOALIGN_CACHE", str(tmp_path))
+    for repo in ("someone/tiny-rs-clip", "org/model.v1_2", "single"):
+        d = zoo.hf_hub_cache_dir(repo)
+        assert d.parent == tmp_path / "hf-hub" and d.resolve().parent == (tmp_path / "hf-hub").resolve()
 
 
 def test_unknown_device():

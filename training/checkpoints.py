@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from geoalign_core.errors import InputError
+from geoalign_core.zoo import load_torch_file
 
 __all__ = ["CKPT_DIR", "CKPT_FORMAT", "atomic_save", "checkpoint_path", "list_checkpoints", "read_checkpoint"]
 
@@ -37,10 +38,7 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 
 def read_checkpoint(path: Path) -> dict:
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0][:200]}") from None
+    obj = load_torch_file(path)  # one-line CheckpointError: unreadable, or not a safe checkpoint
     if not isinstance(obj, dict) or obj.get("format") != CKPT_FORMAT:
         raise InputError(f"{path} is not a geoalign training checkpoint")
     return obj

@@ -40,7 +40,8 @@ import torch
 import yaml
 
 from geoalign_core.card import card_path
-from geoalign_core.errors import InputError
+from geoalign_core.errors import GeoAlignError, InputError
+from geoalign_core.outputs import output_lock
 
 __all__ = ["EPOCHS", "FinetuneResult", "finetune"]
 
@@ -256,6 +257,38 @@ def finetune(
     and the held-out part alike (``prepare --bounds``; the held-out part is the east, or south,
     ``val_fraction`` of the bounds). ``overrides``: training config keys set over finetune's own
     (``--set KEY=VALUE``; e.g. ``lambdas``, ``background_negatives``), written into train.yaml."""
+    out = Path(out)
+    _check_out(out, overwrite)
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"output folder's parent does not exist: {parent}", param="out")
+    # one fine-tuning per folder at a time: a second run into the same --out is refused at once
+    with output_lock(out, what="fine-tuning into"):
+        _check_out(out, overwrite)  # again, now that no other run can write there
+        created = not out.exists()
+        try:
+            return _finetune(rasters, labels, class_field, start, out, name=name, val_fraction=val_fraction,
+                             background=background, steps=steps, lr=lr, batch_size=batch_size, device=device,
+                             layer=layer, alpha=alpha, bounds=bounds, overrides=overrides,
+                             quality_filter=quality_filter, keep=keep, overwrite=overwrite, quiet=quiet, say=say)
+        except GeoAlignError:
+            if created:  # bad input (labels, bounds, ...) found on the way: leave nothing behind
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"the output must be a folder; {out} is a file", param="out")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"{out} is not empty: choose another --out or add --overwrite", param="overwrite")
+
+
+def _finetune(rasters: Sequence[str | PathLike], labels: Sequence[str | PathLike], class_field: str, start: str,
+              out: Path, *, name: str | None, val_fraction: float, background: int, steps: int | None, lr: float,
+              batch_size: int, device: str, layer: str | None, alpha: float | None, bounds: Sequence[float] | None,
+              overrides: dict | None, quality_filter: str | None, keep: float, overwrite: bool, quiet: bool,
+              say) -> FinetuneResult:
     from geoalign_core.data import PrepareOptions, prepare_dataset
 
     from .config import config_from_dict
@@ -263,9 +296,6 @@ def finetune(
 
     t0 = time.perf_counter()
     pairs = _pairs([str(r) for r in rasters], [str(v) for v in labels])
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"{out} is not empty: choose another --out or add --overwrite", param="overwrite")
     if not 0.0 < float(val_fraction) < 1.0:
         raise InputError(f"val fraction must be in (0, 1) to measure before/after; got {val_fraction}",
                          param="val_fraction")

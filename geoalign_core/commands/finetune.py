@@ -5,10 +5,9 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
-from ..errors import GeoAlignError, InputError
+from ..errors import InputError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -98,18 +97,12 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         raise InputError("the training package is not installed (install geoalign from a source checkout)") from exc
     overrides = dict(parse_override(s) for s in args.set)
-    created = not args.out.exists()
-    try:
-        res = finetune(rasters, labels, args.class_field, args.start or DEFAULT_MODEL, args.out, name=args.name,
-                       val_fraction=args.val_fraction, background=args.background, steps=args.steps, lr=args.lr,
-                       batch_size=args.batch_size, device=args.device, layer=args.layer, alpha=args.alpha,
-                       bounds=bounds, overrides=overrides, quality_filter=args.quality_filter, keep=args.keep,
-                       overwrite=args.overwrite,
-                       quiet=args.quiet, say=(lambda s: None) if args.quiet else print)
-    except GeoAlignError:
-        if created:  # bad input (labels, bounds, ...) found on the way: leave nothing behind
-            shutil.rmtree(args.out, ignore_errors=True)
-        raise
+    # finetune refuses an --out another run is writing, and removes a folder it created when it fails
+    res = finetune(rasters, labels, args.class_field, args.start or DEFAULT_MODEL, args.out, name=args.name,
+                   val_fraction=args.val_fraction, background=args.background, steps=args.steps, lr=args.lr,
+                   batch_size=args.batch_size, device=args.device, layer=args.layer, alpha=args.alpha,
+                   bounds=bounds, overrides=overrides, quality_filter=args.quality_filter, keep=args.keep,
+                   overwrite=args.overwrite, quiet=args.quiet, say=(lambda s: None) if args.quiet else print)
     print("\n".join(res.summary))
     print(f"wrote {res.model} ({res.report}, {args.out / 'commands.sh'})")
     return 0

@@ -118,15 +118,15 @@ def _run_collection(args: argparse.Namespace) -> int:
 
     if args.out is None:
         raise InputError("several scenes make a collection: name its folder with --out (e.g. --out idx/)")
-    if args.out.exists() and not args.out.is_dir():
-        raise InputError(f"a collection index is a folder; {args.out} is a file")
+    from ..index.scenes import check_collection_root, expand_inputs
+
+    check_collection_root(args.out)
     if args.bounds is not None:
         raise InputError("--bounds is for one raster; a collection indexes whole scenes")
     shard = parse_shard(args.shard)
     if shard is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise InputError("--shard is for job arrays; under torchrun each rank takes its share by itself")
     from ..index.collection_build import build_collection, dist_env, engine_device, maybe_build_ann
-    from ..index.scenes import expand_inputs
 
     expand_inputs(args.rasters, args.from_list)  # a pattern that matches nothing: fail before the model
     env = dist_env()
@@ -174,13 +174,16 @@ def _run_collection(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from ..index.scenes import is_collection
-    from ..index.store import check_patches, read_metadata
+    from ..index.store import check_patches, load_patches, read_metadata
 
     if is_collection(args.raster):
         return _collection_info(args)
 
     emb, meta = read_metadata(args.raster)
-    check_patches(Path(args.raster), emb)
+    import pyarrow.parquet as pq
+
+    path = Path(args.raster)
+    load_patches(path, check_patches(path, emb), emb, pq.read_metadata(path).num_rows)
     r, t, m = meta["raster"], meta["tiling"], meta["model"]
     print(f"index {args.raster}: {meta.get('n_tiles')} tiles of {t['tile_size']} px (overlap {t['overlap']:g}) "
           f"of {r['path']} ({r['width']}x{r['height']}, bands {r['bands']}); model {m['source']} "

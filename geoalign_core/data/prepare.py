@@ -55,6 +55,7 @@ from geoalign_core.errors import InputError
 from geoalign_core.geo.grid import area_window, chip_windows
 from geoalign_core.geo.raster import RasterSource
 from geoalign_core.geo.writers import c_library_stderr_held, disk_full_error
+from geoalign_core.outputs import exists_error, output_lock
 
 __all__ = ["DROP_REASONS", "PrepareOptions", "PrepareSummary", "prepare_dataset"]
 
@@ -333,17 +334,20 @@ def prepare_dataset(
     options.check()
     out = Path(out)
     _check_out_dir(out, overwrite)
-    src = RasterSource(raster, options.bands, allow_no_crs=options.allow_no_crs)
-    try:
-        labels = load_labels(
-            labels_path, src, options.class_field,
-            description_field=options.description_field, classes=options.classes, layer=options.layer,
-            color_field=options.color_field, size_field=options.size_field,
-            orientation_field=options.orientation_field,
-        )
-        return _run(src, labels, raster, labels_path, out, options, overwrite, progress)
-    finally:
-        src.close()
+    # one run per folder at a time: a second run into the same --out is refused at once
+    with output_lock(out, what="writing"):
+        _check_out_dir(out, overwrite)  # again, now that no other run can write there
+        src = RasterSource(raster, options.bands, allow_no_crs=options.allow_no_crs)
+        try:
+            labels = load_labels(
+                labels_path, src, options.class_field,
+                description_field=options.description_field, classes=options.classes, layer=options.layer,
+                color_field=options.color_field, size_field=options.size_field,
+                orientation_field=options.orientation_field,
+            )
+            return _run(src, labels, raster, labels_path, out, options, overwrite, progress)
+        finally:
+            src.close()
 
 
 def _run(
@@ -534,6 +538,10 @@ def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
     """Swap the new outputs in; previous outputs (with ``overwrite``) go into ``tmp`` and are deleted."""
     names: Sequence[str] = (CHIPS_DIR, SAMPLES_FILE, VAL_SAMPLES_FILE, DATASET_FILE)
     old = tmp / "previous"
+    if not overwrite:
+        existing = [n for n in names if (out / n).exists() or (out / n).is_symlink()]
+        if existing:  # written by something else meanwhile: keep it, write nothing
+            raise exists_error(out / existing[0])
     if overwrite:
         old.mkdir()
         for n in names:

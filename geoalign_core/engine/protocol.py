@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -108,6 +109,11 @@ PARAMS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
 }
 
 
+#: parameters that name a file the engine writes: absolute paths only (a relative one would land
+#: in whatever folder the engine process happened to start in)
+ABSOLUTE_PATHS = ("out",)
+
+
 class BadRequest(ValueError):
     """A request the engine cannot read; the message is one line for the client."""
 
@@ -166,6 +172,21 @@ def check_params(rtype: str, params: Mapping[str, Any]) -> None:
         ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
         if not ok:
             raise BadRequest(f"bad request: {rtype} {name} must be {_type_names(types)}, not {json.dumps(value)[:40]}")
+        if _has_nul(value):  # no path or text can hold one (the OS refuses it in a path)
+            raise BadRequest(f"bad request: {rtype} {name} contains a NUL character (\\u0000)")
+        if name in ABSOLUTE_PATHS and not os.path.isabs(value):
+            raise BadRequest(f"bad request: {rtype} {name} must be an absolute path (the engine never resolves "
+                             f"a path against its own working folder); got {json.dumps(value)[:80]}")
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
 
 
 def _finite(value: Any) -> Any:
@@ -187,6 +208,7 @@ def encode(message: Mapping[str, Any]) -> str:
 
 
 __all__ = [
+    "ABSOLUTE_PATHS",
     "BadRequest",
     "CONTROL_TYPES",
     "ERROR_KINDS",

@@ -35,6 +35,7 @@ from .protocol import CONTROL_TYPES, JOB_TYPES, PROTOCOL_VERSION, BadRequest, en
 log = logging.getLogger("geoalign.engine")
 
 PROGRESS_INTERVAL_S = 0.1  # progress events of one stage are sent at most this often
+SHUTDOWN_WAIT_S = 30.0  # how long a shutdown waits for running requests to see their cancel flag
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Job:
     type: str
     params: dict
     cancel: threading.Event = field(default_factory=threading.Event)
+    ended: bool = False  # its terminal event (result, error, cancelled) was sent: never a second one
 
 
 class Context:
@@ -98,6 +100,15 @@ class Engine:
                 self._out.flush()
             except (BrokenPipeError, ValueError, OSError):  # the client is gone
                 self.stopping = True
+
+    def terminal(self, job: Job, message: dict) -> bool:
+        """Send ``job``'s terminal event unless one was sent already (exactly one per request)."""
+        with self._active_lock:
+            if job.ended:
+                return False
+            job.ended = True
+        self.send(message)
+        return True
 
     def hello(self) -> dict:
         return {"protocol": PROTOCOL_VERSION, "version": __version__, "pid": os.getpid(),
@@ -172,7 +183,7 @@ class Engine:
             result = jobs.HANDLERS[job.type](ctx, job.params)
             if job.cancel.is_set():  # finished, but the client no longer wants it
                 raise jobs.cancelled_error()
-            self.send({"id": job.id, "event": "result", "result": result})
+            self.terminal(job, {"id": job.id, "event": "result", "result": result})
         except Exception as exc:  # every request ends with exactly one terminal event
             self._fail(job, ctx, exc)
         finally:
@@ -182,30 +193,49 @@ class Engine:
     def _fail(self, job: Job, ctx: Context, exc: BaseException) -> None:
         if jobs.is_cancelled(exc) or job.cancel.is_set():
             jobs.remove_outputs(ctx.outputs)
-            self.send({"id": job.id, "event": "cancelled"})
+            self.terminal(job, {"id": job.id, "event": "cancelled"})
             return
         message = " ".join(str(exc).split()) or type(exc).__name__
         if isinstance(exc, GeoAlignError):
             kind = "model" if isinstance(exc, ModelError) else "input"
             log.info("%s %s: %s", job.type, job.id, message)
-            self.send({"id": job.id, "event": "error", "message": message, "kind": kind,
-                       "code": getattr(exc, "code", None)})
+            self.terminal(job, {"id": job.id, "event": "error", "message": message, "kind": kind,
+                                "code": getattr(exc, "code", None)})
             return
         detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         log.error("%s %s failed:\n%s", job.type, job.id, detail)
-        self.send({"id": job.id, "event": "error", "message": f"{type(exc).__name__}: {message}",
-                   "kind": "internal", "code": None, "detail": detail})
+        self.terminal(job, {"id": job.id, "event": "error", "message": f"{type(exc).__name__}: {message}",
+                            "kind": "internal", "code": None, "detail": detail})
 
-    def close(self) -> None:
-        """Cancel everything, let the running job end, stop the threads."""
+    def close(self, wait: float = SHUTDOWN_WAIT_S) -> None:
+        """Cancel every request, let the running ones end (up to ``wait`` seconds), stop the threads.
+
+        Every request still without its terminal event then gets ``cancelled``: queued ones, side
+        requests that never started, and one that did not stop in time (its late answer is dropped).
+        """
         self.stopping = True
         with self._active_lock:
             for job in self._active.values():
                 job.cancel.set()
         self._jobs.put(None)
-        if self._worker.is_alive():
-            self._worker.join(timeout=10)
         self._side.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + wait
+        if self._worker.is_alive():
+            self._worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        while time.monotonic() < deadline:  # a side request that was running (answers in milliseconds)
+            with self._active_lock:
+                running = [j for j in self._active.values() if not j.ended]
+            if not running or not self._side_busy():
+                break
+            time.sleep(0.02)
+        with self._active_lock:
+            left = list(self._active.values())
+        for job in left:
+            if self.terminal(job, {"id": job.id, "event": "cancelled"}):
+                log.info("%s %s cancelled by shutdown", job.type, job.id)
+
+    def _side_busy(self) -> bool:
+        return any(t.is_alive() for t in getattr(self._side, "_threads", ()))
 
 
 def _protocol_stream() -> TextIO:
@@ -231,7 +261,16 @@ def main(serve_stdin: Callable[[], TextIO] | None = None) -> int:
     stdin = serve_stdin() if serve_stdin is not None else open(sys.stdin.fileno(), encoding="utf-8",  # noqa: SIM115
                                                                errors="replace", closefd=False)
     log.info("engine %s (protocol %d) started, python %s", __version__, PROTOCOL_VERSION, sys.executable)
-    return Engine(out).serve(stdin)
+    code = Engine(out).serve(stdin)
+    # Every request has had its terminal event. Leave now, without the interpreter's teardown: a
+    # thread still inside native code (a model load, a GDAL read that has not seen its cancel flag)
+    # would otherwise abort the process at exit ("terminate called without an active exception").
+    log.info("engine stopped")
+    for stream in (out, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 __all__ = ["Context", "Engine", "Job", "main"]

@@ -154,6 +154,6 @@ def _clean(obj: object) -> object:
 def write_json(result: dict, path: str | PathLike, overwrite: bool = False) -> Path:
     """Write the result atomically (checked with :func:`check_output` first)."""
     path = check_output(path, overwrite)
-    with atomic_output(path) as tmp:
+    with atomic_output(path, overwrite) as tmp:
         tmp.write_text(json.dumps(_clean(result), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         boxes_to_pixels,
         clip_to_raster,
         drop_unprojectable,
+        mark_unprojectable,
         pixel_boxes_to_polygons,
         read_vectors,
     )
@@ -50,6 +51,7 @@ _LAZY = {
     "pixel_boxes_to_polygons": "vectors",
     "read_vectors": "vectors",
     "drop_unprojectable": "vectors",
+    "mark_unprojectable": "vectors",
     "atomic_output": "writers",
     "check_output": "writers",
     "read_geopackage_metadata": "writers",
@@ -84,6 +86,7 @@ __all__ = [
     "read_geopackage_metadata",
     "read_vectors",
     "drop_unprojectable",
+    "mark_unprojectable",
     "select_bands",
     "tile_windows",
     "write_float_geotiff",

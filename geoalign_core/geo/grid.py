@@ -27,8 +27,10 @@ from geoalign_core.errors import InputError
 
 __all__ = [
     "MAX_OVERLAP",
+    "MAX_TILE_OVERSIZE",
     "area_window",
     "assign_to_windows",
+    "check_tile_fits",
     "chip_windows",
     "clip_window",
     "count_tiles",
@@ -38,6 +40,8 @@ __all__ = [
 ]
 
 MAX_OVERLAP = 0.9
+#: a tile may be at most this many times larger than both its area and the model's input
+MAX_TILE_OVERSIZE = 4
 
 
 def stride_of(size: int, overlap: float) -> int:
@@ -51,6 +55,24 @@ def stride_of(size: int, overlap: float) -> int:
     if not 0.0 <= overlap < MAX_OVERLAP:
         raise InputError(f"overlap must be in [0, {MAX_OVERLAP}); got {overlap}", param="overlap")
     return max(1, round(size * (1.0 - overlap)))
+
+
+def check_tile_fits(tile_size: int, area: Window, input_size: int) -> None:
+    """Refuse a tile more than :data:`MAX_TILE_OVERSIZE` times larger than both the area it covers
+    and the model's input: the area would be a small corner of one tile of padding, resampled
+    down to a few pixels of the model's input, or to none (a 1e9 px tile of a 200 px raster gave
+    0 results, and nothing said why).
+
+    Raises:
+        InputError: ``tile_size`` > MAX_TILE_OVERSIZE x max(area width, area height, ``input_size``).
+    """
+    w, h = int(area.width), int(area.height)
+    limit = MAX_TILE_OVERSIZE * max(w, h, int(input_size))
+    if tile_size > limit:
+        raise InputError(f"tile size {tile_size} px is far larger than the raster area ({w} x {h} px) and the "
+                         f"model's input ({input_size} px): the area would be a corner of one tile of padding, "
+                         f"a few pixels or none once resampled; use at most {limit} px (the model's input size, "
+                         "the default, suits most rasters)", param="tile_size")
 
 
 def grid_offsets(length: int, size: int, stride: int, fit: bool = False) -> list[int]:

@@ -57,6 +57,10 @@ except ImportError:
 
 _READ_ERRORS = (rasterio.errors.RasterioError, _CPLError)
 
+#: folders GDAL opens as one raster (Zarr stores, file geodatabases, Sentinel SAFE products);
+#: any other folder given as a raster is a mistake
+RASTER_FOLDER_SUFFIXES = frozenset({".zarr", ".gdb", ".safe"})
+
 
 def _one_line(exc: BaseException) -> str:
     """One-line message of a GDAL error, with the underlying cause when GDAL chains one."""
@@ -98,7 +102,10 @@ class RasterSource:
     is read through a GDAL warped VRT built from its GCPs (in the GCPs' CRS), one with RPCs
     through a warped VRT built from them (height 0, no DEM; in the UTM zone of its centre), so
     every output lands on the ground; ``georeferencing`` says which ("transform", "gcps",
-    "rpcs", or "none" for pixel coordinates).
+    "rpcs", or "none" for pixel coordinates). An identity geotransform (GDAL's default) is no
+    georeferencing, even beside a declared CRS: GCPs or RPCs place such a raster (as GDAL's
+    tools and QGIS do); without them it has no georeferencing (InputError unless
+    ``allow_no_crs``; then ``crs`` is None).
 
     Paletted bands are expanded through their colour table to R, G, B (entries with alpha 0
     are invalid). A container of subdatasets (HDF5, NetCDF, ...) is refused with the list of
@@ -141,10 +148,11 @@ class RasterSource:
         self._black_arg = treat_black_as_nodata
         self._source: rasterio.io.DatasetReader | None = None
         self.georeferencing = "transform"
+        self._crs_ignored = False  # a CRS declared without any georeferencing (identity transform, no GCPs)
         if isinstance(self.path, Path):
             if not self.path.exists():
                 raise InputError(f"raster not found: {self.path}")
-            if self.path.is_dir() and self.path.suffix.lower() not in {".zarr", ".gdb", ".safe"}:
+            if self.path.is_dir() and self.path.suffix.lower() not in RASTER_FOLDER_SUFFIXES:
                 raise InputError(f"not a raster: {self.path} is a directory")
         try:
             with warnings.catch_warnings():
@@ -173,12 +181,24 @@ class RasterSource:
     def _place_on_ground(self) -> None:
         """Swap the dataset for a warped VRT when only GCPs or RPCs place it (see the class doc)."""
         ds = self.dataset
-        if ds.crs is not None:
+        # an identity geotransform is GDAL's default: no georeferencing, whatever CRS is declared
+        # (GDAL's tools and QGIS then place the raster by its GCPs or RPCs, as done here)
+        if ds.crs is not None and not ds.transform.is_identity:
             return
         gcps, gcp_crs = ds.gcps
+        if ds.crs is not None and not gcps and ds.rpcs is None:
+            if self.allow_no_crs:
+                self.georeferencing = "none"
+                self._crs_ignored = True
+                return
+            raise InputError(f"raster has a CRS but no georeferencing: {self.path} (its geotransform is the "
+                             "identity and it has no ground control points or RPCs); georeference it (e.g. "
+                             "gdal_translate -a_ullr), or allow working in pixel coordinates",
+                             code="no_crs", param="allow_no_crs")
         if gcps and gcp_crs is None:
             if self.allow_no_crs:
                 self.georeferencing = "none"
+                self._crs_ignored = ds.crs is not None  # it belonged to no georeferencing
                 return
             raise InputError(f"raster has ground control points but no CRS for them: {self.path}; assign one "
                              "(gdal_translate -a_srs), or allow working in pixel coordinates",
@@ -186,7 +206,9 @@ class RasterSource:
         options: dict = {}
         if gcps:
             n = len(gcps)
-            options, how = {"src_crs": gcp_crs, "crs": gcp_crs}, f"its {n} ground control point{'s' * (n != 1)}"
+            # SRC_METHOD: the GCPs even when the raster also declares an (identity) geotransform
+            options = {"src_crs": gcp_crs, "crs": gcp_crs, "SRC_METHOD": "GCP_POLYNOMIAL"}
+            how = f"its {n} ground control point{'s' * (n != 1)}"
         elif ds.rpcs is not None:
             options, how = {"crs": "EPSG:4326", "rpcs": True}, "its RPCs"
         else:
@@ -212,7 +234,7 @@ class RasterSource:
         ds = self.dataset
         if ds.count < 1 or ds.width < 1 or ds.height < 1:
             raise InputError(f"not a raster with pixels: {self.path} ({ds.count} bands, {ds.width}x{ds.height})")
-        if ds.crs is None and not self.allow_no_crs:
+        if self.crs is None and not self.allow_no_crs:
             raise InputError(
                 f"raster has no CRS (coordinate reference system): {self.path}",
                 code="no_crs", param="allow_no_crs",
@@ -314,7 +336,7 @@ class RasterSource:
     @property
     def crs(self) -> CRS | None:
         """The raster's CRS, or None (pixel coordinates; only with ``allow_no_crs``)."""
-        return self.dataset.crs
+        return None if self._crs_ignored else self.dataset.crs
 
     @property
     def transform(self) -> Affine:
@@ -407,7 +429,7 @@ class RasterSource:
                 alpha_ok[dst] = data[self._alpha_pos] > 0
             finite[dst] = finite_mask(data[self._channel_pos])
         except _READ_ERRORS as exc:
-            raise InputError(f"cannot read {self.path} (corrupt or truncated?): {_one_line(exc)}") from None
+            raise self._read_failed(exc) from None
         valid = band_valid.any(axis=0) & alpha_ok & finite
         if self._palette is not None:  # indexes -> colours of the colour table
             lut = self._palette
@@ -415,6 +437,17 @@ class RasterSource:
             valid &= rgba[..., 3] > 0
             return np.ascontiguousarray(rgba[..., :3].transpose(2, 0, 1)), valid, True
         return raw[self._channel_pos], valid, True
+
+    def _read_failed(self, exc: BaseException) -> InputError:
+        return InputError(f"cannot read {self.path} (corrupt or truncated?): {_one_line(exc)}")
+
+    def read_all_bands(self, window: Window) -> np.ndarray:
+        """Every band of ``window`` (inside the raster) as stored, ``[count, H, W]``; a failed read
+        (a corrupt or truncated file) is the same InputError as a failed tile read."""
+        try:
+            return self.dataset.read(window=window)
+        except _READ_ERRORS as exc:
+            raise self._read_failed(exc) from None
 
     def _black_mask(self, data: np.ndarray) -> np.ndarray:
         return (data == 0).all(axis=0)

@@ -21,7 +21,10 @@ from shapely.geometry import Polygon
 
 from geoalign_core.errors import GeoAlignWarning, InputError
 
-__all__ = ["boxes_to_pixels", "clip_to_raster", "drop_unprojectable", "pixel_boxes_to_polygons", "read_vectors"]
+__all__ = [
+    "boxes_to_pixels", "clip_to_raster", "drop_unprojectable", "mark_unprojectable", "pixel_boxes_to_polygons",
+    "read_vectors",
+]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -99,18 +102,32 @@ def read_vectors(path: str | PathLike, target_crs: object | None, layer: str | i
         out = gdf.to_crs(target_crs).reset_index(drop=True)
     except Exception as exc:
         raise InputError(f"cannot reproject {path} to the raster's CRS: {_one_line(exc)}") from None
-    bounds = out.geometry.bounds.to_numpy(dtype=np.float64)
-    bad = np.flatnonzero(~np.isfinite(bounds).all(axis=1) | out.geometry.is_empty.to_numpy())
-    out.attrs["unprojectable"] = bad.tolist()
-    return out
+    return mark_unprojectable(out)
+
+
+def mark_unprojectable(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """List in ``gdf.attrs["unprojectable"]`` the features a reprojection left infinite or empty
+    (what :func:`read_vectors` does after its own reprojection); returns ``gdf``."""
+    bounds = gdf.geometry.bounds.to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(bounds).all(axis=1) | gdf.geometry.is_empty.to_numpy())
+    gdf.attrs["unprojectable"] = bad.tolist()
+    return gdf
 
 
 def drop_unprojectable(gdf: gpd.GeoDataFrame, path: str | PathLike) -> gpd.GeoDataFrame:
     """Drop the features :func:`read_vectors` could not reproject (e.g. off the disk of a
-    geostationary projection), with one warning that says how many."""
+    geostationary projection), with one warning that says how many.
+
+    Raises:
+        InputError: none of the features can be reprojected (nothing would be left to use).
+    """
     bad = gdf.attrs.get("unprojectable") or []
     if not bad:
         return gdf
+    if len(bad) == len(gdf):
+        raise InputError(f"none of the {len(gdf)} features of {Path(path).name} can be reprojected to the "
+                         "raster's CRS (they lie outside the area where that projection is defined; check the "
+                         "CRS of the raster and of the vector file)")
     warnings.warn(f"{len(bad)} of the {len(gdf)} features of {Path(path).name} cannot be reprojected to the "
                   "raster's CRS (outside the area where that projection is defined); they are skipped",
                   stacklevel=2)

@@ -48,6 +48,7 @@ from affine import Affine
 from rasterio.enums import Resampling
 
 from geoalign_core.errors import InputError
+from geoalign_core.outputs import exists_error, output_lock, publish
 
 if TYPE_CHECKING:  # the vector stack is imported by the GeoPackage functions only
     import geopandas as gpd
@@ -148,9 +149,20 @@ def _remove(path: Path) -> None:
             p.unlink()
 
 
+WRITE_WAIT_S = 300.0  #: how long a writer waits for another run writing the same output (writes are short)
+
+
 @contextlib.contextmanager
-def atomic_output(path: str | PathLike) -> Iterator[Path]:
-    """Yield a hidden temporary path beside ``path`` (same suffix); rename it onto ``path`` on success.
+def atomic_output(path: str | PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a hidden temporary path beside ``path`` (same suffix); move it onto ``path`` on success.
+
+    The move is :func:`geoalign_core.outputs.publish`. ``overwrite=False`` (what every writer of
+    a run's output passes unless ``--overwrite`` was given): the file is created only if ``path``
+    does not exist, in one atomic step, so of two runs writing the same new
+    output one succeeds and the other gets an InputError ("output already exists"), never two
+    successes with one result lost. The block runs under the output's lock
+    (:func:`~geoalign_core.outputs.output_lock`; another run writing the same path is waited
+    for), so steps such as copying an existing GeoPackage to add a layer see no other writer.
 
     On any exception, KeyboardInterrupt included, the temporary file (and GDAL side-car
     files) are deleted and an existing file at ``path`` is left untouched.
@@ -158,11 +170,13 @@ def atomic_output(path: str | PathLike) -> Iterator[Path]:
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
-        with disk_full_is_input_error(path), c_library_stderr_held():
+        with output_lock(path, wait=WRITE_WAIT_S), disk_full_is_input_error(path), c_library_stderr_held():
+            if not overwrite and path.exists():
+                raise exists_error(path)
             yield tmp
             if not tmp.exists():
                 raise FileNotFoundError(f"the writer produced no file for {path}")
-            os.replace(tmp, path)
+            publish(tmp, path, overwrite)
     finally:
         _remove(tmp)
 
@@ -354,8 +368,8 @@ def write_vector(
     meta = _stamped(metadata)
     geom_type = geometry_type if len(gdf) == 0 else None
     if driver == "GPKG":
-        with atomic_output(path) as tmp:
-            keep = path.exists()
+        with atomic_output(path, overwrite) as tmp:
+            keep = overwrite and path.exists()
             if keep:
                 shutil.copy2(path, tmp)
             pyogrio.write_dataframe(
@@ -367,7 +381,7 @@ def write_vector(
     if driver == "parquet":
         import pyarrow.parquet as pq
 
-        with atomic_output(path) as tmp:
+        with atomic_output(path, overwrite) as tmp:
             gdf.to_parquet(tmp)
             table = pq.read_table(tmp)
             schema_meta = dict(table.schema.metadata or {})
@@ -376,19 +390,22 @@ def write_vector(
         return path
     options = {"GEOMETRY": "AS_WKT"} if driver == "CSV" else None
     if driver != "ESRI Shapefile":
-        with atomic_output(path) as tmp:
+        with atomic_output(path, overwrite) as tmp:
             pyogrio.write_dataframe(gdf, tmp, layer=layer, driver=driver, geometry_type=geom_type,
                                     layer_options=options)
         return path
     folder = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmpdir")
     try:
-        with disk_full_is_input_error(path):
+        with output_lock(path, wait=WRITE_WAIT_S), disk_full_is_input_error(path):
+            if not overwrite and path.exists():
+                raise exists_error(path)
             folder.mkdir()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # "field names laundered": said in the docs
                 pyogrio.write_dataframe(gdf, folder / path.name, layer=path.stem, driver=driver,
                                         geometry_type=geom_type, encoding="UTF-8")
-            for ext in SHAPEFILE_PARTS:
+            publish(folder / path.name, path, overwrite)  # the .shp first: it claims the name
+            for ext in SHAPEFILE_PARTS[1:]:
                 old = path.with_suffix(ext)
                 if old.exists() and not (folder / old.name).exists():
                     old.unlink()  # a part the new file does not have (an old index)
@@ -492,7 +509,7 @@ def write_float_geotiff(
         for i, desc in enumerate(band_descriptions or [], start=1):
             dst.set_band_description(i, desc)
 
-    with atomic_output(path) as tmp:
+    with atomic_output(path, overwrite) as tmp:
         if _has_cog_driver():
             with rasterio.open(
                 tmp,

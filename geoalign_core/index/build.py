@@ -25,10 +25,12 @@ import numpy as np
 from rasterio.windows import Window
 
 from .. import __version__
+from ..errors import InputError
 from ..geo import RasterSource
-from ..geo.grid import area_window, clip_window, tile_windows
-from ..geo.writers import check_not_an_input, check_output
+from ..geo.grid import area_window, check_tile_fits, clip_window, tile_windows
+from ..geo.writers import check_not_an_input, check_output, disk_full_error
 from ..inference.encoder import Cancel, Encoder, Progress, Stage, check_cancel, enter_stage
+from ..outputs import output_lock
 from .fingerprint import raster_fingerprint
 from .store import FORMAT, FORMAT_VERSION, IndexPart, patches_path, quantize, write_index
 
@@ -102,13 +104,43 @@ def build_index(
     A collection (:mod:`.collection_build`) puts the patch file at ``patches`` and the
     unfinished chunks in ``work`` (defaults: beside ``out``) and names the ``scene``.
     """
-    t0 = time.perf_counter()
     out = Path(out)
     check_output(out, overwrite, INDEX_FORMATS)
     check_not_an_input(out, raster)
+    work = Path(work) if work is not None else partial_dir(out)
+    # one build of an output at a time: a second one into the same --out is refused at once
+    with output_lock(out, what="building an index into"):
+        try:
+            return _build(enc, raster, out, overwrite, bands, tile_size, overlap, bounds, allow_no_crs, progress,
+                          cancel, stage, patches, work, scene)
+        except Exception as exc:
+            full = disk_full_error(out, exc)
+            if full is None:
+                raise
+            kept = len(list(work.glob("part-*.npz"))) if work.is_dir() else 0
+            if not kept:
+                shutil.rmtree(work, ignore_errors=True)
+            raise InputError(f"cannot write {out}: {_why(full)} (no index written; "
+                             + (f"{kept} finished chunk(s) kept in {work} for a resume: free some space and run "
+                                "the same command again)" if kept else "nothing kept: free some space or choose "
+                                                                        "another output)")) from None
+
+
+def _why(full: InputError) -> str:
+    """The reason part of :func:`disk_full_error`'s message ("no space left on device", ...)."""
+    text = str(full)
+    return text.split(": ", 1)[1].split(" (nothing was written", 1)[0] if ": " in text else text
+
+
+def _build(enc: Encoder, raster: str | PathLike, out: Path, overwrite: bool, bands: Sequence[int] | str | None,
+           tile_size: int | None, overlap: float, bounds: Sequence[float] | None, allow_no_crs: bool,
+           progress: Progress | None, cancel: Cancel | None, stage: Stage | None, patches: str | PathLike | None,
+           work: Path, scene: str | None) -> IndexBuild:
+    t0 = time.perf_counter()
     ts = enc.tile_size(tile_size)
     with RasterSource(raster, bands, allow_no_crs=allow_no_crs) as src:
         area = area_window(src.transform, src.width, src.height, bounds, src.path)
+        check_tile_fits(ts, area, enc.input_size)
         windows = tile_windows(src.width, src.height, ts, overlap, area=area)
         h = w = enc.input_size // enc.model.patch_size
         per_tile = h * w * (enc.model.embed_dim + 8)
@@ -116,7 +148,6 @@ def build_index(
         enter_stage(stage, "checking the raster")
         fingerprint = raster_fingerprint(src)
         settings = _settings(src, enc, ts, overlap, area, len(windows), chunk, fingerprint)
-        work = Path(work) if work is not None else partial_dir(out)
         done_parts = _resume(work, settings)
         resumed = sum(_count(p) for p in done_parts.values())
         n_chunks = math.ceil(len(windows) / chunk)

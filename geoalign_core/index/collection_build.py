@@ -25,8 +25,10 @@ from os import PathLike
 from pathlib import Path
 
 from ..errors import GeoAlignError, InputError
+from ..geo.raster import _one_line as gdal_message
 from ..inference.encoder import Cancel, Cancelled, Encoder, Progress, Stage
-from .scenes import Scene, expand_inputs, scene_names, share, write_manifest
+from ..outputs import OutputBusy, output_lock
+from .scenes import Scene, check_collection_root, expand_inputs, scene_names, share, write_manifest
 
 __all__ = ["CollectionBuild", "SceneOutcome", "build_collection", "dist_env", "plan_scenes"]
 
@@ -189,9 +191,7 @@ def build_collection(
     """
     t0 = time.perf_counter()
     env = env or DistEnv()
-    root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise InputError(f"a collection index is a folder; {root} is a file", param="out")
+    root = check_collection_root(root)
     scenes = plan_scenes(rasters, from_list)
     settings = _settings(enc, tile_size, overlap, bands)
     root.mkdir(parents=True, exist_ok=True)
@@ -220,9 +220,29 @@ def _index_scene(enc: Encoder, scene: Scene, root: Path, settings: dict, overwri
                  bands: Sequence[int] | str | None, tile_size: int | None, overlap: float, allow_no_crs: bool,
                  progress_for: Callable[[Scene], Progress | None] | None, cancel: Cancel | None,
                  stage: Stage | None, say: Say | None, rank: int) -> SceneOutcome:
-    from .build import build_index
 
     t0 = time.perf_counter()
+    try:  # another run building this scene now (the same command started twice): leave it to that one
+        lock = output_lock(scene.part(root), what="building an index into")
+        lock.__enter__()
+    except OutputBusy as exc:
+        if say is not None:
+            say(f"failed: {scene.name} ({scene.raster}): {exc}")
+        return SceneOutcome(scene.name, scene.raster, "failed", 0, scene.pixels, 0.0, str(exc), rank)
+    try:
+        return _index_scene_locked(enc, scene, root, settings, overwrite, bands, tile_size, overlap, allow_no_crs,
+                                   progress_for, cancel, stage, say, rank, t0)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _index_scene_locked(enc: Encoder, scene: Scene, root: Path, settings: dict, overwrite: bool,
+                        bands: Sequence[int] | str | None, tile_size: int | None, overlap: float,
+                        allow_no_crs: bool, progress_for: Callable[[Scene], Progress | None] | None,
+                        cancel: Cancel | None, stage: Stage | None, say: Say | None, rank: int,
+                        t0: float) -> SceneOutcome:
+    from .build import build_index
+
     if not overwrite:
         done = _finished(scene, root, enc, settings)
         if done is not None:
@@ -236,7 +256,7 @@ def _index_scene(enc: Encoder, scene: Scene, root: Path, settings: dict, overwri
     except (Cancelled, KeyboardInterrupt):
         raise
     except Exception as exc:  # noqa: BLE001 -- one scene's failure must not stop the others
-        msg = " ".join(str(exc).split()) or type(exc).__name__
+        msg = gdal_message(exc)  # GDAL's "See previous exception": its cause, the real reason
         if not isinstance(exc, GeoAlignError):
             msg = f"{type(exc).__name__}: {msg}"
         if say is not None:

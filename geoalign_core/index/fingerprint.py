@@ -57,5 +57,5 @@ def raster_fingerprint(src: RasterSource) -> str:
             side_w, side_h = min(_PIXEL_SIDE, ds.width), min(_PIXEL_SIDE, ds.height)
             col = int((ds.width - side_w) * (c + 0.5) / _PIXEL_WINDOWS)
             row = int((ds.height - side_h) * (r + 0.5) / _PIXEL_WINDOWS)
-            h.update(np.ascontiguousarray(ds.read(window=Window(col, row, side_w, side_h))).tobytes())
+            h.update(np.ascontiguousarray(src.read_all_bands(Window(col, row, side_w, side_h))).tobytes())
     return h.hexdigest()[:32]

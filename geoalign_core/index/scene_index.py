@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import rasterio.windows
 import torch
@@ -46,7 +47,7 @@ from ..geo.stats import SceneStats
 from ..inference import scoring
 from ..inference.encoder import Cancel, EmbeddingBatch, Encoder, Progress, check_cancel
 from ..inference.source import LiveSource, tile_boxes
-from .store import check_patches, dequantize, patches_path, read_metadata
+from .store import check_patches, dequantize, load_patches, patches_path, read_metadata, unusable
 
 __all__ = ["BATCH_TILES", "IndexMismatch", "SceneIndex"]
 
@@ -154,13 +155,17 @@ class SceneIndex:
                                         check_raster=check_raster)
         emb, meta = read_metadata(path)
         ppath = check_patches(path, emb)
-        table = pq.read_table(path, columns=["col_off", "row_off", "valid_fraction", "valid_mask", "embedding",
-                                             "patch_scale", "patch_norm"])
-        patches = np.load(ppath, mmap_mode="r")
-        if patches.shape[0] != table.num_rows:
-            raise InputError(f"the patch file {ppath.name} holds {patches.shape[0]} tiles, the index "
-                             f"{table.num_rows}: rebuild the index", param="index")
-        idx = cls(path, emb, meta, table, patches)
+        try:
+            table = pq.read_table(path, columns=["col_off", "row_off", "valid_fraction", "valid_mask", "embedding",
+                                                 "patch_scale", "patch_norm"])
+        except (pa.ArrowInvalid, KeyError, OSError) as exc:
+            raise unusable(path, f"its table lacks a column ({' '.join(str(exc).split())})") from None
+        patches = load_patches(path, ppath, emb, table.num_rows)
+        try:
+            idx = cls(path, emb, meta, table, patches)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:  # a column of other sizes or types
+            raise unusable(path, f"its columns do not fit its metadata ({type(exc).__name__}: "
+                                 f"{' '.join(str(exc).split())})") from None
         if check_raster:
             idx.check_raster()
         idx._device, idx._batch_size = device, batch_size

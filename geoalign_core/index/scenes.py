@@ -30,10 +30,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..outputs import output_lock
 
 __all__ = [
     "MANIFEST",
     "Scene",
+    "check_collection_root",
     "expand_inputs",
     "is_collection",
     "parse_shard",
@@ -74,6 +76,23 @@ def is_collection(path: object) -> bool:
     return path is not None and Path(str(path)).is_dir() and (Path(str(path)) / MANIFEST).is_file()
 
 
+def check_collection_root(root: str | os.PathLike) -> Path:
+    """Refuse a collection ``root`` that is a file, or that is named like a single-scene index
+    (``.parquet``) without being a collection already (a folder named ``x.parquet`` would pass
+    for a single-scene index file). Returns it as a Path."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"a collection index is a folder; {root} is a file", param="out")
+    if root.suffix.lower() == ".parquet" and not is_collection(root):
+        folder = root.with_suffix("")
+        if root.is_dir():
+            raise InputError(f"{root} is a folder: a .parquet name is for a single-scene index file; give a "
+                             f"collection a folder name without .parquet (e.g. {folder}/)", param="out")
+        raise InputError(f"several scenes make a collection index, which is a folder, not a .parquet file: "
+                         f"name a folder (e.g. {folder}/), or index one raster into {root}", param="out")
+    return root
+
+
 def is_pattern(s: str) -> bool:
     """Whether an input names a glob pattern (``*``, ``?``, ``[``) rather than one file."""
     return not _is_remote(s) and bool(_GLOB.search(s))
@@ -108,9 +127,15 @@ def expand_inputs(rasters: Sequence[str], from_list: str | os.PathLike | None = 
             if not s or s.startswith("#"):
                 continue
             items.append(s if _is_remote(s) or Path(s).is_absolute() else str(lst.parent / s))
+    from ..geo.raster import RASTER_FOLDER_SUFFIXES
+
     seen: set[str] = set()
     out = []
     for s in items:
+        if not _is_remote(s) and Path(s).is_dir() and Path(s).suffix.lower() not in RASTER_FOLDER_SUFFIXES:
+            what = "a collection index" if is_collection(s) else "a folder"
+            raise InputError(f"not a raster: {s} is {what}; to index the rasters in a folder, give a quoted "
+                             f"pattern such as '{Path(s) / '*.tif'}'")
         key = s if _is_remote(s) else str(Path(s).resolve())
         if key not in seen:
             seen.add(key)
@@ -188,6 +213,11 @@ def write_manifest(root: Path, scenes: Sequence[Scene], settings: dict, replace:
     (two collections mixed in one folder); other settings (model, tiling) must match too.
     ``replace`` (``--overwrite``): the manifest lists these scenes and settings only.
     """
+    with output_lock(root / MANIFEST, wait=120.0):  # read, merge, write: one run at a time
+        return _write_manifest(root, scenes, settings, replace)
+
+
+def _write_manifest(root: Path, scenes: Sequence[Scene], settings: dict, replace: bool) -> dict:
     path = root / MANIFEST
     old: dict = {}
     if path.is_file() and not replace:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ import shapely
 import torch
 
 from ..errors import InputError
+from ..outputs import exists_error, output_lock, publish
 
 __all__ = [
     "EMB_KEY",
@@ -55,9 +57,11 @@ __all__ = [
     "GEOALIGN_KEY",
     "IndexPart",
     "dequantize",
+    "load_patches",
     "patches_path",
     "quantize",
     "read_metadata",
+    "unusable",
     "write_index",
 ]
 
@@ -66,6 +70,7 @@ FORMAT_VERSION = 1
 EMB_KEY = "emb"
 GEOALIGN_KEY = "geoalign"
 PATCHES_SUFFIX = ".patches.npy"
+WRITE_WAIT_S = 300.0
 
 
 def patches_path(index_path: str | os.PathLike, emb: dict | None = None) -> Path:
@@ -116,10 +121,16 @@ class IndexPart:
     norm: np.ndarray
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, ids=self.ids, valid=np.packbits(self.valid, axis=-1), side=self.valid.shape[-1],
-                 glob=self.glob, q=self.q, scale=self.scale, norm=self.norm)
-        os.replace(tmp, path)
+        """Write the part under a temporary name (this process's own), renamed when complete: a
+        failed write (a full disk) leaves nothing, a finished part is always whole."""
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp.npz")
+        try:
+            np.savez(tmp, ids=self.ids, valid=np.packbits(self.valid, axis=-1), side=self.valid.shape[-1],
+                     glob=self.glob, q=self.q, scale=self.scale, norm=self.norm)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
 
     @classmethod
     def load(cls, path: Path) -> IndexPart:
@@ -171,8 +182,9 @@ def write_index(path: Path, parts: list[Path], footprints: list[list[float]], wi
         raise InputError("nothing to index: no tile has a valid pixel")
     ppath = Path(patches) if patches is not None else patches_path(path)
     ppath.parent.mkdir(parents=True, exist_ok=True)
-    tmp_p = ppath.with_name(f".{ppath.name}.tmp.npy")
-    tmp_i = path.with_name(f".{path.name}.tmp")
+    token = f"{os.getpid()}.{secrets.token_hex(4)}"
+    tmp_p = ppath.with_name(f".{ppath.name}.{token}.tmp.npy")
+    tmp_i = path.with_name(f".{path.name}.{token}.tmp")
     try:
         patches = np.lib.format.open_memmap(tmp_p, mode="w+", dtype=np.int8, shape=(n, hw, d))
         ids_l, glob_l, scale_l, norm_l, frac_l, masks = [], [], [], [], [], []
@@ -227,10 +239,11 @@ def write_index(path: Path, parts: list[Path], footprints: list[list[float]], wi
             GEOALIGN_KEY.encode(): json.dumps(dict(geoalign_meta, n_tiles=n)).encode(),
         }
         pq.write_table(table.replace_schema_metadata(meta), tmp_i, row_group_size=4096, compression="zstd")
-        if path.exists() and not overwrite:
-            raise InputError(f"output exists: {path}", code="exists", param="overwrite")
-        os.replace(tmp_p, ppath)
-        os.replace(tmp_i, path)
+        with output_lock(path, wait=WRITE_WAIT_S):  # held by build_index already: the index and its patches
+            if path.exists() and not overwrite:
+                raise exists_error(path)
+            os.replace(tmp_p, ppath)
+            publish(tmp_i, path, overwrite)  # the index last, created only if it does not exist
     finally:
         for t in (tmp_p, tmp_i):
             if t.exists():
@@ -259,7 +272,65 @@ def read_metadata(path: str | os.PathLike) -> tuple[dict, dict]:
     if int(meta.get("version", 0)) > FORMAT_VERSION:
         raise InputError(f"{path} is a version {meta.get('version')} index; this GeoAlign reads up to version "
                          f"{FORMAT_VERSION}: update GeoAlign", param="index")
-    return json.loads(emb), meta
+    try:
+        emb = json.loads(emb)
+    except ValueError:
+        raise unusable(path, "its 'emb' metadata is not JSON") from None
+    _check_metadata(path, emb, meta)
+    return emb, meta
+
+
+def unusable(path: str | os.PathLike, why: str) -> InputError:
+    """The one-line error for an index file that was edited by hand or written by another tool."""
+    return InputError(f"not a usable GeoAlign index: {path}: {why}; rebuild it with geoalign index", param="index")
+
+
+#: metadata every index carries (written by :func:`write_index`), as section -> keys
+_REQUIRED = {
+    "raster": ("path", "width", "height", "transform", "bands", "scene_stats", "fingerprint"),
+    "tiling": ("tile_size", "overlap"),
+    "model": ("fingerprint", "embed_dim", "input_size", "source"),
+}
+
+
+def _check_metadata(path: Path, emb: dict, meta: dict) -> None:
+    """Refuse metadata that is not what :func:`write_index` writes (missing keys, odd sizes)."""
+    for section, keys in _REQUIRED.items():
+        part = meta.get(section)
+        if not isinstance(part, dict):
+            raise unusable(path, f"its metadata has no '{section}'")
+        missing = [k for k in keys if k not in part]
+        if missing:
+            raise unusable(path, f"its '{section}' metadata has no {', '.join(repr(k) for k in missing)}")
+    try:
+        dim = int(emb["embedding"]["dim"])
+        pe = emb["patch_embeddings"]
+        pdim, grid = int(pe["dim"]), [int(g) for g in pe["grid"]]
+        model_dim = int(meta["model"]["embed_dim"])
+    except (KeyError, TypeError, ValueError):
+        raise unusable(path, "its 'emb' metadata lacks the embedding sizes") from None
+    if not (dim == pdim == model_dim) or len(grid) != 2 or min(grid) < 1:
+        raise unusable(path, f"its embedding sizes disagree (tiles {dim}, patches {pdim}, model {model_dim}, "
+                             f"grid {grid})")
+
+
+def load_patches(path: Path, ppath: Path, emb: dict, n_tiles: int) -> np.ndarray:
+    """The patch file, memory-mapped, checked against the index: int8 ``[n_tiles, h*w, D]``."""
+    try:
+        patches = np.load(ppath, mmap_mode="r")  # never allow_pickle: an object array is refused here
+    except (ValueError, OSError, EOFError) as exc:
+        raise unusable(path, f"its patch file {ppath.name} is not a plain int8 array ({' '.join(str(exc).split())})"
+                       ) from None
+    pe = emb["patch_embeddings"]
+    want = (int(pe["grid"][0]) * int(pe["grid"][1]), int(pe["dim"]))
+    if not isinstance(patches, np.ndarray) or patches.dtype != np.int8 or patches.ndim != 3 \
+            or tuple(patches.shape[1:]) != want:
+        shape = getattr(patches, "shape", "?")
+        raise unusable(path, f"its patch file {ppath.name} holds {getattr(patches, 'dtype', '?')} {list(shape)}, "
+                             f"not int8 [tiles, {want[0]}, {want[1]}]")
+    if patches.shape[0] != n_tiles:
+        raise unusable(path, f"the patch file {ppath.name} holds {patches.shape[0]} tiles, the index {n_tiles}")
+    return patches
 
 
 def check_patches(path: Path, emb: dict) -> Path:

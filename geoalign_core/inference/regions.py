@@ -24,7 +24,7 @@ from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from ..errors import InputError
-from ..geo import boxes_to_pixels, clip_to_raster, drop_unprojectable, read_vectors
+from ..geo import boxes_to_pixels, clip_to_raster, drop_unprojectable, mark_unprojectable, read_vectors
 from ..geo.grid import area_window
 from . import scoring
 from .encoder import Cancel, Encoder, Progress, Stage, enter_stage
@@ -85,7 +85,8 @@ def load_regions(
                 warnings.warn("the regions have no CRS; assuming the raster's", stacklevel=4)
                 gdf = gdf.set_crs(src.crs)
             else:
-                gdf = gdf.to_crs(src.crs)
+                gdf = drop_unprojectable(mark_unprojectable(gdf.to_crs(src.crs).reset_index(drop=True)),
+                                         "the regions")
         gdf = gdf.reset_index(drop=True)
     else:
         gdf = drop_unprojectable(read_vectors(regions, src.crs, layer=layer), regions)

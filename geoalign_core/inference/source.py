@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from rasterio.windows import Window
 
 from ..geo import RasterSource
-from ..geo.grid import assign_to_windows, tile_windows
+from ..geo.grid import assign_to_windows, check_tile_fits, tile_windows
 from .encoder import Cancel, EmbeddingBatch, Encoder, Progress, check_cancel, tile_scale
 
 if TYPE_CHECKING:
@@ -118,6 +118,7 @@ class LiveSource:
         return float(default if overlap is None else overlap)
 
     def windows(self, tile_size: int, overlap: float, area: Window) -> list[Window]:
+        check_tile_fits(tile_size, area, self.enc.input_size)
         return tile_windows(self.width, self.height, tile_size, overlap, area=area)
 
     def candidate_windows(self, windows: list[Window], texts: torch.Tensor, n_phrases: int,
@@ -145,6 +146,7 @@ class LiveSource:
         """``[K, D]`` normalised embeddings of raster-pixel boxes: each box RoIAlign-pooled from
         the dense map of the grid tile that holds it whole, or of its own window around it."""
         enc = self.enc
+        check_tile_fits(tile_size, area, enc.input_size)
         windows, members = assign_to_windows(boxes, area, tile_size, overlap)
         out = torch.zeros((len(boxes), enc.model.embed_dim), device=enc.device)
         for eb in self.embeddings(windows, dense=True, progress=progress, cancel=cancel, skip_empty=False):

@@ -1,0 +1,175 @@
+"""Claiming an output: "create unless it exists" as one atomic step, and a lock per output path.
+
+Two runs that write the same new output must never both report success with one result lost.
+A check for existence followed by a rename over the target is two steps (another run can create
+the file in between), so:
+
+* :func:`publish` moves a finished temporary file onto its target. Without ``overwrite`` it uses
+  a hard link, which fails when the target exists (the check and the creation are one step); on a
+  file system without hard links it reserves the name with an exclusive create first. With
+  ``overwrite`` it renames over the target (the last run wins, each result whole).
+* :func:`output_lock` takes an advisory lock (``flock``; on Windows ``msvcrt.locking``) on a
+  hidden file beside the output, ``.<name>.lock``, removed when released. It guards outputs that
+  take several steps (an index and its patch file, a prepare folder, a fine-tune folder, a
+  GeoPackage layer added to an existing file) and long builds (two index builds into the same
+  ``--out``: the second is refused at once). A lock dies with its process (kill -9 included),
+  so a crashed run never blocks the next one. Re-entrant within one thread.
+
+No heavy imports here: the CLI's input checks use it before the model stack loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from os import PathLike
+from pathlib import Path
+
+from .errors import InputError
+
+__all__ = ["OutputBusy", "exists_error", "lock_path", "output_lock", "publish"]
+
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS,
+             errno.EACCES}
+_held = threading.local()
+
+
+class OutputBusy(InputError):
+    """Another run holds the output's lock (``code="busy"``)."""
+
+
+def lock_path(path: str | PathLike) -> Path:
+    """The lock file of ``path``: ``.<name>.lock`` in the same folder."""
+    path = Path(os.path.abspath(path))
+    return path.with_name(f".{path.name}.lock")
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError as exc:  # a file system without locks (some network mounts): go on unlocked
+        if exc.errno in (errno.ENOLCK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL):
+            return True
+        raise
+
+
+def _holder(lp: Path) -> str:
+    try:
+        text = lp.read_text(encoding="utf-8", errors="replace").split()
+    except OSError:
+        return ""
+    return f" (process {text[0]} on {text[1]})" if len(text) >= 2 else ""
+
+
+@contextlib.contextmanager
+def output_lock(path: str | PathLike, *, wait: float = 0.0, what: str = "writing") -> Iterator[None]:
+    """Hold the lock of output ``path`` for the block.
+
+    Args:
+        wait: seconds to wait for another run to release it; 0 refuses at once.
+        what: what the other run is doing, for the message ("writing", "building").
+
+    Raises:
+        OutputBusy: another run (another process, or another thread here) holds it after ``wait``.
+        InputError: the lock file cannot be created (an unwritable folder).
+    """
+    lp = lock_path(path)
+    held: set[str] = _held.__dict__.setdefault("paths", set())
+    if str(lp) in held:  # this thread holds it already (an outer step of the same run)
+        yield
+        return
+    deadline = time.monotonic() + max(0.0, wait)
+    while True:
+        try:
+            fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            raise InputError(f"output directory does not exist: {lp.parent}", param="out") from None
+        except OSError as exc:
+            raise InputError(f"cannot write to output directory {lp.parent}: {exc.strerror or exc}",
+                             param="out") from None
+        try:
+            got = _try_lock(fd)
+            if got:  # its last holder may have removed the file between our open and our lock
+                try:
+                    got_same = os.path.samestat(os.fstat(fd), os.stat(lp))
+                except FileNotFoundError:
+                    got_same = False
+                if got_same:
+                    break
+                os.close(fd)
+                continue
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        if time.monotonic() >= deadline:
+            raise OutputBusy(f"another GeoAlign run is {what} {path} now{_holder(lp)}; wait for it to finish "
+                             "or choose another output", code="busy", param="out")
+        time.sleep(0.05)
+    held.add(str(lp))
+    try:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        yield
+    finally:
+        held.discard(str(lp))
+        with contextlib.suppress(OSError):  # removed while still locked: see the loop above
+            os.unlink(lp)
+        os.close(fd)
+
+
+def exists_error(path: str | PathLike) -> InputError:
+    return InputError(f"output already exists: {path} (another run created it while this one ran; "
+                      "nothing of this run was written)", param="overwrite")
+
+
+def publish(tmp: str | PathLike, path: str | PathLike, overwrite: bool = False) -> None:
+    """Move the finished file ``tmp`` onto ``path`` (same folder).
+
+    Without ``overwrite`` the target is created only if it does not exist, in one step (a hard
+    link, else an exclusive create of the name and a rename onto it); an existing target is an
+    InputError and ``tmp`` is left for the caller to remove. With ``overwrite``: a rename over it.
+    """
+    tmp, path = Path(tmp), Path(path)
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path, follow_symlinks=False)
+    except FileExistsError:
+        raise exists_error(path) from None
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        try:  # no hard links here (FAT, some network shares): reserve the name, then rename onto it
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise exists_error(path) from None
+        os.close(fd)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        return
+    os.unlink(tmp)
