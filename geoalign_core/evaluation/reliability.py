@@ -31,6 +31,8 @@ __all__ = ["TILE_COVER", "TILE_FEATURES", "PhraseRule", "collect_find", "collect
 
 TILE_COVER = 0.10  #: a tile's label is right when its class covers at least this share of the tile
 TILE_FEATURES: tuple[str, ...] = ("logodds", "margin")
+#: the features that measure evidence for the result: their weights are never negative (:func:`fit_logistic`)
+EVIDENCE: tuple[str, ...] = ("logodds", "standout", "above_top", "vocabulary", "margin", "cosine")
 
 
 @dataclass(frozen=True)
@@ -174,11 +176,13 @@ def collect_similar(predictor, raster: str | PathLike, labels: str | PathLike | 
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, names: Sequence[str] = FEATURES, l2: float = 1e-3,
-                 iters: int = 100, nonnegative: Sequence[str] = ("vocabulary",)) -> LogisticMap:
+                 iters: int = 100, nonnegative: Sequence[str] = EVIDENCE) -> LogisticMap:
     """Logistic regression ``P(right) = sigmoid(w . x + b)`` by Newton's method (IRLS) with a small L2
     penalty on ``w`` (not on ``b``); features that never vary get weight 0, and so do ``nonnegative``
-    features whose fitted weight comes out negative (the fit is then redone without them: the scan's
-    threshold relies on those weights not being negative)."""
+    features whose fitted weight comes out negative (the fit is then redone without them): more evidence
+    never lowers a probability, so the score keeps the ranking of the evidence and ``find`` can scan with
+    the raw threshold of ``--min-score`` (a small held-out set could otherwise fit a map that turns a
+    stronger box into a weaker score)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if len(y) == 0 or y.min() == y.max():

@@ -166,12 +166,32 @@ def head_noun(text: str) -> str:
     return key.split()[-1] if key else ""
 
 
+#: colour words: a phrase starting with one ("red car") also competes with the same thing in other colours
+COLOURS: tuple[str, ...] = ("red", "blue", "white", "black", "grey", "green", "yellow", "brown", "orange",
+                            "purple", "silver")
+_SAME_HUE = ({"grey", "gray", "silver"},)
+
+
+def colour_rivals(phrase: str) -> list[str]:
+    """``phrase`` in the other :data:`COLOURS` when it starts with a colour ("red car" -> "blue car",
+    "white car", ...), else nothing: the box of a blue car must prefer "red car" to "blue car" before it
+    counts as a red car."""
+    words = phrase.lower().split()
+    if len(words) < 2 or words[0] not in COLOURS:
+        return []
+    rest = " ".join(words[1:])
+    same = next((g for g in _SAME_HUE if words[0] in g), {words[0]})
+    return [f"{c} {rest}" for c in COLOURS if c not in same]
+
+
 def competitors_for(phrases: Sequence[str], pool: Sequence[str] = COMPETITORS) -> list[str]:
     """The phrases of ``pool`` that compete with ``phrases``: all but those naming the same thing as one
     of them up to case, an article and a plural, or naming a query's head noun alone ("cars" does not
-    compete with "red car": a red car is a car)."""
+    compete with "red car": a red car is a car); then each phrase's :func:`colour_rivals`."""
     keys = {_noun_key(p) for p in phrases} | {head_noun(p) for p in phrases}
-    return [b for b in pool if _noun_key(b) not in keys]
+    own = {p.lower() for p in phrases}
+    rivals = [r for p in phrases for r in colour_rivals(p) if r not in own]
+    return list(dict.fromkeys([b for b in pool if _noun_key(b) not in keys] + rivals))
 
 
 def background_for(phrases: Sequence[str], background: Sequence[str] = BACKGROUND_PHRASES) -> list[str]:

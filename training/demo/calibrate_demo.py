@@ -11,7 +11,8 @@
 3. Fits the logistic maps on the FIT scenes and writes ``geoalign_core/weights/geoalign-demo.card.json``
    (domain, vocabulary, calibration, and the CHECK scenes' measured precision and calibration error).
 4. Writes the CHECK scenes' reliability tables to ``runs/calibration/check.json`` (the figures of
-   ``docs/scores.md`` are made from it by ``benchmarks/bench_scores.py``).
+   ``docs/scores.md`` are made from it by ``benchmarks/bench_scores.py``) and every labelled result to
+   ``runs/calibration/collected.npz`` (``--refit`` fits again from it without running anything).
 """
 
 from __future__ import annotations
@@ -111,10 +112,29 @@ def collect(predictor, pairs, what: str) -> tuple[dict, list[dict], dict]:
     return find, tiles, similar
 
 
+def _collected(work: Path, predictor, fit_pairs, check_pairs, refit: bool) -> dict[str, np.ndarray]:
+    """The labelled results of every scene: collected (and saved to ``collected.npz``), or read back (``refit``)."""
+    path = work / "collected.npz"
+    if refit and path.exists():
+        return dict(np.load(path))
+    fit_find, fit_tiles, fit_sim = collect(predictor, fit_pairs, "fit")
+    check_find, check_tiles, check_sim = collect(predictor, check_pairs, "check")
+    data = {**{f"fit_find_{k}": v for k, v in fit_find.items()},
+            **{f"check_find_{k}": v for k, v in check_find.items()},
+            "fit_tiles_x": np.concatenate([t["x"] for t in fit_tiles]),
+            "fit_tiles_y": np.concatenate([t["y"] for t in fit_tiles]),
+            "fit_sim_x": fit_sim["x"], "fit_sim_y": fit_sim["y"], "check_sim_x": check_sim["x"],
+            "check_sim_y": check_sim["y"],
+            **{f"check_tiles_{i}_{k}": t[k] for i, t in enumerate(check_tiles) for k in ("x", "y")}}
+    np.savez(path, **data)
+    return data
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "calibration")
     ap.add_argument("--card", type=Path, default=ROOT / "geoalign_core" / "weights" / "geoalign-demo.card.json")
+    ap.add_argument("--refit", action="store_true", help="fit again from the saved collected.npz (no new runs)")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     import torch
@@ -140,41 +160,39 @@ def main(argv: list[str] | None = None) -> int:
     )
     predictor = Predictor("geoalign-demo", device="cpu")
     predictor.model.card = card  # vocabulary known (the 'unknown' feature), no calibration yet
-    fit_find, fit_tiles, fit_sim = collect(predictor, fit_pairs, "fit")
-    check_find, check_tiles, check_sim = collect(predictor, check_pairs, "check")
-    fmap = fit_logistic(fit_find["x"], fit_find["y"], FEATURES)
-    tx = np.concatenate([t["x"] for t in fit_tiles])
-    ty = np.concatenate([t["y"] for t in fit_tiles])
-    tmap = fit_logistic(tx, ty, TILE_FEATURES)
-    smap = fit_logistic(fit_sim["x"], fit_sim["y"], SIMILAR_FEATURES)
+    d = _collected(args.work, predictor, fit_pairs, check_pairs, args.refit)
+    fmap = fit_logistic(d["fit_find_x"], d["fit_find_y"], FEATURES)
+    tmap = fit_logistic(d["fit_tiles_x"], d["fit_tiles_y"], TILE_FEATURES)
+    smap = fit_logistic(d["fit_sim_x"], d["fit_sim_y"], SIMILAR_FEATURES)
     fitted_on = (f"{len(fit_pairs)} held-out synthetic scenes (seeds {FIT_SCENES[0][0]}-{FIT_SCENES[-1][0]}, "
                  f"{' and '.join(sorted({f'{z} px' for _, z in FIT_SCENES}))})")
     card.calibration = {
-        "find": {"map": fmap.to_dict(), "fitted_on": fitted_on, "n": int(len(fit_find["y"])),
-                 "n_right": int(fit_find["y"].sum()), "phrases": PRESENT + ABSENT,
+        "find": {"map": fmap.to_dict(), "fitted_on": fitted_on, "n": int(len(d["fit_find_y"])),
+                 "n_right": int(d["fit_find_y"].sum()), "phrases": PRESENT + ABSENT,
                  "rule": "a box is right when its centre lies in a labelled object of the phrase's class (and colour)"},
-        "tiles": {"map": tmap.to_dict(), "fitted_on": fitted_on, "n": int(len(ty)), "n_right": int(ty.sum()),
+        "tiles": {"map": tmap.to_dict(), "fitted_on": fitted_on, "n": int(len(d["fit_tiles_y"])),
+                  "n_right": int(d["fit_tiles_y"].sum()),
                   "rule": "a tile's label is right when its class covers >= 10 % of the tile"},
-        "similar": {"map": smap.to_dict(), "fitted_on": fitted_on, "n": int(len(fit_sim["y"])),
-                    "n_right": int(fit_sim["y"].sum()),
+        "similar": {"map": smap.to_dict(), "fitted_on": fitted_on, "n": int(len(d["fit_sim_y"])),
+                    "n_right": int(d["fit_sim_y"].sum()),
                     "rule": f"two labelled {', '.join(SIMILAR_CLASSES)} objects as examples; a result is right when "
                             "its centre lies in an object of the same class"},
     }
-    p_find = fmap.probability(torch.from_numpy(check_find["x"])).numpy()
-    rel_find = reliability(p_find, check_find["y"])
-    p_tiles = [tmap.probability(torch.from_numpy(t["x"])).numpy() for t in check_tiles]
-    rel_tiles = reliability(np.concatenate(p_tiles), np.concatenate([t["y"] for t in check_tiles]))
-    rel_sim = reliability(smap.probability(torch.from_numpy(check_sim["x"])).numpy(), check_sim["y"])
+    p_find = fmap.probability(torch.from_numpy(d["check_find_x"])).numpy()
+    rel_find = reliability(p_find, d["check_find_y"])
+    tile_sets = [(d[f"check_tiles_{i}_x"], d[f"check_tiles_{i}_y"]) for i in range(len(TILE_SETS))]
+    p_tiles = [tmap.probability(torch.from_numpy(x)).numpy() for x, _ in tile_sets]
+    rel_tiles = reliability(np.concatenate(p_tiles), np.concatenate([y for _, y in tile_sets]))
+    rel_sim = reliability(smap.probability(torch.from_numpy(d["check_sim_x"])).numpy(), d["check_sim_y"])
     on = f"{len(check_pairs)} other held-out synthetic scenes (seeds {CHECK_SCENES[0][0]}-{CHECK_SCENES[-1][0]})"
     card.measured = {"find": {"on": on, **{k: v for k, v in rel_find.items() if k != "bins"}},
                      "tiles": {"on": on, **{k: v for k, v in rel_tiles.items() if k != "bins"}},
                      "similar": {"on": on, **{k: v for k, v in rel_sim.items() if k != "bins"}}}
     save_card(card, args.card)
     per_phrase = {}
-    phrases = PRESENT + ABSENT
-    for i, ph in enumerate(phrases):
-        m = check_find["phrase"] == i
-        per_phrase[ph] = reliability(p_find[m], check_find["y"][m])
+    for i, ph in enumerate(PRESENT + ABSENT):
+        m = d["check_find_phrase"] == i
+        per_phrase[ph] = reliability(p_find[m], d["check_find_y"][m])
     none_rate = {}
     for cs, pt in zip(TILE_SETS, p_tiles):
         none_rate[",".join(cs) if cs else "default vocabulary"] = float((pt < 0.5).mean())
@@ -182,13 +200,10 @@ def main(argv: list[str] | None = None) -> int:
              "tile_none_rate": none_rate, "fit": {"find": fmap.to_dict(), "tiles": tmap.to_dict(),
                                                   "similar": smap.to_dict()}}
     (args.work / "check.json").write_text(json.dumps(check, indent=1))
-    np.savez(args.work / "collected.npz", **{f"fit_find_{k}": v for k, v in fit_find.items()},
-             **{f"check_find_{k}": v for k, v in check_find.items()},
-             fit_tiles_x=tx, fit_tiles_y=ty, check_sim_x=check_sim["x"], check_sim_y=check_sim["y"],
-             fit_sim_x=fit_sim["x"], fit_sim_y=fit_sim["y"],
-             **{f"check_tiles_{i}_{k}": t[k] for i, t in enumerate(check_tiles) for k in ("x", "y")})
-    print(f"wrote {args.card}: find precision {rel_find['precision_at_0.5']} at >= 0.5, ECE {rel_find['ece']:.3f}; "
-          f"tiles ECE {rel_tiles['ece']:.3f}")
+    print(f"wrote {args.card}: find precision {rel_find['precision_at_0.5']:.3f} at >= 0.5, ECE {rel_find['ece']:.3f}; "
+          f"tiles ECE {rel_tiles['ece']:.3f}; similar ECE {rel_sim['ece']:.3f}")
+    for ph, r in per_phrase.items():
+        print(f"  {ph:15} >= 0.5: {r['n_at_0.5']:4}, precision {r['precision_at_0.5'] or 0:.2f}, ECE {r['ece']:.3f}")
     return 0
 
 
