@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["CARD_SUFFIX", "Domain", "ModelCard", "card_line", "card_path", "domain_warnings", "load_card", "model_line",
-           "raster_is_synthetic", "save_card"]
+           "out_of_domain", "raster_is_synthetic", "save_card"]
 
 CARD_SUFFIX = ".card.json"
 #: a raster whose pixel size is further than this factor from the model's training range is out of domain
@@ -81,11 +81,14 @@ class ModelCard:
     def calibrated(self) -> bool:
         return "find" in self.calibration
 
-    def score_map(self, task: str):
-        """The fitted map of ``task`` (a :class:`~geoalign_core.inference.calibration.LogisticMap`) or None."""
+    def score_map(self, task: str, out_of_domain: bool = False):
+        """The fitted map of ``task`` (a :class:`~geoalign_core.inference.calibration.LogisticMap`) or None.
+
+        ``out_of_domain`` (a synthetic-only model on real imagery): the map fitted for that case on real
+        labelled scenes (``"<task>:real"``) when the card has one, else None: uncalibrated there."""
         from .inference.calibration import LogisticMap
 
-        entry = self.calibration.get(task)
+        entry = self.calibration.get(f"{task}:real" if out_of_domain else task)
         return LogisticMap.from_dict(entry["map"]) if entry else None
 
     def unknown_words(self, phrase: str) -> list[str]:
@@ -109,6 +112,8 @@ class ModelCard:
             m = self.measured.get("find") or {}
             if m.get("precision_at_0.5") is not None:
                 parts.append(f"held-out precision {m['precision_at_0.5']:.2f} at score >= 0.5")
+            if "find:real" in self.calibration:
+                parts.append(f"on real imagery: calibrated on {self.calibration['find:real'].get('fitted_on', '?')}")
         else:
             parts.append("uncalibrated (results show raw evidence, not probabilities)")
         return "; ".join(parts)
@@ -183,8 +188,10 @@ def domain_warnings(card: ModelCard | None, *, bands: int, gsd_m: float | None, 
     fix = ("get a zoo model for real imagery (geoalign models list; offline: place its weights in the cache "
            "folder that geoalign models list names) or fine-tune this one on your labels (geoalign finetune)")
     if d.kind == "synthetic" and synthetic is False:
-        out.append(f"{card.name} was trained on synthetic scenes only; on real imagery its results are not "
-                   f"reliable: {fix}")
+        how = ("its scores there are calibrated on real labelled scenes and stay low: it rarely finds anything"
+               if "find:real" in card.calibration else "its results there are uncalibrated")
+        out.append(f"{card.name} was trained on synthetic scenes only and this raster is real imagery ({how}); "
+                   f"{fix}")
     if d.bands and bands != d.bands:
         out.append(f"{card.name} was trained on {d.bands}-band imagery and this raster gives {bands} band(s) "
                    f"(repeated or dropped to fit); {fix}")
@@ -215,6 +222,12 @@ def card_line(card: ModelCard | None, name: str) -> str:
         return card.domain_line()
     return (f"{name}: no model card: unknown training domain; uncalibrated (results show raw evidence, "
             "not probabilities)")
+
+
+def out_of_domain(card: ModelCard | None, synthetic: bool | None) -> bool:
+    """Whether a raster (``synthetic``: made by this project's generator; None: unknown) is outside a
+    synthetic-only model's domain: real imagery for a model that only saw generated scenes."""
+    return card is not None and card.domain.kind == "synthetic" and synthetic is False
 
 
 def raster_is_synthetic(tags: dict[str, Any]) -> bool:

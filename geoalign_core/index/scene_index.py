@@ -88,6 +88,8 @@ class SceneIndex:
         any more: only the box refinement reads it); ``meta`` / ``emb``: its metadata.
     """
 
+    out_of_domain = False  #: set by the tasks (inference.source.open_source): real imagery for a synthetic-only model
+
     live = False
 
     def __init__(self, path: Path, emb: dict, meta: dict, table: Any, patches: np.ndarray) -> None:

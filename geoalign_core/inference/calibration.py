@@ -265,7 +265,7 @@ class SimilarScorer:
 def measure_similar(enc: Encoder, src: EmbeddingSource, windows: Sequence[Window], query: torch.Tensor,
                     cancel: Cancel | None = None) -> SimilarScorer:
     """``similar``'s :class:`SimilarScorer`: the cosine of the scene's sampled sliding windows with ``query [D]``."""
-    model_map = enc.score_map("similar")
+    model_map = enc.score_map("similar", getattr(src, "out_of_domain", False))
     sample = pick_windows(windows)
     patch, size = enc.model.patch_size, enc.input_size
     grid = scoring.window_candidates(size, size, patch)
@@ -286,7 +286,7 @@ def measure(enc: Encoder, src: EmbeddingSource, windows: Sequence[Window], texts
             cancel: Cancel | None = None) -> Scorer:
     """The scene's :class:`Scorer` (its statistics from the sliding windows of the sample tiles of
     ``windows``, :func:`pick_windows`; ``texts``: query phrases then competitors) with the model's map."""
-    model_map = enc.score_map("find")
+    model_map = enc.score_map("find", getattr(src, "out_of_domain", False))
     sample = pick_windows(windows)
     if not sample:
         return Scorer(SceneStats.empty(n_phrases), model_map)

@@ -115,7 +115,7 @@ def tile_classify(
         if not tiles:
             raise InputError(f"no valid pixels in {src.path}" + (" within the bounds" if bounds else ""))
         z, margin = class_features(logits, len(classes))
-        score_map = enc.score_map("tiles")
+        score_map = enc.score_map("tiles", getattr(src, "out_of_domain", False))
         if score_map is not None:  # calibrated: each class's probability of being right
             value = score_map.probability(torch.stack([z, margin], dim=-1).view(-1, 2)).view(z.shape)
             column = "score"

@@ -232,10 +232,12 @@ class Encoder:
         """The model's :class:`~geoalign_core.card.ModelCard` (None: the model has none)."""
         return getattr(self.model, "card", None)
 
-    def score_map(self, task: str):
-        """The card's fitted :class:`~.calibration.LogisticMap` for ``task`` ("find", "tiles"), or None."""
+    def score_map(self, task: str, out_of_domain: bool = False):
+        """The card's fitted :class:`~.calibration.LogisticMap` for ``task`` ("find", "tiles", "similar"), or
+        None; ``out_of_domain``: the one for real imagery of a synthetic-only model (:meth:`ModelCard.score_map
+        <geoalign_core.card.ModelCard.score_map>`)."""
         card = self.card
-        return card.score_map(task) if card is not None else None
+        return card.score_map(task, out_of_domain) if card is not None else None
 
     def unknown_words(self, phrase: str) -> list[str]:
         """Words of ``phrase`` the model never saw in training (empty when its card lists no vocabulary)."""

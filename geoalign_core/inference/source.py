@@ -74,6 +74,7 @@ class LiveSource:
     embeddings from the encoder's image pass (one backbone pass per tile)."""
 
     live = True
+    out_of_domain = False  #: set by :func:`open_source`: real imagery for a synthetic-only model
 
     def __init__(self, enc: Encoder, raster: RasterSource) -> None:
         self.enc = enc
@@ -197,26 +198,44 @@ def open_source(enc: Encoder, raster: str | PathLike | Any, bands: Sequence[int]
     (:func:`geoalign_core.card.domain_warnings`)."""
     if hasattr(raster, "embeddings") and hasattr(raster, "windows"):
         raster.check_compatible(enc, bands)
-        warn_domain(enc, None, phrases)
+        raster.out_of_domain = warn_domain(enc, None, phrases, getattr(raster, "raster_path", None))
         yield raster
         return
     with RasterSource(raster, bands, allow_no_crs=allow_no_crs) as src:
-        warn_domain(enc, src, phrases)
-        yield LiveSource(enc, src)
+        live = LiveSource(enc, src)
+        live.out_of_domain = warn_domain(enc, src, phrases)
+        yield live
 
 
-def warn_domain(enc: Encoder, raster: RasterSource | None, phrases: Sequence[str] = ()) -> list[str]:
-    """Warn (one line each) where ``raster`` or ``phrases`` lie outside the model's training domain."""
+def _tags_of(path: Any) -> dict | None:
+    """The GeoTIFF tags of the raster at ``path`` (None: it cannot be opened)."""
+    import rasterio
+
+    try:
+        with rasterio.open(path) as ds:
+            return dict(ds.tags())
+    except Exception:  # noqa: BLE001 - gone or unreadable: its origin is unknown
+        return None
+
+
+def warn_domain(enc: Encoder, raster: RasterSource | None, phrases: Sequence[str] = (),
+                raster_path: Any = None) -> bool:
+    """Warn (one line each) where ``raster`` (or the indexed ``raster_path``) or ``phrases`` lie outside the
+    model's training domain; True when the raster is outside it (a synthetic-only model on real imagery)."""
     import warnings
 
-    from ..card import domain_warnings, raster_is_synthetic
+    from ..card import domain_warnings, out_of_domain, raster_is_synthetic
     from ..geo.grid import pixel_size_m
 
     card = enc.card
     if card is None:
-        return []
+        return False
+    synthetic: bool | None = None
     if raster is None:
-        lines = domain_warnings(card, bands=card.domain.bands or 3, gsd_m=None, synthetic=None, phrases=phrases)
+        tags = _tags_of(raster_path) if raster_path else None
+        synthetic = None if tags is None else raster_is_synthetic(tags)
+        lines = domain_warnings(card, bands=card.domain.bands or 3, gsd_m=None, synthetic=synthetic,
+                                phrases=phrases)
     else:
         ds = raster.dataset
         try:
@@ -228,8 +247,9 @@ def warn_domain(enc: Encoder, raster: RasterSource | None, phrases: Sequence[str
             mx, my = pixel_size_m(raster.crs, raster.transform, raster.width, raster.height)
             gsd = (mx + my) / 2.0
         n_bands = len(set(raster.selection.rgb))
-        lines = domain_warnings(card, bands=n_bands if n_bands > 1 else 1, gsd_m=gsd,
-                                synthetic=raster_is_synthetic(tags), phrases=phrases)
+        synthetic = raster_is_synthetic(tags)
+        lines = domain_warnings(card, bands=n_bands if n_bands > 1 else 1, gsd_m=gsd, synthetic=synthetic,
+                                phrases=phrases)
     for line in lines:
         warnings.warn(line, UserWarning, stacklevel=3)
-    return lines
+    return out_of_domain(card, synthetic)

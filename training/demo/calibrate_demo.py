@@ -9,7 +9,10 @@
    class sets) on every scene and labels each result right or wrong against the scene's labels
    (:mod:`geoalign_core.evaluation.reliability`).
 3. Fits the logistic maps on the FIT scenes and writes ``geoalign_core/weights/geoalign-demo.card.json``
-   (domain, vocabulary, calibration, and the CHECK scenes' measured precision and calibration error).
+   (domain, vocabulary, calibration, and the CHECK scenes' measured precision and calibration error);
+   with ``../shared/real_data`` present, also the map for real imagery (``find:real``: the demo model on
+   real scenes, fitted on the NEON crowns and SpaceNet buildings with phrases of absent things, measured
+   leaving one scene out), which ``find`` uses on rasters the generator did not make.
 4. Writes the CHECK scenes' reliability tables to ``runs/calibration/check.json`` (the figures of
    ``docs/scores.md`` are made from it by ``benchmarks/bench_scores.py``) and every labelled result to
    ``runs/calibration/collected.npz`` (``--refit`` fits again from it without running anything).
@@ -112,6 +115,74 @@ def collect(predictor, pairs, what: str) -> tuple[dict, list[dict], dict]:
     return find, tiles, similar
 
 
+#: real labelled scenes of ../shared/real_data for the calibration on real imagery ("find:real"): raster, labels,
+#: the phrase of the labelled class, and phrases of things that are not there (a forest; a suburb, where a
+#: backyard pool or a parked car may be unlabelled, so those are left out)
+REAL_SCENES = [
+    ("neon_osbs029_rgb.tif", "neon_osbs029_trees_pixel_boxes.csv", "tree",
+     ["airplane", "ship", "tennis court", "swimming pool", "building", "car", "parking lot", "storage tanks"]),
+    ("spacenet_atlanta_pan.tif", "spacenet_atlanta_buildings.geojson", "building",
+     ["airplane", "ship", "tennis court", "storage tanks", "baseball field", "river"]),
+]
+REAL = ROOT.parent / "shared" / "real_data"
+
+
+def _real_labels(raster: Path, labels: Path, cls: str):
+    """The labels of a real scene as polygons in its CRS, every one of class ``cls`` (field ``class``)."""
+    import geopandas as gpd
+
+    from training.calibrate import labels_frame
+
+    if labels.suffix == ".csv":
+        frame = labels_frame(str(raster), str(labels), "label", None)
+    else:
+        frame = gpd.read_file(labels)
+    return gpd.GeoDataFrame({"class": [cls] * len(frame)}, geometry=frame.geometry.values, crs=frame.crs)
+
+
+def calibrate_real(predictor, work: Path, refit: bool) -> tuple[dict, dict] | None:
+    """The demo's map for real imagery (``"find:real"``), fitted on both real labelled scenes, and its
+    leave-one-scene-out measurement (fitted on one scene, measured on the other); None without the data."""
+    import torch
+
+    from geoalign_core.evaluation.reliability import collect_find, fit_logistic, reliability
+    from geoalign_core.inference.calibration import FEATURES
+
+    if not all((REAL / r).exists() and (REAL / lab).exists() for r, lab, _, _ in REAL_SCENES):
+        return None
+    path = work / "collected_real.npz"
+    if refit and path.exists():
+        saved = np.load(path)
+        parts = [{k[len(f"{i}_"):]: saved[k] for k in saved.files if k.startswith(f"{i}_")}
+                 for i in range(len(REAL_SCENES))]
+    else:
+        parts = []
+        for raster, labels, cls, absent in REAL_SCENES:
+            frame = _real_labels(REAL / raster, REAL / labels, cls)
+            parts.append(collect_find(predictor, REAL / raster, frame, "class", [cls, *absent]))
+            print(f"real {raster}: {len(parts[-1]['y'])} boxes ({int(parts[-1]['y'].sum())} right)", flush=True)
+        np.savez(path, **{f"{i}_{k}": v for i, p in enumerate(parts) for k, v in p.items()})
+    x = np.concatenate([p["x"] for p in parts])
+    y = np.concatenate([p["y"] for p in parts])
+    fmap = fit_logistic(x, y, FEATURES)
+    ps, ys = [], []
+    for i, p in enumerate(parts):  # leave one scene out
+        rest = [q for j, q in enumerate(parts) if j != i]
+        m = fit_logistic(np.concatenate([q["x"] for q in rest]), np.concatenate([q["y"] for q in rest]), FEATURES)
+        ps.append(m.probability(torch.from_numpy(p["x"])).numpy())
+        ys.append(p["y"])
+    rel = reliability(np.concatenate(ps), np.concatenate(ys))
+    names = " and ".join(f"{r} ({c})" for r, _, c, _ in REAL_SCENES)
+    entry = {"map": fmap.to_dict(), "fitted_on": f"{len(REAL_SCENES)} real labelled scenes: {names}",
+             "n": int(len(y)), "n_right": int(y.sum()),
+             "applies_to": "rasters not made by the project's scene generator (real imagery)",
+             "rule": "a box is right when its centre lies in a labelled object of its class; phrases of things not "
+                     "in the scene are always wrong"}
+    measured = {"on": "the same real scenes, leave one scene out (fitted on the other)",
+                **{k: v for k, v in rel.items() if k != "bins"}}
+    return entry, {"measured": measured, "reliability": rel}
+
+
 def _collected(work: Path, predictor, fit_pairs, check_pairs, refit: bool) -> dict[str, np.ndarray]:
     """The labelled results of every scene: collected (and saved to ``collected.npz``), or read back (``refit``)."""
     path = work / "collected.npz"
@@ -188,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     card.measured = {"find": {"on": on, **{k: v for k, v in rel_find.items() if k != "bins"}},
                      "tiles": {"on": on, **{k: v for k, v in rel_tiles.items() if k != "bins"}},
                      "similar": {"on": on, **{k: v for k, v in rel_sim.items() if k != "bins"}}}
+    real = calibrate_real(predictor, args.work, args.refit)
+    if real is not None:
+        card.calibration["find:real"] = real[0]
+        card.measured["find:real"] = real[1]["measured"]
     save_card(card, args.card)
     per_phrase = {}
     for i, ph in enumerate(PRESENT + ABSENT):
@@ -197,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     for cs, pt in zip(TILE_SETS, p_tiles):
         none_rate[",".join(cs) if cs else "default vocabulary"] = float((pt < 0.5).mean())
     check = {"find": rel_find, "tiles": rel_tiles, "similar": rel_sim, "per_phrase": per_phrase,
+             "find_real": real[1]["reliability"] if real is not None else None,
              "tile_none_rate": none_rate, "fit": {"find": fmap.to_dict(), "tiles": tmap.to_dict(),
                                                   "similar": smap.to_dict()}}
     (args.work / "check.json").write_text(json.dumps(check, indent=1))
