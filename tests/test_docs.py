@@ -236,6 +236,7 @@ def served(site):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", site
     server.shutdown()
+    server.server_close()
 
 
 def _chromium(*args: str, cwd: Path) -> subprocess.CompletedProcess:
