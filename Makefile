@@ -7,17 +7,18 @@ STAMP := $(VENV)/.geoalign-installed
 TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup system demo test test-fast lint plugin sample clean-venv bench
+.PHONY: setup system demo test test-fast lint docs plugin sample clean-venv bench
 
 setup: $(STAMP)
 
-# QGIS (the desktop app, PyQGIS and the Python it is built for) and Xvfb from Debian, only when missing.
+# QGIS (the desktop app, PyQGIS and the Python it is built for), Xvfb and Chromium (the docs test
+# opens the built site headless) from Debian, only when missing.
 system:
 	@if ! $(SYS_PY) -c "import qgis.core" >/dev/null 2>&1 || ! command -v qgis >/dev/null \
-			|| ! command -v xvfb-run >/dev/null; then \
-		echo "installing QGIS (desktop app + PyQGIS) and Xvfb from apt"; \
+			|| ! command -v xvfb-run >/dev/null || ! command -v chromium >/dev/null; then \
+		echo "installing QGIS (desktop app + PyQGIS), Xvfb and Chromium from apt"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			qgis python3-qgis qgis-providers xvfb python3-venv >/dev/null; \
+			qgis python3-qgis qgis-providers xvfb python3-venv chromium >/dev/null; \
 	fi
 
 $(STAMP): pyproject.toml | system
@@ -30,7 +31,7 @@ $(STAMP): pyproject.toml | system
 demo: setup
 	$(VENV)/bin/geoalign tile-classify sample_data/scene.tif --out demo_tiles.gpkg --overwrite
 
-test: setup
+test: setup docs
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 # the quick loop while editing: everything but the tests marked slow (real QGIS, DDP, training runs)
@@ -39,6 +40,11 @@ test-fast: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# the documentation site (site/): strict, so a warning or a broken internal link fails the build
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 sample: setup
 	$(PY) sample_data/make_sample.py --seed 0 --out sample_data

@@ -115,12 +115,12 @@ def one_line_warnings() -> Iterator[None]:
             warnings.filterwarnings("ignore", category=FutureWarning)
             warnings.filterwarnings("ignore", category=UserWarning, module="torch")
             warnings.filterwarnings("ignore", message=_NOISE)
-            try:
-                from numpy.exceptions import ComplexWarning
-            except ImportError:  # numpy < 1.25
-                ComplexWarning = None  # noqa: N806
-            if ComplexWarning is not None:
-                warnings.filterwarnings("ignore", category=ComplexWarning)
+            import numpy as np
+
+            # numpy >= 1.25 has it in numpy.exceptions, older ones at the top level
+            complex_warning = getattr(getattr(np, "exceptions", np), "ComplexWarning", None)
+            if complex_warning is not None:
+                warnings.filterwarnings("ignore", category=complex_warning)
         warnings.showwarning = _show_warning
         yield
 

@@ -3,37 +3,71 @@
 
     .venv/bin/python geoalign_qgis/package.py --out dist/geoalign_qgis.zip   # or: make plugin
 
-The zip holds one folder, ``geoalign_qgis/``, with ``metadata.txt`` (copied from the
-repository's top-level ``metadata.txt``), ``__init__.py`` (classFactory), ``icon.svg``, the
-plugin code, and ``wheels/geoalign-<version>-py3-none-any.whl``: the GeoAlign package of the
+The zip holds one folder, ``geoalign_qgis/``, with ``metadata.txt`` (the plugin folder's own,
+stamped with ``version`` from ``geoalign_core/__init__.py`` -- the one version source -- and
+``changelog`` from that version's section of CHANGELOG.md), ``LICENSE``, ``__init__.py``
+(classFactory), ``icon.svg``, the plugin code, and
+``wheels/geoalign-<version>-py3-none-any.whl``: the GeoAlign package of the
 same version, which the plugin's one-click set-up installs into a separate environment for
 the engine process (QGIS's own Python never gets it). Building the wheel needs a Python with
 pip and setuptools (the project's .venv); ``--no-wheel`` builds the plugin alone.
+
+``--plugins-xml PATH --download-url URL`` also writes the ``plugins.xml`` of a custom plugin
+repository (QGIS: Plugins > Manage and Install Plugins > Settings > Add...) that offers this
+zip, published at URL; QGIS then offers its updates like those of the official repository.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import configparser
+import io
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 FOLDER = "geoalign_qgis"
+METADATA = HERE / "metadata.txt"
+CHANGELOG = ROOT / "CHANGELOG.md"
+LICENSE = ROOT / "LICENSE"
+STAMPED_KEYS = ("version", "changelog")  # written into the zip's metadata.txt, never into the source one
 REQUIRED_KEYS = (
-    "name", "description", "about", "version", "author", "email", "repository", "tracker",
+    "name", "description", "about", "author", "email", "repository", "tracker",
     "qgisMinimumVersion", "qgisMaximumVersion", "hasProcessingProvider", "icon",
 )
 INCLUDE_SUFFIXES = {".py", ".svg", ".png", ".qml", ".ui", ".txt", ".md"}
 EXCLUDE_NAMES = {"package.py"}
 EXCLUDE_DIRS = {"__pycache__", "tests", ".pytest_cache", "wheels"}
 # what the wheel is built from (copied to a temporary folder: the build leaves nothing in the checkout)
-WHEEL_SOURCES = ("pyproject.toml", "README.md", "geoalign_core", "geoalign_qgis", "training")
+WHEEL_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "geoalign_core", "geoalign_qgis", "training")
+
+
+def version() -> str:
+    """``geoalign_core.__version__``, read without importing the package (the one version source)."""
+    tree = ast.parse((ROOT / "geoalign_core" / "__init__.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets):
+            return str(ast.literal_eval(node.value))
+    raise SystemExit("error: geoalign_core/__init__.py defines no __version__")
+
+
+def changelog(ver: str, path: Path = CHANGELOG) -> str:
+    """The bullet points of CHANGELOG.md's section for ``ver`` (else [Unreleased]), as QGIS shows them."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    sections = dict(re.findall(r"^## \[([^\]]+)\][^\n]*\n(.*?)(?=^## \[|\Z)", text, flags=re.M | re.S))
+    body = sections.get(ver) or sections.get("Unreleased") or ""
+    items = [" ".join(b.split()).rstrip(".") for b in re.findall(r"^- (.*?)(?=^- |^#|\Z)", body, flags=re.M | re.S)]
+    if not items:
+        raise SystemExit(f"error: {path} has no entries for version {ver} (nor [Unreleased])")
+    return f"{ver}: " + "; ".join(items)
 
 
 def read_metadata(path: Path) -> configparser.ConfigParser:
@@ -42,6 +76,10 @@ def read_metadata(path: Path) -> configparser.ConfigParser:
     cp.read(path, encoding="utf-8")
     if not cp.has_section("general"):
         raise SystemExit(f"error: {path} has no [general] section")
+    stamped = [k for k in STAMPED_KEYS if cp.has_option("general", k)]
+    if stamped:
+        raise SystemExit(f"error: {path} sets {', '.join(stamped)}: these are stamped into the zip from "
+                         "geoalign_core/__init__.py and CHANGELOG.md (one version source)")
     missing = [k for k in REQUIRED_KEYS if not cp.get("general", k, fallback="").strip()]
     if missing:
         raise SystemExit(f"error: {path} lacks {', '.join(missing)}")
@@ -49,6 +87,39 @@ def read_metadata(path: Path) -> configparser.ConfigParser:
     if not (HERE / icon).is_file():
         raise SystemExit(f"error: metadata icon {icon} is not in {HERE}")
     return cp
+
+
+def stamped_metadata(path: Path) -> str:
+    """The zip's metadata.txt: the plugin folder's, with ``version`` and ``changelog`` added."""
+    cp = read_metadata(path)
+    ver = version()
+    cp.set("general", "version", ver)
+    cp.set("general", "changelog", changelog(ver))
+    buf = io.StringIO()
+    cp.write(buf)
+    return buf.getvalue()
+
+
+def plugins_xml(metadata: str, download_url: str, file_name: str) -> str:
+    """A QGIS plugin repository (``plugins.xml``) offering one zip, from the zip's own metadata."""
+    cp = configparser.ConfigParser(interpolation=None)
+    cp.optionxform = str
+    cp.read_string(metadata)
+    g = cp["general"]
+    fields = {
+        "description": g["description"], "about": g["about"], "version": g["version"],
+        "qgis_minimum_version": g["qgisMinimumVersion"], "qgis_maximum_version": g["qgisMaximumVersion"],
+        "homepage": g.get("homepage", ""), "file_name": file_name, "icon": g["icon"],
+        "author_name": g["author"], "download_url": download_url, "repository": g["repository"],
+        "tracker": g["tracker"], "tags": g.get("tags", ""), "experimental": g.get("experimental", "False"),
+        "deprecated": g.get("deprecated", "False"), "server": g.get("server", "False"),
+        "changelog": g.get("changelog", ""),
+    }
+    body = "".join(f"    <{k}>{escape(v)}</{k}>\n" for k, v in fields.items())
+    name = escape(g["name"], {'"': "&quot;"})
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n<plugins>\n'
+            f'  <pyqgis_plugin name="{name}" version="{escape(g["version"])}" plugin_id="{FOLDER}">\n'
+            f"{body}  </pyqgis_plugin>\n</plugins>\n")
 
 
 def plugin_files() -> list[Path]:
@@ -88,15 +159,16 @@ def build_wheel(folder: Path, python: str = sys.executable) -> Path:
     return wheels[-1]
 
 
-def build(out: Path, metadata: Path, wheel: bool = True) -> list[str]:
-    read_metadata(metadata)
+def build(out: Path, metadata: Path = METADATA, wheel: bool = True) -> list[str]:
+    meta_text = stamped_metadata(metadata)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     names = []
     with tempfile.TemporaryDirectory(prefix="geoalign-plugin-") as wdir, \
             zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.write(metadata, f"{FOLDER}/metadata.txt")
-        names.append(f"{FOLDER}/metadata.txt")
+        zf.writestr(f"{FOLDER}/metadata.txt", meta_text)
+        zf.write(LICENSE, f"{FOLDER}/LICENSE")
+        names += [f"{FOLDER}/metadata.txt", f"{FOLDER}/LICENSE"]
         for p in plugin_files():
             arc = f"{FOLDER}/{p.relative_to(HERE).as_posix()}"
             zf.write(p, arc)
@@ -117,11 +189,20 @@ def build(out: Path, metadata: Path, wheel: bool = True) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "dist" / "geoalign_qgis.zip")
-    ap.add_argument("--metadata", type=Path, default=ROOT / "metadata.txt")
+    ap.add_argument("--metadata", type=Path, default=METADATA)
     ap.add_argument("--no-wheel", action="store_true", help="leave the GeoAlign wheel out (no one-click set-up)")
+    ap.add_argument("--plugins-xml", type=Path, help="also write a custom plugin repository's plugins.xml here")
+    ap.add_argument("--download-url", help="where the zip will be published (the plugins.xml's download_url)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    if args.plugins_xml and not args.download_url:
+        ap.error("--plugins-xml needs --download-url (the zip's published URL)")
     names = build(args.out, args.metadata, wheel=not args.no_wheel)
+    if args.plugins_xml:
+        args.plugins_xml.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(args.out) as zf:
+            meta = zf.read(f"{FOLDER}/metadata.txt").decode("utf-8")
+        args.plugins_xml.write_text(plugins_xml(meta, args.download_url, args.out.name), encoding="utf-8")
     if not args.quiet:
         print(f"{args.out}: {len(names)} files")
         for n in names:

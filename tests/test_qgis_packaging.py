@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from qgis_helpers import ROOT, sample_crop
 
+from geoalign_core import __version__
+
 pytestmark = pytest.mark.qgis
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -131,17 +133,24 @@ def test_zip_layout_and_metadata(plugin_zip):
         assert f"geoalign_qgis/{needed}" in names
     assert not any("__pycache__" in n or n.endswith(".pyc") or n.endswith("package.py") for n in names)
     # the GeoAlign package of the same version, for the one-click set-up of the engine environment
-    assert wheel == "geoalign_qgis/wheels/geoalign-0.1.0-py3-none-any.whl"
+    assert wheel == f"geoalign_qgis/wheels/geoalign-{__version__}-py3-none-any.whl"
     for needed in ("geoalign_core/engine/__main__.py", "geoalign_core/weights/geoalign-demo.safetensors",
                    "geoalign_core/archs/GeoAlign-Tiny.json"):
         assert needed in wheel_names
-    assert meta_text == (ROOT / "metadata.txt").read_text()
+    # the plugin folder's metadata.txt, stamped with the one version and its changelog
+    src = configparser.ConfigParser(interpolation=None)
+    src.optionxform = str
+    src.read(ROOT / "geoalign_qgis" / "metadata.txt")
     cp = configparser.ConfigParser(interpolation=None)
     cp.optionxform = str
     cp.read_string(meta_text)
     g = cp["general"]
-    assert g["qgisMinimumVersion"] == "3.22" and g["qgisMaximumVersion"] == "4.99"
-    assert g["hasProcessingProvider"] == "yes" and g["icon"] == "icon.svg" and g["version"] == "0.1.0"
+    assert {k: v for k, v in g.items() if k not in ("version", "changelog")} == dict(src["general"])
+    assert "version" not in src["general"] and "changelog" not in src["general"]
+    # tested on QGIS 3.22 (Qt5) only: no QGIS 4 / Qt6
+    assert g["qgisMinimumVersion"] == "3.22" and g["qgisMaximumVersion"] == "3.99"
+    assert g["hasProcessingProvider"] == "yes" and g["icon"] == "icon.svg" and g["version"] == __version__
+    assert g["changelog"].startswith(f"{__version__}: ") and len(g["changelog"]) > 40
     for key in ("name", "description", "about", "author", "email", "repository", "tracker"):
         assert g[key].strip()
     assert "pip install" not in g["about"]  # nothing is installed into QGIS's Python
@@ -174,7 +183,8 @@ def test_without_an_engine_the_dock_offers_the_setup(unpacked, tmp_path):
     assert "separate Python environment" in out["setup_text"]
     # what will be installed and how: the private env in the profile, pinned torch (CPU build: no GPU here)
     assert str(tmp_path / "qgis-profile") in out["plan"] and "torch==2.14.1" in out["plan"]
-    assert "geoalign-0.1.0-py3-none-any.whl" in out["plan"] and "QGIS's own Python is not changed" in out["plan"]
+    assert f"geoalign-{__version__}-py3-none-any.whl" in out["plan"]
+    assert "QGIS's own Python is not changed" in out["plan"]
     assert "not set up yet" in out["find_status"] and not out["find_started"]
     assert len(out["algorithms"]) == 4
     assert all(not ok and "Set up GeoAlign" in msg for ok, msg in out["can_execute"])
@@ -267,14 +277,14 @@ def test_default_plan_picks_the_torch_build(monkeypatch, tmp_path):
     if platform.system() != "Linux":
         pytest.skip("the index choice differs per platform")
     monkeypatch.delenv(environment.TORCH_INDEX_VAR, raising=False)
-    cpu = environment.default_plan(tmp_path / "env", package="geoalign==0.1.0", gpu=False)
+    cpu = environment.default_plan(tmp_path / "env", package=f"geoalign=={__version__}", gpu=False)
     assert cpu.torch == ["torch==2.14.1", "torchvision==0.29.1"]
     assert cpu.torch_index == environment.TORCH_CPU_INDEX and cpu.build == "CPU build"
-    gpu = environment.default_plan(tmp_path / "env", package="geoalign==0.1.0", gpu="GPU 0: NVIDIA H100")
+    gpu = environment.default_plan(tmp_path / "env", package=f"geoalign=={__version__}", gpu="GPU 0: NVIDIA H100")
     assert gpu.torch_index is None and "CUDA" in gpu.build and "H100" in gpu.describe()
     steps = cpu.steps()
     assert steps[0].argv[1:3] == ["-m", "venv"] and "--index-url" in steps[1].argv
-    assert steps[2].argv[-1] == "geoalign==0.1.0"
+    assert steps[2].argv[-1] == f"geoalign=={__version__}"
     monkeypatch.setenv(environment.TORCH_INDEX_VAR, "pypi")
     pypi = environment.default_plan(tmp_path / "env", package="x", gpu=False)
     assert pypi.torch_index is None and "CUDA" in pypi.build

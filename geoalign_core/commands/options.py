@@ -155,7 +155,7 @@ def parse_bounds(text: str | None, flag: str = "--bounds") -> tuple[float, float
         raise InputError(f"{flag} must be four numbers MINX,MINY,MAXX,MAXY; got {text!r}")
     if not (values[0] < values[2] and values[1] < values[3]):
         raise InputError(f"{flag} must have MINX < MAXX and MINY < MAXY; got {text!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def check_common(args: argparse.Namespace) -> None:

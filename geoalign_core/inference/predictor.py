@@ -41,7 +41,9 @@ class Predictor(Encoder):
             already loaded :class:`~geoalign_core.model.GeoAlignCLIP`.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` (ignored for a loaded model unless not "auto").
         batch_size: tiles per backbone pass.
-        prefetch, templates, background: see :class:`~.encoder.Encoder`.
+        prefetch: tiles read ahead in a thread (see :class:`~.encoder.Encoder`).
+        templates: the prompt templates class names are encoded through (see :class:`~.encoder.Encoder`).
+        background: the generic background phrases boxes are scored against (see :class:`~.encoder.Encoder`).
     """
 
     def __init__(
