@@ -59,6 +59,21 @@ def test_finetune_end_to_end(scene_1002, tiny_ckpt, tmp_path, capsys):
     md = (out / "report.md").read_text()
     assert "| region top-1" in md and "| background boxes called a class" in md and "| forgetting" in md
     assert md.strip() in stdout
+    # the fine-tuned model's card: its domain (the scene it was fine-tuned on: generated) and its scores,
+    # calibrated on the held-out part or said to be uncalibrated; find's precision there is measured against
+    # every box that is not on a label (real negatives), never without them
+    from geoalign_core.card import card_path, load_card
+
+    card = load_card(model)
+    assert card is not None and card_path(model).is_file() and card.domain.kind == "synthetic"
+    assert card.domain.bands == 3 and card.domain.gsd_m is not None
+    assert "find on the held-out part" in md or "find on the held-out part | not measured" in md
+    after = report["after"].get("find_held_out")
+    if card.calibrated:
+        assert after is not None and after["n"] > after["n_right"] > 0  # right and wrong boxes both
+        assert 0.0 <= after["ece"] <= 1.0 and after["objects"] > 0
+    else:
+        assert "not calibrated" in report["calibration"]["note"] and "not calibrated" in md
     cmds = (out / "commands.sh").read_text().splitlines()
     assert cmds[3].startswith("geoalign prepare ") and "--val-fraction 0.3" in cmds[3]
     assert cmds[4] == f"geoalign train {out / 'train.yaml'} --overwrite"
@@ -123,3 +138,25 @@ def test_finetune_pixel_box_csv_inside_bounds(scene_1002, tiny_ckpt, tmp_path, c
     report = json.loads((out / "report.json").read_text())
     assert report["bounds"] == pytest.approx(bounds) and report["alpha"] == 1.0
     assert "Only chips inside the bounds" in (out / "report.md").read_text()
+
+
+def test_report_never_prints_a_precision_without_negatives():
+    """With no background box, the object-vs-background rows say so instead of a share computed on positives
+    alone; find's held-out rows give precision and recall only where they were measured."""
+    from training.finetune import _report_lines
+
+    base = {"region_top1": 0.5, "n_regions": 10, "labelled_found": 1.0, "background_called_a_class": None,
+            "n_background": 0, "reference_top1": 0.9}
+    report = {"model": "m.safetensors", "start": "s", "steps": 2, "batch_size": 4, "train_chips": 8, "lr": 1e-4,
+              "classes": ["tree"], "seconds": 3.0, "alpha": 1.0, "alphas_tried": [[1.0, 0.9]], "val_fraction": 0.3,
+              "before": dict(base), "after": dict(base), "card": "m.card.json", "calibration": {}}
+    md = "\n".join(_report_lines(report))
+    assert "100%" not in md and "not measured: no background box" in md
+    assert "find on the held-out part | not measured" in md
+    held = {"precision_at_0.5": 0.8, "n_at_0.5": 10, "objects_found": 7, "objects": 9, "recall_at_0.5": 7 / 9,
+            "ece": 0.05}
+    report["after"]["find_held_out"] = held
+    report["after"]["n_background"] = report["before"]["n_background"] = 5
+    report["after"]["background_called_a_class"] = report["before"]["background_called_a_class"] = 0.2
+    md = "\n".join(_report_lines(report))
+    assert "80% of 10" in md and "7 of 9" in md and "| background boxes called a class" in md
