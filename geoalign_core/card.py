@@ -91,6 +91,21 @@ class ModelCard:
         entry = self.calibration.get(f"{task}:real" if out_of_domain else task)
         return LogisticMap.from_dict(entry["map"]) if entry else None
 
+    def phrase_recalibration(self, phrase: str, task: str = "find", out_of_domain: bool = False
+                             ) -> tuple[float, float]:
+        """``(a, b)``: the card's own recalibration of ``phrase`` (``a * logit + b`` on the map's logit), fitted
+        for the phrases it was calibrated on with enough right and wrong results; ``(1, 0)`` otherwise
+        (the phrase is matched up to case, an article and a plural)."""
+        from .inference.vocabulary import _noun_key
+
+        entry = self.calibration.get(f"{task}:real" if out_of_domain else task) or {}
+        table = entry.get("per_phrase") or {}
+        key = _noun_key(phrase)
+        for name, ab in table.items():
+            if _noun_key(name) == key:
+                return float(ab[0]), float(ab[1])
+        return 1.0, 0.0
+
     def unknown_words(self, phrase: str) -> list[str]:
         """Words of ``phrase`` (letters only, lower case; a plural counts as its singular) not in the vocabulary."""
         if not self.vocabulary:

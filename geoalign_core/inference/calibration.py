@@ -138,6 +138,9 @@ class Scorer:
     stats: SceneStats
     model: LogisticMap | None = None
     unknown: torch.Tensor | None = field(default=None)
+    #: per query phrase ``(a, b)``: the phrase's own recalibration of the map's logit, ``a * logit + b``
+    #: (fitted for the phrases a card was calibrated on; ``(1, 0)`` for any other phrase)
+    recal: torch.Tensor | None = field(default=None)
 
     @property
     def calibrated(self) -> bool:
@@ -153,7 +156,19 @@ class Scorer:
         return "score" if self.calibrated else "standout"
 
     def with_unknown(self, flags: Sequence[bool]) -> Scorer:
-        return Scorer(self.stats, self.model, torch.tensor([float(f) for f in flags], dtype=torch.float64))
+        return Scorer(self.stats, self.model, torch.tensor([float(f) for f in flags], dtype=torch.float64),
+                      self.recal)
+
+    def for_phrases(self, enc: Encoder, phrases: Sequence[str], out_of_domain: bool = False) -> Scorer:
+        """This scorer for the query ``phrases``: their unknown-word flags and the card's per-phrase
+        recalibration (``recal``), if any."""
+        unknown = torch.tensor([float(bool(enc.unknown_words(p))) for p in phrases], dtype=torch.float64)
+        card = enc.card
+        recal = None
+        if card is not None and self.model is not None:
+            recal = torch.tensor([card.phrase_recalibration(p, "find", out_of_domain) for p in phrases],
+                                 dtype=torch.float64).view(-1, 2)
+        return Scorer(self.stats, self.model, unknown, recal)
 
     def features(self, raw: torch.Tensor, labels: torch.Tensor, zv: torch.Tensor | None = None) -> torch.Tensor:
         return features(logodds(raw), labels, self.stats, self.unknown, zv)
@@ -164,7 +179,11 @@ class Scorer:
         x = self.features(raw, labels, zv)
         if self.model is None:
             return x[:, 1] if self.active else logodds(raw)
-        return self.model.probability(x)
+        logit = x @ self.model.vector() + float(self.model.bias)
+        if self.recal is not None:
+            r = self.recal[labels.long()]
+            logit = r[:, 0] * logit + r[:, 1]
+        return torch.sigmoid(logit)
 
     def _coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per phrase, ``(A, B)`` with ``logit(score) <= A z + B`` (``score`` = the calibrated probability, or
@@ -180,6 +199,8 @@ class Scorer:
         wv, wu = max(0.0, w.get("vocabulary", 0.0)), w.get("unknown", 0.0)
         a = wz + wv + (ws + wt) / st.spread
         b = -ws * st.centre / st.spread - wt * st.top / st.spread + wu * unk + float(self.model.bias)
+        if self.recal is not None:
+            a, b = self.recal[:, 0] * a, self.recal[:, 0] * b + self.recal[:, 1]
         return a, b
 
     def raw_threshold(self, score: float) -> torch.Tensor:

@@ -120,7 +120,8 @@ def find(
             texts, bg = enc.query_texts(phrases)
             vocab, vocab_names = enc.vocabulary_texts(phrases, bg)
             enter_stage(stage, "scoring regions")
-            cal = src.calibration(area, ts, overlap, texts, len(phrases), cancel).with_unknown(unknown)
+            cal = src.calibration(area, ts, overlap, texts, len(phrases), cancel).for_phrases(
+                enc, phrases, src.out_of_domain)
             emb = src.region_embeddings(rboxes, area, ts, overlap, progress, cancel)
             probs = scoring.phrase_probabilities(emb, texts, len(phrases), enc.logit_scale).cpu()
             zv_all = scoring.vocabulary_logodds(emb, texts, vocab, len(phrases), enc.logit_scale).cpu()
@@ -144,7 +145,8 @@ def find(
                 extra |= {"within": str(within) if not isinstance(within, gpd.GeoDataFrame) else "GeoDataFrame",
                           "n_within": n_within}
             enter_stage(stage, "scanning tiles")
-            cal = src.calibration(area, ts, overlap, texts, len(phrases), cancel).with_unknown(unknown)
+            cal = src.calibration(area, ts, overlap, texts, len(phrases), cancel).for_phrases(
+                enc, phrases, src.out_of_domain)
             sizes, size_meta = object_sizes(enc, phrases, object_size, src)
             boxes, scores, p_idx, n_scanned, zv = find_candidates(
                 enc, src, windows, area, texts, len(phrases), cal.raw_threshold(float(min_score)),

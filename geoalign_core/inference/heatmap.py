@@ -80,7 +80,7 @@ def heatmap(
         enter_stage(stage, "scanning tiles")
         cal = None
         if values == "score":  # the calibrated score of a one-patch region, as find reports boxes
-            cal = src.calibration(area, ts, overlap, texts, 1, cancel).with_unknown([bool(enc.unknown_words(phrase))])
+            cal = src.calibration(area, ts, overlap, texts, 1, cancel).for_phrases(enc, [phrase], src.out_of_domain)
         for eb in src.embeddings(windows, dense=True, progress=progress, cancel=cancel):
             if cal is not None:
                 raw = scoring.probability_maps(eb.dense_normalized, texts, 1, enc.logit_scale).cpu()

@@ -179,8 +179,8 @@ def match_regions(
         feats, boxes, n_out = load_regions(regions, src, area, layer, buffer)
         texts, bg = enc.query_texts(phrases)
         enter_stage(stage, "scoring regions")
-        cal = src.calibration(area, ts, overlap, texts, len(phrases), cancel).with_unknown(
-            [bool(enc.unknown_words(p)) for p in phrases])
+        cal = src.calibration(area, ts, overlap, texts, len(phrases), cancel).for_phrases(
+            enc, phrases, src.out_of_domain)
         emb = src.region_embeddings(boxes, area, ts, overlap, progress, cancel)
         raw = scoring.phrase_probabilities(emb, texts, len(phrases), enc.logit_scale).cpu()
         vocab, vocab_names = enc.vocabulary_texts(phrases, bg)
