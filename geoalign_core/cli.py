@@ -57,6 +57,14 @@ def add_common(p: argparse.ArgumentParser, model: bool = True) -> None:
         )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="(default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads(p)
+
+
+def add_threads(p: argparse.ArgumentParser) -> None:
+    """``--threads N`` of the commands that run a model (:mod:`geoalign_core.threads`)."""
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch compute threads (default: the cores available to this process -- its CPU "
+                        "affinity and cgroup quota, or OMP_NUM_THREADS -- divided among torchrun's local ranks)")
 
 
 def build_parser() -> argparse.ArgumentParser:

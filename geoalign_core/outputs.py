@@ -15,6 +15,10 @@ the file in between), so:
   ``--out``: the second is refused at once). A lock dies with its process (kill -9 included),
   so a crashed run never blocks the next one. Re-entrant within one thread.
 
+* :func:`check_output` / :func:`check_not_an_input` / :func:`output_format`: an output path checked
+  before any work (a format its extension names, not an input, not existing without overwrite,
+  a writable folder); re-exported by :mod:`geoalign_core.geo.writers`.
+
 No heavy imports here: the CLI's input checks use it before the model stack loads.
 """
 
@@ -24,15 +28,84 @@ import contextlib
 import errno
 import os
 import socket
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from os import PathLike
 from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["OutputBusy", "exists_error", "lock_path", "output_lock", "publish"]
+#: extension -> (format name, pyogrio driver or "parquet")
+VECTOR_FORMATS: dict[str, tuple[str, str]] = {
+    ".gpkg": ("GeoPackage", "GPKG"),
+    ".geojson": ("GeoJSON", "GeoJSON"),
+    ".json": ("GeoJSON", "GeoJSON"),
+    ".fgb": ("FlatGeobuf", "FlatGeobuf"),
+    ".shp": ("Shapefile", "ESRI Shapefile"),
+    ".parquet": ("GeoParquet", "parquet"),
+    ".geoparquet": ("GeoParquet", "parquet"),
+    ".csv": ("CSV", "CSV"),
+}
+RASTER_FORMATS: dict[str, tuple[str, str]] = {".tif": ("GeoTIFF", "COG"), ".tiff": ("GeoTIFF", "COG")}
+
+
+def output_format(path: str | PathLike, formats: Mapping[str, tuple[str, str]]) -> tuple[str, str]:
+    """``(format name, driver)`` for the extension of ``path``, or InputError naming the ones written."""
+    suffix = Path(path).suffix.lower()
+    if suffix in formats:
+        return formats[suffix]
+    names = ", ".join(dict.fromkeys(f"{ext} ({name})" for ext, (name, _) in formats.items()))
+    what = f"'{suffix}'" if suffix else "no extension"
+    raise InputError(f"cannot write {path}: {what} is not a format this output can take; use one of {names}")
+
+
+def check_output(path: str | PathLike, overwrite: bool = False,
+                 formats: Mapping[str, tuple[str, str]] | None = None) -> Path:
+    """Validate an output path before any work is done; returns it as a Path.
+
+    Args:
+        formats: when given, the extension must be one of them (:data:`VECTOR_FORMATS`,
+            :data:`RASTER_FORMATS`).
+
+    Raises:
+        InputError: a format not in ``formats``, the path exists and ``overwrite`` is False,
+            the path is a directory, or its directory does not exist or cannot be written.
+    """
+    if Path(path).is_dir():
+        raise InputError(f"output is a directory: {path}")
+    if formats is not None:
+        output_format(path, formats)
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"output already exists: {path}", param="overwrite")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"output directory does not exist: {parent}")
+    try:  # os.access lies for root and on read-only mounts: really try
+        fd, probe = tempfile.mkstemp(prefix=".geoalign-probe-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"cannot write to output directory {parent}: {exc.strerror or exc}") from None
+    return path
+
+
+def check_not_an_input(out: str | PathLike, *inputs: str | PathLike | None) -> None:
+    """InputError when the output would replace one of the inputs (the raster, the regions, ...)."""
+    out_path = Path(out)
+    for item in inputs:
+        if item is None or "://" in str(item) or str(item).startswith("/vsi"):
+            continue
+        p = Path(item)
+        same = (out_path.exists() and p.exists() and os.path.samefile(out_path, p)) or \
+            out_path.resolve() == p.resolve()
+        if same:
+            raise InputError(f"the output {out} is an input of this run", param="out")
+
+__all__ = ["RASTER_FORMATS", "VECTOR_FORMATS", "OutputBusy", "check_not_an_input", "check_output", "exists_error",
+           "lock_path", "output_format", "output_lock", "publish"]
 
 _NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS,
              errno.EACCES}

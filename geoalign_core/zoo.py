@@ -25,7 +25,6 @@ import re
 import socket
 import threading
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -33,100 +32,17 @@ import open_clip
 import torch
 
 from .card import load_card
+from .defaults import DEFAULT_MODEL  # (also re-exported: zoo.DEFAULT_MODEL)
 from .errors import CheckpointError, ModelError, OfflineError
 from .model import LONG_CONTEXT, GeoAlignCLIP, ModelSpec, build_clip
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
+# the table and the cache paths live in a module without torch (models list, the engine's model
+# list); re-exported here, where they always were
+from .zoo_table import WEIGHTS_DIR, ZOO, ZooEntry, cache_dir, is_available, weights_path  # noqa: F401
+
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 SPEC_KEY = "geoalign_spec"
 HUB_TIMEOUT_S = 4.0
-
-
-@dataclass(frozen=True)
-class ZooEntry:
-    """A named model: where its weights live and how to build the network around them."""
-
-    name: str
-    arch: str
-    repo: str | None  # Hugging Face hub repo; None for weights bundled in the package
-    filename: str
-    quick_gelu: bool = False
-    long_text: bool = False
-    dense_mode: str = "value"
-    description: str = ""
-
-    def spec(self) -> ModelSpec:
-        return ModelSpec(
-            arch=self.arch,
-            quick_gelu=self.quick_gelu,
-            long_text=self.long_text,
-            dense_mode=self.dense_mode,
-            name=self.name,
-        )
-
-
-ZOO: dict[str, ZooEntry] = {
-    e.name: e
-    for e in [
-        ZooEntry(
-            "geoalign-demo", "GeoAlign-Tiny", None, "geoalign-demo.safetensors",
-            dense_mode="standard",
-            description="tiny GeoAlignCLIP trained on the synthetic scenes (bundled, offline)",
-        ),
-        ZooEntry(
-            "openai-vit-b-16", "ViT-B-16", "timm/vit_base_patch16_clip_224.openai", "open_clip_model.safetensors",
-            quick_gelu=True, description="OpenAI CLIP ViT-B/16",
-        ),
-        ZooEntry(
-            "openai-vit-l-14", "ViT-L-14", "timm/vit_large_patch14_clip_224.openai", "open_clip_model.safetensors",
-            quick_gelu=True, description="OpenAI CLIP ViT-L/14",
-        ),
-        ZooEntry(
-            "remoteclip-vit-b-32", "ViT-B-32", "chendelong/RemoteCLIP", "RemoteCLIP-ViT-B-32.pt",
-            description="RemoteCLIP ViT-B/32 (Liu et al. 2024)",
-        ),
-        ZooEntry(
-            "remoteclip-vit-l-14", "ViT-L-14", "chendelong/RemoteCLIP", "RemoteCLIP-ViT-L-14.pt",
-            description="RemoteCLIP ViT-L/14 (Liu et al. 2024)",
-        ),
-        ZooEntry(
-            "georsclip-vit-b-32", "ViT-B-32", "Zilun/GeoRSCLIP", "ckpt/RS5M_ViT-B-32.pt",
-            quick_gelu=True, description="GeoRSCLIP ViT-B/32, RS5M (Zhang et al. 2024)",
-        ),
-        ZooEntry(
-            "skyclip-vit-l-14", "ViT-L-14", "furiousteabag/SkyCLIP",
-            "SkyCLIP_ViT_L14_top30pct_filtered_by_CLIP_laion_RS_epoch_20.pt",
-            quick_gelu=True, description="SkyCLIP ViT-L/14, SkyScript top30pct (Wang et al. 2024)",
-        ),
-        ZooEntry(
-            "farslip-vit-b-16", "ViT-B-16", "ZhenShiL/FarSLIP", "FarSLIP1_ViT-B-16.pt",
-            quick_gelu=True, long_text=True, description="FarSLIP stage 1 ViT-B/16, Long-CLIP text (248 tokens)",
-        ),
-    ]
-}
-from .defaults import DEFAULT_MODEL  # noqa: E402  (re-exported: zoo.DEFAULT_MODEL)
-
-
-# ---------------------------------------------------------------------------- cache
-def cache_dir() -> Path:
-    env = os.environ.get("GEOALIGN_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "geoalign"
-
-
-def weights_path(entry: ZooEntry) -> Path:
-    """Where the entry's weights are (bundled) or will be cached."""
-    if entry.repo is None:
-        return WEIGHTS_DIR / entry.filename
-    return cache_dir() / entry.name / entry.filename
-
-
-def is_available(name: str) -> bool:
-    """True when the model can be loaded without network."""
-    entry = ZOO.get(name)
-    return entry is not None and weights_path(entry).is_file()
 
 
 def _hub_host() -> str:

@@ -424,3 +424,38 @@ def test_background_phrases_leave_out_the_query_up_to_a_plural(predictor):
     assert {"roof", "grass", "background"} <= set(bg)
     _, bg = predictor.query_texts(["grass"])
     assert "grass" not in bg and "bare ground" in bg
+
+
+def test_refinement_is_capped_per_phrase_whatever_max_results(predictor, textured, monkeypatch):
+    """Issue 28: the refinement looks at no more than ``REFINE_MAX_BOXES`` boxes per phrase (the
+    best), however large ``max_results``; the others stay as found and are still returned."""
+    from geoalign_core.inference import find as F
+
+    monkeypatch.setattr(F, "REFINE_MAX_BOXES", 3)
+    plain = predictor.find(textured, ["red car", "ship"], min_score=0.0, max_results=1000, tile_size=112,
+                           refine=False)
+    assert (plain["phrase"].value_counts() > 3).all()  # more boxes than the cap for each phrase
+    refined = predictor.find(textured, ["red car", "ship"], min_score=0.0, max_results=1000, tile_size=112)
+    meta = refined.attrs["geoalign"]
+    assert meta["n_refine_candidates"] == 2 * 3 and meta["refine_max_boxes"] == 3
+    assert 0 <= meta["n_refined"] <= meta["n_refine_candidates"]
+    # the boxes beyond the cap are kept as found, not dropped
+    assert (refined["phrase"].value_counts() > 3).all()
+
+
+def test_refine_selection_takes_the_best_per_label_up_to_the_cap():
+    from geoalign_core.inference.find import refine_selection
+
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.rand(100_000, generator=gen)
+    labels = torch.randint(0, 3, (100_000,), generator=gen)
+    eligible = torch.ones(100_000, dtype=torch.bool)
+    eligible[:10] = False
+    pick = refine_selection(scores, labels, eligible, 120)
+    assert int(pick.sum()) == 3 * 120 and not pick[:10].any()
+    for lab in range(3):
+        mine = eligible & (labels == lab)
+        best = scores[mine].topk(120).values
+        assert torch.equal(scores[pick & (labels == lab)].sort(descending=True).values, best)
+    few = refine_selection(scores[:50], labels[:50], eligible[:50], 120)
+    assert torch.equal(few, eligible[:50])  # fewer than the cap: every eligible box

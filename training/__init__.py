@@ -10,7 +10,16 @@
 
 from __future__ import annotations
 
-from .config import TrainConfig, load_config
+from typing import TYPE_CHECKING
+
+from geoalign_core._lazy import lazy_names
+
+if TYPE_CHECKING:
+    from .config import TrainConfig, load_config
+
+# the config (and with it yaml) is imported on first use: `geoalign --help` builds the train
+# parser from training.train without loading it
+__getattr__ = lazy_names(__name__, {"TrainConfig": "config", "load_config": "config"})
 
 __all__ = ["TrainConfig", "load_config", "train"]
 

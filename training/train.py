@@ -14,8 +14,6 @@ from collections.abc import Sequence
 
 from geoalign_core.errors import GeoAlignError
 
-from .config import load_config, parse_override
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="YAML training config (see training/configs/)")
@@ -32,10 +30,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override any config key (VALUE read as YAML); repeatable")
     p.add_argument("--overwrite", action="store_true", help="start over in an OUT_DIR that holds a run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from geoalign_core.cli import add_threads
+
+    add_threads(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from geoalign_core.errors import InputError
+
+    from .config import load_config, parse_override  # yaml: only once a run starts
 
     overrides = dict(parse_override(s) for s in args.set)
     if args.max_steps is not None:
@@ -47,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if args.stop_after is not None and args.stop_after < 1:
         raise InputError("--stop-after must be >= 1")
     cfg = load_config(args.config, overrides)
+    from geoalign_core.threads import apply
+
+    apply(getattr(args, "threads", None))  # under torchrun: the cores divided among the local ranks
 
     from .engine import train
 

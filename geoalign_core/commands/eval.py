@@ -135,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.quiet
     bs = args.batch_size
     args.model = args.model or DEFAULT_MODEL
+    from .options import apply_threads
+
+    apply_threads(args)
     model = zoo.load_model(args.model, device=args.device)
     model.eval()
     if args.mode == "scene":

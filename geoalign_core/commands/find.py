@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from ..data.text import clean_texts
-from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE, DEFAULT_NMS_IOU
+from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE, DEFAULT_NMS_IOU, REFINE_MAX_BOXES
 from ..errors import InputError
 from . import options as cs
 
@@ -48,8 +48,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="boxes overlapping a better one by more than IOU are dropped (default: %(default)s)")
     refine = p.add_mutually_exclusive_group()
     refine.add_argument("--no-refine", dest="refine", action="store_false", default=None,
-                        help="keep the boxes of the tile pass (default for a raster: each box is looked at again "
-                             "at twice the zoom and moved when a better placed box scores at least as high)")
+                        help="keep the boxes of the tile pass (default for a raster: the best boxes of each "
+                             f"phrase -- the best --max-results + 20, at most {REFINE_MAX_BOXES} per phrase; the "
+                             "rest stay as found -- are looked at again at twice the zoom and moved when a better "
+                             "placed box scores at least as high)")
     refine.add_argument("--refine", dest="refine", action="store_true", default=None,
                         help="with --index: refine the boxes too (re-reads the raster and runs the image model "
                              "for the kept boxes; off by default from an index)")

@@ -55,6 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    from ..cli import add_threads
+
+    add_threads(p)
     p.set_defaults(func=run)
 
 
@@ -97,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         raise InputError("the training package is not installed (install geoalign from a source checkout)") from exc
     overrides = dict(parse_override(s) for s in args.set)
+    from .options import apply_threads
+
+    apply_threads(args)
     # finetune refuses an --out another run is writing, and removes a folder it created when it fails
     res = finetune(rasters, labels, args.class_field, args.start or DEFAULT_MODEL, args.out, name=args.name,
                    val_fraction=args.val_fraction, background=args.background, steps=args.steps, lr=args.lr,

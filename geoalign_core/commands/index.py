@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         out = args.out if args.out is not None else Path(f"{cs.default_stem(args.raster)}_index.parquet")
         if out.suffix.lower() != ".parquet":
             raise InputError(f"an index is a .parquet file; got {out}")
-        from ..geo.writers import check_not_an_input, check_output
+        from ..outputs import check_not_an_input, check_output
 
         check_not_an_input(out, args.raster)
         check_output(out, args.overwrite)

@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _card_of(name: str):
-    from .. import zoo
+    from .. import zoo_table as zoo  # the table without torch
     from ..card import load_card
     from ..errors import InputError
 
@@ -57,13 +57,15 @@ def _info(name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import zoo
+    from .. import zoo_table as zoo  # list and info: the table and the cards, without torch
     from ..errors import InputError
 
     if args.action == "download":
         if not args.name:
             raise InputError("models download needs a NAME (see `geoalign models list`)")
-        path = zoo.download(args.name)
+        from ..zoo import download
+
+        path = download(args.name)
         print(f"{args.name}: {path}")
         return 0
     if args.action == "info":

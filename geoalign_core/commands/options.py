@@ -167,6 +167,8 @@ def check_common(args: argparse.Namespace) -> None:
         raise InputError(f"--overlap must be in [0, 0.9); got {args.overlap}")
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1; got {args.batch_size}")
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        raise InputError(f"--threads must be at least 1; got {args.threads}")
     from ..geo.bands import parse_bands
 
     parse_bands(args.bands)
@@ -190,7 +192,7 @@ def default_stem(raster: str) -> str:
 def output_path(args: argparse.Namespace, suffix: str) -> Path:
     """``--out`` or ``<raster stem><suffix>`` in the current directory, checked for writing: a
     format its extension names, not an input, not existing without ``--overwrite``."""
-    from ..geo.writers import RASTER_FORMATS, VECTOR_FORMATS, check_not_an_input, check_output
+    from ..outputs import RASTER_FORMATS, VECTOR_FORMATS, check_not_an_input, check_output
 
     stem = default_stem(source_name(args))
     if args.raster is None and stem.endswith("_index"):
@@ -205,9 +207,12 @@ def output_path(args: argparse.Namespace, suffix: str) -> Path:
 
 def open_raster_check(args: argparse.Namespace) -> None:
     """Open and validate the raster (missing, not a raster, no CRS, bad bands) and the index
-    (missing, not an index, its patch file) before the model loads."""
-    from ..geo.raster import RasterSource
+    (missing, not an index, its patch file) before the model loads. A local raster that is
+    missing or a folder is refused before rasterio is imported."""
+    from ..geo.paths import check_raster_path
 
+    if args.raster is not None:
+        check_raster_path(args.raster)
     if getattr(args, "index", None) is not None:
         from ..index.scenes import is_collection, read_manifest
         from ..index.store import check_patches, read_metadata
@@ -222,6 +227,8 @@ def open_raster_check(args: argparse.Namespace) -> None:
             emb, _ = read_metadata(args.index)
             check_patches(Path(args.index), emb)
     if args.raster is not None:
+        from ..geo.raster import RasterSource
+
         with RasterSource(args.raster, args.bands, allow_no_crs=args.allow_no_crs):
             pass
 
@@ -249,11 +256,19 @@ def make_predictor(args: argparse.Namespace):
 
         model = (read_manifest(args.index)["settings"]["model"] if is_collection(args.index)
                  else read_metadata(args.index)[1]["model"]["source"])
+    apply_threads(args)
     predictor = Predictor(model or DEFAULT_MODEL, device=args.device, batch_size=args.batch_size)
     from ..card import model_line
 
     say(args, f"model {model_line(predictor.model)}")
     return predictor
+
+
+def apply_threads(args: argparse.Namespace) -> int:
+    """torch's compute threads: ``--threads`` or the policy of :mod:`geoalign_core.threads` (imports torch)."""
+    from ..threads import apply
+
+    return apply(getattr(args, "threads", None))
 
 
 def source_for(args: argparse.Namespace, predictor):

@@ -97,6 +97,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..geo.paths import check_raster_path
+
+    check_raster_path(args.raster)  # a missing raster is refused before the raster and vector stacks load
     from ..data.prepare import PrepareOptions, prepare_dataset
     from .options import parse_bounds
 
@@ -106,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
 
         if not 0.0 < args.keep <= 1.0:
             raise InputError(f"--keep must be in (0, 1]; got {args.keep}")
+        from .options import apply_threads
+
+        apply_threads(args)  # a clip-score filter runs a model
         scorer = make_scorer(args.quality_filter, model=args.quality_model)
     elif args.quality_model is not None:
         raise InputError("--quality-model needs --quality-filter")

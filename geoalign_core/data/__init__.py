@@ -7,33 +7,34 @@
 * :mod:`~geoalign_core.data.negatives`: rule-based hard negatives;
 * :mod:`~geoalign_core.data.prepare`: ``geoalign prepare`` (:func:`prepare_dataset`).
 
-The schema is imported eagerly; ``prepare`` (and with it the OGR vector stack: pyogrio,
-shapely, pyproj) only when one of its names is first used, so that training, which reads
-chips and ``samples.jsonl`` only, does not need the vector libraries.
+Every name is imported when it is first used: the schema (and with it rasterio) by the readers,
+``prepare`` (and with it the OGR vector stack: pyogrio, shapely, pyproj) by ``geoalign prepare``,
+so that training, which reads chips and ``samples.jsonl`` only, does not need the vector
+libraries, and the commands' parsers (which use :mod:`~geoalign_core.data.text`) need neither.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from geoalign_core.data.schema import (
-    CHIPS_DIR,
-    DATASET_FILE,
-    SAMPLES_FILE,
-    read_image,
-    read_samples,
-    resolve_samples_path,
-)
-
 from .._lazy import lazy_names
 
 if TYPE_CHECKING:
     from geoalign_core.data.prepare import PrepareOptions, PrepareSummary, prepare_dataset
+    from geoalign_core.data.schema import (
+        CHIPS_DIR,
+        DATASET_FILE,
+        SAMPLES_FILE,
+        read_image,
+        read_samples,
+        resolve_samples_path,
+    )
 
-_LAZY = {"PrepareOptions", "PrepareSummary", "prepare_dataset"}
+_SCHEMA = {"CHIPS_DIR", "DATASET_FILE", "SAMPLES_FILE", "read_image", "read_samples", "resolve_samples_path"}
+_PREPARE = {"PrepareOptions", "PrepareSummary", "prepare_dataset"}
 
 
-__getattr__ = lazy_names(__name__, {name: "prepare" for name in _LAZY})
+__getattr__ = lazy_names(__name__, {**{name: "schema" for name in _SCHEMA}, **{name: "prepare" for name in _PREPARE}})
 
 __all__ = [
     "CHIPS_DIR",

@@ -121,6 +121,9 @@ def _predictor(ctx: Context, params: dict) -> tuple[Any, bool]:
         from ..errors import InputError
 
         raise InputError(f"batch size must be at least 1; got {batch}", param="batch_size")
+    from ..threads import apply
+
+    apply(params.get("threads"))  # torch's compute threads (None: the cores available)
     cached = (model, device) in ctx.engine.predictors.loaded()
     if not cached:
         ctx.stage(f"loading model {model}")

@@ -54,6 +54,7 @@ _COMMON: dict[str, tuple[tuple[type, ...], bool]] = {
     "model": ((str,), False),
     "device": ((str,), False),
     "batch_size": ((int,), False),
+    "threads": ((int, _NONE), False),
     "bands": ((list, str, _NONE), False),
     "tile_size": ((int, _NONE), False),
     "overlap": (NUMBER, False),

@@ -4,25 +4,25 @@ Data flow: ``RasterSource`` (validated raster, band selection, validity, scene s
 -> ``iter_tiles`` / ``read_region`` (normalised float32 tiles) -> model -> inference ->
 ``write_geopackage`` / ``HeatmapAccumulator`` + ``write_float_geotiff``.
 
-The raster side is imported eagerly; :mod:`~geoalign_core.geo.vectors` and
-:mod:`~geoalign_core.geo.writers` (the vector stack: pyogrio, shapely, pyproj) only when one of
-their names is first used, so that code that reads rasters only (training, the chip reader) does
-not need the vector libraries.
+Every name is imported when it is first used (rasterio with the raster side, the vector stack:
+pyogrio, shapely, pyproj with :mod:`~geoalign_core.geo.vectors` and
+:mod:`~geoalign_core.geo.writers`), so that code that reads rasters only (training, the chip
+reader) does not need the vector libraries, and ``geoalign --help`` or a refused path
+(:mod:`~geoalign_core.geo.paths`) needs neither.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from geoalign_core.geo.bands import BandSelection, parse_bands, select_bands
-from geoalign_core.geo.heatmap import HeatmapAccumulator
-from geoalign_core.geo.raster import RasterSource
-from geoalign_core.geo.stats import SceneStats, compute_scene_stats
-from geoalign_core.geo.tiling import Tile, count_tiles, iter_tiles, tile_windows
-
 from .._lazy import lazy_names
 
 if TYPE_CHECKING:
+    from geoalign_core.geo.bands import BandSelection, parse_bands, select_bands
+    from geoalign_core.geo.heatmap import HeatmapAccumulator
+    from geoalign_core.geo.raster import RasterSource
+    from geoalign_core.geo.stats import SceneStats, compute_scene_stats
+    from geoalign_core.geo.tiling import Tile, count_tiles, iter_tiles, tile_windows
     from geoalign_core.geo.vectors import (
         boxes_to_pixels,
         clip_to_raster,
@@ -46,6 +46,17 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
+    "BandSelection": "bands",
+    "parse_bands": "bands",
+    "select_bands": "bands",
+    "HeatmapAccumulator": "heatmap",
+    "RasterSource": "raster",
+    "SceneStats": "stats",
+    "compute_scene_stats": "stats",
+    "Tile": "tiling",
+    "count_tiles": "tiling",
+    "iter_tiles": "tiling",
+    "tile_windows": "tiling",
     "boxes_to_pixels": "vectors",
     "clip_to_raster": "vectors",
     "pixel_boxes_to_polygons": "vectors",

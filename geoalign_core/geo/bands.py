@@ -20,10 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from rasterio.enums import ColorInterp
+from typing import TYPE_CHECKING
 
 from geoalign_core.errors import InputError
+
+if TYPE_CHECKING:  # rasterio only where a raster is opened: parse_bands checks a flag without it
+    from rasterio.enums import ColorInterp
 
 __all__ = ["BandSelection", "parse_bands", "select_bands"]
 
@@ -94,6 +96,8 @@ def select_bands(
     Raises:
         InputError: a band number out of range, or a selection of neither 1 nor 3 bands.
     """
+    from rasterio.enums import ColorInterp
+
     ci = list(colorinterp)
     alpha = next((i + 1 for i, c in enumerate(ci) if c == ColorInterp.alpha), None)
     values = parse_bands(bands)

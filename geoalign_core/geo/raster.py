@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import warnings
 from collections.abc import Sequence
 from functools import cached_property
@@ -41,6 +40,7 @@ from rasterio.windows import Window
 from geoalign_core.errors import InputError
 from geoalign_core.geo.bands import BandSelection, select_bands
 from geoalign_core.geo.masks import detect_black_border, finite_mask
+from geoalign_core.geo.paths import check_raster_path, is_gdal_path
 from geoalign_core.geo.stats import SceneStats, compute_scene_stats
 from geoalign_core.geo.tile import Tile
 
@@ -57,11 +57,6 @@ except ImportError:
 
 _READ_ERRORS = (rasterio.errors.RasterioError, _CPLError)
 
-#: folders GDAL opens as one raster (Zarr stores, file geodatabases, Sentinel SAFE products);
-#: any other folder given as a raster is a mistake
-RASTER_FOLDER_SUFFIXES = frozenset({".zarr", ".gdb", ".safe"})
-
-
 def _one_line(exc: BaseException) -> str:
     """One-line message of a GDAL error, with the underlying cause when GDAL chains one."""
     msg = " ".join(str(exc).split()) or type(exc).__name__
@@ -69,15 +64,6 @@ def _one_line(exc: BaseException) -> str:
     if cause is not None and "previous exception" in msg:
         msg = " ".join(str(cause).split()) or msg
     return msg
-
-
-_DRIVER_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9_]+:")  # HDF5:..., NETCDF:..., GTIFF_DIR:... (not C:\\)
-
-
-def is_gdal_path(path: str | PathLike) -> bool:
-    """A name only GDAL resolves: ``/vsizip/...``, ``/vsicurl/...``, a URL, ``DRIVER:...`` subdatasets."""
-    s = str(path)
-    return s.startswith("/vsi") or "://" in s or bool(_DRIVER_PREFIX.match(s))
 
 
 def _utm_crs(lon: float, lat: float) -> CRS:
@@ -149,11 +135,7 @@ class RasterSource:
         self._source: rasterio.io.DatasetReader | None = None
         self.georeferencing = "transform"
         self._crs_ignored = False  # a CRS declared without any georeferencing (identity transform, no GCPs)
-        if isinstance(self.path, Path):
-            if not self.path.exists():
-                raise InputError(f"raster not found: {self.path}")
-            if self.path.is_dir() and self.path.suffix.lower() not in RASTER_FOLDER_SUFFIXES:
-                raise InputError(f"not a raster: {self.path} is a directory")
+        check_raster_path(self.path)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)

@@ -48,7 +48,16 @@ from affine import Affine
 from rasterio.enums import Resampling
 
 from geoalign_core.errors import InputError
-from geoalign_core.outputs import exists_error, output_lock, publish
+from geoalign_core.outputs import (  # noqa: F401  (the output checks: re-exported, light, in outputs)
+    RASTER_FORMATS,
+    VECTOR_FORMATS,
+    check_not_an_input,
+    check_output,
+    exists_error,
+    output_format,
+    output_lock,
+    publish,
+)
 
 if TYPE_CHECKING:  # the vector stack is imported by the GeoPackage functions only
     import geopandas as gpd
@@ -72,75 +81,9 @@ __all__ = [
 ]
 
 METADATA_KEY = "GEOALIGN_METADATA"
-#: extension -> (format name, pyogrio driver or "parquet")
-VECTOR_FORMATS: dict[str, tuple[str, str]] = {
-    ".gpkg": ("GeoPackage", "GPKG"),
-    ".geojson": ("GeoJSON", "GeoJSON"),
-    ".json": ("GeoJSON", "GeoJSON"),
-    ".fgb": ("FlatGeobuf", "FlatGeobuf"),
-    ".shp": ("Shapefile", "ESRI Shapefile"),
-    ".parquet": ("GeoParquet", "parquet"),
-    ".geoparquet": ("GeoParquet", "parquet"),
-    ".csv": ("CSV", "CSV"),
-}
-RASTER_FORMATS: dict[str, tuple[str, str]] = {".tif": ("GeoTIFF", "COG"), ".tiff": ("GeoTIFF", "COG")}
 SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
 GPKG_VERSION = "1.2"  # QGIS 3.22's GDAL warns about the user_version of newer GeoPackages
 _SIDECARS = ("-journal", "-wal", "-shm", ".aux.xml", ".ovr", ".msk")
-
-
-def output_format(path: str | PathLike, formats: Mapping[str, tuple[str, str]]) -> tuple[str, str]:
-    """``(format name, driver)`` for the extension of ``path``, or InputError naming the ones written."""
-    suffix = Path(path).suffix.lower()
-    if suffix in formats:
-        return formats[suffix]
-    names = ", ".join(dict.fromkeys(f"{ext} ({name})" for ext, (name, _) in formats.items()))
-    what = f"'{suffix}'" if suffix else "no extension"
-    raise InputError(f"cannot write {path}: {what} is not a format this output can take; use one of {names}")
-
-
-def check_output(path: str | PathLike, overwrite: bool = False,
-                 formats: Mapping[str, tuple[str, str]] | None = None) -> Path:
-    """Validate an output path before any work is done; returns it as a Path.
-
-    Args:
-        formats: when given, the extension must be one of them (:data:`VECTOR_FORMATS`,
-            :data:`RASTER_FORMATS`).
-
-    Raises:
-        InputError: a format not in ``formats``, the path exists and ``overwrite`` is False,
-            the path is a directory, or its directory does not exist or cannot be written.
-    """
-    if Path(path).is_dir():
-        raise InputError(f"output is a directory: {path}")
-    if formats is not None:
-        output_format(path, formats)
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError(f"output already exists: {path}", param="overwrite")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"output directory does not exist: {parent}")
-    try:  # os.access lies for root and on read-only mounts: really try
-        fd, probe = tempfile.mkstemp(prefix=".geoalign-probe-", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise InputError(f"cannot write to output directory {parent}: {exc.strerror or exc}") from None
-    return path
-
-
-def check_not_an_input(out: str | PathLike, *inputs: str | PathLike | None) -> None:
-    """InputError when the output would replace one of the inputs (the raster, the regions, ...)."""
-    out_path = Path(out)
-    for item in inputs:
-        if item is None or "://" in str(item) or str(item).startswith("/vsi"):
-            continue
-        p = Path(item)
-        same = (out_path.exists() and p.exists() and os.path.samefile(out_path, p)) or \
-            out_path.resolve() == p.resolve()
-        if same:
-            raise InputError(f"the output {out} is an input of this run", param="out")
 
 
 def _remove(path: Path) -> None:

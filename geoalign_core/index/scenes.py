@@ -127,7 +127,7 @@ def expand_inputs(rasters: Sequence[str], from_list: str | os.PathLike | None = 
             if not s or s.startswith("#"):
                 continue
             items.append(s if _is_remote(s) or Path(s).is_absolute() else str(lst.parent / s))
-    from ..geo.raster import RASTER_FOLDER_SUFFIXES
+    from ..geo.paths import RASTER_FOLDER_SUFFIXES
 
     seen: set[str] = set()
     out = []

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from rasterio.windows import Window
 
-from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE, DEFAULT_NMS_IOU
+from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE, DEFAULT_NMS_IOU, REFINE_MAX_BOXES
 from ..errors import InputError
 from ..geo import pixel_boxes_to_polygons
 from ..geo.grid import area_window
@@ -30,7 +30,7 @@ from .regions import centres_in, load_regions, load_within, pd_strings
 from .source import EmbeddingSource, LiveSource, open_source
 
 __all__ = ["find", "find_candidates", "keep_top_per_tile", "object_sizes", "pool_candidates", "refine_boxes",
-           "score_candidates", "size_fits", "sized_windows"]
+           "refine_selection", "score_candidates", "size_fits", "sized_windows"]
 
 MIN_VALID_FRACTION = 0.5  # candidates / patches with less valid area are ignored
 PRE_NMS = 64  # candidates per (tile, phrase) considered for NMS
@@ -38,7 +38,7 @@ PRE_NMS = 64  # candidates per (tile, phrase) considered for NMS
 # the tile size around it, resampled to the model's input) for a better placed box
 REFINE_ZOOM = 2
 REFINE_MIN_AREA = 0.5  # a refined box keeps at least this share of the original box's area
-REFINE_SPARE = 20  # boxes refined beyond max_results per phrase (NMS may merge refined boxes)
+REFINE_SPARE = 20  # boxes kept for refinement beyond max_results per phrase (NMS may merge refined boxes)
 _BUFFER_LIMIT = 20_000
 # a known object size (``object_size``, or a fine-tuned model's labelled sizes): candidates of that
 # size are added, and a phrase keeps only boxes whose area is within this factor of it
@@ -82,10 +82,13 @@ def find(
     tiles that touch none are skipped, and a box is kept when its centre lies in one of them.
     (``regions``, by contrast, makes each feature's box *the* candidate.)
 
-    ``refine`` (without ``regions``): each kept box is looked at again at twice the zoom
+    ``refine`` (without ``regions``): the best :data:`REFINE_MAX_BOXES` kept boxes per phrase
+    (of the best ``max_results`` + :data:`REFINE_SPARE`; the others stay as found, so the cost
+    does not grow with ``max_results``) are looked at again at twice the zoom
     (:func:`refine_boxes`) and may move to a better placed box of at least half its area;
-    it does so only when the moved box scores at least as high at the tile zoom. Scores
-    are those of the tile pass. Then NMS again and the top ``max_results``.
+    a box moves only when the moved box scores at least as high at the tile zoom. Scores
+    are those of the tile pass. Then NMS again and the top ``max_results``. The run metadata
+    records ``n_refine_candidates`` (boxes looked at) and ``n_refined`` (boxes moved).
 
     ``raster``: a raster path, or a :class:`~geoalign_core.index.SceneIndex`: the candidates
     then come from its stored embeddings, only in the tiles where a phrase can score (see
@@ -163,12 +166,14 @@ def find(
                 boxes, scores, p_idx, zv = boxes[keep], scores[keep], p_idx[keep], zv[keep]
                 sized = torch.zeros(len(p_idx), dtype=torch.bool) if sizes is None else \
                     ~torch.isnan(sizes[p_idx, 0])  # boxes of a known size stay as found
+                look = refine_selection(scores, p_idx, ~sized, REFINE_MAX_BOXES)
                 with src.live_source() as live:
-                    moved_boxes, n_moved = refine_boxes(enc, live, area, boxes[~sized], p_idx[~sized], texts,
+                    moved_boxes, n_moved = refine_boxes(enc, live, area, boxes[look], p_idx[look], texts,
                                                         len(phrases), ts, overlap, cancel, progress, stage)
                 boxes = boxes.clone()
-                boxes[~sized] = moved_boxes
-                extra["n_refined"] = n_moved
+                boxes[look] = moved_boxes
+                extra |= {"n_refined": n_moved, "n_refine_candidates": int(look.sum()),
+                          "refine_max_boxes": REFINE_MAX_BOXES}
                 if zone is not None:  # a moved box keeps its centre in the old box, maybe not in the zone
                     inside = centres_in(zone, boxes)
                     boxes, scores, p_idx, zv = boxes[inside], scores[inside], p_idx[inside], zv[inside]
@@ -449,6 +454,17 @@ def size_fits(boxes: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
     want = (sizes[:, 0] * sizes[:, 1])[None, :]
     ok = (area >= want / SIZE_RANGE) & (area <= want * SIZE_RANGE)
     return ok | torch.isnan(want)
+
+
+def refine_selection(scores: torch.Tensor, labels: torch.Tensor, eligible: torch.Tensor, cap: int) -> torch.Tensor:
+    """``[K]`` bool: the boxes to refine: per label, the ``cap`` best-scoring ``eligible`` boxes (ties: the
+    earlier box first)."""
+    pick = torch.zeros(len(scores), dtype=torch.bool)
+    for lab in labels[eligible].unique():
+        rows = torch.nonzero(eligible & (labels == lab), as_tuple=True)[0]
+        order = scores[rows].double().argsort(descending=True, stable=True)
+        pick[rows[order[: max(0, int(cap))]]] = True
+    return pick
 
 
 def refine_boxes(

@@ -1,0 +1,80 @@
+"""1 vs 2 torch threads for a live ``find`` (issue 28), on a quiet machine and with a second
+CPU-busy process beside it; one run, fresh processes, CPU and wall time of each::
+
+    PYTHONPATH=. python benchmarks/bench_threads.py --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import ROOT, cpu_summary, table, write_section  # noqa: E402
+
+HEADING = "## Threads: a live `find` with 1 and 2 torch threads"
+BUSY = "while True: pass"
+
+
+def _find(threads: int, out: Path, env: dict) -> tuple[float, float]:
+    cmd = [sys.executable, "-m", "geoalign_core.cli", "find", str(ROOT / "sample_data" / "scene.tif"), "red car",
+           "--no-refine", "--quiet", "--device", "cpu", "--threads", str(threads), "--out", str(out), "--overwrite"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["PYTHONPATH"] = str(ROOT)
+    rows, res = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for load in ("quiet", "busy"):
+            busy = subprocess.Popen([sys.executable, "-c", BUSY]) if load == "busy" else None
+            try:
+                for n in (1, 2):
+                    res[load, n] = _find(n, Path(tmp) / f"m{n}.gpkg", env)
+            finally:
+                if busy is not None:
+                    busy.kill()
+                    busy.wait()
+    for load in ("quiet", "busy"):
+        w1, c1 = res[load, 1]
+        for n in (1, 2):
+            w, c = res[load, n]
+            rows.append([load if load == "quiet" else "1 busy process beside it", n, f"{w:.1f}", f"{c:.1f}",
+                         f"{w / w1:.2f}x", f"{c / c1:.2f}x"])
+    tab = table(["machine", "threads", "wall (s)", "CPU (s)", "wall vs 1 thread", "CPU vs 1 thread"], rows)
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    text = "\n".join([
+        HEADING, "",
+        f"Measured {datetime.date.today().isoformat()} at commit {commit} on {cpu_summary()} "
+        f"(policy default here: {__import__('geoalign_core.threads', fromlist=['x']).default_threads()} threads). "
+        "`geoalign find sample_data/scene.tif \"red car\" --no-refine --threads N`, one fresh process each "
+        "(model loading included), one run each. \"quiet\" is not truly quiet: the machine was shared with "
+        "another engineer's jobs during the run, so single times carry that noise; \"busy\" adds our own "
+        "`python -c 'while True: pass'` beside it. Regenerate: `PYTHONPATH=. python benchmarks/bench_threads.py "
+        "--write`.", "",
+        tab,
+    ])
+    print(tab)
+    if args.write:
+        write_section(text, HEADING)
+
+
+if __name__ == "__main__":
+    main()
