@@ -155,9 +155,22 @@ class ModelCard:
                    vocabulary=[str(w) for w in d["vocabulary"]] if d.get("vocabulary") else None,
                    calibration={str(k): dict(v) for k, v in (d.get("calibration") or {}).items()},
                    measured={str(k): dict(v) for k, v in (d.get("measured") or {}).items()})
-        for task in card.calibration:
-            card.score_map(task)  # a malformed map is refused here, not at the first query
+        for task, entry in card.calibration.items():  # a malformed map is refused here, not at the first query
+            _check_map(task, entry)
         return card
+
+
+def _check_map(task: str, entry: Any) -> None:
+    """A calibration entry must hold a map of finite numbers (checked without importing the model stack)."""
+    m = entry.get("map") if isinstance(entry, dict) else None
+    if not isinstance(m, dict) or not isinstance(m.get("weights"), dict):
+        raise ValueError(f"calibration {task!r} has no map")
+    for k, v in [*m["weights"].items(), ("bias", m.get("bias"))]:
+        if not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+            raise ValueError(f"calibration {task!r}: {k} is not a finite number")
+    for ab in (entry.get("per_phrase") or {}).values():
+        if len(ab) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in ab) or ab[0] <= 0:
+            raise ValueError(f"calibration {task!r}: a per-phrase recalibration is not two finite numbers (a > 0)")
 
 
 def card_path(weights: str | os.PathLike) -> Path:

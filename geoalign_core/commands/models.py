@@ -51,9 +51,10 @@ def _info(name: str) -> None:
     for task, m in card.measured.items():
         prec = m.get("precision_at_0.5")
         ece = m.get("ece")
-        print(f"measured ({task}) on {m.get('on', '?')}: precision {prec:.2f} among {m.get('n_at_0.5')} results "
-              f"scoring >= 0.5; expected calibration error {ece:.3f} over {m.get('n')} results"
-              if prec is not None and ece is not None else f"measured ({task}): {m}")
+        at = (f"precision {prec:.2f} among {m.get('n_at_0.5')} results scoring >= 0.5" if prec is not None
+              else "no result scored >= 0.5")
+        calib = f"; expected calibration error {ece:.3f} over {m.get('n')} results" if ece is not None else ""
+        print(f"measured ({task}) on {m.get('on', '?')}: {at}{calib}")
 
 
 def run(args: argparse.Namespace) -> int:

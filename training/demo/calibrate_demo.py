@@ -278,8 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         name="geoalign-demo",
         description="GeoAlign-Tiny (4-layer ViT, patch 8, 112 px) trained from scratch on this project's synthetic "
                     "scenes (docs/demo_model.md): a demonstration of the pipeline, not a model for real imagery",
-        domain=Domain(kind="synthetic", sensor="rendered aerial RGB (training/scenes)", gsd_m=(0.3, 0.3), bands=3,
-                      region="none (generated)",
+        domain=Domain(kind="synthetic", sensor="rendered aerial", gsd_m=(0.3, 0.3), bands=3, region="",
                       description="30 generated 1024 px scenes, seeds 1000-1029: roads, parking lots, buildings, cars, "
                                   "swimming pools, trees, ponds, a river, tennis courts, ships"),
         vocabulary=training_vocabulary(args.work, fit_pairs[0]),
