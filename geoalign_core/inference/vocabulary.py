@@ -172,16 +172,25 @@ COLOURS: tuple[str, ...] = ("red", "blue", "white", "black", "grey", "green", "y
 _SAME_HUE = ({"grey", "gray", "silver"},)
 
 
+#: roofs seen from above: a coloured small object ("red car") also competes with a roof of its colour
+ROOF_NOUNS: tuple[str, ...] = ("roof", "building")
+
+
 def colour_rivals(phrase: str) -> list[str]:
     """``phrase`` in the other :data:`COLOURS` when it starts with a colour ("red car" -> "blue car",
-    "white car", ...), else nothing: the box of a blue car must prefer "red car" to "blue car" before it
-    counts as a red car."""
+    "white car", ...), and a roof or building of the same colour ("red roof", "red building") unless the
+    phrase names one: the box of a blue car must prefer "red car" to "blue car", and a red roof must
+    prefer "red roof", before it counts as a red car. Else nothing."""
     words = phrase.lower().split()
     if len(words) < 2 or words[0] not in COLOURS:
         return []
     rest = " ".join(words[1:])
     same = next((g for g in _SAME_HUE if words[0] in g), {words[0]})
-    return [f"{c} {rest}" for c in COLOURS if c not in same]
+    out = [f"{c} {rest}" for c in COLOURS if c not in same]
+    head = head_noun(phrase)
+    if head not in ROOF_NOUNS and head not in ("house", "roof top", "rooftop"):
+        out += [f"{words[0]} {n}" for n in ROOF_NOUNS]
+    return out
 
 
 def competitors_for(phrases: Sequence[str], pool: Sequence[str] = COMPETITORS) -> list[str]:
