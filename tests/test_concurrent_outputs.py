@@ -29,16 +29,18 @@ def _child(args: list[str], barrier, log: Path, sync: bool) -> None:  # pragma: 
     code = 3
     try:
         if sync:  # every run waits for the others after each output check: all pass it before any writes
+            from geoalign_core import outputs
             from geoalign_core.geo import writers
 
-            check = writers.check_output
+            check = outputs.check_output
 
             def check_then_wait(*a, **k):
                 result = check(*a, **k)
                 barrier.wait(timeout=60)
                 return result
 
-            writers.check_output = check_then_wait
+            # the commands' early check (outputs.check_output) and the writers' own one (writers.check_output)
+            outputs.check_output = writers.check_output = check_then_wait
         import torch
 
         torch.set_num_threads(1)
