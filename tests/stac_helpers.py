@@ -21,7 +21,7 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 class RangeHandler(BaseHTTPRequestHandler):
     """GET / HEAD of the files under ``server.root`` with single ``Range: bytes=a-b`` requests (206);
-    counts the requests and ranged requests per path in ``server.hits`` / ``server.ranged``;
+    counts the GET requests and ranged GETs per path in ``server.hits`` / ``server.ranged``;
     JSON routes (``server.routes``: path -> callable(query dict) -> object) answer first."""
 
     protocol_version = "HTTP/1.1"
@@ -58,7 +58,8 @@ class RangeHandler(BaseHTTPRequestHandler):
         path = (Path(self.server.root) / u.path.lstrip("/")).resolve()
         if not str(path).startswith(str(Path(self.server.root).resolve())) or not path.is_file():
             return self._send(404, b"not found", "text/plain")
-        self.server.hits[u.path] = self.server.hits.get(u.path, 0) + 1
+        if self.command == "GET":  # HEADs (GDAL's size probe) are not reads
+            self.server.hits[u.path] = self.server.hits.get(u.path, 0) + 1
         data = path.read_bytes()
         ctype = "application/json" if path.suffix == ".json" else "image/tiff"
         m = _RANGE.match(self.headers.get("Range", "").strip())
@@ -69,7 +70,8 @@ class RangeHandler(BaseHTTPRequestHandler):
         start, end = (int(a), min(int(b) if b else size - 1, size - 1)) if a else (max(0, size - int(b)), size - 1)
         if start >= size or start > end:
             return self._send(416, b"", ctype, {"Content-Range": f"bytes */{size}"})
-        self.server.ranged[u.path] = self.server.ranged.get(u.path, 0) + 1
+        if self.command == "GET":
+            self.server.ranged[u.path] = self.server.ranged.get(u.path, 0) + 1
         self._send(206, data[start:end + 1], ctype, {"Content-Range": f"bytes {start}-{end}/{size}"})
 
     def _route(self, query: dict) -> None:

@@ -106,11 +106,16 @@ def _read_file_items(source: str) -> list:
 
 def _search_items(url: str, collections: Sequence[str] | None, bbox: list[float] | None, datetime: str | None,
                   max_items: int | None) -> list:
+    import logging
+
     from pystac_client import Client
     from pystac_client.exceptions import APIError
 
+    pool = logging.getLogger("urllib3.connectionpool")  # its retry warnings: the error below says it once
+    level = pool.level
+    pool.setLevel(logging.ERROR)
     try:
-        client = Client.open(url)
+        client = Client.open(url, timeout=60)
         search = client.search(collections=list(collections) if collections else None, bbox=bbox,
                                datetime=datetime, max_items=max_items)
         return list(search.items())
@@ -119,6 +124,8 @@ def _search_items(url: str, collections: Sequence[str] | None, bbox: list[float]
                          param="stac") from None
     except Exception as exc:  # noqa: BLE001 -- a broken server, an unexpected reply: one line for the user
         raise InputError(f"STAC API search at {url} failed: {type(exc).__name__}: {exc}", param="stac") from None
+    finally:
+        pool.setLevel(level)
 
 
 def _names(ids: Sequence[str]) -> list[str]:
