@@ -180,6 +180,18 @@ def synthetic_scene(out_dir: Path, seed: int = 1002, size: int = 512) -> tuple[P
     return write_scene(out_dir, seed, size=size)
 
 
+def sample_cog(out: Path, size: int = 256, col: int = 640, row: int = 640) -> Path:
+    """A Cloud-Optimized GeoTIFF (GDAL's COG driver: 128 px tiles, an overview) of a crop of the sample scene."""
+    from rasterio.shutil import copy as rio_copy
+
+    tmp = sample_crop(out.with_name(f".{out.stem}.crop.tif"), size=size, col=col, row=row)
+    try:
+        rio_copy(tmp, out, driver="COG", blocksize=128, overview_resampling="average", compress="deflate")
+    finally:
+        tmp.unlink()
+    return out
+
+
 def free_port() -> int:
     """A TCP port nobody listens on now (for torch.distributed rendezvous)."""
     with socket.socket() as s:

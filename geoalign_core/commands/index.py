@@ -34,6 +34,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "Several rasters make a collection: one index per scene in the --out folder")
     p.add_argument("--from-list", default=None, metavar="FILE",
                    help="also index the rasters listed in FILE (one path per line; # comments)")
+    stac = p.add_argument_group("scenes from STAC")
+    stac.add_argument("--stac", default=None, metavar="FILE|URL",
+                      help="also index the items of a STAC file (ItemCollection, Catalog, Collection or Item; a path "
+                           "or URL ending .json) or of a STAC API search (an API root URL, with --collection / "
+                           "--bbox / --datetime); each item is a scene named by its id")
+    stac.add_argument("--asset", default=None, metavar="KEY",
+                      help="the items' image asset (default: visual, image, data or rgb, else the only GeoTIFF); "
+                           "local files or COGs read remotely (http(s) through GDAL /vsicurl/, s3, gs)")
+    stac.add_argument("--collection", action="append", default=None, metavar="C",
+                      help="STAC API search: items of collection C (repeat, or C1,C2)")
+    stac.add_argument("--bbox", default=None, metavar="MINX,MINY,MAXX,MAXY",
+                      help="STAC API search: items intersecting this box (WGS84 degrees)")
+    stac.add_argument("--datetime", default=None, metavar="RANGE",
+                      help="STAC API search: items in this time or range (RFC 3339, e.g. 2024-01-01/2024-06-30)")
+    stac.add_argument("--max-items", type=int, default=None, metavar="N",
+                      help="at most N STAC items (default: all that match)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="index share I of N of the scenes (0-based; balanced by pixel count), for job arrays; "
                         "under torchrun each rank takes its share by itself")
@@ -54,7 +70,7 @@ def _collection_wanted(args: argparse.Namespace) -> bool:
     from ..index.scenes import is_pattern
 
     out = args.out
-    return (len(args.rasters) > 1 or args.from_list is not None or args.shard is not None
+    return (len(args.rasters) > 1 or args.from_list is not None or args.shard is not None or args.stac is not None
             or int(os.environ.get("WORLD_SIZE", "1")) > 1
             or any(is_pattern(r) and not Path(r).exists() for r in args.rasters)
             or (out is not None and (out.is_dir() or str(out).endswith(("/", os.sep)) or out.suffix == "")))
@@ -68,8 +84,11 @@ def run(args: argparse.Namespace) -> int:
             args.raster = args.rasters[0]
             return _info(args)
         cs.check_common(args)
-        if not args.rasters and args.from_list is None:
-            raise InputError("give a raster to index (or several, or --from-list FILE)")
+        if not args.rasters and args.from_list is None and args.stac is None:
+            raise InputError("give a raster to index (or several, or --from-list FILE, or --stac FILE|URL)")
+        if args.stac is None and (args.asset or args.collection or args.bbox or args.datetime
+                                  or args.max_items is not None):
+            raise InputError("--asset, --collection, --bbox, --datetime and --max-items are for --stac")
         if _collection_wanted(args):
             return _run_collection(args)
         if args.ann is not None:
@@ -96,8 +115,29 @@ def run(args: argparse.Namespace) -> int:
                                                          "overlap": cs.default_overlap(args)})
         except KeyboardInterrupt:
             raise InputError(_interrupted(out), code="interrupted") from None
+    _describe(args, out)
     print(result.summary)
     return 0
+
+
+def _describe(args: argparse.Namespace, index: Path) -> None:
+    """Write the index's STAC description (:mod:`geoalign_core.index.stac_out`)."""
+    from ..index.stac_out import write_stac
+
+    coll = write_stac(index)
+    cs.say(args, f"STAC: {coll}")
+
+
+def _stac_scenes(args: argparse.Namespace) -> list:
+    if args.stac is None:
+        return []
+    from ..index.stac_in import parse_bbox, stac_scenes
+
+    if args.max_items is not None and args.max_items < 1:
+        raise InputError(f"--max-items must be at least 1; got {args.max_items}", param="max_items")
+    collections = [c.strip() for cc in (args.collection or []) for c in cc.split(",") if c.strip()] or None
+    return stac_scenes(args.stac, args.asset, collections=collections, bbox=parse_bbox(args.bbox),
+                       datetime=args.datetime, max_items=args.max_items)
 
 
 def _interrupted(out: Path) -> str:
@@ -128,7 +168,9 @@ def _run_collection(args: argparse.Namespace) -> int:
         raise InputError("--shard is for job arrays; under torchrun each rank takes its share by itself")
     from ..index.collection_build import build_collection, dist_env, engine_device, maybe_build_ann
 
-    expand_inputs(args.rasters, args.from_list)  # a pattern that matches nothing: fail before the model
+    if args.rasters or args.from_list is not None:
+        expand_inputs(args.rasters, args.from_list)  # a pattern that matches nothing: fail before the model
+    stac_scenes = _stac_scenes(args)  # a bad STAC source: fail before the model
     env = dist_env()
     args.device = engine_device(args.device, env)
     predictor = cs.make_predictor(args)
@@ -152,13 +194,19 @@ def _run_collection(args: argparse.Namespace) -> int:
             def stage(name: str) -> None:
                 prog.stage(f"{current['scene']}: {name}")
 
-            result = build_collection(predictor, args.rasters, args.out, from_list=args.from_list, shard=shard,
+            result = build_collection(predictor, args.rasters, args.out, from_list=args.from_list,
+                                      scenes=stac_scenes, shard=shard,
                                       env=env, overwrite=args.overwrite, bands=args.bands,
                                       tile_size=args.tile_size, overlap=cs.default_overlap(args),
                                       allow_no_crs=args.allow_no_crs, progress_for=progress_for,
                                       stage=stage, say=say)
         if main:
             maybe_build_ann(args.out, args.ann, say)
+        if main or shard is not None:
+            from ..index.scenes import manifest_scenes, read_manifest
+
+            if any(s.part(args.out).exists() for s in manifest_scenes(read_manifest(args.out))):
+                _describe(args, args.out)
     except KeyboardInterrupt:
         raise InputError(f"interrupted; finished scenes and chunks are kept in {args.out}: run the same "
                          "command again to continue", code="interrupted") from None

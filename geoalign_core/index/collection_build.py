@@ -110,21 +110,27 @@ def engine_device(device: str, env: DistEnv) -> str:
     return device
 
 
-def plan_scenes(rasters: Sequence[str], from_list: str | PathLike | None = None) -> list[Scene]:
+def plan_scenes(rasters: Sequence[str], from_list: str | PathLike | None = None,
+                scenes: Sequence[Scene] | None = None) -> list[Scene]:
     """The collection's scenes, named, with their pixel counts (0 for one that does not open:
-    it fails, and is reported, when its turn comes)."""
+    it fails, and is reported, when its turn comes). ``scenes``: scenes named already (from
+    STAC items, :mod:`.stac_in`), indexed before the ``rasters``."""
     import rasterio
 
-    paths = expand_inputs(rasters, from_list)
-    scenes = []
-    for name, path in zip(scene_names(paths), paths):
+    paths = expand_inputs(rasters, from_list) if rasters or from_list is not None else []
+    planned = list(scenes or []) + [Scene(n, p) for n, p in zip(scene_names(paths), paths)]
+    names = [s.name.lower() for s in planned]
+    dup = next((s.name for s in planned if names.count(s.name.lower()) > 1), None)
+    if dup is not None:
+        raise InputError(f"two scenes are named {dup!r} (a STAC item id and a raster's file name): index them "
+                         "into separate collections", param="rasters")
+    for scene in planned:
         try:
-            with rasterio.open(path) as ds:
-                pixels = int(ds.width) * int(ds.height)
+            with rasterio.open(scene.raster) as ds:
+                scene.pixels = int(ds.width) * int(ds.height)
         except Exception:  # noqa: BLE001 -- reported with its reason when it is indexed
-            pixels = 0
-        scenes.append(Scene(name, path, pixels))
-    return scenes
+            scene.pixels = 0
+    return planned
 
 
 def _settings(enc: Encoder, tile_size: int | None, overlap: float, bands: Sequence[int] | str | None) -> dict:
@@ -170,6 +176,7 @@ def build_collection(
     root: str | PathLike,
     *,
     from_list: str | PathLike | None = None,
+    scenes: Sequence[Scene] | None = None,
     shard: tuple[int, int] | None = None,
     env: DistEnv | None = None,
     overwrite: bool = False,
@@ -183,7 +190,8 @@ def build_collection(
     say: Say | None = None,
 ) -> CollectionBuild:
     """Index this process's share of ``rasters`` (paths or glob patterns, plus ``from_list``)
-    into the collection folder ``root`` (see :mod:`.scenes` for its layout).
+    into the collection folder ``root`` (see :mod:`.scenes` for its layout). ``scenes``: named
+    scenes besides the rasters (STAC items, :func:`.stac_in.stac_scenes`).
 
     ``env``: torchrun's ranks (:func:`dist_env`; default: a single process); ``shard``: take
     share ``i`` of ``N`` instead (a job array). ``overwrite``: rebuild every scene of the share,
@@ -192,7 +200,7 @@ def build_collection(
     t0 = time.perf_counter()
     env = env or DistEnv()
     root = check_collection_root(root)
-    scenes = plan_scenes(rasters, from_list)
+    scenes = plan_scenes(rasters, from_list, scenes)
     settings = _settings(enc, tile_size, overlap, bands)
     root.mkdir(parents=True, exist_ok=True)
     for sub in ("parts", "patches", "work"):

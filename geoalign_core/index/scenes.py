@@ -26,7 +26,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
@@ -60,6 +60,7 @@ class Scene:
     name: str
     raster: str
     pixels: int = 0
+    stac: dict | None = None  #: a scene from a STAC item: its id, asset, href, self href, links (:mod:`.stac_in`)
 
     def part(self, root: Path) -> Path:
         return root / "parts" / f"{self.name}.parquet"
@@ -202,7 +203,15 @@ def read_manifest(root: str | os.PathLike) -> dict:
 
 
 def manifest_scenes(doc: dict) -> list[Scene]:
-    return [Scene(s["name"], s["raster"], int(s.get("pixels", 0))) for s in doc.get("scenes", [])]
+    return [Scene(s["name"], s["raster"], int(s.get("pixels", 0)), s.get("stac")) for s in doc.get("scenes", [])]
+
+
+def _scene_entry(s: Scene) -> dict:
+    d = {"name": s.name, "raster": s.raster, "pixels": s.pixels}
+    if s.stac is not None:
+        d["stac"] = s.stac
+    d["part"] = f"parts/{s.name}.parquet"
+    return d
 
 
 def write_manifest(root: Path, scenes: Sequence[Scene], settings: dict, replace: bool = False) -> dict:
@@ -234,7 +243,7 @@ def _write_manifest(root: Path, scenes: Sequence[Scene], settings: dict, replace
                              "use another --out folder", param="out")
         listed.setdefault(s.name, s)
     doc = {"format": COLLECTION_FORMAT, "version": COLLECTION_VERSION, "settings": settings,
-           "scenes": [dict(asdict(s), part=f"parts/{s.name}.parquet") for s in listed.values()]}
+           "scenes": [_scene_entry(s) for s in listed.values()]}
     tmp = root / f".{MANIFEST}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(doc, indent=1))
     os.replace(tmp, path)
