@@ -73,7 +73,9 @@ def race(jobs: list[list[str]], logs: Path, sync: bool = False) -> list[tuple[in
     every run has seen the output missing before any of them writes it: the race that lost a result.
     """
     logs.mkdir(exist_ok=True)
-    ctx = multiprocessing.get_context("fork")
+    # spawned, not forked: a fork of a process whose torch has run OpenMP threads can hang in the child's
+    # first parallel op (the suite's earlier tests run torch in this process)
+    ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(len(jobs))
     procs = [ctx.Process(target=_child, args=(args, barrier, logs / f"run{i}", sync))
              for i, args in enumerate(jobs)]

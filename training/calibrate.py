@@ -100,7 +100,7 @@ def evaluate_held_out(predictor, pairs: Sequence[tuple[str, str]], class_field: 
         d = collect_find(predictor, raster, frame, class_field, phrases, max_results=MAX_RESULTS, bounds=hb)
         d["horizontal"] = np.full(len(d["y"]), (hb[2] - hb[0]) >= (hb[3] - hb[1]))
         datas.append(d)
-    keys = ("x", "y", "phrase", "obj", "cx", "cy", "horizontal")
+    keys = ("x", "y", "phrase", "obj", "cx", "cy", "score", "horizontal")
     data = {k: np.concatenate([d[k] for d in datas]) for k in keys}
     data["n_objects"] = np.sum([d["n_objects"] for d in datas], axis=0)
     data["phrases"] = phrases

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -443,9 +444,8 @@ def _calibrate(start_model, final: Path, pairs, class_field: str, layer: str | N
         bdata = evaluate_held_out(pb, pairs, class_field, layer, bounds, val_fraction, classes)
     if "cross_validated" in info:
         after["find_held_out"] = info["cross_validated"]
-    smap = start_card.score_map("find") if start_card is not None else None
-    if smap is not None:
-        before["find_held_out"] = measure(smap.probability(torch.from_numpy(bdata["x"])).numpy(), bdata)
+    if len(bdata["score"]) and np.isfinite(bdata["score"]).all():  # the start model's scores as users saw them
+        before["find_held_out"] = measure(bdata["score"], bdata)
     save_card(card, card_path(final))
     say(f"model card: {card_path(final)} ({card.domain_line()})" + (f"; {info['note']}" if "note" in info else ""))
     return {k: v for k, v in out.items() if k != "cross_validated"}

@@ -85,10 +85,11 @@ def collect_find(predictor, raster: str | PathLike, labels: str | PathLike | gpd
                  bounds: Sequence[float] | None = None) -> dict[str, np.ndarray]:
     """``find`` each phrase alone (min score 0) on ``raster`` (within ``bounds``); per box: features
     ``x [K, F]``, rightness ``y [K]``, the phrase's index ``phrase [K]``, the labelled object holding its centre
-    ``obj [K]`` (-1: none; numbered per phrase) and its centre ``cx, cy``; per phrase: ``n_objects [P]``, the
+    ``obj [K]`` (-1: none; numbered per phrase), its centre ``cx, cy`` and the ``score`` find gave it (NaN when
+    uncalibrated); per phrase: ``n_objects [P]``, the
     labelled objects it names (inside ``bounds``)."""
     lab = labels if isinstance(labels, gpd.GeoDataFrame) else gpd.read_file(labels)
-    keys = ("x", "y", "phrase", "obj", "cx", "cy")
+    keys = ("x", "y", "phrase", "obj", "cx", "cy", "score")
     parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     n_objects = np.zeros(len(phrases), dtype=np.int64)
     for i, ph in enumerate(phrases):
@@ -107,6 +108,8 @@ def collect_find(predictor, raster: str | PathLike, labels: str | PathLike | gpd
         obj = _object_of(g.geometry, truth)
         cen = g.geometry.centroid
         parts["x"].append(np.asarray(g.attrs["score_features"], dtype=np.float64))
+        # the score the user saw (NaN from an uncalibrated model, whose value is not a probability)
+        parts["score"].append(g["score"].to_numpy(np.float64) if "score" in g.columns else np.full(len(g), np.nan))
         parts["y"].append(obj >= 0)
         parts["phrase"].append(np.full(len(g), i))
         parts["obj"].append(obj)
