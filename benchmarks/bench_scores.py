@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             f"geoalign-demo` (defaults: the east 30 % held out). Its card: "
             f"{neon.get('calibration', {}).get('note', 'calibrated on the held-out part')}.", "",
             table(["model", "boxes >= 0.5 on a crown (precision)", "crowns found (recall at 0.5)", "ECE"],
-                  [["geoalign-demo (its synthetic calibration)", f"{cell(fb, 'precision_at_0.5', '.2f')} of "
+                  [["geoalign-demo (its scores as users get them on real imagery)",
+                    f"{cell(fb, 'precision_at_0.5', '.2f')} of "
                     f"{fb.get('n_at_0.5', 0)}", f"{fb.get('objects_found', 'n/a')} of {fb.get('objects', 'n/a')}",
                     cell(fb, "ece", ".3f")],
                    ["fine-tuned (2-fold cross-validated)", f"{cell(fa, 'precision_at_0.5', '.2f')} of "

@@ -14,7 +14,37 @@ import pytest
 from generate import ROOT, SAMPLE_SCENE, sample_crop
 
 SCENE = SAMPLE_SCENE
-TEST_MODEL = "GeoAlign-Tiny"
+
+
+def carded_tiny_model() -> str:
+    """GeoAlign-Tiny (random weights, seed 0) saved as a checkpoint with the test model card beside it
+    (conftest.tiny_card: fixed maps, so that the calibrated score paths of the plugin and the engine run);
+    made once per machine in a subprocess (this process is QGIS's and never loads the model stack)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    path = Path(tempfile.gettempdir()) / f"geoalign-test-model-{os.getuid()}" / "GeoAlign-Tiny.safetensors"
+    if not (path.is_file() and path.with_name("GeoAlign-Tiny.card.json").is_file()):
+        script = (
+            "import sys, warnings, torch; sys.path.insert(0, sys.argv[2]); warnings.simplefilter('ignore')\n"
+            "from pathlib import Path\n"
+            "from geoalign_core import load_model, save_model\n"
+            "from geoalign_core.card import card_path, save_card\n"
+            "from conftest import tiny_card\n"
+            "torch.manual_seed(0)\n"
+            "out = Path(sys.argv[1]); tmp = out.with_name('.tmp-' + out.name)\n"
+            "save_model(load_model('GeoAlign-Tiny', device='cpu'), tmp)\n"
+            "save_card(tiny_card(), card_path(out)); tmp.replace(out)\n"
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-c", script, str(path), str(Path(__file__).parent)], check=True,
+                       timeout=300)
+    return str(path)
+
+
+TEST_MODEL = carded_tiny_model()
 RASTER_EPSG = 32633
 __all__ = ["ROOT", "SCENE", "TEST_MODEL", "RASTER_EPSG", "sample_crop", "wait_until", "wait_for_dock", "files_in"]
 

@@ -239,7 +239,9 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path, tiny_ckpt, big_textured, pref
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
-        line = proc.stdout.readline()  # printed once the model is loaded, right before the tile pass
+        line = proc.stdout.readline()  # the model card's line, once the model is loaded
+        assert line.startswith("model tiny: "), line
+        line = proc.stdout.readline()  # printed right before the tile pass
         assert line.startswith("tile-classify:"), line
         time.sleep(1.5)
         assert proc.poll() is None, "finished before the interrupt"

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from qgis_helpers import sample_crop
+from qgis_helpers import carded_tiny_model, sample_crop
 
 from geoalign_qgis.engine import (
     PROTOCOL_VERSION,
@@ -28,7 +28,7 @@ from geoalign_qgis.engine import (
     EngineStartError,
 )
 
-MODEL = "GeoAlign-Tiny"
+MODEL = carded_tiny_model()  # GeoAlign-Tiny with the test card: the calibrated score paths run
 
 
 @pytest.fixture(scope="module")

@@ -139,8 +139,8 @@ def test_demo_model_reproduces_the_live_top_10_from_the_index(tmp_path):
     build_index(p, crop, tmp_path / "crop.parquet")
     idx = SceneIndex.open(tmp_path / "crop.parquet", p)
     for phrase in ("red car", "swimming pool", "tennis court", "building with a red roof"):
-        live = p.find(crop, [phrase], refine=False, max_results=10)
-        stored = idx.find([phrase], max_results=10)
+        live = p.find(crop, [phrase], refine=False, max_results=10, min_score=0.0)
+        stored = idx.find([phrase], max_results=10, min_score=0.0)
         assert reproduced(live, stored) >= 8, phrase
 
 

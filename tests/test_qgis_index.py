@@ -13,7 +13,7 @@ qgis_core = pytest.importorskip("qgis.core")
 
 from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle  # noqa: E402
 from qgis.gui import QgsMapToolExtent  # noqa: E402
-from qgis_helpers import sample_crop, wait_for_dock, wait_until  # noqa: E402
+from qgis_helpers import TEST_MODEL, sample_crop, wait_for_dock, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.qgis
 
@@ -40,7 +40,9 @@ def test_index_this_raster_then_find_heatmap_and_typing_use_it(qgis_iface, proje
     assert task is not None, dock.status.text()
     wait_for_dock(dock)
     assert not task.error, task.error
-    index = tmp_path / "data" / "crop.geoalign-tiny.geoalign-index.parquet"  # beside the raster
+    from geoalign_qgis.indexes import model_tag
+
+    index = tmp_path / "data" / f"crop.{model_tag(TEST_MODEL)}.geoalign-index.parquet"  # beside the raster
     assert index.is_file() and Path(f"{index}.patches.npy").is_file()
     wait_until(lambda: dock.index_file is not None, 60, "the index check")
     assert dock.index_file == index and "indexed: " in dock.index_state.text()

@@ -184,7 +184,7 @@ def heatmap(predictor: Predictor, raster: str | PathLike, phrase: str, out: str 
         a = ds.read(1, masked=True, out_shape=(min(ds.height, 1024), min(ds.width, 1024)))
         valid = a.compressed()
         lo, hi = (float(np.min(valid)), float(np.max(valid))) if valid.size else (None, None)
-        what = "score" if meta.get("values") == "score" else "similarity"
+        what = meta.get("values") if meta.get("values") in ("score", "standout") else "similarity"
         rng = f"{lo:.3f} .. {hi:.3f}" if valid.size else "no valid cells"
         summary = (f"wrote {ds.width}x{ds.height} float32 heatmap to {path} (res {ds.res[0]:g}, "
                    f"crs {ds.crs.to_string() if ds.crs else 'none'}); {what} {rng}")
