@@ -39,7 +39,7 @@ TOP10 = ["--max-results", "10", "--min-score", "0"]
 
 @pytest.mark.parametrize(
     ("extra", "at_03"),
-    [(TOP10, 8), ([], 7), (["--no-refine", *TOP10], 5), (["--tile-size", "56", *TOP10], 8)],
+    [(TOP10, 8), ([], 7), (["--no-refine", *TOP10], 5), (["--tile-size", "56", *TOP10], 7)],
     ids=["default", "issue-command", "no-refine", "tiles-2x"],
 )
 def test_find_red_car_top10(tmp_path, extra, at_03):
@@ -53,7 +53,7 @@ def test_find_red_car_top10(tmp_path, extra, at_03):
     refinement (each box looked at again at twice the zoom) helps: without it (``--no-refine``) the
     demo model gets 5 of 10 (boxes follow its 8 px patch grid while a car is about 15x6 px), pinned
     here so that a change of either is seen. With ``--tile-size 56`` (tiles upsampled 2x,
-    docs/demo_model.md) 8 of 10. At least 9 of the 10 boxes overlap a red car (IoU >= 0.1) in every
+    docs/demo_model.md) 7 of 10. At least 9 of the 10 boxes overlap a red car (IoU >= 0.1) in every
     variant.
     """
     from geoalign_core.cli import main

@@ -90,6 +90,7 @@ def test_plugin_loads_initgui_unload(qgis_iface):
         assert "geoalign-demo" in names and "openai-vit-b-16" in names
         dock.set_model("geoalign-demo")
         assert dock.model_state.text().startswith("available offline")
+        assert "trained on synthetic" in dock.model_state.text()  # the model card's domain line
         # the combo shows names only (never elided mid-word); the popup is as wide as the longest name
         assert all(dock.model_combo.itemText(i) == names[i] for i in range(len(names)))
         view = dock.model_combo.view()

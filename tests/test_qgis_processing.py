@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 pytest.importorskip("qgis.core")
@@ -69,7 +71,7 @@ def test_tile_classify(provider, raster, tmp_path):
     assert layer.featureCount() == 4  # 224 px, 112 px tiles side by side (default overlap 0, as the CLI)
     assert layer.crs() == QgsRasterLayer(raster).crs()
     assert {"label", "score", "top_k"} <= {f.name() for f in layer.fields()}
-    assert {f["label"] for f in layer.getFeatures()} <= {"car", "building", "water"}
+    assert {f["label"] for f in layer.getFeatures()} <= {"car", "building", "water", "none of these"}
 
 
 def test_loaded_outputs_are_styled_and_named(provider, raster, tmp_path):
@@ -178,7 +180,7 @@ def test_match_regions(provider, raster, tmp_path):
     names = [f.name() for f in layer.fields()]
     assert {"name", "best_phrase", "score", "building", "tree"} <= set(names)
     for f in layer.getFeatures():
-        assert f["best_phrase"] in ("building", "tree")
+        assert f["best_phrase"] in ("building", "tree", "none of these")
         assert f["score"] == pytest.approx(max(f["building"], f["tree"]))
         assert rlayer.extent().contains(f.geometry().boundingBox().center())
 
@@ -187,8 +189,10 @@ def test_heatmap_with_a_checkpoint_file(provider, raster, tmp_path):
     import processing
 
     from geoalign_core import load_model, save_model
+    from geoalign_core.card import card_path
 
     ckpt = save_model(load_model(TEST_MODEL, device="cpu"), tmp_path / "tiny.safetensors")
+    shutil.copy(card_path(TEST_MODEL), card_path(ckpt))  # its card travels with it: calibrated scores
     out = tmp_path / "heat.tif"
     res = processing.run("geoalign:heatmap", {
         "INPUT": raster, "PHRASE": "swimming pool", "MODEL": str(ckpt), "OUTPUT": str(out)})
