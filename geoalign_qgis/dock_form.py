@@ -250,7 +250,12 @@ class DockForm:
         entry = next((m for m in self.models if m["name"] == name), None)
         if entry is not None:
             domain = entry.get("domain") or ""
-            self.model_state.setText(f"{entry['state']}. {domain}" if domain else entry["state"])
+            # the card's first clause ("trained on ...") and whether its scores are calibrated; the whole
+            # line (calibrated on what, measured precision) is the tooltip
+            short = domain.split(";")[0].split(": ", 1)[-1] if domain else ""
+            if short:
+                short += "; scores calibrated" if entry.get("calibrated") else "; uncalibrated scores"
+            self.model_state.setText(f"{entry['state']}; {short}" if short else entry["state"])
             self.model_state.setToolTip(domain)
         elif name and Path(name).suffix in (".safetensors", ".pt", ".pth", ".bin", ".ckpt"):
             self.model_state.setText("checkpoint file" + ("" if Path(name).is_file() else " (not found)"))
