@@ -351,7 +351,7 @@ def validate(doc: dict, *, extensions: Iterable[str] | None = None) -> list[str]
     import jsonschema
 
     store = _store()
-    kind = {"Feature": "item", "Collection": "collection"}.get(doc.get("type"))
+    kind = {"Feature": "item", "Collection": "collection"}.get(str(doc.get("type")))
     if kind is None:
         raise ValueError(f"not a STAC Item or Collection: type {doc.get('type')!r}")
     core = f"https://schemas.stacspec.org/v{STAC_VERSION}/{kind}-spec/json-schema/{kind}.json"
