@@ -29,7 +29,7 @@ within a phrase, and ``find`` scans with the raw threshold that corresponds to `
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -283,21 +283,29 @@ class SimilarScorer:
         return (g - b) / a
 
 
-def measure_similar(enc: Encoder, src: EmbeddingSource, windows: Sequence[Window], query: torch.Tensor,
-                    cancel: Cancel | None = None) -> SimilarScorer:
-    """``similar``'s :class:`SimilarScorer`: the cosine of the scene's sampled sliding windows with ``query [D]``."""
-    model_map = enc.score_map("similar", getattr(src, "out_of_domain", False))
+def sampled_regions(enc: Encoder, src: EmbeddingSource, windows: Sequence[Window], cancel: Cancel | None = None
+                    ) -> Iterator[torch.Tensor]:
+    """The normalised embeddings ``[K, D]`` of the valid multi-scale sliding windows of the sample tiles of
+    ``windows`` (:func:`pick_windows`), one batch of tiles at a time: a scene's ordinary regions."""
     sample = pick_windows(windows)
+    if not sample:
+        return
     patch, size = enc.model.patch_size, enc.input_size
     grid = scoring.window_candidates(size, size, patch)
-    parts: list[torch.Tensor] = []
     for eb in src.embeddings(sample, dense=True, cancel=cancel):
         per_tile = [grid] * len(eb.tiles)
         valid = scoring.boxes_valid_fraction(eb.valid, per_tile) >= MIN_VALID_FRACTION
         with torch.no_grad():
             reg = F.normalize(enc.model.pool_regions(eb.dense, per_tile).float(), dim=-1)
-        cos = (reg @ query.float().to(reg.device)).double()
-        parts.append(cos[valid.to(cos.device)].cpu()[:, None])
+        yield reg[valid.to(reg.device)]
+
+
+def measure_similar(enc: Encoder, src: EmbeddingSource, windows: Sequence[Window], query: torch.Tensor,
+                    cancel: Cancel | None = None) -> SimilarScorer:
+    """``similar``'s :class:`SimilarScorer`: the cosine of the scene's sampled sliding windows with ``query [D]``."""
+    model_map = enc.score_map("similar", getattr(src, "out_of_domain", False))
+    parts = [(reg @ query.float().to(reg.device)).double().cpu()[:, None]
+             for reg in sampled_regions(enc, src, windows, cancel)]
     if not parts:
         return SimilarScorer(SceneStats.empty(1), model_map)
     return SimilarScorer(SceneStats.from_logodds(torch.cat(parts), min_spread=1e-3), model_map)
@@ -308,19 +316,8 @@ def measure(enc: Encoder, src: EmbeddingSource, windows: Sequence[Window], texts
     """The scene's :class:`Scorer` (its statistics from the sliding windows of the sample tiles of
     ``windows``, :func:`pick_windows`; ``texts``: query phrases then competitors) with the model's map."""
     model_map = enc.score_map("find", getattr(src, "out_of_domain", False))
-    sample = pick_windows(windows)
-    if not sample:
-        return Scorer(SceneStats.empty(n_phrases), model_map)
-    patch, size = enc.model.patch_size, enc.input_size
-    grid = scoring.window_candidates(size, size, patch)
-    parts: list[torch.Tensor] = []
-    for eb in src.embeddings(sample, dense=True, cancel=cancel):
-        per_tile = [grid] * len(eb.tiles)
-        valid = scoring.boxes_valid_fraction(eb.valid, per_tile) >= MIN_VALID_FRACTION
-        with torch.no_grad():
-            reg = F.normalize(enc.model.pool_regions(eb.dense, per_tile).float(), dim=-1)
-        probs = scoring.phrase_probabilities(reg, texts, n_phrases, enc.logit_scale)
-        parts.append(logodds(probs)[valid.to(probs.device)].cpu())
+    parts = [logodds(scoring.phrase_probabilities(reg, texts, n_phrases, enc.logit_scale)).cpu()
+             for reg in sampled_regions(enc, src, windows, cancel)]
     if not parts:
         return Scorer(SceneStats.empty(n_phrases), model_map)
     return Scorer(SceneStats.from_logodds(torch.cat(parts)), model_map)
