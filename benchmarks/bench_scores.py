@@ -2,8 +2,9 @@
 
     python benchmarks/bench_scores.py [--write-docs]
 
-1. ``geoalign-demo`` on held-out synthetic scenes (``training/demo/calibrate_demo.py``'s CHECK scenes, never
-   used to train, tune or calibrate it; the script is run first when ``runs/calibration/check.json`` is missing):
+1. ``geoalign-demo`` on held-out synthetic scenes (``geoalign_core/training/demo/calibrate_demo.py``'s CHECK
+   scenes, never used to train, tune or calibrate it; the script is run first when
+   ``runs/calibration/check.json`` is missing):
    the reliability diagram and expected calibration error (ECE, 10 bins) of every box ``find`` returns for its
    phrases, and ``find`` with its defaults (live, box refinement on) for "red car", "swimming pool" and "tree":
    precision among boxes scoring >= 0.5, ECE over all returned boxes (``--min-score 0``).
@@ -57,7 +58,7 @@ def demo_check(predictor) -> tuple[list[list[object]], dict, list[list[object]]]
     import geopandas as gpd
 
     from geoalign_core.evaluation.reliability import _object_of, phrase_rule, reliability
-    from training.demo.calibrate_demo import CHECK_SCENES, scenes
+    from geoalign_core.training.demo.calibrate_demo import CHECK_SCENES, scenes
 
     pairs = scenes(WORK, "check", CHECK_SCENES)
     rows, pooled_p, pooled_y = [], [], []
@@ -111,7 +112,7 @@ def absent_real(predictor) -> list[list[object]]:
 
 def tiles_absent(predictor) -> list[list[object]]:
     from geoalign_core.inference.vocabulary import NONE_LABEL
-    from training.demo.calibrate_demo import CHECK_SCENES, scenes
+    from geoalign_core.training.demo.calibrate_demo import CHECK_SCENES, scenes
 
     rows = []
     for tif, _ in scenes(WORK, "check", CHECK_SCENES)[:2] + [(ROOT / "sample_data" / "scene.tif", None)]:
@@ -179,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         SECTION, "",
         f"Measured {date} at commit {_commit()} on {cpu_summary()} with `python benchmarks/bench_scores.py "
-        f"--write-docs` ({took / 60:.0f} min; the calibration itself: `python training/demo/calibrate_demo.py`). "
+        f"--write-docs` ({took / 60:.0f} min; the calibration itself: "
+        "`python geoalign_core/training/demo/calibrate_demo.py`). "
         f"Model card: {card.domain_line() if card else 'none'}.", "",
         "### geoalign-demo, held-out synthetic scenes", "",
         f"Every box `find` returned (top 50 per phrase, `--min-score 0`, from each scene's index) on "

@@ -1,6 +1,6 @@
 """Training throughput and memory: stage I vs stage II, with and without gradient checkpointing.
 
-Measures one optimiser step of the real training module (``training.objective.EmbedStep``
+Measures one optimiser step of the real training module (``geoalign_core.training.objective.EmbedStep``
 + Eq. 5 + backward + AdamW) on batches built by the real dataset/collate code from
 generated chips (data loading excluded from the timings). Each configuration runs in its
 own subprocess so that its peak memory (peak RSS on CPU, ``torch.cuda.max_memory_allocated``
@@ -41,9 +41,9 @@ def worker(args: argparse.Namespace) -> None:
 
     sys.path.insert(0, str(ROOT))
     from geoalign_core import load_model
-    from training.dataset import Collate, GeoAlignDataset
-    from training.engine import param_groups
-    from training.objective import EmbedStep, geoalign_objective
+    from geoalign_core.training.dataset import Collate, GeoAlignDataset
+    from geoalign_core.training.engine import param_groups
+    from geoalign_core.training.objective import EmbedStep, geoalign_objective
 
     dev = torch.device(args.device)
     torch.manual_seed(0)
@@ -155,7 +155,7 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(ROOT))
-    from training.synthetic import make_squares_dataset
+    from geoalign_core.training.synthetic import make_squares_dataset
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

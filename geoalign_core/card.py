@@ -35,7 +35,7 @@ __all__ = ["CARD_SUFFIX", "Domain", "ModelCard", "card_line", "card_path", "doma
 CARD_SUFFIX = ".card.json"
 #: a raster whose pixel size is further than this factor from the model's training range is out of domain
 GSD_FACTOR = 3.0
-#: GeoTIFF tag the project's synthetic scenes carry (training.scenes.files)
+#: GeoTIFF tag the project's synthetic scenes carry (geoalign_core.training.scenes.files)
 SYNTHETIC_TAG = "GENERATOR"
 _WORD = re.compile(r"[a-z]+")
 

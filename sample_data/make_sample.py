@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the synthetic sample scene (or other seeds): a thin wrapper around ``training.scenes``.
+"""Write the synthetic sample scene (or other seeds): a thin wrapper around ``geoalign_core.training.scenes``.
 
     python sample_data/make_sample.py --seed 0 --size 2048 --out sample_data
         -> sample_data/scene.tif + sample_data/labels.gpkg
@@ -7,7 +7,8 @@
         -> scene_1000.tif + scene_1000_labels.gpkg, ..., scene_1009...
 
 The generator itself (layout, labels, rendering, file writing) is the package
-``training/scenes/``; from Python use ``from training.scenes import render_scene, write_scene``.
+``geoalign_core/training/scenes/``; from Python use
+``from geoalign_core.training.scenes import render_scene, write_scene``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,6 @@ from pathlib import Path
 if __name__ == "__main__":
     # run from a checkout without `pip install -e .`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from training.scenes import main
+    from geoalign_core.training.scenes import main
 
     sys.exit(main())

@@ -174,8 +174,8 @@ def sample_crop(out: Path, size: int = 256, col: int = 640, row: int = 640) -> P
 
 
 def synthetic_scene(out_dir: Path, seed: int = 1002, size: int = 512) -> tuple[Path, Path]:
-    """A generated aerial scene with labels (``training.scenes``): (GeoTIFF, GeoPackage)."""
-    from training.scenes import write_scene
+    """A generated aerial scene with labels (``geoalign_core.training.scenes``): (GeoTIFF, GeoPackage)."""
+    from geoalign_core.training.scenes import write_scene
 
     return write_scene(out_dir, seed, size=size)
 

@@ -67,7 +67,8 @@ def test_every_command_has_a_page_with_its_generated_reference(site):
         assert not missing, f"the built page of geoalign {name} does not document {missing}"
 
 
-_STARTS = re.compile(r"geoalign(?:_core\.cli)?\s+(?:--\S+\s+)*([a-z][a-z-]+)|training\.train|(?<![\w-])("
+_STARTS = re.compile(r"geoalign(?:_core\.cli)?\s+(?:--\S+\s+)*([a-z][a-z-]+)|(?:geoalign_core\.)?training\.train"
+                     r"|(?<![\w-])("
                      + "|".join(map(re.escape, EXTERNAL)) + r")\b")
 
 
@@ -76,7 +77,7 @@ def _context(code: str, pos: int, default: str | None) -> str | None:
     ctx = default
     for m in _STARTS.finditer(code):
         if m.start() < pos:
-            ctx = "train" if m.group(0) == "training.train" else (m.group(1) or f"!{m.group(2)}")
+            ctx = "train" if m.group(0) == "geoalign_core.training.train" else (m.group(1) or f"!{m.group(2)}")
     return ctx
 
 

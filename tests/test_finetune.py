@@ -143,7 +143,7 @@ def test_finetune_pixel_box_csv_inside_bounds(scene_1002, tiny_ckpt, tmp_path, c
 def test_report_never_prints_a_precision_without_negatives():
     """With no background box, the object-vs-background rows say so instead of a share computed on positives
     alone; find's held-out rows give precision and recall only where they were measured."""
-    from training.finetune import _report_lines
+    from geoalign_core.training.finetune import _report_lines
 
     base = {"region_top1": 0.5, "n_regions": 10, "labelled_found": 1.0, "background_called_a_class": None,
             "n_background": 0, "reference_top1": 0.9}

@@ -180,12 +180,12 @@ def test_distributed_gather_matches_joined_batch():
 
 
 def test_distillation_term_is_one_minus_cosine_to_a_frozen_start(tiny_model):
-    """training.distill: w x sum over image / region / text embeddings of mean(1 - cos(student, teacher));
+    """geoalign_core.training.distill: w x sum over image / region / text embeddings of mean(1 - cos(student, teacher));
     0 for the start itself, positive once the student moves, no gradient into the teacher."""
     import copy
 
-    from training.distill import Distiller
-    from training.objective import EmbedStep
+    from geoalign_core.training.distill import Distiller
+    from geoalign_core.training.objective import EmbedStep
 
     model = copy.deepcopy(tiny_model)
     s = model.image_size

@@ -15,7 +15,7 @@ from cli_helpers import assert_bad
 from rasterio.transform import from_origin
 from shapely.geometry import Point, Polygon
 
-import training.scenes as scenes
+import geoalign_core.training.scenes as scenes
 from geoalign_core.cli import main as cli_main
 from geoalign_core.data import PrepareOptions, prepare_dataset, read_image, read_samples
 from geoalign_core.data.text import number_word, plural
@@ -320,7 +320,7 @@ def test_background_regions_away_from_labels(scene_1002, tmp_path):
     import shapely.ops
 
     from geoalign_core.data.prepare import BACKGROUND_MARGIN
-    from training.dataset import read_samples as train_samples
+    from geoalign_core.training.dataset import read_samples as train_samples
 
     tif, gpkg = scene_1002
     out = tmp_path / "bg"

@@ -261,7 +261,7 @@ def test_a_hostile_checkpoint_is_not_safe_and_no_advice_to_load_it_anyway(capsys
     import torch
 
     from geoalign_core.errors import CheckpointError
-    from training.checkpoints import read_checkpoint
+    from geoalign_core.training.checkpoints import read_checkpoint
 
     marker = tmp_path / "ran.txt"
     evil = tmp_path / "evil.pt"

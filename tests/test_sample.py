@@ -1,4 +1,4 @@
-"""Tests for the synthetic scene generator (training/scenes, run by sample_data/make_sample.py) and its
+"""Tests for the synthetic scene generator (geoalign_core/training/scenes, run by sample_data/make_sample.py) and its
 committed output."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import training.scenes as scenes
+import geoalign_core.training.scenes as scenes
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "sample_data"

@@ -11,7 +11,7 @@ from generate import array_raster
 
 from geoalign_core.data.schema import read_image
 from geoalign_core.errors import InputError
-from training.dataset import (
+from geoalign_core.training.dataset import (
     CLASS_PROMPTS,
     Collate,
     GeoAlignDataset,
@@ -20,7 +20,7 @@ from training.dataset import (
     dihedral_image,
     read_samples,
 )
-from training.synthetic import COLOURS, make_squares_dataset
+from geoalign_core.training.synthetic import COLOURS, make_squares_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -266,10 +266,10 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in {"geopandas", "pyogrio", "shapely", "pyproj"}:
             raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
 sys.meta_path.insert(0, Block())
-import training.engine, training.objective, training.train
+import geoalign_core.training.engine, geoalign_core.training.objective, geoalign_core.training.train
 from geoalign_core import load_model
 from geoalign_core.data import read_image, read_samples
-from training.dataset import Collate, GeoAlignDataset
+from geoalign_core.training.dataset import Collate, GeoAlignDataset
 model = load_model("GeoAlign-Tiny")
 ds = GeoAlignDataset([sys.argv[1]], model.image_size, regions_per_image=2, num_candidates=2)
 collate = Collate(model.tokenizer, need_detail=True, need_region_text=True, need_candidates=True)

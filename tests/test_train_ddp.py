@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from generate import free_port
 
-from training.objective import geoalign_objective
+from geoalign_core.training.objective import geoalign_objective
 
 D = 16
 LAMBDAS = (1.0, 1.0, 1.0, 1.0, 1.0)
@@ -62,8 +62,8 @@ def _model_grads(data_dir: str, indices: list[int], ddp: bool) -> tuple[float, d
     import warnings
 
     from geoalign_core import load_model
-    from training.dataset import Collate, GeoAlignDataset
-    from training.objective import EmbedStep
+    from geoalign_core.training.dataset import Collate, GeoAlignDataset
+    from geoalign_core.training.objective import EmbedStep
 
     torch.manual_seed(0)
     with warnings.catch_warnings():
@@ -131,7 +131,7 @@ def _spawn(target, args_per_rank, timeout=180) -> list:
 
 @pytest.fixture(scope="module")
 def two_rank_results(tmp_path_factory):
-    from training.synthetic import make_squares_dataset
+    from geoalign_core.training.synthetic import make_squares_dataset
 
     data = make_squares_dataset(tmp_path_factory.mktemp("data"), n=6, size=64, seed=0)
     port = free_port()
@@ -173,8 +173,8 @@ def _train_worker(rank: int, world: int, port: int, cfg: dict, q) -> None:
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
-    from training.config import config_from_dict
-    from training.engine import train
+    from geoalign_core.training.config import config_from_dict
+    from geoalign_core.training.engine import train
 
     res = train(config_from_dict(cfg), quiet=True)
     q.put((rank, [h["loss"] for h in res.history], str(res.export)))
@@ -182,7 +182,7 @@ def _train_worker(rank: int, world: int, port: int, cfg: dict, q) -> None:
 
 def test_ddp_training_steps_equal_single_process(tmp_path):
     from geoalign_core import load_model
-    from training.synthetic import make_squares_dataset
+    from geoalign_core.training.synthetic import make_squares_dataset
 
     data = make_squares_dataset(tmp_path / "data", n=8, size=64, seed=0)
     base = dict(model="GeoAlign-Tiny", stage=2, data=str(data), max_steps=2, lr=1e-3, warmup_steps=0,
@@ -192,8 +192,8 @@ def test_ddp_training_steps_equal_single_process(tmp_path):
     res = _spawn(_train_worker, [(r, 2, port, ddp_cfg) for r in range(2)])
     assert res[0][1] == res[1][1]  # every rank logs the global-batch loss
 
-    from training.config import config_from_dict
-    from training.engine import train
+    from geoalign_core.training.config import config_from_dict
+    from geoalign_core.training.engine import train
 
     single = train(config_from_dict({**base, "batch_size": 4, "out_dir": str(tmp_path / "one")}), quiet=True)
     assert res[0][1] == pytest.approx([h["loss"] for h in single.history], rel=1e-5)

@@ -10,10 +10,10 @@ import torch
 
 from geoalign_core import load_model
 from geoalign_core.cli import main as cli_main
-from training.config import config_from_dict
-from training.engine import list_checkpoints, train
-from training.objective import encode_text_trimmed
-from training.synthetic import make_squares_dataset
+from geoalign_core.training.config import config_from_dict
+from geoalign_core.training.engine import list_checkpoints, train
+from geoalign_core.training.objective import encode_text_trimmed
+from geoalign_core.training.synthetic import make_squares_dataset
 
 TINY = dict(model="GeoAlign-Tiny", num_workers=0, log_every=1, tensorboard=False)
 
@@ -189,7 +189,7 @@ def test_cli_train_and_bad_configs(data, tmp_path, capsys):
 def test_shipped_configs_validate():
     from pathlib import Path
 
-    from training.config import load_config
+    from geoalign_core.training.config import load_config
 
     files = sorted(Path(__file__).parents[1].joinpath("training", "configs").glob("*.yaml"))
     names = {f.stem for f in files}
@@ -206,8 +206,8 @@ def test_shipped_configs_validate():
 
 def test_region_embeddings_under_bf16_autocast(data):
     """The autocast path (GPU bf16) keeps RoIAlign in fp32 and matches the fp32 embeddings."""
-    from training.dataset import Collate, GeoAlignDataset
-    from training.objective import EmbedStep
+    from geoalign_core.training.dataset import Collate, GeoAlignDataset
+    from geoalign_core.training.objective import EmbedStep
 
     m = _tiny().train()
     ds = GeoAlignDataset(data, m.image_size, regions_per_image=3, num_candidates=3, augment=False)
@@ -233,7 +233,7 @@ def test_farslip_objective_through_the_cli(data, tmp_path, capsys, teacher):
                                     "out_dir": str(tmp_path / "run"), "batch_size": 4, "num_workers": 0,
                                     "regions_per_image": 2, "vic_regions_per_image": 2, "lr": 1e-3}))
     seen = {}
-    from training import farslip
+    from geoalign_core.training import farslip
 
     orig_update = farslip.Teacher.update
 

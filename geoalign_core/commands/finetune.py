@@ -1,6 +1,6 @@
 """``geoalign finetune RASTER... LABELS... --class-field F --from MODEL --out DIR``: prepare, train
 (stage II) and evaluate on a spatially held-out part of the user's own labels, in one command
-(:mod:`training.finetune`)."""
+(:mod:`geoalign_core.training.finetune`)."""
 
 from __future__ import annotations
 
@@ -95,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no labels file among the files (give the rasters, then their labelled polygons or "
                          "pixel boxes)")
     try:
-        from training.config import parse_override
-        from training.finetune import finetune
+        from geoalign_core.training.config import parse_override
+        from geoalign_core.training.finetune import finetune
     except ModuleNotFoundError as exc:
         raise InputError("the training package is not installed (install geoalign from a source checkout)") from exc
     overrides = dict(parse_override(s) for s in args.set)

@@ -1,7 +1,7 @@
 """``geoalign train CONFIG.yaml [--resume] [--max-steps N] [--out-dir D]``: stage I or II training.
 
 A thin shell over :mod:`training` (the repository's ``training/`` package); under torchrun
-use ``torchrun ... -m training.train CONFIG.yaml`` (same options).
+use ``torchrun ... -m geoalign_core.training.train CONFIG.yaml`` (same options).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "RPA, HNA, VIC, HTC) on samples.jsonl data, as the YAML config says.",
     )
     try:
-        from training.train import add_arguments
+        from geoalign_core.training.train import add_arguments
     except ModuleNotFoundError as exc:  # installed without the training package
         if exc.name != "training" and not (exc.name or "").startswith("training."):
             raise
@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from training.train import run
+    from geoalign_core.training.train import run
 
     return run(args)
 

@@ -11,7 +11,7 @@ synthetic sample scene:
   Scene Classification"): 30 classes, Google Earth imagery;
 * NWPU-RESISC45 (Cheng et al., 2017, "Remote Sensing Image Scene Classification: Benchmark
   and State of the Art"): 45 classes, Google Earth imagery;
-* the synthetic sample scene (``training.scenes.CLASSES``): road, parking lot,
+* the synthetic sample scene (``geoalign_core.training.scenes.CLASSES``): road, parking lot,
   building, car, swimming pool, tree, pond, river, tennis court, ship (most already in the
   lists above; "cars" and "swimming pool" are added).
 

@@ -1,8 +1,8 @@
-"""``python -m training.train CONFIG.yaml [--resume] ...``: the torchrun entry point.
+"""``python -m geoalign_core.training.train CONFIG.yaml [--resume] ...``: the torchrun entry point.
 
 Same options as ``geoalign train`` (which calls :func:`run`)::
 
-    torchrun --nproc_per_node 8 -m training.train training/configs/vit-b-16_stage1.yaml
+    torchrun --nproc_per_node 8 -m geoalign_core.training.train geoalign_core/training/configs/vit-b-16_stage1.yaml
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from geoalign_core.errors import GeoAlignError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="YAML training config (see training/configs/)")
+    p.add_argument("config", help="YAML training config (see geoalign_core/training/configs/)")
     p.add_argument(
         "--resume", nargs="?", const="latest", default=None, metavar="CKPT",
         help="continue from the newest checkpoint in OUT_DIR/checkpoints (or from CKPT); "
@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.train", description="Train GeoAlignCLIP (stage I or II).")
+    p = argparse.ArgumentParser(prog="python -m geoalign_core.training.train",
+                                description="Train GeoAlignCLIP (stage I or II).")
     add_arguments(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")

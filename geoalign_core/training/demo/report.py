@@ -1,4 +1,4 @@
-"""Write docs/demo_model.md from the eval JSON files of training/demo/eval_demo.sh."""
+"""Write docs/demo_model.md from the eval JSON files of geoalign_core/training/demo/eval_demo.sh."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ DENSE_MODES = ("standard", "value")
 
 @dataclass
 class TrainConfig:
-    """One training job (one stage). See ``training/configs/*.yaml`` for commented examples."""
+    """One training job (one stage). See ``geoalign_core/training/configs/*.yaml`` for commented examples."""
 
     # what to train, from where, to where
     model: str = ""  # zoo name, open_clip arch (random init), .safetensors/.pt checkpoint
@@ -62,7 +62,7 @@ class TrainConfig:
     num_candidates: int = 8  # Q: HNA candidates per region (positive + Q-1 negatives)
     background_negatives: bool = False  # find's background phrases among every labelled region's HNA negatives
     distill: float = 0.0  # weight of 1 - cos toward a frozen copy of the start (image, region, text embeddings)
-    objective: str = "geoalign"  # geoalign: Eq. 5 with lambdas; farslip: training/farslip.py
+    objective: str = "geoalign"  # geoalign: Eq. 5 with lambdas; farslip: geoalign_core/training/farslip.py
     farslip_weights: list[float] | None = None  # [w_global, w_p2p, w_rca]; null: [1, 1, 1] (FarSLIP's)
     farslip_teacher: str = "ema"  # target of p2p distillation: ema, frozen (the start) or self
     farslip_momentum: float = 0.99  # EMA teacher momentum

@@ -5,7 +5,7 @@
 * bf16 autocast on CUDA (``precision: auto``), fp16 + GradScaler on request, fp32 on CPU;
   gradient checkpointing; gradient accumulation (``no_sync`` between micro-batches).
 * ``torchrun`` DDP from the environment (``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``):
-  NCCL on CUDA, gloo on CPU. The module DDP wraps is :class:`training.objective.EmbedStep`.
+  NCCL on CUDA, gloo on CPU. The module DDP wraps is :class:`geoalign_core.training.objective.EmbedStep`.
 * Checkpoints every ``ckpt_every`` steps in ``OUT/checkpoints/step_XXXXXXXX.pt``, written
   atomically: model, optimiser, scheduler, scaler, step, data position (epoch + batches
   consumed in it) and every rank's RNG states (python, numpy, torch, cuda). ``resume``
@@ -14,8 +14,9 @@
   the current step, write a checkpoint and stop.
 * Logs: tqdm bar (the step's loss and images/s, every step) on rank 0, ``OUT/log.csv`` (every
   ``log_every`` steps), TensorBoard when installed.
-* Set-up and parts: :mod:`training.distributed` (torchrun, RNG state), :mod:`training.optim`
-  (AdamW groups, schedule, frozen towers), :mod:`training.checkpoints`, :mod:`training.runlog`.
+* Set-up and parts: :mod:`geoalign_core.training.distributed` (torchrun, RNG state), :mod:`geoalign_core.training.optim`
+  (AdamW groups, schedule, frozen towers), :mod:`geoalign_core.training.checkpoints`,
+  :mod:`geoalign_core.training.runlog`.
 * At the end: ``OUT/<export>`` (``.safetensors`` via :func:`geoalign_core.zoo.save_model`,
   which ``load_model`` reads back alone).
 

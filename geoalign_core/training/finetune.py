@@ -56,7 +56,7 @@ BATCH = 16
 #: other classes): the score find reports (measured against lambdas 1,1,0,0,0: docs/finetune.md)
 LAMBDAS = (1.0, 1.0, 1.0, 0.0, 0.0)
 NUM_CANDIDATES = 12  #: the positive + up to 11 negatives: all of find's background phrases fit
-#: distillation toward the frozen start (training.distill), the first forgetting control; weight
+#: distillation toward the frozen start (geoalign_core.training.distill), the first forgetting control; weight
 #: interpolation (ALPHAS) stays as the backstop. Measured against 0 and 1 (docs/finetune.md).
 DISTILL = 10.0
 
@@ -416,7 +416,7 @@ def _calibrate(start_model, final: Path, pairs, class_field: str, layer: str | N
                classes: list[str], device: str, before: dict, after: dict, say) -> dict:
     """The fine-tuned model's card (domain, vocabulary, scores calibrated on the held-out part) beside its
     weights, and find's precision and recall on the held-out part before and after, with real negatives
-    (the unlabelled rest of the held-out part; :mod:`training.calibrate`)."""
+    (the unlabelled rest of the held-out part; :mod:`geoalign_core.training.calibrate`)."""
     from geoalign_core.card import ModelCard, save_card
     from geoalign_core.inference import Predictor
 

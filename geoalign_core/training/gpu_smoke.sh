@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # GPU smoke test of the training pipeline (not part of the test suite: it needs a CUDA GPU).
-#   bash training/gpu_smoke.sh [WORK_DIR]          (repository root, environment with torch + CUDA)
-# On generated chips (training.synthetic, 224 px, 256 chips) with ViT-B/16 from random weights and
+#   bash geoalign_core/training/gpu_smoke.sh [WORK_DIR]          (repository root, environment with torch + CUDA)
+# On generated chips (geoalign_core.training.synthetic, 224 px, 256 chips) with ViT-B/16 from random weights and
 # the shipped ViT-B/16 configs (bf16 autocast, gradient checkpointing, 248-token text tower):
 #  1. stage I, 60 steps, interrupted after 30 (--stop-after) and continued with --resume;
 #  2. stage II (Eq. 5, all five losses) from the stage I export, 40 steps, launched through
 #     torchrun (one process, so WORLD_SIZE 1: the launcher and its environment, no NCCL group;
-#     several GPUs need several processes, see training/launch.md);
+#     several GPUs need several processes, see geoalign_core/training/launch.md);
 #  3. the stage II export is loaded with load_model on the GPU and matches 32 of its training
 #     chips to their captions (a sanity check, not a metric).
 # Prints the loss at the first and last logged steps of each run and fails when a run fails, a
@@ -23,7 +23,7 @@ export PYTHONUNBUFFERED=1
 
 $PY - "$W" "$DEVICE" <<'EOF'
 import sys, torch
-from training.synthetic import make_squares_dataset
+from geoalign_core.training.synthetic import make_squares_dataset
 if sys.argv[2] == "cuda":
     assert torch.cuda.is_available(), "no CUDA GPU"
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda}")
@@ -34,13 +34,13 @@ EOF
 common=(--set "model=$ARCH" --set "device=$DEVICE" --set "data=[$W/data]" --set warmup_steps=5 --set log_every=5
         --set num_workers=4 --quiet)
 t0=$(date +%s)
-$PY -m training.train training/configs/vit-b-16_stage1.yaml "${common[@]}" --out-dir "$W/stage1" \
+$PY -m geoalign_core.training.train geoalign_core/training/configs/vit-b-16_stage1.yaml "${common[@]}" --out-dir "$W/stage1" \
     --max-steps 60 --set ckpt_every=30 --stop-after 30
-$PY -m training.train training/configs/vit-b-16_stage1.yaml "${common[@]}" --out-dir "$W/stage1" \
+$PY -m geoalign_core.training.train geoalign_core/training/configs/vit-b-16_stage1.yaml "${common[@]}" --out-dir "$W/stage1" \
     --max-steps 60 --set ckpt_every=30 --resume
 t1=$(date +%s)
-$PY -m torch.distributed.run --standalone --nproc_per_node 1 -m training.train \
-    training/configs/vit-b-16_stage2.yaml "${common[@]}" --out-dir "$W/stage2" \
+$PY -m torch.distributed.run --standalone --nproc_per_node 1 -m geoalign_core.training.train \
+    geoalign_core/training/configs/vit-b-16_stage2.yaml "${common[@]}" --out-dir "$W/stage2" \
     --set "model=$W/stage1/geoalign-vit-b-16-stage1.safetensors" --max-steps 40 --set lr=1e-5
 t2=$(date +%s)
 echo "wall time: stage I $((t1 - t0)) s (two launches), stage II $((t2 - t1)) s"

@@ -70,7 +70,7 @@ def farslip_objective(emb: dict[str, torch.Tensor], batch: dict, logit_scale: to
                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``w_g L_global + w_d L_p2p + w_l L_rca`` on a micro-batch -> (loss, {term: detached value}).
 
-    ``emb``: the student's :class:`~training.objective.EmbedStep` outputs in FarSLIP mode
+    ``emb``: the student's :class:`~geoalign_core.training.objective.EmbedStep` outputs in FarSLIP mode
     (``img``, ``reg``, ``text``, ``crop_cls``, ``crop_keep``); ``target``: the teacher's pooled
     crop features of the ``crop_keep`` regions.
     """

@@ -1,6 +1,6 @@
 """Calibrate the bundled demo model's scores and measure them on other held-out scenes.
 
-    python training/demo/calibrate_demo.py            (from the repository root, in the project venv)
+    python geoalign_core/training/demo/calibrate_demo.py            (from the repository root, in the project venv)
 
 1. Renders held-out synthetic scenes that never trained or tuned ``geoalign-demo`` (training used seeds
    1000-1029, its evaluation 2000-2002, the sample scene is seed 0): FIT seeds to fit the calibration,
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
 #: (seed, side in pixels): scenes of two sizes, since a scene's make-up moves the scene-relative features
@@ -48,7 +48,7 @@ TILE_SETS: list[list[str] | None] = [None, ["tree", "building", "road"], ["swimm
 
 
 def scenes(work: Path, kind: str, specs) -> list[tuple[Path, Path]]:
-    from training.scenes import write_scene
+    from geoalign_core.training.scenes import write_scene
 
     out = []
     for s, size in specs:
@@ -64,7 +64,7 @@ def training_vocabulary(work: Path, scene: tuple[Path, Path]) -> list[str]:
     hard negatives ``prepare`` writes for a generated scene, the class names and the prompt templates."""
     from geoalign_core.data import PrepareOptions, prepare_dataset
     from geoalign_core.inference.vocabulary import PROMPT_TEMPLATES
-    from training.scenes import CLASSES
+    from geoalign_core.training.scenes import CLASSES
 
     d = work / "vocab_data"
     if not (d / "samples.jsonl").exists():
@@ -131,7 +131,7 @@ def _real_labels(raster: Path, labels: Path, cls: str):
     """The labels of a real scene as polygons in its CRS, every one of class ``cls`` (field ``class``)."""
     import geopandas as gpd
 
-    from training.calibrate import labels_frame
+    from geoalign_core.training.calibrate import labels_frame
 
     if labels.suffix == ".csv":
         frame = labels_frame(str(raster), str(labels), "label", None)

@@ -119,7 +119,7 @@ class EmbedStep(nn.Module):
             else:
                 out["crop"] = m.encode_crops(images, per_image, size=self.crop_size)
             out["vic_keep"] = keep.to(dev)
-        if self.farslip:  # training.farslip: the student's crop [CLS]; the crops go on to the teacher
+        if self.farslip:  # geoalign_core.training.farslip: the student's crop [CLS]; the crops go on to the teacher
             keep, per_image = self._crop_subset(batch, images.shape[0], dev)
             crops = m.crop_boxes(images, per_image, m.image_size)
             out["crop_cls"] = m.encode_image(crops) if crops.shape[0] else crops.new_zeros((0, m.embed_dim))

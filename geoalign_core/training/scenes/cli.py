@@ -1,4 +1,5 @@
-"""``python -m training.scenes`` (and ``sample_data/make_sample.py``): write scenes from the command line."""
+"""``python -m geoalign_core.training.scenes`` (and ``sample_data/make_sample.py``): write scenes from the
+command line."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from .files import write_scene
 from .spec import DEFAULT_EPSG, DEFAULT_RES, DEFAULT_SIZE, SAMPLE_SEED
 
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"
+SAMPLE_DIR = Path(__file__).resolve().parents[3] / "sample_data"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,11 +6,11 @@ with coloured gabled/hipped/flat roofs and cast shadows, swimming pools, round t
 shadows, a river and/or ponds with ships, tennis courts with court lines) and one ground-truth
 polygon with a sentence per object.
 
-    from training.scenes import render_scene, write_scene
+    from geoalign_core.training.scenes import render_scene, write_scene
     image, labels = render_scene(seed=1000, size=1024)    # (H, W, 3) uint8, list of dicts
     tif, gpkg = write_scene("out/", seed=1000, size=1024)  # out/scene.tif + out/labels.gpkg
 
-From the shell: ``python -m training.scenes --seed 0 --out sample_data`` (the same as
+From the shell: ``python -m geoalign_core.training.scenes --seed 0 --out sample_data`` (the same as
 ``sample_data/make_sample.py``).
 
 Modules, in the order a scene is made: ``spec`` (seeds, classes, label values), ``palette``
