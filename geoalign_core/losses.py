@@ -14,6 +14,7 @@ per-region distance) need no gathering.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -200,28 +201,28 @@ class GeoAlignLoss(nn.Module):
         l1, l2, l3, l4, l5 = self.lambdas
         terms: dict[str, torch.Tensor] = {}
 
-        def need(name: str, *xs: torch.Tensor | None) -> None:
-            if any(x is None for x in xs):
+        def need(name: str, x: torch.Tensor | None) -> torch.Tensor:
+            """``x``, an input of term ``name``; the error when it is missing."""
+            if x is None:
                 raise ValueError(f"loss term {name!r} has a non-zero weight but its inputs are missing")
+            return x
 
         if l1:
-            need("global", brief)
-            terms["global"] = global_contrastive(img, brief, logit_scale)
+            terms["global"] = global_contrastive(img, need("global", brief), logit_scale)
         if l2:
-            need("rpa", reg, phr)
-            terms["rpa"] = region_phrase(reg, phr, logit_scale)
+            terms["rpa"] = region_phrase(need("rpa", reg), need("rpa", phr), logit_scale)
         if l3:
-            need("hna", reg, cands)
-            terms["hna"] = hard_negative(reg, cands, logit_scale) * rank_share(reg.shape[0], reg.device)
+            hreg, hcands = need("hna", reg), need("hna", cands)
+            terms["hna"] = hard_negative(hreg, hcands, logit_scale) * rank_share(hreg.shape[0], hreg.device)
         if l4:
-            crop_reg = reg if crop_reg is None else crop_reg
-            need("vic", crop_reg, crop)
-            terms["vic"] = visual_intra_consistency(crop_reg, crop) * rank_share(crop_reg.shape[0], crop.device)
+            vreg, vcrop = need("vic", reg if crop_reg is None else crop_reg), need("vic", crop)
+            terms["vic"] = visual_intra_consistency(vreg, vcrop) * rank_share(vreg.shape[0], vcrop.device)
         if l5:
-            need("htc", brief, detail)
-            terms["htc"] = hierarchical_text(img, brief, detail, logit_scale)
+            terms["htc"] = hierarchical_text(img, need("htc", brief), need("htc", detail), logit_scale)
         weights = dict(zip(LOSS_NAMES, self.lambdas))
-        total = sum(weights[k] * v for k, v in terms.items())
-        if not terms:
+        if terms:
+            # sum() starts from the int 0: with at least one term its result is a tensor
+            total = cast(torch.Tensor, sum(weights[k] * v for k, v in terms.items()))
+        else:
             total = img.sum() * 0.0
         return total, {k: v.detach() for k, v in terms.items()}

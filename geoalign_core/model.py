@@ -31,7 +31,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol, cast, overload
 
 import open_clip
 import torch
@@ -68,8 +68,34 @@ class ModelSpec:
         return cls(**known)
 
 
+class OpenClipModel(Protocol):
+    """The attributes of an open_clip ``CLIP`` that GeoAlign reads and sets.
+
+    open_clip ships no type information, and ``nn.Module.__getattr__`` types every attribute of a
+    module as ``Tensor | Module``; :func:`as_open_clip` gives these their real types.
+    """
+
+    context_length: int
+    positional_embedding: torch.Tensor
+    logit_scale: torch.Tensor
+
+    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor: ...
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None: ...
+
+
+def as_open_clip(clip: nn.Module) -> OpenClipModel:
+    """``clip`` itself (an open_clip CLIP), typed by the attributes GeoAlign uses."""
+    # a cast, not a check: open_clip sets these attributes on the module at run time
+    return cast(OpenClipModel, clip)
+
+
 class Preprocess(nn.Module):
     """Normalise images in [0, 1] (``[B,3,H,W]`` float) the way the backbone expects."""
+
+    # buffers (register_buffer below), declared so that they are typed as tensors
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], image_size: int):
         super().__init__()
@@ -107,15 +133,16 @@ def stretch_positional_embedding(pos: torch.Tensor, keep: int = KEEP_POSITIONS) 
 
 def enable_long_text(clip: nn.Module) -> None:
     """Stretch an open_clip CLIP's text tower in place to 248 tokens (Long-CLIP)."""
-    pos = clip.positional_embedding
+    oc = as_open_clip(clip)
+    pos = oc.positional_embedding
     if pos.shape[0] == LONG_CONTEXT:
         return
     if pos.shape[0] != 77:
         raise ModelError(f"long-text stretching needs a 77-token text tower, got {pos.shape[0]}")
     with torch.no_grad():
         new = stretch_positional_embedding(pos.detach().float()).to(pos.dtype)
-    clip.positional_embedding = nn.Parameter(new)
-    clip.context_length = LONG_CONTEXT
+    oc.positional_embedding = nn.Parameter(new)
+    oc.context_length = LONG_CONTEXT
     mask = torch.full((LONG_CONTEXT, LONG_CONTEXT), float("-inf")).triu_(1)
     clip.register_buffer("attn_mask", mask.to(pos.device), persistent=False)
 
@@ -177,7 +204,7 @@ class GeoAlignCLIP(nn.Module):
         patch = visual.patch_size
         self.patch_size = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
         self.preprocess = Preprocess(mean, std, self.image_size)
-        self.context_length = int(clip.context_length)
+        self.context_length = int(as_open_clip(clip).context_length)
         self.tokenizer = open_clip.get_tokenizer(spec.arch, context_length=self.context_length)
 
     # ------------------------------------------------------------------ properties
@@ -222,7 +249,7 @@ class GeoAlignCLIP(nn.Module):
     @property
     def logit_scale(self) -> torch.Tensor:
         """1/tau (the exponentiated learned temperature, clamped at 100 like open_clip)."""
-        return self.clip.logit_scale.exp().clamp(max=100.0).reshape(())
+        return as_open_clip(self.clip).logit_scale.exp().clamp(max=100.0).reshape(())
 
     @property
     def device(self) -> torch.device:
@@ -236,14 +263,14 @@ class GeoAlignCLIP(nn.Module):
         self.tokenizer = open_clip.get_tokenizer(self.spec.arch, context_length=LONG_CONTEXT)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.clip.set_grad_checkpointing(enable)
+        as_open_clip(self.clip).set_grad_checkpointing(enable)
 
     # ------------------------------------------------------------------ text
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         return self.tokenizer(list(texts))
 
     def encode_text_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.clip.encode_text(tokens.to(self.device)), dim=-1)
+        return F.normalize(as_open_clip(self.clip).encode_text(tokens.to(self.device)), dim=-1)
 
     def encode_text(self, texts: Sequence[str] | str) -> torch.Tensor:
         """``list[str] -> [N, D]``; texts longer than the context are truncated by the tokenizer."""
@@ -307,6 +334,21 @@ class GeoAlignCLIP(nn.Module):
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         x = self.visual.ln_post(x)
         return x @ self.visual.proj
+
+    @overload
+    def forward_visual(
+        self, images: torch.Tensor, dense: Literal[True] = True, dense_mode: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    @overload
+    def forward_visual(
+        self, images: torch.Tensor, dense: Literal[False], dense_mode: str | None = None
+    ) -> tuple[torch.Tensor, None]: ...
+
+    @overload
+    def forward_visual(
+        self, images: torch.Tensor, dense: bool, dense_mode: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
     def forward_visual(
         self, images: torch.Tensor, dense: bool = True, dense_mode: str | None = None

@@ -34,7 +34,7 @@ import torch
 from .card import load_card
 from .defaults import DEFAULT_MODEL  # (also re-exported: zoo.DEFAULT_MODEL)
 from .errors import CheckpointError, ModelError, OfflineError
-from .model import LONG_CONTEXT, GeoAlignCLIP, ModelSpec, build_clip
+from .model import LONG_CONTEXT, GeoAlignCLIP, ModelSpec, as_open_clip, build_clip
 
 # the table and the cache paths live in a module without torch (models list, the engine's model
 # list); re-exported here, where they always were
@@ -137,6 +137,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     meta: dict[str, str] = {}
+    sd: object  # what the file holds: checked to be a state_dict below
     try:
         if path.suffix == ".safetensors":
             from safetensors import safe_open
@@ -145,8 +146,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
                 meta = dict(f.metadata() or {})
                 sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
         else:
-            obj = load_torch_file(path)
-            sd = obj
+            sd = load_torch_file(path)
             for key in ("state_dict", "model", "module"):
                 if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
                     sd = sd[key]
@@ -158,8 +158,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise CheckpointError(f"cannot read checkpoint {path}: {msg[:200]}") from None
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path} is not a CLIP state_dict")
-    sd = {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
-    return sd, meta
+    return {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}, meta
 
 
 def _shape_signature(cfg: dict) -> tuple | None:
@@ -202,8 +201,9 @@ def infer_arch(sd: dict[str, torch.Tensor]) -> str | None:
 def _load_into(model: GeoAlignCLIP, sd: dict[str, torch.Tensor], source: str) -> None:
     clip = model.clip
     sd = dict(sd)
-    if "logit_scale" in sd and sd["logit_scale"].ndim != clip.logit_scale.ndim:
-        sd["logit_scale"] = sd["logit_scale"].reshape(clip.logit_scale.shape)
+    scale = as_open_clip(clip).logit_scale
+    if "logit_scale" in sd and sd["logit_scale"].ndim != scale.ndim:
+        sd["logit_scale"] = sd["logit_scale"].reshape(scale.shape)
     own = clip.state_dict()
     for k, v in sd.items():
         if k in own and own[k].shape != v.shape:
@@ -355,7 +355,6 @@ def load_model(
     ``arch``/``quick_gelu``/``long_text``/``dense_mode`` override what the source implies.
     """
     dev = resolve_device(device)
-    overrides = dict(quick_gelu=quick_gelu, long_text=long_text, dense_mode=dense_mode)
     key = str(name_or_path)
     card = None
     if key in ZOO:
@@ -369,9 +368,9 @@ def load_model(
         )
         card = load_card(path)
     elif key.startswith("hf-hub:"):
-        model = _load_hf_hub(key[len("hf-hub:"):], **overrides)
+        model = _load_hf_hub(key[len("hf-hub:"):], quick_gelu=quick_gelu, long_text=long_text, dense_mode=dense_mode)
     elif Path(key).suffix.lower() in CHECKPOINT_SUFFIXES or Path(key).is_file():
-        model = load_checkpoint_file(key, arch=arch, **overrides)
+        model = load_checkpoint_file(key, arch=arch, quick_gelu=quick_gelu, long_text=long_text, dense_mode=dense_mode)
         card = load_card(key)
     else:
         from . import archs  # noqa: F401

@@ -38,6 +38,7 @@ import math
 import re
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path, PurePosixPath
@@ -383,7 +384,7 @@ def load_labels(
     class_field: str,
     *,
     description_field: str | None = None,
-    classes: list[str] | None = None,
+    classes: Sequence[str] | None = None,
     layer: str | None = None,
     color_field: str | None = AUTO,
     size_field: str | None = AUTO,

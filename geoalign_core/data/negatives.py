@@ -338,8 +338,9 @@ def description_negatives(
             seen.add(k)
             out.append((text, kind))
 
-    has_colour = bool(colour) and re.search(rf"(?<![\w-]){re.escape(colour or '')}(?![\w-])", description, re.I)
-    colours = colour_candidates(cls, colour or "", class_colours or {}, rng) if has_colour else []
+    colour_word = colour or ""  # "": no colour, so no colour negatives
+    has_colour = bool(colour_word) and re.search(rf"(?<![\w-]){re.escape(colour_word)}(?![\w-])", description, re.I)
+    colours = colour_candidates(cls, colour_word, class_colours or {}, rng) if has_colour else []
     has_cls = re.search(rf"(?<![\w-]){re.escape(cls)}(?![\w-])", description, re.I)
     cats = category_candidates(cls, dataset_classes, rng) if has_cls else []
     add(_swap_size(description, rng), "size")
@@ -348,7 +349,7 @@ def description_negatives(
     ci, ki = 0, 0
     while len(out) < q and (ci < len(colours) or ki < len(cats)):
         if ci < len(colours):
-            add(_replace_first(description, colour, colours[ci]), "colour")
+            add(_replace_first(description, colour_word, colours[ci]), "colour")
             ci += 1
         if ki < len(cats):
             add(_replace_first(description, cls, cats[ki]), "category")

@@ -115,6 +115,7 @@ def collect_find(predictor, raster: str | PathLike, labels: str | PathLike | gpd
         parts["obj"].append(obj)
         parts["cx"].append(cen.x.to_numpy())
         parts["cy"].append(cen.y.to_numpy())
+    out: dict[str, np.ndarray]
     if not parts["x"]:
         out = {k: np.zeros(0) for k in keys}
         out["x"] = np.zeros((0, len(FEATURES)))

@@ -247,7 +247,7 @@ def eval_retrieval(
         raise InputError(f"caption key must be caption or caption_detail; got {caption_key!r}", param="caption_key")
     captions = [s.get(caption_key) or s["caption"] for s in samples]
     keys = list(dict.fromkeys(norm(c) for c in captions))
-    first = {}
+    first: dict[str, str] = {}
     for c in captions:
         first.setdefault(norm(c), c)
     texts = [first[k] for k in keys]
@@ -375,7 +375,7 @@ def eval_tiles(
         index = FeatureIndex(ls.features)
         # the grid, tile reader and class encoder of ``geoalign tile-classify`` (no overlap, its default)
         grid = tile_windows(src.width, src.height, ts, 0.0)
-        skipped = Counter()
+        skipped: Counter[str] = Counter()
         kept: list[Window] = []
         target_of: dict[tuple[int, int], int] = {}
         for win in grid:

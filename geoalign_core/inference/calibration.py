@@ -295,6 +295,7 @@ def sampled_regions(enc: Encoder, src: EmbeddingSource, windows: Sequence[Window
     for eb in src.embeddings(sample, dense=True, cancel=cancel):
         per_tile = [grid] * len(eb.tiles)
         valid = scoring.boxes_valid_fraction(eb.valid, per_tile) >= MIN_VALID_FRACTION
+        assert eb.dense is not None  # the pass above asked for dense embeddings
         with torch.no_grad():
             reg = F.normalize(enc.model.pool_regions(eb.dense, per_tile).float(), dim=-1)
         yield reg[valid.to(reg.device)]

@@ -194,15 +194,16 @@ def dense_candidates(
     if m == 0:
         return torch.zeros(0, dtype=torch.long), torch.zeros((0, 4))
     valid = torch.ones_like(sim, dtype=torch.bool) if patch_valid is None else patch_valid.cpu().bool()
+    cell: float = patch  # input pixels per map cell
     if upsample > 1:
         sim = F.interpolate(sim.unsqueeze(1), scale_factor=upsample, mode="bilinear", align_corners=False)[:, 0]
         valid = F.interpolate(valid.float().unsqueeze(1), scale_factor=upsample, mode="nearest")[:, 0] > 0.5
-        patch = patch / upsample
+        cell = patch / upsample
     lo = torch.where(valid, sim, torch.full_like(sim, float("inf"))).flatten(1).amin(1).view(m, 1, 1)
     hi = torch.where(valid, sim, torch.full_like(sim, float("-inf"))).flatten(1).amax(1).view(m, 1, 1)
     masks = [valid & (sim >= lo + q * (hi - lo)) for q in thresholds]
     idx, boxes = component_boxes(torch.cat(masks, dim=0))
-    return idx % m, boxes * patch
+    return idx % m, boxes * cell
 
 
 def window_candidates(height: int, width: int, patch: int, scales: Sequence[int] = WINDOW_SCALES) -> torch.Tensor:
