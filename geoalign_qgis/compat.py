@@ -80,6 +80,16 @@ def raster_layer_filter() -> Any:
         return QgsMapLayerProxyModel.RasterLayer
 
 
+def polygon_layer_filter() -> Any:
+    """The QgsMapLayerComboBox filter for polygon layers."""
+    try:
+        return Qgis.LayerFilter.PolygonLayer  # QGIS >= 3.34
+    except AttributeError:
+        from qgis.core import QgsMapLayerProxyModel
+
+        return QgsMapLayerProxyModel.PolygonLayer
+
+
 # ---------------------------------------------------------------------------- field types
 def _field_types() -> dict[str, Any]:
     """QVariant types (QGIS < 3.38) or QMetaType types (QGIS >= 3.38, required by QGIS 4)."""

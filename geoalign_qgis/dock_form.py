@@ -7,6 +7,7 @@ results).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,17 @@ class DockForm:
         self.max_results.setToolTip("Best results kept per phrase")
         form.addRow("Max results", self.max_results)
 
+        self.object_size = QDoubleSpinBox(body)
+        self.object_size.setRange(0.0, 10000.0)
+        self.object_size.setDecimals(1)
+        self.object_size.setSingleStep(1.0)
+        self.object_size.setSuffix(" m")
+        self.object_size.setSpecialValueText("model's sizes")
+        self.object_size.setToolTip("The objects' typical side in metres (e.g. 5 for cars, 15 for houses): boxes of "
+                                    "about that size are searched and kept. 0: the sizes a fine-tuned model learnt "
+                                    "for its classes, else any size (the CLI's --object-size)")
+        form.addRow("Object size", self.object_size)
+
         self.refine = QCheckBox("Refine boxes at 2x zoom", body)
         self.refine.setChecked(True)
         self.refine.setToolTip("Each found box is looked at again at twice the zoom and moved to a better placed "
@@ -185,6 +197,7 @@ class DockForm:
         advanced.setCollapsed(True)
         advanced.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         outer.addWidget(advanced)
+        outer.addWidget(self._build_finetune(body))
 
         buttons = QGridLayout()
         self.find_button = QPushButton("Find", body)
@@ -247,7 +260,7 @@ class DockForm:
 
     def _show_model_state(self, *_: Any) -> None:
         name = self.model_name()
-        entry = next((m for m in self.models if m["name"] == name), None)
+        entry = next((m for m in self.models if (m.get("source") or m["name"]) == name), None)
         if entry is not None:
             domain = entry.get("domain") or ""
             # the card's first clause ("trained on ...") and whether its scores are calibrated; the whole
@@ -269,7 +282,8 @@ class DockForm:
         device = st.value(f"{SETTINGS}/device", "", type=str)
         if device in ("auto", "cpu", "cuda"):
             self.device_combo.setCurrentText(device)
-        for key, box, cast in (("min_score", self.min_score, float), ("max_results", self.max_results, int)):
+        for key, box, cast in (("min_score", self.min_score, float), ("max_results", self.max_results, int),
+                               ("object_size", self.object_size, float)):
             value = st.value(f"{SETTINGS}/{key}", None)
             if value not in (None, ""):
                 try:
@@ -288,6 +302,7 @@ class DockForm:
         st.setValue(f"{SETTINGS}/device", self.device_combo.currentText())
         st.setValue(f"{SETTINGS}/min_score", float(self.min_score.value()))
         st.setValue(f"{SETTINGS}/max_results", int(self.max_results.value()))
+        st.setValue(f"{SETTINGS}/object_size", float(self.object_size.value()))
         st.setValue(f"{SETTINGS}/refine", bool(self.refine.isChecked()))
         st.setValue(f"{SETTINGS}/allow_no_crs", bool(self.allow_no_crs.isChecked()))
         st.setValue(f"{SETTINGS}/as_you_type", bool(self.as_you_type.isChecked()))
@@ -299,10 +314,25 @@ class DockForm:
     def _connect_project(self) -> None:
         project = QgsProject.instance()
         project.layersAdded.connect(self._layers_changed)
+        project.layersAdded.connect(self._layers_added)
         project.readProject.connect(self._layers_changed)
+        with contextlib.suppress(AttributeError, TypeError):  # a test iface may lack the signal
+            self.iface.currentLayerChanged.connect(self._active_layer_changed)
         project.layersWillBeRemoved.connect(self._layers_removed)
         project.cleared.connect(self._project_cleared)
         self._layers_changed()
+
+    def _layers_added(self, added: list[Any]) -> None:
+        """The dock follows the user: a raster just added becomes the dock's raster."""
+        rasters = [lyr for lyr in added if isinstance(lyr, QgsRasterLayer) and not layers.is_output(lyr)]
+        if rasters:
+            self.layer_combo.setLayer(rasters[-1])
+
+    def _active_layer_changed(self, layer: Any) -> None:
+        """... and so does selecting a raster in the Layers panel (GeoAlign's own outputs excepted)."""
+        if (isinstance(layer, QgsRasterLayer) and not layers.is_output(layer)
+                and QgsProject.instance().mapLayer(layer.id()) is not None):
+            self.layer_combo.setLayer(layer)
 
     def _layers_removed(self, ids: list[str]) -> None:
         """The table never lists features of a removed layer."""
@@ -359,7 +389,8 @@ class DockForm:
 
     def _update_buttons(self) -> None:
         running = self.is_running()
-        for b in (self.find_button, self.heatmap_button, self.classify_button, self.index_button):
+        for b in (self.find_button, self.heatmap_button, self.classify_button, self.index_button,
+                  self.finetune_button):
             b.setEnabled(not running)
         self.match_button.setEnabled(not running and self.map_tool.count() > 0)
         self.cancel_button.setEnabled(running)

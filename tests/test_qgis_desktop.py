@@ -49,7 +49,7 @@ def test_real_qgis_finds_red_cars_and_quits_cleanly(tmp_path):
            if k not in ("QT_QPA_PLATFORM", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "DISPLAY")}
     env.update(
         PATH="/usr/bin:/bin", PYTHONNOUSERSITE="1", TMPDIR=str(qtmp), LIBGL_ALWAYS_SOFTWARE="1",
-        GEOALIGN_ENGINE_PYTHON=sys.executable,
+        GEOALIGN_ENGINE_PYTHON=sys.executable, GEOALIGN_ENGINE_PYTHONPATH=str(ROOT),
         GEOALIGN_DESKTOP_ZIP=str(plugin_zip), GEOALIGN_DESKTOP_RASTER=str(scene), GEOALIGN_DESKTOP_OUT=str(out),
     )
     cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24 +extension GLX", "qgis", "--nologo",

@@ -309,6 +309,10 @@ def list_models(ctx: Context, params: dict) -> dict:
                        "description": entry.description, "path": str(zoo.weights_path(entry)),
                        "domain": card_line(card, name),
                        "calibrated": bool(card is not None and card.calibrated)})
+    if params.get("folders"):  # the user's own models (fine-tuned from the map), newest first
+        from .finetune_job import local_models
+
+        models = local_models([str(f) for f in params["folders"]]) + models
     return {"models": models, "default": zoo.DEFAULT_MODEL, "cache": str(zoo.cache_dir())}
 
 
@@ -343,7 +347,14 @@ def check_modules(modules: list[str] | tuple[str, ...]) -> dict:
     return out
 
 
+def finetune(ctx: Context, params: dict) -> dict:
+    from .finetune_job import finetune as run
+
+    return run(ctx, params)
+
+
 HANDLERS: dict[str, Callable[[Context, dict], dict]] = {
+    "finetune": finetune,
     "tile_classify": tile_classify,
     "find": find,
     "match_regions": match_regions,

@@ -1,0 +1,131 @@
+"""What an analyst meets in the dock beyond the happy path, under real QGIS 3.22 (pytest-qgis,
+offscreen): no QGIS task the user did not start, a pasted phrase list never searched by itself
+(and refused by Find beyond the limit), the dock following a newly added raster, "queued" while
+a request waits behind another, the object size, a raster removed during a run, drawn regions
+outside the raster, and Find similar handing the map back after its run.
+The engine is this test interpreter (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+qgis_core = pytest.importorskip("qgis.core")
+
+from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsRectangle  # noqa: E402
+from qgis_helpers import sample_crop, wait_for_dock, wait_until  # noqa: E402
+
+pytestmark = pytest.mark.qgis
+
+
+@pytest.fixture()
+def raster(tmp_path) -> QgsRasterLayer:
+    path = sample_crop(tmp_path / "crop.tif", size=224)
+    layer = QgsRasterLayer(str(path), "crop")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def warnings_of(iface) -> list[str]:
+    return list(iface.messageBar().get_messages(Qgis.Warning))
+
+
+def test_opening_the_dock_starts_no_qgis_task(qgis_iface, project, dock):
+    # the model list (and an index check) run beside QGIS's task manager: quitting never asks about them
+    assert dock.models_task is not None
+    assert QgsApplication.taskManager().countActiveTasks() == 0
+    wait_until(lambda: dock.models_task is None, 120, "the model list")
+    assert dock.models and dock.model_combo.count() == len(dock.models)
+
+
+def test_a_pasted_phrase_list_is_never_searched_by_itself(qgis_iface, project, dock, raster, tmp_path):
+    from geoalign_qgis.dock_index import TYPED_MAX_PHRASES
+    from geoalign_qgis.inputs import MAX_PHRASES
+
+    dock.set_raster_layer(raster)
+    dock.index_file = tmp_path / "index.parquet"  # as if the raster had an index: typing would search
+    dock.as_you_type.setChecked(True)
+    dock.set_phrases(["car", "tree"])
+    assert dock._typing_timer.isActive()  # a short list is answered as typed
+    dock._typing_timer.stop()
+    dock.set_phrases([f"thing {i}" for i in range(2000)])
+    assert not dock._typing_timer.isActive() and "too many to answer as you type" in dock.status.text()
+    assert dock._typed_query() is None and dock.typed_task is None
+    dock.index_file = None
+    assert dock.run_find() is None and dock.task is None  # Find refuses before anything is sent
+    assert f"at most {MAX_PHRASES}" in dock.status.text()
+    assert TYPED_MAX_PHRASES < MAX_PHRASES
+
+
+def test_the_dock_follows_a_newly_added_raster(qgis_iface, project, dock, raster, tmp_path):
+    dock.set_raster_layer(raster)
+    other = QgsRasterLayer(str(sample_crop(tmp_path / "other.tif", size=224, col=0, row=0)), "other")
+    QgsProject.instance().addMapLayer(other)
+    assert dock.raster_layer() is other
+    dock._active_layer_changed(raster)  # choosing a raster in the Layers panel
+    assert dock.raster_layer() is raster
+
+
+def test_queued_then_object_size_then_the_raster_removed_during_the_run(qgis_iface, project, dock, raster):
+    from geoalign_qgis.tasks import QUEUED, EngineTask
+
+    dock.set_raster_layer(raster)
+    dock.set_scope("layer")
+    dock.set_phrases("car")
+    dock.min_score.setValue(0.0)
+    dock.max_results.setValue(3)
+    dock.object_size.setValue(5.0)
+    first = dock.run_find()
+    assert first is not None and first.params["object_size"] == 5.0, dock.status.text()
+    wait_until(lambda: first.stage not in ("", "starting the engine", "waiting for the engine"), 120,
+               "the first request to run")
+    stages: list[str] = []
+    second = EngineTask("second", "find", dict(first.params, out=first.params["out"] + ".2.gpkg"))
+    second.stageChanged.connect(stages.append)
+    second.start()
+    wait_until(lambda: bool(stages), 60, "the second request's first stage")
+    assert stages[0] == QUEUED  # not "starting the engine": it waits behind the first
+    QgsProject.instance().removeMapLayer(raster.id())  # the raster goes while Find runs
+    wait_for_dock(dock)
+    wait_until(lambda: second.isActive() is False and second.status() in (second.Complete, second.Terminated),
+               240, "the second request")
+    assert not first.error, first.error
+    layer = dock.last_layer
+    assert layer is not None and layer.name().endswith("(raster removed)")
+    assert any("was removed while GeoAlign ran" in m for m in warnings_of(qgis_iface))
+    assert first.result["metadata"]["object_sizes_m"]  # the engine took the object size
+
+
+def test_drawn_regions_outside_the_raster_are_reported(qgis_iface, project, dock, raster):
+    dock.set_raster_layer(raster)
+    e = raster.extent()
+    inside = QgsRectangle(e.xMinimum() + 10, e.yMinimum() + 10, e.xMinimum() + 60, e.yMinimum() + 60)
+    far = QgsRectangle(e.xMaximum() + 500, e.yMaximum() + 500, e.xMaximum() + 600, e.yMaximum() + 600)
+    dock.map_tool.add_rectangle(inside, raster.crs())
+    dock.map_tool.add_rectangle(far, raster.crs())
+    assert dock.regions_label.text() == "2 regions"
+    dock.set_scope("regions")
+    dock.set_phrases("car")
+    dock.min_score.setValue(0.0)
+    task = dock.run_find()
+    assert task is not None and task.params.get("within"), dock.status.text()
+    wait_for_dock(dock)
+    assert not task.error, task.error
+    assert any("1 of the 2 drawn regions lie outside crop" in m for m in warnings_of(qgis_iface))
+    dock.map_tool.remove_last()
+    assert dock.regions_label.text() == "1 region"
+
+
+def test_find_similar_hands_the_map_back_after_its_run(qgis_iface, project, dock, raster):
+    from qgis.gui import QgsMapToolExtent
+
+    dock.set_raster_layer(raster)
+    dock.set_scope("layer")
+    dock.similar_button.setChecked(True)
+    assert isinstance(qgis_iface.mapCanvas().mapTool(), QgsMapToolExtent)
+    e = raster.extent()
+    dock.similar_tool.extentChanged.emit(QgsRectangle(e.xMinimum() + 20, e.yMinimum() + 20, e.xMinimum() + 32,
+                                                      e.yMinimum() + 30))
+    assert dock.task is not None and not dock.similar_button.isChecked()
+    assert not isinstance(qgis_iface.mapCanvas().mapTool(), QgsMapToolExtent)
+    wait_for_dock(dock)
