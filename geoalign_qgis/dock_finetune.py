@@ -138,6 +138,9 @@ class DockFinetune:
                    "layer": layer_name, "overwrite": True}
         if self.ft_steps.value() > 0:
             request["steps"] = int(self.ft_steps.value())
+        bounds = self._bounds(raster)  # "Search in" limits the training area too (the map view, drawn regions)
+        if bounds is not None:
+            request["bounds"] = bounds
         self.ft_log_button.setEnabled(True)
         return self._start(f"Fine-tuning {name}", "finetune", request,
                            lambda t: self._finetune_done(t, name, raster.name()))
