@@ -34,6 +34,14 @@ def plural(n: int, what: str) -> str:
     return f"{n} {what}{'' if n == 1 else 's'}"
 
 
+def no_crs(raster: Any) -> bool:
+    """The raster has no CRS (its results are in pixel coordinates)."""
+    try:
+        return raster is not None and not raster.crs().isValid()
+    except RuntimeError:  # deleted meanwhile
+        return False
+
+
 def layer_gone(layer: Any) -> str:
     """The name of ``layer`` when it is no longer in the project (removed meanwhile), else ""."""
     if layer is None:
@@ -175,13 +183,15 @@ class GeoAlignDock(DockForm, DockRequests, DockIndex, DockFinetune, QgsDockWidge
         if gone:
             title += " (raster removed)"
         try:
-            layer = layers.load_vector(path, kind, title)
+            layer = layers.load_vector(path, kind, title, pixel_coordinates=no_crs(raster))
         except RuntimeError as exc:
             self._set_status(str(exc), error=True)
             self.runFinished.emit("error")
             return
         self.last_layer, self.last_output = layer, path
         n = layer.featureCount()
+        if not gone:
+            self.table.min_scale = layers.min_zoom_scale(raster)  # double-click stops at the image's detail
         if kind == "regions":
             self.table.show_regions(layer, meta.get("phrases") or self._match_phrases, meta.get("phrase_columns"))
         elif kind == "tiles":
@@ -254,7 +264,7 @@ class GeoAlignDock(DockForm, DockRequests, DockIndex, DockFinetune, QgsDockWidge
         with contextlib.suppress(AttributeError, TypeError, RuntimeError):
             self.iface.currentLayerChanged.disconnect(self._active_layer_changed)
         for signal, slot in ((project.layersAdded, self._layers_changed), (project.layersAdded, self._layers_added),
-                             (project.readProject, self._layers_changed),
+                             (project.readProject, self._layers_changed), (project.projectSaved, self._project_saved),
                              (project.layersWillBeRemoved, self._layers_removed),
                              (project.cleared, self._project_cleared)):
             try:

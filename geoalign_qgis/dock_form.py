@@ -194,6 +194,12 @@ class DockForm:
         self.allow_no_crs.setToolTip("A raster with no coordinate reference system is refused unless this is ticked; "
                                      "its results are then in pixel coordinates (not placed on the map)")
         adv.addRow(self.allow_no_crs)
+        self.label_boxes = QCheckBox("Label the boxes (beside them)", advanced)
+        self.label_boxes.setChecked(layers.labels_wanted())
+        self.label_boxes.setToolTip("Result boxes get their phrase as a label, placed beside the box so that it "
+                                    "never hides a small object (shown when zoomed in)")
+        self.label_boxes.toggled.connect(lambda on: QgsSettings().setValue(layers.SETTINGS_LABELS, bool(on)))
+        adv.addRow(self.label_boxes)
         advanced.setCollapsed(True)
         advanced.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         outer.addWidget(advanced)
@@ -231,7 +237,11 @@ class DockForm:
         buttons.addWidget(self.classify_button, 1, 1)
         buttons.addWidget(self.similar_button, 2, 0)
         buttons.addWidget(self.index_button, 2, 1)
-        buttons.addWidget(self.cancel_button, 3, 0, 1, 2)
+        self.help_button = QPushButton("Help", body)
+        self.help_button.setToolTip("Open the GeoAlign user guide")
+        self.help_button.clicked.connect(self._open_help)
+        buttons.addWidget(self.cancel_button, 3, 0)
+        buttons.addWidget(self.help_button, 3, 1)
         outer.addLayout(buttons)
 
         self.progress = QProgressBar(body)
@@ -316,11 +326,39 @@ class DockForm:
         project.layersAdded.connect(self._layers_changed)
         project.layersAdded.connect(self._layers_added)
         project.readProject.connect(self._layers_changed)
+        project.projectSaved.connect(self._project_saved)
         with contextlib.suppress(AttributeError, TypeError):  # a test iface may lack the signal
             self.iface.currentLayerChanged.connect(self._active_layer_changed)
         project.layersWillBeRemoved.connect(self._layers_removed)
         project.cleared.connect(self._project_cleared)
         self._layers_changed()
+
+    def _project_saved(self) -> None:
+        """Results made before the first save are offered a move next to the project (then saved again)."""
+        from .project_files import move_results, results_outside
+
+        if getattr(self, "_moving_results", False):
+            return
+        outside = results_outside()
+        if not outside or not self.ask_move_results(len(outside), layers.output_dir()):
+            return
+        self._moving_results = True
+        try:
+            n = move_results(outside)
+            QgsProject.instance().write()
+        finally:
+            self._moving_results = False
+        self._set_status(f"Moved {n} GeoAlign result file{'s' if n != 1 else ''} to {layers.output_dir()}")
+
+    def ask_move_results(self, n: int, folder: Path) -> bool:
+        """Ask whether to move ``n`` results into ``folder`` (a test replaces this)."""
+        from qgis.PyQt.QtWidgets import QMessageBox
+
+        answer = QMessageBox.question(
+            self, "GeoAlign results",
+            f"{n} GeoAlign result layer{'s' if n != 1 else ''} of this project read files from the QGIS profile "
+            f"(made before the project was saved). Move them into {folder}, next to the project?")
+        return answer == QMessageBox.StandardButton.Yes
 
     def _layers_added(self, added: list[Any]) -> None:
         """The dock follows the user: a raster just added becomes the dock's raster."""
@@ -364,6 +402,11 @@ class DockForm:
             self.layer_combo.setLayer(pick)
 
     # ---------------------------------------------------------------------------- small handlers
+    def _open_help(self) -> None:
+        from .help import open_help
+
+        open_help()
+
     def _browse_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
             self, "Model checkpoint", "", "Checkpoints (*.safetensors *.pt *.pth *.bin *.ckpt);;All files (*)"

@@ -16,12 +16,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qgis.core import QgsCoordinateTransform, QgsProject, QgsRectangle
+from qgis.core import QgsCoordinateTransform, QgsProject, QgsRectangle, QgsSettings
 from qgis.gui import QgsMapToolExtent
 from qgis.PyQt.QtCore import QTimer
 
 from . import indexes, layers
 from .tasks import EngineTask, SideRequest, engine_location, profile_dir, remove_outputs
+
+SETTINGS_INDEX_PLACE = "geoalign/index_place"  #: a key of indexes.PLACES (Settings…)
+
+
+def index_place() -> str:
+    value = str(QgsSettings().value(SETTINGS_INDEX_PLACE, "project") or "project")
+    return value if value in indexes.PLACES else "project"
+
+
+def project_home() -> str | None:
+    """The saved project's folder (None while the project is not saved)."""
+    project = QgsProject.instance()
+    return project.homePath() or None if project.fileName() else None
+
 
 TYPING_DELAY_MS = 700  #: a phrase is searched this long after typing stops
 #: typing never starts a search of more phrases than this (a pasted list): Find asks first
@@ -135,7 +149,8 @@ class DockIndex:
 
     def _run_index(self) -> EngineTask:
         layer, params = self._prepare()
-        out = indexes.index_path(params["raster"], params["model"], profile_dir())
+        out = indexes.index_path(params["raster"], params["model"], profile_dir(), index_place(),
+                                 project_home())
         params.update(out=str(out), overwrite=True)
         return self._start(f"Indexing {layer.name()}", "index", params, self._index_done)
 
@@ -218,7 +233,10 @@ class DockIndex:
             self.table.clear_results()
             return
         path = Path(result["path"])
-        layer = layers.load_vector(path, "matches", f"as you type: {', '.join(phrases)[:50]} ({raster.name()})")
+        from .dock import no_crs
+
+        layer = layers.load_vector(path, "matches", f"as you type: {', '.join(phrases)[:50]} ({raster.name()})",
+                                   pixel_coordinates=no_crs(raster))
         self.typed_layer_id, self.typed_file = layer.id(), path
         self.last_layer, self.last_output = layer, path
         self.table.show_matches(layer)

@@ -129,3 +129,51 @@ def test_find_similar_hands_the_map_back_after_its_run(qgis_iface, project, dock
     assert dock.task is not None and not dock.similar_button.isChecked()
     assert not isinstance(qgis_iface.mapCanvas().mapTool(), QgsMapToolExtent)
     wait_for_dock(dock)
+
+
+def test_a_new_index_goes_beside_the_raster_only_inside_the_project_folder(tmp_path):
+    from geoalign_qgis.indexes import index_path
+
+    data = tmp_path / "someone_elses_data"
+    data.mkdir()
+    raster = sample_crop(data / "r.tif", size=224)
+    profile = tmp_path / "profile"
+    beside = data / "r.geoalign-demo.geoalign-index.parquet"
+    # an unsaved project, or a raster outside the project's folder: the plugin's folder, not the data folder
+    assert index_path(str(raster), "geoalign-demo", profile, "project", None).parent == profile / "geoalign" / "indexes"
+    assert index_path(str(raster), "geoalign-demo", profile, "project", str(tmp_path / "project")) != beside
+    assert index_path(str(raster), "geoalign-demo", profile, "project", str(tmp_path)) == beside  # inside the project
+    assert index_path(str(raster), "geoalign-demo", profile, "raster") == beside
+    assert index_path(str(raster), "geoalign-demo", profile, "plugin").parent == profile / "geoalign" / "indexes"
+
+
+def test_results_of_an_unsaved_project_move_next_to_it_on_save(qgis_iface, qgis_new_project, dock, raster, tmp_path):
+    from geoalign_qgis import layers
+
+    project = QgsProject.instance()
+    assert not project.fileName()
+    dock.set_raster_layer(raster)
+    dock.set_scope("layer")
+    dock.set_phrases("car")
+    dock.min_score.setValue(0.0)
+    dock.max_results.setValue(2)
+    task = dock.run_find()
+    wait_for_dock(dock)
+    assert not task.error, task.error
+    result = dock.last_layer
+    old = dock.last_output
+    assert old.parent == layers.default_results_dir()
+    asked = []
+    dock.ask_move_results = lambda n, folder: asked.append((n, folder)) or True
+    try:
+        assert project.write(str(tmp_path / "later.qgz"))  # the analyst saves the project now
+        assert asked and asked[0][0] == 1 and asked[0][1] == tmp_path / "later_geoalign"
+        moved = tmp_path / "later_geoalign" / old.name
+        assert moved.is_file() and not old.exists()
+        assert result.source().startswith(str(moved)) and result.isValid() and result.featureCount() == 2
+        asked.clear()
+        project.write()  # nothing left to move: no question
+        assert not asked
+    finally:
+        project.setFileName("")
+        qgis_iface.newProject()

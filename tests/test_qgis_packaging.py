@@ -151,8 +151,11 @@ def test_zip_layout_and_metadata(plugin_zip):
     assert g["qgisMinimumVersion"] == "3.22" and g["qgisMaximumVersion"] == "3.99"
     assert g["hasProcessingProvider"] == "yes" and g["icon"] == "icon.svg" and g["version"] == __version__
     assert g["changelog"].startswith(f"{__version__}: ") and len(g["changelog"]) > 40
-    for key in ("name", "description", "about", "author", "email", "repository", "tracker"):
+    for key in ("name", "description", "about", "author", "repository", "tracker", "license"):
         assert g[key].strip()
+    assert "example.org" not in meta_text  # no placeholder address (package.py --email stamps the real one)
+    with zipfile.ZipFile(plugin_zip) as zf:
+        assert "Apache License" in zf.read("geoalign_qgis/LICENSE").decode()  # plugins.qgis.org needs it
     assert "pip install" not in g["about"]  # nothing is installed into QGIS's Python
 
 
@@ -305,3 +308,19 @@ def test_engine_python_order(tmp_path):
     missing = locate_engine(str(tmp_path / "gone"), tmp_path, {})
     assert missing.python is None and "does not exist" in missing.problem
     assert locate_engine(None, tmp_path, {ENV_VAR: str(tmp_path / "gone")}).problem.startswith(ENV_VAR)
+
+
+def test_release_zip_needs_a_real_email(tmp_path, monkeypatch):
+    from geoalign_qgis import package
+
+    monkeypatch.delenv(package.EMAIL_VAR, raising=False)
+    out = tmp_path / "p.zip"
+    with pytest.raises(SystemExit, match="--release needs the maintainer's e-mail"):
+        package.main(["--out", str(out), "--no-wheel", "--quiet", "--release"])
+    with pytest.raises(SystemExit, match="placeholder address"):
+        package.main(["--out", str(out), "--no-wheel", "--quiet", "--release", "--email", "me@example.org"])
+    assert not out.exists()
+    assert package.main(["--out", str(out), "--no-wheel", "--quiet", "--release", "--email", "me@geoalign.dev"]) == 0
+    with zipfile.ZipFile(out) as zf:
+        meta = zf.read("geoalign_qgis/metadata.txt").decode()
+    assert "email = me@geoalign.dev" in meta and "license = Apache-2.0" in meta

@@ -146,17 +146,10 @@ def finetune(ctx: Context, params: dict) -> dict:
             time.sleep(POLL_S)
             total = _total_steps(out)
             row = _last_row(out / "run" / "log.csv")
-            trained = row is not None and total and int(row["step"]) >= total
-            if trained or any(out.glob("*.safetensors")):
-                now = "evaluating and calibrating"
-            elif total:
-                now = "training"
-            else:
-                now = "preparing chips"
-            if now != stage:
-                stage = now
-                ctx.stage(stage)
-            if stage == "training" and row is not None and int(row["step"]) != last_step:
+            if row is not None and int(row["step"]) != last_step:  # every logged step, the last one too
+                if stage != "training":
+                    stage = "training"
+                    ctx.stage(stage)
                 last_step = int(row["step"])
                 loss = float(row["loss"]) if row.get("loss") not in (None, "") else None
                 # the loss is in the stage's words too: every client shows it without knowing the field
@@ -164,6 +157,12 @@ def finetune(ctx: Context, params: dict) -> dict:
                 ctx.stage_name = words
                 ctx.engine.send({"id": ctx.job.id, "event": "progress", "stage": words, "done": last_step,
                                  "total": total, "step": last_step, "loss": loss})
+            trained = row is not None and total and int(row["step"]) >= total
+            now = ("evaluating and calibrating" if trained or any(out.glob("*.safetensors"))
+                   else "training" if total else "preparing chips")
+            if now != stage and not (now == "training" and stage.startswith("training")):
+                stage = now
+                ctx.stage(stage)
     except BaseException:
         _stop(proc)
         raise

@@ -39,7 +39,8 @@ class IndexRasterAlgorithm(GeoAlignAlgorithm):
     _name = "indexraster"
     _display = "Index raster"
     _help = ("Embeds the raster once for the model and keeps the result (a scene index) where the GeoAlign dock "
-             "looks for it: beside the raster when its folder can be written, else in the QGIS profile. "
+             "looks for it (Plugins > GeoAlign > Settings: by default beside the raster when it lies in the saved "
+             "project's folder, else in the plugin's folder in the QGIS profile). "
              "Afterwards Find objects by text, Match regions, Heatmap and Find similar (here and in the dock) "
              "are answered from the index: only the text model runs. A cancelled indexing continues where it "
              "stopped when run again.")
@@ -53,7 +54,9 @@ class IndexRasterAlgorithm(GeoAlignAlgorithm):
         layer, raster = self.raster(parameters, context)
         params = self.request_params(parameters, context, layer, raster)
         params.pop("metadata", None)
-        out = indexes.index_path(raster, params["model"], profile_dir())
+        from ..dock_index import index_place, project_home
+
+        out = indexes.index_path(raster, params["model"], profile_dir(), index_place(), project_home())
         params.update(out=str(out), overwrite=True)
         result = self.run_engine("index", params, feedback)
         if result is None:
