@@ -20,6 +20,7 @@ from qgis.PyQt.QtWidgets import QWidget
 
 from . import layers
 from .compat import MSG_CRITICAL, MSG_INFO, MSG_SUCCESS, MSG_WARNING, push_message
+from .dock_collection import DockCollection
 from .dock_finetune import DockFinetune
 from .dock_form import SCOPES, SETTINGS, DockForm  # noqa: F401 (SCOPES, SETTINGS: the dock's API)
 from .dock_index import DockIndex
@@ -57,7 +58,7 @@ NO_CRS_HINT = ("{name} has no coordinate reference system (CRS). Tick 'Allow ras
                "Advanced to work in pixel coordinates, or set the layer's CRS (Layer Properties > Source).")
 
 
-class GeoAlignDock(DockForm, DockRequests, DockIndex, DockFinetune, QgsDockWidget):
+class GeoAlignDock(DockForm, DockRequests, DockIndex, DockFinetune, DockCollection, QgsDockWidget):
     """Find objects by text, match drawn regions, classify tiles, show heatmaps, index a raster, find similar."""
 
     runFinished = pyqtSignal(str)  # noqa: N815  "ok" | "cancelled" | "error"

@@ -95,7 +95,10 @@ class DockForm:
         self.index_state.setWordWrap(True)
         self.index_state.setMinimumWidth(1)
         self.index_state.setStyleSheet("QLabel { color: #666; }")
-        form.addRow("Index", self.index_state)
+        index_row = QHBoxLayout()
+        index_row.addWidget(self.index_state, 1)
+        index_row.addWidget(self._build_collection_button(body), 0, Qt.AlignmentFlag.AlignTop)
+        form.addRow("Index", index_row)
 
         self.phrase_edit = QPlainTextEdit(body)
         self.phrase_edit.setPlaceholderText("one phrase per line (or separated by ;), e.g.\nred car\nswimming pool")

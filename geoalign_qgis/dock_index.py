@@ -77,6 +77,8 @@ class DockIndex:
 
         While the engine checks it, the index found last for the same raster and model stays in use
         (typed phrases are answered meanwhile)."""
+        if self.collection is not None:  # the Index line names the collection; Find searches it
+            return None
         layer, model = self.raster_layer(), self.model_name()
         key = (layer.source() if layer is not None else "", model)
         if key != self._index_key:
@@ -168,7 +170,7 @@ class DockIndex:
 
     # ---------------------------------------------------------------------------- typed phrases
     def _phrases_edited(self) -> None:
-        if not (self.as_you_type.isChecked() and self.index_file is not None):
+        if not (self.as_you_type.isChecked() and (self.index_file is not None or self.collection is not None)):
             return
         n = len(self.phrases())
         if n > TYPED_MAX_PHRASES:  # a pasted list: never searched by itself
@@ -180,7 +182,7 @@ class DockIndex:
 
     def _typed_query(self) -> EngineTask | None:
         """Search the typed phrases in the index; the result replaces the previous typed one."""
-        if self.index_file is None or self.is_running() or not self.phrases():
+        if (self.index_file is None and self.collection is None) or self.is_running() or not self.phrases():
             return None
         if len(self.phrases()) > TYPED_MAX_PHRASES:
             return None
@@ -188,6 +190,8 @@ class DockIndex:
             self._typed_again = True
             self.typed_task.cancel()
             return None
+        if self.collection is not None:
+            return self._typed_collection_query()
         try:
             layer, params = self._prepare()
             phrases = self.phrases()
@@ -212,11 +216,26 @@ class DockIndex:
                                      lambda t: self._typed_done(t, phrases, layer, t0, typed_temp, drawn))
         return self.typed_task.start()
 
+    def _typed_collection_query(self) -> EngineTask | None:
+        assert self.collection is not None
+        phrases = self.phrases()
+        try:
+            params = self._collection_find_params(phrases, layers.output_path("typed", self.collection.name, ".gpkg"),
+                                                  typed=True)
+        except Exception as exc:  # noqa: BLE001 - a UserError: say it quietly, typing goes on
+            self.status.setText(str(exc))
+            return None
+        t0 = time.monotonic()
+        where = f"collection {self.collection.name}"
+        self.typed_task = EngineTask("GeoAlign: answering typed phrases", "find", params,
+                                     lambda t: self._typed_done(t, phrases, where, t0))
+        return self.typed_task.start()
+
     def _typed_done(self, task: EngineTask, phrases: list[str], raster: Any, t0: float,
                     temp: list[Path] | None = None, drawn: int = 0) -> None:
         self.typed_task = None
         remove_outputs(temp or [])
-        if not task.error and not task.was_cancelled:
+        if not task.error and not task.was_cancelled and drawn:
             self._say_skipped_regions((task.result or {}).get("metadata") or {}, drawn, raster)
         if self._typed_again:
             self._typed_again = False
@@ -235,8 +254,9 @@ class DockIndex:
         path = Path(result["path"])
         from .dock import no_crs
 
-        layer = layers.load_vector(path, "matches", f"as you type: {', '.join(phrases)[:50]} ({raster.name()})",
-                                   pixel_coordinates=no_crs(raster))
+        where = raster if isinstance(raster, str) else raster.name()  # a collection: its name
+        layer = layers.load_vector(path, "matches", f"as you type: {', '.join(phrases)[:50]} ({where})",
+                                   pixel_coordinates=not isinstance(raster, str) and no_crs(raster))
         self.typed_layer_id, self.typed_file = layer.id(), path
         self.last_layer, self.last_output = layer, path
         self.table.show_matches(layer)

@@ -64,6 +64,7 @@ class DockRequests:
 
     def _prepare(self) -> tuple[QgsRasterLayer, dict[str, Any]]:
         """Checks shared by every run; the request parameters common to all of them."""
+        self._collection_only_find()
         if self.is_running():
             raise UserError("a GeoAlign task is already running")
         if not engine_location().found:
@@ -132,6 +133,8 @@ class DockRequests:
         return self._guarded(self._run_find)
 
     def _run_find(self) -> EngineTask:
+        if self.collection is not None:
+            return self._run_collection_find()
         layer, params = self._prepare()
         phrases = self.phrases()
         if not phrases:

@@ -177,3 +177,37 @@ def test_results_of_an_unsaved_project_move_next_to_it_on_save(qgis_iface, qgis_
     finally:
         project.setFileName("")
         qgis_iface.newProject()
+
+
+def test_a_collection_index_is_searched_into_one_layer_with_a_scene_field(qgis_iface, project, dock, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from qgis_helpers import ROOT, TEST_MODEL
+
+    a = sample_crop(tmp_path / "a.tif", size=224)
+    b = sample_crop(tmp_path / "b.tif", size=224, col=0, row=0)
+    folder = tmp_path / "city"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    subprocess.run([sys.executable, "-m", "geoalign_core.cli", "index", str(a), str(b), "--out", str(folder),
+                    "--model", TEST_MODEL, "--device", "cpu", "--quiet"], check=True, env=env, timeout=600)
+    assert not dock.open_collection(tmp_path)  # not a collection: said in the status line
+    assert "not a collection index" in dock.status.text()
+    assert dock.open_collection(folder)
+    assert "2 scenes" in dock.index_state.text() and dock.collection_button.text() == "Close collection"
+    dock.set_phrases("car")
+    dock.min_score.setValue(0.0)
+    dock.max_results.setValue(6)
+    assert dock.run_heatmap() is None and "close the collection" in dock.status.text()  # one raster only
+    task = dock.run_find()
+    assert task is not None, dock.status.text()
+    assert task.params["index"] == str(folder) and "raster" not in task.params
+    wait_for_dock(dock)
+    assert not task.error, task.error
+    layer = dock.last_layer
+    assert layer.name() == "car (collection city)" and layer.featureCount() == 6
+    scenes = {f["scene"] for f in layer.getFeatures()}
+    assert scenes <= {"a", "b"} and scenes
+    dock.close_collection()
+    assert dock.collection is None and dock.layer_combo.isEnabled()
