@@ -211,3 +211,60 @@ def test_a_collection_index_is_searched_into_one_layer_with_a_scene_field(qgis_i
     assert scenes <= {"a", "b"} and scenes
     dock.close_collection()
     assert dock.collection is None and dock.layer_combo.isEnabled()
+
+
+def test_quitting_while_a_find_runs_ends_it_and_the_engine(qgis_iface, project, raster):
+    """What QGIS's quit does to the plugin (unload, then the engine stops) while a Find still runs."""
+    import os
+
+    from qgis_helpers import TEST_MODEL
+
+    import geoalign_qgis
+    from geoalign_qgis import engine
+
+    plugin = geoalign_qgis.classFactory(qgis_iface)
+    plugin.initGui()
+    plugin.action.trigger()
+    dock = plugin.dock
+    dock.set_model(TEST_MODEL)
+    dock.device_combo.setCurrentText("cpu")
+    dock.set_raster_layer(raster)
+    dock.set_scope("layer")
+    dock.set_phrases("car")
+    n_layers = len(QgsProject.instance().mapLayers())
+    task = dock.run_find()
+    assert task is not None, dock.status.text()
+    wait_until(lambda: task.stage not in ("", "starting the engine"), 120, "the find to run")
+    pid = engine._shared.pid
+    plugin.unload()  # QGIS quitting: the dock goes, the engine is stopped
+    wait_until(lambda: task.status() in (task.Complete, task.Terminated), 60, "the task to end")
+    assert task.was_cancelled or task.error  # ended, not left hanging
+    assert engine._shared is None
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower(),
+               30, "the engine to end")
+    assert len(QgsProject.instance().mapLayers()) == n_layers  # no half result added
+
+
+def test_setup_panel_names_an_unreachable_site_offers_pypi_and_shows_the_step_in_full(qgis_iface, tmp_path):
+    import sys
+    from types import SimpleNamespace
+
+    from geoalign_qgis import environment
+    from geoalign_qgis.setup_panel import SetupPanel
+
+    panel = SetupPanel()
+    panel.plan = environment.InstallPlan(tmp_path / "env", sys.executable, torch=["torch==2.14.1"],
+                                         torch_index=environment.TORCH_CPU_INDEX, packages=["geoalign"],
+                                         build="CPU build")
+    step = "installing PyTorch (PyPI's build (CUDA, runs on CPU too))"
+    panel._show_step(step)  # the whole step above the bar; the bar itself only the percentage
+    assert panel.progress.format() == "%p%" and panel.step_label.text() == "I" + step[1:] + "…"
+    assert panel.step_label.wordWrap()
+    failed = SimpleNamespace(was_cancelled=False, python=None, unreachable="download.pytorch.org",
+                             error="installing PyTorch (CPU build) failed: the PyTorch wheel site download.pytorch.org "
+                                   "could not be reached (Failed to establish a new connection). Try again later, "
+                                   "or set up with PyTorch from PyPI")
+    panel._done(failed)
+    assert "could not be reached" in panel.message.text() and "No matching distribution" not in panel.message.text()
+    assert not panel.pypi_button.isHidden() and "PyPI" in panel.pypi_button.text()
+    panel.deleteLater()

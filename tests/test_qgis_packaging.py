@@ -11,6 +11,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -324,3 +325,27 @@ def test_release_zip_needs_a_real_email(tmp_path, monkeypatch):
     with zipfile.ZipFile(out) as zf:
         meta = zf.read("geoalign_qgis/metadata.txt").decode()
     assert "email = me@geoalign.dev" in meta and "license = Apache-2.0" in meta
+
+
+@pytest.mark.slow
+def test_an_unreachable_pytorch_site_is_named_and_pypi_offered(tmp_path):
+    """pip's last words ("No matching distribution found for torch") hide that the wheel site was down:
+    the set-up names the site, and the PyPI plan is the fallback (with its size said plainly)."""
+    from geoalign_qgis import environment
+    from geoalign_qgis.environment import Installer, InstallError, InstallPlan
+
+    target = environment.private_env_dir(tmp_path / "profile")
+    # a wheel index nobody listens on (the discard port): what an unreachable download.pytorch.org looks like
+    plan = InstallPlan(target, sys.executable, torch=["torch==2.14.1"], torch_index="http://127.0.0.1:9/whl/cpu",
+                       packages=["geoalign"], pip_args=["--retries", "0", "--timeout", "2"], build="CPU build")
+    with pytest.raises(InstallError) as err:
+        Installer(plan, tmp_path / "setup.log").run()
+    assert err.value.unreachable == "127.0.0.1:9"
+    message = str(err.value)
+    assert "the PyTorch wheel site 127.0.0.1:9 could not be reached" in message and "PyPI" in message
+    assert "No matching distribution" not in message and not target.exists()
+    fallback = environment.pypi_plan(plan)
+    assert fallback.torch_index is None and fallback.torch == plan.torch and fallback.packages == plan.packages
+    if platform.system() == "Linux":
+        assert "6 GB" in fallback.describe() and "no NVIDIA GPU" in fallback.describe()
+        assert "6 GB" in environment.pypi_offer(plan)

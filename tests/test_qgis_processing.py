@@ -278,13 +278,15 @@ def test_index_then_find_and_similar_use_it_with_object_size(provider, tmp_path)
     import processing
     from qgis_helpers import sample_crop
 
-    from geoalign_qgis.indexes import model_tag
+    from geoalign_qgis.indexes import existing_index
+    from geoalign_qgis.tasks import profile_dir
 
     path = sample_crop(tmp_path / "idx.tif", size=224)
     fb = Feedback()
     res = processing.run("geoalign:indexraster", {"INPUT": str(path), "MODEL": TEST_MODEL, "DEVICE": 1}, feedback=fb)
-    index = tmp_path / f"idx.{model_tag(TEST_MODEL)}.geoalign-index.parquet"  # where the dock looks for it
-    assert res["INDEX"] == str(index) and index.is_file()
+    index = existing_index(str(path), TEST_MODEL, profile_dir())  # where the dock looks for it
+    # no saved project: in the plugin's folder of the profile, not beside the raster
+    assert index is not None and res["INDEX"] == str(index) and not list(tmp_path.glob("*.parquet"))
     assert fb.progress_values and fb.progress_values[-1] == 100  # never 0 % after finishing
     fb = Feedback()
     res = processing.run("geoalign:findobjects", {

@@ -61,13 +61,30 @@ def write_report():
         json.dump(report, fh, indent=2)
 
 
-def quit_qgis():
+def quit_qgis(task_running=False):
+    """Exit through QGIS's action. ``task_running``: a run the user started still goes on, so QGIS asks
+    whether to cancel it: the answer is yes, and the question must name that run only (never a task the
+    dock started by itself)."""
     state["step"] = "done"
     log("quit")
     write_report()
     QgsProject.instance().setDirty(False)  # no "save the project?" question
+    if task_running:
+        QTimer.singleShot(3000, answer_task_prompt)
     QTimer.singleShot(20000, exit_blocked)  # runs inside a modal dialog's event loop too
     iface.actionExit().trigger()
+
+
+def answer_task_prompt():
+    from qgis.PyQt.QtWidgets import QApplication, QMessageBox
+
+    boxes = [w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()]
+    report["quit_prompts"] = [b.text() for b in boxes]
+    write_report()
+    for box in boxes:
+        yes = box.button(QMessageBox.StandardButton.Yes)
+        if yes is not None:
+            yes.click()
 
 
 def exit_blocked():
@@ -334,7 +351,16 @@ def journey():
 
 def finish():
     state["step"] = "shot3"
-    QTimer.singleShot(2000, lambda: screenshot("qgis_desktop_finetune.png", quit_qgis))
+    QTimer.singleShot(2000, lambda: screenshot("qgis_desktop_finetune.png", quit_while_running))
+
+
+def quit_while_running():
+    """The analyst starts Classify tiles (a live run over the whole scene) and quits QGIS while it runs."""
+    dock = state["dock"]
+    dock.set_scope("layer")
+    press(dock.classify_button)
+    report["quit_task_running"] = dock.is_running()
+    QTimer.singleShot(500, lambda: quit_qgis(task_running=True))
 
 
 def index_scene():
