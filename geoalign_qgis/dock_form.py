@@ -48,6 +48,32 @@ DEFAULT_OVERLAP = 0.25
 SETTINGS = "geoalign/dock"
 
 
+class WrapLabel(QLabel):
+    """A word-wrapped label never taller than its text at its width.
+
+    In the dock's form layout a wrapped label was given the height of its size hint, worked out for a
+    narrower width than it gets: a tall empty gap around two lines of text. Its maximum height follows
+    its text and width instead."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(text, parent)
+        self.setWordWrap(True)
+        self.setMinimumWidth(1)  # a long word (a path) never widens the dock
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+
+    def _fit(self) -> None:
+        width = max(self.width(), 40)
+        self.setMaximumHeight(max(self.heightForWidth(width), self.fontMetrics().height()) + 2)
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt)
+        super().setText(text)
+        self._fit()
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt)
+        super().resizeEvent(event)
+        self._fit()
+
+
 class DockForm:
     """The fields of the dock (mixin: the dock provides ``iface``, ``canvas``, ``map_tool``, ``task``)."""
 
@@ -86,12 +112,12 @@ class DockForm:
         row.addWidget(self.model_combo, 1)
         row.addWidget(browse)
         form.addRow("Model", row)
-        self.model_state = QLabel("", body)
+        self.model_state = WrapLabel("", body)
         self.model_state.setStyleSheet("QLabel { color: #666; }")
         self.model_state.setWordWrap(True)
         self.model_state.setMinimumWidth(1)
         form.addRow("", self.model_state)
-        self.index_state = QLabel("", body)
+        self.index_state = WrapLabel("", body)
         self.index_state.setWordWrap(True)
         self.index_state.setMinimumWidth(1)
         self.index_state.setStyleSheet("QLabel { color: #666; }")

@@ -268,3 +268,17 @@ def test_setup_panel_names_an_unreachable_site_offers_pypi_and_shows_the_step_in
     assert "could not be reached" in panel.message.text() and "No matching distribution" not in panel.message.text()
     assert not panel.pypi_button.isHidden() and "PyPI" in panel.pypi_button.text()
     panel.deleteLater()
+
+
+def test_the_wrapped_model_line_leaves_no_gap(qgis_iface, dock):
+    dock.resize(380, 900)
+    dock.show()
+    dock.model_state.setText("available offline; trained on synthetic 0.3 m RGB rendered aerial; scores calibrated")
+    for _ in range(5):
+        QgsApplication.processEvents()
+    label = dock.model_state
+    assert label.height() <= label.heightForWidth(label.width()) + 2  # as tall as its lines, no more
+    combo_bottom = dock.model_combo.mapTo(dock, dock.model_combo.rect().bottomLeft()).y()
+    label_top = label.mapTo(dock, label.rect().topLeft()).y()
+    assert 0 <= label_top - combo_bottom < 20, (combo_bottom, label_top)
+    dock.hide()
