@@ -36,6 +36,7 @@ CRASH_SIGNS = ("double free", "free(): invalid", "Segmentation fault", "Aborted"
 @pytest.mark.skipif(shutil.which("qgis") is None or shutil.which("xvfb-run") is None,
                     reason="needs the qgis desktop app and xvfb-run (make test installs them)")
 @pytest.mark.skipif(not SCENE.is_file(), reason="needs the sample scene")
+@pytest.mark.timeout(1800)  # the whole journey, fine-tune included, on a busy 2-core machine
 def test_real_qgis_finds_red_cars_and_quits_cleanly(tmp_path):
     plugin_zip = tmp_path / "geoalign_qgis.zip"
     subprocess.run([sys.executable, str(ROOT / "geoalign_qgis" / "package.py"), "--out", str(plugin_zip),
