@@ -111,11 +111,12 @@ def test_real_qgis_finds_red_cars_and_quits_cleanly(tmp_path):
     assert "your fine-tuned model" in report["finetune_model_state"]
     assert report["finetuned_find_model"] == report["finetune_model"] and report["finetuned_find_count"] > 0
     # quitting while Classify tiles ran: QGIS asked about that run only (never the dock's own checks), the
-    # answer was yes, and QGIS quit
+    # answer was yes (QGIS cancels and stays open), and Exit again quit
     assert report["quit_task_running"]
     prompts = report.get("quit_prompts") or []
     assert len(prompts) == 1 and "Classifying tiles" in prompts[0], prompts
     assert "GeoAlign index" not in prompts[0] and "GeoAlign models" not in prompts[0], prompts
+    assert report["quit_again"]
     # QGIS's process held Mesa's GL, and none of the packages that collide with it
     assert report["gl_loaded"]
     assert report["heavy"] == [], report["heavy"]

@@ -71,7 +71,7 @@ def quit_qgis(task_running=False):
     QgsProject.instance().setDirty(False)  # no "save the project?" question
     if task_running:
         QTimer.singleShot(3000, answer_task_prompt)
-    QTimer.singleShot(20000, exit_blocked)  # runs inside a modal dialog's event loop too
+    QTimer.singleShot(60000 if task_running else 20000, exit_blocked)  # runs inside a modal dialog's loop too
     iface.actionExit().trigger()
 
 
@@ -85,6 +85,17 @@ def answer_task_prompt():
         yes = box.button(QMessageBox.StandardButton.Yes)
         if yes is not None:
             yes.click()
+    # QGIS cancels the tasks and stays open (its own behaviour): once they have ended, Exit again
+    QTimer.singleShot(500, exit_when_idle)
+
+
+def exit_when_idle():
+    if QgsApplication.taskManager().countActiveTasks() > 0:
+        QTimer.singleShot(500, exit_when_idle)
+        return
+    report["quit_again"] = True
+    write_report()
+    iface.actionExit().trigger()
 
 
 def exit_blocked():
@@ -93,7 +104,7 @@ def exit_blocked():
 
     dialogs = [w for w in QApplication.topLevelWidgets() if isinstance(w, QDialog) and w.isVisible()]
     texts = [(w.windowTitle() + ": " + (w.text() if isinstance(w, QMessageBox) else "")).strip() for w in dialogs]
-    report["errors"].append(f"QGIS did not quit 20 s after Exit; open dialogs: {texts}")
+    report["errors"].append(f"QGIS did not quit after Exit; open dialogs: {texts}")
     write_report()
     os._exit(3)
 
