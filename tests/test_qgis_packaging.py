@@ -182,7 +182,8 @@ needs_system_python = pytest.mark.skipif(not Path(SYSTEM_PYTHON).is_file(), reas
 def test_without_an_engine_the_dock_offers_the_setup(unpacked, tmp_path):
     out = run_plugin(unpacked, tmp_path, engine=None)
     assert out["file"].startswith(str(unpacked))
-    assert out["toolbar"] == ["Find objects by text"] and out["menu"] == ["&GeoAlign", "&GeoAlign"]
+    # three menu entries: Find objects by text, Settings…, Help / About
+    assert out["toolbar"] == ["Find objects by text"] and out["menu"] == ["&GeoAlign"] * 3
     assert out["setup_visible"] and out["setup_enabled"]
     assert "separate Python environment" in out["setup_text"]
     # what will be installed and how: the private env in the profile, pinned torch (CPU build: no GPU here)
@@ -190,7 +191,7 @@ def test_without_an_engine_the_dock_offers_the_setup(unpacked, tmp_path):
     assert f"geoalign-{__version__}-py3-none-any.whl" in out["plan"]
     assert "QGIS's own Python is not changed" in out["plan"]
     assert "not set up yet" in out["find_status"] and not out["find_started"]
-    assert len(out["algorithms"]) == 4
+    assert len(out["algorithms"]) == 7  # find, match, heatmap, tiles, index, similar, fine-tune
     assert all(not ok and "Set up GeoAlign" in msg for ok, msg in out["can_execute"])
     assert "not set up" in out["long_name"]
     assert out["unloaded"] and out["heavy"] == []
