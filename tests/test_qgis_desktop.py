@@ -79,7 +79,8 @@ def test_real_qgis_finds_red_cars_and_quits_cleanly(tmp_path):
     assert all(0.0 <= b[4] <= 1.0 for b in report["boxes"])
     # the score legend's classes say something: no two read the same
     assert len(report["legend"]) >= 2 and len(set(report["legend"])) == len(report["legend"]), report["legend"]
-    assert "scanning tiles" in report["stages"] and "refining boxes" in report["stages"]
+    # "red car" has a size in the model card (a car): its boxes are sized, not refined at 2x zoom
+    assert "scanning tiles" in report["stages"]
     assert report["heatmap_layer"] == "heatmap score: red car (scene)"
     assert report["group_expanded"] == [True, True]  # the results are visible in the layer tree
     # Index this raster, then a phrase answered from the index as it was typed, then Find similar
