@@ -17,6 +17,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingParameterNumber,
     QgsRasterBandStats,
+    QgsUnitTypes,
     QgsWkbTypes,
 )
 
@@ -45,6 +46,10 @@ POLYGON_GEOMETRY = _pick((Qgis, "GeometryType.Polygon"), (QgsWkbTypes, "Geometry
                          (QgsWkbTypes, "PolygonGeometry"))
 LABEL_OVER_POINT = _pick((Qgis, "LabelPlacement.OverPoint"), (QgsPalLayerSettings, "Placement.OverPoint"),
                          (QgsPalLayerSettings, "OverPoint"))
+#: beside the polygon, not over it: a label never hides the small object it names
+LABEL_OUTSIDE = _pick((Qgis, "LabelPlacement.OutsidePolygons"), (QgsPalLayerSettings, "Placement.OutsidePolygons"),
+                      (QgsPalLayerSettings, "OutsidePolygons"))
+DISTANCE_METERS = _pick((Qgis, "DistanceUnit.Meters"), (QgsUnitTypes, "DistanceMeters"))
 SHADER_INTERPOLATED = _pick((Qgis, "ShaderInterpolationMethod.Linear"), (QgsColorRampShader, "Type.Interpolated"),
                             (QgsColorRampShader, "Interpolated"))
 SHADER_CONTINUOUS = _pick((Qgis, "ShaderClassificationMethod.Continuous"),
@@ -78,6 +83,16 @@ def raster_layer_filter() -> Any:
         from qgis.core import QgsMapLayerProxyModel
 
         return QgsMapLayerProxyModel.RasterLayer
+
+
+def polygon_layer_filter() -> Any:
+    """The QgsMapLayerComboBox filter for polygon layers."""
+    try:
+        return Qgis.LayerFilter.PolygonLayer  # QGIS >= 3.34
+    except AttributeError:
+        from qgis.core import QgsMapLayerProxyModel
+
+        return QgsMapLayerProxyModel.PolygonLayer
 
 
 # ---------------------------------------------------------------------------- field types

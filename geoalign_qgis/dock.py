@@ -8,6 +8,7 @@ it. QGIS's process never imports the model stack. While no engine environment ex
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -19,18 +20,45 @@ from qgis.PyQt.QtWidgets import QWidget
 
 from . import layers
 from .compat import MSG_CRITICAL, MSG_INFO, MSG_SUCCESS, MSG_WARNING, push_message
+from .dock_collection import DockCollection
+from .dock_finetune import DockFinetune
 from .dock_form import SCOPES, SETTINGS, DockForm  # noqa: F401 (SCOPES, SETTINGS: the dock's API)
 from .dock_index import DockIndex
 from .dock_requests import DockRequests, UserError
 from .inputs import DEFAULT_MODEL
 from .map_tool import RegionsMapTool
-from .tasks import EngineTask, remove_outputs
+from .tasks import EngineTask, SideRequest, remove_outputs
+
+
+def plural(n: int, what: str) -> str:
+    """ "1 region", "2 regions", "1 similar object"."""
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def no_crs(raster: Any) -> bool:
+    """The raster has no CRS (its results are in pixel coordinates)."""
+    try:
+        return raster is not None and not raster.crs().isValid()
+    except RuntimeError:  # deleted meanwhile
+        return False
+
+
+def layer_gone(layer: Any) -> str:
+    """The name of ``layer`` when it is no longer in the project (removed meanwhile), else ""."""
+    if layer is None:
+        return ""
+    try:
+        lid, name = layer.id(), layer.name()
+    except RuntimeError:  # the layer object itself was deleted
+        return "the raster"
+    return "" if QgsProject.instance().mapLayer(lid) is not None else name
+
 
 NO_CRS_HINT = ("{name} has no coordinate reference system (CRS). Tick 'Allow rasters without a CRS' under "
                "Advanced to work in pixel coordinates, or set the layer's CRS (Layer Properties > Source).")
 
 
-class GeoAlignDock(DockForm, DockRequests, DockIndex, QgsDockWidget):
+class GeoAlignDock(DockForm, DockRequests, DockIndex, DockFinetune, DockCollection, QgsDockWidget):
     """Find objects by text, match drawn regions, classify tiles, show heatmaps, index a raster, find similar."""
 
     runFinished = pyqtSignal(str)  # noqa: N815  "ok" | "cancelled" | "error"
@@ -43,7 +71,7 @@ class GeoAlignDock(DockForm, DockRequests, DockIndex, QgsDockWidget):
         self.canvas = iface.mapCanvas()
         self.task: EngineTask | None = None
         self.last_task: EngineTask | None = None
-        self.models_task: EngineTask | None = None
+        self.models_task: SideRequest | None = None
         self.last_layer: QgsMapLayer | None = None
         self.last_output: Path | None = None
         self.models: list[dict] = []
@@ -64,15 +92,16 @@ class GeoAlignDock(DockForm, DockRequests, DockIndex, QgsDockWidget):
         self.refresh_index()
 
     # ---------------------------------------------------------------------------- models
-    def load_models(self) -> EngineTask | None:
-        """Ask the engine for its models (in the background; the engine starts if needed)."""
+    def load_models(self) -> SideRequest | None:
+        """Ask the engine for its models (in the background, not a QGIS task; the engine starts if needed)."""
         if self.models_task is not None:
             return self.models_task
         self.model_state.setText("starting the GeoAlign engine…")
-        self.models_task = EngineTask("Listing GeoAlign models", "list_models", {}, self._models_done)
+        self.models_task = SideRequest("Listing GeoAlign models", "list_models", self.models_params(),
+                                       self._models_done)
         return self.models_task.start()
 
-    def _models_done(self, task: EngineTask) -> None:
+    def _models_done(self, task: SideRequest) -> None:
         self.models_task = None
         if task.error:
             self.model_state.setText("")
@@ -87,7 +116,7 @@ class GeoAlignDock(DockForm, DockRequests, DockIndex, QgsDockWidget):
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         for m in self.models:
-            self.model_combo.addItem(m["name"], m["name"])
+            self.model_combo.addItem(m["name"], m.get("source") or m["name"])  # source: a fine-tuned model's file
             tip = f"{m['name']}: {m.get('description', '')}\n{m['state']}: {m.get('path', '')}"
             self.model_combo.setItemData(self.model_combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         self.model_combo.blockSignals(False)
@@ -133,10 +162,14 @@ class GeoAlignDock(DockForm, DockRequests, DockIndex, QgsDockWidget):
         self.progress.setValue(100)
         return True
 
-    def _vector_done(self, task: EngineTask, title: str, kind: str, raster: QgsRasterLayer) -> None:
+    def _vector_done(self, task: EngineTask, title: str, kind: str, raster: QgsRasterLayer,
+                     drawn: int = 0) -> None:
+        """A vector result: its layer, the table, the status; ``drawn``: regions sent from the map."""
         if not self._finish(task, raster):
             return
         result = task.result or {}
+        meta = result.get("metadata") or {}
+        self._say_skipped_regions(meta, drawn, raster)
         if not result.get("path"):  # nothing found: no empty layer in the project
             self.last_layer, self.last_output = None, None
             self.table.clear_results()
@@ -147,16 +180,20 @@ class GeoAlignDock(DockForm, DockRequests, DockIndex, QgsDockWidget):
             self.runFinished.emit("ok")
             return
         path = Path(result["path"])
+        gone = layer_gone(raster)
+        if gone:
+            title += " (raster removed)"
         try:
-            layer = layers.load_vector(path, kind, title)
+            layer = layers.load_vector(path, kind, title, pixel_coordinates=no_crs(raster))
         except RuntimeError as exc:
             self._set_status(str(exc), error=True)
             self.runFinished.emit("error")
             return
         self.last_layer, self.last_output = layer, path
         n = layer.featureCount()
+        if not gone:
+            self.table.min_scale = layers.min_zoom_scale(raster)  # double-click stops at the image's detail
         if kind == "regions":
-            meta = result.get("metadata") or {}
             self.table.show_regions(layer, meta.get("phrases") or self._match_phrases, meta.get("phrase_columns"))
         elif kind == "tiles":
             self.table.show_tiles(layer)
@@ -165,13 +202,29 @@ class GeoAlignDock(DockForm, DockRequests, DockIndex, QgsDockWidget):
         else:
             self.table.show_matches(layer)
         secs = time.monotonic() - self._t0
-        what = {"matches": "objects", "regions": "regions", "tiles": "tiles", "similar": "similar objects"}[kind]
-        self._set_status(f"{n} {what} in {secs:.1f} s (saved in {path.parent.name}/; hover for the file)")
+        what = {"matches": "object", "regions": "region", "tiles": "tile", "similar": "similar object"}[kind]
+        self._set_status(f"{plural(n, what)} in {secs:.1f} s (saved in {path.parent.name}/; hover for the file)")
         self.status.setToolTip(str(path))
-        push_message(self.iface, "GeoAlign",
-                     f"{n} {what}: {title.split(': ', 1)[-1] if kind not in ('matches', 'similar') else title}",
-                     MSG_SUCCESS if n else MSG_INFO, 5)
+        if gone:
+            push_message(self.iface, "GeoAlign", f"{gone} was removed while GeoAlign ran: its result was added "
+                         f"anyway, as '{layer.name()}'", MSG_WARNING, 10)
+        else:
+            named = title.split(": ", 1)[-1] if kind not in ("matches", "similar") else title
+            push_message(self.iface, "GeoAlign", f"{plural(n, what)}: {named}", MSG_SUCCESS if n else MSG_INFO, 5)
         self.runFinished.emit("ok")
+
+    def _say_skipped_regions(self, meta: dict, drawn: int, raster: Any) -> None:
+        """Drawn regions outside the raster are skipped by the engine: the message bar says how many."""
+        if drawn <= 0:
+            return
+        used = meta.get("n_within", meta.get("n_regions"))
+        if used is None:
+            return
+        skipped = drawn - int(used)
+        if skipped > 0:
+            name = raster.name() if not layer_gone(raster) else "the raster"
+            push_message(self.iface, "GeoAlign", f"{skipped} of the {plural(drawn, 'drawn region')} lie outside "
+                         f"{name} and were skipped", MSG_WARNING, 10)
 
     def _heatmap_done(self, task: EngineTask, phrase: str, raster_name: str) -> None:
         if not self._finish(task, self.raster_layer()):
@@ -201,6 +254,7 @@ class GeoAlignDock(DockForm, DockRequests, DockIndex, QgsDockWidget):
     # ---------------------------------------------------------------------------- teardown
     def dispose(self) -> None:
         self._dispose_index()
+        self._dispose_finetune()
         for task in (self.task, self.models_task):
             if task is not None:
                 task.on_done = None
@@ -208,7 +262,10 @@ class GeoAlignDock(DockForm, DockRequests, DockIndex, QgsDockWidget):
         self.task = self.models_task = None
         self.setup_panel.dispose()
         project = QgsProject.instance()
-        for signal, slot in ((project.layersAdded, self._layers_changed), (project.readProject, self._layers_changed),
+        with contextlib.suppress(AttributeError, TypeError, RuntimeError):
+            self.iface.currentLayerChanged.disconnect(self._active_layer_changed)
+        for signal, slot in ((project.layersAdded, self._layers_changed), (project.layersAdded, self._layers_added),
+                             (project.readProject, self._layers_changed), (project.projectSaved, self._project_saved),
                              (project.layersWillBeRemoved, self._layers_removed),
                              (project.cleared, self._project_cleared)):
             try:

@@ -7,6 +7,7 @@ results).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from .compat import raster_layer_filter
 from .inputs import DEFAULT_MODEL, split_texts
 from .results import ResultsTable
 from .setup_panel import SetupPanel
+from .widgets import WrapLabel
 
 SCOPES = (("view", "Current map view"), ("layer", "Whole layer"), ("regions", "Regions drawn on the map"))
 DEFAULT_MIN_SCORE = 0.5  # geoalign_core.defaults.DEFAULT_MIN_SCORE: "probably right"
@@ -85,16 +87,19 @@ class DockForm:
         row.addWidget(self.model_combo, 1)
         row.addWidget(browse)
         form.addRow("Model", row)
-        self.model_state = QLabel("", body)
+        self.model_state = WrapLabel("", body)
         self.model_state.setStyleSheet("QLabel { color: #666; }")
         self.model_state.setWordWrap(True)
         self.model_state.setMinimumWidth(1)
         form.addRow("", self.model_state)
-        self.index_state = QLabel("", body)
+        self.index_state = WrapLabel("", body)
         self.index_state.setWordWrap(True)
         self.index_state.setMinimumWidth(1)
         self.index_state.setStyleSheet("QLabel { color: #666; }")
-        form.addRow("Index", self.index_state)
+        index_row = QHBoxLayout()
+        index_row.addWidget(self.index_state, 1)
+        index_row.addWidget(self._build_collection_button(body), 0, Qt.AlignmentFlag.AlignTop)
+        form.addRow("Index", index_row)
 
         self.phrase_edit = QPlainTextEdit(body)
         self.phrase_edit.setPlaceholderText("one phrase per line (or separated by ;), e.g.\nred car\nswimming pool")
@@ -124,6 +129,17 @@ class DockForm:
         self.max_results.setValue(DEFAULT_MAX_RESULTS)
         self.max_results.setToolTip("Best results kept per phrase")
         form.addRow("Max results", self.max_results)
+
+        self.object_size = QDoubleSpinBox(body)
+        self.object_size.setRange(0.0, 10000.0)
+        self.object_size.setDecimals(1)
+        self.object_size.setSingleStep(1.0)
+        self.object_size.setSuffix(" m")
+        self.object_size.setSpecialValueText("model's sizes")
+        self.object_size.setToolTip("The objects' typical side in metres (e.g. 5 for cars, 15 for houses): boxes of "
+                                    "about that size are searched and kept. 0: the sizes a fine-tuned model learnt "
+                                    "for its classes, else any size (the CLI's --object-size)")
+        form.addRow("Object size", self.object_size)
 
         self.refine = QCheckBox("Refine boxes at 2x zoom", body)
         self.refine.setChecked(True)
@@ -182,9 +198,16 @@ class DockForm:
         self.allow_no_crs.setToolTip("A raster with no coordinate reference system is refused unless this is ticked; "
                                      "its results are then in pixel coordinates (not placed on the map)")
         adv.addRow(self.allow_no_crs)
+        self.label_boxes = QCheckBox("Label the boxes (beside them)", advanced)
+        self.label_boxes.setChecked(layers.labels_wanted())
+        self.label_boxes.setToolTip("Result boxes get their phrase as a label, placed beside the box so that it "
+                                    "never hides a small object (shown when zoomed in)")
+        self.label_boxes.toggled.connect(lambda on: QgsSettings().setValue(layers.SETTINGS_LABELS, bool(on)))
+        adv.addRow(self.label_boxes)
         advanced.setCollapsed(True)
         advanced.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         outer.addWidget(advanced)
+        outer.addWidget(self._build_finetune(body))
 
         buttons = QGridLayout()
         self.find_button = QPushButton("Find", body)
@@ -218,7 +241,11 @@ class DockForm:
         buttons.addWidget(self.classify_button, 1, 1)
         buttons.addWidget(self.similar_button, 2, 0)
         buttons.addWidget(self.index_button, 2, 1)
-        buttons.addWidget(self.cancel_button, 3, 0, 1, 2)
+        self.help_button = QPushButton("Help", body)
+        self.help_button.setToolTip("Open the GeoAlign user guide")
+        self.help_button.clicked.connect(self._open_help)
+        buttons.addWidget(self.cancel_button, 3, 0)
+        buttons.addWidget(self.help_button, 3, 1)
         outer.addLayout(buttons)
 
         self.progress = QProgressBar(body)
@@ -247,7 +274,7 @@ class DockForm:
 
     def _show_model_state(self, *_: Any) -> None:
         name = self.model_name()
-        entry = next((m for m in self.models if m["name"] == name), None)
+        entry = next((m for m in self.models if (m.get("source") or m["name"]) == name), None)
         if entry is not None:
             domain = entry.get("domain") or ""
             # the card's first clause ("trained on ...") and whether its scores are calibrated; the whole
@@ -269,7 +296,8 @@ class DockForm:
         device = st.value(f"{SETTINGS}/device", "", type=str)
         if device in ("auto", "cpu", "cuda"):
             self.device_combo.setCurrentText(device)
-        for key, box, cast in (("min_score", self.min_score, float), ("max_results", self.max_results, int)):
+        for key, box, cast in (("min_score", self.min_score, float), ("max_results", self.max_results, int),
+                               ("object_size", self.object_size, float)):
             value = st.value(f"{SETTINGS}/{key}", None)
             if value not in (None, ""):
                 try:
@@ -288,6 +316,7 @@ class DockForm:
         st.setValue(f"{SETTINGS}/device", self.device_combo.currentText())
         st.setValue(f"{SETTINGS}/min_score", float(self.min_score.value()))
         st.setValue(f"{SETTINGS}/max_results", int(self.max_results.value()))
+        st.setValue(f"{SETTINGS}/object_size", float(self.object_size.value()))
         st.setValue(f"{SETTINGS}/refine", bool(self.refine.isChecked()))
         st.setValue(f"{SETTINGS}/allow_no_crs", bool(self.allow_no_crs.isChecked()))
         st.setValue(f"{SETTINGS}/as_you_type", bool(self.as_you_type.isChecked()))
@@ -299,10 +328,53 @@ class DockForm:
     def _connect_project(self) -> None:
         project = QgsProject.instance()
         project.layersAdded.connect(self._layers_changed)
+        project.layersAdded.connect(self._layers_added)
         project.readProject.connect(self._layers_changed)
+        project.projectSaved.connect(self._project_saved)
+        with contextlib.suppress(AttributeError, TypeError):  # a test iface may lack the signal
+            self.iface.currentLayerChanged.connect(self._active_layer_changed)
         project.layersWillBeRemoved.connect(self._layers_removed)
         project.cleared.connect(self._project_cleared)
         self._layers_changed()
+
+    def _project_saved(self) -> None:
+        """Results made before the first save are offered a move next to the project (then saved again)."""
+        from .project_files import move_results, results_outside
+
+        if getattr(self, "_moving_results", False):
+            return
+        outside = results_outside()
+        if not outside or not self.ask_move_results(len(outside), layers.output_dir()):
+            return
+        self._moving_results = True
+        try:
+            n = move_results(outside)
+            QgsProject.instance().write()
+        finally:
+            self._moving_results = False
+        self._set_status(f"Moved {n} GeoAlign result file{'s' if n != 1 else ''} to {layers.output_dir()}")
+
+    def ask_move_results(self, n: int, folder: Path) -> bool:
+        """Ask whether to move ``n`` results into ``folder`` (a test replaces this)."""
+        from qgis.PyQt.QtWidgets import QMessageBox
+
+        answer = QMessageBox.question(
+            self, "GeoAlign results",
+            f"{n} GeoAlign result layer{'s' if n != 1 else ''} of this project read files from the QGIS profile "
+            f"(made before the project was saved). Move them into {folder}, next to the project?")
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _layers_added(self, added: list[Any]) -> None:
+        """The dock follows the user: a raster just added becomes the dock's raster."""
+        rasters = [lyr for lyr in added if isinstance(lyr, QgsRasterLayer) and not layers.is_output(lyr)]
+        if rasters:
+            self.layer_combo.setLayer(rasters[-1])
+
+    def _active_layer_changed(self, layer: Any) -> None:
+        """... and so does selecting a raster in the Layers panel (GeoAlign's own outputs excepted)."""
+        if (isinstance(layer, QgsRasterLayer) and not layers.is_output(layer)
+                and QgsProject.instance().mapLayer(layer.id()) is not None):
+            self.layer_combo.setLayer(layer)
 
     def _layers_removed(self, ids: list[str]) -> None:
         """The table never lists features of a removed layer."""
@@ -334,6 +406,11 @@ class DockForm:
             self.layer_combo.setLayer(pick)
 
     # ---------------------------------------------------------------------------- small handlers
+    def _open_help(self) -> None:
+        from .help import open_help
+
+        open_help()
+
     def _browse_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
             self, "Model checkpoint", "", "Checkpoints (*.safetensors *.pt *.pth *.bin *.ckpt);;All files (*)"
@@ -359,7 +436,8 @@ class DockForm:
 
     def _update_buttons(self) -> None:
         running = self.is_running()
-        for b in (self.find_button, self.heatmap_button, self.classify_button, self.index_button):
+        for b in (self.find_button, self.heatmap_button, self.classify_button, self.index_button,
+                  self.finetune_button):
             b.setEnabled(not running)
         self.match_button.setEnabled(not running and self.map_tool.count() > 0)
         self.cancel_button.setEnabled(running)

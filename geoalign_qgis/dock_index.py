@@ -16,14 +16,30 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qgis.core import QgsCoordinateTransform, QgsProject, QgsRectangle
+from qgis.core import QgsCoordinateTransform, QgsProject, QgsRectangle, QgsSettings
 from qgis.gui import QgsMapToolExtent
 from qgis.PyQt.QtCore import QTimer
 
 from . import indexes, layers
-from .tasks import EngineTask, engine_location, profile_dir, remove_outputs
+from .tasks import EngineTask, SideRequest, engine_location, profile_dir, remove_outputs
+
+SETTINGS_INDEX_PLACE = "geoalign/index_place"  #: a key of indexes.PLACES (Settings…)
+
+
+def index_place() -> str:
+    value = str(QgsSettings().value(SETTINGS_INDEX_PLACE, "project") or "project")
+    return value if value in indexes.PLACES else "project"
+
+
+def project_home() -> str | None:
+    """The saved project's folder (None while the project is not saved)."""
+    project = QgsProject.instance()
+    return project.homePath() or None if project.fileName() else None
+
 
 TYPING_DELAY_MS = 700  #: a phrase is searched this long after typing stops
+#: typing never starts a search of more phrases than this (a pasted list): Find asks first
+TYPED_MAX_PHRASES = 20
 
 
 class DockIndex:
@@ -32,7 +48,8 @@ class DockIndex:
     def _init_index(self) -> None:
         self.index_file: Path | None = None  # an index usable for the dock's raster and model
         self.index_info: dict | None = None
-        self.index_info_task: EngineTask | None = None
+        self.index_info_task: SideRequest | None = None
+        self._index_key: tuple[str, str] | None = None  # (raster, model) of index_file
         self.typed_task: EngineTask | None = None
         self._typed_again = False
         self.typed_layer_id: str | None = None
@@ -48,13 +65,24 @@ class DockIndex:
         self.similar_tool.extentChanged.connect(self._similar_drawn)
 
     def _index_inputs_changed(self, *_: Any) -> None:
+        layer, model = self.raster_layer(), self.model_name()
+        key = (layer.source() if layer is not None else "", model)
+        if key == self._index_key and self.index_file is not None:
+            return  # the combo re-announced the same raster (a result layer was added): nothing changed
         self.refresh_index()
 
     # ---------------------------------------------------------------------------- state
-    def refresh_index(self) -> EngineTask | None:
-        """Look for the index of the dock's raster and model, and ask the engine what it holds."""
-        self.index_file, self.index_info = None, None
+    def refresh_index(self) -> SideRequest | None:
+        """Look for the index of the dock's raster and model, and ask the engine what it holds.
+
+        While the engine checks it, the index found last for the same raster and model stays in use
+        (typed phrases are answered meanwhile)."""
+        if self.collection is not None:  # the Index line names the collection; Find searches it
+            return None
         layer, model = self.raster_layer(), self.model_name()
+        key = (layer.source() if layer is not None else "", model)
+        if key != self._index_key:
+            self.index_file, self.index_info, self._index_key = None, None, None
         if layer is None or not model:
             self.index_state.setText("no raster")
             return None
@@ -65,31 +93,39 @@ class DockIndex:
             return None
         path = indexes.existing_index(raster, model, profile_dir())
         if path is None:
+            self.index_file, self.index_info, self._index_key = None, None, None
             self.index_state.setText("not indexed: 'Index this raster' answers phrases in under a second")
             return None
         if not engine_location().found:
             self.index_state.setText(f"{path.name} (set GeoAlign up to use it)")
             return None
-        self.index_state.setText("checking the index…")
+        if self.index_file is None:
+            self.index_state.setText("checking the index…")
         if self.index_info_task is not None:
             self.index_info_task.on_done = None
-        self.index_info_task = EngineTask("Checking the GeoAlign index", "index_info", {"index": str(path)},
-                                          lambda t: self._index_checked(t, path, raster, model))
+            self.index_info_task.cancel()
+        self.index_info_task = SideRequest("Checking the GeoAlign index", "index_info", {"index": str(path)},
+                                           lambda t: self._index_checked(t, path, key))
         return self.index_info_task.start()
 
-    def _index_checked(self, task: EngineTask, path: Path, raster: str, model: str) -> None:
+    def _index_checked(self, task: SideRequest, path: Path, key: tuple[str, str]) -> None:
         self.index_info_task = None
         layer = self.raster_layer()
-        if layer is None or self.model_name() != model:
+        if layer is None or (layer.source(), self.model_name()) != key or task.was_cancelled:
             return  # the dock moved on meanwhile
         if task.error or task.result is None:
+            self.index_file, self.index_info, self._index_key = None, None, None
             self.index_state.setText(f"the index cannot be read: {task.error or 'no answer'}")
             return
         info = task.result
         if info.get("raster_state") == "changed":
+            self.index_file, self.index_info, self._index_key = None, None, None
             self.index_state.setText("the raster changed since it was indexed: index it again")
             return
-        self.index_file, self.index_info = path, info
+        had = self.index_file is not None
+        self.index_file, self.index_info, self._index_key = path, info, key
+        if not had:  # phrases typed while the index was being checked are answered now
+            self._phrases_edited()
         self.index_state.setText(f"indexed: {info['tiles']} tiles of {info['tile_size']} px, "
                                  f"{info['bytes'] / 1e6:.0f} MB ({path.name}); phrases are answered from it")
         self.index_state.setToolTip(str(path))
@@ -115,7 +151,8 @@ class DockIndex:
 
     def _run_index(self) -> EngineTask:
         layer, params = self._prepare()
-        out = indexes.index_path(params["raster"], params["model"], profile_dir())
+        out = indexes.index_path(params["raster"], params["model"], profile_dir(), index_place(),
+                                 project_home())
         params.update(out=str(out), overwrite=True)
         return self._start(f"Indexing {layer.name()}", "index", params, self._index_done)
 
@@ -133,38 +170,73 @@ class DockIndex:
 
     # ---------------------------------------------------------------------------- typed phrases
     def _phrases_edited(self) -> None:
-        if self.as_you_type.isChecked() and self.index_file is not None:
-            self._typing_timer.start()
+        if not (self.as_you_type.isChecked() and (self.index_file is not None or self.collection is not None)):
+            return
+        n = len(self.phrases())
+        if n > TYPED_MAX_PHRASES:  # a pasted list: never searched by itself
+            self._typing_timer.stop()
+            self.status.setText(f"{n} phrases: too many to answer as you type (at most {TYPED_MAX_PHRASES}); "
+                                "press Find to search them")
+            return
+        self._typing_timer.start()
 
     def _typed_query(self) -> EngineTask | None:
         """Search the typed phrases in the index; the result replaces the previous typed one."""
-        if self.index_file is None or self.is_running() or not self.phrases():
+        if (self.index_file is None and self.collection is None) or self.is_running() or not self.phrases():
+            return None
+        if len(self.phrases()) > TYPED_MAX_PHRASES:
             return None
         if self.typed_task is not None:  # a query for older text: drop it, ask again when it has ended
             self._typed_again = True
             self.typed_task.cancel()
             return None
+        if self.collection is not None:
+            return self._typed_collection_query()
         try:
             layer, params = self._prepare()
             phrases = self.phrases()
-            if self.scope() != "regions":
+            drawn = 0
+            if self.scope() == "regions":  # inside the drawn regions, as Find
+                params["within"] = self._regions_file(layer)
+                drawn = self.map_tool.count()
+            else:
                 params["bounds"] = self._bounds(layer)
         except Exception as exc:  # noqa: BLE001 - a UserError: say it quietly, typing goes on
             self.status.setText(str(exc))
             return None
+        typed_temp, self._temp_files = list(self._temp_files), []
         out = layers.output_path("typed", layer.name(), ".gpkg")
         params = self.with_index(params)
         params.update(phrases=phrases, out=str(out), min_score=float(self.min_score.value()),
                       max_results=int(self.max_results.value()), refine=False, write_empty=False,
                       metadata={"client": "qgis", "scope": self.scope(), "as_you_type": True,
-                                "raster_layer": layer.name()})
+                                "raster_layer": layer.name()}, **self.object_size_param())
         t0 = time.monotonic()
         self.typed_task = EngineTask("GeoAlign: answering typed phrases", "find", params,
-                                     lambda t: self._typed_done(t, phrases, layer, t0))
+                                     lambda t: self._typed_done(t, phrases, layer, t0, typed_temp, drawn))
         return self.typed_task.start()
 
-    def _typed_done(self, task: EngineTask, phrases: list[str], raster: Any, t0: float) -> None:
+    def _typed_collection_query(self) -> EngineTask | None:
+        assert self.collection is not None
+        phrases = self.phrases()
+        try:
+            params = self._collection_find_params(phrases, layers.output_path("typed", self.collection.name, ".gpkg"),
+                                                  typed=True)
+        except Exception as exc:  # noqa: BLE001 - a UserError: say it quietly, typing goes on
+            self.status.setText(str(exc))
+            return None
+        t0 = time.monotonic()
+        where = f"collection {self.collection.name}"
+        self.typed_task = EngineTask("GeoAlign: answering typed phrases", "find", params,
+                                     lambda t: self._typed_done(t, phrases, where, t0))
+        return self.typed_task.start()
+
+    def _typed_done(self, task: EngineTask, phrases: list[str], raster: Any, t0: float,
+                    temp: list[Path] | None = None, drawn: int = 0) -> None:
         self.typed_task = None
+        remove_outputs(temp or [])
+        if not task.error and not task.was_cancelled and drawn:
+            self._say_skipped_regions((task.result or {}).get("metadata") or {}, drawn, raster)
         if self._typed_again:
             self._typed_again = False
             self._typing_timer.start(0)
@@ -180,7 +252,11 @@ class DockIndex:
             self.table.clear_results()
             return
         path = Path(result["path"])
-        layer = layers.load_vector(path, "matches", f"as you type: {', '.join(phrases)[:50]} ({raster.name()})")
+        from .dock import no_crs
+
+        where = raster if isinstance(raster, str) else raster.name()  # a collection: its name
+        layer = layers.load_vector(path, "matches", f"as you type: {', '.join(phrases)[:50]} ({where})",
+                                   pixel_coordinates=not isinstance(raster, str) and no_crs(raster))
         self.typed_layer_id, self.typed_file = layer.id(), path
         self.last_layer, self.last_output = layer, path
         self.table.show_matches(layer)
@@ -210,6 +286,7 @@ class DockIndex:
 
     def _similar_drawn(self, rect: QgsRectangle) -> None:
         self.run_similar(rect, self.canvas.mapSettings().destinationCrs())
+        self.similar_button.setChecked(False)  # one box, one run: the map's own tool comes back
 
     def run_similar(self, rect: QgsRectangle, crs: Any) -> EngineTask | None:
         """More objects like the one in ``rect`` (in ``crs``); the result becomes a "similar" layer."""

@@ -16,7 +16,7 @@ from typing import Any
 from qgis.core import QgsCoordinateTransform, QgsProject, QgsRasterLayer, QgsRectangle
 
 from . import layers
-from .inputs import InputProblem, parse_bands, raster_path
+from .inputs import InputProblem, check_phrase_count, parse_bands, raster_path
 from .tasks import EngineTask, engine_location
 from .vector_io import write_rectangles
 
@@ -64,6 +64,7 @@ class DockRequests:
 
     def _prepare(self) -> tuple[QgsRasterLayer, dict[str, Any]]:
         """Checks shared by every run; the request parameters common to all of them."""
+        self._collection_only_find()
         if self.is_running():
             raise UserError("a GeoAlign task is already running")
         if not engine_location().found:
@@ -132,22 +133,34 @@ class DockRequests:
         return self._guarded(self._run_find)
 
     def _run_find(self) -> EngineTask:
+        if self.collection is not None:
+            return self._run_collection_find()
         layer, params = self._prepare()
         phrases = self.phrases()
         if not phrases:
             raise UserError("type one or more phrases")
+        check_phrase_count(phrases)
         scope = self.scope()
+        drawn = 0
         if scope == "regions":  # search inside the drawn rectangles (as Heatmap and Classify tiles do)
             params["within"] = self._regions_file(layer)
+            drawn = self.map_tool.count()
         else:
             params["bounds"] = self._bounds(layer)
         out = layers.output_path("matches", layer.name(), ".gpkg")
         params = self.with_index(params)
         params.update(phrases=phrases, out=str(out), min_score=float(self.min_score.value()),
                       max_results=int(self.max_results.value()), refine=bool(self.refine.isChecked()),
-                      write_empty=False, metadata={"client": "qgis", "scope": scope, "raster_layer": layer.name()})
+                      write_empty=False, metadata={"client": "qgis", "scope": scope, "raster_layer": layer.name()},
+                      **self.object_size_param())
         title = f"{', '.join(phrases)[:60]} ({layer.name()})"
-        return self._start("Finding objects", "find", params, lambda t: self._vector_done(t, title, "matches", layer))
+        return self._start("Finding objects", "find", params,
+                           lambda t: self._vector_done(t, title, "matches", layer, drawn))
+
+    def object_size_param(self) -> dict[str, Any]:
+        """``{"object_size": metres}`` when the dock's Object size is set (0: the model's own sizes)."""
+        value = float(self.object_size.value())
+        return {"object_size": value} if value > 0 else {}
 
     def run_match_regions(self) -> EngineTask | None:
         """Score each drawn region against the phrases; table + "regions" layer."""
@@ -164,8 +177,9 @@ class DockRequests:
                       metadata={"client": "qgis", "regions": "drawn on the map", "raster_layer": layer.name()})
         self._match_phrases = phrases
         title = f"regions: {', '.join(phrases)[:50]} ({layer.name()})"
+        drawn = self.map_tool.count()
         return self._start("Matching regions", "match_regions", params,
-                           lambda t: self._vector_done(t, title, "regions", layer))
+                           lambda t: self._vector_done(t, title, "regions", layer, drawn))
 
     def run_tile_classify(self) -> EngineTask | None:
         """Label every tile with the most probable phrase (none typed: the built-in vocabulary)."""

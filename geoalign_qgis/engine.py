@@ -85,11 +85,18 @@ def absolute_paths(params: dict[str, Any]) -> dict[str, Any]:
     return {**params, **fixed} if fixed else params
 
 
+#: a source checkout whose geoalign_core the engine imports first (development and tests: the engine
+#: then runs the checkout's code, not the copy installed in its environment)
+DEV_PATH_VAR = "GEOALIGN_ENGINE_PYTHONPATH"
+
+
 def engine_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of the engine: this process's, without QGIS's Python and data paths."""
     env = dict(os.environ if base is None else base)
     for key in STRIP_ENV:
         env.pop(key, None)
+    if env.get(DEV_PATH_VAR):
+        env["PYTHONPATH"] = env[DEV_PATH_VAR]
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("PYTHONIOENCODING", "utf-8")
     return env
@@ -119,10 +126,28 @@ def _last_error_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+#: requests the engine answers beside its jobs (never queued behind one)
+SIDE_REQUESTS = ("hello", "cancel", "shutdown", "list_models", "check", "index_info")
+#: a return code of the engine that means the kernel's out-of-memory killer (or a user) ended it
+KILLED = -9
+
+
 class _Pending:
-    def __init__(self, rid: str) -> None:
+    def __init__(self, rid: str, rtype: str = "") -> None:
         self.id = rid
+        self.type = rtype
         self.events: queue.Queue[dict] = queue.Queue()
+
+
+def died_message(rc: int | None, log_path: Path | None) -> str:
+    """One line on an engine that ended without answering: signal 9 is said as memory, the usual cause."""
+    where = f"; its log: {log_path}" if log_path is not None else ""
+    if rc == KILLED:
+        return ("the GeoAlign engine was killed (signal 9): most likely the computer ran out of memory. "
+                f"Use fewer phrases, a smaller area or a smaller batch size{where}. "
+                "The next request starts a new engine.")
+    how = f"exit code {rc}" if rc is not None and rc >= 0 else f"signal {-rc}" if rc else "no exit code"
+    return f"the GeoAlign engine stopped unexpectedly ({how}){where}. The next request starts a new engine."
 
 
 class EngineClient:
@@ -311,7 +336,7 @@ class EngineClient:
         self.start()
         params = absolute_paths(params or {})
         rid = f"r{next(self._ids)}"
-        pending = _Pending(rid)
+        pending = _Pending(rid, rtype)
         with self._lock:
             self._pending[rid] = pending
         try:
@@ -354,12 +379,14 @@ class EngineClient:
                 raise EngineError(msg.get("message") or "the engine reported an error", msg.get("kind") or "internal",
                                   msg.get("code"), msg.get("detail") or "")
             elif event == "died":
-                rc = msg.get("returncode")
-                text = tail(self.log_path)
-                how = f"exit code {rc}" if rc is not None and rc >= 0 else f"signal {-rc}" if rc else "no exit code"
-                where = f"; its log: {self.log_path}" if self.log_path is not None else ""
-                raise EngineDied(f"the GeoAlign engine stopped unexpectedly ({how}){where}. "
-                                 "The next request starts a new engine.", detail=text)
+                raise EngineDied(died_message(msg.get("returncode"), self.log_path), detail=tail(self.log_path))
+
+    def jobs_ahead(self, rtype: str) -> int:
+        """How many model jobs a new ``rtype`` request would wait behind (the engine runs one at a time)."""
+        if rtype in SIDE_REQUESTS:
+            return 0
+        with self._lock:
+            return sum(1 for p in self._pending.values() if p.type and p.type not in SIDE_REQUESTS)
 
     def check(self, modules: list[str] | None = None, timeout: float | None = 300) -> dict[str, Any]:
         """Import the model stack in the engine; its versions, CUDA devices and what is missing."""

@@ -45,6 +45,13 @@ PLUGIN_DIR = Path(__file__).resolve().parent
 WHEELS_DIR = PLUGIN_DIR / "wheels"
 
 SOURCES = ("environment variable", "settings", "private environment")
+#: PyPI's torch for Linux is the CUDA build: what it takes on disk (with its NVIDIA libraries)
+PYPI_LINUX_TORCH_SIZE = "about 6 GB"
+#: pip output that means a package site could not be reached (not that a package is missing)
+NETWORK_SIGNS = ("Failed to establish a new connection", "NewConnectionError", "Connection refused",
+                 "Name or service not known", "Temporary failure in name resolution", "Max retries exceeded",
+                 "ConnectTimeoutError", "Could not fetch URL", "ProxyError", "SSLError", "Network is unreachable",
+                 "No route to host", "getaddrinfo failed")
 
 
 # ---------------------------------------------------------------------------- locating
@@ -207,7 +214,11 @@ class InstallPlan:
         """What the set-up will do, for the dock."""
         what = ", ".join(self.torch + [Path(p).name if os.path.exists(p) else p for p in self.packages])
         index = f" from {self.torch_index}" if self.torch_index else ""
-        return (f"Creates {self.target} and installs {what} ({self.build or 'default build'}{index}). "
+        big = ""
+        if self.build.startswith("PyPI's build"):
+            big = (f" PyPI's PyTorch for Linux is the CUDA build: {PYPI_LINUX_TORCH_SIZE} on disk, even though "
+                   "this computer has no NVIDIA GPU.")
+        return (f"Creates {self.target} and installs {what} ({self.build or 'default build'}{index}).{big} "
                 "QGIS's own Python is not changed.")
 
 
@@ -245,7 +256,33 @@ def default_plan(target: str | os.PathLike, package: str | None = None, gpu: str
 
 # ---------------------------------------------------------------------------- running
 class InstallError(RuntimeError):
-    """The set-up failed; the message is one line, the log has the details."""
+    """The set-up failed; the message is one line, the log has the details.
+
+    ``unreachable``: the PyTorch wheel site (the plan's torch index) could not be reached; the set-up
+    can be run again with PyPI's PyTorch instead (:func:`pypi_plan`)."""
+
+    def __init__(self, message: str, unreachable: str | None = None) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+
+
+def network_problem(lines: list[str]) -> str | None:
+    """The first line of pip's output that says a site could not be reached, or None."""
+    return next((ln.strip() for ln in lines if any(sign in ln for sign in NETWORK_SIGNS)), None)
+
+
+def pypi_plan(plan: InstallPlan) -> InstallPlan:
+    """``plan`` with PyTorch from PyPI (the fallback when its own wheel site cannot be reached)."""
+    linux = platform.system() == "Linux"
+    build = "PyPI's build (CUDA, runs on CPU too)" if linux else "PyPI's build"
+    return InstallPlan(plan.target, plan.base_python, list(plan.torch), None, list(plan.packages),
+                       list(plan.pip_args), plan.check_modules, build)
+
+
+def pypi_offer(plan: InstallPlan) -> str:  # noqa: ARG001 (the plan it replaces: same packages)
+    """What the fallback button says it does (short: the dock is narrow)."""
+    size = f" ({PYPI_LINUX_TORCH_SIZE})" if platform.system() == "Linux" else ""
+    return f"Use PyTorch from PyPI{size}"
 
 
 class InstallCancelled(Exception):
@@ -340,6 +377,7 @@ class Installer:
         except OSError as exc:
             raise InstallError(f"{step.title} failed: cannot run {step.argv[0]} ({exc})") from None
         last: list[str] = []
+        network: list[str] = []  # the first line saying a site could not be reached (pip says it early)
 
         def pump() -> None:
             assert proc.stdout is not None
@@ -348,6 +386,8 @@ class Installer:
                 if line:
                     last.append(line)
                     del last[:-20]
+                    if not network and network_problem([line]):
+                        network.append(line.strip())
                     self._emit(line)
 
         reader = threading.Thread(target=pump, daemon=True)
@@ -368,6 +408,16 @@ class Installer:
             why = next((ln for ln in reversed(last) if "error" in ln.lower()), last[-1] if last else "")
             if step.argv[1:3] == ["-m", "venv"] and ("ensurepip" in " ".join(last) or "venv" in why):
                 why += " (on Debian/Ubuntu: apt install python3-venv)"
+            index = self.plan.torch_index
+            if network and index and "--index-url" in step.argv:
+                # pip's last words ("No matching distribution found for ...") hide the cause: the site was down
+                host = index.split("//", 1)[-1].split("/", 1)[0]
+                raise InstallError(f"{step.title} failed: the PyTorch wheel site {host} could not be reached "
+                                   f"({network[0][:160]}). Try again later, or set up with PyTorch from PyPI",
+                                   unreachable=host)
+            if network:
+                raise InstallError(f"{step.title} failed: a package site could not be reached ({network[0][:160]}); "
+                                   "check the internet connection or proxy")
             raise InstallError(f"{step.title} failed (exit code {proc.returncode}): {why.strip()}")
 
     @staticmethod
@@ -408,6 +458,9 @@ class Installer:
 
 
 __all__ = [
+    "network_problem",
+    "pypi_offer",
+    "pypi_plan",
     "ENV_VAR",
     "EngineLocation",
     "InstallCancelled",

@@ -1,9 +1,11 @@
 """Where the dock keeps a raster's scene index (no Qt, no model stack).
 
-An index belongs to one raster and one model. It is kept beside the raster when that folder
-can be written (``scene.tif`` -> ``scene.<model>.geoalign-index.parquet`` and its
-``.patches.npy``), else in ``<QGIS profile>/geoalign/indexes/``. The engine builds and reads
-it; the plugin only names it.
+An index belongs to one raster and one model. Where a new one goes is a setting
+(:data:`PLACES`, Plugins > GeoAlign > Settings): by default beside the raster
+(``scene.tif`` -> ``scene.<model>.geoalign-index.parquet`` and its ``.patches.npy``) only when
+the raster lies in the saved project's folder, else in ``<QGIS profile>/geoalign/indexes/``, so
+that GeoAlign never writes into someone else's data folder without being asked. An existing
+index is found in either place. The engine builds and reads it; the plugin only names it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["SUFFIX", "existing_index", "index_path", "model_tag"]
+__all__ = ["PLACES", "SUFFIX", "existing_index", "index_path", "model_tag"]
+
+#: where a new index goes: "project" (beside the raster when it is inside the project's folder, else the
+#: plugin's folder; the default), "raster" (beside the raster whenever its folder can be written),
+#: "plugin" (always the plugin's folder in the QGIS profile)
+PLACES = {"project": "beside the raster when it is in the project's folder, else in the plugin's folder",
+          "raster": "beside the raster (when its folder can be written)",
+          "plugin": "in the plugin's folder (QGIS profile)"}
 
 SUFFIX = ".geoalign-index.parquet"
 
@@ -49,10 +58,22 @@ def existing_index(raster: str, model: str, profile: Path) -> Path | None:
     return None
 
 
-def index_path(raster: str, model: str, profile: Path) -> Path:
-    """Where a new index of ``raster`` for ``model`` goes: beside it when its folder is writable."""
+def _inside(path: Path, folder: str | None) -> bool:
+    if not folder:
+        return False
+    try:
+        path.resolve().relative_to(Path(folder).resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def index_path(raster: str, model: str, profile: Path, place: str = "raster", project_home: str | None = None) -> Path:
+    """Where a new index of ``raster`` for ``model`` goes (``place``: a key of :data:`PLACES`; ``project_home``:
+    the saved project's folder, for "project")."""
     beside = _beside(raster, model)
-    if beside is not None and os.access(beside.parent, os.W_OK):
+    wanted = place == "raster" or (place == "project" and beside is not None and _inside(beside, project_home))
+    if wanted and beside is not None and os.access(beside.parent, os.W_OK):
         return beside
     path = _cached(raster, model, profile)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_MODEL = "geoalign-demo"  # the engine's default (geoalign_core.defaults); shown until it answers
+MAX_PHRASES = 200  # geoalign_core.defaults.MAX_PHRASES: find's limit (memory grows with the phrases)
 
 
 class InputProblem(ValueError):
@@ -27,6 +28,13 @@ def split_texts(text: str | None, separators: str = "\n;") -> list[str]:
             seen.add(p.lower())
             out.append(p)
     return out
+
+
+def check_phrase_count(phrases: list[str]) -> None:
+    """Refuse a list longer than find takes, before anything is sent (the engine refuses it too)."""
+    if len(phrases) > MAX_PHRASES:
+        raise InputProblem(f"{len(phrases)} phrases: at most {MAX_PHRASES} per run (memory grows with their "
+                           "number); split the list into several runs")
 
 
 def parse_bands(text: str | None) -> list[int] | None:
@@ -53,4 +61,5 @@ def raster_path(layer: Any) -> str:
     return path
 
 
-__all__ = ["DEFAULT_MODEL", "InputProblem", "parse_bands", "raster_path", "split_texts"]
+__all__ = ["DEFAULT_MODEL", "MAX_PHRASES", "InputProblem", "check_phrase_count", "parse_bands", "raster_path",
+           "split_texts"]

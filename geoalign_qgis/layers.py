@@ -17,6 +17,7 @@ import math
 import re
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from qgis.core import (
     QgsApplication,
@@ -39,12 +40,13 @@ from qgis.core import (
     QgsStyle,
     QgsTextBufferSettings,
     QgsTextFormat,
+    QgsUnitTypes,
     QgsVectorLayer,
     QgsVectorLayerSimpleLabeling,
 )
 from qgis.PyQt.QtGui import QColor
 
-from .compat import LABEL_OVER_POINT, SHADER_CONTINUOUS, SHADER_INTERPOLATED, STAT_MAX, STAT_MIN
+from .compat import DISTANCE_METERS, LABEL_OUTSIDE, SHADER_CONTINUOUS, SHADER_INTERPOLATED, STAT_MAX, STAT_MIN
 
 GROUP_NAME = "GeoAlign"
 OUTPUT_PROPERTY = "geoalign/output"
@@ -209,11 +211,37 @@ def legend_digits(lo: float, hi: float, classes: int) -> int:
     return int(min(8, max(3, math.ceil(-math.log10(step) - 1e-6) + 1)))
 
 
+SETTINGS_LABELS = "geoalign/dock/labels"  #: the dock's "Label the boxes" (QgsSettings, default on)
+
+
+def labels_wanted() -> bool:
+    return str(QgsSettings().value(SETTINGS_LABELS, "true")).lower() in ("true", "1")
+
+
+SCREEN_PIXEL_M = 0.00028  # QGIS's (OGC's) screen pixel: 0.28 mm
+MAX_ZOOM = 4.0  # zooming to a result stops when one image pixel covers this many screen pixels
+
+
+def min_zoom_scale(raster: Any) -> float:
+    """The map scale (denominator) past which zooming to a result only magnifies the raster's pixels;
+    0 when unknown (no CRS: pixel coordinates)."""
+    try:
+        crs = raster.crs()
+        upp = float(raster.rasterUnitsPerPixelX())
+    except (AttributeError, RuntimeError):
+        return 0.0
+    if not crs.isValid() or upp <= 0:
+        return 0.0
+    metres = upp * 111_320.0 if crs.isGeographic() else upp * QgsUnitTypes.fromUnitToUnitFactor(
+        crs.mapUnits(), DISTANCE_METERS)
+    return metres / SCREEN_PIXEL_M / MAX_ZOOM
+
+
 def set_labels(layer: QgsVectorLayer, field: str) -> None:
     settings = QgsPalLayerSettings()
     settings.fieldName = field
     settings.isExpression = False
-    settings.placement = LABEL_OVER_POINT
+    settings.placement = LABEL_OUTSIDE  # beside the box: a label never hides the small object it names
     fmt = QgsTextFormat()
     fmt.setSize(9)
     fmt.setColor(QColor("white"))
@@ -229,7 +257,7 @@ def set_labels(layer: QgsVectorLayer, field: str) -> None:
     settings.maximumScale = 0.0
     settings.minimumScale = LABEL_MIN_SCALE
     layer.setLabeling(QgsVectorLayerSimpleLabeling(settings))
-    layer.setLabelsEnabled(True)
+    layer.setLabelsEnabled(labels_wanted())  # off: the labelling stays set up, one click away in the styling panel
 
 
 def style_heatmap(layer: QgsRasterLayer, score: bool = True) -> QgsSingleBandPseudoColorRenderer:
@@ -316,13 +344,25 @@ def style_result(layer: QgsVectorLayer, kind: str) -> None:
         style_scores(layer, score_field(layer), label_field="best_phrase" if kind == "regions" else "phrase")
 
 
+def adopt_project_crs(layer: QgsMapLayer, project: QgsProject | None = None) -> None:
+    """A result of a raster without a CRS is in pixel coordinates, stored with an undefined SRS: give it the
+    project's CRS, in which QGIS draws that raster too, so that QGIS never looks for a transform from
+    "Undefined SRS" (as it did each time such a project was reopened)."""
+    proj = project or QgsProject.instance()
+    if proj.crs().isValid():
+        layer.setCrs(proj.crs())
+        layer.setCustomProperty("geoalign/pixel_coordinates", True)
+
+
 def load_vector(path: str | Path, layer_name: str, display_name: str,
-                project: QgsProject | None = None) -> QgsVectorLayer:
+                project: QgsProject | None = None, pixel_coordinates: bool = False) -> QgsVectorLayer:
     """Open layer ``layer_name`` ("matches", "regions", "tiles", "similar") of a result GeoPackage, styled, in
-    the group."""
+    the group; ``pixel_coordinates``: its raster had no CRS (:func:`adopt_project_crs`)."""
     layer = QgsVectorLayer(f"{path}|layername={layer_name}", display_name, "ogr")
     if not layer.isValid():
         raise RuntimeError(f"QGIS cannot open the result {path} (layer {layer_name})")
+    if pixel_coordinates:
+        adopt_project_crs(layer, project)
     style_result(layer, layer_name)
     add_to_group(layer, project)
     return layer

@@ -23,6 +23,7 @@ import argparse
 import ast
 import configparser
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -38,9 +39,11 @@ FOLDER = "geoalign_qgis"
 METADATA = HERE / "metadata.txt"
 CHANGELOG = ROOT / "CHANGELOG.md"
 LICENSE = ROOT / "LICENSE"
-STAMPED_KEYS = ("version", "changelog")  # written into the zip's metadata.txt, never into the source one
+STAMPED_KEYS = ("version", "changelog", "email")  # written into the zip's metadata.txt, never into the source one
+EMAIL_VAR = "GEOALIGN_PLUGIN_EMAIL"
+PLACEHOLDER_DOMAINS = ("example.org", "example.com", "example.net", "localhost")
 REQUIRED_KEYS = (
-    "name", "description", "about", "author", "email", "repository", "tracker",
+    "name", "description", "about", "author", "repository", "tracker", "license",
     "qgisMinimumVersion", "qgisMaximumVersion", "hasProcessingProvider", "icon",
 )
 INCLUDE_SUFFIXES = {".py", ".svg", ".png", ".qml", ".ui", ".txt", ".md"}
@@ -89,12 +92,24 @@ def read_metadata(path: Path) -> configparser.ConfigParser:
     return cp
 
 
-def stamped_metadata(path: Path) -> str:
-    """The zip's metadata.txt: the plugin folder's, with ``version`` and ``changelog`` added."""
+def check_email(email: str) -> str:
+    """A real-looking address (plugins.qgis.org shows it to users): not a placeholder domain."""
+    email = email.strip()
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+        raise SystemExit(f"error: {email!r} is not an e-mail address")
+    if email.rsplit("@", 1)[1].lower() in PLACEHOLDER_DOMAINS:
+        raise SystemExit(f"error: {email} is a placeholder address: give the maintainer's real one")
+    return email
+
+
+def stamped_metadata(path: Path, email: str | None = None) -> str:
+    """The zip's metadata.txt: the plugin folder's, with ``version``, ``changelog`` and ``email`` added."""
     cp = read_metadata(path)
     ver = version()
     cp.set("general", "version", ver)
     cp.set("general", "changelog", changelog(ver))
+    if email:
+        cp.set("general", "email", check_email(email))
     buf = io.StringIO()
     cp.write(buf)
     return buf.getvalue()
@@ -159,8 +174,8 @@ def build_wheel(folder: Path, python: str = sys.executable) -> Path:
     return wheels[-1]
 
 
-def build(out: Path, metadata: Path = METADATA, wheel: bool = True) -> list[str]:
-    meta_text = stamped_metadata(metadata)
+def build(out: Path, metadata: Path = METADATA, wheel: bool = True, email: str | None = None) -> list[str]:
+    meta_text = stamped_metadata(metadata, email)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     names = []
@@ -193,11 +208,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-wheel", action="store_true", help="leave the GeoAlign wheel out (no one-click set-up)")
     ap.add_argument("--plugins-xml", type=Path, help="also write a custom plugin repository's plugins.xml here")
     ap.add_argument("--download-url", help="where the zip will be published (the plugins.xml's download_url)")
+    ap.add_argument("--email", default=os.environ.get(EMAIL_VAR) or None,
+                    help=f"the maintainer's e-mail for metadata.txt (default: ${EMAIL_VAR})")
+    ap.add_argument("--release", action="store_true",
+                    help="a zip for plugins.qgis.org: refuses to build without a real --email")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     if args.plugins_xml and not args.download_url:
         ap.error("--plugins-xml needs --download-url (the zip's published URL)")
-    names = build(args.out, args.metadata, wheel=not args.no_wheel)
+    if args.release and not args.email:
+        raise SystemExit(f"error: --release needs the maintainer's e-mail (--email or ${EMAIL_VAR})")
+    names = build(args.out, args.metadata, wheel=not args.no_wheel, email=args.email)
     if args.plugins_xml:
         args.plugins_xml.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(args.out) as zf:

@@ -20,6 +20,7 @@ from .engine import stop_shared
 MENU = "&GeoAlign"
 ACTION_TEXT = "Find objects by text"
 SETTINGS_TEXT = "Settings…"
+HELP_TEXT = "Help / About"
 ICON = Path(__file__).resolve().parent / "icon.svg"
 
 
@@ -28,6 +29,7 @@ class GeoAlignPlugin:
         self.iface = iface
         self.action: QAction | None = None
         self.settings_action: QAction | None = None
+        self.help_action: QAction | None = None
         self.dock = None
         self.provider = None
 
@@ -51,6 +53,10 @@ class GeoAlignPlugin:
         self.settings_action.setObjectName("GeoAlignSettings")
         self.settings_action.triggered.connect(self.show_settings)
         self.iface.addPluginToMenu(MENU, self.settings_action)
+        self.help_action = QAction(HELP_TEXT, self.iface.mainWindow())
+        self.help_action.setObjectName("GeoAlignHelp")
+        self.help_action.triggered.connect(self.show_help)
+        self.iface.addPluginToMenu(MENU, self.help_action)
         app = QgsApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(stop_shared)
@@ -63,7 +69,7 @@ class GeoAlignPlugin:
                 remove(self.dock)
             self.dock.deleteLater()
             self.dock = None
-        for action in (self.action, self.settings_action):
+        for action in (self.action, self.settings_action, self.help_action):
             if action is None:
                 continue
             remove_menu = getattr(self.iface, "removePluginMenu", None)
@@ -72,7 +78,7 @@ class GeoAlignPlugin:
             if action is self.action and getattr(self.iface, "removeToolBarIcon", None) is not None:
                 self.iface.removeToolBarIcon(action)
             action.deleteLater()
-        self.action = self.settings_action = None
+        self.action = self.settings_action = self.help_action = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
@@ -106,6 +112,12 @@ class GeoAlignPlugin:
         if dlg.exec() and self.dock is not None:
             if self.dock.setup_panel.refresh():
                 self.dock.load_models()
+
+    def show_help(self) -> Any:
+        """The About box, with the user guide's link (the dock's Help button opens the guide itself)."""
+        from .help import show_about
+
+        return show_about(self.iface.mainWindow())
 
     def _dock_visibility(self, visible: bool) -> None:
         if self.action is not None and self.action.isChecked() != visible:

@@ -28,6 +28,7 @@ from .layers import score_field
 ROLE = Qt.ItemDataRole.UserRole
 HIGHLIGHT = QColor(0, 255, 255)
 ZOOM_MARGIN = 3.0  # the zoomed view is this many times the feature's box
+EMPTY_HEADERS = ["result", "score", "rank"]  # before any result: words, not Qt's "1 2 3"
 
 
 def _title(field: str) -> str:
@@ -48,6 +49,7 @@ class ResultsTable(QTableWidget):
     def __init__(self, canvas: QgsMapCanvas, parent: QWidget | None = None) -> None:
         super().__init__(0, 3, parent)
         self.canvas = canvas
+        self.min_scale = 0.0  # zooming to a row stops here (the dock sets it from the raster's resolution)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
@@ -65,6 +67,7 @@ class ResultsTable(QTableWidget):
         self._band.setFillColor(QColor(0, 0, 0, 0))
         self._band.setWidth(3)
         self.kind = ""
+        self.setHorizontalHeaderLabels(EMPTY_HEADERS)
 
     # ------------------------------------------------------------------ filling
     def _set_headers(self, headers: list[str]) -> None:
@@ -155,6 +158,8 @@ class ResultsTable(QTableWidget):
         self.clear()
         self.setRowCount(0)
         self.setColumnCount(0)
+        self.setColumnCount(len(EMPTY_HEADERS))
+        self.setHorizontalHeaderLabels(EMPTY_HEADERS)
         self._band.reset(POLYGON_GEOMETRY)
 
     def layer_id(self) -> str | None:
@@ -213,6 +218,9 @@ class ResultsTable(QTableWidget):
         if len(geoms) == 1:
             box.scale(ZOOM_MARGIN)
         self.canvas.setExtent(box)
+        if self.min_scale > 0 and self.canvas.scale() < self.min_scale:  # never far past the image's pixels
+            self.canvas.zoomScale(self.min_scale)
+            box = self.canvas.extent()
         self.canvas.refresh()
         try:
             self.canvas.flashGeometries(geoms[:200], self.canvas.mapSettings().destinationCrs())

@@ -7,6 +7,7 @@ from pathlib import Path
 from qgis.core import QgsApplication, QgsSettings
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
+    QComboBox,
     QDialog,
     QDialogButtonBox,
     QFileDialog,
@@ -23,6 +24,12 @@ from qgis.PyQt.QtWidgets import (
 from . import environment, layers
 from .engine import EngineClient, EngineError
 from .tasks import configured_python, engine_location, engine_log_path, profile_dir, set_configured_python
+
+
+def breakable(text: str) -> str:
+    """``text`` with a zero-width space after each path separator: a long path wraps in a word-wrapped
+    label instead of being clipped (the label's tooltip keeps the plain text for copying)."""
+    return text.replace("/", "/\u200b").replace("\\", "\\\u200b")
 
 
 class SettingsDialog(QDialog):
@@ -47,13 +54,28 @@ class SettingsDialog(QDialog):
         self.resolved = QLabel(self)
         self.resolved.setWordWrap(True)
         self.resolved.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.resolved.setMinimumWidth(1)  # a long path wraps at its slashes, never clipped
         form.addRow("In use", self.resolved)
-        form.addRow("Engine log", QLabel(str(engine_log_path()), self))
+        log_label = QLabel(breakable(str(engine_log_path())), self)
+        log_label.setWordWrap(True)
+        log_label.setMinimumWidth(1)
+        form.addRow("Engine log", log_label)
         self.results_edit = QLineEdit(str(QgsSettings().value(layers.SETTINGS_RESULTS_DIR, "", type=str) or ""), self)
         self.results_edit.setPlaceholderText(str(Path(QgsApplication.qgisSettingsDirPath()) / "geoalign" / "results"))
         self.results_edit.setToolTip("Where results go while the project is not saved (a saved project keeps its "
                                      "results in <project>_geoalign next to it)")
         form.addRow("Results folder", self._with_browse(self.results_edit, self._browse_results))
+        from .dock_index import SETTINGS_INDEX_PLACE, index_place
+        from .indexes import PLACES
+
+        self.index_place = QComboBox(self)
+        for key, text in PLACES.items():
+            self.index_place.addItem(text, key)
+        self.index_place.setCurrentIndex(max(0, self.index_place.findData(index_place())))
+        self.index_place.setToolTip("Where 'Index this raster' writes a raster's index (an existing index is used "
+                                    "wherever it is)")
+        self._index_key = SETTINGS_INDEX_PLACE
+        form.addRow("New indexes", self.index_place)
         lay.addLayout(form)
         self.test_button = QPushButton("Test the engine", self)
         self.test_button.clicked.connect(self.test)
@@ -99,10 +121,11 @@ class SettingsDialog(QDialog):
             text = f"{loc.python} (from the {loc.source})"
             if loc.source == environment.SOURCES[0] and self.python_edit.text().strip():
                 text += f"; the path above is not used while {environment.ENV_VAR} is set"
-            self.resolved.setText(text)
+            self.resolved.setText(breakable(text))
+            self.resolved.setToolTip(text)
             self.resolved.setStyleSheet("QLabel { color: #b00020; }" if "not used" in text else "")
         else:
-            self.resolved.setText(loc.problem or "none yet: use 'Set up GeoAlign' in the dock")
+            self.resolved.setText(breakable(loc.problem or "none yet: use 'Set up GeoAlign' in the dock"))
             self.resolved.setStyleSheet("QLabel { color: #b00020; }" if loc.problem else "")
 
     def test(self) -> str:
@@ -143,6 +166,7 @@ class SettingsDialog(QDialog):
     def accept(self) -> None:
         set_configured_python(self.python_edit.text().strip())
         QgsSettings().setValue(layers.SETTINGS_RESULTS_DIR, self.results_edit.text().strip())
+        QgsSettings().setValue(self._index_key, self.index_place.currentData())
         super().accept()
 
     @staticmethod

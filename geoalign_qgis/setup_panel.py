@@ -63,6 +63,15 @@ class SetupPanel(QWidget):
             row.addWidget(b)
         row.addStretch(1)
         lay.addLayout(row)
+        # shown after the PyTorch wheel site could not be reached: the same set-up with PyPI's PyTorch
+        self.pypi_button = QPushButton("Set up with PyTorch from PyPI", self)
+        self.pypi_button.clicked.connect(self.start_pypi_setup)
+        self.pypi_button.setVisible(False)
+        lay.addWidget(self.pypi_button)
+        self.step_label = QLabel(self)  # the step in words (wrapped): the bar itself shows only the percentage
+        self.step_label.setWordWrap(True)
+        self.step_label.setMinimumWidth(1)
+        lay.addWidget(self.step_label)
         running = QHBoxLayout()  # progress and cancel share a row: the panel is never wider than the form
         self.progress = QProgressBar(self)
         self.progress.setRange(0, 100)
@@ -112,6 +121,9 @@ class SetupPanel(QWidget):
         self.existing_button.setEnabled(not running)
         self.cancel_button.setVisible(running)
         self.progress.setVisible(running)
+        self.step_label.setVisible(running)
+        if running:
+            self.pypi_button.setVisible(False)
         self.log.setVisible(running or bool(self.log.toPlainText()))
 
     # ------------------------------------------------------------------ actions
@@ -125,11 +137,23 @@ class SetupPanel(QWidget):
         self.progress.setValue(0)
         self.task = SetupTask(plan, self._done)
         self.task.lineReceived.connect(self.log.appendPlainText)
-        self.task.stepChanged.connect(lambda step: self.progress.setFormat(f"{step} – %p%"))
+        self.task.stepChanged.connect(self._show_step)
         self.task.progressChanged.connect(lambda p: self.progress.setValue(int(p)))
         self._set_running(True)
         self.message.setText("Setting up GeoAlign in the background; you can keep working.")
         return self.task.start()
+
+    def _show_step(self, step: str) -> None:
+        self.step_label.setText(step[:1].upper() + step[1:] + "…")
+        self.progress.setFormat("%p%")
+
+    def start_pypi_setup(self) -> SetupTask | None:
+        """The set-up again, with PyTorch from PyPI (its own wheel site could not be reached)."""
+        if self.plan is None:
+            return None
+        self.plan = environment.pypi_plan(self.plan)
+        self.plan_label.setText(self.plan.describe())
+        return self.start_setup(self.plan)
 
     def cancel(self) -> None:
         if self.task is not None:
@@ -145,6 +169,9 @@ class SetupPanel(QWidget):
         if task.error or task.python is None:
             self.message.setText(f"Set-up failed: {task.error} (full log: {setup_log_path()})")
             self.log.setVisible(True)
+            if task.unreachable and self.plan is not None and self.plan.torch_index:
+                self.pypi_button.setText(environment.pypi_offer(self.plan))
+                self.pypi_button.setVisible(True)
             return
         self.message.setText(f"GeoAlign is set up: {task.python}")
         self.setVisible(False)

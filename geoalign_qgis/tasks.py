@@ -9,13 +9,14 @@ request and waits for its events, so it never blocks QGIS's GUI thread.
 from __future__ import annotations
 
 import contextlib
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from qgis.core import QgsApplication, QgsMessageLog, QgsSettings, QgsTask
-from qgis.PyQt.QtCore import pyqtSignal
+from qgis.PyQt.QtCore import QObject, pyqtSignal
 
 from . import environment
 from .compat import MSG_CRITICAL, MSG_INFO, MSG_WARNING
@@ -23,7 +24,8 @@ from .engine import EngineCancelled, EngineClient, EngineError, shared_client
 
 LOG_TAG = "GeoAlign"
 SETTINGS_ENGINE_PYTHON = "geoalign/engine_python"
-_RUNNING: set[QgsTask] = set()  # keeps the Python side of queued/running tasks alive
+QUEUED = "queued behind another GeoAlign task"
+_RUNNING: set[Any] = set()  # keeps the Python side of queued/running tasks alive
 
 
 class EngineUnavailable(EngineError):
@@ -129,9 +131,11 @@ class EngineTask(QgsTask):
 
     def run(self) -> bool:
         try:
-            self.stage = "starting the engine"
-            self.stageChanged.emit(self.stage)
             client = engine_client()
+            ahead = client.jobs_ahead(self.request)
+            self.stage = (QUEUED if ahead else "starting the engine" if not client.is_running()
+                          else "waiting for the engine")
+            self.stageChanged.emit(self.stage)
             self.result = client.request(self.request, self.params, on_progress=self._progress,
                                          cancelled=self.isCanceled)
         except EngineCancelled:
@@ -164,6 +168,72 @@ class EngineTask(QgsTask):
         _RUNNING.add(self)
         QgsApplication.taskManager().addTask(self)
         return self
+
+
+class SideRequest(QObject):
+    """A quick engine request (the model list, an index check) on a Python thread, not a QgsTask.
+
+    What the dock asks by itself, without the user pressing anything, never shows in QGIS's task
+    list: quitting QGIS then never asks "cancel the running tasks?" about work the user did not
+    start, and these requests never wait for a thread of QGIS's (small) task pool. Same attributes
+    as :class:`EngineTask` (``result``, ``error``, ``error_kind``, ``error_code``, ``was_cancelled``);
+    ``on_done(request)`` runs on the main thread.
+    """
+
+    _ended = pyqtSignal()
+
+    def __init__(self, description: str, request: str, params: dict[str, Any],
+                 on_done: Callable[[SideRequest], None] | None = None) -> None:
+        super().__init__()
+        self._description = description
+        self.request = request
+        self.params = params
+        self.on_done = on_done
+        self.result: dict[str, Any] | None = None
+        self.error: str | None = None
+        self.error_kind: str | None = None
+        self.error_code: str | None = None
+        self.was_cancelled = False
+        self._cancel = threading.Event()
+        self._ended.connect(self._finished)  # emitted on the worker thread: queued to the main thread
+
+    def description(self) -> str:
+        return self._description
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def isCanceled(self) -> bool:  # noqa: N802 (as QgsTask)
+        return self._cancel.is_set()
+
+    def start(self) -> SideRequest:
+        _RUNNING.add(self)
+        threading.Thread(target=self._run, name="geoalign-side-request", daemon=True).start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self.result = engine_client().request(self.request, self.params, cancelled=self._cancel.is_set)
+        except EngineCancelled:
+            self.was_cancelled = True
+        except EngineError as exc:
+            self.error, self.error_kind, self.error_code = str(exc), exc.kind, exc.code
+            log_error(exc, self._description)
+        except Exception as exc:  # a bug on this side: a message, QGIS lives on
+            self.error, self.error_kind = f"{type(exc).__name__}: {' '.join(str(exc).split())}", "internal"
+            QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, MSG_CRITICAL)
+        if self._cancel.is_set():
+            self.was_cancelled, self.result = True, None
+        with contextlib.suppress(RuntimeError):  # the object is gone (QGIS quit meanwhile)
+            self._ended.emit()
+
+    def _finished(self) -> None:
+        _RUNNING.discard(self)
+        if self.on_done is not None:
+            try:
+                self.on_done(self)
+            except Exception:
+                QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, MSG_CRITICAL)
 
 
 def run_request(request: str, params: dict[str, Any], feedback: Any = None, timeout: float | None = None) -> dict:
@@ -200,6 +270,7 @@ class SetupTask(QgsTask):
         self.on_done = on_done
         self.python: Path | None = None
         self.error: str | None = None
+        self.unreachable: str | None = None  # the PyTorch wheel site that could not be reached
         self.was_cancelled = False
 
     def _step(self, title: str, fraction: float) -> None:
@@ -217,6 +288,7 @@ class SetupTask(QgsTask):
             return True
         except environment.InstallError as exc:
             self.error = str(exc)
+            self.unreachable = exc.unreachable
             QgsMessageLog.logMessage(f"set-up failed: {exc} (log: {setup_log_path()})", LOG_TAG, MSG_WARNING)
             return False
         except Exception as exc:
@@ -243,6 +315,7 @@ __all__ = [
     "EngineTask",
     "EngineUnavailable",
     "SetupTask",
+    "SideRequest",
     "engine_client",
     "engine_location",
     "engine_log_path",

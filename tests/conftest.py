@@ -33,6 +33,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("GEOALIGN_ENGINE_PYTHON", sys.executable)
+# the engine imports this checkout's geoalign_core (not whichever copy its environment has installed)
+os.environ.setdefault("GEOALIGN_ENGINE_PYTHONPATH", str(Path(__file__).resolve().parents[1]))
 
 
 @pytest.fixture(scope="session")

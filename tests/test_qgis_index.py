@@ -81,6 +81,24 @@ def test_index_this_raster_then_find_heatmap_and_typing_use_it(qgis_iface, proje
     wait_until(lambda: typed_layers() and "swimming pool" in typed_layers()[0].name(), 240, "the second answer")
     assert len(typed_layers()) == 1 and not first_file.exists()  # the old answer is gone, file too
     assert "as you type" in dock.status.text()
+    # "Regions drawn on the map": typed phrases are searched inside them only, as Find does
+    e = raster.extent()
+    region = QgsRectangle(e.xMinimum(), e.yMinimum(), e.center().x(), e.center().y())
+    dock.map_tool.add_rectangle(region, raster.crs())
+    dock.set_scope("regions")
+    dock.max_results.setValue(20)
+    dock.set_phrases("red car")
+    try:
+        wait_until(lambda: dock.typed_task is not None or "red car" in typed_layers()[0].name(), 10,
+                   "the typing timer")
+    except pytest.fail.Exception:
+        assert dock._typed_query() is not None, dock.status.text()
+    wait_until(lambda: typed_layers() and "red car" in typed_layers()[0].name() and dock.typed_task is None, 240,
+               "the answer inside the regions")
+    answer = typed_layers()[0]
+    assert answer.featureCount() > 0
+    for f in answer.getFeatures():  # every box has its centre inside the drawn region
+        assert region.contains(f.geometry().boundingBox().center()), f.geometry().boundingBox().toString()
 
 
 def test_find_similar_map_tool(qgis_iface, project, dock, raster):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -151,8 +152,11 @@ def test_zip_layout_and_metadata(plugin_zip):
     assert g["qgisMinimumVersion"] == "3.22" and g["qgisMaximumVersion"] == "3.99"
     assert g["hasProcessingProvider"] == "yes" and g["icon"] == "icon.svg" and g["version"] == __version__
     assert g["changelog"].startswith(f"{__version__}: ") and len(g["changelog"]) > 40
-    for key in ("name", "description", "about", "author", "email", "repository", "tracker"):
+    for key in ("name", "description", "about", "author", "repository", "tracker", "license"):
         assert g[key].strip()
+    assert "example.org" not in meta_text  # no placeholder address (package.py --email stamps the real one)
+    with zipfile.ZipFile(plugin_zip) as zf:
+        assert "Apache License" in zf.read("geoalign_qgis/LICENSE").decode()  # plugins.qgis.org needs it
     assert "pip install" not in g["about"]  # nothing is installed into QGIS's Python
 
 
@@ -178,7 +182,8 @@ needs_system_python = pytest.mark.skipif(not Path(SYSTEM_PYTHON).is_file(), reas
 def test_without_an_engine_the_dock_offers_the_setup(unpacked, tmp_path):
     out = run_plugin(unpacked, tmp_path, engine=None)
     assert out["file"].startswith(str(unpacked))
-    assert out["toolbar"] == ["Find objects by text"] and out["menu"] == ["&GeoAlign", "&GeoAlign"]
+    # three menu entries: Find objects by text, Settings…, Help / About
+    assert out["toolbar"] == ["Find objects by text"] and out["menu"] == ["&GeoAlign"] * 3
     assert out["setup_visible"] and out["setup_enabled"]
     assert "separate Python environment" in out["setup_text"]
     # what will be installed and how: the private env in the profile, pinned torch (CPU build: no GPU here)
@@ -186,7 +191,7 @@ def test_without_an_engine_the_dock_offers_the_setup(unpacked, tmp_path):
     assert f"geoalign-{__version__}-py3-none-any.whl" in out["plan"]
     assert "QGIS's own Python is not changed" in out["plan"]
     assert "not set up yet" in out["find_status"] and not out["find_started"]
-    assert len(out["algorithms"]) == 4
+    assert len(out["algorithms"]) == 7  # find, match, heatmap, tiles, index, similar, fine-tune
     assert all(not ok and "Set up GeoAlign" in msg for ok, msg in out["can_execute"])
     assert "not set up" in out["long_name"]
     assert out["unloaded"] and out["heavy"] == []
@@ -305,3 +310,43 @@ def test_engine_python_order(tmp_path):
     missing = locate_engine(str(tmp_path / "gone"), tmp_path, {})
     assert missing.python is None and "does not exist" in missing.problem
     assert locate_engine(None, tmp_path, {ENV_VAR: str(tmp_path / "gone")}).problem.startswith(ENV_VAR)
+
+
+def test_release_zip_needs_a_real_email(tmp_path, monkeypatch):
+    from geoalign_qgis import package
+
+    monkeypatch.delenv(package.EMAIL_VAR, raising=False)
+    out = tmp_path / "p.zip"
+    with pytest.raises(SystemExit, match="--release needs the maintainer's e-mail"):
+        package.main(["--out", str(out), "--no-wheel", "--quiet", "--release"])
+    with pytest.raises(SystemExit, match="placeholder address"):
+        package.main(["--out", str(out), "--no-wheel", "--quiet", "--release", "--email", "me@example.org"])
+    assert not out.exists()
+    assert package.main(["--out", str(out), "--no-wheel", "--quiet", "--release", "--email", "me@geoalign.dev"]) == 0
+    with zipfile.ZipFile(out) as zf:
+        meta = zf.read("geoalign_qgis/metadata.txt").decode()
+    assert "email = me@geoalign.dev" in meta and "license = Apache-2.0" in meta
+
+
+@pytest.mark.slow
+def test_an_unreachable_pytorch_site_is_named_and_pypi_offered(tmp_path):
+    """pip's last words ("No matching distribution found for torch") hide that the wheel site was down:
+    the set-up names the site, and the PyPI plan is the fallback (with its size said plainly)."""
+    from geoalign_qgis import environment
+    from geoalign_qgis.environment import Installer, InstallError, InstallPlan
+
+    target = environment.private_env_dir(tmp_path / "profile")
+    # a wheel index nobody listens on (the discard port): what an unreachable download.pytorch.org looks like
+    plan = InstallPlan(target, sys.executable, torch=["torch==2.14.1"], torch_index="http://127.0.0.1:9/whl/cpu",
+                       packages=["geoalign"], pip_args=["--retries", "0", "--timeout", "2"], build="CPU build")
+    with pytest.raises(InstallError) as err:
+        Installer(plan, tmp_path / "setup.log").run()
+    assert err.value.unreachable == "127.0.0.1:9"
+    message = str(err.value)
+    assert "the PyTorch wheel site 127.0.0.1:9 could not be reached" in message and "PyPI" in message
+    assert "No matching distribution" not in message and not target.exists()
+    fallback = environment.pypi_plan(plan)
+    assert fallback.torch_index is None and fallback.torch == plan.torch and fallback.packages == plan.packages
+    if platform.system() == "Linux":
+        assert "6 GB" in fallback.describe() and "no NVIDIA GPU" in fallback.describe()
+        assert "6 GB" in environment.pypi_offer(plan)

@@ -34,6 +34,9 @@ from qgis_helpers import (  # noqa: E402
     wait_until,
 )
 
+from geoalign_qgis.compat import LABEL_OUTSIDE  # noqa: E402
+from geoalign_qgis.results import EMPTY_HEADERS  # noqa: E402
+
 pytestmark = pytest.mark.qgis
 
 
@@ -63,6 +66,10 @@ def messages(qgis_app):
     QgsApplication.messageLog().messageReceived.disconnect(keep)
 
 
+def table_headers(dock) -> list[str]:
+    return [dock.table.horizontalHeaderItem(i).text() for i in range(dock.table.columnCount())]
+
+
 # ---------------------------------------------------------------------------- loading
 def test_plugin_loads_initgui_unload(qgis_iface):
     import geoalign_qgis
@@ -76,10 +83,16 @@ def test_plugin_loads_initgui_unload(qgis_iface):
         found = qgis_iface.mainWindow().findChildren(QAction, "GeoAlignFindObjects")
         assert plugin.action in found
         assert plugin.settings_action.text() == "Settings…"
+        assert plugin.help_action.text() == "Help / About"
+        about = plugin.show_help()
+        from geoalign_qgis.help import GUIDE, help_url
+
+        assert help_url() in about.text() and "Apache-2.0" in about.text() and (ROOT / GUIDE).is_file()
+        about.close()
         provider = QgsApplication.processingRegistry().providerById("geoalign")
         assert provider is not None
         assert sorted(a.name() for a in provider.algorithms()) == [
-            "findobjects", "heatmap", "matchregions", "tileclassify"]
+            "findobjects", "findsimilar", "finetune", "heatmap", "indexraster", "matchregions", "tileclassify"]
 
         plugin.action.trigger()  # opens the dock, which asks the engine for its models
         dock = plugin.dock
@@ -187,6 +200,10 @@ def test_dock_find_in_current_view(qgis_iface, project, dock, tmp_path):
     # double-click zooms to a feature (and flashes it)
     box = dock.zoom_to_row(0)
     assert box is not None and canvas.extent().contains(box.center())
+    # ... but not far past the raster's own detail (one image pixel: at most 4 screen pixels)
+    assert dock.table.min_scale > 0 and canvas.scale() >= dock.table.min_scale * 0.99
+    labelling = layer.labeling().settings()
+    assert layer.labelsEnabled() and labelling.placement == LABEL_OUTSIDE  # beside the box, not over it
     # without the 2x look at each box (the CLI's --no-refine)
     dock.refine.setChecked(False)
     task = dock.run_find()
@@ -419,10 +436,13 @@ def test_raster_without_crs(qgis_iface, project, dock, tmp_path, messages):
     assert "Allow rasters without a CRS" in text and "--allow-no-crs" not in text
     assert all(level == 0 for level, _ in messages)
     dock.allow_no_crs.setChecked(True)
+    QgsProject.instance().setCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
     task = dock.run_find()
     wait_for_dock(dock)
     assert not task.error, task.error
     assert dock.last_layer is not None and dock.last_layer.featureCount() > 0
+    # the result carries the project's CRS, not "Undefined SRS" (no transform warnings when the project reopens)
+    assert dock.last_layer.crs().authid() == "EPSG:3857"
     # the boxes overlay the raster where QGIS shows it (x = column, y = -row)
     shown = raster.extent()
     assert shown.yMaximum() == 0 and shown.yMinimum() == -128
@@ -443,14 +463,14 @@ def test_table_never_shows_stale_rows(qgis_iface, project, dock, crop):
     wait_for_dock(dock)
     assert dock.table.rowCount() == 3
     QgsProject.instance().removeMapLayer(dock.last_layer.id())  # the user deletes the result layer
-    assert dock.table.rowCount() == 0 and dock.table.columnCount() == 0
+    assert dock.table.rowCount() == 0 and table_headers(dock) == EMPTY_HEADERS
     dock.run_find()
     wait_for_dock(dock)
     dock.min_score.setValue(1.0)  # nothing scores 1: no objects
     dock.run_find()
     wait_for_dock(dock)
     assert dock.status.text().startswith("No objects found")
-    assert dock.table.rowCount() == 0 and dock.table.columnCount() == 0  # no headers of the run before
+    assert dock.table.rowCount() == 0 and table_headers(dock) == EMPTY_HEADERS  # no headers of the run before
     dock.map_tool.add_rectangle(Rect(raster.extent()), raster.crs())
     dock.min_score.setValue(0.0)
     dock.run_find()
@@ -527,7 +547,9 @@ def test_engine_crash_is_one_message_and_the_next_run_restarts_it(qgis_iface, pr
     old_pid = client.pid
     os.kill(old_pid, signal.SIGKILL)
     wait_for_dock(dock)
-    assert task.error_code == "engine_died" and "stopped unexpectedly" in dock.status.text()
+    # killed by signal 9, as the kernel's out-of-memory killer does: the dock says memory
+    assert task.error_code == "engine_died" and "killed (signal 9)" in dock.status.text()
+    assert "out of memory" in dock.status.text()
     assert "\n" not in task.error
     dock.tile_size.setValue(0)
     dock.batch_size.setValue(16)

@@ -47,14 +47,15 @@ def vector(path) -> QgsVectorLayer:
     return layer
 
 
-def test_provider_lists_four_algorithms(provider):
+def test_provider_lists_its_algorithms(provider):
     algs = {a.id(): a for a in provider.algorithms()}
     assert set(algs) == {"geoalign:tileclassify", "geoalign:findobjects", "geoalign:matchregions",
-                         "geoalign:heatmap"}
+                         "geoalign:heatmap", "geoalign:indexraster", "geoalign:findsimilar", "geoalign:finetune"}
     for alg in algs.values():
         ok, msg = alg.canExecute()
         assert ok, msg
-        assert alg.shortHelpString() and alg.group() == "Find by text"
+        assert alg.shortHelpString()
+        assert alg.group() == ("Models" if alg.name() == "finetune" else "Find by text")
         # batch mode / model builder create fresh instances with their own parameters
         clone = alg.create()
         assert clone is not alg and clone.parameterDefinition("INPUT") is not None
@@ -251,3 +252,68 @@ def test_find_objects_in_a_processing_model(provider, raster, tmp_path):
     res = processing.run(model, {"raster": raster, "find:matches": str(out)})
     layer = vector(res["find:matches"])
     assert 0 < layer.featureCount() <= 2
+
+
+class Feedback:
+    """What an algorithm told Processing: info lines and the progress, last value included."""
+
+    def __new__(cls):
+        from qgis.core import QgsProcessingFeedback
+
+        class _F(QgsProcessingFeedback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.infos: list[str] = []
+                self.progress_values: list[float] = []
+                self.progressChanged.connect(self.progress_values.append)
+
+            def pushInfo(self, info: str) -> None:  # noqa: N802
+                self.infos.append(info)
+                super().pushInfo(info)
+
+        return _F()
+
+
+def test_index_then_find_and_similar_use_it_with_object_size(provider, tmp_path):
+    import processing
+    from qgis_helpers import sample_crop
+
+    from geoalign_qgis.indexes import existing_index
+    from geoalign_qgis.tasks import profile_dir
+
+    path = sample_crop(tmp_path / "idx.tif", size=224)
+    fb = Feedback()
+    res = processing.run("geoalign:indexraster", {"INPUT": str(path), "MODEL": TEST_MODEL, "DEVICE": 1}, feedback=fb)
+    index = existing_index(str(path), TEST_MODEL, profile_dir())  # where the dock looks for it
+    # no saved project: in the plugin's folder of the profile, not beside the raster
+    assert index is not None and res["INDEX"] == str(index) and not list(tmp_path.glob("*.parquet"))
+    assert fb.progress_values and fb.progress_values[-1] == 100  # never 0 % after finishing
+    fb = Feedback()
+    res = processing.run("geoalign:findobjects", {
+        "INPUT": str(path), "MODEL": TEST_MODEL, "PHRASES": "car", "MIN_SCORE": 0.0, "MAX_RESULTS": 3,
+        "OBJECT_SIZE": 5.0, "OUTPUT": str(tmp_path / "f.gpkg")}, feedback=fb)
+    assert vector(res["OUTPUT"]).featureCount() >= 1
+    assert any("answered from the raster's index" in i for i in fb.infos), fb.infos
+    rlayer = QgsRasterLayer(str(path), "r")
+    examples = polygons_4326(rlayer, [(0.1, 0.1, 0.2, 0.2)])
+    res = processing.run("geoalign:findsimilar", {
+        "INPUT": str(path), "MODEL": TEST_MODEL, "EXAMPLES": examples, "MAX_RESULTS": 5,
+        "OUTPUT": str(tmp_path / "s.gpkg")})
+    assert vector(res["OUTPUT"]).featureCount() >= 1
+
+
+def test_a_geoalign_heatmap_is_not_taken_as_imagery(provider, raster, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    from geoalign_qgis import layers
+
+    heat = QgsRasterLayer(raster, "heatmap score: car (r)")
+    layers.mark_output(heat)
+    QgsProject.instance().addMapLayer(heat)
+    try:
+        with pytest.raises(QgsProcessingException, match="is a GeoAlign result"):
+            processing.run("geoalign:heatmap", {"INPUT": heat, "MODEL": TEST_MODEL, "PHRASE": "car",
+                                                "OUTPUT": str(tmp_path / "h.tif")})
+    finally:
+        QgsProject.instance().removeMapLayer(heat.id())

@@ -112,8 +112,10 @@ def _predictor(ctx: Context, params: dict) -> tuple[Any, bool]:
     model = params.get("model")
     if not model and params.get("index"):  # an index is answered by the model it was built with
         from ..index import read_metadata
+        from ..index.scenes import is_collection, read_manifest
 
-        model = read_metadata(params["index"])[1]["model"]["source"]
+        model = (read_manifest(params["index"])["settings"]["model"] if is_collection(params["index"])
+                 else read_metadata(params["index"])[1]["model"]["source"])
     model = model or DEFAULT_MODEL
     device = params.get("device") or "auto"
     batch = int(params.get("batch_size") or DEFAULT_BATCH_SIZE)
@@ -144,10 +146,17 @@ def _check_inputs(ctx: Context, params: dict) -> None:
                        params.get("within"), examples)
     check_output(params["out"], bool(params.get("overwrite", False)), formats)
     if params.get("index"):
+        from ..index.scenes import is_collection, read_manifest
         from ..index.store import check_patches, read_metadata
 
-        emb, _ = read_metadata(params["index"])
-        check_patches(Path(params["index"]), emb)
+        if Path(params["index"]).is_dir():  # a collection index (geoalign index A.tif B.tif --out FOLDER)
+            read_manifest(params["index"])
+            if not is_collection(params["index"]) or params.get("raster"):
+                raise InputError("a collection index answers for its own scenes: leave the raster out",
+                                 param="raster")
+        else:
+            emb, _ = read_metadata(params["index"])
+            check_patches(Path(params["index"]), emb)
     if params.get("raster"):
         with RasterSource(params["raster"], params.get("bands"),
                           allow_no_crs=bool(params.get("allow_no_crs", False))):
@@ -309,6 +318,10 @@ def list_models(ctx: Context, params: dict) -> dict:
                        "description": entry.description, "path": str(zoo.weights_path(entry)),
                        "domain": card_line(card, name),
                        "calibrated": bool(card is not None and card.calibrated)})
+    if params.get("folders"):  # the user's own models (fine-tuned from the map), newest first
+        from .finetune_job import local_models
+
+        models = local_models([str(f) for f in params["folders"]]) + models
     return {"models": models, "default": zoo.DEFAULT_MODEL, "cache": str(zoo.cache_dir())}
 
 
@@ -343,7 +356,14 @@ def check_modules(modules: list[str] | tuple[str, ...]) -> dict:
     return out
 
 
+def finetune(ctx: Context, params: dict) -> dict:
+    from .finetune_job import finetune as run
+
+    return run(ctx, params)
+
+
 HANDLERS: dict[str, Callable[[Context, dict], dict]] = {
+    "finetune": finetune,
     "tile_classify": tile_classify,
     "find": find,
     "match_regions": match_regions,

@@ -32,7 +32,7 @@ CONTROL_TYPES = ("hello", "cancel", "shutdown")
 #: quick requests run beside the jobs (they import the model stack but run no model)
 SIDE_TYPES = ("list_models", "check", "index_info")
 #: model work: one at a time, in arrival order, cancellable
-JOB_TYPES = ("tile_classify", "find", "match_regions", "heatmap", "similar", "index")
+JOB_TYPES = ("tile_classify", "find", "match_regions", "heatmap", "similar", "index", "finetune")
 REQUEST_TYPES = CONTROL_TYPES + SIDE_TYPES + JOB_TYPES
 
 #: events that end a request
@@ -66,7 +66,7 @@ PARAMS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "hello": {},
     "shutdown": {},
     "cancel": {"target": ((str, int), True)},
-    "list_models": {},
+    "list_models": {"folders": ((list, _NONE), False)},  # folders of the user's own (fine-tuned) models
     "check": {"modules": ((list, _NONE), False)},
     "index_info": {"index": ((str,), True)},
     "tile_classify": _COMMON | {"classes": ((list, _NONE), False), "top_k": ((int,), False)},
@@ -82,6 +82,7 @@ PARAMS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "nms_iou": (NUMBER, False),
         "refine": ((bool,), False),
         "write_empty": ((bool,), False),
+        "object_size": ((int, float, list, _NONE), False),  # metres: a side, or [width, height]
     },
     "match_regions": _COMMON | {
         "regions": ((str,), True),
@@ -107,6 +108,24 @@ PARAMS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "write_empty": ((bool,), False),
     },
     "index": {k: v for k, v in _COMMON.items() if k != "index"} | {"raster": ((str,), True)},
+    # geoalign finetune in a child process (geoalign_core/engine/finetune_job.py)
+    "finetune": {
+        "rasters": ((list,), True),
+        "labels": ((list,), True),
+        "class_field": ((str,), True),
+        "out": ((str,), True),  # the new model's folder
+        "model": ((str, _NONE), False),  # the model to start from
+        "name": ((str, _NONE), False),
+        "steps": ((int, _NONE), False),
+        "batch_size": ((int, _NONE), False),
+        "device": ((str,), False),
+        "val_fraction": (NUMBER, False),
+        "bounds": ((list, _NONE), False),
+        "layer": ((str, _NONE), False),
+        "overwrite": ((bool,), False),
+        "log": ((str, _NONE), False),
+        "threads": ((int, _NONE), False),
+    },
 }
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from rasterio.windows import Window
 
 from ..card import phrase_object_size
-from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE, DEFAULT_NMS_IOU, REFINE_MAX_BOXES
+from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE, DEFAULT_NMS_IOU, MAX_PHRASES, REFINE_MAX_BOXES
 from ..errors import InputError
 from ..geo import pixel_boxes_to_polygons
 from ..geo.grid import area_window
@@ -112,6 +112,7 @@ def find(
     ``attrs["score_features"]``: the :data:`~.calibration.FEATURES` of each row (for fitting a calibration).
     """
     phrases = enc.clean(phrases)
+    check_phrase_count(phrases)
     if not 0.0 <= float(min_score) <= 1.0:
         raise InputError(f"min score must be in [0, 1]; got {min_score}", param="min_score")
     if int(max_results) < 1:
@@ -225,6 +226,13 @@ def find(
         gdf.attrs["score_features"] = feats.numpy()[order]
     return gdf
 
+
+
+def check_phrase_count(phrases: Sequence[str]) -> None:
+    """At most :data:`~geoalign_core.defaults.MAX_PHRASES` phrases per run (memory grows with them)."""
+    if len(phrases) > MAX_PHRASES:
+        raise InputError(f"{len(phrases)} phrases: find takes at most {MAX_PHRASES} per run (memory grows with "
+                         "their number); split the list into several runs", param="phrases")
 
 
 def find_candidates(

@@ -35,11 +35,11 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
-from .. import layers
+from .. import indexes, layers
 from ..compat import NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_POLYGON, WKB_POLYGON, param_flag_advanced
 from ..engine import EngineCancelled, EngineError
 from ..inputs import DEFAULT_MODEL, InputProblem, parse_bands, raster_path, split_texts
-from ..tasks import NO_ENGINE, engine_location, log_error, remove_outputs, run_request
+from ..tasks import NO_ENGINE, engine_location, log_error, profile_dir, remove_outputs, run_request
 from ..vector_io import copy_features, open_result, result_fields, write_polygons
 
 ICON = Path(__file__).resolve().parent.parent / "icon.svg"
@@ -160,10 +160,26 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
     # -- helpers --------------------------------------------------------------------
     def raster(self, parameters: dict, context: QgsProcessingContext) -> tuple[QgsRasterLayer, str]:
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if layer is not None and layers.is_output(layer):
+            raise QgsProcessingException(f"{layer.name()} is a GeoAlign result (a heatmap), not imagery: choose the "
+                                         "raster it was made from")
         try:
             return layer, raster_path(layer)
         except InputProblem as exc:
             raise QgsProcessingException(str(exc)) from None
+
+    def with_index(self, params: dict[str, Any], feedback: QgsProcessingFeedback | None = None) -> dict[str, Any]:
+        """``params`` answered from the raster's scene index when the dock (or Index raster) made one for the
+        model: only the text model runs; the tiling is the index's own."""
+        if not params.get("raster") or params.get("index"):
+            return params
+        found = indexes.existing_index(params["raster"], params["model"], profile_dir())
+        if found is None:
+            return params
+        if feedback is not None:
+            feedback.pushInfo(f"answered from the raster's index {found}")
+        out = {k: v for k, v in params.items() if k not in ("tile_size", "overlap")}
+        return dict(out, index=str(found))
 
     def phrases_request(self, parameters: dict, context: QgsProcessingContext) -> tuple[QgsRasterLayer, dict]:
         """The raster layer and the request parameters of an algorithm with a PHRASES parameter."""
@@ -206,7 +222,9 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
         """The request's result; None when cancelled. Engine errors become Processing errors."""
         feedback.pushInfo(f"GeoAlign engine: {request} with {params.get('model')}")
         try:
-            return run_request(request, params, feedback)
+            result = run_request(request, params, feedback)
+            feedback.setProgress(100)  # each stage counts from 0: the last one may end below 100
+            return result
         except EngineCancelled:
             feedback.pushInfo("cancelled; nothing was written")
             return None
@@ -291,6 +309,7 @@ class FindObjectsAlgorithm(GeoAlignAlgorithm):
     MIN_SCORE = "MIN_SCORE"
     MAX_RESULTS = "MAX_RESULTS"
     REFINE = "REFINE"
+    OBJECT_SIZE = "OBJECT_SIZE"
     _name = "findobjects"
     _display = "Find objects by text"
     _help = ("Finds the objects that match one or more phrases (one per line, or separated by ';'). "
@@ -300,7 +319,10 @@ class FindObjectsAlgorithm(GeoAlignAlgorithm):
              "what). A phrase that is not in the scene finds nothing. A model without a calibration writes "
              "standout (how far the box stands out from the scene's typical region) instead of score. "
              "Optional regions: search only inside these polygons (any CRS); a box is kept when its centre "
-             "lies in one of them.")
+             "lies in one of them. Object size (metres): the objects' typical side; boxes of about that size "
+             "are searched and kept (empty: a fine-tuned model's learnt sizes for its classes, else any size). "
+             "When the raster has a scene index for the model (the dock's 'Index this raster', or Index "
+             "raster here), the phrases are answered from it.")
 
     def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802
         self.add_common()
@@ -314,6 +336,8 @@ class FindObjectsAlgorithm(GeoAlignAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean(
             self.REFINE, "Refine boxes: look at each again at twice the zoom (as the CLI; tighter boxes on small "
             "objects)", defaultValue=True))
+        self.addParameter(QgsProcessingParameterNumber(self.OBJECT_SIZE, "Object size in metres (empty: the "
+                                                       "model's sizes)", NUMBER_DOUBLE, None, True, 0.01, 100000.0))
         self.add_advanced()
         self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, "Matches"))
 
@@ -325,6 +349,9 @@ class FindObjectsAlgorithm(GeoAlignAlgorithm):
             params["min_score"] = self.parameterAsDouble(parameters, self.MIN_SCORE, context)
         if parameters.get(self.MAX_RESULTS) not in (None, ""):
             params["max_results"] = self.parameterAsInt(parameters, self.MAX_RESULTS, context)
+        if parameters.get(self.OBJECT_SIZE) not in (None, ""):
+            params["object_size"] = self.parameterAsDouble(parameters, self.OBJECT_SIZE, context)
+        params = self.with_index(params, feedback)
         with regions_file(self, parameters, self.REGIONS, context, layer) as regions:
             if regions is not None:
                 params["within"] = regions
@@ -379,6 +406,7 @@ class MatchRegionsAlgorithm(GeoAlignAlgorithm):
             if regions is None:
                 raise QgsProcessingException("the regions layer has no polygons")
             params["regions"] = regions
+            params = self.with_index(params, feedback)
             return self.vector_result("match_regions", params, "regions", parameters, context, layer, feedback,
                                       f"regions: {', '.join(phrases)[:50]} ({layer.name()})")
 
@@ -412,7 +440,7 @@ class HeatmapAlgorithm(GeoAlignAlgorithm):
         values = HEATMAP_VALUES[self.parameterAsEnum(parameters, self.VALUES, context)]
         params = self.request_params(parameters, context, layer, raster)
         params.update(phrase=phrase, out=str(out), overwrite=True, values=values)
-        result = self.run_engine("heatmap", params, feedback)
+        result = self.run_engine("heatmap", self.with_index(params, feedback), feedback)
         if result is None:
             return {}
         feedback.pushInfo(result.get("summary", ""))
@@ -421,4 +449,5 @@ class HeatmapAlgorithm(GeoAlignAlgorithm):
         return {self.OUTPUT: str(out)}
 
 
-ALGORITHMS = [TileClassifyAlgorithm, FindObjectsAlgorithm, MatchRegionsAlgorithm, HeatmapAlgorithm]
+ALGORITHMS: list[type[GeoAlignAlgorithm]] = [TileClassifyAlgorithm, FindObjectsAlgorithm, MatchRegionsAlgorithm,
+                                             HeatmapAlgorithm]

@@ -10,6 +10,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..tasks import engine_location
 from .algorithms import ALGORITHMS
+from .more_algorithms import MORE_ALGORITHMS
 
 ICON = Path(__file__).resolve().parent.parent / "icon.svg"
 
@@ -36,5 +37,5 @@ class GeoAlignProvider(QgsProcessingProvider):
         return ["tif"]  # the engine writes (Cloud-Optimised) GeoTIFFs
 
     def loadAlgorithms(self) -> None:  # noqa: N802
-        for cls in ALGORITHMS:
+        for cls in ALGORITHMS + MORE_ALGORITHMS:
             self.addAlgorithm(cls())

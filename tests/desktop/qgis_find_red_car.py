@@ -4,9 +4,13 @@ Installs the plugin from its zip with QGIS's own installer (Plugins > Install fr
 loads the scene, opens the dock with the toolbar button, types "red car", presses Find,
 waits for the result layer, shows a heatmap, takes a screenshot; then indexes the scene
 (Index this raster), types a second phrase (answered from the index as it is typed), drags a
-box around one car with Find similar, takes a second screenshot, writes a JSON report and
-quits QGIS through its Exit action. Driven by tests/test_qgis_desktop.py through the
-environment: GEOALIGN_DESKTOP_ZIP, GEOALIGN_DESKTOP_RASTER, GEOALIGN_DESKTOP_OUT (a folder).
+box around one car with Find similar, takes a second screenshot; then the harder moments:
+2,000 phrases pasted (never searched by themselves, refused by Find), a region drawn and a
+phrase typed (answered inside the region only), a second raster added (the dock follows it),
+a fine-tune from the labels' polygon layer over a small map view (GEOALIGN_DESKTOP_LABELS; the
+new model is then chosen and used), a third screenshot; writes a JSON report and quits QGIS
+through its Exit action. Driven by tests/test_qgis_desktop.py through the environment:
+GEOALIGN_DESKTOP_ZIP, GEOALIGN_DESKTOP_RASTER, GEOALIGN_DESKTOP_OUT (a folder).
 """
 
 import json
@@ -29,6 +33,11 @@ TYPED = os.environ.get("GEOALIGN_DESKTOP_TYPED", "swimming pool")
 EXAMPLE = [float(v) for v in os.environ.get("GEOALIGN_DESKTOP_EXAMPLE",
                                             "500373.5,4999635.8,500375.5,4999639.9").split(",")]
 TIMEOUT_S = float(os.environ.get("GEOALIGN_DESKTOP_TIMEOUT", "240"))
+LABELS = os.environ.get("GEOALIGN_DESKTOP_LABELS", "")
+#: the map view the fine-tune is limited to (raster CRS): a small corner of the scene, so that it fits the suite
+FT_VIEW = [float(v) for v in os.environ.get("GEOALIGN_DESKTOP_FT_VIEW",
+                                            "500000,4999800,500200,5000000").split(",")]
+FT_STEPS = int(os.environ.get("GEOALIGN_DESKTOP_FT_STEPS", "2"))
 HEAVY = ("torch", "torchvision", "open_clip", "rasterio", "geopandas", "shapely", "pyproj", "pyogrio", "triton")
 
 report = {"steps": [], "errors": []}
@@ -52,12 +61,40 @@ def write_report():
         json.dump(report, fh, indent=2)
 
 
-def quit_qgis():
+def quit_qgis(task_running=False):
+    """Exit through QGIS's action. ``task_running``: a run the user started still goes on, so QGIS asks
+    whether to cancel it: the answer is yes, and the question must name that run only (never a task the
+    dock started by itself)."""
     state["step"] = "done"
     log("quit")
     write_report()
     QgsProject.instance().setDirty(False)  # no "save the project?" question
-    QTimer.singleShot(20000, exit_blocked)  # runs inside a modal dialog's event loop too
+    if task_running:
+        QTimer.singleShot(3000, answer_task_prompt)
+    QTimer.singleShot(60000 if task_running else 20000, exit_blocked)  # runs inside a modal dialog's loop too
+    iface.actionExit().trigger()
+
+
+def answer_task_prompt():
+    from qgis.PyQt.QtWidgets import QApplication, QMessageBox
+
+    boxes = [w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()]
+    report["quit_prompts"] = [b.text() for b in boxes]
+    write_report()
+    for box in boxes:
+        yes = box.button(QMessageBox.StandardButton.Yes)
+        if yes is not None:
+            yes.click()
+    # QGIS cancels the tasks and stays open (its own behaviour): once they have ended, Exit again
+    QTimer.singleShot(500, exit_when_idle)
+
+
+def exit_when_idle():
+    if QgsApplication.taskManager().countActiveTasks() > 0:
+        QTimer.singleShot(500, exit_when_idle)
+        return
+    report["quit_again"] = True
+    write_report()
     iface.actionExit().trigger()
 
 
@@ -67,7 +104,7 @@ def exit_blocked():
 
     dialogs = [w for w in QApplication.topLevelWidgets() if isinstance(w, QDialog) and w.isVisible()]
     texts = [(w.windowTitle() + ": " + (w.text() if isinstance(w, QMessageBox) else "")).strip() for w in dialogs]
-    report["errors"].append(f"QGIS did not quit 20 s after Exit; open dialogs: {texts}")
+    report["errors"].append(f"QGIS did not quit after Exit; open dialogs: {texts}")
     write_report()
     os._exit(3)
 
@@ -116,7 +153,7 @@ def tick():
         _tick()
     except Exception:
         fail(traceback.format_exc())
-    if state["step"] not in ("done", "shot", "shot2"):
+    if state["step"] not in ("done", "shot", "shot2", "shot3", "pasted_wait"):
         QTimer.singleShot(200, tick)
 
 
@@ -228,7 +265,113 @@ def _tick():
         from qgis.core import QgsRectangle
 
         state["step"] = "shot2"
-        QTimer.singleShot(2000, lambda: screenshot("qgis_desktop_similar.png", quit_qgis))
+        QTimer.singleShot(2000, lambda: screenshot("qgis_desktop_similar.png", journey))
+    elif step == "pasted":
+        # 2,000 pasted phrases: nothing started by itself 2 s later; Find refuses with a message
+        report["paste_typed_started"] = dock.typed_task is not None or dock._typing_timer.isActive()
+        report["paste_typing_status"] = dock.status.text()
+        press(dock.find_button)
+        report["paste_find_started"] = dock.is_running()
+        report["paste_find_status"] = dock.status.text()
+        log("pasted list refused")
+        e = dock.raster_layer().extent()
+        from qgis.core import QgsRectangle
+
+        region = QgsRectangle(e.xMinimum(), e.center().y(), e.center().x(), e.yMaximum())  # the north-west quarter
+        state["region"] = region
+        report["region"] = [region.xMinimum(), region.yMinimum(), region.xMaximum(), region.yMaximum()]
+        dock.map_tool.add_rectangle(region, dock.raster_layer().crs())
+        dock.set_scope("regions")
+        dock.max_results.setValue(30)
+        dock.phrase_edit.setPlainText("car")  # typed: answered from the index, inside the region
+        state["step"] = "regions_typed"
+    elif step == "regions_typed":
+        typed = [lyr for lyr in QgsProject.instance().mapLayers().values()
+                 if lyr.name().startswith("as you type: car")]
+        if not typed or dock.typed_task is not None:
+            return None
+        region = state["region"]
+        centres = [f.geometry().boundingBox().center() for f in typed[0].getFeatures()]
+        report["regions_typed_count"] = len(centres)
+        report["regions_typed_inside"] = sum(1 for c in centres if region.contains(c))
+        log("typed inside the region")
+        dock.map_tool.clear()
+        second = iface.addRasterLayer(RASTER, "scene (second copy)")
+        report["followed_second_raster"] = dock.raster_layer() is not None and dock.raster_layer().id() == second.id()
+        QgsProject.instance().removeMapLayer(second.id())
+        report["back_on_scene"] = dock.raster_layer() is not None and dock.raster_layer().name() == "scene"
+        log("second raster followed")
+        if not LABELS:
+            return finish()
+        labels = iface.addVectorLayer(LABELS, "my labels", "ogr")
+        iface.setActiveLayer(dock.raster_layer())
+        from qgis.core import QgsCoordinateTransform, QgsRectangle
+
+        to_map = QgsCoordinateTransform(dock.raster_layer().crs(), iface.mapCanvas().mapSettings().destinationCrs(),
+                                        QgsProject.instance())
+        iface.mapCanvas().setExtent(to_map.transformBoundingBox(QgsRectangle(*FT_VIEW)))
+        iface.mapCanvas().refresh()
+        dock.set_scope("view")
+        dock.ft_layer.setLayer(labels)
+        dock.ft_field.setField("class")
+        dock.ft_steps.setValue(FT_STEPS)
+        dock.ft_name.setText("desktop-finetuned")
+        state["ft_stages"] = []
+        press(dock.finetune_button)
+        report["finetune_started"] = dock.is_running()
+        report["finetune_params"] = dict(dock.task.params) if dock.task is not None else None
+        if dock.task is not None:
+            dock.task.stageChanged.connect(state["ft_stages"].append)
+        state["step"] = "finetune"
+        state["deadline"] = time.monotonic() + float(os.environ.get("GEOALIGN_DESKTOP_FT_TIMEOUT", "900"))
+    elif step == "finetune":
+        if dock.is_running() or dock.models_task is not None:
+            return None
+        report["finetune_status"] = dock.status.text()
+        report["finetune_stages"] = state["ft_stages"]
+        report["finetune_model"] = dock.model_name()
+        report["finetune_in_list"] = [dock.model_combo.itemText(i) for i in range(dock.model_combo.count())]
+        report["finetune_model_state"] = dock.model_state.text()
+        log("fine-tuned")
+        dock.set_scope("view")
+        dock.min_score.setValue(0.0)
+        dock.max_results.setValue(10)
+        dock.phrase_edit.setPlainText("car")
+        press(dock.find_button)
+        state["step"] = "finetuned_find"
+    elif step == "finetuned_find":
+        if dock.is_running():
+            return None
+        task = dock.last_task
+        report["finetuned_find_model"] = task.params.get("model") if task is not None else None
+        report["finetuned_find_status"] = dock.status.text()
+        report["finetuned_find_count"] = dock.last_layer.featureCount() if dock.last_layer is not None else 0
+        log("found with the fine-tuned model")
+        finish()
+
+
+def journey():
+    """After the second screenshot: the harder moments (see the module docstring)."""
+    dock = state["dock"]
+    state["deadline"] = time.monotonic() + TIMEOUT_S
+    dock.as_you_type.setChecked(True)
+    dock.phrase_edit.setPlainText("\n".join(f"thing number {i}" for i in range(2000)))  # pasted
+    state["step"] = "pasted_wait"
+    QTimer.singleShot(2000, lambda: (state.update(step="pasted"), tick()))
+
+
+def finish():
+    state["step"] = "shot3"
+    QTimer.singleShot(2000, lambda: screenshot("qgis_desktop_finetune.png", quit_while_running))
+
+
+def quit_while_running():
+    """The analyst starts Classify tiles (a live run over the whole scene) and quits QGIS while it runs."""
+    dock = state["dock"]
+    dock.set_scope("layer")
+    press(dock.classify_button)
+    report["quit_task_running"] = dock.is_running()
+    QTimer.singleShot(500, lambda: quit_qgis(task_running=True))
 
 
 def index_scene():
