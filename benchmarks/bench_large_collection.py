@@ -18,6 +18,7 @@ reference; the on-disk ANN search is timed per query, as a new phrase would arri
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -101,6 +102,21 @@ def _worker_peak() -> float:
     return _peak_mb()
 
 
+@contextlib.contextmanager
+def _cluster(a: argparse.Namespace):
+    """A local cluster whose workers run under the limit (Dask's memory limit, then RLIMIT_AS set in each)."""
+    from geoalign_core.index.distributed import local_cluster
+
+    client = local_cluster(a.workers, memory_limit=f"{a.limit_gb}GiB")
+    try:
+        client.run(_worker_limit, a.limit_gb)
+        yield client
+    finally:
+        cluster = client.cluster
+        client.close()
+        cluster.close()
+
+
 def _recall(got: list, ref: list) -> int:
     return len({tuple(x) for x in got} & {tuple(x) for x in ref})
 
@@ -126,35 +142,54 @@ def main() -> None:
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--memory-mb", type=float, default=256)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--stage", choices=("exact", "ann", "all"), default="all",
+                    help="exact: the reference scans (no ANN index needed); ann: the ANN searches (after exact); "
+                         "all: both. Results are kept in ROOT/bench_large.json between stages")
     a = ap.parse_args()
+    state_path = Path(a.root) / "bench_large.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() and a.stage == "ann" else {}
     from geoalign_core.index import ondisk, stream
-    from geoalign_core.index.distributed import cluster_search, local_cluster
+    from geoalign_core.index.distributed import cluster_search
 
     shards = stream.collection_shards(a.root)
     n = sum(s.n for s in shards)
     disk = sum(os.path.getsize(s.path) for s in shards)
-    meta = json.loads((Path(a.root) / ondisk.DIRNAME / ondisk.META).read_text())
     q = query_vectors(a.queries, dim=shards[0].dim)
-    print(f"collection: {n:,} patches in {len(shards)} scenes, {disk / 1e9:.2f} GB of int8 patch files; "
-          f"on-disk ANN {meta['kind']}, {len(meta['shards'])} shard(s), {meta['bytes'] / 1e9:.2f} GB, built in "
-          f"{meta['seconds']:.0f} s", file=sys.stderr)
-    rows = []
-    exact = _in_child(a.root, q, a.k, a.limit_gb, a.memory_mb, "exact")
-    if "error" in exact:
-        sys.exit(f"the exact scan failed under the limit: {exact['error']}")
-    ref = exact["ids"]
-    rows.append(("one process", "exact (streamed)", f"{exact['seconds']:.1f} s for {a.queries} queries in one pass",
-                 f"{a.k}/{a.k} (reference)", exact["peak_rss_mb"], exact["vm_peak_mb"]))
+    if a.stage in ("exact", "all"):
+        state = {"rows": [], "load": []}
+        exact = _in_child(a.root, q, a.k, a.limit_gb, a.memory_mb, "exact")
+        if "error" in exact:
+            sys.exit(f"the exact scan failed under the limit: {exact['error']}")
+        state["ref"] = [[list(x) for x in ids] for ids in exact["ids"]]
+        state["rows"].append(("one process", "exact (streamed)",
+                              f"{exact['seconds']:.1f} s for {a.queries} queries in one pass",
+                              f"{a.k}/{a.k} (reference)", exact["peak_rss_mb"]))
+        with _cluster(a) as client:
+            t0 = time.perf_counter()
+            hits = cluster_search(client, a.root, q, a.k, method="exact", memory_mb=a.memory_mb)
+            dt = time.perf_counter() - t0
+            same = [[list(x) for x in zip(hits.shard[t].tolist(), hits.patch[t].tolist())] for t in range(len(q))] \
+                == state["ref"]
+            peaks = client.run(_worker_peak)
+        state["rows"].append((f"Dask, {a.workers} workers", "exact (streamed, a scene per task)",
+                              f"{dt:.1f} s for {a.queries} queries in one pass",
+                              f"{a.k}/{a.k}, {'identical to' if same else 'DIFFERENT from'} one process",
+                              max(peaks.values())))
+        state["load"].append(os.getloadavg()[0])
+        state_path.write_text(json.dumps(state))
+    if a.stage == "exact":
+        return
+    if "ref" not in state:
+        sys.exit(f"run --stage exact first (no {state_path})")
+    ref = state["ref"]
+    rows = state["rows"]
+    meta = json.loads((Path(a.root) / ondisk.DIRNAME / ondisk.META).read_text())
     ann = _in_child(a.root, q, a.k, a.limit_gb, a.memory_mb, "ann")
     if "error" in ann:
         sys.exit(f"the ANN search failed under the limit: {ann['error']}")
     rec = [_recall(g, r) for g, r in zip(ann["ids"], ref)]
-    rows.append(("one process", "on-disk ANN", _times(ann["times"]), _recalls(rec, a.k), ann["peak_rss_mb"],
-                 ann["vm_peak_mb"]))
-
-    client = local_cluster(a.workers, memory_limit=f"{a.limit_gb}GiB")
-    try:
-        vm = client.run(_worker_limit, a.limit_gb)
+    rows.append(("one process", "on-disk ANN", _times(ann["times"]), _recalls(rec, a.k), ann["peak_rss_mb"]))
+    with _cluster(a) as client:
         times, ids = [], []
         for t in range(a.queries):
             t0 = time.perf_counter()
@@ -163,23 +198,13 @@ def main() -> None:
             ids.append(list(zip(hits.shard[0].tolist(), hits.patch[0].tolist())))
         rec = [_recall(g, r) for g, r in zip(ids, ref)]
         peaks = client.run(_worker_peak)
-        rows.append((f"Dask, {a.workers} workers", "on-disk ANN (a shard per worker)", _times(times),
-                     _recalls(rec, a.k), max(peaks.values()), max(vm.values())))
-        t0 = time.perf_counter()
-        hits = cluster_search(client, a.root, q[:1], a.k, method="exact", memory_mb=a.memory_mb)
-        dt = time.perf_counter() - t0
-        same = list(zip(hits.shard[0].tolist(), hits.patch[0].tolist())) == [tuple(x) for x in ref[0]]
-        peaks = client.run(_worker_peak)
-        rows.append((f"Dask, {a.workers} workers", "exact (streamed, a scene per task)", f"{dt:.1f} s for 1 query",
-                     f"{a.k}/{a.k}, {'identical to' if same else 'DIFFERENT from'} one process",
-                     max(peaks.values()), max(vm.values())))
-    finally:
-        cluster = client.cluster
-        client.close()
-        cluster.close()
+    rows.append((f"Dask, {a.workers} workers", "on-disk ANN (a shard per worker)", _times(times),
+                 _recalls(rec, a.k), max(peaks.values())))
+    rows = [rows[0], rows[2], rows[1], rows[3]]
+    state["load"].append(os.getloadavg()[0])
     print(f"| where | search | time per new phrase | exact top-{a.k} found | peak RSS (MB) | limit |")
     print("|---|---|---|---|---|---|")
-    for where, how, t, r, rss, _ in rows:
+    for where, how, t, r, rss in rows:
         print(f"| {where} | {how} | {t} | {r} | {rss:.0f} | RLIMIT_AS {a.limit_gb:g} GiB |")
     print()
     print(f"Collection: {n:,} simulated patches (512-d int8, 196 a tile) in {len(shards)} scenes, "
@@ -187,7 +212,8 @@ def main() -> None:
           f"{meta['bytes'] / 1e9:.2f} GB on disk, built in {meta['seconds'] / 60:.0f} min. "
           f"Exact scan chunks: {a.memory_mb:g} MB. Text tower for a new phrase (ViT-B/16, client side): "
           f"{_text_tower_ms()}. Machine: {os.cpu_count()} cores shared with other jobs (load average "
-          f"{os.getloadavg()[0]:.1f} at the end), {platform.machine()}, Python {platform.python_version()}.")
+          f"{' / '.join(f'{x:.1f}' for x in state['load'])} after each stage), {platform.machine()}, "
+          f"Python {platform.python_version()}.")
 
 
 def _times(ts: list[float]) -> str:

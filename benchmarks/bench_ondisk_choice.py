@@ -6,8 +6,8 @@ the 1,000 nearest PQ candidates re-scored exactly (FAISS: from the int8 patch fi
 ``ondisk_search`` does; Lance: ``refine_factor`` over its own stored vectors). Each query is timed
 alone. Lance (``pylance``) is not a GeoAlign dependency: install it to run this.
 
-    python benchmarks/simulated_collection.py runs/sim1m --patches 1000000 --scenes 4
-    python benchmarks/bench_ondisk_choice.py runs/sim1m
+    python benchmarks/simulated_collection.py runs/sim250k --patches 250000 --scenes 2
+    python benchmarks/bench_ondisk_choice.py runs/sim250k
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GeoAlignError, InputError
-from .stream import DEFAULT_MEMORY_MB, Hits, collection_shards, exact_search, is_url, read_manifest_any
+from .stream import DEFAULT_MEMORY_MB, Hits, chunk_patches, collection_shards, exact_search, is_url, read_manifest_any
 
 __all__ = ["encode_phrases", "search"]
 
@@ -128,7 +128,8 @@ def _run(a: argparse.Namespace) -> None:
         raise InputError(f"--out must name a .csv or .parquet file; got {a.out}", param="out")
     if a.out is not None and os.path.exists(a.out):
         raise InputError(f"{a.out} exists: remove it or name another file", param="out")
-    collection_shards(a.index)  # a bad index fails before the model loads
+    chunk_patches(a.memory_mb, 1, 1)  # bad settings and a bad index fail before the model loads
+    collection_shards(a.index)
     queries = encode_phrases(a.index, a.phrases, a.model)
     client = None
     if a.scheduler:
