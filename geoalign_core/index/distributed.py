@@ -105,10 +105,10 @@ def cluster_search(client: Any, root: str | os.PathLike, queries: Any, k: int = 
         futures = [client.submit(_exact_task, pshards[i], q, int(k), memory_mb, i, pure=False) for i in order]
     else:
         ann = OnDiskAnn.open(root, pshards)
-        workers = sorted(client.scheduler_info()["workers"])
+        workers = sorted(client.nthreads())  # asked of the scheduler now (the client's cached view may be empty)
         futures = [client.submit(_ann_task, root, g, q, int(k), pshards, nprobe or DEFAULT_NPROBE,
-                                 rerank or DEFAULT_RERANK, pure=False, workers=[workers[g % len(workers)]],
-                                 allow_other_workers=True)
+                                 rerank or DEFAULT_RERANK, pure=False,
+                                 workers=[workers[g % len(workers)]] if workers else None, allow_other_workers=True)
                    for g in range(ann.n_shards)]
     parts = client.gather(futures)
     return merge_hits(parts, int(k), pshards)
