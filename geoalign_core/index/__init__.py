@@ -17,6 +17,14 @@ Many scenes (a collection folder, docs/scaling.md):
   are reported);
 * :mod:`.collection`: :class:`SceneCollection`, ``find`` / ``tile_classify`` over every scene;
 * :mod:`.ann`: the FAISS approximate search for large collections.
+
+Collections larger than memory (patch search in a memory bound set by the caller;
+``python -m geoalign_core.index.large``):
+
+* :mod:`.stream`: the exact scan, patch files streamed in bounded chunks (local or fsspec URLs);
+* :mod:`.ondisk`: FAISS IVF-PQ shards with on-disk inverted lists, candidates re-scored exactly;
+* :mod:`.distributed`: the same searches fanned out over a Dask cluster, top-k merged by the client;
+* :mod:`.large`: one entry point for all three, and its command line.
 """
 
 from __future__ import annotations
