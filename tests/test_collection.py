@@ -27,7 +27,7 @@ import pytest
 from cli_helpers import assert_bad, cli
 from generate import REAL_DATA, free_port, sample_crop, textured_raster
 
-from geoalign_core.index import SceneIndex
+from geoalign_core.index import SceneIndex, open_index
 from geoalign_core.index.scenes import Scene, expand_inputs, parse_shard, scene_names, share
 from geoalign_core.inference import Predictor
 
@@ -187,7 +187,7 @@ def test_broken_scene_is_reported_and_the_others_go_on(scenes, tiny_ckpt, tmp_pa
     assert "1 failed" in stdout and "failed: broken (" in stdout and "2 scene(s) indexed" in stdout
     assert sorted(p.stem for p in (out / "parts").glob("*.parquet")) == sorted(Path(s).stem for s in scenes[:2])
     with pytest.warns(UserWarning, match="1 of 3 scenes are not indexed"):
-        coll = SceneIndex.open(out, tiny_ckpt)
+        coll = open_index(out, tiny_ckpt)
     assert len(coll) == 2
 
 
@@ -212,7 +212,7 @@ def tiny(tiny_ckpt):
 
 
 def test_find_over_scenes_equals_each_scene_merged(reference, tiny):
-    coll = SceneIndex.open(reference, tiny)
+    coll = open_index(reference, tiny)
     phrases = ["red car", "building"]
     got = coll.find(phrases, min_score=0.0, max_results=15)
     real = all((REAL_DATA / n).exists() for n in ("neon_osbs029_rgb.tif", "spacenet_atlanta_pan.tif"))
@@ -277,7 +277,7 @@ def test_ann_search_and_staleness(reference, tiny, tiny_ckpt, tmp_path, capsys):
                                            for i in range(3)], "--out", root, "--model", tiny_ckpt, "--ann")
     assert rc == 0, err
     assert "ANN index IVF" in stdout and (root / "ann" / "patches.faiss").is_file()
-    coll = SceneIndex.open(root, tiny)
+    coll = open_index(root, tiny)
     exact = coll.find(["road"], min_score=0.0, max_results=10, exact=True)
     approx = coll.find(["road"], min_score=0.0, max_results=10, exact=False)
     assert approx.attrs["geoalign"]["search"] == "ann" and exact.attrs["geoalign"]["search"] == "exact"
@@ -291,7 +291,7 @@ def test_ann_search_and_staleness(reference, tiny, tiny_ckpt, tmp_path, capsys):
     assert rc == 0, err
     import geoalign_core.index.ann as ann_mod
 
-    coll = SceneIndex.open(root, tiny)
+    coll = open_index(root, tiny)
     with pytest.raises(Exception, match="older than its scenes"):
         coll.find(["road"], exact=False)
     old = ann_mod.ANN_MIN_PATCHES

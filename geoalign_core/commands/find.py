@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             result = runs.find(
                 predictor, source, phrases, out, overwrite=args.overwrite, regions=args.regions,
                 min_score=args.min_score, max_results=args.max_results, nms_iou=args.nms_iou, refine=refine,
-                regions_layer=args.layer, buffer=args.buffer, within=args.within, within_layer=args.layer,
+                layer=args.layer, buffer=args.buffer, within=args.within,
                 **({"object_size": object_size} if object_size is not None else {}), progress=prog,
                 stage=prog.stage, **cs.common_kwargs(args), **cs.collection_kwargs(args, source),
             )

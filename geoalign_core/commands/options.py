@@ -92,8 +92,6 @@ def collection_kwargs(args: argparse.Namespace, source) -> dict:
     if getattr(args, "crs", None) is not None:
         kw["crs"] = args.crs
     if getattr(args, "exact", False):
-        if not getattr(source, "is_collection", False):
-            raise InputError("--exact is for a collection index (--index FOLDER)")
         kw["exact"] = True
     return kw
 
@@ -276,9 +274,9 @@ def source_for(args: argparse.Namespace, predictor):
     and, when both are given, against the raster)."""
     if getattr(args, "index", None) is None:
         return args.raster
-    from ..index import SceneIndex
+    from ..index import open_index
 
-    idx = SceneIndex.open(args.index, predictor, check_raster=args.raster is None)
+    idx = open_index(args.index, predictor, check_raster=args.raster is None)
     if args.raster is not None:
         idx.check_raster(args.raster)
     return idx

@@ -64,7 +64,7 @@ class IndexCache:
         self._lock = threading.Lock()
 
     def get(self, path: str, predictor: Any, raster: str | None) -> Any:
-        from ..index import SceneIndex, patches_path
+        from ..index import open_index, patches_path
 
         p = Path(path)
         key = (str(p.resolve()), p.stat().st_mtime_ns if p.exists() else 0,
@@ -72,7 +72,7 @@ class IndexCache:
         with self._lock:
             idx = self._items.get(key)
             if idx is None:
-                idx = SceneIndex.open(p, predictor)
+                idx = open_index(p, predictor)
                 self._items[key] = idx
                 while len(self._items) > self.size:
                     self._items.popitem(last=False)
@@ -81,20 +81,6 @@ class IndexCache:
         if raster is not None:
             idx.check_raster(raster)
         return idx
-
-
-def cancelled_error() -> Exception:
-    from ..inference import Cancelled
-
-    return Cancelled("cancelled")
-
-
-def is_cancelled(exc: BaseException) -> bool:
-    try:
-        from ..inference import Cancelled
-    except ImportError:  # the model stack itself is broken: not a cancel
-        return False
-    return isinstance(exc, Cancelled)
 
 
 def remove_outputs(paths: list[str]) -> None:
@@ -205,7 +191,7 @@ def find(ctx: Context, params: dict) -> dict:
     _check_inputs(ctx, params)
     predictor, loaded = _predictor(ctx, params)
     kw = _common(ctx, params)
-    for key in ("regions", "regions_layer", "within", "within_layer", "buffer", "min_score", "max_results", "nms_iou",
+    for key in ("regions", "layer", "within", "buffer", "min_score", "max_results", "nms_iou",
                 "refine", "write_empty", "object_size"):
         if params.get(key) is not None:
             kw[key] = params[key]
@@ -278,8 +264,8 @@ def index(ctx: Context, params: dict) -> dict:
 
 def index_info(ctx: Context, params: dict) -> dict:
     """What an index holds, and whether its raster is still there and unchanged (no model loaded)."""
+    from ..errors import IndexMismatch
     from ..index import SceneIndex
-    from ..index.scene_index import IndexMismatch
 
     idx = SceneIndex.open(params["index"], check_raster=False)
     info = idx.info()

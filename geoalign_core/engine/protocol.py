@@ -73,9 +73,8 @@ PARAMS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "find": _COMMON | {
         "phrases": ((list,), True),
         "regions": ((str, _NONE), False),
-        "regions_layer": ((str, int, _NONE), False),
+        "layer": ((str, int, _NONE), False),
         "within": ((str, _NONE), False),
-        "within_layer": ((str, int, _NONE), False),
         "buffer": ((int, float, _NONE), False),
         "min_score": (NUMBER, False),
         "max_results": ((int,), False),

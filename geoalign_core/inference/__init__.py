@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING
 
 from .._lazy import lazy_names
 from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE
+from ..errors import Cancelled
 
 if TYPE_CHECKING:
-    from .encoder import Cancelled, EmbeddingBatch, Encoder
+    from .encoder import EmbeddingBatch, Encoder
     from .predictor import Predictor
     from .vocabulary import BACKGROUND_PHRASES, DEFAULT_VOCABULARY, PROMPT_TEMPLATES, VOCABULARY_SOURCES
 
 _LAZY = {
-    "Cancelled": "encoder",
     "EmbeddingBatch": "encoder",
     "Encoder": "encoder",
     "Predictor": "predictor",

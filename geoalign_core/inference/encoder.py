@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from rasterio.windows import Window
 
 from ..data.text import clean_texts, fill_template
-from ..errors import GeoAlignError, InputError
+from ..errors import Cancelled, InputError
 from ..geo import RasterSource, Tile
 from ..model import GeoAlignCLIP
 from ._reader import iter_batches
@@ -51,10 +51,6 @@ MIN_TILE_SIZE = 8
 Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool]
 Stage = Callable[[str], None]
-
-
-class Cancelled(GeoAlignError):
-    """The run was cancelled by its ``cancel`` callback (nothing was written)."""
 
 
 def enter_stage(stage: Stage | None, name: str) -> None:

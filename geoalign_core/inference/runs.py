@@ -2,9 +2,9 @@
 atomically in the format its extension names (:func:`geoalign_core.geo.write_vector`), and a
 one-line summary.
 
-``raster`` may also be a :class:`~geoalign_core.index.SceneIndex` (then only the text model
-runs). The ``geoalign`` CLI commands and the engine process that serves the QGIS plugin
-(:mod:`geoalign_core.engine`) are two thin shells over these four functions, so a result
+``raster`` may also be an opened index (:func:`geoalign_core.index.open_index`; then only the
+text model runs). The ``geoalign`` CLI commands and the engine process that serves the QGIS
+plugin (:mod:`geoalign_core.engine`) are two thin shells over these functions, so a result
 file is the same whichever of them made it. Each returns a :class:`RunResult`; the metadata
 written into the file is the Predictor's run metadata plus ``metadata`` (e.g. the client).
 """
@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from ..errors import InputError
 
 if TYPE_CHECKING:
     from .predictor import Predictor
@@ -62,29 +60,6 @@ def _write(gdf: Any, out: Path, layer: str, metadata: Mapping[str, Any] | None, 
     return Path(out), meta
 
 
-def _in_crs(raster: Any, kwargs: dict, task: Any) -> Any:
-    """Run ``task(kwargs)``; ``kwargs['crs']`` goes to a collection, else the result is reprojected to it."""
-    crs = kwargs.pop("crs", None)
-    if getattr(raster, "is_collection", False):
-        return task(dict(kwargs, crs=crs))
-    gdf = task(kwargs)
-    if crs is None:
-        return gdf
-    from pyproj import CRS
-    from pyproj.exceptions import CRSError
-
-    try:
-        target = CRS.from_user_input(crs)
-    except CRSError:
-        raise InputError(f"unknown CRS {crs!r}", param="crs") from None
-    if gdf.crs is None:
-        raise InputError("the raster has no CRS: its results cannot be reprojected", param="crs")
-    attrs = dict(gdf.attrs)
-    out = gdf.to_crs(target)
-    out.attrs = attrs
-    return out
-
-
 def _where(path: Path | None, layer: str) -> str:
     if path is None:
         return "(nothing written)"
@@ -94,10 +69,8 @@ def _where(path: Path | None, layer: str) -> str:
 def find(predictor: Predictor, raster: str | PathLike, phrases: Sequence[str], out: str | PathLike, *,
          overwrite: bool = False, metadata: Mapping[str, Any] | None = None, write_empty: bool = True,
          **kwargs: Any) -> RunResult:
-    """``predictor.find(raster, phrases, **kwargs)`` written as layer "matches" of ``out``.
-
-    ``crs`` (in ``kwargs``): the output's CRS (default: the raster's; a collection's own rule)."""
-    gdf = _in_crs(raster, kwargs, lambda kw: predictor.find(raster, phrases, **kw))
+    """``predictor.find(raster, phrases, **kwargs)`` written as layer "matches" of ``out``."""
+    gdf = predictor.find(raster, phrases, **kwargs)
     path, meta = _write(gdf, Path(out), "matches", metadata, overwrite, write_empty)
     col = "score" if "score" in gdf.columns else "standout"
     per_phrase = {}
@@ -161,8 +134,8 @@ def index(predictor: Predictor, raster: str | PathLike, out: str | PathLike, *, 
 def tile_classify(predictor: Predictor, raster: str | PathLike, classes: Sequence[str] | None,
                   out: str | PathLike, *, overwrite: bool = False, metadata: Mapping[str, Any] | None = None,
                   **kwargs: Any) -> RunResult:
-    """``predictor.tile_classify(raster, classes, **kwargs)`` written as layer "tiles" (``crs``: as :func:`find`)."""
-    gdf = _in_crs(raster, kwargs, lambda kw: predictor.tile_classify(raster, classes, **kw))
+    """``predictor.tile_classify(raster, classes, **kwargs)`` written as layer "tiles"."""
+    gdf = predictor.tile_classify(raster, classes, **kwargs)
     path, meta = _write(gdf, Path(out), "tiles", metadata, overwrite, True)
     counts = Counter(gdf["label"]).most_common()
     summary = (f"wrote {len(gdf)} tiles {_where(path, 'tiles')}; most frequent labels: "
