@@ -15,9 +15,10 @@ from typing import Any
 from ..defaults import DEFAULT_BATCH_SIZE
 from .collection import SceneCollection
 from .scene_index import SceneIndex
-from .scenes import is_collection
+from .scenes import is_collection, read_manifest
+from .store import read_metadata
 
-__all__ = ["open_index"]
+__all__ = ["index_model", "open_index"]
 
 
 def open_index(path: str | PathLike, model: Any = None, *, device: str = "auto",
@@ -26,3 +27,10 @@ def open_index(path: str | PathLike, model: Any = None, *, device: str = "auto",
     :class:`SceneIndex` (``model``, ``check_raster``: see :meth:`SceneIndex.open`)."""
     opener = SceneCollection.open if is_collection(path) else SceneIndex.open
     return opener(path, model, device=device, batch_size=batch_size, check_raster=check_raster)
+
+
+def index_model(path: str | PathLike) -> str:
+    """The model an index file or a collection folder was built with (what answers it by default)."""
+    if is_collection(path):
+        return str(read_manifest(path)["settings"]["model"])
+    return str(read_metadata(path)[1]["model"]["source"])

@@ -16,10 +16,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .predictor import Predictor
+from ..index.build import build_index
+from ..index.opening import open_index
+from ..params import RasterTask, fields_of
+from .encoder import Cancel, Progress, Stage
+from .predictor import Predictor
 
 
 @dataclass
@@ -124,8 +127,6 @@ def similar(predictor: Predictor, raster: Any, examples: Any, out: str | PathLik
 def index(predictor: Predictor, raster: str | PathLike, out: str | PathLike, *, overwrite: bool = False,
           **kwargs: Any) -> RunResult:
     """:func:`geoalign_core.index.build_index`: the scene index of ``raster`` in ``out`` (.parquet)."""
-    from ..index import build_index
-
     built = build_index(predictor, raster, out, overwrite=overwrite, **kwargs)
     details = {k: (str(v) if isinstance(v, Path) else v) for k, v in built.items() if k != "summary"}
     return RunResult(Path(built["path"]), None, int(built["n_tiles"]), built["summary"], {}, details)
@@ -165,4 +166,30 @@ def heatmap(predictor: Predictor, raster: str | PathLike, phrase: str, out: str 
     return RunResult(path, None, 1, summary, meta, details)
 
 
-__all__ = ["RunResult", "find", "heatmap", "index", "match_regions", "similar", "tile_classify"]
+def source_for(p: RasterTask, predictor: Predictor, opener: Any = None) -> Any:
+    """What task ``p`` runs on: its raster path, or its index opened with ``opener(path, predictor,
+    check_raster=...)`` (default :func:`~geoalign_core.index.open_index`) and checked against the
+    raster when both are given."""
+    if p.index is None:
+        return p.raster
+    idx = (opener or open_index)(p.index, predictor, check_raster=p.raster is None)
+    if p.raster is not None:
+        idx.check_raster(p.raster)
+    return idx
+
+
+def run_task(p: RasterTask, predictor: Predictor, source: Any, *, progress: Progress | None = None,
+             stage: Stage | None = None, cancel: Cancel | None = None) -> RunResult:
+    """Task ``p`` (checked: :func:`geoalign_core.checks.check_task`) run on ``source`` (:func:`source_for`)
+    and written: the one call of the ``geoalign`` commands and the engine."""
+    kw = {name: getattr(p, name) for name, f in fields_of(p.task).items() if f.metadata["api"] in ("task", "run")}
+    if p.task != "index":
+        kw = {k: v for k, v in kw.items() if v is not None or k in ("classes", "metadata")}
+    return _RUNS[p.task](predictor, source, progress=progress, stage=stage, cancel=cancel, **kw)
+
+
+_RUNS = {"find": find, "tile_classify": tile_classify, "match_regions": match_regions, "heatmap": heatmap,
+         "similar": similar, "index": index}
+
+__all__ = ["RunResult", "find", "heatmap", "index", "match_regions", "run_task", "similar", "source_for",
+           "tile_classify"]
