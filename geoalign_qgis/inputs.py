@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-DEFAULT_MODEL = "geoalign-demo"  # the engine's default (geoalign_core.defaults); shown until it answers
+from .protocol import DEFAULT_MODEL  # the engine's default; shown until it answers
 
 
 class InputProblem(ValueError):
