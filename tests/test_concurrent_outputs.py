@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from timeouts import scaled
 
 from geoalign_core.geo import read_metadata
 from geoalign_core.outputs import OutputBusy, lock_path, output_lock, publish
@@ -36,7 +37,7 @@ def _child(args: list[str], barrier, log: Path, sync: bool) -> None:  # pragma: 
 
             def check_then_wait(*a, **k):
                 result = check(*a, **k)
-                barrier.wait(timeout=60)
+                barrier.wait(timeout=scaled(60))
                 return result
 
             # the commands' early check (outputs.check_output) and the writers' own one (writers.check_output)
@@ -51,7 +52,7 @@ def _child(args: list[str], barrier, log: Path, sync: bool) -> None:  # pragma: 
         sys.stdout, sys.stderr = out, err
         from geoalign_core.cli import main
 
-        barrier.wait(timeout=60)
+        barrier.wait(timeout=scaled(60))
         try:
             code = main([str(a) for a in args])
         except SystemExit as exc:
@@ -82,7 +83,7 @@ def race(jobs: list[list[str]], logs: Path, sync: bool = False) -> list[tuple[in
     for p in procs:
         p.start()
     for p in procs:
-        p.join(timeout=300)
+        p.join(timeout=scaled(300))
     results = []
     for i, p in enumerate(procs):
         assert p.exitcode is not None, "a run did not finish"
