@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Inference benchmarks: prints tables and writes the "Inference" section of docs/benchmarks.md.
 
-Four measurements (issue 4), each a ratio measured in one run against its baseline:
+Four measurements, each a ratio measured in one run against its baseline:
 
 1. ``tile-classify`` end to end (raster read + normalise + resample in the reader thread,
    backbone, scoring, GeoDataFrame, GeoPackage write) vs the model alone on the same tiles

@@ -1,4 +1,4 @@
-"""``geoalign --help`` start-up against a bare ``python -c pass`` (issue 28: within 0.15 s of it).
+"""``geoalign --help`` start-up against a bare ``python -c pass`` (within 0.15 s of it).
 
 Both run as fresh interpreters of this Python, alternately, best of N each (wall time, the
 machine's other load shows least in the best); prints a table and, with ``--write``, replaces

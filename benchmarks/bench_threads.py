@@ -1,4 +1,4 @@
-"""1 vs 2 torch threads for a live ``find`` (issue 28), on a quiet machine and with a second
+"""1 vs 2 torch threads for a live ``find``, on a quiet machine and with a second
 CPU-busy process beside it; one run, fresh processes, CPU and wall time of each::
 
     PYTHONPATH=. python benchmarks/bench_threads.py --write

@@ -397,13 +397,6 @@ def stop_shared() -> None:
             _shared = None
 
 
-def default_log_path() -> Path:
-    """Where engine logs go when the plugin gives no folder: a per-user temp file."""
-    import tempfile
-
-    return Path(tempfile.gettempdir()) / f"geoalign-engine-{os.getuid() if hasattr(os, 'getuid') else 'user'}.log"
-
-
 __all__ = [
     "EngineCancelled",
     "EngineClient",

@@ -1,4 +1,4 @@
-"""Several runs writing the same output at once (issue 27, bug 1 and 4): never two successes with
+"""Several runs writing the same output at once: never two successes with
 one result lost; the losers exit 2 with one ``error:`` line and leave nothing behind.
 
 The runs are real ``geoalign`` CLI runs in forked processes (the model stack is imported once, in

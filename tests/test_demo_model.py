@@ -45,11 +45,11 @@ TOP10 = ["--max-results", "10", "--min-score", "0"]
 def test_find_red_car_top10(tmp_path, extra, at_03):
     """`find "red car"` on the sample scene: the top 10 results sit on red cars.
 
-    The target was 8 of 10 with IoU >= 0.3 with the default command (``issue-command``:
+    The target was 8 of 10 with IoU >= 0.3 with the default command (``plain-command``:
     `geoalign find sample_data/scene.tif "red car"` as is, its 10 best-ranked boxes). Since boxes
     nested 80 % in a better one are dropped (a second box on the same car no longer fills a place
     in the top 10), the default command's top 10 are 10 distinct places: 7 of them with IoU >= 0.3
-    (not met; with ``--max-results 10``, whose refinement looks at fewer boxes, 8; ``plain-command``). The default box
+    (not met; with ``--max-results 10``, whose refinement looks at fewer boxes, 8). The default box
     refinement (each box looked at again at twice the zoom) helps: without it (``--no-refine``) the
     demo model gets 5 of 10 (boxes follow its 8 px patch grid while a car is about 15x6 px), pinned
     here so that a change of either is seen. With ``--tile-size 56`` (tiles upsampled 2x,

@@ -319,7 +319,7 @@ def test_internal_errors_carry_a_traceback(monkeypatch):
     assert err["message"] == "ZeroDivisionError: division by zero" and "Traceback" in err["detail"]
 
 
-# ------------------------------------------------------------------ shutdown at any moment (issue 27)
+# ------------------------------------------------------------------ shutdown at any moment
 def _shutdown_at(delay: float, requests: list[dict], spawn) -> tuple[int, list[dict]]:
     """Send ``requests``, then ``shutdown`` after ``delay`` s; the exit status and every event."""
     pid, stdin, stdout = spawn()

@@ -1,4 +1,4 @@
-"""Issue 27 (reliability, round three), except the concurrent writers (test_concurrent_outputs.py)
+"""Reliability, round three, except the concurrent writers (test_concurrent_outputs.py)
 and the engine (test_engine.py): a raster placed by GCPs beside an identity geotransform and a
 CRS, a full disk during ``index``, hand-edited or foreign index files, and misleading messages.
 Each through the real CLI or library on small generated data.

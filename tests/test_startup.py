@@ -1,4 +1,4 @@
-"""Start-up (issue 28): the parser, --help and refused inputs load none of the heavy stacks;
+"""Start-up: the parser, --help and refused inputs load none of the heavy stacks;
 ``models list`` / ``models info`` load no torch; the thread policy's arithmetic."""
 
 from __future__ import annotations

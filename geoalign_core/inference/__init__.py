@@ -5,7 +5,7 @@ boxes) -> geo writers. The CLI, the engine (and through it the QGIS plugin) driv
 :class:`Predictor`::
 
     from geoalign_core.inference import Predictor
-    p = Predictor("geoalign-demo", device="auto", batch_size=32)
+    p = Predictor("geoalign-demo", device="auto", batch_size=16)
     tiles = p.tile_classify("scene.tif")                 # GeoDataFrame: label, score, top_k
     cars = p.find("scene.tif", ["red car"])              # GeoDataFrame: phrase, score, rank
     p.heatmap("scene.tif", "red car", "heat.tif")        # float32 COG
