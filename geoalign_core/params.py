@@ -159,7 +159,13 @@ class VectorInput:
 
 @dataclass
 class TileClassifyParams(RasterTask):
-    """``tile-classify``: zero-shot classification of every tile."""
+    """Classify every tile of a raster against classes (zero-shot).
+
+    Zero-shot classification of every tile: each class through remote-sensing prompt templates (averaged),
+    against the classes and the built-in vocabulary. Writes GeoPackage layer 'tiles' (label, score = the
+    estimated probability that the label is right, top_k = JSON) in the raster's CRS; 'none of these' where no
+    class is probably right.
+    """
 
     task: ClassVar[str] = "tile_classify"
     default_overlap: ClassVar[float] = DEFAULT_TILE_OVERLAP
@@ -172,7 +178,15 @@ class TileClassifyParams(RasterTask):
 
 @dataclass
 class FindParams(VectorInput, RasterTask):
-    """``find``: boxes of the objects matching each phrase."""
+    """Find objects matching phrases (boxes with scores).
+
+    Find objects by text: candidate boxes from each phrase's dense similarity map and multi-scale windows (or
+    the --regions features), scored by RoIAlign region embeddings from one backbone pass per tile against the
+    phrase's competitors (the built-in vocabulary and background phrases). The score is the estimated
+    probability that the box shows the phrase, calibrated on held-out labelled data (the model's card; `geoalign
+    models info NAME`); a model without a calibration writes 'standout' instead. NMS across tile borders,
+    --min-score, top --max-results per phrase. Writes GeoPackage layer 'matches' (phrase, score, rank).
+    """
 
     task: ClassVar[str] = "find"
 
@@ -203,7 +217,14 @@ class FindParams(VectorInput, RasterTask):
 
 @dataclass
 class MatchRegionsParams(VectorInput, RasterTask):
-    """``match-regions``: every feature of a vector file scored against every phrase."""
+    """Score every feature of a vector file against phrases.
+
+    Score the bounding box of every input feature (any OGR format and CRS, reprojected to the raster's) against
+    every phrase: RoIAlign region embeddings against the phrases, generic background phrases and the built-in
+    vocabulary; score = the estimated probability that the region shows the phrase (the model card's
+    calibration). Writes GeoPackage layer 'regions': the features with best_phrase, score and one score column
+    per phrase. Features outside the raster are reported and skipped.
+    """
 
     task: ClassVar[str] = "match_regions"
 
@@ -215,7 +236,13 @@ class MatchRegionsParams(VectorInput, RasterTask):
 
 @dataclass
 class HeatmapParams(RasterTask):
-    """``heatmap``: a phrase's response at every pixel, as a float32 GeoTIFF."""
+    """Similarity of every pixel to a phrase, as a float32 GeoTIFF.
+
+    Dense patch-phrase cosine similarity (the model's dense mode), resampled onto the raster's grid (or a grid
+    coarser by --scale) and averaged where tiles overlap; float32 Cloud-Optimised GeoTIFF with the raster's CRS,
+    NaN nodata where the input has no data. --values score maps the estimated probability that a one-patch
+    region shows the phrase.
+    """
 
     task: ClassVar[str] = "heatmap"
 
@@ -229,7 +256,15 @@ class HeatmapParams(RasterTask):
 
 @dataclass
 class SimilarParams(VectorInput, RasterTask):
-    """``similar``: more regions like one or more example regions (query by example)."""
+    """Find more regions like an example box (query by example), from a raster or its index.
+
+    Query by example: the example regions' embedding (RoIAlign, averaged over the examples) is the query;
+    candidate boxes of about the examples' size are built and pooled as find builds them, scored by their
+    similarity with the query: score = the estimated probability that a region is the same kind of thing as the
+    examples. With --phrase the query becomes normalize(examples + W * phrase), e.g. an example car and --phrase
+    'red car'. The example itself is a candidate (column 'example'). Writes GeoPackage layer 'similar' (score,
+    rank, example).
+    """
 
     task: ClassVar[str] = "similar"
 
@@ -249,7 +284,13 @@ class SimilarParams(VectorInput, RasterTask):
 
 @dataclass
 class IndexParams(RasterTask):
-    """``index``: a raster's tile and patch embeddings, stored once (a scene index, .parquet)."""
+    """Embed a raster once into a scene index, for instant find / heatmap / similar.
+
+    One image pass over the raster's tile grid, keeping every tile's global embedding and patch grid (int8) in a
+    GeoParquet file (one row per tile) and a .patches.npy file beside it. Afterwards `geoalign
+    find|heatmap|tile-classify|match-regions|similar --index FILE` answer with the text model only. An
+    interrupted build (Ctrl-C, a crash) resumes when the same command is run again.
+    """
 
     task: ClassVar[str] = "index"
 

@@ -17,17 +17,7 @@ from . import options as cs
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "index",
-        help="embed a raster once into a scene index, for instant find / heatmap / similar",
-        description=(
-            "One image pass over the raster's tile grid, keeping every tile's global embedding and "
-            "patch grid (int8) in a GeoParquet file (one row per tile) and a .patches.npy file beside it. "
-            "Afterwards `geoalign find|heatmap|tile-classify|match-regions|similar --index FILE` answer "
-            "with the text model only. An interrupted build (Ctrl-C, a crash) resumes when the same "
-            "command is run again."
-        ),
-    )
+    p = cs.task_parser(sub, IndexParams, raster_help=None)
     p.add_argument("rasters", nargs="*", metavar="RASTER",
                    help="input raster(s); quoted glob patterns ('folder/*.tif', 'tiles/**/*.tif') are expanded. "
                         "Several rasters make a collection: one index per scene in the --out folder")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import inspect
 import os
 import re
 import sys
@@ -71,6 +72,37 @@ def add_task_options(p: argparse.ArgumentParser, cls: type[RasterTask], out_help
             kw.update(type=_TYPES.get(kind, str), metavar=f.metadata["metavar"], choices=f.metadata["choices"])
         p.add_argument(spell(name), **kw)
     add_common(p)
+
+
+RASTER_HELP = "input raster (or a scene index .parquet; may be left out with --index)"
+
+
+def task_parser(sub: argparse._SubParsersAction, cls: type[RasterTask],
+                raster_help: str | None = RASTER_HELP) -> argparse.ArgumentParser:
+    """The sub-command of task ``cls`` (``find``, ``tile-classify``, ...) with its raster positional first (none
+    for ``raster_help=None``); its help and description are the parameter set's docstring (the first line, then
+    the rest)."""
+    first, _, rest = inspect.cleandoc(cls.__doc__ or "").partition("\n\n")
+    p = sub.add_parser(cls.task.replace("_", "-"), help=first[:1].lower() + first[1:].rstrip("."),
+                       description=" ".join(rest.split()))
+    if raster_help is not None:
+        p.add_argument("raster", nargs="?", help=raster_help)
+    return p
+
+
+def task_runner(cls: type[RasterTask], suffix: str, shift: Callable[[argparse.Namespace], None],
+                describe: Callable[[Any, str], str], shifted: Callable[[argparse.Namespace], bool] | None = None,
+                values: Callable[[argparse.Namespace], dict] | None = None) -> Callable[[argparse.Namespace], int]:
+    """A task command's ``run(args)``: the raster or index settled (``shift``, ``shifted``: see
+    :func:`settle_source`), the parameters from the options (and ``values(args)``, the command's own forms),
+    the output named ``<raster stem><suffix>`` unless ``--out`` names it, then :func:`run_task`."""
+    def run(args: argparse.Namespace) -> int:
+        with one_line_warnings():
+            settle_source(args, shift, shifted)
+            extra = values(args) if values is not None else {}
+            return run_task(args, task_from_args(args, cls, out=default_out(args, suffix), **extra), describe)
+
+    return run
 
 
 def add_vector_choice(p: argparse.ArgumentParser, cls: type[RasterTask], *names: str) -> None:

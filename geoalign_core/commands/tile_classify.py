@@ -11,14 +11,8 @@ from . import options as cs
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tile-classify", help="classify every tile of a raster against classes (zero-shot)",
-                       description=(
-        "Zero-shot classification of every tile: each class through remote-sensing prompt templates "
-        "(averaged), against the classes and the built-in vocabulary. Writes GeoPackage layer 'tiles' (label, "
-        "score = the estimated probability that the label is right, top_k = JSON) in the raster's CRS; "
-        "'none of these' where no class is probably right."))
-    p.add_argument("raster", nargs="?", help="input raster (GeoTIFF, ...; or a scene index .parquet; may be left out "
-                   "with --index)")
+    p = cs.task_parser(sub, TileClassifyParams, "input raster (GeoTIFF, ...; or a scene index "
+                       ".parquet; may be left out with --index)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--classes", default=None, help='comma-separated classes, e.g. "forest,river,parking lot"')
     g.add_argument("--classes-file", type=Path, default=None, help="text file, one class per line (# comments)")
@@ -54,9 +48,5 @@ def _describe(p: TileClassifyParams, model: str) -> str:
             f"{'the built-in vocabulary' if classes is None else f'{len(classes)} classes'}")
 
 
-def run(args: argparse.Namespace) -> int:
-    with cs.one_line_warnings():
-        cs.settle_source(args, _shift)
-        p = cs.task_from_args(args, TileClassifyParams, classes=read_classes(args),
-                              out=cs.default_out(args, "_tiles.gpkg"))
-        return cs.run_task(args, p, _describe)
+run = cs.task_runner(TileClassifyParams, "_tiles.gpkg", _shift, _describe,
+                     values=lambda args: {"classes": read_classes(args)})
