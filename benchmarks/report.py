@@ -83,3 +83,9 @@ def peak_rss_cli(args: list[str], workdir: Path) -> tuple[float, float, int]:
         print(proc.stderr.decode(errors="replace"), file=sys.stderr)
     kb = float(report.read_text()) if report.is_file() else float("nan")
     return kb / 1024.0, secs, proc.returncode
+
+
+def git_commit() -> str:
+    """The checkout's short commit (what a benchmark's numbers were measured at)."""
+    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()

@@ -42,11 +42,11 @@ from ..geo.vectors import parse_crs
 from ..inference import scoring
 from ..inference.encoder import Encoder
 from ..inference.metadata import run_metadata
-from ..inference.predictor import as_encoder
 from . import ann
 from .scene_index import SceneIndex
 from .scenes import Scene, manifest_scenes, read_manifest
 from .store import read_metadata
+from .text_side import TextSide
 
 __all__ = ["MAX_OPEN", "SceneCollection"]
 
@@ -55,7 +55,7 @@ __all__ = ["MAX_OPEN", "SceneCollection"]
 MAX_OPEN = 32
 
 
-class SceneCollection:
+class SceneCollection(TextSide):
     """A collection index folder (``geoalign index A.tif B.tif ... --out idx/``), opened for queries.
 
     ::
@@ -102,24 +102,23 @@ class SceneCollection:
         return coll
 
     # ------------------------------------------------------------------ model and parts
-    def bind(self, model: Any) -> Encoder:
-        """Use ``model`` (a name, a loaded model, an Encoder / Predictor) for the text side of every scene."""
-        enc = as_encoder(model, self._device, self._batch_size)
+    def own_model(self) -> str:
+        return str(self.settings["model"])
+
+    def check_compatible(self, enc: Encoder, bands: Any = None) -> None:
+        """Refuse a model other than the collection's (each scene checks its bands when it is opened)."""
         fp = enc.model.fingerprint()
         if fp != self.settings["model_fingerprint"]:
             raise IndexMismatch(f"{self.root.name} was built with the model {self.settings['model']!r} (fingerprint "
                                 f"{self.settings['model_fingerprint']}); this is {enc.model_source!r} (fingerprint "
                                 f"{fp}): query it with its own model", param="model")
-        self._enc = enc
+
+    def bind(self, model: Any) -> Encoder:
+        """Use ``model`` for the text side of every scene (:meth:`TextSide.bind <.text_side.TextSide.bind>`)."""
+        enc = super().bind(model)
         for idx in self._open.values():
             idx.bind(enc)
         return enc
-
-    @property
-    def encoder(self) -> Encoder:
-        if self._enc is None:
-            self.bind(self.settings["model"])
-        return self._enc  # type: ignore[return-value]
 
     def part(self, scene: Scene | str):
         """The :class:`~.scene_index.SceneIndex` of one scene (opened once)."""
@@ -168,10 +167,6 @@ class SceneCollection:
         """A scene's CRS from its part's metadata (without opening the part)."""
         wkt = self.part_metadata(scene)[1]["raster"].get("crs")
         return RasterCRS.from_wkt(wkt) if wkt else None
-
-    def check_compatible(self, enc: Encoder, bands: Any = None) -> None:
-        for s in self.scenes:
-            self.part(s).check_compatible(enc, bands)
 
     # ------------------------------------------------------------------ queries
     def find(self, phrases: Sequence[str] | str, regions: Any = None, min_score: float | None = None,

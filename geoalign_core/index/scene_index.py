@@ -47,20 +47,20 @@ from ..geo.stats import SceneStats
 from ..inference import calibration, classify, find, heatmap, scoring, similar
 from ..inference import regions as regions_task
 from ..inference.encoder import Cancel, EmbeddingBatch, Encoder, Progress, check_cancel
-from ..inference.predictor import as_encoder
 from ..inference.source import LiveSource, tile_boxes
 from .fingerprint import raster_fingerprint
 from .patch_scores import best_patch_scores
 from .pieces import pool_pieces
 from .scenes import is_collection
 from .store import check_patches, dequantize, load_patches, patches_path, read_metadata, unusable
+from .text_side import TextSide
 
 __all__ = ["BATCH_TILES", "IndexMismatch", "SceneIndex"]
 
 BATCH_TILES = 64  #: tiles dequantised per batch
 
 
-class SceneIndex:
+class SceneIndex(TextSide):
     """A scene index (``geoalign index``), opened for queries.
 
     Open one with :meth:`open` (or :func:`~geoalign_core.index.open_index`, which also opens a
@@ -174,19 +174,8 @@ class SceneIndex:
             raise IndexMismatch(f"{self.path.name} is the index of {self.raster_path}, not of {target}",
                                 param="index")
 
-    def bind(self, model: Any) -> Encoder:
-        """Use ``model`` for the text side (see :meth:`open`); returns its encoder."""
-        enc = as_encoder(model, self._device, self._batch_size)
-        self.check_compatible(enc)
-        self._enc = enc
-        return enc
-
-    @property
-    def encoder(self) -> Encoder:
-        """The encoder that answers queries (the index's own model unless :meth:`bind` set one)."""
-        if self._enc is None:
-            self.bind(self.model_info["source"])
-        return self._enc  # type: ignore[return-value]
+    def own_model(self) -> str:
+        return str(self.model_info["source"])
 
     def check_compatible(self, enc: Encoder, bands: Sequence[int] | str | None = None) -> None:
         """Refuse a model other than the index's, or bands other than its own."""

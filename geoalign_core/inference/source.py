@@ -79,27 +79,12 @@ class LiveSource:
     def __init__(self, enc: Encoder, raster: RasterSource) -> None:
         self.enc = enc
         self.raster = raster
-
-    # the raster's identity
-    @property
-    def path(self) -> Any:
-        return self.raster.path
-
-    @property
-    def crs(self) -> CRS | None:
-        return self.raster.crs
-
-    @property
-    def transform(self) -> Affine:
-        return self.raster.transform
-
-    @property
-    def width(self) -> int:
-        return self.raster.width
-
-    @property
-    def height(self) -> int:
-        return self.raster.height
+        # the raster's identity (fixed for an open raster)
+        self.path: Any = raster.path
+        self.crs: CRS | None = raster.crs
+        self.transform: Affine = raster.transform
+        self.width: int = raster.width
+        self.height: int = raster.height
 
     def raster_meta(self) -> dict:
         r = self.raster
