@@ -113,6 +113,11 @@ class SceneCollection(TextSide):
                                 f"{self.settings['model_fingerprint']}); this is {enc.model_source!r} (fingerprint "
                                 f"{fp}): query it with its own model", param="model")
 
+    def check_raster(self, raster: Any = None) -> None:
+        """A collection answers for its own scenes (each checks its raster when it is opened): no raster to check."""
+        if raster is not None:
+            raise InputError("a collection index answers for its own scenes: leave the raster out", param="raster")
+
     def bind(self, model: Any) -> Encoder:
         """Use ``model`` for the text side of every scene (:meth:`TextSide.bind <.text_side.TextSide.bind>`)."""
         enc = super().bind(model)

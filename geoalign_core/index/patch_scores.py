@@ -52,8 +52,8 @@ def rows_of_patches(patches: np.ndarray, rows: np.ndarray) -> Iterator[np.ndarra
     mm = getattr(patches, "_mmap", None)
     if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
         row_bytes = int(np.prod(patches.shape[1:]))
-        start = int(patches.offset) + lo * row_bytes
-        end = int(patches.offset) + hi * row_bytes
+        offset = int(getattr(patches, "offset", 0))  # a memory map's header bytes
+        start, end = offset + lo * row_bytes, offset + hi * row_bytes
         page = mmap.PAGESIZE
         first = (start + page - 1) // page * page  # whole pages inside the run only
         with contextlib.suppress(OSError, ValueError):

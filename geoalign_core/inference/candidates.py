@@ -71,6 +71,8 @@ def pool_candidates(
     if hot is not None:
         per_tile = [c[scoring.boxes_touch(hot[i], c, patch)] for i, c in enumerate(per_tile)]
     valid = scoring.boxes_valid_fraction(eb.valid, per_tile) >= scoring.MIN_VALID_FRACTION
+    if eb.dense is None:
+        raise ValueError("candidate boxes are pooled from dense maps: pass the batch with dense=True")
     with torch.no_grad():
         reg = F.normalize(enc.model.pool_regions(eb.dense, per_tile).float(), dim=-1)
     # map to raster pixels

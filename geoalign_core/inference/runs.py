@@ -12,7 +12,7 @@ written into the file is the Predictor's run metadata plus ``metadata`` (e.g. th
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -188,8 +188,10 @@ def run_task(p: RasterTask, predictor: Predictor, source: Any, *, progress: Prog
     return _RUNS[p.task](predictor, source, progress=progress, stage=stage, cancel=cancel, **kw)
 
 
-_RUNS = {"find": find, "tile_classify": tile_classify, "match_regions": match_regions, "heatmap": heatmap,
-         "similar": similar, "index": index}
+_RUNS: dict[str, Callable[..., RunResult]] = {
+    "find": find, "tile_classify": tile_classify, "match_regions": match_regions, "heatmap": heatmap,
+    "similar": similar, "index": index,
+}
 
 __all__ = ["RunResult", "find", "heatmap", "index", "match_regions", "run_task", "similar", "source_for",
            "tile_classify"]
