@@ -94,8 +94,9 @@ def find(
 
     ``object_size`` (metres: a side, or width and height): the objects' typical size, for every
     phrase; without it, a fine-tuned model's labelled sizes (``spec.extra["object_sizes"]``,
-    written by ``geoalign finetune``) apply to the phrases that are its classes. For a phrase
-    with a size, windows of that size (stepped by a quarter of it) join the candidates, only
+    written by ``geoalign finetune``), else the model card's typical sizes (measured on its training
+    labels, for classes whose size varies little), apply to the phrases that name one of those
+    classes ("red car" -> "car"). For a phrase with a size, windows of that size (stepped by a quarter of it) join the candidates, only
     boxes within :data:`SIZE_RANGE` x of its area are kept, and its boxes are not refined.
 
     ``score``: the estimated probability that the box shows the phrase (:mod:`.calibration`: the
@@ -156,7 +157,7 @@ def find(
             enter_stage(stage, "scanning tiles")
             cal = src.calibration(area, ts, overlap, texts, len(phrases), cancel).for_phrases(
                 enc, phrases, src.out_of_domain)
-            sizes, size_meta = object_sizes(enc, phrases, object_size, src)
+            sizes, size_meta = object_sizes(enc, phrases, object_size, src, ts)
             boxes, scores, p_idx, n_scanned, zv = find_candidates(
                 enc, src, windows, area, texts, len(phrases), cal.raw_threshold(float(min_score)),
                 int(max_results), float(nms_iou), progress, cancel, sizes=sizes, vocab=vocab,
