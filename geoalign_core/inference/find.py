@@ -96,8 +96,9 @@ def find(
     phrase; without it, a fine-tuned model's labelled sizes (``spec.extra["object_sizes"]``,
     written by ``geoalign finetune``), else the model card's typical sizes (measured on its training
     labels, for classes whose size varies little), apply to the phrases that name one of those
-    classes ("red car" -> "car"). For a phrase with a size, windows of that size (stepped by a quarter of it) join the candidates, only
-    boxes within :data:`SIZE_RANGE` x of its area are kept, and its boxes are not refined.
+    classes ("red car" -> "car"). For a phrase with a size, windows of that size (stepped by a
+    quarter of it) join the candidates, only boxes within :data:`SIZE_RANGE` x of its area are
+    kept, and its boxes are not refined (:mod:`.object_sizes`).
 
     ``score``: the estimated probability that the box shows the phrase (:mod:`.calibration`: the
     model card's map of the box's evidence against its competitors and the scene); ``min_score``
