@@ -23,7 +23,7 @@ import pytest
 import rasterio
 import shapely
 from cli_helpers import assert_bad, cli
-from generate import SAMPLE_SCENE, textured_raster
+from generate import SAMPLE_SCENE, geostationary_raster, textured_raster
 from timeouts import scaled
 
 from geoalign_core.geo import read_metadata
@@ -308,12 +308,7 @@ def test_prepare_reports_reprojection_failures(capsys, tmp_path):
     labels = gpd.GeoDataFrame({"cls": ["field", "field"]}, geometry=[on, on], crs="EPSG:32633").to_crs("EPSG:4326")
     # the second polygon on the far side of the earth: no place in a geostationary view of Europe
     labels.loc[1, "geometry"] = shapely.box(170, 0, 171, 1)
-    geos = tmp_path / "geos.tif"
-    with rasterio.open(path) as ds:
-        profile = ds.profile | {"crs": "+proj=geos +h=35785831 +lon_0=0 +sweep=y",
-                                "transform": rasterio.transform.from_origin(1100000, 4900000, 20, 20)}
-        with rasterio.open(geos, "w", **profile) as dst:
-            dst.write(ds.read())
+    geos = geostationary_raster(tmp_path, path)
     vec = tmp_path / "labels.gpkg"
     labels.to_file(vec)
     rc, out, err = cli(capsys, "prepare", geos, vec, "--class-field", "cls", "--out", tmp_path / "ds", "--keep-empty")

@@ -47,6 +47,7 @@ from ..geo.stats import SceneStats
 from ..inference import calibration, classify, find, heatmap, scoring, similar
 from ..inference import regions as regions_task
 from ..inference.encoder import Cancel, EmbeddingBatch, Encoder, Progress, check_cancel
+from ..inference.metadata import raster_identity
 from ..inference.source import LiveSource, tile_boxes
 from .fingerprint import raster_fingerprint
 from .patch_scores import best_patch_scores
@@ -195,14 +196,8 @@ class SceneIndex(TextSide):
         return len(self.patches)
 
     def raster_meta(self) -> dict:
-        return {
-            "raster": self.raster_path,
-            "index": str(self.path),
-            "crs": self.crs.to_string() if self.crs is not None else None,
-            "georeferencing": self.georeferencing,
-            "bands": list(self.bands),
-            "scene_stats": self.stats.to_dict(),
-        }
+        return raster_identity(self.raster_path, self.crs, self.georeferencing, self.bands, self.stats,
+                               index=str(self.path))
 
     def tile_size(self, tile_size: int | None) -> int:
         if tile_size is not None and int(tile_size) != self._ts:

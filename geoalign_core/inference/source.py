@@ -27,6 +27,7 @@ from rasterio.windows import Window
 from ..geo import RasterSource
 from ..geo.grid import assign_to_windows, check_tile_fits, tile_windows
 from .encoder import Cancel, EmbeddingBatch, Encoder, Progress, check_cancel, tile_scale
+from .metadata import raster_identity
 
 if TYPE_CHECKING:
     from affine import Affine
@@ -88,13 +89,7 @@ class LiveSource:
 
     def raster_meta(self) -> dict:
         r = self.raster
-        return {
-            "raster": str(r.path),
-            "crs": r.crs.to_string() if r.crs is not None else None,
-            "georeferencing": r.georeferencing,
-            "bands": list(r.bands),
-            "scene_stats": r.stats.to_dict(),
-        }
+        return raster_identity(r.path, r.crs, r.georeferencing, r.bands, r.stats)
 
     # the grid
     def tile_size(self, tile_size: int | None) -> int:
