@@ -234,3 +234,14 @@ def geostationary_raster(folder: Path, source: Path | None = None) -> Path:
         with rasterio.open(geos, "w", **profile) as dst:
             dst.write(ds.read())
     return geos
+
+
+def real_data(name: str) -> Path:
+    """A file of ``../shared/real_data``; the test is skipped when it is absent (``CI=true``: the run
+    fails at start instead, see conftest.py)."""
+    import pytest
+
+    path = REAL_DATA / name
+    if not path.exists():
+        pytest.skip(f"real data not present: {path}")
+    return path
