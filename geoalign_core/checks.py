@@ -169,30 +169,36 @@ def check_source(p: RasterTask) -> None:
     """The raster (missing, not a raster, no CRS, bad bands) and the index (an index file and its patch file,
     or a collection folder); a local raster that is missing or a folder is refused before rasterio loads."""
     from .geo.paths import check_raster_path
-    from .index.scenes import is_collection, read_manifest
-    from .index.store import check_patches, read_metadata
 
     if p.raster is None and p.index is None:
         raise InputError("give a raster (or a scene index)", param="raster")
     if p.raster is not None:
         check_raster_path(p.raster)
-    if p.index is not None:
-        if is_collection(p.index):
-            read_manifest(p.index)
-            if p.raster is not None:
-                raise InputError("a collection index answers for its own scenes: leave the raster out", param="raster")
-        elif Path(p.index).is_dir():
-            raise InputError(f"not an index: {p.index} is a folder without a manifest.json", param="index")
-        else:
-            emb, _ = read_metadata(p.index)
-            check_patches(Path(p.index), emb)
-    if getattr(p, "exact", None) is not None and not (p.index is not None and is_collection(p.index)):
+    collection = p.index is not None and _check_index(p)
+    if getattr(p, "exact", None) is not None and not collection:
         raise InputError("exact is for a collection index (an index folder)", param="exact")
     if p.raster is not None:
         from .geo.raster import RasterSource
 
         with RasterSource(p.raster, p.bands, allow_no_crs=p.allow_no_crs):
             pass
+
+
+def _check_index(p: RasterTask) -> bool:
+    """The index of ``p``: a collection folder (True) or an index file and its patch file (False)."""
+    from .index.scenes import is_collection, read_manifest
+    from .index.store import check_patches, read_metadata
+
+    if is_collection(p.index):
+        read_manifest(p.index)
+        if p.raster is not None:
+            raise InputError("a collection index answers for its own scenes: leave the raster out", param="raster")
+        return True
+    if Path(str(p.index)).is_dir():
+        raise InputError(f"not an index: {p.index} is a folder without a manifest.json", param="index")
+    emb, _ = read_metadata(p.index)
+    check_patches(Path(str(p.index)), emb)
+    return False
 
 
 def check_task(p: RasterTask, spell: Spell = engine_spelling) -> RasterTask:
