@@ -189,15 +189,16 @@ def _check_index(p: RasterTask) -> bool:
     from .index.scenes import is_collection, read_manifest
     from .index.store import check_patches, read_metadata
 
-    if is_collection(p.index):
-        read_manifest(p.index)
+    index = Path(str(p.index))
+    if is_collection(index):
+        read_manifest(index)
         if p.raster is not None:
             raise InputError("a collection index answers for its own scenes: leave the raster out", param="raster")
         return True
-    if Path(str(p.index)).is_dir():
-        raise InputError(f"not an index: {p.index} is a folder without a manifest.json", param="index")
-    emb, _ = read_metadata(p.index)
-    check_patches(Path(str(p.index)), emb)
+    if index.is_dir():
+        raise InputError(f"not an index: {index} is a folder without a manifest.json", param="index")
+    emb, _ = read_metadata(index)
+    check_patches(index, emb)
     return False
 
 
