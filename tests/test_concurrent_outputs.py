@@ -149,28 +149,28 @@ def test_output_lock_is_exclusive_and_removed(tmp_path):
 
 
 # ------------------------------------------------------------------ the commands
-def test_find_runs_racing_for_one_output(tiny_ckpt, textured, tmp_path):
-    out = tmp_path / "out" / "same.gpkg"
-    out.parent.mkdir()
-    phrases = ["red car", "swimming pool", "green tree"]
-    results = race([["find", textured, p, "--model", tiny_ckpt, "--out", out, "--quiet"] for p in phrases],
-                   tmp_path / "logs", sync=True)
-    won = one_winner(results)
-    assert read_metadata(out, "matches")["phrases"] == [phrases[won]]  # the winner's result, whole
-    no_leftovers(out.parent, {"same.gpkg"})
+def _whole_find(out, phrase: str) -> None:
+    assert read_metadata(out, "matches")["phrases"] == [phrase]  # the winner's result, whole
 
 
-def test_heatmap_runs_racing_for_one_output(tiny_ckpt, textured, tmp_path):
-    out = tmp_path / "out" / "same.tif"
-    out.parent.mkdir()
-    phrases = ["red car", "swimming pool", "green tree"]
-    results = race([["heatmap", textured, p, "--model", tiny_ckpt, "--out", out, "--quiet"] for p in phrases],
-                   tmp_path / "logs", sync=True)
-    won = one_winner(results)
+def _whole_heatmap(out, phrase: str) -> None:
     with rasterio.open(out) as ds:
-        assert ds.descriptions[0] == phrases[won]
+        assert ds.descriptions[0] == phrase
         assert np.isfinite(ds.read(1)).any()
-    no_leftovers(out.parent, {"same.tif"})
+
+
+@pytest.mark.parametrize(("command", "name", "whole"), [("find", "same.gpkg", _whole_find),
+                                                        ("heatmap", "same.tif", _whole_heatmap)])
+def test_runs_racing_for_one_output(tiny_ckpt, textured, tmp_path, command, name, whole):
+    """Three runs of one command with three phrases write the same new output at once: one wins, whole."""
+    out = tmp_path / "out" / name
+    out.parent.mkdir()
+    phrases = ["red car", "swimming pool", "green tree"]
+    results = race([[command, textured, p, "--model", tiny_ckpt, "--out", out, "--quiet"] for p in phrases],
+                   tmp_path / "logs", sync=True)
+    won = one_winner(results)
+    whole(out, phrases[won])
+    no_leftovers(out.parent, {name})
 
 
 def test_index_builds_racing_for_one_output(tiny_ckpt, textured, tmp_path):
