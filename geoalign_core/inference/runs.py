@@ -183,8 +183,6 @@ def run_task(p: RasterTask, predictor: Predictor, source: Any, *, progress: Prog
     """Task ``p`` (checked: :func:`geoalign_core.checks.check_task`) run on ``source`` (:func:`source_for`)
     and written: the one call of the ``geoalign`` commands and the engine."""
     kw = {name: getattr(p, name) for name, f in fields_of(p.task).items() if f.metadata["api"] in ("task", "run")}
-    if p.task != "index":
-        kw = {k: v for k, v in kw.items() if v is not None or k in ("classes", "metadata")}
     return _RUNS[p.task](predictor, source, progress=progress, stage=stage, cancel=cancel, **kw)
 
 
