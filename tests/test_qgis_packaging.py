@@ -127,6 +127,9 @@ def test_zip_layout_and_metadata(plugin_zip):
         wheel = next(n for n in names if n.startswith("geoalign_qgis/wheels/") and n.endswith(".whl"))
         with zf.open(wheel) as fh, zipfile.ZipFile(fh) as whl:
             wheel_names = whl.namelist()
+        # the engine protocol, parameter sets and defaults: geoalign_core's own files, not copies of their values
+        for rel in ("defaults.py", "params.py", "engine/__init__.py", "engine/protocol.py"):
+            assert zf.read(f"geoalign_qgis/core/{rel}") == (ROOT / "geoalign_core" / rel).read_bytes(), rel
     assert all(n.startswith("geoalign_qgis/") for n in names)
     for needed in ("metadata.txt", "__init__.py", "icon.svg", "plugin.py", "dock.py", "map_tool.py", "engine.py",
                    "environment.py", "tasks.py", "layers.py", "results.py", "setup_panel.py", "settings_dialog.py",
