@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..defaults import DEFAULT_BATCH_SIZE
 from ..inference.encoder import Encoder
 from ..inference.predictor import as_encoder
 
@@ -21,7 +22,7 @@ class TextSide:
 
     _enc: Encoder | None = None
     _device: str = "auto"
-    _batch_size: int = 16
+    _batch_size: int = DEFAULT_BATCH_SIZE
 
     def own_model(self) -> str:
         """The model the index was built with (its name or path)."""
