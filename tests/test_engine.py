@@ -232,7 +232,6 @@ def test_a_queued_request_can_be_cancelled(client, big, crop, tmp_path):
     assert isinstance(results["long"], dict) and not (tmp_path / "queued.gpkg").exists()
 
 
-@pytest.mark.slow
 def test_object_size_and_a_collection_folder_through_the_engine(client, crop, tmp_path):
     """The engine takes every find parameter the CLI takes: object_size (metres), and a collection
     index folder as the index (every scene, merged, with a scene column)."""
@@ -261,6 +260,7 @@ def test_object_size_and_a_collection_folder_through_the_engine(client, crop, tm
         client.request("find", {"raster": str(crop), "phrases": ["car"], "bogus": 1, "out": str(tmp_path / "b.gpkg")})
 
 
+@pytest.mark.slow
 def test_engine_death_is_reported_and_the_next_request_restarts_it(tmp_path, big, crop):
     c = EngineClient(sys.executable, tmp_path / "engine.log")
     try:
