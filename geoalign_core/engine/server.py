@@ -30,7 +30,7 @@ from typing import TextIO
 from .. import __version__
 from ..errors import Cancelled, GeoAlignError, ModelError
 from . import jobs
-from .protocol import CONTROL_TYPES, JOB_TYPES, PROTOCOL_VERSION, BadRequest, encode, parse_request
+from .protocol import CONTROL_TYPES, JOB_TYPES, PROTOCOL_VERSION, BadRequest, encode, parse_request, remove_outputs
 
 log = logging.getLogger("geoalign.engine")
 
@@ -192,7 +192,7 @@ class Engine:
 
     def _fail(self, job: Job, ctx: Context, exc: BaseException) -> None:
         if isinstance(exc, Cancelled) or job.cancel.is_set():
-            jobs.remove_outputs(ctx.outputs)
+            remove_outputs(ctx.outputs)
             self.terminal(job, {"id": job.id, "event": "cancelled"})
             return
         message = " ".join(str(exc).split()) or type(exc).__name__
