@@ -310,7 +310,7 @@ class EngineClient:
             try:
                 check_params(rtype, params)
             except BadRequest as exc:
-                raise EngineError(str(exc), kind="input") from None
+                raise EngineError(str(exc), kind="input", code="bad_request") from None
         self.start()
         rid = f"r{next(self._ids)}"
         pending = _Pending(rid)
