@@ -201,8 +201,9 @@ class FindParams(VectorInput, RasterTask):
     max_results: int = param(DEFAULT_MAX_RESULTS, "best N matches per phrase", metavar="N")
     object_size: float | list[float] | None = param(
         None, "the objects' typical size in metres (a side, or width,height): windows of that size join the "
-              "candidates and boxes far from it (area outside 1/2.5 .. 2.5x) are dropped; a model from 'geoalign "
-              "finetune' knows its classes' sizes without it", metavar="W[,H]")
+              "candidates and boxes far from it (area outside 1/2.5 .. 2.5x) are dropped; without it, the sizes a "
+              "fine-tuned model or the model card knows for the class a phrase names apply ('red car' -> car)",
+        metavar="W[,H]")
     nms_iou: float = _nms_iou()
     refine: bool | None = param(None, "look at the best boxes of each phrase again at twice the zoom (the best "
                                       f"max results + 20, at most {REFINE_MAX_BOXES} per phrase) and move each "
