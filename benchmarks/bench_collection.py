@@ -194,7 +194,7 @@ def _iou(a, b) -> float:
 def bench_ann(work: Path, sides: list[int]) -> list[dict]:
     import torch
 
-    from geoalign_core.index import SceneIndex
+    from geoalign_core.index import open_index
     from geoalign_core.index.ann import AnnIndex, build_ann, candidate_tiles
     from geoalign_core.inference import Predictor
 
@@ -211,7 +211,7 @@ def bench_ann(work: Path, sides: list[int]) -> list[dict]:
         t0 = time.perf_counter()
         meta = build_ann(root)
         ann_build = time.perf_counter() - t0
-        coll = SceneIndex.open(root, p, check_raster=False)
+        coll = open_index(root, p, check_raster=False)
         t0 = time.perf_counter()
         ann_index = AnnIndex.load(root)
         ann_load = time.perf_counter() - t0

@@ -10,7 +10,7 @@ talks to it, with this interpreter as the engine's Python:
 * first / second ``find`` on a 512 px crop of the sample scene: the first loads the model, the
   second reuses it (the ratio is what keeping the engine alive saves);
 * cancel: a long ``heatmap`` is cancelled after its first progress event; the time from the
-  cancel flag to ``EngineCancelled`` (target: "within a second or two", issue 12: <= 2 s).
+  cancel flag to ``EngineCancelled`` (target: "within a second or two", <= 2 s).
 
 Writes the table to docs/benchmarks.md ("Engine").
 """

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Inference benchmarks: prints tables and writes the "Inference" section of docs/benchmarks.md.
 
-Four measurements (issue 4), each a ratio measured in one run against its baseline:
+Four measurements, each a ratio measured in one run against its baseline:
 
 1. ``tile-classify`` end to end (raster read + normalise + resample in the reader thread,
    backbone, scoring, GeoDataFrame, GeoPackage write) vs the model alone on the same tiles
@@ -30,7 +30,6 @@ import argparse
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ import numpy as np
 import rasterio
 import torch
 from rasterio.transform import from_origin
-from report import DOC, ROOT, cpu_summary, table, write_section
+from report import DOC, ROOT, cpu_summary, peak_rss_cli, table, write_section
 
 sys.path.insert(0, str(ROOT))
 
@@ -225,37 +224,6 @@ def _bench_regions(model, model_name: str, dev: torch.device, n_boxes: int, repe
 
 
 # ---------------------------------------------------------------------------- 3. memory
-_CHILD = """
-import sys
-from geoalign_core.cli import main
-try:
-    rc = main(sys.argv[2:])
-finally:
-    status = open("/proc/self/status").read()
-    hwm = [ln.split()[1] for ln in status.splitlines() if ln.startswith("VmHWM:")]
-    open(sys.argv[1], "w").write(hwm[0] if hwm else "nan")
-sys.exit(rc)
-"""
-
-
-def peak_rss_cli(args: list[str], workdir: Path) -> tuple[float, float, int]:
-    """Run ``geoalign ARGS`` in a fresh interpreter; returns (peak RSS in MB, seconds, exit status).
-
-    The child reports its own ``VmHWM`` (peak resident set of its address space) at exit:
-    ``ru_maxrss`` of a forked child would include the parent's memory at fork time.
-    """
-    report = workdir / "vmhwm.txt"
-    report.unlink(missing_ok=True)
-    t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(report), *args], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, cwd=ROOT)
-    secs = time.perf_counter() - t
-    if proc.returncode != 0:
-        print(proc.stderr.decode(errors="replace"), file=sys.stderr)
-    kb = float(report.read_text()) if report.is_file() else float("nan")
-    return kb / 1024.0, secs, proc.returncode
-
-
 def bench_memory(model_name: str, device: str, scenes: dict[int, Path], tile: int, bounds_px: int | None,
                  workdir: Path) -> list[dict]:
     rows = []

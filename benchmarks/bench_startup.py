@@ -1,4 +1,4 @@
-"""``geoalign --help`` start-up against a bare ``python -c pass`` (issue 28: within 0.15 s of it).
+"""``geoalign --help`` start-up against a bare ``python -c pass`` (within 0.15 s of it).
 
 Both run as fresh interpreters of this Python, alternately, best of N each (wall time, the
 machine's other load shows least in the best); prints a table and, with ``--write``, replaces
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, cpu_summary, table, write_section  # noqa: E402
+from report import ROOT, cpu_summary, git_commit, table, write_section  # noqa: E402
 
 HEADING = "## Start-up: `geoalign --help` against `python -c pass`"
 CASES = {
@@ -51,8 +51,7 @@ def main() -> None:
              "yes" if t - base <= 0.15 or name == "python -c pass" else "no"] for name, t in best.items()]
     tab = table(["command (fresh process)", "best wall (ms)", "minus bare python (ms)", "ratio",
                  "within 0.15 s"], rows)
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    commit = git_commit()
     text = "\n".join([
         HEADING, "",
         f"Measured {datetime.date.today().isoformat()} at commit {commit} on {cpu_summary()}, best of "

@@ -1,4 +1,4 @@
-"""1 vs 2 torch threads for a live ``find`` (issue 28), on a quiet machine and with a second
+"""1 vs 2 torch threads for a live ``find``, on a quiet machine and with a second
 CPU-busy process beside it; one run, fresh processes, CPU and wall time of each::
 
     PYTHONPATH=. python benchmarks/bench_threads.py --write
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, cpu_summary, table, write_section  # noqa: E402
+from report import ROOT, cpu_summary, git_commit, table, write_section  # noqa: E402
 
 HEADING = "## Threads: a live `find` with 1 and 2 torch threads"
 BUSY = "while True: pass"
@@ -58,8 +58,7 @@ def main() -> None:
             rows.append([load if load == "quiet" else "1 busy process beside it", n, f"{w:.1f}", f"{c:.1f}",
                          f"{w / w1:.2f}x", f"{c / c1:.2f}x"])
     tab = table(["machine", "threads", "wall (s)", "CPU (s)", "wall vs 1 thread", "CPU vs 1 thread"], rows)
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    commit = git_commit()
     text = "\n".join([
         HEADING, "",
         f"Measured {datetime.date.today().isoformat()} at commit {commit} on {cpu_summary()} "

@@ -1,10 +1,14 @@
-"""What every benchmark shares: the machine it ran on, Markdown tables, and its section of docs/benchmarks.md."""
+"""What every benchmark shares: the machine it ran on, Markdown tables, its section of docs/benchmarks.md,
+and the peak memory of a ``geoalign`` command."""
 
 from __future__ import annotations
 
 import os
 import platform
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,3 +52,40 @@ def write_section(text: str, heading: str | None = None, doc: Path = DOC) -> Non
     tmp = doc.with_name(f".{doc.name}.tmp")
     tmp.write_text(new.rstrip() + "\n", encoding="utf-8")
     os.replace(tmp, doc)
+
+
+_CHILD = """
+import sys
+from geoalign_core.cli import main
+try:
+    rc = main(sys.argv[2:])
+finally:
+    status = open("/proc/self/status").read()
+    hwm = [ln.split()[1] for ln in status.splitlines() if ln.startswith("VmHWM:")]
+    open(sys.argv[1], "w").write(hwm[0] if hwm else "nan")
+sys.exit(rc)
+"""
+
+
+def peak_rss_cli(args: list[str], workdir: Path) -> tuple[float, float, int]:
+    """Run ``geoalign ARGS`` in a fresh interpreter; returns (peak RSS in MB, seconds, exit status).
+
+    The child reports its own ``VmHWM`` (peak resident set of its address space) at exit:
+    ``ru_maxrss`` of a forked child would include the parent's memory at fork time.
+    """
+    report = workdir / "vmhwm.txt"
+    report.unlink(missing_ok=True)
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(report), *args], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, cwd=ROOT)
+    secs = time.perf_counter() - t
+    if proc.returncode != 0:
+        print(proc.stderr.decode(errors="replace"), file=sys.stderr)
+    kb = float(report.read_text()) if report.is_file() else float("nan")
+    return kb / 1024.0, secs, proc.returncode
+
+
+def git_commit() -> str:
+    """The checkout's short commit (what a benchmark's numbers were measured at)."""
+    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()

@@ -13,7 +13,7 @@ from ._lazy import lazy_names
 
 __version__ = "0.1.0"
 
-from .errors import CheckpointError, GeoAlignError, InputError, ModelError, OfflineError
+from .errors import Cancelled, CheckpointError, GeoAlignError, IndexMismatch, InputError, ModelError, OfflineError
 
 if TYPE_CHECKING:
     from .model import GeoAlignCLIP, ModelSpec
@@ -26,9 +26,11 @@ __getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = [
+    "Cancelled",
     "CheckpointError",
     "GeoAlignCLIP",
     "GeoAlignError",
+    "IndexMismatch",
     "InputError",
     "ModelError",
     "ModelSpec",

@@ -47,3 +47,11 @@ class CheckpointError(ModelError):
 
 class OfflineError(ModelError):
     """Weights are not cached and the hub cannot be reached."""
+
+
+class IndexMismatch(GeoAlignError):
+    """A scene index does not belong to this model or raster (another model, a changed raster)."""
+
+
+class Cancelled(GeoAlignError):
+    """A run was cancelled by its ``cancel`` callback (nothing was written)."""

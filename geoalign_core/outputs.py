@@ -49,6 +49,7 @@ VECTOR_FORMATS: dict[str, tuple[str, str]] = {
     ".csv": ("CSV", "CSV"),
 }
 RASTER_FORMATS: dict[str, tuple[str, str]] = {".tif": ("GeoTIFF", "COG"), ".tiff": ("GeoTIFF", "COG")}
+INDEX_FORMATS: dict[str, tuple[str, str]] = {".parquet": ("Parquet", "index")}  #: a scene index
 
 
 def output_format(path: str | PathLike, formats: Mapping[str, tuple[str, str]]) -> tuple[str, str]:

@@ -3,7 +3,7 @@ of this machine.
 
 torch's default is one intra-op thread per CPU it sees (``os.cpu_count()``-like), which ignores a
 container's CPU quota and the other ranks of a torchrun job: oversubscribed threads spin and wait
-(issue 28: a live ``find`` took 3x the CPU with 2 threads as with 1 on a busy 2-core machine).
+(a live ``find`` took 3x the CPU with 2 threads as with 1 on a busy 2-core machine).
 
 :func:`default_threads`, in order:
 

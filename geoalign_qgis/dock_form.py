@@ -38,12 +38,12 @@ from qgis.PyQt.QtWidgets import (
 from . import layers
 from .compat import raster_layer_filter
 from .inputs import DEFAULT_MODEL, split_texts
+from .protocol import DEFAULT_BATCH_SIZE, DEFAULT_MIN_SCORE
 from .results import ResultsTable
 from .setup_panel import SetupPanel
 from .widgets import WrapLabel
 
 SCOPES = (("view", "Current map view"), ("layer", "Whole layer"), ("regions", "Regions drawn on the map"))
-DEFAULT_MIN_SCORE = 0.5  # geoalign_core.defaults.DEFAULT_MIN_SCORE: "probably right"
 DEFAULT_MAX_RESULTS = 100
 DEFAULT_OVERLAP = 0.25
 SETTINGS = "geoalign/dock"
@@ -179,7 +179,7 @@ class DockForm:
         adv.addRow("Device", self.device_combo)
         self.batch_size = QSpinBox(advanced)
         self.batch_size.setRange(1, 1024)
-        self.batch_size.setValue(16)
+        self.batch_size.setValue(DEFAULT_BATCH_SIZE)
         adv.addRow("Batch size", self.batch_size)
         self.tile_size = QSpinBox(advanced)
         self.tile_size.setRange(0, 4096)

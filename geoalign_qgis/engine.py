@@ -28,8 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-#: must equal geoalign_core.engine.protocol.PROTOCOL_VERSION (a test checks it)
-PROTOCOL_VERSION = 2
+from .protocol import ABSOLUTE_PATHS, PARAMS, PROTOCOL_VERSION, BadRequest, check_params
+
 START_TIMEOUT_S = 120.0  # first start: Python + geoalign_core import (not the model stack)
 POLL_S = 0.1
 #: variables of QGIS's process that would make another Python or its wheels load QGIS's
@@ -71,9 +71,6 @@ class EngineStartError(EngineError):
         super().__init__(message, kind="engine", code="engine_start", detail=detail)
 
 
-#: must equal geoalign_core.engine.protocol.ABSOLUTE_PATHS (a test checks it): parameters the
-#: engine refuses unless they are absolute paths
-ABSOLUTE_PATHS = ("out",)
 
 
 def absolute_paths(params: dict[str, Any]) -> dict[str, Any]:
@@ -333,8 +330,13 @@ class EngineClient:
             cancelled: polled every 0.1 s; once true, the engine is asked to cancel.
             timeout: seconds before the request is cancelled and TimeoutError raised.
         """
-        self.start()
         params = absolute_paths(params or {})
+        if rtype in PARAMS:  # the plugin sends only what the engine takes: the task's parameter set
+            try:
+                check_params(rtype, params)
+            except BadRequest as exc:
+                raise EngineError(str(exc), kind="input", code="bad_request") from None
+        self.start()
         rid = f"r{next(self._ids)}"
         pending = _Pending(rid, rtype)
         with self._lock:
@@ -420,13 +422,6 @@ def stop_shared() -> None:
         if _shared is not None:
             _shared.stop()
             _shared = None
-
-
-def default_log_path() -> Path:
-    """Where engine logs go when the plugin gives no folder: a per-user temp file."""
-    import tempfile
-
-    return Path(tempfile.gettempdir()) / f"geoalign-engine-{os.getuid() if hasattr(os, 'getuid') else 'user'}.log"
 
 
 __all__ = [

@@ -8,8 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-DEFAULT_MODEL = "geoalign-demo"  # the engine's default (geoalign_core.defaults); shown until it answers
-MAX_PHRASES = 200  # geoalign_core.defaults.MAX_PHRASES: find's limit (memory grows with the phrases)
+from .protocol import DEFAULT_MODEL, MAX_PHRASES  # the engine's values; the model is shown until it answers
 
 
 class InputProblem(ValueError):

@@ -76,10 +76,6 @@ class RegionLabel(QgsMapCanvasItem):
         self.setPos(self.toCanvasCoordinates(self._point))
         self.update()
 
-    def set_point(self, point: QgsPointXY) -> None:
-        self._point = QgsPointXY(point)
-        self.updatePosition()
-
 
 class RegionsMapTool(QgsMapTool):
     """Collects rectangles drawn with the mouse; emits ``regionsChanged(count)``."""

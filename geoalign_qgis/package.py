@@ -7,7 +7,8 @@ The zip holds one folder, ``geoalign_qgis/``, with ``metadata.txt`` (the plugin 
 stamped with ``version`` from ``geoalign_core/__init__.py`` -- the one version source -- and
 ``changelog`` from that version's section of CHANGELOG.md), ``LICENSE``, ``__init__.py``
 (classFactory), ``icon.svg``, the plugin code, and
-``wheels/geoalign-<version>-py3-none-any.whl``: the GeoAlign package of the
+``core/`` (geoalign_core's engine protocol, parameter sets and defaults: :mod:`geoalign_qgis.protocol`),
+and ``wheels/geoalign-<version>-py3-none-any.whl``: the GeoAlign package of the
 same version, which the plugin's one-click set-up installs into a separate environment for
 the engine process (QGIS's own Python never gets it). Building the wheel needs a Python with
 pip and setuptools (the project's .venv); ``--no-wheel`` builds the plugin alone.
@@ -49,8 +50,12 @@ REQUIRED_KEYS = (
 INCLUDE_SUFFIXES = {".py", ".svg", ".png", ".qml", ".ui", ".txt", ".md"}
 EXCLUDE_NAMES = {"package.py"}
 EXCLUDE_DIRS = {"__pycache__", "tests", ".pytest_cache", "wheels"}
+#: geoalign_core's protocol, parameter sets and defaults (standard library only), shipped as geoalign_qgis/core/:
+#: the plugin takes its constants from them (geoalign_qgis/protocol.py), not from copies
+SHIPPED_CORE = ("defaults.py", "params.py", "engine/__init__.py", "engine/protocol.py")
+CORE_INIT = '"""geoalign_core\'s protocol, parameter sets and defaults, as the plugin\'s zip ships them."""\n'
 # what the wheel is built from (copied to a temporary folder: the build leaves nothing in the checkout)
-WHEEL_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "geoalign_core", "geoalign_qgis", "training")
+WHEEL_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "geoalign_core", "geoalign_qgis")
 
 
 def version() -> str:
@@ -188,6 +193,11 @@ def build(out: Path, metadata: Path = METADATA, wheel: bool = True, email: str |
             arc = f"{FOLDER}/{p.relative_to(HERE).as_posix()}"
             zf.write(p, arc)
             names.append(arc)
+        zf.writestr(f"{FOLDER}/core/__init__.py", CORE_INIT)
+        names.append(f"{FOLDER}/core/__init__.py")
+        for rel in SHIPPED_CORE:
+            zf.write(ROOT / "geoalign_core" / rel, f"{FOLDER}/core/{rel}")
+            names.append(f"{FOLDER}/core/{rel}")
         if wheel:
             whl = build_wheel(Path(wdir))
             arc = f"{FOLDER}/wheels/{whl.name}"

@@ -21,6 +21,7 @@ from qgis.PyQt.QtCore import QObject, pyqtSignal
 from . import environment
 from .compat import MSG_CRITICAL, MSG_INFO, MSG_WARNING
 from .engine import EngineCancelled, EngineClient, EngineError, shared_client
+from .protocol import remove_outputs
 
 LOG_TAG = "GeoAlign"
 SETTINGS_ENGINE_PYTHON = "geoalign/engine_python"
@@ -87,14 +88,6 @@ def log_error(exc: EngineError, what: str) -> None:
     else:
         detail = f"\n{exc.detail}" if exc.detail else ""
         QgsMessageLog.logMessage(f"{what}: {exc}{detail}", LOG_TAG, MSG_CRITICAL)
-
-
-def remove_outputs(paths: list[Path]) -> None:
-    """Delete a result and the GDAL side-cars next to it."""
-    for path in paths:
-        for p in (path, *(Path(str(path) + s) for s in ("-journal", "-wal", "-shm", ".aux.xml", ".ovr"))):
-            with contextlib.suppress(OSError):
-                p.unlink()
 
 
 # ---------------------------------------------------------------------------- tasks

@@ -148,3 +148,26 @@ def dock(qgis_iface):
     wait_until(lambda: d.typed_task is None and d.index_info_task is None, 60, "the dock's index tasks")
     d.dispose()
     d.deleteLater()
+
+
+def pytest_configure(config):
+    """With ``CI=true`` the real-data tests must run: a missing ``../shared/real_data`` fails the run
+    instead of skipping them (elsewhere they skip, as the design says)."""
+    from generate import REAL_DATA
+
+    if os.environ.get("CI", "").lower() == "true" and not REAL_DATA.is_dir():
+        raise pytest.UsageError(f"CI=true but the real data are missing: {REAL_DATA} (see its README); the "
+                                "real-data tests would be skipped")
+
+
+def pytest_collection_modifyitems(config, items):
+    """pytest-timeout's per-test limit stretched by the machine's load (:mod:`timeouts`), unless a test sets its own."""
+    from timeouts import load_factor
+
+    limit = config.getini("timeout")
+    if not limit:
+        return
+    factor = load_factor()
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(float(limit) * factor))

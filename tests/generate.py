@@ -218,3 +218,30 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     sys.exit(main(sys.argv[1:]))
+
+
+def geostationary_raster(folder: Path, source: Path | None = None) -> Path:
+    """``source`` (default: a 200 px textured raster) placed in a geostationary view of Europe: a CRS
+    defined on one disk of the earth, where far-away features cannot be projected."""
+    import rasterio
+    import rasterio.transform
+
+    path = source if source is not None else textured_raster(folder / "plain.tif", width=200, height=200)
+    geos = folder / "geos.tif"
+    with rasterio.open(path) as ds:
+        profile = ds.profile | {"crs": "+proj=geos +h=35785831 +lon_0=0 +sweep=y",
+                                "transform": rasterio.transform.from_origin(1100000, 4900000, 20, 20)}
+        with rasterio.open(geos, "w", **profile) as dst:
+            dst.write(ds.read())
+    return geos
+
+
+def real_data(name: str) -> Path:
+    """A file of ``../shared/real_data``; the test is skipped when it is absent (``CI=true``: the run
+    fails at start instead, see conftest.py)."""
+    import pytest
+
+    path = REAL_DATA / name
+    if not path.exists():
+        pytest.skip(f"real data not present: {path}")
+    return path

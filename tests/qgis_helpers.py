@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from generate import ROOT, SAMPLE_SCENE, sample_crop
+from timeouts import scaled
 
 SCENE = SAMPLE_SCENE
 
@@ -40,7 +41,7 @@ def carded_tiny_model() -> str:
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-c", script, str(path), str(Path(__file__).parent)], check=True,
-                       timeout=300)
+                       timeout=scaled(300))
     return str(path)
 
 

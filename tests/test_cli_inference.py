@@ -31,6 +31,7 @@ import shapely
 import torch
 from cli_helpers import assert_bad, cli
 from generate import REAL_DATA, SAMPLE_LABELS, SAMPLE_SCENE, textured_raster
+from timeouts import scaled
 
 from geoalign_core import load_model
 from geoalign_core.geo import count_tiles, read_geopackage_metadata
@@ -246,7 +247,7 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path, tiny_ckpt, big_textured, pref
         time.sleep(1.5)
         assert proc.poll() is None, "finished before the interrupt"
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=scaled(60))
     finally:
         if proc.poll() is None:
             proc.kill()

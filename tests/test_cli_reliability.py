@@ -23,7 +23,8 @@ import pytest
 import rasterio
 import shapely
 from cli_helpers import assert_bad, cli
-from generate import SAMPLE_SCENE, textured_raster
+from generate import SAMPLE_SCENE, geostationary_raster, textured_raster
+from timeouts import scaled
 
 from geoalign_core.geo import read_metadata
 
@@ -257,7 +258,7 @@ def test_disk_full_is_one_line_and_leaves_nothing(tiny_ckpt, textured, tmp_path)
                 continue
             args = [*args, "--model", tiny_ckpt] if args[0] != "prepare" else args
             proc = subprocess.run([sys.executable, "-m", "geoalign_core.cli", *map(str, args), "--quiet"],
-                                  capture_output=True, text=True, timeout=300)
+                                  capture_output=True, text=True, timeout=scaled(300))
             lines = proc.stderr.strip().splitlines()
             assert proc.returncode == 2, proc.stderr
             assert len(lines) == 1 and "no space left on device" in lines[0] and "nothing was written" in lines[0], \
@@ -278,7 +279,7 @@ def test_file_size_limit_is_one_line_too(tiny_ckpt, textured, tmp_path):  # noqa
         sys.exit(main(["heatmap", {str(textured)!r}, "car", "--out", {str(tmp_path / 'h.tif')!r}, "--model",
                        {tiny_ckpt!r}, "--quiet"]))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=scaled(300))
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "file too large" in lines[0], proc.stderr
     assert list(tmp_path.iterdir()) == []
@@ -291,7 +292,7 @@ def test_bad_input_is_refused_without_the_model_stack(textured, tmp_path):  # no
              ["find", str(textured), "car", "--out", str(tmp_path / "x.png")], ["--help"], ["find", "--help"]]
     for args in cases:
         proc = subprocess.run([sys.executable, "-c", block + "from geoalign_core.cli import main; "
-                               f"sys.exit(main({args!r}))"], capture_output=True, text=True, timeout=60)
+                               f"sys.exit(main({args!r}))"], capture_output=True, text=True, timeout=scaled(60))
         if "--help" in args:
             assert proc.returncode == 0 and "usage: geoalign" in proc.stdout, proc.stderr
         else:
@@ -307,12 +308,7 @@ def test_prepare_reports_reprojection_failures(capsys, tmp_path):
     labels = gpd.GeoDataFrame({"cls": ["field", "field"]}, geometry=[on, on], crs="EPSG:32633").to_crs("EPSG:4326")
     # the second polygon on the far side of the earth: no place in a geostationary view of Europe
     labels.loc[1, "geometry"] = shapely.box(170, 0, 171, 1)
-    geos = tmp_path / "geos.tif"
-    with rasterio.open(path) as ds:
-        profile = ds.profile | {"crs": "+proj=geos +h=35785831 +lon_0=0 +sweep=y",
-                                "transform": rasterio.transform.from_origin(1100000, 4900000, 20, 20)}
-        with rasterio.open(geos, "w", **profile) as dst:
-            dst.write(ds.read())
+    geos = geostationary_raster(tmp_path, path)
     vec = tmp_path / "labels.gpkg"
     labels.to_file(vec)
     rc, out, err = cli(capsys, "prepare", geos, vec, "--class-field", "cls", "--out", tmp_path / "ds", "--keep-empty")
@@ -338,7 +334,7 @@ def test_prepare_killed_then_rerun_cleans_up(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert list(out.glob(".prepare-*"))  # kill -9 leaves its work folder ...
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=scaled(600))
     assert done.returncode == 0, done.stderr
     assert not list(out.glob(".prepare-*"))  # ... which the next run removes
     assert "removed 1 work folder(s) left in" in done.stderr

@@ -26,8 +26,9 @@ import pyarrow.parquet as pq
 import pytest
 from cli_helpers import assert_bad, cli
 from generate import REAL_DATA, free_port, sample_crop, textured_raster
+from timeouts import scaled
 
-from geoalign_core.index import SceneIndex
+from geoalign_core.index import SceneIndex, open_index
 from geoalign_core.index.scenes import Scene, expand_inputs, parse_shard, scene_names, share
 from geoalign_core.inference import Predictor
 
@@ -61,7 +62,7 @@ def _env() -> dict:
 
 def _run_cli(*args, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "geoalign_core.cli", "index", *map(str, args), "--quiet"],
-                          capture_output=True, text=True, env=_env(), timeout=600)
+                          capture_output=True, text=True, env=_env(), timeout=scaled(600))
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -116,13 +117,14 @@ def test_two_gloo_ranks_equal_one_process(scenes, reference, tiny_ckpt, tmp_path
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
            "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
            "-m", "geoalign_core.cli", "index", *map(str, scenes), "--out", str(out), "--model", tiny_ckpt]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=scaled(600))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[rank 0]" in proc.stdout and "[rank 1]" in proc.stdout  # both ranks indexed something
     assert "3 scene(s) indexed" in proc.stdout and "on 2 ranks" in proc.stdout
     _same_collection(reference, out)
 
 
+@pytest.mark.slow  # three index builds of three scenes (about a minute)
 def test_shards_equal_one_process_and_rerun_skips(scenes, reference, tiny_ckpt, tmp_path):
     out = tmp_path / "idx"
     lst = tmp_path / "scenes.txt"
@@ -137,7 +139,8 @@ def test_shards_equal_one_process_and_rerun_skips(scenes, reference, tiny_ckpt, 
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*")
               if p.is_file() and p.name != "manifest.json" and "stac" not in p.relative_to(out).parts}
     proc = subprocess.run([sys.executable, "-m", "geoalign_core.cli", "index", "--from-list", str(lst), "--out",
-                           str(out), "--model", tiny_ckpt], capture_output=True, text=True, env=_env(), timeout=600)
+                           str(out), "--model", tiny_ckpt], capture_output=True, text=True, env=_env(),
+                          timeout=scaled(600))
     assert proc.returncode == 0 and "0 scene(s) indexed" in proc.stdout and "3 already done" in proc.stdout
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
 
@@ -172,7 +175,7 @@ def test_killed_run_resumes(scenes, reference, tiny_ckpt, tmp_path):
     kept = list(work.glob("*/part-*.npz"))
     assert len(kept) >= 2 and len(list((out / "parts").glob("*.parquet"))) < 3, "the run ended before the kill"
     again = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=_env(),
-                           timeout=600)
+                           timeout=scaled(600))
     assert again.returncode == 0, again.stderr
     _same_collection(reference, out)
     assert not any(work.iterdir())  # unfinished work is gone once every scene is done
@@ -187,7 +190,7 @@ def test_broken_scene_is_reported_and_the_others_go_on(scenes, tiny_ckpt, tmp_pa
     assert "1 failed" in stdout and "failed: broken (" in stdout and "2 scene(s) indexed" in stdout
     assert sorted(p.stem for p in (out / "parts").glob("*.parquet")) == sorted(Path(s).stem for s in scenes[:2])
     with pytest.warns(UserWarning, match="1 of 3 scenes are not indexed"):
-        coll = SceneIndex.open(out, tiny_ckpt)
+        coll = open_index(out, tiny_ckpt)
     assert len(coll) == 2
 
 
@@ -211,8 +214,9 @@ def tiny(tiny_ckpt):
         return Predictor(tiny_ckpt, device="cpu", batch_size=8)
 
 
+@pytest.mark.slow  # every scene queried alone, then the collection (tens of seconds)
 def test_find_over_scenes_equals_each_scene_merged(reference, tiny):
-    coll = SceneIndex.open(reference, tiny)
+    coll = open_index(reference, tiny)
     phrases = ["red car", "building"]
     got = coll.find(phrases, min_score=0.0, max_results=15)
     real = all((REAL_DATA / n).exists() for n in ("neon_osbs029_rgb.tif", "spacenet_atlanta_pan.tif"))
@@ -277,7 +281,7 @@ def test_ann_search_and_staleness(reference, tiny, tiny_ckpt, tmp_path, capsys):
                                            for i in range(3)], "--out", root, "--model", tiny_ckpt, "--ann")
     assert rc == 0, err
     assert "ANN index IVF" in stdout and (root / "ann" / "patches.faiss").is_file()
-    coll = SceneIndex.open(root, tiny)
+    coll = open_index(root, tiny)
     exact = coll.find(["road"], min_score=0.0, max_results=10, exact=True)
     approx = coll.find(["road"], min_score=0.0, max_results=10, exact=False)
     assert approx.attrs["geoalign"]["search"] == "ann" and exact.attrs["geoalign"]["search"] == "exact"
@@ -291,7 +295,7 @@ def test_ann_search_and_staleness(reference, tiny, tiny_ckpt, tmp_path, capsys):
     assert rc == 0, err
     import geoalign_core.index.ann as ann_mod
 
-    coll = SceneIndex.open(root, tiny)
+    coll = open_index(root, tiny)
     with pytest.raises(Exception, match="older than its scenes"):
         coll.find(["road"], exact=False)
     old = ann_mod.ANN_MIN_PATCHES

@@ -1,4 +1,4 @@
-"""Several runs writing the same output at once (issue 27, bug 1 and 4): never two successes with
+"""Several runs writing the same output at once: never two successes with
 one result lost; the losers exit 2 with one ``error:`` line and leave nothing behind.
 
 The runs are real ``geoalign`` CLI runs in forked processes (the model stack is imported once, in
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from timeouts import scaled
 
 from geoalign_core.geo import read_metadata
 from geoalign_core.outputs import OutputBusy, lock_path, output_lock, publish
@@ -36,7 +37,7 @@ def _child(args: list[str], barrier, log: Path, sync: bool) -> None:  # pragma: 
 
             def check_then_wait(*a, **k):
                 result = check(*a, **k)
-                barrier.wait(timeout=60)
+                barrier.wait(timeout=scaled(60))
                 return result
 
             # the commands' early check (outputs.check_output) and the writers' own one (writers.check_output)
@@ -51,7 +52,7 @@ def _child(args: list[str], barrier, log: Path, sync: bool) -> None:  # pragma: 
         sys.stdout, sys.stderr = out, err
         from geoalign_core.cli import main
 
-        barrier.wait(timeout=60)
+        barrier.wait(timeout=scaled(60))
         try:
             code = main([str(a) for a in args])
         except SystemExit as exc:
@@ -82,7 +83,7 @@ def race(jobs: list[list[str]], logs: Path, sync: bool = False) -> list[tuple[in
     for p in procs:
         p.start()
     for p in procs:
-        p.join(timeout=300)
+        p.join(timeout=scaled(300))
     results = []
     for i, p in enumerate(procs):
         assert p.exitcode is not None, "a run did not finish"
@@ -148,28 +149,28 @@ def test_output_lock_is_exclusive_and_removed(tmp_path):
 
 
 # ------------------------------------------------------------------ the commands
-def test_find_runs_racing_for_one_output(tiny_ckpt, textured, tmp_path):
-    out = tmp_path / "out" / "same.gpkg"
-    out.parent.mkdir()
-    phrases = ["red car", "swimming pool", "green tree"]
-    results = race([["find", textured, p, "--model", tiny_ckpt, "--out", out, "--quiet"] for p in phrases],
-                   tmp_path / "logs", sync=True)
-    won = one_winner(results)
-    assert read_metadata(out, "matches")["phrases"] == [phrases[won]]  # the winner's result, whole
-    no_leftovers(out.parent, {"same.gpkg"})
+def _whole_find(out, phrase: str) -> None:
+    assert read_metadata(out, "matches")["phrases"] == [phrase]  # the winner's result, whole
 
 
-def test_heatmap_runs_racing_for_one_output(tiny_ckpt, textured, tmp_path):
-    out = tmp_path / "out" / "same.tif"
-    out.parent.mkdir()
-    phrases = ["red car", "swimming pool", "green tree"]
-    results = race([["heatmap", textured, p, "--model", tiny_ckpt, "--out", out, "--quiet"] for p in phrases],
-                   tmp_path / "logs", sync=True)
-    won = one_winner(results)
+def _whole_heatmap(out, phrase: str) -> None:
     with rasterio.open(out) as ds:
-        assert ds.descriptions[0] == phrases[won]
+        assert ds.descriptions[0] == phrase
         assert np.isfinite(ds.read(1)).any()
-    no_leftovers(out.parent, {"same.tif"})
+
+
+@pytest.mark.parametrize(("command", "name", "whole"), [("find", "same.gpkg", _whole_find),
+                                                        ("heatmap", "same.tif", _whole_heatmap)])
+def test_runs_racing_for_one_output(tiny_ckpt, textured, tmp_path, command, name, whole):
+    """Three runs of one command with three phrases write the same new output at once: one wins, whole."""
+    out = tmp_path / "out" / name
+    out.parent.mkdir()
+    phrases = ["red car", "swimming pool", "green tree"]
+    results = race([[command, textured, p, "--model", tiny_ckpt, "--out", out, "--quiet"] for p in phrases],
+                   tmp_path / "logs", sync=True)
+    won = one_winner(results)
+    whole(out, phrases[won])
+    no_leftovers(out.parent, {name})
 
 
 def test_index_builds_racing_for_one_output(tiny_ckpt, textured, tmp_path):

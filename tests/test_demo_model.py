@@ -84,3 +84,9 @@ def test_find_other_objects_returns_boxes_in_scene(tmp_path, phrase):
         b = src.bounds
         assert found.crs == src.crs
     assert found.total_bounds[0] >= b.left - 1 and found.total_bounds[2] <= b.right + 1
+    # and they find the phrase's objects: at least one of the five lies on a labelled one
+    labels = gpd.read_file(LABELS)
+    objects = labels[labels["class"] == phrase].to_crs(found.crs).geometry
+    assert len(objects) >= 3
+    on_object = [bool(objects.contains(box.centroid).any()) for box in found.sort_values("rank").geometry]
+    assert any(on_object), on_object

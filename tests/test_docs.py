@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 from generate import ROOT
+from timeouts import scaled
 
 sys.path.insert(0, str(ROOT / "docs" / "hooks"))
 import cli_reference  # noqa: E402  (the mkdocs hook: the same generator the site uses)
@@ -48,7 +49,7 @@ def site(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("site")
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1", PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=scaled(300))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "WARNING" not in proc.stderr, proc.stderr[-4000:]
     return out
@@ -193,14 +194,14 @@ def test_examples_run(page, tmp_path):
     for kind, body in blocks:  # in page order, in one folder: a later example may use an earlier one's file
         if kind == "python":
             proc = subprocess.run([sys.executable, "-c", body], cwd=tmp_path, env=env, capture_output=True,
-                                  text=True, timeout=300)
+                                  text=True, timeout=scaled(300))
             assert proc.returncode == 0 and proc.stdout.strip(), f"{page}: {body}\n{proc.stderr[-3000:]}"
             continue
         for cmd, expected in _console(body) if kind == "console" else [(c, []) for c in body.splitlines() if c]:
             argv = shlex.split(cmd, comments=True)
             assert argv[0] == "geoalign", f"{page}: only geoalign commands are run: {cmd}"
             proc = subprocess.run(geoalign + argv[1:] + ["--quiet"] * (argv[1] not in ("models",)),
-                                  cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+                                  cwd=tmp_path, env=env, capture_output=True, text=True, timeout=scaled(300))
             assert proc.returncode == 0, f"{page}: {cmd}\n{proc.stderr[-3000:]}"
             got = [_shape(ln) for ln in proc.stdout.splitlines()]
             for want in expected:
@@ -243,7 +244,7 @@ def served(site):
 def _chromium(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                            f"--user-data-dir={cwd / 'profile'}", "--virtual-time-budget=8000", *args],
-                          capture_output=True, text=True, timeout=120, cwd=cwd)
+                          capture_output=True, text=True, timeout=scaled(120), cwd=cwd)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (make system installs it)")

@@ -232,6 +232,34 @@ def test_a_queued_request_can_be_cancelled(client, big, crop, tmp_path):
     assert isinstance(results["long"], dict) and not (tmp_path / "queued.gpkg").exists()
 
 
+def test_object_size_and_a_collection_folder_through_the_engine(client, crop, tmp_path):
+    """The engine takes every find parameter the CLI takes: object_size (metres), and a collection
+    index folder as the index (every scene, merged, with a scene column)."""
+    import geopandas as gpd
+
+    from geoalign_core.cli import main
+
+    sized = client.request("find", {"raster": str(crop), "phrases": ["car"], "object_size": [3, 2], "min_score": 0.0,
+                                    "max_results": 3, "model": MODEL, "device": "cpu", "refine": False,
+                                    "out": str(tmp_path / "sized.gpkg")})
+    assert sized["count"] == 3 and sized["metadata"]["object_sizes_m"] == {"car": [3.0, 2.0]}
+    twin = tmp_path / "twin.tif"
+    twin.write_bytes(Path(crop).read_bytes())
+    folder = tmp_path / "idx"
+    assert main(["index", str(crop), str(twin), "--out", str(folder), "--model", MODEL, "--device", "cpu",
+                 "--quiet"]) == 0
+    found = client.request("find", {"index": str(folder), "phrases": ["car"], "min_score": 0.0, "max_results": 4,
+                                    "device": "cpu", "crs": "EPSG:4326", "out": str(tmp_path / "all.gpkg")})
+    rows = gpd.read_file(found["path"])
+    assert found["count"] == 4 == len(rows) and set(rows["scene"]) <= {Path(crop).stem, "twin"}
+    assert rows.crs.to_epsg() == 4326 and found["metadata"]["n_scenes"] == 2
+    with pytest.raises(EngineError, match="takes one scene"):
+        client.request("heatmap", {"index": str(folder), "phrase": "car", "device": "cpu",
+                                   "out": str(tmp_path / "h.tif")})
+    with pytest.raises(EngineError, match="find does not take bogus"):  # refused by the plugin's client already
+        client.request("find", {"raster": str(crop), "phrases": ["car"], "bogus": 1, "out": str(tmp_path / "b.gpkg")})
+
+
 @pytest.mark.slow
 def test_engine_death_is_reported_and_the_next_request_restarts_it(tmp_path, big, crop):
     c = EngineClient(sys.executable, tmp_path / "engine.log")
@@ -245,8 +273,8 @@ def test_engine_death_is_reported_and_the_next_request_restarts_it(tmp_path, big
         assert "killed (signal 9)" in str(err.value) and "out of memory" in str(err.value)
         assert "\n" not in str(err.value)
         again = c.request("find", {"raster": str(crop), "phrases": ["car"], "model": MODEL, "device": "cpu",
-                                   "out": str(tmp_path / "f.gpkg")})
-        assert again["count"] >= 0 and c.pid != pid and c.starts == 2
+                                   "min_score": 0.0, "max_results": 2, "out": str(tmp_path / "f.gpkg")})
+        assert again["count"] == 2 and Path(again["path"]).is_file() and c.pid != pid and c.starts == 2
     finally:
         c.stop()
 
@@ -293,7 +321,7 @@ def test_internal_errors_carry_a_traceback(monkeypatch):
     assert err["message"] == "ZeroDivisionError: division by zero" and "Traceback" in err["detail"]
 
 
-# ------------------------------------------------------------------ shutdown at any moment (issue 27)
+# ------------------------------------------------------------------ shutdown at any moment
 def _shutdown_at(delay: float, requests: list[dict], spawn) -> tuple[int, list[dict]]:
     """Send ``requests``, then ``shutdown`` after ``delay`` s; the exit status and every event."""
     pid, stdin, stdout = spawn()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from generate import REAL_DATA, RGB, array_raster, random_rgb
+from generate import RGB, array_raster, random_rgb, real_data
 from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
@@ -22,7 +22,6 @@ import geoalign_core.geo.raster as raster_mod
 from geoalign_core.errors import InputError
 from geoalign_core.geo import RasterSource, SceneStats, count_tiles, iter_tiles, parse_bands, tile_windows
 
-REAL = REAL_DATA
 UTM = "EPSG:32616"
 TRANSFORM = Affine(0.5, 0.0, 500000.0, 0.0, -0.5, 3700000.0)
 
@@ -379,15 +378,8 @@ def test_iter_tiles_reader_error_propagates(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- real data
-def _real(name: str) -> Path:
-    path = REAL / name
-    if not path.exists():
-        pytest.skip(f"real data not present: {path}")
-    return path
-
-
 def test_real_spacenet_uint16_pan() -> None:
-    with RasterSource(_real("spacenet_atlanta_pan.tif")) as src:
+    with RasterSource(real_data("spacenet_atlanta_pan.tif")) as src:
         assert (src.width, src.height, src.dtype, src.nodata) == (900, 900, "uint16", 0)
         assert src.bands == (1, 1, 1) and src.crs.to_epsg() == 32616
         assert src.stats.method == "percentile" and 50 <= src.stats.lo[0] < src.stats.hi[0] <= 6600
@@ -398,14 +390,14 @@ def test_real_spacenet_uint16_pan() -> None:
 
 
 def test_real_neon_uint8_nodata_255() -> None:
-    with RasterSource(_real("neon_osbs029_rgb.tif")) as src:
+    with RasterSource(real_data("neon_osbs029_rgb.tif")) as src:
         assert src.nodata == 255 and src.stats.method == "scale255" and not src.black_is_nodata
         tiles = list(iter_tiles(src, 224))
         assert len(tiles) == 4 and tiles[0].valid.mean() > 0.95
 
 
 def test_real_oam_black_corner_epsg3395() -> None:
-    with RasterSource(_real("oam_manila_bridge_rgb.tif")) as src:
+    with RasterSource(real_data("oam_manila_bridge_rgb.tif")) as src:
         assert src.crs.to_epsg() == 3395 and src.nodata is None
         assert src.black_is_nodata  # auto-detected
         tiles = list(iter_tiles(src, 224))
@@ -418,7 +410,7 @@ def test_real_oam_black_corner_epsg3395() -> None:
 
 
 def test_real_landsat() -> None:
-    with RasterSource(_real("landsat_rgb_byte.tif")) as src:
+    with RasterSource(real_data("landsat_rgb_byte.tif")) as src:
         assert (src.width, src.height) == (791, 718) and src.nodata == 0
         tiles = list(iter_tiles(src, 224))
         assert 0 < len(tiles) <= count_tiles(src.width, src.height, 224) == 16

@@ -13,13 +13,13 @@ import pytest
 import rasterio
 import shapely
 from affine import Affine
+from generate import real_data
 from pyproj import Transformer
 from rasterio.coords import BoundingBox
 
 from geoalign_core.errors import InputError
 from geoalign_core.geo import boxes_to_pixels, clip_to_raster, pixel_boxes_to_polygons, read_vectors
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "real_data"
 UTM = "EPSG:32616"
 # a 200 x 100 px raster at 0.5 m: x 500000..500100, y 3699950..3700000
 TRANSFORM = Affine(0.5, 0.0, 500000.0, 0.0, -0.5, 3700000.0)
@@ -122,18 +122,11 @@ def test_boxes_on_pixel_grid_y_down() -> None:
 
 
 # ---------------------------------------------------------------------------- real data
-def _real(name: str) -> Path:
-    path = REAL / name
-    if not path.exists():
-        pytest.skip(f"real data not present: {path}")
-    return path
-
-
 def test_real_spacenet_buildings() -> None:
-    raster = _real("spacenet_atlanta_pan.tif")
+    raster = real_data("spacenet_atlanta_pan.tif")
     with rasterio.open(raster) as ds:
         crs, transform, bounds, width, height = ds.crs, ds.transform, ds.bounds, ds.width, ds.height
-    gdf = read_vectors(_real("spacenet_atlanta_buildings.geojson"), crs)
+    gdf = read_vectors(real_data("spacenet_atlanta_buildings.geojson"), crs)
     assert len(gdf) == 43 and (gdf["building"] == "yes").all()
     inside, n_out = clip_to_raster(gdf, bounds)
     assert len(inside) == 43 and n_out == 0
@@ -141,7 +134,7 @@ def test_real_spacenet_buildings() -> None:
     assert px.shape == (43, 4) and (px[:, 2] > px[:, 0]).all() and (px[:, 3] > px[:, 1]).all()
     assert px[:, [0, 1]].min() > -1 and px[:, 2].max() < width + 1 and px[:, 3].max() < height + 1
     # the same buildings read into WGS 84 land in Atlanta
-    geo = read_vectors(_real("spacenet_atlanta_buildings.geojson"), "EPSG:4326")
+    geo = read_vectors(real_data("spacenet_atlanta_buildings.geojson"), "EPSG:4326")
     lon, lat = shapely.union_all(geo.geometry.values).centroid.coords[0]
     assert -84.6 < lon < -84.2 and 33.6 < lat < 34.0
     back = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
@@ -149,8 +142,8 @@ def test_real_spacenet_buildings() -> None:
 
 
 def test_real_neon_pixel_boxes_round_trip() -> None:
-    raster = _real("neon_osbs029_rgb.tif")
-    with open(_real("neon_osbs029_trees_pixel_boxes.csv"), newline="") as f:
+    raster = real_data("neon_osbs029_rgb.tif")
+    with open(real_data("neon_osbs029_trees_pixel_boxes.csv"), newline="") as f:
         boxes = np.array([[float(r[k]) for k in ("xmin", "ymin", "xmax", "ymax")] for r in csv.DictReader(f)])
     assert len(boxes) == 61
     with rasterio.open(raster) as ds:

@@ -60,16 +60,34 @@ def test_check_output(tmp_path: Path) -> None:
     assert _listing(tmp_path) == ["out.gpkg"]  # the probe file is gone
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
-def test_check_output_unwritable_dir(tmp_path: Path) -> None:
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
+def test_check_output_unwritable_dir() -> None:
+    """A folder the user may not write into is refused before any work. Root writes anywhere, so as
+    root (CI) the check runs as the unprivileged user ``nobody`` (setpriv), in a root-owned 0555 folder."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    ro = Path(tempfile.mkdtemp(prefix="geoalign-ro-", dir="/tmp"))  # /tmp: nobody can reach it
     try:
-        with pytest.raises(InputError, match="cannot write"):
-            check_output(ro / "x.tif")
+        ro.chmod(0o555)
+        probe = ("import sys\nfrom geoalign_core.errors import InputError\nfrom geoalign_core.outputs import "
+                 "check_output\ntry:\n    check_output(sys.argv[1])\nexcept InputError as e:\n    print(e)\n"
+                 "    sys.exit(3)")
+        cmd = [sys.executable, "-c", probe, str(ro / "x.tif")]
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            assert setpriv, "setpriv (util-linux) is needed to run this check unprivileged"
+            cmd = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+        root = str(Path(__file__).resolve().parents[1])
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd="/",
+                              env={**os.environ, "PYTHONPATH": root, "HOME": "/tmp"})
+        assert proc.returncode == 3, (proc.stdout, proc.stderr)
+        assert "cannot write" in proc.stdout, proc.stdout
+        assert os.listdir(ro) == []
     finally:
         ro.chmod(0o755)
+        shutil.rmtree(ro, ignore_errors=True)
 
 
 def test_atomic_output_success(tmp_path: Path) -> None:

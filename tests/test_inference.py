@@ -427,7 +427,7 @@ def test_background_phrases_leave_out_the_query_up_to_a_plural(predictor):
 
 
 def test_refinement_is_capped_per_phrase_whatever_max_results(predictor, textured, monkeypatch):
-    """Issue 28: the refinement looks at no more than ``REFINE_MAX_BOXES`` boxes per phrase (the
+    """The refinement looks at no more than ``REFINE_MAX_BOXES`` boxes per phrase (the
     best), however large ``max_results``; the others stay as found and are still returned."""
     from geoalign_core.inference import find as F
 

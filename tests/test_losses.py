@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from generate import free_port
 from open_clip.loss import ClipLoss
+from timeouts import scaled
 
 from geoalign_core import losses
 from geoalign_core.losses import GeoAlignLoss
@@ -163,7 +164,7 @@ def test_distributed_gather_matches_joined_batch():
     procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, q)) for r in range(2)]
     for p in procs:
         p.start()
-    results = [q.get(timeout=120) for _ in procs]
+    results = [q.get(timeout=scaled(120)) for _ in procs]
     for p in procs:
         p.join(60)
         assert p.exitcode == 0

@@ -21,6 +21,7 @@ import pytest
 import tomllib
 import yaml
 from generate import ROOT
+from timeouts import scaled
 
 from geoalign_core import __version__
 
@@ -40,7 +41,7 @@ def built(tmp_path_factory) -> dict[str, Path]:
     zip_path, xml = out / "geoalign_qgis.zip", out / "plugins.xml"
     subprocess.run([sys.executable, str(ROOT / "geoalign_qgis" / "package.py"), "--out", str(zip_path), "--quiet",
                     "--plugins-xml", str(xml), "--download-url", "https://example.org/qgis/geoalign_qgis.zip"],
-                   check=True, timeout=300)
+                   check=True, timeout=scaled(300))
     with zipfile.ZipFile(zip_path) as zf:
         whl = next(n for n in zf.namelist() if n.endswith(".whl"))
         (out / Path(whl).name).write_bytes(zf.read(whl))
@@ -104,7 +105,7 @@ def test_the_wheel_installs_and_runs_in_a_fresh_venv(built, tmp_path):
     its dependencies against those already installed for this interpreter (offline: --no-index);
     `geoalign` starts and finds the bundled demo model inside the installed package."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=scaled(120))
     py = venv / "bin" / "python"
     site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True).stdout.strip())
@@ -115,7 +116,7 @@ def test_the_wheel_installs_and_runs_in_a_fresh_venv(built, tmp_path):
     env = clean_env()
     pip = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-index", "-q",
                           "--disable-pip-version-check", str(built["wheel"])],
-                         capture_output=True, text=True, env=env, timeout=300)
+                         capture_output=True, text=True, env=env, timeout=scaled(300))
     assert pip.returncode == 0, pip.stderr[-2000:]
     geoalign = venv / "bin" / "geoalign"
     out = subprocess.run([str(geoalign), "--version"], capture_output=True, text=True, env=env, cwd=tmp_path)
@@ -127,7 +128,7 @@ def test_the_wheel_installs_and_runs_in_a_fresh_venv(built, tmp_path):
     assert all(p.startswith(str(site)) for p in where), where  # the installed copy, not the checkout
     assert Path(where[1]).is_file()
     listing = subprocess.run([str(geoalign), "models", "list"], capture_output=True, text=True, env=env,
-                             cwd=tmp_path, timeout=120)
+                             cwd=tmp_path, timeout=scaled(120))
     assert listing.returncode == 0, listing.stderr
     demo = next(ln for ln in listing.stdout.splitlines() if ln.startswith("geoalign-demo "))
     assert demo.split()[2] == "yes" and demo.rstrip().endswith("bundled")  # available offline, from the wheel

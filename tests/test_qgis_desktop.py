@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from qgis_helpers import ROOT, SCENE
+from timeouts import scaled
 
 pytestmark = [pytest.mark.qgis, pytest.mark.slow]
 
@@ -40,7 +41,7 @@ CRASH_SIGNS = ("double free", "free(): invalid", "Segmentation fault", "Aborted"
 def test_real_qgis_finds_red_cars_and_quits_cleanly(tmp_path):
     plugin_zip = tmp_path / "geoalign_qgis.zip"
     subprocess.run([sys.executable, str(ROOT / "geoalign_qgis" / "package.py"), "--out", str(plugin_zip),
-                    "--quiet"], check=True, timeout=300)
+                    "--quiet"], check=True, timeout=scaled(300))
     out = tmp_path / "out"
     qtmp = tmp_path / "tmp"  # QGIS calls layers under its temp folder "temporary": keep the profile out of it
     data = tmp_path / "data"  # the plugin keeps the scene's index beside it: a copy, not the repository's
@@ -57,7 +58,7 @@ def test_real_qgis_finds_red_cars_and_quits_cleanly(tmp_path):
     )
     cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24 +extension GLX", "qgis", "--nologo",
            "--noversioncheck", "--profiles-path", str(tmp_path / "profiles"), "--code", str(SCRIPT)]
-    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1500,
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=scaled(1500),
                           stdin=subprocess.DEVNULL)
     log = proc.stdout + proc.stderr
     report_file = out / "report.json"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from qgis_helpers import ROOT, sample_crop
+from timeouts import load_factor, scaled
 
 from geoalign_core import __version__
 
@@ -57,7 +58,7 @@ LOAD_SCRIPT = textwrap.dedent(r'''
         def addDockWidget(self, area, w): pass
         def removeDockWidget(self, w): pass
 
-    def wait(cond, timeout=180):
+    def wait(cond, timeout=180 * LOAD_FACTOR):
         t0 = time.time()
         while not cond() and time.time() - t0 < timeout:
             QgsApplication.processEvents(); time.sleep(0.02)
@@ -101,14 +102,14 @@ LOAD_SCRIPT = textwrap.dedent(r'''
     out["unloaded"] = QgsApplication.processingRegistry().providerById("geoalign") is None
     out["heavy"] = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY and sys.modules[m] is not None)
     print("RESULT " + json.dumps(out))
-''').replace("HEAVY", repr(HEAVY))
+''').replace("HEAVY", repr(HEAVY)).replace("LOAD_FACTOR", repr(load_factor()))
 
 
 @pytest.fixture(scope="module")
 def plugin_zip(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist") / "geoalign_qgis.zip"
     subprocess.run([sys.executable, str(ROOT / "geoalign_qgis" / "package.py"), "--out", str(out), "--quiet"],
-                   check=True, timeout=300)
+                   check=True, timeout=scaled(300))
     return out
 
 
@@ -127,6 +128,9 @@ def test_zip_layout_and_metadata(plugin_zip):
         wheel = next(n for n in names if n.startswith("geoalign_qgis/wheels/") and n.endswith(".whl"))
         with zf.open(wheel) as fh, zipfile.ZipFile(fh) as whl:
             wheel_names = whl.namelist()
+        # the engine protocol, parameter sets and defaults: geoalign_core's own files, not copies of their values
+        for rel in ("defaults.py", "params.py", "engine/__init__.py", "engine/protocol.py"):
+            assert zf.read(f"geoalign_qgis/core/{rel}") == (ROOT / "geoalign_core" / rel).read_bytes(), rel
     assert all(n.startswith("geoalign_qgis/") for n in names)
     for needed in ("metadata.txt", "__init__.py", "icon.svg", "plugin.py", "dock.py", "map_tool.py", "engine.py",
                    "environment.py", "tasks.py", "layers.py", "results.py", "setup_panel.py", "settings_dialog.py",
@@ -169,7 +173,7 @@ def run_plugin(plugin_dir: Path, tmp_path: Path, engine: str | None, model: str 
     if engine:
         env["GEOALIGN_ENGINE_PYTHON"] = engine
     proc = subprocess.run([SYSTEM_PYTHON, "-c", LOAD_SCRIPT, str(raster), model], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=scaled(300))
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
     return json.loads(line[len("RESULT "):])

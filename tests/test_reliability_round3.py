@@ -1,4 +1,4 @@
-"""Issue 27 (reliability, round three), except the concurrent writers (test_concurrent_outputs.py)
+"""Reliability, round three, except the concurrent writers (test_concurrent_outputs.py)
 and the engine (test_engine.py): a raster placed by GCPs beside an identity geotransform and a
 CRS, a full disk during ``index``, hand-edited or foreign index files, and misleading messages.
 Each through the real CLI or library on small generated data.
@@ -14,6 +14,7 @@ import pytest
 import rasterio
 import shapely
 from cli_helpers import assert_bad, cli
+from generate import geostationary_raster
 
 from geoalign_core.geo import RasterSource, read_metadata
 
@@ -145,24 +146,10 @@ def test_edited_or_foreign_index_is_one_line(capsys, tiny_ckpt, small_index, tmp
 
 
 # ------------------------------------------------------------------ misleading messages
-def _geostationary(folder: Path) -> Path:
-    """A 200 px raster in a geostationary view of Europe (a CRS defined on one disk of the earth)."""
-    from generate import textured_raster
-
-    path = textured_raster(folder / "plain.tif", width=200, height=200)
-    geos = folder / "geos.tif"
-    with rasterio.open(path) as ds:
-        profile = ds.profile | {"crs": "+proj=geos +h=35785831 +lon_0=0 +sweep=y",
-                                "transform": rasterio.transform.from_origin(1100000, 4900000, 20, 20)}
-        with rasterio.open(geos, "w", **profile) as dst:
-            dst.write(ds.read())
-    return geos
-
-
 def test_match_regions_that_cannot_be_reprojected_says_so(capsys, tiny_ckpt, tmp_path):
     """Regions on the far side of the earth from a geostationary raster: the message says they
     cannot be reprojected (as prepare does), not "none of the 0 features overlap the raster"."""
-    geos = _geostationary(tmp_path)
+    geos = geostationary_raster(tmp_path)
     far = tmp_path / "far.gpkg"
     gpd.GeoDataFrame({"n": [1, 2]}, geometry=[shapely.box(170, 0, 171, 1), shapely.box(172, 0, 173, 1)],
                      crs="EPSG:4326").to_file(far)

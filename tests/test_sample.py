@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from timeouts import scaled
 
 import geoalign_core.training.scenes as scenes
 
@@ -149,7 +150,7 @@ def test_write_scene_names_and_epsg(ms, tmp_path):
 
 def test_cli_count(tmp_path):
     cmd = [sys.executable, str(SCRIPT), "--seed", "1000", "--count", "2", "--size", "128", "--out", str(tmp_path)]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    subprocess.run(cmd, check=True, capture_output=True, timeout=scaled(120))
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["scene_1000.tif", "scene_1000_labels.gpkg", "scene_1001.tif", "scene_1001_labels.gpkg"]
 

@@ -1,4 +1,4 @@
-"""STAC in and out (issue 29, items 1-2): ``geoalign index --stac`` from a local catalog of local COGs,
+"""STAC in and out: ``geoalign index --stac`` from a local catalog of local COGs,
 from the same COGs served over HTTP with byte ranges (GDAL /vsicurl/), and from a fake STAC API's
 ``/search`` on 127.0.0.1; and the STAC description every index gets (Embeddings ``emb:`` Collection
 and Items, the model as an MLM Item), validated offline against the vendored schemas.

@@ -1,4 +1,4 @@
-"""Start-up (issue 28): the parser, --help and refused inputs load none of the heavy stacks;
+"""Start-up: the parser, --help and refused inputs load none of the heavy stacks;
 ``models list`` / ``models info`` load no torch; the thread policy's arithmetic."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from timeouts import scaled
 
 from geoalign_core import threads
 
@@ -34,7 +35,7 @@ def _run(argv: list[str], cwd: Path) -> tuple[int, list[str], str]:
     modules loaded, stderr without the probe's line)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-c", _PROBE.format(heavy=repr(HEAVY)), json.dumps(argv)],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=scaled(120))
     head, _, tail = proc.stderr.rpartition("\nMODULES ")
     assert tail, proc.stderr
     mods, _, rc = tail.strip().partition(" RC ")
@@ -74,7 +75,7 @@ def test_zoo_table_imports_no_torch(tmp_path):
             "print(z.weights_path(z.ZOO['geoalign-demo']).name, z.cache_dir()); "
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         check=True, timeout=60).stdout.splitlines()
+                         check=True, timeout=scaled(60)).stdout.splitlines()
     assert out[0].startswith("geoalign-demo.safetensors") and out[1] == "[]"
 
 

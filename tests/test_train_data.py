@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from generate import array_raster
+from timeouts import scaled
 
 from geoalign_core.data.schema import read_image
 from geoalign_core.errors import InputError
@@ -290,6 +291,6 @@ def test_training_needs_no_vector_stack(tmp_path):
 
     make_squares_dataset(tmp_path / "data", n=2, size=64)
     proc = subprocess.run([sys.executable, "-c", _NO_VECTOR_STACK, str(tmp_path / "data")], capture_output=True,
-                          text=True, cwd=Path(__file__).resolve().parents[1], timeout=300)
+                          text=True, cwd=Path(__file__).resolve().parents[1], timeout=scaled(300))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "trained without []" in proc.stdout

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from generate import free_port
+from timeouts import scaled
 
 from geoalign_core.training.objective import geoalign_objective
 
@@ -111,7 +112,7 @@ def _spawn(target, args_per_rank, timeout=180) -> list:
     import time
 
     results: list = []
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     try:
         while len(results) < len(procs):
             try:
@@ -122,7 +123,7 @@ def _spawn(target, args_per_rank, timeout=180) -> list:
                 assert time.monotonic() < deadline, "workers timed out"
     finally:
         for p in procs:
-            p.join(timeout=60)
+            p.join(timeout=scaled(60))
             if p.is_alive():
                 p.kill()
     assert all(p.exitcode == 0 for p in procs)

@@ -191,7 +191,7 @@ def test_shipped_configs_validate():
 
     from geoalign_core.training.config import load_config
 
-    files = sorted(Path(__file__).parents[1].joinpath("training", "configs").glob("*.yaml"))
+    files = sorted(Path(__file__).parents[1].joinpath("geoalign_core", "training", "configs").glob("*.yaml"))
     names = {f.stem for f in files}
     assert {"vit-b-16_stage1", "vit-b-16_stage2", "vit-l-14_stage1", "vit-l-14_stage2", "demo_stage1",
             "demo_stage2"} <= names

@@ -9,20 +9,19 @@ from pathlib import Path
 
 from ..errors import InputError
 
+HELP = "fine-tune a model on your own labelled polygons (prepare + train + before/after report)"
+DESCRIPTION = (
+    "Fine-tune MODEL on rasters and their labelled polygons (or pixel boxes): chips every half chip "
+    "with background boxes, the east (or south) --val-fraction of each scene (or of --bounds) held "
+    "out, stage II training sized to the data, then region top-1 and background-vs-object on the "
+    "held-out part before and after. Writes "
+    "DIR/<name>.safetensors, DIR/report.md, DIR/commands.sh (the prepare/train/eval commands it ran) "
+    "and DIR/train.yaml."
+    )
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "finetune",
-        help="fine-tune a model on your own labelled polygons (prepare + train + before/after report)",
-        description=(
-            "Fine-tune MODEL on rasters and their labelled polygons (or pixel boxes): chips every half chip "
-            "with background boxes, the east (or south) --val-fraction of each scene (or of --bounds) held "
-            "out, stage II training sized to the data, then region top-1 and background-vs-object on the "
-            "held-out part before and after. Writes "
-            "DIR/<name>.safetensors, DIR/report.md, DIR/commands.sh (the prepare/train/eval commands it ran) "
-            "and DIR/train.yaml."
-        ),
-    )
+    p = sub.add_parser("finetune", help=HELP, description=DESCRIPTION)
     p.add_argument("files", nargs="+", metavar="FILE",
                    help="the rasters, then their labels (one labels file for all, or one per raster in order): "
                         "polygons in any OGR format, or a CSV of pixel boxes xmin,ymin,xmax,ymax; rasters and "

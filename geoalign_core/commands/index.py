@@ -12,23 +12,12 @@ import os
 from pathlib import Path
 
 from ..errors import InputError
+from ..params import IndexParams
 from . import options as cs
-
-INDEX_OVERLAP = 0.25  # as find's (geoalign_core.index.DEFAULT_INDEX_OVERLAP; not imported: --help stays light)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "index",
-        help="embed a raster once into a scene index, for instant find / heatmap / similar",
-        description=(
-            "One image pass over the raster's tile grid, keeping every tile's global embedding and "
-            "patch grid (int8) in a GeoParquet file (one row per tile) and a .patches.npy file beside it. "
-            "Afterwards `geoalign find|heatmap|tile-classify|match-regions|similar --index FILE` answer "
-            "with the text model only. An interrupted build (Ctrl-C, a crash) resumes when the same "
-            "command is run again."
-        ),
-    )
+    p = cs.task_parser(sub, IndexParams, raster_help=None)
     p.add_argument("rasters", nargs="*", metavar="RASTER",
                    help="input raster(s); quoted glob patterns ('folder/*.tif', 'tiles/**/*.tif') are expanded. "
                         "Several rasters make a collection: one index per scene in the --out folder")
@@ -60,9 +49,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ann.add_argument("--no-ann", dest="ann", action="store_false", help="collection: never build the ANN index")
     p.add_argument("--info", action="store_true",
                    help="print what an existing index (RASTER = its .parquet, or a collection folder) holds")
-    cs.add_raster_options(p, overlap=INDEX_OVERLAP, index=False,
-                          out_help="index file, .parquet (default: <raster stem>_index.parquet here); for a "
-                                   "collection, a folder")
+    cs.add_task_options(p, IndexParams, out_help="index file, .parquet (default: <raster stem>_index.parquet here); "
+                                                 "for a collection, a folder")
     p.set_defaults(func=run)
 
 
@@ -77,13 +65,14 @@ def _collection_wanted(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.out = None if args.out is None else Path(args.out)
     with cs.one_line_warnings():
         if args.info:
             if len(args.rasters) != 1:
                 raise InputError("--info takes one index (a .parquet file or a collection folder)")
             args.raster = args.rasters[0]
             return _info(args)
-        cs.check_common(args)
+        cs.check_common(args, IndexParams)
         if not args.rasters and args.from_list is None and args.stac is None:
             raise InputError("give a raster to index (or several, or --from-list FILE, or --stac FILE|URL)")
         if args.stac is None and (args.asset or args.collection or args.bbox or args.datetime
@@ -96,27 +85,13 @@ def run(args: argparse.Namespace) -> int:
         args.raster = args.rasters[0]
         if cs.is_index_path(args.raster):
             raise InputError(f"{args.raster} is an index already (use --info to see what it holds)")
-        out = args.out if args.out is not None else Path(f"{cs.default_stem(args.raster)}_index.parquet")
-        if out.suffix.lower() != ".parquet":
-            raise InputError(f"an index is a .parquet file; got {out}")
-        from ..outputs import check_not_an_input, check_output
-
-        check_not_an_input(out, args.raster)
-        check_output(out, args.overwrite)
-        cs.open_raster_check(args)
-        from ..inference import runs  # the model stack: only once the inputs are known to be good
-
-        predictor = cs.make_predictor(args)
-        cs.say(args, f"index: {args.raster} with {predictor.model_source}")
+        out = cs.default_out(args, "_index.parquet")
         try:
-            with cs.progress_bar(args, "index") as prog:
-                result = runs.index(predictor, args.raster, out, overwrite=args.overwrite, progress=prog,
-                                    stage=prog.stage, **{**cs.common_kwargs(args),
-                                                         "overlap": cs.default_overlap(args)})
+            cs.run_task(args, cs.task_from_args(args, IndexParams, out=out),
+                        lambda p, model: f"index: {p.raster} with {model}")
         except KeyboardInterrupt:
             raise InputError(_interrupted(out), code="interrupted") from None
     _describe(args, out)
-    print(result.summary)
     return 0
 
 
@@ -197,7 +172,7 @@ def _run_collection(args: argparse.Namespace) -> int:
             result = build_collection(predictor, args.rasters, args.out, from_list=args.from_list,
                                       scenes=stac_scenes, shard=shard,
                                       env=env, overwrite=args.overwrite, bands=args.bands,
-                                      tile_size=args.tile_size, overlap=cs.default_overlap(args),
+                                      tile_size=args.tile_size, overlap=args.overlap,
                                       allow_no_crs=args.allow_no_crs, progress_for=progress_for,
                                       stage=stage, say=say)
         if main:

@@ -1,6 +1,8 @@
-"""What the raster commands (tile-classify, find, match-regions, heatmap) share: their options,
-checks, progress bar and status line. Argparse only; the library is imported inside the
-functions, so ``geoalign --help`` and a refused input never load the model stack.
+"""What the task commands (tile-classify, find, match-regions, heatmap, similar, index) share: their
+options, built from each task's parameter set (:mod:`geoalign_core.params`), the one input check
+(:func:`geoalign_core.checks.check_task`, shared with the engine), the run, the progress bar and
+the status line. Argparse only; the library is imported inside the functions, so ``geoalign
+--help`` and a refused input never load the model stack.
 
 Order of work in every command, so that bad input fails fast and nothing is left behind:
 validate arguments -> check the output path (format, an input, exists without ``--overwrite``,
@@ -12,14 +14,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import inspect
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from ..defaults import DEFAULT_BATCH_SIZE
 from ..errors import InputError
+from ..params import RasterTask, fields_of
 
 GDAL_CACHE_MB = 256
 
@@ -34,40 +39,83 @@ def limit_gdal_cache() -> None:
     os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
 
 
-def add_raster_options(p: argparse.ArgumentParser, overlap: float, out_help: str, index: bool = True) -> None:
-    """Options of every raster command (besides ``--model/--device/--quiet``).
+def spell(name: str) -> str:
+    """A parameter as the command line writes it: ``min_score`` -> ``--min-score``."""
+    return "--" + name.replace("_", "-")
 
-    ``index``: the command can answer from a scene index (``--index``; the raster may then be
-    left out). ``overlap``: its default for a raster (an index has its own).
-    """
+
+_TYPES = {"int": int, "float": float}
+
+
+def _option_help(cls: type[RasterTask], f: dataclasses.Field) -> str:
+    text = f.metadata["help"]
+    if f.name == "overlap":
+        return text + f" (default: {cls.default_overlap:g}" + ("; from an index: the index's)" if "index" in
+                                                                 fields_of(cls.task, cli="option") else ")")
+    if f.default is not None and not isinstance(f.default, bool):
+        return text + " (default: %(default)s)"
+    return text
+
+
+def add_task_options(p: argparse.ArgumentParser, cls: type[RasterTask], out_help: str) -> None:
+    """The options of task ``cls`` that the command line takes as options (``cli="option"`` in its
+    parameter set), then ``--model``, ``--device``, ``--quiet`` and ``--threads``."""
     from ..cli import add_common
 
-    if index:
-        p.add_argument("--index", default=None, metavar="IDX",
-                       help="answer from this scene index (geoalign index): no image pass, only the text "
-                            "model; the raster may then be left out")
-    p.add_argument("--out", type=Path, default=None, help=out_help)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--bands", default=None, help="1-based bands for R,G,B (one band or three), e.g. 4,3,2")
-    p.add_argument(
-        "--tile-size", type=int, default=None, metavar="PX",
-        help="tile side in raster pixels (default: the model's input size); tiles are resampled to it",
-    )
-    p.add_argument(
-        "--overlap", type=float, default=None, metavar="FRAC",
-        help=f"overlap between neighbouring tiles, 0 <= FRAC < 0.9 (default: {overlap:g}"
-             + ("; from an index: the index's)" if index else ")"),
-    )
-    p.set_defaults(default_overlap=overlap)
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
-                   help="tiles per model pass (default: %(default)s)")
-    p.add_argument(
-        "--bounds", default=None, metavar="MINX,MINY,MAXX,MAXY",
-        help="only process this area, in the raster's CRS",
-    )
-    p.add_argument("--allow-no-crs", action="store_true",
-                   help="accept a raster without a CRS (outputs are then in pixel coordinates)")
+    for name, f in fields_of(cls.task, cli="option").items():
+        kinds = {part.strip().split("[")[0] for part in str(f.type).split("|")} - {"None"}
+        kind = kinds.pop() if len(kinds) == 1 else "str"  # a union (a number or numbers): text, parsed by the check
+        kw: dict = {"dest": name, "default": f.default, "help": out_help if name == "out" else _option_help(cls, f)}
+        if kind == "bool":
+            kw["action"] = "store_true"
+        else:
+            kw.update(type=_TYPES.get(kind, str), metavar=f.metadata["metavar"], choices=f.metadata["choices"])
+        p.add_argument(spell(name), **kw)
     add_common(p)
+
+
+RASTER_HELP = "input raster (or a scene index .parquet; may be left out with --index)"
+
+
+def task_parser(sub: argparse._SubParsersAction, cls: type[RasterTask],
+                raster_help: str | None = RASTER_HELP) -> argparse.ArgumentParser:
+    """The sub-command of task ``cls`` (``find``, ``tile-classify``, ...) with its raster positional first (none
+    for ``raster_help=None``); its help and description are the parameter set's docstring (the first line, then
+    the rest)."""
+    first, _, rest = inspect.cleandoc(cls.__doc__ or "").partition("\n\n")
+    p = sub.add_parser(cls.task.replace("_", "-"), help=first[:1].lower() + first[1:].rstrip("."),
+                       description=" ".join(rest.split()))
+    if raster_help is not None:
+        p.add_argument("raster", nargs="?", help=raster_help)
+    return p
+
+
+def task_runner(cls: type[RasterTask], suffix: str, shift: Callable[[argparse.Namespace], None],
+                describe: Callable[[Any, str], str], shifted: Callable[[argparse.Namespace], bool] | None = None,
+                values: Callable[[argparse.Namespace], dict] | None = None) -> Callable[[argparse.Namespace], int]:
+    """A task command's ``run(args)``: the raster or index settled (``shift``, ``shifted``: see
+    :func:`settle_source`), the parameters from the options (and ``values(args)``, the command's own forms),
+    the output named ``<raster stem><suffix>`` unless ``--out`` names it, then :func:`run_task`."""
+    def run(args: argparse.Namespace) -> int:
+        with one_line_warnings():
+            settle_source(args, shift, shifted)
+            extra = values(args) if values is not None else {}
+            return run_task(args, task_from_args(args, cls, out=default_out(args, suffix), **extra), describe)
+
+    return run
+
+
+def add_vector_choice(p: argparse.ArgumentParser, cls: type[RasterTask], *names: str) -> None:
+    """Vector-file options of which one may be given (find's ``--within`` / ``--regions``)."""
+    group = p.add_mutually_exclusive_group()
+    for name in names:
+        group.add_argument(spell(name), default=None, help=fields_of(cls.task)[name].metadata["help"])
+
+
+def task_from_args(args: argparse.Namespace, cls: type[RasterTask], **values: object) -> RasterTask:
+    """Task ``cls``'s parameters from the parsed command line (and ``values``)."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return cls(**{**given, **values})
 
 
 def is_index_path(path: object) -> bool:
@@ -78,24 +126,6 @@ def is_index_path(path: object) -> bool:
     from ..index.scenes import is_collection
 
     return str(path).lower().endswith(".parquet") or is_collection(path)
-
-
-def add_crs_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--crs", default=None, metavar="CRS",
-                   help="write the results in this CRS (EPSG:4326, a WKT or PROJ string; default: the raster's; "
-                        "for a collection index: the scenes' common CRS, else EPSG:4326)")
-
-
-def collection_kwargs(args: argparse.Namespace, source) -> dict:
-    """``crs`` (any source) and ``exact`` (a collection) as the task takes them."""
-    kw: dict = {}
-    if getattr(args, "crs", None) is not None:
-        kw["crs"] = args.crs
-    if getattr(args, "exact", False):
-        if not getattr(source, "is_collection", False):
-            raise InputError("--exact is for a collection index (--index FOLDER)")
-        kw["exact"] = True
-    return kw
 
 
 def _is_file(path: object) -> bool:
@@ -128,58 +158,19 @@ def source_name(args: argparse.Namespace) -> str:
     return str(args.raster if args.raster is not None else args.index)
 
 
-def default_overlap(args: argparse.Namespace) -> float | None:
-    """``--overlap`` as given, else None from an index (its own), else the command's default."""
-    if args.overlap is not None:
-        return args.overlap
-    return None if getattr(args, "index", None) else args.default_overlap
-
-
-def add_vector_options(p: argparse.ArgumentParser, files: str) -> None:
-    """``--layer`` and ``--buffer`` for commands that read vector ``files`` (named in the help)."""
-    p.add_argument("--layer", default=None, help=f"layer of a multi-layer {files} file (name or 0-based index)")
-    p.add_argument("--buffer", type=float, default=None, metavar="DIST",
-                   help="buffer point and line features by DIST (units of the raster's CRS) to give them an area")
-
-
 def parse_bounds(text: str | None, flag: str = "--bounds") -> tuple[float, float, float, float] | None:
     """``MINX,MINY,MAXX,MAXY`` (commas or spaces) as four numbers; None for None."""
-    if text is None:
-        return None
-    parts = [v for v in text.replace(" ", ",").split(",") if v]
-    try:
-        values = tuple(float(v) for v in parts)
-    except ValueError:
-        values = ()
-    if len(values) != 4:
-        raise InputError(f"{flag} must be four numbers MINX,MINY,MAXX,MAXY; got {text!r}")
-    if not (values[0] < values[2] and values[1] < values[3]):
-        raise InputError(f"{flag} must have MINX < MAXX and MINY < MAXY; got {text!r}")
-    return values
+    from ..checks import bounds
+
+    return bounds(text, flag.lstrip("-").replace("-", "_"), spell)
 
 
-def check_common(args: argparse.Namespace) -> None:
-    """Validate the numeric options before anything is opened or loaded (and cap GDAL's cache)."""
+def check_common(args: argparse.Namespace, cls: type[RasterTask]) -> None:
+    """Validate the options' values before anything is opened or loaded (and cap GDAL's cache)."""
+    from ..checks import check_values
+
     limit_gdal_cache()
-    if args.tile_size is not None and args.tile_size < 8:
-        raise InputError(f"--tile-size must be at least 8 pixels; got {args.tile_size}")
-    if args.overlap is not None and not 0.0 <= args.overlap < 0.9:
-        raise InputError(f"--overlap must be in [0, 0.9); got {args.overlap}")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1; got {args.batch_size}")
-    if getattr(args, "threads", None) is not None and args.threads < 1:
-        raise InputError(f"--threads must be at least 1; got {args.threads}")
-    from ..geo.bands import parse_bands
-
-    parse_bands(args.bands)
-    if getattr(args, "crs", None) is not None:
-        from pyproj import CRS
-        from pyproj.exceptions import CRSError
-
-        try:
-            CRS.from_user_input(args.crs)
-        except CRSError:
-            raise InputError(f"--crs: unknown CRS {args.crs!r} (e.g. EPSG:4326)") from None
+    check_values(task_from_args(args, cls), spell)
 
 
 def default_stem(raster: str) -> str:
@@ -189,73 +180,26 @@ def default_stem(raster: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "raster"
 
 
-def output_path(args: argparse.Namespace, suffix: str) -> Path:
-    """``--out`` or ``<raster stem><suffix>`` in the current directory, checked for writing: a
-    format its extension names, not an input, not existing without ``--overwrite``."""
-    from ..outputs import RASTER_FORMATS, VECTOR_FORMATS, check_not_an_input, check_output
-
+def default_out(args: argparse.Namespace, suffix: str) -> Path:
+    """``--out``, or ``<raster stem><suffix>`` in the current directory."""
+    if args.out is not None:
+        return Path(args.out)
     stem = default_stem(source_name(args))
     if args.raster is None and stem.endswith("_index"):
         stem = stem[: -len("_index")]
-    out = args.out if args.out is not None else Path(f"{stem}{suffix}")
-    formats = RASTER_FORMATS if suffix.endswith(".tif") else VECTOR_FORMATS
-    check_not_an_input(out, args.raster, getattr(args, "index", None), getattr(args, "regions", None),
-                       getattr(args, "within", None), getattr(args, "classes_file", None),
-                       getattr(args, "examples", None))
-    return check_output(out, args.overwrite, formats)
+    return Path(f"{stem}{suffix}")
 
 
-def open_raster_check(args: argparse.Namespace) -> None:
-    """Open and validate the raster (missing, not a raster, no CRS, bad bands) and the index
-    (missing, not an index, its patch file) before the model loads. A local raster that is
-    missing or a folder is refused before rasterio is imported."""
-    from ..geo.paths import check_raster_path
-
-    if args.raster is not None:
-        check_raster_path(args.raster)
-    if getattr(args, "index", None) is not None:
-        from ..index.scenes import is_collection, read_manifest
-        from ..index.store import check_patches, read_metadata
-
-        if Path(args.index).is_dir():
-            if not is_collection(args.index):
-                raise InputError(f"not an index: {args.index} is a folder without a manifest.json")
-            read_manifest(args.index)
-            if args.raster is not None:
-                raise InputError("a collection index answers for its own scenes: leave the raster out")
-        else:
-            emb, _ = read_metadata(args.index)
-            check_patches(Path(args.index), emb)
-    if args.raster is not None:
-        from ..geo.raster import RasterSource
-
-        with RasterSource(args.raster, args.bands, allow_no_crs=args.allow_no_crs):
-            pass
-
-
-def common_kwargs(args: argparse.Namespace) -> dict:
-    kw = {
-        "bands": args.bands,
-        "tile_size": args.tile_size,
-        "overlap": default_overlap(args),
-        "bounds": parse_bounds(args.bounds),
-        "allow_no_crs": args.allow_no_crs,
-    }
-    return kw
-
-
-def make_predictor(args: argparse.Namespace):
+def make_predictor(args: argparse.Namespace, p: RasterTask | None = None):
     """The model: ``--model``, else the index's model (with ``--index``), else the default."""
     from ..defaults import DEFAULT_MODEL
     from ..inference import Predictor
 
-    model = args.model
-    if model is None and getattr(args, "index", None) is not None:
-        from ..index.scenes import is_collection, read_manifest
-        from ..index.store import read_metadata
+    model, index = (p.model, p.index) if p is not None else (args.model, getattr(args, "index", None))
+    if model is None and index is not None:
+        from ..index.opening import index_model
 
-        model = (read_manifest(args.index)["settings"]["model"] if is_collection(args.index)
-                 else read_metadata(args.index)[1]["model"]["source"])
+        model = index_model(index)
     apply_threads(args)
     predictor = Predictor(model or DEFAULT_MODEL, device=args.device, batch_size=args.batch_size)
     from ..card import model_line
@@ -271,17 +215,22 @@ def apply_threads(args: argparse.Namespace) -> int:
     return apply(getattr(args, "threads", None))
 
 
-def source_for(args: argparse.Namespace, predictor):
-    """What the task runs on: the raster path, or the opened index (checked against the model
-    and, when both are given, against the raster)."""
-    if getattr(args, "index", None) is None:
-        return args.raster
-    from ..index import SceneIndex
+def run_task(args: argparse.Namespace, p: RasterTask, describe: Callable[[Any, str], str]) -> int:
+    """Check task ``p`` (the engine's check), load the model, run and write it with a progress bar; the status
+    line ``describe(p, model)`` first, the run's summary last."""
+    from ..checks import check_task
 
-    idx = SceneIndex.open(args.index, predictor, check_raster=args.raster is None)
-    if args.raster is not None:
-        idx.check_raster(args.raster)
-    return idx
+    limit_gdal_cache()
+    p = check_task(p, spell)
+    from ..inference import runs  # the model stack: only once the inputs are known to be good
+
+    predictor = make_predictor(args, p)
+    source = runs.source_for(p, predictor)
+    say(args, describe(p, predictor.model_source))
+    with progress_bar(args, p.task.replace("_", "-")) as prog:
+        result = runs.run_task(p, predictor, source, progress=prog, stage=prog.stage)
+    print(result.summary)
+    return 0
 
 
 def one_line_warnings():

@@ -32,15 +32,14 @@ def _classes(text: str) -> list[str]:
     return items
 
 
+HELP = "turn a raster and labelled polygons into training chips + samples.jsonl"
+DESCRIPTION = ("Turn a raster and labelled polygons (any OGR format, any CRS) into georeferenced "
+    "chips and samples.jsonl with rule-based captions, region phrases and hard negatives.")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "prepare",
-        help="turn a raster and labelled polygons into training chips + samples.jsonl",
-        description="Turn a raster and labelled polygons (any OGR format, any CRS) into georeferenced "
-        "chips and samples.jsonl with rule-based captions, region phrases and hard negatives.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = sub.add_parser("prepare", help=HELP, description=DESCRIPTION, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("raster", help="GeoTIFF (or any raster GDAL reads) with a CRS")
     p.add_argument("labels", help="labelled polygons: GeoPackage, Shapefile, GeoJSON, ... in any CRS")
     p.add_argument("--class-field", required=True, help="field holding the class name of each polygon")

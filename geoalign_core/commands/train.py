@@ -1,6 +1,6 @@
 """``geoalign train CONFIG.yaml [--resume] [--max-steps N] [--out-dir D]``: stage I or II training.
 
-A thin shell over :mod:`training` (the repository's ``training/`` package); under torchrun
+A thin shell over :mod:`geoalign_core.training.train`; under torchrun
 use ``torchrun ... -m geoalign_core.training.train CONFIG.yaml`` (same options).
 """
 
@@ -8,22 +8,15 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "train GeoAlignCLIP (stage I or II, per the config)"
+DESCRIPTION = ("Train GeoAlignCLIP: stage I (global contrastive, Eq. 1) or stage II (Eq. 5: "
+    "RPA, HNA, VIC, HTC) on samples.jsonl data, as the YAML config says.")
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train GeoAlignCLIP (stage I or II, per the config)",
-        description="Train GeoAlignCLIP: stage I (global contrastive, Eq. 1) or stage II (Eq. 5: "
-        "RPA, HNA, VIC, HTC) on samples.jsonl data, as the YAML config says.",
-    )
-    try:
-        from geoalign_core.training.train import add_arguments
-    except ModuleNotFoundError as exc:  # installed without the training package
-        if exc.name != "training" and not (exc.name or "").startswith("training."):
-            raise
-        p.add_argument("config")
-        p.set_defaults(func=_missing)
-        return
+    p = sub.add_parser("train", help=HELP, description=DESCRIPTION)
+    from geoalign_core.training.train import add_arguments
+
     add_arguments(p)
     p.set_defaults(func=_run)
 
@@ -32,9 +25,3 @@ def _run(args: argparse.Namespace) -> int:
     from geoalign_core.training.train import run
 
     return run(args)
-
-
-def _missing(args: argparse.Namespace) -> int:  # noqa: ARG001
-    from ..errors import InputError
-
-    raise InputError("the training package is not installed (install geoalign from a source checkout)")

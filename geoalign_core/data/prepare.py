@@ -46,11 +46,13 @@ from affine import Affine
 from rasterio.windows import Window
 from tqdm import tqdm
 
+from geoalign_core.data.background import background_boxes, background_record, object_size
 from geoalign_core.data.captions import RegionText, chip_captions, describe_regions
 from geoalign_core.data.chipping import ChipRegion, FeatureIndex, chip_grid, chip_regions
 from geoalign_core.data.labels import AUTO, LabelSet, LabelSkips, load_labels
 from geoalign_core.data.negatives import description_negatives, phrase_negatives
 from geoalign_core.data.schema import CHIPS_DIR, DATASET_FILE, SAMPLES_FILE
+from geoalign_core.defaults import DEFAULT_CHIP_SIZE
 from geoalign_core.errors import InputError
 from geoalign_core.geo.grid import area_window, chip_windows
 from geoalign_core.geo.raster import RasterSource
@@ -58,8 +60,6 @@ from geoalign_core.geo.writers import c_library_stderr_held, disk_full_error
 from geoalign_core.outputs import exists_error, output_lock
 
 __all__ = ["DROP_REASONS", "PrepareOptions", "PrepareSummary", "prepare_dataset"]
-
-from geoalign_core.defaults import DEFAULT_CHIP_SIZE  # noqa: E402
 
 DROP_REASONS = ("mostly nodata", "blank (no texture)", "one region covers too much", "no labelled region",
                 "across the train/val split")
@@ -258,64 +258,6 @@ def _region_record(
     }
 
 
-BACKGROUND_PHRASE = "background"
-BACKGROUND_MARGIN = 0.5  #: a background box keeps this share of its size clear of every label
-
-
-def object_size(features: Sequence, chip: int) -> tuple[float, float]:
-    """The median labelled object's width and height in pixels (4 .. chip / 2), the size of the
-    background boxes."""
-    if not features:
-        return (chip / 4.0, chip / 4.0)
-    b = np.asarray([f.geom.bounds for f in features], dtype=np.float64)
-    w = float(np.median(b[:, 2] - b[:, 0]))
-    h = float(np.median(b[:, 3] - b[:, 1]))
-    return (min(max(w, 4.0), chip / 2.0), min(max(h, 4.0), chip / 2.0))
-
-
-def background_boxes(index: FeatureIndex, col: int, row: int, chip: int, valid: np.ndarray,
-                     size: tuple[float, float], n: int, rng: np.random.Generator,
-                     tries: int = 40) -> list[list[float]]:
-    """Up to ``n`` boxes of ``size`` in the chip (pixel ``[x0, y0, x1, y1]`` within it), each with
-    :data:`BACKGROUND_MARGIN` of its size clear of every labelled polygon, with valid pixels only,
-    and not overlapping each other: regions the user did not label, to teach object vs not-object."""
-    import shapely
-
-    w, h = size
-    out: list[list[float]] = []
-    if n <= 0 or w >= chip or h >= chip:
-        return out
-    for _ in range(tries):
-        if len(out) >= n:
-            break
-        x0 = float(rng.uniform(0, chip - w))
-        y0 = float(rng.uniform(0, chip - h))
-        mx, my = BACKGROUND_MARGIN * w, BACKGROUND_MARGIN * h
-        clear = shapely.box(col + x0 - mx, row + y0 - my, col + x0 + w + mx, row + y0 + h + my)
-        if index.query(clear):
-            continue
-        r0, r1, c0, c1 = int(y0), int(np.ceil(y0 + h)), int(x0), int(np.ceil(x0 + w))
-        if not valid[r0:r1, c0:c1].all():
-            continue
-        if any(x0 < b[2] and b[0] < x0 + w and y0 < b[3] and b[1] < y0 + h for b in out):
-            continue
-        out.append([x0, y0, x0 + w, y0 + h])
-    return out
-
-
-def _background_record(box: list[float], chip: int, classes: list[str], rng: np.random.Generator, q: int) -> dict:
-    """A background region: the phrase "background", the dataset's classes as its hard negatives."""
-    chip_negs = list(classes)
-    rng.shuffle(chip_negs)
-    return {
-        "bbox": [_r(v / chip) for v in box],
-        "phrase": BACKGROUND_PHRASE,
-        "description": "an area with no " + ", no ".join(sorted(classes)) if classes else BACKGROUND_PHRASE,
-        "hard_negatives": chip_negs[: max(q, 1)],
-        "hard_negative_types": ["category"] * min(len(chip_negs), max(q, 1)),
-    }
-
-
 def prepare_dataset(
     raster: str | PathLike,
     labels_path: str | PathLike,
@@ -427,7 +369,7 @@ def _run(
                     "regions": [
                         _region_record(r, t, rng, opt.num_negatives, colours, classes) for r, t in zip(regions, texts)
                     ],
-                    "background_regions": [_background_record(b, cs, classes, rng, opt.num_negatives) for b in back],
+                    "background_regions": [background_record(b, cs, classes, rng, opt.num_negatives) for b in back],
                     "width": cs,
                     "height": cs,
                     "window": [col, row, cs, cs],

@@ -16,6 +16,7 @@ __all__ = [
     "clean_class",
     "count_phrase",
     "fill_template",
+    "is_blank",
     "is_mass_noun",
     "join_words",
     "norm",
@@ -50,6 +51,13 @@ _SILENT_H = ("hour", "honest", "honou", "heir")
 def norm(text: str) -> str:
     """Lower case, single spaces: the form texts are compared in."""
     return " ".join(str(text).lower().split())
+
+
+def is_blank(value: object) -> bool:
+    """No value: None, NaN, an empty or all-space text, or the texts "nan", "none" and "null" (as tables write them)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return True
+    return not str(value).strip() or str(value).strip().lower() in ("nan", "none", "null")
 
 
 def clean_class(value: object) -> str:

@@ -8,12 +8,16 @@ that needs it, so the engine starts and says hello at once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ..defaults import DEFAULT_MODEL
+from ..params import TASKS, RasterTask
 
 if TYPE_CHECKING:
     from .server import Context
@@ -55,16 +59,16 @@ class PredictorCache:
 
 
 class IndexCache:
-    """Keeps up to ``size`` scene indexes open (phrases typed one after the other hit the same
-    index), keyed by the files and their modification times, and by the predictor."""
+    """Keeps up to ``size`` scene indexes (files or collection folders) open -- phrases typed one after
+    the other hit the same index --, keyed by the files and their modification times, and by the predictor."""
 
     def __init__(self, size: int = 2) -> None:
         self.size = size
         self._items: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, path: str, predictor: Any, raster: str | None) -> Any:
-        from ..index import SceneIndex, patches_path
+    def get(self, path: str, predictor: Any, check_raster: bool = True) -> Any:
+        from ..index import open_index, patches_path
 
         p = Path(path)
         key = (str(p.resolve()), p.stat().st_mtime_ns if p.exists() else 0,
@@ -72,226 +76,58 @@ class IndexCache:
         with self._lock:
             idx = self._items.get(key)
             if idx is None:
-                idx = SceneIndex.open(p, predictor)
+                idx = open_index(p, predictor, check_raster=check_raster)
                 self._items[key] = idx
                 while len(self._items) > self.size:
                     self._items.popitem(last=False)
             else:
                 self._items.move_to_end(key)
-        if raster is not None:
-            idx.check_raster(raster)
         return idx
 
 
-def cancelled_error() -> Exception:
-    from ..inference import Cancelled
-
-    return Cancelled("cancelled")
-
-
-def is_cancelled(exc: BaseException) -> bool:
-    try:
-        from ..inference import Cancelled
-    except ImportError:  # the model stack itself is broken: not a cancel
-        return False
-    return isinstance(exc, Cancelled)
-
-
-def remove_outputs(paths: list[str]) -> None:
-    """Delete outputs of a cancelled request (and the GDAL side-cars next to them)."""
-    for path in paths:
-        for p in (path, *(path + s for s in ("-journal", "-wal", "-shm", ".aux.xml", ".ovr"))):
-            with contextlib.suppress(OSError):
-                Path(p).unlink()
-
-
 # ---------------------------------------------------------------------------- requests
-def _predictor(ctx: Context, params: dict) -> tuple[Any, bool]:
-    from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
-
-    model = params.get("model")
-    if not model and params.get("index"):  # an index is answered by the model it was built with
-        from ..index import read_metadata
-        from ..index.scenes import is_collection, read_manifest
-
-        model = (read_manifest(params["index"])["settings"]["model"] if is_collection(params["index"])
-                 else read_metadata(params["index"])[1]["model"]["source"])
-    model = model or DEFAULT_MODEL
-    device = params.get("device") or "auto"
-    batch = int(params.get("batch_size") or DEFAULT_BATCH_SIZE)
-    if batch < 1:
-        from ..errors import InputError
-
-        raise InputError(f"batch size must be at least 1; got {batch}", param="batch_size")
+def _predictor(ctx: Context, p: RasterTask) -> tuple[Any, bool]:
+    """The (cached) predictor of a task: its model, else the index's, else the default."""
+    from ..index.opening import index_model
     from ..threads import apply
 
-    apply(params.get("threads"))  # torch's compute threads (None: the cores available)
-    cached = (model, device) in ctx.engine.predictors.loaded()
-    if not cached:
+    model = p.model or (index_model(p.index) if p.index else None) or DEFAULT_MODEL
+    apply(p.threads)  # torch's compute threads (None: the cores available)
+    if (model, p.device) not in ctx.engine.predictors.loaded():
         ctx.stage(f"loading model {model}")
-    return ctx.engine.predictors.get(model, device, batch)
+    return ctx.engine.predictors.get(model, p.device, p.batch_size)
 
 
-def _check_inputs(ctx: Context, params: dict) -> None:
-    """What the CLI checks before it loads a model: the output, the raster or index, the vector files."""
-    from ..errors import InputError
-    from ..geo import RASTER_FORMATS, VECTOR_FORMATS, RasterSource, check_not_an_input, check_output
-
-    ctx.stage("checking inputs")
-    if not params.get("raster") and not params.get("index"):
-        raise InputError("give a raster or a scene index", param="raster")
-    formats = RASTER_FORMATS if ctx.job.type == "heatmap" else VECTOR_FORMATS
-    examples = params.get("examples") if isinstance(params.get("examples"), str) else None
-    check_not_an_input(params["out"], params.get("raster"), params.get("index"), params.get("regions"),
-                       params.get("within"), examples)
-    check_output(params["out"], bool(params.get("overwrite", False)), formats)
-    if params.get("index"):
-        from ..index.scenes import is_collection, read_manifest
-        from ..index.store import check_patches, read_metadata
-
-        if Path(params["index"]).is_dir():  # a collection index (geoalign index A.tif B.tif --out FOLDER)
-            read_manifest(params["index"])
-            if not is_collection(params["index"]) or params.get("raster"):
-                raise InputError("a collection index answers for its own scenes: leave the raster out",
-                                 param="raster")
-        else:
-            emb, _ = read_metadata(params["index"])
-            check_patches(Path(params["index"]), emb)
-    if params.get("raster"):
-        with RasterSource(params["raster"], params.get("bands"),
-                          allow_no_crs=bool(params.get("allow_no_crs", False))):
-            pass
-    for key in ("regions", "within"):
-        if params.get(key) and not Path(params[key]).exists():
-            raise InputError(f"vector file not found: {params[key]}")
-    if examples and not Path(examples).exists():
-        raise InputError(f"vector file not found: {examples}")
-
-
-def _source(ctx: Context, params: dict, predictor: Any) -> Any:
-    """The raster path, or the (cached) open index checked against the model and the raster."""
-    if not params.get("index"):
-        return params["raster"]
-    ctx.stage("opening the index")
-    return ctx.engine.indexes.get(params["index"], predictor, params.get("raster"))
-
-
-def _common(ctx: Context, params: dict) -> dict:
-    """Keyword arguments every run takes: tiling, bands, bounds, callbacks, output handling."""
-    kw: dict[str, Any] = {
-        "progress": ctx.progress, "stage": ctx.stage, "cancel": ctx.cancelled,
-        "overwrite": bool(params.get("overwrite", False)),
-        "metadata": {"client": "engine", **(params.get("metadata") or {})},
-    }
-    for key in ("bands", "tile_size", "overlap", "bounds"):
-        if params.get(key) is not None:
-            kw[key] = params[key]
-    kw["allow_no_crs"] = bool(params.get("allow_no_crs", False))
-    if not Path(params["out"]).exists():  # a cancelled run removes only what it created
-        ctx.outputs.append(params["out"])
-    return kw
-
-
-def _result(run: Any, loaded: bool, predictor: Any) -> dict:
-    return run.to_dict() | {"model_loaded": loaded, "model": predictor.model_source, "device": str(predictor.device)}
-
-
-def tile_classify(ctx: Context, params: dict) -> dict:
-    from ..inference import runs
-
-    _check_inputs(ctx, params)
-    predictor, loaded = _predictor(ctx, params)
-    kw = _common(ctx, params)
-    if params.get("top_k") is not None:
-        kw["top_k"] = params["top_k"]
-    res = runs.tile_classify(predictor, _source(ctx, params, predictor), params.get("classes"), params["out"], **kw)
-    return _result(res, loaded, predictor)
-
-
-def find(ctx: Context, params: dict) -> dict:
-    from ..inference import runs
-
-    _check_inputs(ctx, params)
-    predictor, loaded = _predictor(ctx, params)
-    kw = _common(ctx, params)
-    for key in ("regions", "regions_layer", "within", "within_layer", "buffer", "min_score", "max_results", "nms_iou",
-                "refine", "write_empty", "object_size"):
-        if params.get(key) is not None:
-            kw[key] = params[key]
-    if params.get("index") and params.get("refine") is None:
-        kw["refine"] = False  # from an index: no image pass unless asked for
-    res = runs.find(predictor, _source(ctx, params, predictor), params["phrases"], params["out"], **kw)
-    return _result(res, loaded, predictor)
-
-
-def match_regions(ctx: Context, params: dict) -> dict:
-    from ..inference import runs
-
-    _check_inputs(ctx, params)
-    predictor, loaded = _predictor(ctx, params)
-    kw = _common(ctx, params)
-    for key in ("write_empty", "layer", "buffer"):
-        if params.get(key) is not None:
-            kw[key] = params[key]
-    res = runs.match_regions(predictor, _source(ctx, params, predictor), params["regions"], params["phrases"],
-                             params["out"], **kw)
-    return _result(res, loaded, predictor)
-
-
-def heatmap(ctx: Context, params: dict) -> dict:
-    from ..inference import runs
-
-    _check_inputs(ctx, params)
-    predictor, loaded = _predictor(ctx, params)
-    kw = _common(ctx, params)
-    for key in ("scale", "values"):
-        if params.get(key) is not None:
-            kw[key] = params[key]
-    res = runs.heatmap(predictor, _source(ctx, params, predictor), params["phrase"], params["out"], **kw)
-    return _result(res, loaded, predictor)
-
-
-def similar(ctx: Context, params: dict) -> dict:
-    from ..inference import runs
-
-    _check_inputs(ctx, params)
-    predictor, loaded = _predictor(ctx, params)
-    kw = _common(ctx, params)
-    for key in ("layer", "buffer", "phrase", "text_weight", "min_score", "max_results", "nms_iou", "write_empty"):
-        if params.get(key) is not None:
-            kw[key] = params[key]
-    res = runs.similar(predictor, _source(ctx, params, predictor), params["examples"], params["out"], **kw)
-    return _result(res, loaded, predictor)
-
-
-def index(ctx: Context, params: dict) -> dict:
-    """Build a scene index. A cancelled build keeps its finished parts: the same request resumes it."""
-    from ..errors import InputError
-    from ..geo import RasterSource, check_not_an_input, check_output
-    from ..index.build import INDEX_FORMATS
+def run_task(ctx: Context, params: dict) -> dict:
+    """A task request: the CLI's one input check, then its run (:func:`geoalign_core.inference.runs.run_task`);
+    an index request cancelled keeps its finished parts: the same request resumes it."""
+    from ..checks import check_task
     from ..inference import runs
 
     ctx.stage("checking inputs")
-    check_not_an_input(params["out"], params["raster"])
-    check_output(params["out"], bool(params.get("overwrite", False)), INDEX_FORMATS)
-    with RasterSource(params["raster"], params.get("bands"), allow_no_crs=bool(params.get("allow_no_crs", False))):
-        pass
-    if not str(params["out"]).lower().endswith(".parquet"):
-        raise InputError(f"an index is a .parquet file; got {params['out']}", param="out")
-    predictor, loaded = _predictor(ctx, params)
-    kw = _common(ctx, params)
-    kw.pop("metadata")
-    res = runs.index(predictor, params["raster"], params["out"], **kw)
-    return _result(res, loaded, predictor)
+    p = check_task(TASKS[ctx.job.type](**params))
+    if p.task != "index":
+        p = dataclasses.replace(p, metadata={"client": "engine", **(p.metadata or {})})
+    predictor, loaded = _predictor(ctx, p)
+    if not Path(str(p.out)).exists():  # a cancelled run removes only what it created
+        ctx.outputs.append(str(p.out))
+    if p.index:
+        ctx.stage("opening the index")
+    source = runs.source_for(p, predictor, ctx.engine.indexes.get)
+    res = runs.run_task(p, predictor, source, progress=ctx.progress, stage=ctx.stage, cancel=ctx.cancelled)
+    return res.to_dict() | {"model_loaded": loaded, "model": predictor.model_source, "device": str(predictor.device)}
 
 
 def index_info(ctx: Context, params: dict) -> dict:
-    """What an index holds, and whether its raster is still there and unchanged (no model loaded)."""
-    from ..index import SceneIndex
-    from ..index.scene_index import IndexMismatch
+    """What an index (a file or a collection folder) holds, and for one raster's index whether the raster is
+    still there and unchanged (no model loaded)."""
+    from ..errors import IndexMismatch
+    from ..index import open_index
 
-    idx = SceneIndex.open(params["index"], check_raster=False)
+    idx = open_index(params["index"], check_raster=False)
     info = idx.info()
+    if not hasattr(idx, "raster_path"):  # a collection: its scenes are checked when each is opened
+        return info
     try:
         idx.check_raster()
         info["raster_state"] = "ok" if Path(idx.raster_path).exists() else "missing"
@@ -364,12 +200,7 @@ def finetune(ctx: Context, params: dict) -> dict:
 
 HANDLERS: dict[str, Callable[[Context, dict], dict]] = {
     "finetune": finetune,
-    "tile_classify": tile_classify,
-    "find": find,
-    "match_regions": match_regions,
-    "heatmap": heatmap,
-    "similar": similar,
-    "index": index,
+    **{task: run_task for task in TASKS},
     "index_info": index_info,
     "list_models": list_models,
     "check": check,

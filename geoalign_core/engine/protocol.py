@@ -1,8 +1,10 @@
 """The engine protocol: JSON lines between a client (the QGIS plugin) and the engine process.
 
-Standard library only. The full description, with examples, is ``docs/engine_protocol.md``;
-the client side lives in ``geoalign_qgis/engine.py`` (which cannot import this package, so
-it repeats :data:`PROTOCOL_VERSION`; a test checks that the two agree).
+Standard library only, and of this package only :mod:`geoalign_core.params` and
+:mod:`geoalign_core.defaults`: the QGIS plugin's zip ships these three modules
+(``geoalign_qgis/package.py``), and the plugin takes :data:`PROTOCOL_VERSION`, the defaults,
+:func:`check_params` and :func:`remove_outputs` from them. The full description, with examples,
+is ``docs/engine_protocol.md``; the client side lives in ``geoalign_qgis/engine.py``.
 
 Requests (client -> engine, one JSON object per line on the engine's stdin)::
 
@@ -19,11 +21,16 @@ Events (engine -> client, one JSON object per line on the engine's stdout)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
+
+from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_MIN_SCORE, DEFAULT_MODEL, MAX_PHRASES
+from ..params import TASKS, request_types
 
 PROTOCOL_VERSION = 2  # 2: scene indexes (index, similar, index_info; raster or index)
 
@@ -42,89 +49,33 @@ TERMINAL_EVENTS = ("result", "error", "cancelled")
 #: internal (a bug: the event carries a traceback in ``detail``)
 ERROR_KINDS = ("input", "model", "internal")
 
-NUMBER = (int, float)
-_NONE = type(None)
-
-# parameter -> (accepted types, required)
-_COMMON: dict[str, tuple[tuple[type, ...], bool]] = {
-    "raster": ((str, _NONE), False),  # the raster, or ...
-    "index": ((str, _NONE), False),  # ... its scene index (one of the two is needed)
-    "out": ((str,), True),
-    "overwrite": ((bool,), False),
-    "model": ((str,), False),
-    "device": ((str,), False),
-    "batch_size": ((int,), False),
-    "threads": ((int, _NONE), False),
-    "bands": ((list, str, _NONE), False),
-    "tile_size": ((int, _NONE), False),
-    "overlap": (NUMBER, False),
-    "bounds": ((list, _NONE), False),
-    "allow_no_crs": ((bool,), False),
-    "metadata": ((dict,), False),
-}
+#: parameter -> (accepted JSON types, required), per request type; a task's from its parameter set
+#: (:mod:`geoalign_core.params`)
 PARAMS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "hello": {},
     "shutdown": {},
     "cancel": {"target": ((str, int), True)},
-    "list_models": {"folders": ((list, _NONE), False)},  # folders of the user's own (fine-tuned) models
-    "check": {"modules": ((list, _NONE), False)},
+    "list_models": {"folders": ((list, type(None)), False)},  # folders of the user's own (fine-tuned) models
+    "check": {"modules": ((list, type(None)), False)},
     "index_info": {"index": ((str,), True)},
-    "tile_classify": _COMMON | {"classes": ((list, _NONE), False), "top_k": ((int,), False)},
-    "find": _COMMON | {
-        "phrases": ((list,), True),
-        "regions": ((str, _NONE), False),
-        "regions_layer": ((str, int, _NONE), False),
-        "within": ((str, _NONE), False),
-        "within_layer": ((str, int, _NONE), False),
-        "buffer": ((int, float, _NONE), False),
-        "min_score": (NUMBER, False),
-        "max_results": ((int,), False),
-        "nms_iou": (NUMBER, False),
-        "refine": ((bool,), False),
-        "write_empty": ((bool,), False),
-        "object_size": ((int, float, list, _NONE), False),  # metres: a side, or [width, height]
-    },
-    "match_regions": _COMMON | {
-        "regions": ((str,), True),
-        "layer": ((str, int, _NONE), False),
-        "buffer": ((int, float, _NONE), False),
-        "phrases": ((list,), True),
-        "write_empty": ((bool,), False),
-    },
-    "heatmap": _COMMON | {
-        "phrase": ((str,), True),
-        "scale": ((int, _NONE), False),
-        "values": ((str,), False),
-    },
-    "similar": _COMMON | {
-        "examples": ((list, str), True),  # boxes [[minx, miny, maxx, maxy], ...] in the raster's CRS, or a file
-        "layer": ((str, int, _NONE), False),
-        "buffer": ((int, float, _NONE), False),
-        "phrase": ((str, _NONE), False),
-        "text_weight": (NUMBER, False),
-        "min_score": (NUMBER, False),
-        "max_results": ((int,), False),
-        "nms_iou": (NUMBER, False),
-        "write_empty": ((bool,), False),
-    },
-    "index": {k: v for k, v in _COMMON.items() if k != "index"} | {"raster": ((str,), True)},
+    **{task: request_types(task) for task in TASKS},
     # geoalign finetune in a child process (geoalign_core/engine/finetune_job.py)
     "finetune": {
         "rasters": ((list,), True),
         "labels": ((list,), True),
         "class_field": ((str,), True),
         "out": ((str,), True),  # the new model's folder
-        "model": ((str, _NONE), False),  # the model to start from
-        "name": ((str, _NONE), False),
-        "steps": ((int, _NONE), False),
-        "batch_size": ((int, _NONE), False),
+        "model": ((str, type(None)), False),  # the model to start from
+        "name": ((str, type(None)), False),
+        "steps": ((int, type(None)), False),
+        "batch_size": ((int, type(None)), False),
         "device": ((str,), False),
-        "val_fraction": (NUMBER, False),
-        "bounds": ((list, _NONE), False),
-        "layer": ((str, _NONE), False),
+        "val_fraction": ((int, float), False),
+        "bounds": ((list, type(None)), False),
+        "layer": ((str, type(None)), False),
         "overwrite": ((bool,), False),
-        "log": ((str, _NONE), False),
-        "threads": ((int, _NONE), False),
+        "log": ((str, type(None)), False),
+        "threads": ((int, type(None)), False),
     },
 }
 
@@ -199,6 +150,15 @@ def check_params(rtype: str, params: Mapping[str, Any]) -> None:
                              f"a path against its own working folder); got {json.dumps(value)[:80]}")
 
 
+def remove_outputs(paths: Iterable[str | os.PathLike]) -> None:
+    """Delete outputs of a cancelled request (and the GDAL side-cars next to them): what the engine
+    does after a cancel, and what the plugin does with its own temporary files."""
+    for path in paths:
+        for p in (str(path), *(str(path) + s for s in ("-journal", "-wal", "-shm", ".aux.xml", ".ovr"))):
+            with contextlib.suppress(OSError):
+                Path(p).unlink()
+
+
 def _has_nul(value: Any) -> bool:
     if isinstance(value, str):
         return "\x00" in value
@@ -231,8 +191,12 @@ __all__ = [
     "ABSOLUTE_PATHS",
     "BadRequest",
     "CONTROL_TYPES",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_MIN_SCORE",
+    "DEFAULT_MODEL",
     "ERROR_KINDS",
     "JOB_TYPES",
+    "MAX_PHRASES",
     "PARAMS",
     "PROTOCOL_VERSION",
     "REQUEST_TYPES",
@@ -241,4 +205,5 @@ __all__ = [
     "check_params",
     "encode",
     "parse_request",
+    "remove_outputs",
 ]

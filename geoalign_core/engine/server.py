@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from .. import __version__
-from ..errors import GeoAlignError, ModelError
+from ..errors import Cancelled, GeoAlignError, ModelError
 from . import jobs
-from .protocol import CONTROL_TYPES, JOB_TYPES, PROTOCOL_VERSION, BadRequest, encode, parse_request
+from .protocol import CONTROL_TYPES, JOB_TYPES, PROTOCOL_VERSION, BadRequest, encode, parse_request, remove_outputs
 
 log = logging.getLogger("geoalign.engine")
 
@@ -179,10 +179,10 @@ class Engine:
         ctx = Context(self, job)
         try:
             if job.cancel.is_set():
-                raise jobs.cancelled_error()
+                raise Cancelled("cancelled")
             result = jobs.HANDLERS[job.type](ctx, job.params)
             if job.cancel.is_set():  # finished, but the client no longer wants it
-                raise jobs.cancelled_error()
+                raise Cancelled("cancelled")
             self.terminal(job, {"id": job.id, "event": "result", "result": result})
         except Exception as exc:  # every request ends with exactly one terminal event
             self._fail(job, ctx, exc)
@@ -191,8 +191,8 @@ class Engine:
                 self._active.pop(job.id, None)
 
     def _fail(self, job: Job, ctx: Context, exc: BaseException) -> None:
-        if jobs.is_cancelled(exc) or job.cancel.is_set():
-            jobs.remove_outputs(ctx.outputs)
+        if isinstance(exc, Cancelled) or job.cancel.is_set():
+            remove_outputs(ctx.outputs)
             self.terminal(job, {"id": job.id, "event": "cancelled"})
             return
         message = " ".join(str(exc).split()) or type(exc).__name__

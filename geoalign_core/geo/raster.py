@@ -18,7 +18,6 @@ Example::
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Sequence
 from functools import cached_property
@@ -34,11 +33,12 @@ from affine import Affine
 from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from geoalign_core.errors import InputError
 from geoalign_core.geo.bands import BandSelection, select_bands
+from geoalign_core.geo.gdal_errors import READ_ERRORS, gdal_message
+from geoalign_core.geo.georef import place_on_ground
 from geoalign_core.geo.masks import detect_black_border, finite_mask
 from geoalign_core.geo.paths import check_raster_path, is_gdal_path
 from geoalign_core.geo.stats import SceneStats, compute_scene_stats
@@ -49,28 +49,6 @@ __all__ = ["RasterSource"]
 STATS_SAMPLE_SIDE = 1024
 #: the map frame of a raster without any georeferencing: x = column, y = -row (as QGIS shows it)
 PIXEL_FRAME = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
-
-try:  # GDAL's error classes: public in some rasterio releases, private in others
-    from rasterio.errors import CPLE_BaseError as _CPLError
-except ImportError:
-    from rasterio._err import CPLE_BaseError as _CPLError
-
-_READ_ERRORS = (rasterio.errors.RasterioError, _CPLError)
-
-def _one_line(exc: BaseException) -> str:
-    """One-line message of a GDAL error, with the underlying cause when GDAL chains one."""
-    msg = " ".join(str(exc).split()) or type(exc).__name__
-    cause = exc.__cause__ or exc.__context__
-    if cause is not None and "previous exception" in msg:
-        msg = " ".join(str(cause).split()) or msg
-    return msg
-
-
-def _utm_crs(lon: float, lat: float) -> CRS:
-    """The WGS 84 / UTM zone of a point."""
-    zone = min(60, max(1, int((lon + 180.0) // 6.0) + 1))
-    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
-
 
 def _int_window(window: Window) -> Window:
     """Window with integer offsets (floor) and extents (ceil of the far edge)."""
@@ -83,15 +61,9 @@ def _int_window(window: Window) -> Window:
 class RasterSource:
     """An open raster, validated, with band selection, validity masks and normalisation.
 
-    Placing it on the ground: a raster with a geotransform and a CRS (rotated or not) is read
-    as it is. One georeferenced only by ground control points (raw drone mosaics, L1 products)
-    is read through a GDAL warped VRT built from its GCPs (in the GCPs' CRS), one with RPCs
-    through a warped VRT built from them (height 0, no DEM; in the UTM zone of its centre), so
-    every output lands on the ground; ``georeferencing`` says which ("transform", "gcps",
-    "rpcs", or "none" for pixel coordinates). An identity geotransform (GDAL's default) is no
-    georeferencing, even beside a declared CRS: GCPs or RPCs place such a raster (as GDAL's
-    tools and QGIS do); without them it has no georeferencing (InputError unless
-    ``allow_no_crs``; then ``crs`` is None).
+    Placing it on the ground (:mod:`geoalign_core.geo.georef`): a geotransform as it is, else its
+    GCPs or RPCs through a warped VRT; ``georeferencing`` says which ("transform", "gcps", "rpcs",
+    or "none" for pixel coordinates: InputError unless ``allow_no_crs``; then ``crs`` is None).
 
     Paletted bands are expanded through their colour table to R, G, B (entries with alpha 0
     are invalid). A container of subdatasets (HDF5, NetCDF, ...) is refused with the list of
@@ -140,8 +112,8 @@ class RasterSource:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
                 self.dataset = rasterio.open(self.path)
-        except _READ_ERRORS as exc:
-            raise InputError(f"not a readable raster: {self.path} ({_one_line(exc)})") from None
+        except READ_ERRORS as exc:
+            raise InputError(f"not a readable raster: {self.path} ({gdal_message(exc)})") from None
         try:
             self._check_subdatasets()
             self._place_on_ground()
@@ -162,55 +134,10 @@ class RasterSource:
 
     def _place_on_ground(self) -> None:
         """Swap the dataset for a warped VRT when only GCPs or RPCs place it (see the class doc)."""
-        ds = self.dataset
-        # an identity geotransform is GDAL's default: no georeferencing, whatever CRS is declared
-        # (GDAL's tools and QGIS then place the raster by its GCPs or RPCs, as done here)
-        if ds.crs is not None and not ds.transform.is_identity:
-            return
-        gcps, gcp_crs = ds.gcps
-        if ds.crs is not None and not gcps and ds.rpcs is None:
-            if self.allow_no_crs:
-                self.georeferencing = "none"
-                self._crs_ignored = True
-                return
-            raise InputError(f"raster has a CRS but no georeferencing: {self.path} (its geotransform is the "
-                             "identity and it has no ground control points or RPCs); georeference it (e.g. "
-                             "gdal_translate -a_ullr), or allow working in pixel coordinates",
-                             code="no_crs", param="allow_no_crs")
-        if gcps and gcp_crs is None:
-            if self.allow_no_crs:
-                self.georeferencing = "none"
-                self._crs_ignored = ds.crs is not None  # it belonged to no georeferencing
-                return
-            raise InputError(f"raster has ground control points but no CRS for them: {self.path}; assign one "
-                             "(gdal_translate -a_srs), or allow working in pixel coordinates",
-                             code="no_crs", param="allow_no_crs")
-        options: dict = {}
-        if gcps:
-            n = len(gcps)
-            # SRC_METHOD: the GCPs even when the raster also declares an (identity) geotransform
-            options = {"src_crs": gcp_crs, "crs": gcp_crs, "SRC_METHOD": "GCP_POLYNOMIAL"}
-            how = f"its {n} ground control point{'s' * (n != 1)}"
-        elif ds.rpcs is not None:
-            options, how = {"crs": "EPSG:4326", "rpcs": True}, "its RPCs"
-        else:
-            self.georeferencing = "none"
-            return
-        if ds.nodata is None and ColorInterp.alpha not in ds.colorinterp:
-            options["add_alpha"] = True  # pixels outside the footprint are invalid, black inside stays valid
-        try:
-            with rasterio.Env(CPL_LOG=os.devnull):  # the exception says it; no "ERROR 1:" line on stderr
-                vrt = WarpedVRT(ds, **options)
-                if not gcps:  # RPCs: work in metres, in the UTM zone of the footprint's centre
-                    b = vrt.bounds
-                    utm = _utm_crs((b.left + b.right) / 2, (b.bottom + b.top) / 2)
-                    vrt.close()
-                    vrt = WarpedVRT(ds, **(options | {"crs": utm}))
-        except _READ_ERRORS as exc:
-            raise InputError(f"cannot place {self.path} on the ground from {how}: {_one_line(exc)}; warp it "
-                             "with gdalwarp, or allow working in pixel coordinates", param="allow_no_crs") from None
-        self._source, self.dataset = ds, vrt
-        self.georeferencing = "gcps" if gcps else "rpcs"
+        ground = place_on_ground(self.dataset, self.path, self.allow_no_crs)
+        self.georeferencing, self._crs_ignored = ground.georeferencing, ground.crs_ignored
+        if ground.warped is not None:
+            self._source, self.dataset = self.dataset, ground.warped
 
     def _validate(self) -> None:
         ds = self.dataset
@@ -410,7 +337,7 @@ class RasterSource:
             if self._alpha_pos is not None:
                 alpha_ok[dst] = data[self._alpha_pos] > 0
             finite[dst] = finite_mask(data[self._channel_pos])
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             raise self._read_failed(exc) from None
         valid = band_valid.any(axis=0) & alpha_ok & finite
         if self._palette is not None:  # indexes -> colours of the colour table
@@ -421,14 +348,14 @@ class RasterSource:
         return raw[self._channel_pos], valid, True
 
     def _read_failed(self, exc: BaseException) -> InputError:
-        return InputError(f"cannot read {self.path} (corrupt or truncated?): {_one_line(exc)}")
+        return InputError(f"cannot read {self.path} (corrupt or truncated?): {gdal_message(exc)}")
 
     def read_all_bands(self, window: Window) -> np.ndarray:
         """Every band of ``window`` (inside the raster) as stored, ``[count, H, W]``; a failed read
         (a corrupt or truncated file) is the same InputError as a failed tile read."""
         try:
             return self.dataset.read(window=window)
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             raise self._read_failed(exc) from None
 
     def _black_mask(self, data: np.ndarray) -> np.ndarray:

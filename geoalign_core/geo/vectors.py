@@ -22,8 +22,8 @@ from shapely.geometry import Polygon
 from geoalign_core.errors import GeoAlignWarning, InputError
 
 __all__ = [
-    "boxes_to_pixels", "clip_to_raster", "drop_unprojectable", "mark_unprojectable", "pixel_boxes_to_polygons",
-    "read_vectors",
+    "boxes_to_pixels", "clip_to_raster", "drop_unprojectable", "mark_unprojectable", "parse_crs",
+    "pixel_boxes_to_polygons", "read_vectors", "results_in_crs",
 ]
 
 
@@ -182,4 +182,25 @@ def pixel_boxes_to_polygons(boxes: np.ndarray | Sequence[Sequence[float]], trans
         corners = [transform * (x, y) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))]
         poly = Polygon(corners)
         out.append(shapely.geometry.polygon.orient(poly, sign=1.0))
+    return out
+
+
+def parse_crs(crs: object) -> ProjCRS:
+    """A CRS from what a user wrote (``EPSG:4326``, a WKT or PROJ string, a CRS object); InputError if unknown."""
+    try:
+        return ProjCRS.from_user_input(crs)
+    except Exception:  # noqa: BLE001 -- pyproj's errors vary
+        raise InputError(f"unknown CRS {crs!r}", param="crs") from None
+
+
+def results_in_crs(gdf: gpd.GeoDataFrame, crs: object | None) -> gpd.GeoDataFrame:
+    """A task's results reprojected to ``crs`` (None: as they are), with their metadata (``attrs``)."""
+    if crs is None:
+        return gdf
+    target = parse_crs(crs)
+    if gdf.crs is None:
+        raise InputError("the raster has no CRS: its results cannot be reprojected", param="crs")
+    attrs = dict(gdf.attrs)
+    out = gdf.to_crs(target)
+    out.attrs = attrs
     return out

@@ -8,7 +8,10 @@ tile grid and keeps what every task needs (:mod:`.store` describes the files); a
 * :mod:`.build`: :func:`build_index` (one image pass, resumable);
 * :mod:`.store`: the file format (GeoParquet + an int8 patch file);
 * :mod:`.fingerprint`: telling a changed raster from the indexed one;
-* :mod:`.scene_index`: :class:`SceneIndex`, an embedding source the tasks run on.
+* :mod:`.scene_index`: :class:`SceneIndex`, an embedding source the tasks run on
+  (:mod:`.patch_scores`: every stored patch against the phrases; :mod:`.pieces`: a region
+  across tiles);
+* :mod:`.opening`: :func:`open_index`, an index file or a collection folder.
 
 Many scenes (a collection folder, docs/scaling.md):
 
@@ -30,18 +33,19 @@ Collections larger than memory (patch search in a memory bound set by the caller
 from __future__ import annotations
 
 from .._lazy import lazy_names
+from ..errors import IndexMismatch
 
 _NAMES = {
     "DEFAULT_INDEX_OVERLAP": "build",
     "IndexBuild": "build",
-    "IndexMismatch": "scene_index",
     "SceneCollection": "collection",
     "SceneIndex": "scene_index",
     "build_ann": "ann",
     "build_collection": "collection_build",
     "build_index": "build",
+    "open_index": "opening",
     "patches_path": "store",
     "read_metadata": "store",
 }
 __getattr__ = lazy_names(__name__, _NAMES)
-__all__ = sorted(_NAMES)
+__all__ = ["IndexMismatch", *sorted(_NAMES)]

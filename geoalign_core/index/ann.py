@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .scenes import manifest_scenes, read_manifest
+from .store import read_metadata
 
 __all__ = ["ANN_MIN_PATCHES", "AnnIndex", "build_ann", "candidate_tiles", "choose"]
 
@@ -58,10 +60,11 @@ def ann_dir(root: Path) -> Path:
     return Path(root) / "ann"
 
 
-def _parts_state(coll: Any) -> list[dict]:
+def _parts_state(scenes: Any, part_metadata: Callable[[Any], tuple[dict, dict]]) -> list[dict]:
+    """Per indexed scene: its name, tiles and patch file digest (``part_metadata(scene)``: its metadata)."""
     out = []
-    for s in coll.scenes:
-        emb, _ = coll.part_metadata(s)
+    for s in scenes:
+        emb, _ = part_metadata(s)
         info = emb["patch_embeddings"]
         out.append({"scene": s.name, "tiles": int(info["shape"][0]), "digest": info.get("digest")})
     return out
@@ -87,7 +90,7 @@ class AnnIndex:
         return cls(faiss.read_index(str(d / "patches.faiss")), meta)
 
     def is_current(self, coll: Any) -> bool:
-        state = _parts_state(coll)
+        state = _parts_state(coll.scenes, coll.part_metadata)
         return [(p["scene"], p["tiles"], p["digest"]) for p in state] == \
             [(p["scene"], p["tiles"], p["digest"]) for p in self.meta["parts"]]
 
@@ -164,16 +167,14 @@ def build_ann(root: str | os.PathLike, *, progress: Callable[[int, int], None] |
     sampled evenly over the scenes; PQ with ``D/8`` sub-quantisers of 8 bits (64 bytes per
     512-d patch, 1/8 of the int8 patch file). Written to a temporary folder, then renamed.
     """
-    from .collection import SceneCollection
-
     faiss = _faiss()
     t0 = time.perf_counter()
     root = Path(root)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        coll = SceneCollection.open(root, check_raster=False)
-    parts = _parts_state(coll)
-    mats = [np.load(coll.scenes[i].patches(root), mmap_mode="r") for i in range(len(parts))]
+    scenes = [s for s in manifest_scenes(read_manifest(root)) if s.part(root).exists()]
+    if not scenes:
+        raise InputError(f"{root} holds no indexed scene yet: nothing to build an ANN index of", param="ann")
+    parts = _parts_state(scenes, lambda s: read_metadata(s.part(root)))
+    mats = [np.load(s.patches(root), mmap_mode="r") for s in scenes]
     hw, d = int(mats[0].shape[1]), int(mats[0].shape[2])
     total = sum(int(m.shape[0]) * hw for m in mats)
     nlist = int(min(16384, max(16, 2 * math.sqrt(total))))

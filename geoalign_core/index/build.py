@@ -25,20 +25,20 @@ import numpy as np
 from rasterio.windows import Window
 
 from .. import __version__
+from ..defaults import DEFAULT_OVERLAP
 from ..errors import InputError
 from ..geo import RasterSource
 from ..geo.grid import area_window, check_tile_fits, clip_window, tile_windows
 from ..geo.writers import check_not_an_input, check_output, disk_full_error
 from ..inference.encoder import Cancel, Encoder, Progress, Stage, check_cancel, enter_stage
-from ..outputs import output_lock
+from ..outputs import INDEX_FORMATS, output_lock
 from .fingerprint import raster_fingerprint
 from .store import FORMAT, FORMAT_VERSION, IndexPart, patches_path, quantize, write_index
 
 __all__ = ["DEFAULT_INDEX_OVERLAP", "PART_BYTES", "IndexBuild", "build_index", "partial_dir"]
 
-DEFAULT_INDEX_OVERLAP = 0.25  #: as find's: an index answers find like a live run with its defaults
+DEFAULT_INDEX_OVERLAP = DEFAULT_OVERLAP  #: as find's: an index answers find like a live run with its defaults
 PART_BYTES = 16 << 20  #: a build chunk holds about this much patch data (what an interrupt can lose)
-INDEX_FORMATS = {".parquet": ("Parquet", "index")}
 
 
 def partial_dir(out: str | PathLike) -> Path:

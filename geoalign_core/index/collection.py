@@ -28,12 +28,25 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
+import torch
+from pyproj import CRS
+from rasterio.crs import CRS as RasterCRS
+from rasterio.windows import Window
 
-from ..errors import InputError
+from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE, DEFAULT_OVERLAP
+from ..errors import IndexMismatch, InputError
+from ..geo.vectors import parse_crs
+from ..inference import scoring
 from ..inference.encoder import Encoder
+from ..inference.metadata import run_metadata
+from . import ann
+from .scene_index import SceneIndex
 from .scenes import Scene, manifest_scenes, read_manifest
+from .store import read_metadata
+from .text_side import TextSide
 
 __all__ = ["MAX_OPEN", "SceneCollection"]
 
@@ -42,17 +55,16 @@ __all__ = ["MAX_OPEN", "SceneCollection"]
 MAX_OPEN = 32
 
 
-class SceneCollection:
+class SceneCollection(TextSide):
     """A collection index folder (``geoalign index A.tif B.tif ... --out idx/``), opened for queries.
 
     ::
 
-        idx = SceneIndex.open("idx/")                   # a folder opens as a SceneCollection
+        idx = open_index("idx/")                        # a folder opens as a SceneCollection
         matches = idx.find(["swimming pool"], crs="EPSG:4326")   # a 'scene' column says where
     """
 
     live = False
-    is_collection = True
 
     def __init__(self, root: Path, doc: dict, check_raster: bool, device: str, batch_size: int) -> None:
         self.root = root
@@ -71,10 +83,10 @@ class SceneCollection:
         self._open: OrderedDict[str, Any] = OrderedDict()  # the parts opened last (at most MAX_OPEN)
         self._enc: Encoder | None = None
         self.path = root
-        self.path_for_messages = root.name
 
     @classmethod
-    def open(cls, path: str | PathLike, model: Any = None, *, device: str = "auto", batch_size: int = 32,
+    def open(cls, path: str | PathLike, model: Any = None, *, device: str = "auto",
+             batch_size: int = DEFAULT_BATCH_SIZE,
              check_raster: bool = True) -> SceneCollection:
         """Open a collection folder; see :meth:`SceneIndex.open <.scene_index.SceneIndex.open>`
         for ``model`` and ``check_raster`` (checked per scene when it is first opened)."""
@@ -90,34 +102,31 @@ class SceneCollection:
         return coll
 
     # ------------------------------------------------------------------ model and parts
-    def bind(self, model: Any) -> Encoder:
-        """Use ``model`` (a name, a loaded model, an Encoder / Predictor) for the text side of every scene."""
-        from ..inference import Predictor
+    def own_model(self) -> str:
+        return str(self.settings["model"])
 
-        enc = model if isinstance(model, Encoder) else Predictor(model, device=self._device,
-                                                                batch_size=self._batch_size)
+    def check_compatible(self, enc: Encoder, bands: Any = None) -> None:
+        """Refuse a model other than the collection's (each scene checks its bands when it is opened)."""
         fp = enc.model.fingerprint()
         if fp != self.settings["model_fingerprint"]:
-            from .scene_index import IndexMismatch
-
             raise IndexMismatch(f"{self.root.name} was built with the model {self.settings['model']!r} (fingerprint "
                                 f"{self.settings['model_fingerprint']}); this is {enc.model_source!r} (fingerprint "
                                 f"{fp}): query it with its own model", param="model")
-        self._enc = enc
+
+    def check_raster(self, raster: Any = None) -> None:
+        """A collection answers for its own scenes (each checks its raster when it is opened): no raster to check."""
+        if raster is not None:
+            raise InputError("a collection index answers for its own scenes: leave the raster out", param="raster")
+
+    def bind(self, model: Any) -> Encoder:
+        """Use ``model`` for the text side of every scene (:meth:`TextSide.bind <.text_side.TextSide.bind>`)."""
+        enc = super().bind(model)
         for idx in self._open.values():
             idx.bind(enc)
         return enc
 
-    @property
-    def encoder(self) -> Encoder:
-        if self._enc is None:
-            self.bind(self.settings["model"])
-        return self._enc  # type: ignore[return-value]
-
     def part(self, scene: Scene | str):
         """The :class:`~.scene_index.SceneIndex` of one scene (opened once)."""
-        from .scene_index import SceneIndex
-
         name = scene if isinstance(scene, str) else scene.name
         if name in self._open:
             self._open.move_to_end(name)
@@ -135,8 +144,6 @@ class SceneCollection:
 
     def part_metadata(self, scene: Scene) -> tuple[dict, dict]:
         """``(emb, geoalign)`` metadata of a scene's part, read once (nothing else of it is loaded)."""
-        from .store import read_metadata
-
         if scene.name not in self._metadata:
             self._metadata[scene.name] = read_metadata(scene.part(self.root))
         return self._metadata[scene.name]
@@ -154,13 +161,8 @@ class SceneCollection:
 
     def output_crs(self, crs: Any = None):
         """``crs`` when given; else the scenes' common CRS; else EPSG:4326."""
-        from pyproj import CRS
-
         if crs is not None:
-            try:
-                return CRS.from_user_input(crs)
-            except Exception:  # noqa: BLE001 -- pyproj's errors vary
-                raise InputError(f"unknown CRS {crs!r}", param="crs") from None
+            return parse_crs(crs)
         crss = {self._crs(s) for s in self.scenes}
         if len(crss) == 1 and None not in crss:
             return CRS.from_user_input(next(iter(crss)).to_wkt())
@@ -168,14 +170,8 @@ class SceneCollection:
 
     def _crs(self, scene: Scene):
         """A scene's CRS from its part's metadata (without opening the part)."""
-        from rasterio.crs import CRS
-
         wkt = self.part_metadata(scene)[1]["raster"].get("crs")
-        return CRS.from_wkt(wkt) if wkt else None
-
-    def check_compatible(self, enc: Encoder, bands: Any = None) -> None:
-        for s in self.scenes:
-            self.part(s).check_compatible(enc, bands)
+        return RasterCRS.from_wkt(wkt) if wkt else None
 
     # ------------------------------------------------------------------ queries
     def find(self, phrases: Sequence[str] | str, regions: Any = None, min_score: float | None = None,
@@ -187,9 +183,6 @@ class SceneCollection:
         error without one); None (default) uses it when present and the collection has at
         least :data:`~.ann.ANN_MIN_PATCHES` patches.
         """
-        from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE
-        from . import ann
-
         if regions is not None:
             raise InputError("--regions takes one scene: query its part (idx/parts/<scene>.parquet)",
                              param="regions")
@@ -229,11 +222,6 @@ class SceneCollection:
     def _scene_order(self, phrases: list[str], narrowed: dict[str, np.ndarray] | None) -> list[tuple[Scene, float]]:
         """Scenes with the best score bound of any of their tiles, best first (exact: every
         patch of every scene; with ANN: the tiles it named)."""
-        import torch
-        from rasterio.windows import Window
-
-        from ..inference import scoring
-
         enc = self.encoder
         texts, _ = enc.query_texts(phrases)
         ranked = []
@@ -245,16 +233,14 @@ class SceneCollection:
             best = idx.patch_scores(rows, texts, len(phrases), enc.logit_scale)
             bound = scoring.score_bound(best, probability=True).amax(dim=0)  # [N] raw
             # in the scene's calibrated scores, which find reports and the floors are in
-            cal = idx.calibration(Window(0, 0, idx.width, idx.height), idx.tile_size(None), idx.overlap(None, 0.25),
-                                  texts, len(phrases))
+            whole = Window(0, 0, idx.width, idx.height)
+            cal = idx.calibration(whole, idx.tile_size(None), idx.overlap(None, DEFAULT_OVERLAP), texts, len(phrases))
             ranked.append((s, float(cal.score(bound, torch.arange(len(phrases))).max())))
         ranked.sort(key=lambda t: -t[1])
         return ranked
 
     def _merge(self, found: list[pd.DataFrame], phrases: list[str], max_results: int, crs: Any,
                column: str = "score"):
-        import geopandas as gpd
-
         if not found:
             return gpd.GeoDataFrame({"scene": pd.Series([], dtype=object), "phrase": pd.Series([], dtype=object),
                                      column: pd.Series([], dtype=float), "rank": pd.Series([], dtype="int64")},
@@ -271,8 +257,6 @@ class SceneCollection:
                       **kwargs: Any):
         """Every tile of every scene classified (rows as :meth:`SceneIndex.tile_classify
         <.scene_index.SceneIndex.tile_classify>` plus ``scene``)."""
-        import geopandas as gpd
-
         if kwargs.get("bounds") is not None:
             raise InputError("bounds are for one scene: query its part (idx/parts/<scene>.parquet)", param="bounds")
         out_crs = self.output_crs(crs)
@@ -301,8 +285,6 @@ class SceneCollection:
         self._refuse("match-regions")
 
     def _meta(self, enc: Encoder, command: str, **params: Any) -> dict:
-        from ..inference.metadata import run_metadata
-
         return run_metadata(enc, command, index=str(self.root), scenes=[s.name for s in self.scenes],
                             n_scenes=len(self.scenes), n_scenes_missing=len(self.missing),
                             tile_size=self.settings["tile_size"], overlap=self.settings["overlap"], **params)

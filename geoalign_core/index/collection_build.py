@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 
-from ..errors import GeoAlignError, InputError
-from ..geo.raster import _one_line as gdal_message
-from ..inference.encoder import Cancel, Cancelled, Encoder, Progress, Stage
+from ..errors import Cancelled, GeoAlignError, InputError
+from ..geo.gdal_errors import gdal_message
+from ..inference.encoder import Cancel, Encoder, Progress, Stage
 from ..outputs import OutputBusy, output_lock
 from .scenes import Scene, check_collection_root, expand_inputs, scene_names, share, write_manifest
 

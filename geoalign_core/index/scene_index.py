@@ -21,7 +21,6 @@ How a query differs from a live run on the raster:
 from __future__ import annotations
 
 import contextlib
-import mmap
 import warnings
 from collections.abc import Iterator, Sequence
 from os import PathLike
@@ -39,43 +38,34 @@ from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from ..errors import GeoAlignError, InputError
-from ..geo import Tile
+from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE
+from ..errors import IndexMismatch, InputError
+from ..geo import RasterSource, Tile
 from ..geo.bands import parse_bands
 from ..geo.grid import assign_to_windows
 from ..geo.stats import SceneStats
-from ..inference import scoring
+from ..inference import calibration, classify, find, heatmap, scoring, similar
+from ..inference import regions as regions_task
 from ..inference.encoder import Cancel, EmbeddingBatch, Encoder, Progress, check_cancel
+from ..inference.metadata import raster_identity
 from ..inference.source import LiveSource, tile_boxes
+from .fingerprint import raster_fingerprint
+from .patch_scores import best_patch_scores
+from .pieces import pool_pieces
+from .scenes import is_collection
 from .store import check_patches, dequantize, load_patches, patches_path, read_metadata, unusable
+from .text_side import TextSide
 
 __all__ = ["BATCH_TILES", "IndexMismatch", "SceneIndex"]
 
 BATCH_TILES = 64  #: tiles dequantised per batch
-_SIM_CHUNK = 1 << 18  #: patches per matrix product when ranking the whole index (128 MB of 512-d int8)
 
 
-class IndexMismatch(GeoAlignError):
-    """The index does not belong to this model or raster (another model, a changed raster)."""
-
-
-def _int8_dot(queries: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """``queries [T, D]`` (float) x int8 vectors ``q [P, D]`` -> ``[T, P]`` float32 dot products.
-
-    Uses PyTorch's int8-weight kernel (bfloat16 activations; ~0.3 % relative error, plenty to
-    rank patches) where the CPU has it, else a float matrix product.
-    """
-    try:
-        ones = torch.ones(q.shape[0], dtype=torch.bfloat16)
-        return torch._weight_int8pack_mm(queries.bfloat16().cpu(), q, ones).float()
-    except (RuntimeError, AttributeError, NotImplementedError):
-        return queries.float().cpu() @ q.float().T
-
-
-class SceneIndex:
+class SceneIndex(TextSide):
     """A scene index (``geoalign index``), opened for queries.
 
-    Open one with :meth:`open`; query it like a raster with the same methods as a
+    Open one with :meth:`open` (or :func:`~geoalign_core.index.open_index`, which also opens a
+    collection folder); query it like a raster with the same methods as a
     :class:`~geoalign_core.inference.Predictor` (without the raster argument)::
 
         idx = SceneIndex.open("scene.parquet")            # loads the model the index was built with
@@ -98,7 +88,6 @@ class SceneIndex:
         self.meta = meta
         r, t, m = meta["raster"], meta["tiling"], meta["model"]
         self.raster_path = r["path"]
-        self.path_for_messages = path.name
         self.width, self.height = int(r["width"]), int(r["height"])
         self.crs = CRS.from_wkt(r["crs"]) if r.get("crs") else None
         self.transform = Affine(*r["transform"])
@@ -132,11 +121,9 @@ class SceneIndex:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, path: str | PathLike, model: Any = None, *, device: str = "auto", batch_size: int = 32,
-             check_raster: bool = True) -> SceneIndex:
-        """Open an index file (and check its patch file beside it); a collection folder
-        (``geoalign index A.tif B.tif --out idx/``) opens as a
-        :class:`~geoalign_core.index.collection.SceneCollection`.
+    def open(cls, path: str | PathLike, model: Any = None, *, device: str = "auto",
+             batch_size: int = DEFAULT_BATCH_SIZE, check_raster: bool = True) -> SceneIndex:
+        """Open an index file (and check its patch file beside it).
 
         Args:
             model: what answers the text side: None (the model the index was built with,
@@ -148,13 +135,9 @@ class SceneIndex:
                 index if the raster changed since (its fingerprint, a few milliseconds).
         """
         path = Path(path)
-        from .scenes import is_collection
-
         if is_collection(path):
-            from .collection import SceneCollection
-
-            return SceneCollection.open(path, model, device=device, batch_size=batch_size,  # type: ignore[return-value]
-                                        check_raster=check_raster)
+            raise InputError(f"{path} is a collection folder: open it with geoalign_core.index.open_index "
+                             "(a SceneCollection)", param="index")
         emb, meta = read_metadata(path)
         ppath = check_patches(path, emb)
         try:
@@ -178,9 +161,6 @@ class SceneIndex:
     def check_raster(self, raster: str | PathLike | None = None) -> None:
         """Refuse a raster that is not the one indexed: ``raster`` (or, for None, the recorded
         path when it still exists) must have the recorded fingerprint."""
-        from ..geo import RasterSource
-        from .fingerprint import raster_fingerprint
-
         target = self.raster_path if raster is None else raster
         if raster is None and not ("://" in str(target) or str(target).startswith("/vsi")
                                    or Path(target).exists()):
@@ -195,22 +175,8 @@ class SceneIndex:
             raise IndexMismatch(f"{self.path.name} is the index of {self.raster_path}, not of {target}",
                                 param="index")
 
-    def bind(self, model: Any) -> Encoder:
-        """Use ``model`` for the text side (see :meth:`open`); returns its encoder."""
-        from ..inference import Predictor
-
-        enc = model if isinstance(model, Encoder) else Predictor(model, device=self._device,
-                                                                batch_size=self._batch_size)
-        self.check_compatible(enc)
-        self._enc = enc
-        return enc
-
-    @property
-    def encoder(self) -> Encoder:
-        """The encoder that answers queries (the index's own model unless :meth:`bind` set one)."""
-        if self._enc is None:
-            self.bind(self.model_info["source"])
-        return self._enc  # type: ignore[return-value]
+    def own_model(self) -> str:
+        return str(self.model_info["source"])
 
     def check_compatible(self, enc: Encoder, bands: Sequence[int] | str | None = None) -> None:
         """Refuse a model other than the index's, or bands other than its own."""
@@ -230,14 +196,8 @@ class SceneIndex:
         return len(self.patches)
 
     def raster_meta(self) -> dict:
-        return {
-            "raster": self.raster_path,
-            "index": str(self.path),
-            "crs": self.crs.to_string() if self.crs is not None else None,
-            "georeferencing": self.georeferencing,
-            "bands": list(self.bands),
-            "scene_stats": self.stats.to_dict(),
-        }
+        return raster_identity(self.raster_path, self.crs, self.georeferencing, self.bands, self.stats,
+                               index=str(self.path))
 
     def tile_size(self, tile_size: int | None) -> int:
         if tile_size is not None and int(tile_size) != self._ts:
@@ -277,6 +237,10 @@ class SceneIndex:
             return np.asarray([self._row[(int(w.col_off), int(w.row_off))] for w in windows], dtype=np.int64)
         except KeyError as exc:
             raise ValueError(f"window at {exc.args[0]} is not a tile of this index") from None
+
+    def row_at(self, col_off: int, row_off: int) -> int | None:
+        """The row of the tile at this grid offset (None: no tile there, e.g. an empty one)."""
+        return self._row.get((int(col_off), int(row_off)))
 
     # ------------------------------------------------------------------ source: embeddings
     def _valid(self, row: int) -> np.ndarray:
@@ -322,65 +286,18 @@ class SceneIndex:
             self._pvalid[row] = (scoring.patch_validity(v, p)[0] >= 0.5).reshape(-1)
         return self._pvalid[row]
 
-    @contextlib.contextmanager
-    def _rows_of_patches(self, rows: np.ndarray) -> Iterator[np.ndarray]:
-        """The int8 patches of ``rows`` (ascending) for the duration of the ``with``.
-
-        A run of consecutive rows is a view of the memory map, and its pages are handed back
-        afterwards (``madvise(MADV_DONTNEED)``; they stay in the page cache): a scan of the whole
-        index keeps one chunk of the patch file in this process, whatever the index's size.
-        """
-        if not (len(rows) and rows[-1] - rows[0] + 1 == len(rows)):
-            yield np.ascontiguousarray(self.patches[rows])
-            return
-        lo, hi = int(rows[0]), int(rows[-1]) + 1
-        yield self.patches[lo:hi]
-        mm = getattr(self.patches, "_mmap", None)
-        if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-            row_bytes = int(np.prod(self.patches.shape[1:]))
-            start = int(self.patches.offset) + lo * row_bytes
-            end = int(self.patches.offset) + hi * row_bytes
-            page = mmap.PAGESIZE
-            first = (start + page - 1) // page * page  # whole pages inside the run only
-            with contextlib.suppress(OSError, ValueError):
-                if end - first >= page:
-                    mm.madvise(mmap.MADV_DONTNEED, first, (end - first) // page * page)
-
     def patch_scores(self, rows: np.ndarray, queries: torch.Tensor, n_queries: int,
                      logit_scale: float | None, cancel: Cancel | None = None) -> torch.Tensor:
-        """Best patch score per (tile, query) ``[len(rows), n_queries]`` over the tiles' valid patches.
-
-        With ``logit_scale``: the probability of each query against the other rows of
-        ``queries`` (find's score of a one-patch region: ``queries`` = phrases, then background
-        phrases); without: the cosine similarity of each patch with each query.
-        """
-        hw = self.grid[0] * self.grid[1]
+        """Best patch score per (tile, query) ``[len(rows), n_queries]`` over the tiles' valid patches
+        (:func:`~.patch_scores.best_patch_scores`); the last query's scores are kept, for the same
+        query again (a collection ranks scenes first)."""
         rows = np.asarray(rows, dtype=np.int64)
         key = (hash(rows.tobytes()), len(rows), hash(queries.detach().cpu().float().numpy().tobytes()), n_queries,
                logit_scale)
         if self._scores_memo is not None and self._scores_memo[0] == key:
-            return self._scores_memo[1].clone()  # the same query again (a collection ranks scenes first)
-        out = torch.full((len(rows), n_queries), -1.0)
-        step = max(1, _SIM_CHUNK // hw)
-        order = np.argsort(rows)
-        for lo in range(0, len(rows), step):
-            check_cancel(cancel)
-            part = order[lo : lo + step]
-            sel = rows[part]
-            with self._rows_of_patches(sel) as block, warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # a read-only view: only read
-                dots = _int8_dot(queries, torch.from_numpy(block.reshape(-1, self.patches.shape[2])))  # [T, P]
-            scale = torch.from_numpy(self.scale[sel].reshape(-1))
-            norm = torch.from_numpy(self.norm[sel].reshape(-1)).clamp_min(1e-12)
-            cos = dots * (scale / norm)[None]
-            if logit_scale is not None:
-                score = (float(logit_scale) * cos).softmax(dim=0)[:n_queries]
-            else:
-                score = cos[:n_queries]
-            score = score.T.reshape(len(sel), hw, n_queries)
-            pv = torch.stack([self.patch_validity(int(r)) for r in sel])
-            score = torch.where(pv[..., None], score, torch.full_like(score, -1.0))
-            out[torch.from_numpy(part)] = score.amax(dim=1)
+            return self._scores_memo[1].clone()
+        out = best_patch_scores(self.patches, self.scale, self.norm, self.patch_validity, rows, queries, n_queries,
+                                logit_scale, cancel)
         self._scores_memo = (key, out.clone())
         return out
 
@@ -389,8 +306,6 @@ class SceneIndex:
         """find's score calibration (:func:`geoalign_core.inference.calibration.measure`) over all
         the stored tiles of ``area`` (also inside :meth:`restricted`), measured once per
         (area, phrase set) and kept."""
-        from ..inference import calibration
-
         key = (int(area.col_off), int(area.row_off), int(area.width), int(area.height), int(tile_size),
                float(overlap), n_phrases, hash(texts.detach().cpu().float().numpy().tobytes()))
         if key not in self._cal_memo:
@@ -446,48 +361,8 @@ class SceneIndex:
                 out[idx.to(enc.device)] = F.normalize(enc.model.pool_regions(eb.dense, blist).float(), dim=-1)
         for k in split:
             check_cancel(cancel)
-            out[k] = self._pool_pieces(boxes[k])
+            out[k] = pool_pieces(self, boxes[k])
         return out
-
-    def _cores(self, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per grid offset along an axis, the span of pixels nearest that tile's centre."""
-        offs = np.unique(offsets)
-        centres = offs + self._ts / 2.0
-        mids = (centres[1:] + centres[:-1]) / 2.0
-        lo = np.concatenate([[-np.inf], mids])
-        hi = np.concatenate([mids, [np.inf]])
-        return offs, np.stack([lo, hi], axis=1)
-
-    def _pool_pieces(self, box: np.ndarray) -> torch.Tensor:
-        """A box pooled piecewise: each part from the tile whose centre is nearest, weighted by area."""
-        enc = self.encoder
-        xs, xspan = self._cores(self.col_off)
-        ys, yspan = self._cores(self.row_off)
-        x0, y0, x1, y1 = (float(v) for v in box)
-        acc = torch.zeros(enc.model.embed_dim, device=enc.device)
-        total = 0.0
-        for cx, (sx0, sx1) in zip(xs, xspan):
-            px0, px1 = max(x0, sx0), min(x1, sx1)
-            if px1 - px0 <= 0:
-                continue
-            for cy, (sy0, sy1) in zip(ys, yspan):
-                py0, py1 = max(y0, sy0), min(y1, sy1)
-                if py1 - py0 <= 0:
-                    continue
-                row = self._row.get((int(cx), int(cy)))
-                if row is None:  # an empty tile: no data there
-                    continue
-                k = self.input_size / self._ts  # model-input pixels per raster pixel
-                piece = torch.tensor([[(px0 - cx) * k, (py0 - cy) * k, (px1 - cx) * k, (py1 - cy) * k]])
-                dense = dequantize(self.patches[row : row + 1], self.scale[row : row + 1], self.grid).to(enc.device)
-                with torch.no_grad():
-                    pooled = enc.model.pool_regions(dense, [piece]).float()[0]
-                a = (px1 - px0) * (py1 - py0)
-                acc += a * pooled
-                total += a
-        if total == 0:
-            return acc
-        return F.normalize(acc / total, dim=-1)
 
     def mask_invalid(self, values: np.ndarray, area: Window, scale: int, cancel: Cancel | None) -> None:
         """Nothing to add: the stored tiles' validity already masked the heatmap."""
@@ -496,8 +371,6 @@ class SceneIndex:
     def live_source(self) -> Iterator[LiveSource]:
         """The indexed raster, read live (for ``find``'s box refinement): it must still be where the
         index says, unchanged; read with the index's bands and scene statistics."""
-        from ..geo import RasterSource
-
         path = self.raster_path
         if not ("://" in str(path) or str(path).startswith("/vsi") or Path(path).exists()):
             raise InputError(f"box refinement re-reads the raster, and {path} is not there any more: "
@@ -508,38 +381,25 @@ class SceneIndex:
             yield LiveSource(self.encoder, src)
 
     # ------------------------------------------------------------------ queries
-    def find(self, phrases: Sequence[str] | str, regions: Any = None, min_score: float | None = None,
-             max_results: int | None = None, *, refine: bool = False, **kwargs: Any):
+    def find(self, phrases: Sequence[str] | str, regions: Any = None, min_score: float = DEFAULT_MIN_SCORE,
+             max_results: int = DEFAULT_MAX_RESULTS, **kwargs: Any):
         """:func:`geoalign_core.inference.find.find` from the index (box refinement off by default)."""
-        from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE
-        from ..inference import find
-
-        return find.find(self.encoder, self, phrases, regions,
-                         DEFAULT_MIN_SCORE if min_score is None else min_score,
-                         DEFAULT_MAX_RESULTS if max_results is None else max_results, refine=refine, **kwargs)
+        return find.find(self.encoder, self, phrases, regions, min_score, max_results, **kwargs)
 
     def tile_classify(self, classes: Sequence[str] | None = None, top_k: int = 3, **kwargs: Any):
         """:func:`geoalign_core.inference.classify.tile_classify` of the index's tiles."""
-        from ..inference import classify
-
         return classify.tile_classify(self.encoder, self, classes, top_k, **kwargs)
 
     def match_regions(self, regions: Any, phrases: Sequence[str] | str, **kwargs: Any):
         """:func:`geoalign_core.inference.regions.match_regions` from the index."""
-        from ..inference import regions as regions_mod
-
-        return regions_mod.match_regions(self.encoder, self, regions, phrases, **kwargs)
+        return regions_task.match_regions(self.encoder, self, regions, phrases, **kwargs)
 
     def heatmap(self, phrase: str, out_path: str | PathLike, overwrite: bool = False, **kwargs: Any) -> Path:
         """:func:`geoalign_core.inference.heatmap.heatmap` from the index; returns the file written."""
-        from ..inference import heatmap
-
         return heatmap.heatmap(self.encoder, self, phrase, out_path, overwrite, **kwargs)
 
     def similar(self, examples: Any, **kwargs: Any):
         """:func:`geoalign_core.inference.similar.similar` from the index: more regions like ``examples``."""
-        from ..inference import similar
-
         return similar.similar(self.encoder, self, examples, **kwargs)
 
     def tiles(self):

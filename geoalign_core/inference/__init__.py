@@ -5,7 +5,7 @@ boxes) -> geo writers. The CLI, the engine (and through it the QGIS plugin) driv
 :class:`Predictor`::
 
     from geoalign_core.inference import Predictor
-    p = Predictor("geoalign-demo", device="auto", batch_size=32)
+    p = Predictor("geoalign-demo", device="auto", batch_size=16)
     tiles = p.tile_classify("scene.tif")                 # GeoDataFrame: label, score, top_k
     cars = p.find("scene.tif", ["red car"])              # GeoDataFrame: phrase, score, rank
     p.heatmap("scene.tif", "red car", "heat.tif")        # float32 COG
@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING
 
 from .._lazy import lazy_names
 from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE
+from ..errors import Cancelled
 
 if TYPE_CHECKING:
-    from .encoder import Cancelled, EmbeddingBatch, Encoder
+    from .encoder import EmbeddingBatch, Encoder
     from .predictor import Predictor
     from .vocabulary import BACKGROUND_PHRASES, DEFAULT_VOCABULARY, PROMPT_TEMPLATES, VOCABULARY_SOURCES
 
 _LAZY = {
-    "Cancelled": "encoder",
     "EmbeddingBatch": "encoder",
     "Encoder": "encoder",
     "Predictor": "predictor",

@@ -48,8 +48,6 @@ CAL_TILES = 16  #: tiles sampled per scene (evenly spread over the searched wind
 MIN_SPREAD = 0.1  #: floor of the spread, in log-odds (a flat scene does not blow standouts up)
 TOP_QUANTILE = 0.99  #: the scene's upper tail, for ``above_top``
 FEATURES: tuple[str, ...] = ("logodds", "standout", "above_top", "vocabulary", "unknown")
-#: a sampled window counts when at least this share of it is valid (as ``find``'s candidates)
-MIN_VALID_FRACTION = 0.5
 _EPS = 1e-12
 
 
@@ -294,7 +292,7 @@ def sampled_regions(enc: Encoder, src: EmbeddingSource, windows: Sequence[Window
     grid = scoring.window_candidates(size, size, patch)
     for eb in src.embeddings(sample, dense=True, cancel=cancel):
         per_tile = [grid] * len(eb.tiles)
-        valid = scoring.boxes_valid_fraction(eb.valid, per_tile) >= MIN_VALID_FRACTION
+        valid = scoring.boxes_valid_fraction(eb.valid, per_tile) >= scoring.MIN_VALID_FRACTION
         assert eb.dense is not None  # the pass above asked for dense embeddings
         with torch.no_grad():
             reg = F.normalize(enc.model.pool_regions(eb.dense, per_tile).float(), dim=-1)

@@ -11,9 +11,11 @@ import numpy as np
 import torch
 from rasterio.windows import Window
 
+from ..defaults import DEFAULT_TILE_OVERLAP
 from ..errors import InputError
 from ..geo import pixel_boxes_to_polygons
 from ..geo.grid import area_window, clip_window
+from ..geo.vectors import parse_crs, results_in_crs
 from . import scoring
 from .encoder import Cancel, EmbeddingBatch, Encoder, Progress, Stage, enter_stage
 from .metadata import raster_meta, run_metadata
@@ -77,6 +79,7 @@ def tile_classify(
     overlap: float | None = None,
     bounds: Sequence[float] | None = None,
     allow_no_crs: bool = False,
+    crs: object | None = None,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
     stage: Stage | None = None,
@@ -84,7 +87,8 @@ def tile_classify(
     """Zero-shot classification of every non-empty tile.
 
     ``raster``: a raster path, or a :class:`~geoalign_core.index.SceneIndex` (its tiles;
-    ``overlap`` then defaults to the index's). ``overlap`` defaults to 0 for a raster.
+    ``overlap`` then defaults to the index's). ``overlap`` defaults to 0 for a raster. ``crs``: the
+    results' CRS (default: the raster's).
 
     Each tile is scored against the classes and their competitors (the built-in vocabulary, minus
     what names a class: :func:`~.vocabulary.competitors_for`; none for the default vocabulary).
@@ -100,8 +104,10 @@ def tile_classify(
     classes = enc.clean(DEFAULT_VOCABULARY if default_vocab else classes, "class")
     if int(top_k) < 1:
         raise InputError(f"top k must be at least 1; got {top_k}", param="top_k")
+    if crs is not None:
+        parse_crs(crs)  # an unknown CRS fails before the image pass
     with open_source(enc, raster, bands, allow_no_crs) as src:
-        ts, overlap = src.tile_size(tile_size), src.overlap(overlap, 0.0)
+        ts, overlap = src.tile_size(tile_size), src.overlap(overlap, DEFAULT_TILE_OVERLAP)
         area = area_window(src.transform, src.width, src.height, bounds, src.path)
         windows = src.windows(ts, overlap, area)
         enter_stage(stage, "encoding classes")
@@ -164,4 +170,4 @@ def tile_classify(
         )
     gdf.attrs["score_features"] = torch.stack([z[rows, best], margin[rows, best]], dim=1).numpy()
     gdf.attrs["best_class"] = [classes[int(i)] for i in best]
-    return gdf
+    return results_in_crs(gdf, crs)

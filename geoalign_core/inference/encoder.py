@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from rasterio.windows import Window
 
 from ..data.text import clean_texts, fill_template
-from ..errors import GeoAlignError, InputError
+from ..defaults import DEFAULT_BATCH_SIZE
+from ..errors import Cancelled, InputError
 from ..geo import RasterSource, Tile
 from ..model import GeoAlignCLIP
 from ._reader import iter_batches
@@ -51,10 +52,6 @@ MIN_TILE_SIZE = 8
 Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool]
 Stage = Callable[[str], None]
-
-
-class Cancelled(GeoAlignError):
-    """The run was cancelled by its ``cancel`` callback (nothing was written)."""
 
 
 def enter_stage(stage: Stage | None, name: str) -> None:
@@ -122,7 +119,7 @@ class Encoder:
         background: phrases competing with the query phrases in region scores.
     """
 
-    def __init__(self, model: GeoAlignCLIP, batch_size: int = 32, *, prefetch: int | None = None,
+    def __init__(self, model: GeoAlignCLIP, batch_size: int = DEFAULT_BATCH_SIZE, *, prefetch: int | None = None,
                  templates: Sequence[str] = PROMPT_TEMPLATES,
                  background: Sequence[str] = BACKGROUND_PHRASES,
                  vocabulary: Sequence[str] = DEFAULT_VOCABULARY) -> None:

@@ -3,12 +3,12 @@ and placed better at twice the zoom.
 
 :func:`find` is the task. Its steps are separate functions so that the candidates can be
 scored from stored embeddings too: :func:`find_candidates` (an image pass, then
-:func:`score_candidates` per batch), :func:`refine_boxes` (a second look at each kept box).
+:func:`~.candidates.pool_candidates` per batch), :func:`~.refine.refine_boxes` (a second look at
+each kept box); :mod:`.object_sizes` adds what a known object size changes.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from os import PathLike
 
@@ -16,34 +16,34 @@ import geopandas as gpd
 import numpy as np
 import shapely
 import torch
-import torch.nn.functional as F
 from rasterio.windows import Window
 
-from ..card import phrase_object_size
-from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE, DEFAULT_NMS_IOU, MAX_PHRASES, REFINE_MAX_BOXES
+from ..defaults import (
+    DEFAULT_MAX_RESULTS,
+    DEFAULT_MIN_SCORE,
+    DEFAULT_NMS_IOU,
+    DEFAULT_OVERLAP,
+    MAX_PHRASES,
+    REFINE_MAX_BOXES,
+)
 from ..errors import InputError
 from ..geo import pixel_boxes_to_polygons
 from ..geo.grid import area_window
+from ..geo.vectors import parse_crs, results_in_crs
 from . import scoring
-from .encoder import Cancel, EmbeddingBatch, Encoder, Progress, Stage, enter_stage, tile_scale
+from .candidates import keep_top_per_tile, pool_candidates, score_candidates
+from .encoder import Cancel, Encoder, Progress, Stage, enter_stage
 from .metadata import raster_meta, run_metadata
+from .object_sizes import SIZE_RANGE, object_sizes, size_fits, sized_windows
+from .refine import REFINE_SPARE, refine_boxes, refine_selection
 from .regions import centres_in, load_regions, load_within, pd_strings
-from .source import EmbeddingSource, LiveSource, open_source
+from .source import EmbeddingSource, open_source
 
-__all__ = ["find", "find_candidates", "keep_top_per_tile", "object_sizes", "pool_candidates", "refine_boxes",
-           "refine_selection", "score_candidates", "size_fits", "sized_windows"]
+__all__ = ["SIZE_RANGE", "find", "find_candidates", "keep_top_per_tile", "object_sizes", "pool_candidates",
+           "refine_boxes", "refine_selection", "score_candidates", "size_fits", "sized_windows"]
 
-MIN_VALID_FRACTION = 0.5  # candidates / patches with less valid area are ignored
 PRE_NMS = 64  # candidates per (tile, phrase) considered for NMS
-# the box refinement: each kept box is looked at again at twice the tile zoom (a window of half
-# the tile size around it, resampled to the model's input) for a better placed box
-REFINE_ZOOM = 2
-REFINE_MIN_AREA = 0.5  # a refined box keeps at least this share of the original box's area
-REFINE_SPARE = 20  # boxes kept for refinement beyond max_results per phrase (NMS may merge refined boxes)
 _BUFFER_LIMIT = 20_000
-# a known object size (``object_size``, or a fine-tuned model's labelled sizes): candidates of that
-# size are added, and a phrase keeps only boxes whose area is within this factor of it
-SIZE_RANGE = 2.5
 
 
 def find(
@@ -60,12 +60,13 @@ def find(
     overlap: float | None = None,
     bounds: Sequence[float] | None = None,
     allow_no_crs: bool = False,
-    refine: bool = True,
-    regions_layer: str | int | None = None,
+    refine: bool | None = None,
+    layer: str | int | None = None,
     buffer: float | None = None,
     within: str | PathLike | gpd.GeoDataFrame | None = None,
-    within_layer: str | int | None = None,
     object_size: float | Sequence[float] | None = None,
+    exact: bool | None = None,
+    crs: object | None = None,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
     stage: Stage | None = None,
@@ -81,9 +82,11 @@ def find(
 
     ``within`` (a vector file or GeoDataFrame of polygons, any CRS): search inside them only:
     tiles that touch none are skipped, and a box is kept when its centre lies in one of them.
-    (``regions``, by contrast, makes each feature's box *the* candidate.)
+    (``regions``, by contrast, makes each feature's box *the* candidate.) ``layer``: the layer of
+    the ``regions`` or ``within`` file; ``buffer``: gives their points and lines an area.
 
-    ``refine`` (without ``regions``): the best :data:`REFINE_MAX_BOXES` kept boxes per phrase
+    ``refine`` (without ``regions``; default: on for a raster, off for an index): the best
+    :data:`REFINE_MAX_BOXES` kept boxes per phrase
     (of the best ``max_results`` + :data:`REFINE_SPARE`; the others stay as found, so the cost
     does not grow with ``max_results``) are looked at again at twice the zoom
     (:func:`refine_boxes`) and may move to a better placed box of at least half its area;
@@ -100,13 +103,16 @@ def find(
     phrase; without it, a fine-tuned model's labelled sizes (``spec.extra["object_sizes"]``,
     written by ``geoalign finetune``), else the model card's typical sizes (measured on its training
     labels, for classes whose size varies little), apply to the phrases that name one of those
-    classes ("red car" -> "car"). For a phrase
-    with a size, windows of that size (stepped by a quarter of it) join the candidates, only
-    boxes within :data:`SIZE_RANGE` x of its area are kept, and its boxes are not refined.
+    classes ("red car" -> "car"). For a phrase with a size, windows of that size (stepped by a
+    quarter of it) join the candidates, only boxes within :data:`SIZE_RANGE` x of its area are
+    kept, and its boxes are not refined (:mod:`.object_sizes`).
 
     ``score``: the estimated probability that the box shows the phrase (:mod:`.calibration`: the
     model card's map of the box's evidence against its competitors and the scene); ``min_score``
     applies to it. A model without a calibration gives ``standout`` instead of ``score``.
+
+    ``crs``: the results' CRS (default: the raster's). ``exact`` is for a collection index
+    (:meth:`~geoalign_core.index.SceneCollection.find`); one scene is always scanned whole.
 
     Rows: ``geometry`` (box), ``phrase``, ``score`` (or ``standout``), ``rank`` (1 = best, per phrase).
     ``attrs["score_features"]``: the :data:`~.calibration.FEATURES` of each row (for fitting a calibration).
@@ -117,13 +123,19 @@ def find(
         raise InputError(f"min score must be in [0, 1]; got {min_score}", param="min_score")
     if int(max_results) < 1:
         raise InputError(f"max results must be at least 1; got {max_results}", param="max_results")
+    if exact is not None:
+        raise InputError("exact is for a collection index (an index folder): one scene is always scanned whole",
+                         param="exact")
+    if crs is not None:
+        parse_crs(crs)  # an unknown CRS fails before the image pass
     unknown = [bool(enc.unknown_words(p)) for p in phrases]
     with open_source(enc, raster, bands, allow_no_crs, phrases=phrases) as src:
-        ts, overlap = src.tile_size(tile_size), src.overlap(overlap, 0.25)
+        ts, overlap = src.tile_size(tile_size), src.overlap(overlap, DEFAULT_OVERLAP)
         area = area_window(src.transform, src.width, src.height, bounds, src.path)
+        refine = src.live if refine is None else bool(refine)  # an index: no image pass unless asked for
         extra: dict[str, object] = {}
         if regions is not None:
-            feats, rboxes, n_out = load_regions(regions, src, area, regions_layer, buffer)
+            feats, rboxes, n_out = load_regions(regions, src, area, layer, buffer)
             texts, bg = enc.query_texts(phrases)
             vocab, vocab_names = enc.vocabulary_texts(phrases, bg)
             enter_stage(stage, "scoring regions")
@@ -146,7 +158,7 @@ def find(
             windows = src.windows(ts, overlap, area)
             zone = None
             if within is not None:
-                zone, n_within = load_within(within, src, area, within_layer, buffer)
+                zone, n_within = load_within(within, src, area, layer, buffer)
                 windows = [w for w in windows if zone.intersects(shapely.box(
                     w.col_off, w.row_off, w.col_off + w.width, w.row_off + w.height))]
                 extra |= {"within": str(within) if not isinstance(within, gpd.GeoDataFrame) else "GeoDataFrame",
@@ -224,7 +236,7 @@ def find(
             **extra,
         )
         gdf.attrs["score_features"] = feats.numpy()[order]
-    return gdf
+    return results_in_crs(gdf, crs)
 
 
 
@@ -343,234 +355,4 @@ def _floors(boxes: list[torch.Tensor], scores: list[torch.Tensor], labels: list[
         mine = sc[keep][lb[keep] == p]
         if len(mine) >= max_results:
             out[p] = max(float(minimum[p]), float(mine.min()))
-    return out
-
-
-def score_candidates(
-    enc: Encoder, eb: EmbeddingBatch, sim: torch.Tensor, area: Window, texts: torch.Tensor, n_phrases: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`pool_candidates`, each candidate scored against the phrases
-    (:func:`scoring.phrase_probabilities`: ``texts`` = the ``n_phrases`` query phrases, then
-    background phrases). Returns ``owner, boxes, probs [K, n_phrases], valid, nonempty``."""
-    owner, cand, reg, valid, nonempty = pool_candidates(enc, eb, sim, area)
-    probs = scoring.phrase_probabilities(reg, texts, n_phrases, enc.logit_scale).cpu()
-    return owner, cand, probs, valid, nonempty
-
-
-def pool_candidates(
-    enc: Encoder, eb: EmbeddingBatch, sim: torch.Tensor, area: Window, hot: torch.Tensor | None = None,
-    sizes: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Candidate boxes of a batch of tiles and their embeddings, pooled from the tiles' dense maps.
-
-    Candidates per tile: the window grid (:func:`scoring.window_candidates`) plus the
-    components of the tile's similarity maps at patch and half-patch resolution.
-
-    Args:
-        eb: the batch (dense maps, validity, tiles).
-        sim: ``[B * m, h, w]`` similarity maps, ``m`` consecutive maps per tile (one per query).
-        area: the search area (raster pixels): boxes are clamped to it.
-        hot: optional bool ``[B, h, w]``: only boxes over at least one hot patch are pooled (a
-            scene index marks the patches whose score can reach the threshold; see
-            :func:`scoring.score_bound`).
-        sizes: optional ``[N, 2]`` raster-pixel object sizes (NaN rows skipped): windows of each
-            size, stepped by a quarter of it, join every tile's candidates.
-
-    Returns:
-        ``owner [K]`` (tile of each candidate, in batch order), ``boxes [K, 4]`` (raster
-        pixels, float64, clamped to ``area``), ``embeddings [K, D]`` (normalised), ``valid [K]``
-        (enough valid pixels inside) and ``nonempty [K]`` (at least 1 px wide and high after
-        clamping).
-    """
-    patch, size = enc.model.patch_size, enc.input_size
-    b = len(eb.tiles)
-    per_map = sim.shape[0] // b
-    pvalid = (scoring.patch_validity(eb.valid, patch) >= MIN_VALID_FRACTION).repeat_interleave(per_map, dim=0)
-    midx, dboxes = scoring.dense_candidates(sim, patch, pvalid)
-    # the same maps at half-patch resolution: tighter boxes around small objects
-    midx2, dboxes2 = scoring.dense_candidates(sim, patch, pvalid, upsample=2)
-    midx, dboxes = torch.cat([midx, midx2]), torch.cat([dboxes, dboxes2])
-    tile_of = midx // per_map
-    grid_boxes = scoring.window_candidates(size, size, patch)
-    per_tile = [torch.unique(torch.cat([grid_boxes, dboxes[tile_of == i],
-                                        *sized_windows(sizes, tile_scale(eb.tiles[i]), size)], dim=0), dim=0)
-                for i in range(b)]
-    if hot is not None:
-        per_tile = [c[scoring.boxes_touch(hot[i], c, patch)] for i, c in enumerate(per_tile)]
-    valid = scoring.boxes_valid_fraction(eb.valid, per_tile) >= MIN_VALID_FRACTION
-    with torch.no_grad():
-        reg = F.normalize(enc.model.pool_regions(eb.dense, per_tile).float(), dim=-1)
-    # map to raster pixels
-    owner = torch.cat([torch.full((len(c),), i) for i, c in enumerate(per_tile)])
-    cand = torch.cat(per_tile).double()
-    offs = torch.tensor([[t.window.col_off, t.window.row_off] for t in eb.tiles], dtype=torch.float64)
-    scl = torch.tensor([tile_scale(t) for t in eb.tiles], dtype=torch.float64)
-    cand = cand * scl[owner, None] + offs[owner].repeat(1, 2)
-    a_x0, a_y0 = float(area.col_off), float(area.row_off)
-    cand[:, 0::2] = cand[:, 0::2].clamp(a_x0, a_x0 + float(area.width))
-    cand[:, 1::2] = cand[:, 1::2].clamp(a_y0, a_y0 + float(area.height))
-    nonempty = ((cand[:, 2] - cand[:, 0]) >= 1) & ((cand[:, 3] - cand[:, 1]) >= 1)
-    return owner, cand, reg, valid, nonempty
-
-
-def object_sizes(enc: Encoder, phrases: Sequence[str], object_size: float | Sequence[float] | None,
-                 src: EmbeddingSource, tile_px: float | None = None
-                 ) -> tuple[torch.Tensor | None, dict[str, list[float]]]:
-    """Per phrase, the object size in raster pixels (``[N, 2]`` width, height; NaN: unknown) and in
-    metres for the run metadata: ``object_size`` (metres; a side or width, height) for every
-    phrase, else the model's labelled sizes (``spec.extra["object_sizes"]``) or its card's typical
-    sizes for the classes the phrases name. A stored size larger than a tile (``tile_px`` raster
-    pixels) is not used: such objects are found by their parts."""
-    from ..geo.grid import pixel_size_m
-
-    if object_size is not None:
-        vals = [float(v) for v in np.atleast_1d(np.asarray(object_size, dtype=np.float64))]
-        if len(vals) not in (1, 2) or not all(math.isfinite(v) and v > 0 for v in vals):
-            raise InputError(f"object size must be one or two positive numbers (metres); got {object_size!r}",
-                             param="object_size")
-        known = {p: (vals[0], vals[-1]) for p in phrases}
-    else:
-        stored = (getattr(getattr(enc.model, "spec", None), "extra", None) or {}).get("object_sizes") or {}
-        card = enc.card
-        known = {}
-        for p in phrases:
-            hit = phrase_object_size(p, stored) or (card.object_size(p) if card is not None else None)
-            if hit is not None:
-                known[p] = hit
-    mx, my = pixel_size_m(src.crs, src.transform, src.width, src.height)
-    if object_size is None and tile_px is not None:
-        known = {p: wh for p, wh in known.items() if max(wh[0] / mx, wh[1] / my) <= tile_px}
-    if not known:
-        return None, {}
-    out = torch.full((len(phrases), 2), float("nan"), dtype=torch.float64)
-    for i, p in enumerate(phrases):
-        if p in known:
-            out[i, 0], out[i, 1] = known[p][0] / mx, known[p][1] / my
-    return out, {p: [round(w, 3), round(h, 3)] for p, (w, h) in known.items()}
-
-
-def sized_windows(sizes: torch.Tensor | None, scale: float, input_size: int) -> list[torch.Tensor]:
-    """Windows of each known size (``sizes [N, 2]`` raster pixels; a tile at ``scale`` raster
-    pixels per input pixel), stepped by a quarter of the size, in input pixels."""
-    if sizes is None:
-        return []
-    out = []
-    for w, h in {(float(w), float(h)) for w, h in sizes.tolist() if not math.isnan(w)}:
-        wi, hi = min(w / scale, input_size), min(h / scale, input_size)
-        if wi < 2 or hi < 2:
-            continue
-        xs = torch.arange(0.0, input_size - wi + 1e-6, max(1.0, wi / 4))
-        ys = torch.arange(0.0, input_size - hi + 1e-6, max(1.0, hi / 4))
-        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-        x0, y0 = xx.reshape(-1), yy.reshape(-1)
-        out.append(torch.stack([x0, y0, x0 + wi, y0 + hi], dim=1))
-    return out
-
-
-def size_fits(boxes: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
-    """``[K, N]``: whether each raster-pixel box's area is within :data:`SIZE_RANGE` x of each
-    phrase's object size (True for phrases of unknown size)."""
-    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).double()[:, None]
-    want = (sizes[:, 0] * sizes[:, 1])[None, :]
-    ok = (area >= want / SIZE_RANGE) & (area <= want * SIZE_RANGE)
-    return ok | torch.isnan(want)
-
-
-def refine_selection(scores: torch.Tensor, labels: torch.Tensor, eligible: torch.Tensor, cap: int) -> torch.Tensor:
-    """``[K]`` bool: the boxes to refine: per label, the ``cap`` best-scoring ``eligible`` boxes (ties: the
-    earlier box first)."""
-    pick = torch.zeros(len(scores), dtype=torch.bool)
-    for lab in labels[eligible].unique():
-        rows = torch.nonzero(eligible & (labels == lab), as_tuple=True)[0]
-        order = scores[rows].double().argsort(descending=True, stable=True)
-        pick[rows[order[: max(0, int(cap))]]] = True
-    return pick
-
-
-def refine_boxes(
-    enc: Encoder,
-    src: LiveSource,
-    area: Window,
-    boxes: torch.Tensor,
-    labels: torch.Tensor,
-    texts: torch.Tensor,
-    n_phrases: int,
-    tile_size: int,
-    overlap: float,
-    cancel: Cancel | None,
-    progress: Progress | None = None,
-    stage: Stage | None = None,
-) -> tuple[torch.Tensor, int]:
-    """Place each box better by looking at it at twice the tile zoom.
-
-    A box found on the patch grid of a tile is placed to within a patch; objects of one or
-    two patches (cars at 0.3 m with 8 px patches) then get boxes that are shifted or the
-    wrong shape. For each box: a window of half the tile size centred on it is resampled
-    to the model's input (twice the zoom, so patches of half the size), the candidates of
-    :func:`find_candidates` are scored there for the box's phrase, and the best one whose
-    centre lies in the box and whose area is at least ``REFINE_MIN_AREA`` of the box's is
-    proposed (the area bound keeps a part of a large object from replacing it). The
-    proposal replaces the box only if, pooled at the tile zoom like every ``find``
-    candidate, it scores at least as high as the box.
-
-    Args:
-        boxes: ``[K, 4]`` raster-pixel boxes (float64); labels: ``[K]`` phrase indexes.
-
-    Returns:
-        ``(boxes [K, 4], number of boxes moved)``.
-    """
-    if len(boxes) == 0:
-        return boxes, 0
-    enter_stage(stage, "refining boxes")
-    side = max(enc.model.patch_size, round(tile_size / REFINE_ZOOM))
-    orig = boxes.numpy()
-    cx, cy = (orig[:, 0] + orig[:, 2]) / 2, (orig[:, 1] + orig[:, 3]) / 2
-    windows = [Window(math.floor(x - side / 2), math.floor(y - side / 2), side, side) for x, y in zip(cx, cy)]
-    proposed = orig.copy()
-    for eb in src.embeddings(windows, dense=True, progress=progress, cancel=cancel, skip_empty=False):
-        rows = torch.tensor([t.index for t in eb.tiles])
-        lab = labels[rows]
-        # the similarity map of each window's own phrase
-        sim = torch.einsum("bdhw,bd->bhw", eb.dense_normalized.float(), texts[lab.to(texts.device)].float()).cpu()
-        owner, cand, probs, valid, _ = score_candidates(enc, eb, sim, area, texts, n_phrases)
-        score = probs[torch.arange(len(owner)), lab[owner]]
-        score[~valid] = -1.0
-        c_area = (cand[:, 2] - cand[:, 0]) * (cand[:, 3] - cand[:, 1])
-        ccx, ccy = (cand[:, 0] + cand[:, 2]) / 2, (cand[:, 1] + cand[:, 3]) / 2
-        for i, k in enumerate(rows.tolist()):
-            x0, y0, x1, y1 = orig[k]
-            ok = ((owner == i) & (ccx >= x0) & (ccx <= x1) & (ccy >= y0) & (ccy <= y1)
-                  & (c_area >= REFINE_MIN_AREA * (x1 - x0) * (y1 - y0)) & (score >= 0))
-            if bool(ok.any()):
-                j = int(torch.where(ok, score, torch.full_like(score, -2.0)).argmax())
-                proposed[k] = cand[j].numpy()
-    moved = np.flatnonzero(np.abs(proposed - orig).max(axis=1) > 1e-6)
-    if len(moved) == 0:
-        return boxes, 0
-    # the check at the tile zoom: the proposal must score at least as high as the box
-    both = np.concatenate([orig[moved], proposed[moved]])
-    enter_stage(stage, "checking refined boxes")
-    emb = src.region_embeddings(both, area, tile_size, overlap, progress, cancel)
-    probs = scoring.phrase_probabilities(emb, texts, n_phrases, enc.logit_scale).cpu()
-    lab = labels[torch.from_numpy(moved)]
-    n = len(moved)
-    before = probs[torch.arange(n), lab]
-    after = probs[torch.arange(n, 2 * n), lab]
-    accept = moved[(after >= before).numpy()]
-    out = orig.copy()
-    out[accept] = proposed[accept]
-    return torch.from_numpy(out), int(len(accept))
-
-
-def keep_top_per_tile(probs: torch.Tensor, owner: torch.Tensor, n_tiles: int, k: int) -> torch.Tensor:
-    """Zero all but the ``k`` best scores per (tile, phrase) column of ``probs [K, N]``."""
-    out = torch.zeros_like(probs)
-    for i in range(n_tiles):
-        rows = (owner == i).nonzero(as_tuple=True)[0]
-        if rows.numel() == 0:
-            continue
-        sub = probs[rows]
-        kk = min(k, sub.shape[0])
-        vals, idx = sub.topk(kk, dim=0)
-        out[rows[idx], torch.arange(sub.shape[1]).expand(kk, -1)] = vals
     return out

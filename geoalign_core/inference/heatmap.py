@@ -11,9 +11,11 @@ import rasterio.windows
 import torch
 from rasterio.windows import Window
 
+from ..defaults import DEFAULT_OVERLAP
 from ..errors import InputError
 from ..geo import HeatmapAccumulator, check_output, write_float_geotiff
 from ..geo.grid import area_window
+from ..params import HEATMAP_VALUES
 from . import scoring
 from .encoder import Cancel, Encoder, Progress, Stage, check_cancel, enter_stage
 from .metadata import jsonable, raster_meta, run_metadata
@@ -21,7 +23,6 @@ from .source import open_source
 
 __all__ = ["HEATMAP_VALUES", "MAX_HEATMAP_CELLS", "heatmap"]
 
-HEATMAP_VALUES = ("similarity", "score")
 MAX_HEATMAP_CELLS = 25_000_000  # default grid: the raster's, coarsened to stay under this
 
 
@@ -63,7 +64,7 @@ def heatmap(
         raise InputError(f"heatmap values must be one of {', '.join(HEATMAP_VALUES)}; got {values!r}")
     out_path = check_output(out_path, overwrite)
     with open_source(enc, raster, bands, allow_no_crs) as src:
-        ts, overlap = src.tile_size(tile_size), src.overlap(overlap, 0.25)
+        ts, overlap = src.tile_size(tile_size), src.overlap(overlap, DEFAULT_OVERLAP)
         area = area_window(src.transform, src.width, src.height, bounds, src.path)
         h, w = int(area.height), int(area.width)
         if scale is None:

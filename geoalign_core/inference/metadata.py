@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from .encoder import Encoder
     from .source import EmbeddingSource
 
-__all__ = ["jsonable", "raster_meta", "run_metadata"]
+__all__ = ["jsonable", "raster_identity", "raster_meta", "run_metadata"]
 
 
 def jsonable(v: object) -> object:
@@ -30,6 +30,14 @@ def jsonable(v: object) -> object:
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
     return str(v)
+
+
+def raster_identity(path: object, crs: Any, georeferencing: str, bands: Sequence[int], stats: Any,
+                    **extra: object) -> dict:
+    """The raster a result came from (an embedding source's ``raster_meta``): its path (and ``extra``,
+    e.g. the index), CRS, georeferencing, bands and scene statistics."""
+    return {"raster": str(path), **extra, "crs": crs.to_string() if crs is not None else None,
+            "georeferencing": georeferencing, "bands": list(bands), "scene_stats": stats.to_dict()}
 
 
 def run_metadata(enc: Encoder, command: str, **params: object) -> dict:

@@ -1,9 +1,11 @@
-"""The :class:`Predictor`: a loaded model (an :class:`~.encoder.Encoder`) and the four tasks.
+"""The :class:`Predictor`: a loaded model (an :class:`~.encoder.Encoder`) and the five tasks.
 
 Every task runs in two clear steps (see :mod:`.encoder`): the image pass (embeddings only) and
 the scoring of those embeddings against texts. The tasks live in one module each --
-:mod:`.classify`, :mod:`.find`, :mod:`.regions`, :mod:`.heatmap` -- as functions of an encoder;
-this class loads the model and offers them as methods.
+:mod:`.classify`, :mod:`.find`, :mod:`.regions`, :mod:`.heatmap`, :mod:`.similar` -- as functions
+of an encoder; this class loads the model and offers them as methods, on a raster path or on an
+opened index (:func:`geoalign_core.index.open_index`: a scene index or a collection, which then
+answers with this model's text side).
 
 The run methods return GeoDataFrames in the raster's CRS and do not write them (except
 :meth:`Predictor.heatmap`, which writes block-wise to a COG); the run's metadata is in
@@ -12,29 +14,33 @@ The run methods return GeoDataFrames in the raster's CRS and do not write them (
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from os import PathLike
 from typing import Any
 
 import geopandas as gpd
 import torch
 
-from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE, DEFAULT_MODEL, DEFAULT_NMS_IOU
+from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE, DEFAULT_MODEL, DEFAULT_NMS_IOU
+from ..errors import Cancelled
 from ..model import GeoAlignCLIP
 from ..zoo import load_model, resolve_device
 from . import classify, find, heatmap, regions, similar
-from .encoder import Cancelled, EmbeddingBatch, Encoder
+from .encoder import EmbeddingBatch, Encoder
 from .metadata import run_metadata
 from .vocabulary import BACKGROUND_PHRASES, PROMPT_TEMPLATES
 
-__all__ = ["DEFAULT_MAX_RESULTS", "DEFAULT_MIN_SCORE", "DEFAULT_NMS_IOU", "Cancelled", "EmbeddingBatch", "Predictor"]
+__all__ = ["DEFAULT_MAX_RESULTS", "DEFAULT_MIN_SCORE", "DEFAULT_NMS_IOU", "Cancelled", "EmbeddingBatch", "Predictor",
+           "as_encoder"]
 
 
 class Predictor(Encoder):
     """A loaded model with a phrase-embedding cache, running tile-classify / find / match / similar / heatmap.
 
-    Every task takes a raster path or a :class:`~geoalign_core.index.SceneIndex` of one (then
-    only the text tower runs).
+    Every task takes a raster path, or an opened index (a :class:`~geoalign_core.index.SceneIndex`
+    of one raster, or a :class:`~geoalign_core.index.SceneCollection`): then only the text tower
+    runs, and the index answers with this model (it must be the index's).
 
     Args:
         model: a zoo name, open_clip architecture, ``hf-hub:`` id, checkpoint path, or an
@@ -50,7 +56,7 @@ class Predictor(Encoder):
         self,
         model: str | PathLike | GeoAlignCLIP = DEFAULT_MODEL,
         device: str | torch.device | None = "auto",
-        batch_size: int = 32,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         *,
         prefetch: int | None = None,
         templates: Sequence[str] = PROMPT_TEMPLATES,
@@ -69,37 +75,41 @@ class Predictor(Encoder):
         """What produced a result: model, phrases/classes, parameters, version (JSON-friendly)."""
         return run_metadata(self, command, **params)
 
+    def _task(self, raster: Any, task: Callable[..., Any]) -> Callable[..., Any]:
+        """``task`` (a function of an encoder and a raster) for a raster path; for an opened index, its
+        method of the same name, answering with this model."""
+        if isinstance(raster, (str, PathLike)):
+            return partial(task, self, raster)
+        raster.bind(self)
+        return getattr(raster, task.__name__)
+
     def tile_classify(self, raster: str | PathLike, classes: Sequence[str] | None = None, top_k: int = 3,
                       **kwargs: Any) -> gpd.GeoDataFrame:
         """:func:`.classify.tile_classify`: zero-shot classification of every tile."""
-        if getattr(raster, "is_collection", False):
-            return raster.tile_classify(classes, top_k, **kwargs)
-        return classify.tile_classify(self, raster, classes, top_k, **kwargs)
+        return self._task(raster, classify.tile_classify)(classes, top_k, **kwargs)
 
     def find(self, raster: str | PathLike, phrases: Sequence[str] | str,
              regions: str | PathLike | gpd.GeoDataFrame | None = None, min_score: float = DEFAULT_MIN_SCORE,
              max_results: int = DEFAULT_MAX_RESULTS, **kwargs: Any) -> gpd.GeoDataFrame:
         """:func:`.find.find`: boxes of the objects matching each phrase."""
-        if getattr(raster, "is_collection", False):  # a collection index: every scene, merged
-            return raster.find(phrases, regions, min_score, max_results, **kwargs)
-        return find.find(self, raster, phrases, regions, min_score, max_results, **kwargs)
+        return self._task(raster, find.find)(phrases, regions, min_score, max_results, **kwargs)
 
     def match_regions(self, raster: str | PathLike, regions_: str | PathLike | gpd.GeoDataFrame,
                       phrases: Sequence[str] | str, **kwargs: Any) -> gpd.GeoDataFrame:
         """:func:`.regions.match_regions`: every feature scored against every phrase."""
-        if getattr(raster, "is_collection", False):
-            return raster.match_regions(regions_, phrases, **kwargs)
-        return regions.match_regions(self, raster, regions_, phrases, **kwargs)
+        return self._task(raster, regions.match_regions)(regions_, phrases, **kwargs)
 
     def similar(self, raster: str | PathLike, examples: Any, **kwargs: Any) -> gpd.GeoDataFrame:
         """:func:`.similar.similar`: more regions like the examples (boxes, geometries or a vector file)."""
-        if getattr(raster, "is_collection", False):
-            return raster.similar(examples, **kwargs)
-        return similar.similar(self, raster, examples, **kwargs)
+        return self._task(raster, similar.similar)(examples, **kwargs)
 
     def heatmap(self, raster: str | PathLike, phrase: str, out_path: str | PathLike, overwrite: bool = False,
                 **kwargs: Any):
         """:func:`.heatmap.heatmap`: the phrase's response as a float32 COG; returns its path."""
-        if getattr(raster, "is_collection", False):
-            return raster.heatmap(phrase, out_path, overwrite, **kwargs)
-        return heatmap.heatmap(self, raster, phrase, out_path, overwrite, **kwargs)
+        return self._task(raster, heatmap.heatmap)(phrase, out_path, overwrite, **kwargs)
+
+
+def as_encoder(model: Any, device: str | torch.device | None = "auto", batch_size: int = DEFAULT_BATCH_SIZE) -> Encoder:
+    """``model`` as an encoder: an :class:`~.encoder.Encoder` (a Predictor) as it is, else a Predictor
+    loading it (a name, a path or a loaded model)."""
+    return model if isinstance(model, Encoder) else Predictor(model, device=device, batch_size=batch_size)

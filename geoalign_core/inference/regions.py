@@ -23,6 +23,7 @@ import torch
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
+from ..defaults import DEFAULT_OVERLAP
 from ..errors import InputError
 from ..geo import boxes_to_pixels, clip_to_raster, drop_unprojectable, mark_unprojectable, read_vectors
 from ..geo.grid import area_window
@@ -174,7 +175,7 @@ def match_regions(
     """
     phrases = enc.clean(phrases)
     with open_source(enc, raster, bands, allow_no_crs, phrases=phrases) as src:
-        ts, overlap = src.tile_size(tile_size), src.overlap(overlap, 0.25)
+        ts, overlap = src.tile_size(tile_size), src.overlap(overlap, DEFAULT_OVERLAP)
         area = area_window(src.transform, src.width, src.height, bounds, src.path)
         feats, boxes, n_out = load_regions(regions, src, area, layer, buffer)
         texts, bg = enc.query_texts(phrases)

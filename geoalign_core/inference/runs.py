@@ -2,9 +2,9 @@
 atomically in the format its extension names (:func:`geoalign_core.geo.write_vector`), and a
 one-line summary.
 
-``raster`` may also be a :class:`~geoalign_core.index.SceneIndex` (then only the text model
-runs). The ``geoalign`` CLI commands and the engine process that serves the QGIS plugin
-(:mod:`geoalign_core.engine`) are two thin shells over these four functions, so a result
+``raster`` may also be an opened index (:func:`geoalign_core.index.open_index`; then only the
+text model runs). The ``geoalign`` CLI commands and the engine process that serves the QGIS
+plugin (:mod:`geoalign_core.engine`) are two thin shells over these functions, so a result
 file is the same whichever of them made it. Each returns a :class:`RunResult`; the metadata
 written into the file is the Predictor's run metadata plus ``metadata`` (e.g. the client).
 """
@@ -12,16 +12,17 @@ written into the file is the Predictor's run metadata plus ``metadata`` (e.g. th
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..errors import InputError
-
-if TYPE_CHECKING:
-    from .predictor import Predictor
+from ..index.build import build_index
+from ..index.opening import open_index
+from ..params import RasterTask, fields_of
+from .encoder import Cancel, Progress, Stage
+from .predictor import Predictor
 
 
 @dataclass
@@ -62,29 +63,6 @@ def _write(gdf: Any, out: Path, layer: str, metadata: Mapping[str, Any] | None, 
     return Path(out), meta
 
 
-def _in_crs(raster: Any, kwargs: dict, task: Any) -> Any:
-    """Run ``task(kwargs)``; ``kwargs['crs']`` goes to a collection, else the result is reprojected to it."""
-    crs = kwargs.pop("crs", None)
-    if getattr(raster, "is_collection", False):
-        return task(dict(kwargs, crs=crs))
-    gdf = task(kwargs)
-    if crs is None:
-        return gdf
-    from pyproj import CRS
-    from pyproj.exceptions import CRSError
-
-    try:
-        target = CRS.from_user_input(crs)
-    except CRSError:
-        raise InputError(f"unknown CRS {crs!r}", param="crs") from None
-    if gdf.crs is None:
-        raise InputError("the raster has no CRS: its results cannot be reprojected", param="crs")
-    attrs = dict(gdf.attrs)
-    out = gdf.to_crs(target)
-    out.attrs = attrs
-    return out
-
-
 def _where(path: Path | None, layer: str) -> str:
     if path is None:
         return "(nothing written)"
@@ -94,10 +72,8 @@ def _where(path: Path | None, layer: str) -> str:
 def find(predictor: Predictor, raster: str | PathLike, phrases: Sequence[str], out: str | PathLike, *,
          overwrite: bool = False, metadata: Mapping[str, Any] | None = None, write_empty: bool = True,
          **kwargs: Any) -> RunResult:
-    """``predictor.find(raster, phrases, **kwargs)`` written as layer "matches" of ``out``.
-
-    ``crs`` (in ``kwargs``): the output's CRS (default: the raster's; a collection's own rule)."""
-    gdf = _in_crs(raster, kwargs, lambda kw: predictor.find(raster, phrases, **kw))
+    """``predictor.find(raster, phrases, **kwargs)`` written as layer "matches" of ``out``."""
+    gdf = predictor.find(raster, phrases, **kwargs)
     path, meta = _write(gdf, Path(out), "matches", metadata, overwrite, write_empty)
     col = "score" if "score" in gdf.columns else "standout"
     per_phrase = {}
@@ -151,8 +127,6 @@ def similar(predictor: Predictor, raster: Any, examples: Any, out: str | PathLik
 def index(predictor: Predictor, raster: str | PathLike, out: str | PathLike, *, overwrite: bool = False,
           **kwargs: Any) -> RunResult:
     """:func:`geoalign_core.index.build_index`: the scene index of ``raster`` in ``out`` (.parquet)."""
-    from ..index import build_index
-
     built = build_index(predictor, raster, out, overwrite=overwrite, **kwargs)
     details = {k: (str(v) if isinstance(v, Path) else v) for k, v in built.items() if k != "summary"}
     return RunResult(Path(built["path"]), None, int(built["n_tiles"]), built["summary"], {}, details)
@@ -161,8 +135,8 @@ def index(predictor: Predictor, raster: str | PathLike, out: str | PathLike, *, 
 def tile_classify(predictor: Predictor, raster: str | PathLike, classes: Sequence[str] | None,
                   out: str | PathLike, *, overwrite: bool = False, metadata: Mapping[str, Any] | None = None,
                   **kwargs: Any) -> RunResult:
-    """``predictor.tile_classify(raster, classes, **kwargs)`` written as layer "tiles" (``crs``: as :func:`find`)."""
-    gdf = _in_crs(raster, kwargs, lambda kw: predictor.tile_classify(raster, classes, **kw))
+    """``predictor.tile_classify(raster, classes, **kwargs)`` written as layer "tiles"."""
+    gdf = predictor.tile_classify(raster, classes, **kwargs)
     path, meta = _write(gdf, Path(out), "tiles", metadata, overwrite, True)
     counts = Counter(gdf["label"]).most_common()
     summary = (f"wrote {len(gdf)} tiles {_where(path, 'tiles')}; most frequent labels: "
@@ -192,4 +166,30 @@ def heatmap(predictor: Predictor, raster: str | PathLike, phrase: str, out: str 
     return RunResult(path, None, 1, summary, meta, details)
 
 
-__all__ = ["RunResult", "find", "heatmap", "index", "match_regions", "similar", "tile_classify"]
+def source_for(p: RasterTask, predictor: Predictor, opener: Any = None) -> Any:
+    """What task ``p`` runs on: its raster path, or its index opened with ``opener(path, predictor,
+    check_raster=...)`` (default :func:`~geoalign_core.index.open_index`) and checked against the
+    raster when both are given."""
+    if p.index is None:
+        return p.raster
+    idx = (opener or open_index)(p.index, predictor, check_raster=p.raster is None)
+    if p.raster is not None:
+        idx.check_raster(p.raster)
+    return idx
+
+
+def run_task(p: RasterTask, predictor: Predictor, source: Any, *, progress: Progress | None = None,
+             stage: Stage | None = None, cancel: Cancel | None = None) -> RunResult:
+    """Task ``p`` (checked: :func:`geoalign_core.checks.check_task`) run on ``source`` (:func:`source_for`)
+    and written: the one call of the ``geoalign`` commands and the engine."""
+    kw = {name: getattr(p, name) for name, f in fields_of(p.task).items() if f.metadata["api"] in ("task", "run")}
+    return _RUNS[p.task](predictor, source, progress=progress, stage=stage, cancel=cancel, **kw)
+
+
+_RUNS: dict[str, Callable[..., RunResult]] = {
+    "find": find, "tile_classify": tile_classify, "match_regions": match_regions, "heatmap": heatmap,
+    "similar": similar, "index": index,
+}
+
+__all__ = ["RunResult", "find", "heatmap", "index", "match_regions", "run_task", "similar", "source_for",
+           "tile_classify"]

@@ -38,6 +38,7 @@ from torchvision.ops import batched_nms
 __all__ = [
     "DENSE_THRESHOLDS",
     "LOGIT_BOUND",
+    "MIN_VALID_FRACTION",
     "SCORE_BOUND",
     "boxes_touch",
     "WINDOW_SCALES",
@@ -63,6 +64,8 @@ __all__ = [
 #: most 2.2 higher in log-odds where they are high. A scene index skips tiles and boxes whose
 #: patches stay below the threshold under :func:`score_bound`.
 SCORE_BOUND = 2.0
+#: a candidate box (or a patch) with less valid area than this is ignored
+MIN_VALID_FRACTION = 0.5
 LOGIT_BOUND = 2.5
 
 

@@ -28,7 +28,13 @@ import torch.nn.functional as F
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
-from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_NMS_IOU
+from ..defaults import (
+    DEFAULT_MAX_RESULTS,
+    DEFAULT_NMS_IOU,
+    DEFAULT_OVERLAP,
+    DEFAULT_SIMILAR_MIN_SCORE,
+    DEFAULT_TEXT_WEIGHT,
+)
 from ..errors import InputError
 from ..geo import pixel_boxes_to_polygons
 from ..geo.grid import area_window
@@ -42,8 +48,6 @@ from .source import EmbeddingSource, open_source
 
 __all__ = ["DEFAULT_SIMILAR_MIN_SCORE", "DEFAULT_TEXT_WEIGHT", "similar"]
 
-DEFAULT_SIMILAR_MIN_SCORE = 0.5  #: cosine similarity below which a box is dropped
-DEFAULT_TEXT_WEIGHT = 1.0  #: weight of the phrase's embedding added to the examples'
 EXAMPLE_IOU = 0.5  #: a result overlapping an example this much is flagged ``example``
 SIZE_RANGE = 4.0  #: results are between 1/4 and 4 times the examples' mean area
 
@@ -135,7 +139,7 @@ def similar(
     if phrase is not None:
         phrase = enc.clean(phrase)[0]
     with open_source(enc, raster, bands, allow_no_crs) as src:
-        ts, overlap = src.tile_size(tile_size), src.overlap(overlap, 0.25)
+        ts, overlap = src.tile_size(tile_size), src.overlap(overlap, DEFAULT_OVERLAP)
         area = area_window(src.transform, src.width, src.height, bounds, src.path)
         full = Window(0, 0, src.width, src.height)  # an example may lie outside the searched bounds
         ex_boxes = example_boxes(examples, src, full, layer, buffer)

@@ -27,6 +27,7 @@ from rasterio.windows import Window
 from ..geo import RasterSource
 from ..geo.grid import assign_to_windows, check_tile_fits, tile_windows
 from .encoder import Cancel, EmbeddingBatch, Encoder, Progress, check_cancel, tile_scale
+from .metadata import raster_identity
 
 if TYPE_CHECKING:
     from affine import Affine
@@ -79,37 +80,16 @@ class LiveSource:
     def __init__(self, enc: Encoder, raster: RasterSource) -> None:
         self.enc = enc
         self.raster = raster
-
-    # the raster's identity
-    @property
-    def path(self) -> Any:
-        return self.raster.path
-
-    @property
-    def crs(self) -> CRS | None:
-        return self.raster.crs
-
-    @property
-    def transform(self) -> Affine:
-        return self.raster.transform
-
-    @property
-    def width(self) -> int:
-        return self.raster.width
-
-    @property
-    def height(self) -> int:
-        return self.raster.height
+        # the raster's identity (fixed for an open raster)
+        self.path: Any = raster.path
+        self.crs: CRS | None = raster.crs
+        self.transform: Affine = raster.transform
+        self.width: int = raster.width
+        self.height: int = raster.height
 
     def raster_meta(self) -> dict:
         r = self.raster
-        return {
-            "raster": str(r.path),
-            "crs": r.crs.to_string() if r.crs is not None else None,
-            "georeferencing": r.georeferencing,
-            "bands": list(r.bands),
-            "scene_stats": r.stats.to_dict(),
-        }
+        return raster_identity(r.path, r.crs, r.georeferencing, r.bands, r.stats)
 
     # the grid
     def tile_size(self, tile_size: int | None) -> int:

@@ -5,7 +5,10 @@
 * bf16 autocast on CUDA (``precision: auto``), fp16 + GradScaler on request, fp32 on CPU;
   gradient checkpointing; gradient accumulation (``no_sync`` between micro-batches).
 * ``torchrun`` DDP from the environment (``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``):
-  NCCL on CUDA, gloo on CPU. The module DDP wraps is :class:`geoalign_core.training.objective.EmbedStep`.
+  NCCL on CUDA, gloo on CPU. The module DDP wraps is the objective's
+  :class:`~geoalign_core.training.objective.EmbedStep`.
+* The objective comes from the registry of :mod:`geoalign_core.training.objectives` (``objective:``
+  in the config); the loop does not know which one it runs.
 * Checkpoints every ``ckpt_every`` steps in ``OUT/checkpoints/step_XXXXXXXX.pt``, written
   atomically: model, optimiser, scheduler, scaler, step, data position (epoch + batches
   consumed in it) and every rank's RNG states (python, numpy, torch, cuda). ``resume``
@@ -34,12 +37,14 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from geoalign_core.errors import InputError
@@ -50,8 +55,9 @@ from geoalign_core.zoo import build_model, load_model, save_model
 from .checkpoints import CKPT_DIR, CKPT_FORMAT, atomic_save, checkpoint_path, list_checkpoints, read_checkpoint
 from .config import TrainConfig
 from .dataset import Collate, GeoAlignDataset, ResumableSampler
+from .distill import Distiller
 from .distributed import DistEnv, rng_state, seed_everything, set_rng_state, setup_distributed
-from .objective import EmbedStep, geoalign_objective
+from .objectives import Objective, create_objective
 from .optim import WarmupCosine, lock_towers, param_groups
 from .runlog import RunLog
 
@@ -187,18 +193,66 @@ def train(
             dist.destroy_process_group()
 
 
-def _train(cfg, env: DistEnv, resume, stop_after, overwrite, quiet, tqdm) -> TrainResult:
-    ckpt_file = _prepare_out_dir(cfg, resume, overwrite, env)
+@dataclass
+class _Run:
+    """One training run's parts and position, shared by the steps of :func:`_train`."""
+
+    cfg: TrainConfig
+    env: DistEnv
+    model: GeoAlignCLIP
+    objective: Objective
+    runner: torch.nn.Module
+    make_loader: Callable[[int, int], DataLoader]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    autocast: Any
+    distiller: Any
+    total: int
+    step: int = 0
+    epoch: int = 0
+    pos: int = 0  # batches consumed in the epoch
+    history: list[dict] = field(default_factory=list)
+    acc: torch.Tensor = field(default_factory=lambda: torch.zeros(len(LOGGED_TERMS) + 1, dtype=torch.float64))
+
+
+class _Meter:
+    """Images per second: of the last optimiser step (the bar) and since the last log line (the log)."""
+
+    def __init__(self) -> None:
+        self.t_start = self.t_last = self.t_step = time.perf_counter()
+        self.since_log = self.since_step = 0
+
+    def add(self, images: int) -> None:
+        self.since_log += images
+        self.since_step += images
+
+    def step_rate(self) -> float:
+        now = time.perf_counter()
+        rate, self.since_step, self.t_step = self.since_step / max(now - self.t_step, 1e-9), 0, now
+        return rate
+
+    def log_rate(self, rec: dict) -> None:
+        now = time.perf_counter()
+        rec["images_per_s"] = self.since_log / max(now - self.t_last, 1e-9)
+        rec["elapsed_s"] = now - self.t_start
+        self.since_log, self.t_last = 0, now
+
+
+def _resume_state(ckpt_file: Path | None, cfg: TrainConfig, env: DistEnv) -> dict | None:
+    """The checkpoint to resume from, refused when it cannot continue this run exactly."""
     state = read_checkpoint(ckpt_file) if ckpt_file is not None else None
     if state is not None:
         for key in ("world_size", "batch_size", "grad_accum", "seed"):
             now = env.world if key == "world_size" else getattr(cfg, key)
             if state[key] != now:
-                raise InputError(
-                    f"cannot resume {ckpt_file} exactly: it was written with {key}={state[key]}, "
-                    f"this run has {key}={now}"
-                )
+                raise InputError(f"cannot resume {ckpt_file} exactly: it was written with {key}={state[key]}, "
+                                 f"this run has {key}={now}")
+    return state
 
+
+def _start_model(cfg: TrainConfig, env: DistEnv, state: dict | None) -> tuple[GeoAlignCLIP, int]:
+    """The model on its device in training mode (the checkpoint's weights when resuming) and the crop size."""
     seed_everything(cfg.seed)
     model = load_start_model(cfg)
     if state is not None:
@@ -206,221 +260,219 @@ def _train(cfg, env: DistEnv, resume, stop_after, overwrite, quiet, tqdm) -> Tra
     lock_towers(model, cfg.lock_image, cfg.lock_text)
     model.set_grad_checkpointing(cfg.grad_checkpointing)
     model.to(env.device).train()
-    lambdas = cfg.lambdas_resolved
-    precision = _precision(cfg, env.device)
-
     crop_size = cfg.crop_size
     if crop_size is None:
         crop_size = max(model.patch_size, (model.image_size // 2) // model.patch_size * model.patch_size)
     if crop_size % model.patch_size:
         raise InputError(f"crop_size {crop_size} must be a multiple of the patch size {model.patch_size}")
+    return model, crop_size
 
+
+def _set_up(cfg: TrainConfig, env: DistEnv, state: dict | None) -> _Run:
+    """Model, objective, data, DDP, optimiser, schedule and scaler, at the checkpoint's position when resuming."""
+    model, crop_size = _start_model(cfg, env, state)
     dataset = GeoAlignDataset(
         cfg.data, model.image_size, regions_per_image=cfg.regions_per_image,
         num_candidates=cfg.num_candidates, augment=cfg.augment, seed=cfg.seed, region_text=cfg.region_text,
         class_prompt_prob=cfg.class_prompt_prob, caption_prompt_prob=cfg.caption_prompt_prob,
         background_negatives=cfg.background_negatives,
     )
-    farslip = cfg.objective == "farslip"
-    collate = Collate(model.tokenizer, need_detail=lambdas[4] > 0 and not farslip,
-                      need_region_text=lambdas[1] > 0 or farslip, need_candidates=lambdas[2] > 0 and not farslip)
+    objective = create_objective(cfg, model)
+    collate = Collate(model.tokenizer, **objective.batch_needs)
     sampler = ResumableSampler(len(dataset), env.world, env.rank, seed=cfg.seed, shuffle=True)
-    batches_per_epoch = math.ceil(sampler.samples_per_epoch / cfg.batch_size)
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * batches_per_epoch / cfg.grad_accum))
-
-    step_module = EmbedStep(model, (1.0, 1.0, 0.0, 0.0, 0.0) if farslip else lambdas, crop_size=crop_size,
-                            vic_regions_per_image=cfg.vic_regions_per_image, vic_stop_grad=cfg.vic_stop_grad,
-                            farslip=farslip)
-    teacher = None
-    if farslip:
-        from .farslip import Teacher, farslip_objective
-
-        teacher = Teacher(model, cfg.farslip_teacher, cfg.farslip_momentum)
-        fs_weights = tuple(cfg.farslip_weights or (1.0, 1.0, 1.0))
-    distiller = None
-    if cfg.distill > 0:
-        from .distill import Distiller
-
-        distiller = Distiller(model, cfg.distill, step_module.need_regions)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * math.ceil(sampler.samples_per_epoch / cfg.batch_size)
+                                              / cfg.grad_accum))
+    step_module = objective.embed_step(crop_size)
+    distiller = Distiller(model, cfg.distill, step_module.need_regions) if cfg.distill > 0 else None
     runner: torch.nn.Module = step_module
     if env.distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         runner = DDP(step_module, device_ids=[env.device.index] if env.device.type == "cuda" else None)
-
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.resolved("weight_decay")), lr=cfg.resolved("lr"),
-                                  betas=tuple(cfg.betas), eps=cfg.eps, fused=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, WarmupCosine(cfg.resolved("warmup_steps"), total, cfg.min_lr_ratio)
-    )
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    step, epoch, pos = 0, 0, 0
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scheduler.lr_lambdas[0] = WarmupCosine(cfg.resolved("warmup_steps"), total, cfg.min_lr_ratio)
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        step, epoch, pos = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
-        rngs = state["rng"]
-        set_rng_state(rngs[env.rank] if env.rank < len(rngs) else rngs[0])
-        if env.main and state.get("total_steps") != total:
-            log.warning("resuming with %d total steps (checkpoint: %s): the LR schedule changes",
-                        total, state.get("total_steps"))
-
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-        if precision in ("bf16", "fp16") else contextlib.nullcontext()
-    )
 
     def make_loader(ep: int, skip_batches: int) -> DataLoader:
         sampler.set_position(ep, skip_batches * cfg.batch_size)
         gen = torch.Generator()
         gen.manual_seed(cfg.seed * 1_000_003 + ep)
-        return DataLoader(
-            dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
-            num_workers=cfg.num_workers, generator=gen, pin_memory=env.device.type == "cuda", drop_last=False,
-        )
+        return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
+                          num_workers=cfg.num_workers, generator=gen, pin_memory=env.device.type == "cuda",
+                          drop_last=False)
 
-    def save(at_step: int) -> Path:
-        rngs = [None] * env.world
-        if env.distributed:
-            dist.all_gather_object(rngs, rng_state())
-        else:
-            rngs = [rng_state()]
-        path = checkpoint_path(cfg.out_path, at_step)
-        if env.main:
-            atomic_save({
-                "format": CKPT_FORMAT, "version": 1,
-                "model": model.clip.state_dict(),
-                "spec": json.dumps(model.spec.to_dict()),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "step": at_step, "epoch": epoch, "batch_in_epoch": pos, "total_steps": total,
-                "world_size": env.world, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
-                "seed": cfg.seed, "rng": rngs, "config": cfg.to_dict(),
-            }, path)
-            for old in list_checkpoints(cfg.out_path)[: -cfg.keep_checkpoints]:
-                old.unlink(missing_ok=True)
-        env.barrier()
-        return path
+    precision = _precision(cfg, env.device)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.resolved("weight_decay")), lr=cfg.resolved("lr"),
+                                  betas=tuple(cfg.betas), eps=cfg.eps, fused=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(cfg.resolved("warmup_steps"), total,
+                                                                          cfg.min_lr_ratio))
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+                if precision in ("bf16", "fp16") else contextlib.nullcontext())
+    run = _Run(cfg, env, model, objective, runner, make_loader, optimizer, scheduler,
+               torch.amp.GradScaler("cuda") if precision == "fp16" else None, autocast, distiller, total)
+    if state is not None:
+        _restore(run, state)
+    return run
 
+
+def _restore(run: _Run, state: dict) -> None:
+    """Optimiser, schedule, scaler, position and this rank's RNG states from a checkpoint."""
+    cfg, env = run.cfg, run.env
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scheduler.lr_lambdas[0] = WarmupCosine(cfg.resolved("warmup_steps"), run.total, cfg.min_lr_ratio)
+    if run.scaler is not None and state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    run.step, run.epoch, run.pos = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
+    rngs = state["rng"]
+    set_rng_state(rngs[env.rank] if env.rank < len(rngs) else rngs[0])
+    if env.main and state.get("total_steps") != run.total:
+        log.warning("resuming with %d total steps (checkpoint: %s): the LR schedule changes",
+                    run.total, state.get("total_steps"))
+
+
+def _save(run: _Run, at_step: int) -> Path:
+    """A checkpoint of everything a resume needs (every rank's RNG states); the oldest beyond ``keep`` go."""
+    cfg, env = run.cfg, run.env
+    rngs: list = [None] * env.world
+    if env.distributed:
+        dist.all_gather_object(rngs, rng_state())
+    else:
+        rngs = [rng_state()]
+    path = checkpoint_path(cfg.out_path, at_step)
+    if env.main:
+        atomic_save({
+            "format": CKPT_FORMAT, "version": 1,
+            "model": run.model.clip.state_dict(),
+            "spec": json.dumps(run.model.spec.to_dict()),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+            "step": at_step, "epoch": run.epoch, "batch_in_epoch": run.pos, "total_steps": run.total,
+            "world_size": env.world, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
+            "seed": cfg.seed, "rng": rngs, "config": cfg.to_dict(),
+        }, path)
+        for old in list_checkpoints(cfg.out_path)[: -cfg.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+    env.barrier()
+    return path
+
+
+def _micro_step(run: _Run, batch: dict, sync: bool) -> dict:
+    """Forward and backward of one micro-batch (gradients summed until ``sync``); its terms go into ``run.acc``."""
+    cfg = run.cfg
+    no_sync = run.runner.no_sync() if (run.env.distributed and not sync) else contextlib.nullcontext()
+    with no_sync:
+        with run.autocast:
+            emb = run.runner(batch)
+        loss, parts = run.objective(emb, batch, run.autocast)
+        if run.distiller is not None:
+            with run.autocast:
+                kd = run.distiller(emb, batch)
+            loss = loss + kd
+            parts = {**parts, "distill": kd.detach() / cfg.distill}
+        scaled = loss / cfg.grad_accum
+        (run.scaler.scale(scaled) if run.scaler is not None else scaled).backward()
+    run.acc[0] += float(loss.detach()) / cfg.grad_accum
+    for i, name in enumerate(LOGGED_TERMS):
+        if name in parts:
+            run.acc[i + 1] += float(parts[name]) / cfg.grad_accum
+    return parts
+
+
+def _optimizer_step(run: _Run) -> float:
+    """Clip, step, schedule (the objective's own after-step too); returns the learning rate that was used."""
+    opt, scaler = run.optimizer, run.scaler
+    if scaler is not None:
+        scaler.unscale_(opt)
+    if run.cfg.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], run.cfg.max_grad_norm)
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    run.objective.after_step()
+    lr = opt.param_groups[0]["lr"]
+    run.scheduler.step()
+    run.step += 1
+    return lr
+
+
+def _record(run: _Run, parts: dict, lr: float, stop_requested: bool) -> tuple[dict, bool]:
+    """The step's losses averaged over micro-batches and ranks, and whether any rank was asked to stop."""
+    env = run.env
+    stats = torch.cat([run.acc, torch.tensor([1.0 if stop_requested else 0.0], dtype=torch.float64)])
+    if env.distributed:
+        stats = stats.to(env.device) if env.device.type == "cuda" else stats
+        dist.all_reduce(stats)
+        stats = stats.cpu()
+        stats[:-1] /= env.world
+    run.acc.zero_()
+    rec = {"step": run.step, "epoch": run.epoch, "lr": lr, "loss": float(stats[0]),
+           "logit_scale": float(run.model.logit_scale.detach())}
+    for i, name in enumerate(LOGGED_TERMS):
+        if name in parts:
+            rec[f"loss_{name}"] = float(stats[i + 1])
+    run.history.append(rec)
+    return rec, bool(stats[-1] > 0)
+
+
+def _epochs(run: _Run, stop_flag: _StopFlag, runlog: RunLog | None, bar: Any, stop_after: int | None,
+            last_ckpt: Path | None) -> tuple[Path | None, bool]:
+    """The training loop: micro-batches, optimiser steps, logs, checkpoints, until done or asked to stop.
+    Returns the last checkpoint and whether the run stopped early."""
+    cfg, env = run.cfg, run.env
+    meter, micro, stopped = _Meter(), 0, False
+    run.optimizer.zero_grad(set_to_none=True)
+    while run.step < run.total and not stopped:
+        done_epoch = True
+        for batch in run.make_loader(run.epoch, run.pos):
+            run.pos += 1
+            micro += 1
+            parts = _micro_step(run, batch, sync=micro == cfg.grad_accum)
+            meter.add(batch["images"].shape[0] * env.world)
+            if micro < cfg.grad_accum:
+                continue
+            micro = 0
+            rec, signal_stop = _record(run, parts, _optimizer_step(run), stop_flag.requested)
+            # the bar shows this step's loss and images/s at every step; the log keeps its cadence
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{meter.step_rate():.1f}", refresh=False)
+            if run.step % cfg.log_every == 0 or run.step == run.total or run.step == 1:
+                meter.log_rate(rec)
+                if runlog is not None:
+                    runlog.write(rec)
+            bar.update(1)
+            halt = signal_stop or (stop_after is not None and run.step >= stop_after)
+            if run.step % cfg.ckpt_every == 0 or (halt and run.step < run.total) or run.step == run.total:
+                last_ckpt = _save(run, run.step)
+            stopped = halt and run.step < run.total  # the caller reports it (TrainResult.stopped)
+            if run.step >= run.total or stopped:
+                done_epoch = False
+                break
+        if done_epoch:
+            run.epoch += 1
+            run.pos = 0
+    return last_ckpt, stopped
+
+
+def _train(cfg: TrainConfig, env: DistEnv, resume: bool | str, stop_after: int | None, overwrite: bool,
+           quiet: bool, tqdm: Any) -> TrainResult:
+    ckpt_file = _prepare_out_dir(cfg, resume, overwrite, env)
+    run = _set_up(cfg, env, _resume_state(ckpt_file, cfg, env))
     stop_flag = _StopFlag()
     stop_flag.install()
-    runlog = RunLog(cfg.out_path, step, cfg.tensorboard) if env.main else None
-    bar = tqdm(total=total, initial=step, disable=quiet or not env.main, unit="step", dynamic_ncols=True,
+    runlog = RunLog(cfg.out_path, run.step, cfg.tensorboard) if env.main else None
+    bar = tqdm(total=run.total, initial=run.step, disable=quiet or not env.main, unit="step", dynamic_ncols=True,
                desc=f"stage {cfg.stage}")
-    history: list[dict] = []
-    last_ckpt: Path | None = ckpt_file
-    stopped = False
-    t_start = t_last = t_prev_step = time.perf_counter()
-    images_since = images_step = 0
-    micro = 0
-    acc = torch.zeros(len(LOGGED_TERMS) + 1, dtype=torch.float64)
-    optimizer.zero_grad(set_to_none=True)
-
     try:
-        while step < total and not stopped:
-            done_epoch = True
-            for batch in make_loader(epoch, pos):
-                pos += 1
-                micro += 1
-                sync = micro == cfg.grad_accum
-                no_sync = runner.no_sync() if (env.distributed and not sync) else contextlib.nullcontext()
-                with no_sync:
-                    with autocast:
-                        emb = runner(batch)
-                    if teacher is not None:
-                        with autocast:
-                            target = teacher.targets(emb["crop_images"])
-                        loss, parts = farslip_objective(emb, batch, model.logit_scale, fs_weights, target)
-                    else:
-                        loss, parts = geoalign_objective(emb, batch, model.logit_scale, lambdas)
-                    if distiller is not None:
-                        with autocast:
-                            kd = distiller(emb, batch)
-                        loss = loss + kd
-                        parts = {**parts, "distill": kd.detach() / cfg.distill}
-                    scaled = loss / cfg.grad_accum
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                acc[0] += float(loss.detach()) / cfg.grad_accum
-                for i, name in enumerate(LOGGED_TERMS):
-                    if name in parts:
-                        acc[i + 1] += float(parts[name]) / cfg.grad_accum
-                images_since += batch["images"].shape[0] * env.world
-                images_step += batch["images"].shape[0] * env.world
-                if not sync:
-                    continue
-
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                if cfg.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                                   cfg.max_grad_norm)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if teacher is not None:
-                    teacher.update(model)
-                lr = optimizer.param_groups[0]["lr"]
-                scheduler.step()
-                step += 1
-                micro = 0
-
-                stats = torch.cat([acc, torch.tensor([1.0 if stop_flag.requested else 0.0], dtype=torch.float64)])
-                if env.distributed:
-                    stats = stats.to(env.device) if env.device.type == "cuda" else stats
-                    dist.all_reduce(stats)
-                    stats = stats.cpu()
-                    stats[:-1] /= env.world
-                acc.zero_()
-                rec = {"step": step, "epoch": epoch, "lr": lr, "loss": float(stats[0]),
-                       "logit_scale": float(model.logit_scale.detach())}
-                for i, name in enumerate(LOGGED_TERMS):
-                    if name in parts:
-                        rec[f"loss_{name}"] = float(stats[i + 1])
-                history.append(rec)
-                signal_stop = bool(stats[-1] > 0)
-
-                now = time.perf_counter()
-                # the bar shows this step's loss and images/s at every step; the log keeps its cadence
-                step_ips = images_step / max(now - t_prev_step, 1e-9)
-                images_step, t_prev_step = 0, now
-                bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{step_ips:.1f}", refresh=False)
-                if step % cfg.log_every == 0 or step == total or step == 1:
-                    rec["images_per_s"] = images_since / max(now - t_last, 1e-9)
-                    rec["elapsed_s"] = now - t_start
-                    if runlog is not None:
-                        runlog.write(rec)
-                    images_since, t_last = 0, now
-                bar.update(1)
-
-                halt = signal_stop or (stop_after is not None and step >= stop_after)
-                if step % cfg.ckpt_every == 0 or (halt and step < total) or step == total:
-                    last_ckpt = save(step)
-                if halt and step < total:
-                    stopped = True  # the caller reports it (TrainResult.stopped)
-                if step >= total or stopped:
-                    done_epoch = False
-                    break
-            if done_epoch:
-                epoch += 1
-                pos = 0
+        last_ckpt, stopped = _epochs(run, stop_flag, runlog, bar, stop_after, ckpt_file)
     finally:
         bar.close()
         stop_flag.restore()
         if runlog is not None:
             runlog.close()
-
     export = None
     if not stopped:
         export = cfg.export_path
         if env.main:
-            save_model(model, export, half=cfg.export_half)
+            save_model(run.model, export, half=cfg.export_half)
             log.info("exported %s", export)
         env.barrier()
-    return TrainResult(step, total, epoch, stopped, export, last_ckpt, history)
+    return TrainResult(run.step, run.total, run.epoch, stopped, export, last_ckpt, run.history)

@@ -44,10 +44,18 @@ from geoalign_core.card import card_path
 from geoalign_core.errors import GeoAlignError, InputError
 from geoalign_core.outputs import output_lock
 
+from .forgetting import (
+    FORGET_TOLERANCE,
+    REFERENCE_SEED,
+    keep_knowledge,
+    load_eval,
+    reference_samples,
+    reference_top1,
+)
+
 __all__ = ["EPOCHS", "FinetuneResult", "finetune"]
 
 EPOCHS = 4  #: passes over the training chips
-REFERENCE_SEED, REFERENCE_SIZE = 2000, 768  #: the generated scene that measures forgetting (a held-out seed)
 MIN_STEPS, MAX_STEPS = 30, 400
 LR = 1.0e-4  #: half the demo recipe's from-scratch rate (measured: see docs/finetune.md)
 BATCH = 16
@@ -110,81 +118,6 @@ def _object_vs_background(model, samples: list[dict], classes: list[str], batch:
             out[key] = (len(index), float((best < len(classes)).float().mean()))
     return {"n": out["background"][0], "called_a_class": out["background"][1],
             "n_labelled": out["labelled"][0], "labelled_found": out["labelled"][1]}
-
-
-def _reference(out: Path, chip: int, quiet: bool) -> tuple[Path, list[str]]:
-    """A generated scene the model never trains on (held-out seed :data:`REFERENCE_SEED`) prepared at
-    the model's chip size: its region top-1 before and after fine-tuning measures forgetting."""
-    from geoalign_core.data import PrepareOptions, prepare_dataset
-
-    from .scenes import write_scene
-
-    d = out / "reference"
-    tif, gpkg = write_scene(d / "scene", REFERENCE_SEED, size=REFERENCE_SIZE)
-    summary = prepare_dataset(tif, gpkg, d / "data", PrepareOptions(class_field="class", chip_size=chip, background=0),
-                              overwrite=True, progress=not quiet)
-    return d / "data" / "samples.jsonl", sorted(summary.class_counts)
-
-
-def _load(model_ref: str, device: str):
-    from geoalign_core import load_model
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return load_model(model_ref, device=device).eval()
-
-
-def _reference_top1(model, ref: Path, classes: list[str]) -> float:
-    """Region top-1 of ``model`` on the reference scene's samples ``ref``."""
-    from geoalign_core.evaluation.tasks import eval_regions
-
-    with torch.no_grad():
-        res = eval_regions(model, str(ref), classes=classes, batch_size=BATCH, progress=False)
-    return float(res["metrics"]["top1"])
-
-
-ALPHAS = (1.0, 0.75, 0.5, 0.25)  #: fine-tuned weight shares tried, largest first
-FORGET_TOLERANCE = 0.05  #: reference top-1 may fall this much below the start's
-
-
-def _keep_knowledge(start_model, trained: Path, final: Path, ref: Path, ref_classes: list[str], start_ref: float,
-                    alpha: float | None, device: str, object_sizes: dict | None = None
-                    ) -> tuple[float, list[tuple[float, float]]]:
-    """Weight-space interpolation with the start (WiSE-FT): ``alpha * fine-tuned + (1 - alpha) * start``.
-
-    ``alpha`` None: the largest of :data:`ALPHAS` whose reference top-1 stays within
-    :data:`FORGET_TOLERANCE` of the start's (else the one that keeps the most); the held-out
-    part of the user's labels is not looked at, so the report's "after" stays unbiased.
-    Writes ``final`` (with ``object_sizes``, per class width and height in metres, in its spec
-    for ``find``); returns the chosen alpha and (alpha, reference top-1) of each tried.
-    """
-    from geoalign_core import save_model
-
-    start_sd = start_model.clip.state_dict()
-    tuned = _load(str(trained), device)
-    tuned_sd = {k: v.clone() for k, v in tuned.clip.state_dict().items()}
-
-    def blend(a: float) -> None:
-        tuned.clip.load_state_dict({
-            k: a * v + (1 - a) * start_sd[k].to(v.dtype)
-            if v.is_floating_point() and k in start_sd and start_sd[k].shape == v.shape else v
-            for k, v in tuned_sd.items()})
-
-    tried: list[tuple[float, float]] = []
-    chosen = None
-    for a in ([float(alpha)] if alpha is not None else list(ALPHAS)):
-        blend(a)
-        tried.append((a, _reference_top1(tuned, ref, ref_classes)))
-        if alpha is not None or tried[-1][1] >= start_ref - FORGET_TOLERANCE:
-            chosen = a
-            break
-    if chosen is None:  # none kept within the tolerance: the one that kept the most
-        chosen = max(tried, key=lambda t: t[1])[0]
-        blend(chosen)
-    if object_sizes:
-        tuned.spec.extra = {**(tuned.spec.extra or {}), "object_sizes": object_sizes}
-    save_model(tuned, final)
-    return chosen, tried
 
 
 def _object_sizes(pairs: list[tuple[str, str]], class_field: str, layer: str | None,
@@ -313,7 +246,7 @@ def _finetune(rasters: Sequence[str | PathLike], labels: Sequence[str | PathLike
         if not 0.0 < float(keep) <= 1.0:
             raise InputError(f"keep must be in (0, 1]; got {keep}", param="keep")
         scorer = make_scorer(quality_filter, model=str(start), device=device)
-    start_model = _load(str(start), device)  # its input size sets the chips; evaluated "before" below
+    start_model = load_eval(str(start), device)  # its input size sets the chips; evaluated "before" below
     chip = int(start_model.image_size)
     name = name or f"{Path(str(start)).stem}-finetuned"
     if overwrite and out.exists():
@@ -376,19 +309,19 @@ def _finetune(rasters: Sequence[str | PathLike], labels: Sequence[str | PathLike
     commands.append(shlex.join(["geoalign", "train", str(out / "train.yaml"), "--overwrite"]))
     say(f"training: {config.max_steps} steps of {config.batch_size} chips ({n_train} training chips), "
         f"lr {config.lr:g}, from {start}")
-    ref, ref_classes = _reference(out, chip, quiet)
+    ref, ref_classes = reference_samples(out, chip, quiet)
     before = _evaluate(start_model, val_files, classes_l)
-    before["reference_top1"] = _reference_top1(start_model, ref, ref_classes)
+    before["reference_top1"] = reference_top1(start_model, ref, ref_classes)
     result = train(config, overwrite=True, quiet=quiet)
     final = out / f"{name}.safetensors"
     sizes = {c: v for c, v in _object_sizes(pairs, class_field, layer, bounds).items() if c in classes_l}
-    chosen, tried = _keep_knowledge(start_model, Path(result.export), final, ref, ref_classes,
+    chosen, tried = keep_knowledge(start_model, Path(result.export), final, ref, ref_classes,
                                     before["reference_top1"], alpha, device, sizes)
     if sizes:
         say("object sizes for find: " + ", ".join(f"{c} {w:g} x {h:g} m" for c, (w, h) in sizes.items()))
     say(f"weight interpolation with the start: alpha {chosen:g} ("
         + ", ".join(f"{a:g}: reference top-1 {v:.3f}" for a, v in tried) + ")")
-    after = _evaluate(_load(str(final), device), val_files, classes_l)
+    after = _evaluate(load_eval(str(final), device), val_files, classes_l)
     after["reference_top1"] = dict(tried)[chosen]
     calibration = _calibrate(start_model, final, pairs, class_field, layer, bounds, val_fraction, classes_l,
                              device, before, after, say)

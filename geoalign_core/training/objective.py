@@ -78,14 +78,14 @@ class EmbedStep(nn.Module):
         vic_regions_per_image: int = 4,
         vic_stop_grad: bool = False,
         trim_text: bool = True,
-        farslip: bool = False,
+        crop_views: bool = False,
     ):
         super().__init__()
         self.model = model
         self.lambdas = tuple(float(x) for x in lambdas)
         _, l2, l3, l4, _ = self.lambdas
-        self.farslip = bool(farslip)  # FarSLIP's crop view: re-encoded at full input size, [CLS] kept
-        self.need_regions = bool(l2 or l3 or l4) or self.farslip
+        self.crop_views = bool(crop_views)  # each region cropped, re-encoded at full input size, [CLS] kept
+        self.need_regions = bool(l2 or l3 or l4) or self.crop_views
         self.need_crops = bool(l4)
         self.crop_size = crop_size
         self.vic_regions_per_image = int(vic_regions_per_image)
@@ -119,7 +119,7 @@ class EmbedStep(nn.Module):
             else:
                 out["crop"] = m.encode_crops(images, per_image, size=self.crop_size)
             out["vic_keep"] = keep.to(dev)
-        if self.farslip:  # geoalign_core.training.farslip: the student's crop [CLS]; the crops go on to the teacher
+        if self.crop_views:  # the crops' [CLS] (FarSLIP's region-category term); the crops go on to a teacher
             keep, per_image = self._crop_subset(batch, images.shape[0], dev)
             crops = m.crop_boxes(images, per_image, m.image_size)
             out["crop_cls"] = m.encode_image(crops) if crops.shape[0] else crops.new_zeros((0, m.embed_dim))

@@ -39,6 +39,7 @@ from .. import indexes, layers
 from ..compat import NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_POLYGON, WKB_POLYGON, param_flag_advanced
 from ..engine import EngineCancelled, EngineError
 from ..inputs import DEFAULT_MODEL, InputProblem, parse_bands, raster_path, split_texts
+from ..protocol import DEFAULT_BATCH_SIZE
 from ..tasks import NO_ENGINE, engine_location, log_error, profile_dir, remove_outputs, run_request
 from ..vector_io import copy_features, open_result, result_fields, write_polygons
 
@@ -143,7 +144,8 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
         adv = param_flag_advanced()
         params = [
             QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES, defaultValue=0),
-            QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", NUMBER_INTEGER, 16, False, 1, 4096),
+            QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", NUMBER_INTEGER, DEFAULT_BATCH_SIZE, False, 1,
+                                         4096),
             QgsProcessingParameterString(self.BANDS, "Bands (1-based, e.g. 3,2,1; default: RGB)",
                                          optional=True),
             QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size in pixels (0: the model's input size)",
@@ -196,7 +198,7 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
             "raster": path,
             "model": self.parameterAsString(parameters, self.MODEL, context).strip() or DEFAULT_MODEL,
             "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            "batch_size": self.parameterAsInt(parameters, self.BATCH_SIZE, context) or 16,
+            "batch_size": self.parameterAsInt(parameters, self.BATCH_SIZE, context) or DEFAULT_BATCH_SIZE,
             "overlap": self.parameterAsDouble(parameters, self.OVERLAP, context),
             "allow_no_crs": self.parameterAsBoolean(parameters, self.ALLOW_NO_CRS, context),
             "metadata": {"client": "qgis-processing", "algorithm": self.id()},
@@ -420,9 +422,10 @@ class HeatmapAlgorithm(GeoAlignAlgorithm):
     _name = "heatmap"
     _display = "Heatmap"
     _help = ("A phrase's response over the raster as a float32 GeoTIFF on the raster's grid (or a coarser "
-             "grid with a correct transform). Values: score (0..1, the probability a one-patch region gets "
-             "against background phrases: the same score as found boxes) or similarity (cosine similarity "
-             "of each patch with the phrase, -1..1).")
+             "grid with a correct transform). Values: score (0..1, the estimated probability that a one-patch "
+             "region shows the phrase, calibrated on held-out labelled data as found boxes are; a model without a "
+             "calibration maps standout instead) or similarity (cosine similarity of each patch with the phrase, "
+             "-1..1, not a probability).")
 
     def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802
         self.add_common()
