@@ -119,8 +119,7 @@ def _error_line(log: Path) -> str:
 
 def finetune(ctx: Context, params: dict) -> dict:
     """Run ``geoalign finetune`` with progress (stage, step / total, loss), Cancel and a log file."""
-    from ..errors import InputError
-    from .jobs import cancelled_error
+    from ..errors import Cancelled, InputError
 
     _check(params)
     out = Path(params["out"])
@@ -142,7 +141,7 @@ def finetune(ctx: Context, params: dict) -> dict:
                 _stop(proc)
                 if created:
                     shutil.rmtree(out, ignore_errors=True)
-                raise cancelled_error()
+                raise Cancelled("cancelled")
             time.sleep(POLL_S)
             total = _total_steps(out)
             row = _last_row(out / "run" / "log.csv")
