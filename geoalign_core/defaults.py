@@ -11,5 +11,6 @@ DEFAULT_MAX_RESULTS = 100  #: find: best boxes kept per phrase
 #: refinement's cost does not grow with max_results (the default 100 + 20 spare all fit)
 REFINE_MAX_BOXES = 120
 DEFAULT_NMS_IOU = 0.5  #: find: a box overlapping a better one by more than this is dropped
-DEFAULT_BATCH_SIZE = 16  #: tiles per backbone pass (CLI, engine)
+DEFAULT_BATCH_SIZE = 16  #: tiles per backbone pass (CLI, engine) on a CPU; a GPU's is chosen for its memory
+MAX_WORKERS = 64  #: tile-reader threads: more than this is a typo, not a machine
 DEFAULT_CHIP_SIZE = 112  #: prepare: chip side in pixels (the bundled model's input size)

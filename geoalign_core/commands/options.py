@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..defaults import DEFAULT_BATCH_SIZE
+from ..defaults import DEFAULT_BATCH_SIZE, MAX_WORKERS
 from ..errors import InputError
 
 GDAL_CACHE_MB = 256
@@ -59,8 +59,12 @@ def add_raster_options(p: argparse.ArgumentParser, overlap: float, out_help: str
              + ("; from an index: the index's)" if index else ")"),
     )
     p.set_defaults(default_overlap=overlap)
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
-                   help="tiles per model pass (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help=f"tiles per model pass (default: {DEFAULT_BATCH_SIZE} on a CPU; on a GPU the largest power "
+                        "of two that fits a quarter of its free memory, up to 512)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="threads decoding tiles, each with its own file handle (default: 1 on a CPU; on a GPU "
+                        "the cores available less one, up to 8)")
     p.add_argument(
         "--bounds", default=None, metavar="MINX,MINY,MAXX,MAXY",
         help="only process this area, in the raster's CRS",
@@ -165,8 +169,10 @@ def check_common(args: argparse.Namespace) -> None:
         raise InputError(f"--tile-size must be at least 8 pixels; got {args.tile_size}")
     if args.overlap is not None and not 0.0 <= args.overlap < 0.9:
         raise InputError(f"--overlap must be in [0, 0.9); got {args.overlap}")
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1; got {args.batch_size}")
+    if getattr(args, "workers", None) is not None and not 1 <= args.workers <= MAX_WORKERS:
+        raise InputError(f"--workers must be from 1 to {MAX_WORKERS}; got {args.workers}")
     if getattr(args, "threads", None) is not None and args.threads < 1:
         raise InputError(f"--threads must be at least 1; got {args.threads}")
     from ..geo.bands import parse_bands
@@ -257,7 +263,8 @@ def make_predictor(args: argparse.Namespace):
         model = (read_manifest(args.index)["settings"]["model"] if is_collection(args.index)
                  else read_metadata(args.index)[1]["model"]["source"])
     apply_threads(args)
-    predictor = Predictor(model or DEFAULT_MODEL, device=args.device, batch_size=args.batch_size)
+    predictor = Predictor(model or DEFAULT_MODEL, device=args.device, batch_size=args.batch_size,
+                          workers=getattr(args, "workers", None))
     from ..card import model_line
 
     say(args, f"model {model_line(predictor.model)}")

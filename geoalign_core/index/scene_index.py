@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from ..geo.stats import SceneStats
 from ..inference import scoring
 from ..inference.encoder import Cancel, EmbeddingBatch, Encoder, Progress, check_cancel
 from ..inference.source import LiveSource, tile_boxes
+from .pooling import valid_patches
 from .store import check_patches, dequantize, load_patches, patches_path, read_metadata, unusable
 
 __all__ = ["BATCH_TILES", "IndexMismatch", "SceneIndex"]
@@ -378,7 +379,7 @@ class SceneIndex:
             else:
                 score = cos[:n_queries]
             score = score.T.reshape(len(sel), hw, n_queries)
-            pv = torch.stack([self.patch_validity(int(r)) for r in sel])
+            pv = valid_patches(self, sel)
             score = torch.where(pv[..., None], score, torch.full_like(score, -1.0))
             out[torch.from_numpy(part)] = score.amax(dim=1)
         self._scores_memo = (key, out.clone())
@@ -423,6 +424,14 @@ class SceneIndex:
         minimum = torch.as_tensor(min_score, dtype=bound.dtype).expand(n_phrases)
         order = order[(bound[order] >= minimum.view(1, -1)).any(dim=1)]
         return [windows[int(i)] for i in order], bound[order]
+
+    def candidate_batches(self, windows: list[Window], bound: torch.Tensor, floor: Callable[[], torch.Tensor],
+                          progress: Progress | None = None, cancel: Cancel | None = None) -> Iterator[EmbeddingBatch]:
+        """:meth:`candidate_windows`' tiles that can still reach ``floor()``, lazily
+        (:func:`~geoalign_core.index.pooling.lazy_batches`)."""
+        from .pooling import lazy_batches
+
+        return lazy_batches(self, windows, bound, floor, BATCH_TILES, progress, cancel)
 
     def region_embeddings(self, boxes: np.ndarray, area: Window, tile_size: int, overlap: float,
                           progress: Progress | None, cancel: Cancel | None) -> torch.Tensor:
