@@ -11,8 +11,9 @@ GDAL dataset handles must not be shared between threads, so each worker opens it
 statistics), once, on its first read; every handle is closed when the reading ends, also
 when the consumer stops early.
 
-Results come back in window order. At most ``ahead`` reads are in flight or waiting to be
-consumed, so memory stays bounded whatever the number of windows.
+Each task reads a run of consecutive windows (neighbours share the raster's blocks, and GDAL
+caches a decoded block per handle). Results come back in window order. At most ``ahead`` reads
+are in flight or waiting to be consumed, so memory stays bounded whatever the number of windows.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ if TYPE_CHECKING:
 
     from geoalign_core.geo.raster import RasterSource
 
-__all__ = ["MAX_WORKERS", "check_workers", "default_workers", "read_parallel"]
+__all__ = ["MAX_WORKERS", "RUN", "check_workers", "default_workers", "read_parallel"]
 
 T = TypeVar("T")
+
+RUN = 4  #: consecutive windows per task (see :func:`read_parallel`)
 
 
 
@@ -68,6 +71,7 @@ def read_parallel(
     workers: int,
     ahead: int | None = None,
     name: str = "geoalign-tile-reader",
+    run: int = RUN,
 ) -> Iterator[T]:
     """Yield ``read(handle, i, windows[i])`` for every window, in order, read by ``workers`` threads.
 
@@ -77,11 +81,13 @@ def read_parallel(
         read: what one worker does for one window (``i``: the window's position); its
             exceptions reach the consumer, at the window where they happened.
         workers: reader threads; 1 still reads in one background thread (``ahead`` ahead).
-        ahead: reads in flight or done but not yet consumed (default ``4 * workers``).
+        ahead: windows in flight or read but not yet consumed (default ``4 * run * workers``).
         name: the threads' name prefix.
+        run: consecutive windows one thread reads in a row: neighbouring windows share the
+            raster's blocks, and a block decoded by one handle is cached for that handle only.
     """
-    workers = max(1, int(workers))
-    ahead = max(workers, int(ahead) if ahead is not None else 4 * workers)
+    workers, run = max(1, int(workers)), max(1, int(run))
+    ahead = max(workers * run, int(ahead) if ahead is not None else 4 * run * workers)
     local = threading.local()
     handles: list[RasterSource] = []
     lock = threading.Lock()
@@ -95,27 +101,40 @@ def read_parallel(
                 handles.append(own)
         return own
 
-    def task(i: int) -> T:
-        return read(handle(), i, windows[i])
+    def task(lo: int, hi: int) -> tuple[list[T], BaseException | None]:
+        out: list[T] = []
+        try:
+            own = handle()
+            for i in range(lo, hi):
+                out.append(read(own, i, windows[i]))
+        except BaseException as exc:  # noqa: BLE001 - raised to the consumer after the windows before it
+            return out, exc
+        return out, None
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
     pending: deque[Future] = deque()
+    n = len(windows)
+    nxt = 0
+
+    def submit() -> None:
+        nonlocal nxt
+        hi = min(n, nxt + run)
+        pending.append(pool.submit(task, nxt, hi))
+        nxt = hi
+
     try:
-        nxt = 0
-        n = len(windows)
-        while nxt < n and len(pending) < ahead:
-            pending.append(pool.submit(task, nxt))
-            nxt += 1
+        while nxt < n and len(pending) * run < ahead:
+            submit()
         while pending:
-            result = pending.popleft().result()
-            if nxt < n:
-                pending.append(pool.submit(task, nxt))
-                nxt += 1
-            yield result
+            results, exc = pending.popleft().result()
+            if nxt < n and exc is None:
+                submit()
+            yield from results
+            if exc is not None:
+                raise exc
     finally:
         for fut in pending:
             fut.cancel()
         pool.shutdown(wait=True)
         for own in handles:
             own.close()
-
