@@ -75,6 +75,9 @@ class ModelCard:
     vocabulary: list[str] | None = None
     calibration: dict[str, dict] = field(default_factory=dict)
     measured: dict[str, dict] = field(default_factory=dict)
+    #: per class, the typical object [width, height] in metres, measured on the training labels, for the classes
+    #: whose sizes vary little (see :meth:`object_size`); empty when unknown
+    object_sizes: dict[str, list[float]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ reading the card
     @property
@@ -105,6 +108,11 @@ class ModelCard:
             if _noun_key(name) == key:
                 return float(ab[0]), float(ab[1])
         return 1.0, 0.0
+
+    def object_size(self, phrase: str) -> tuple[float, float] | None:
+        """The card's typical size (metres: width, height) of the object ``phrase`` names, or None
+        (see :func:`phrase_object_size`)."""
+        return phrase_object_size(phrase, self.object_sizes)
 
     def unknown_words(self, phrase: str) -> list[str]:
         """Words of ``phrase`` (letters only, lower case; a plural counts as its singular) not in the vocabulary."""
@@ -154,10 +162,38 @@ class ModelCard:
         card = cls(name=str(d["name"]), domain=domain, description=str(d.get("description", "")),
                    vocabulary=[str(w) for w in d["vocabulary"]] if d.get("vocabulary") else None,
                    calibration={str(k): dict(v) for k, v in (d.get("calibration") or {}).items()},
-                   measured={str(k): dict(v) for k, v in (d.get("measured") or {}).items()})
+                   measured={str(k): dict(v) for k, v in (d.get("measured") or {}).items()},
+                   object_sizes=_check_sizes(d.get("object_sizes") or {}))
         for task, entry in card.calibration.items():  # a malformed map is refused here, not at the first query
             _check_map(task, entry)
         return card
+
+
+def phrase_object_size(phrase: str, table: dict[str, Any]) -> tuple[float, float] | None:
+    """The size in ``table`` (class -> [width, height] metres) of the object ``phrase`` names: the class
+    that equals the phrase or its last words ("a red car" -> "car", "red cars" -> "car"; "car park" -> not
+    "car"), matched up to case, an article and a plural; the longest such ending wins. None when no class matches."""
+    from .inference.vocabulary import _noun_key
+
+    if not table:
+        return None
+    keys = {_noun_key(str(k)): v for k, v in table.items()}
+    words = phrase.lower().strip().rstrip(".").split()
+    for i in range(len(words)):
+        hit = keys.get(_noun_key(" ".join(words[i:])))
+        if hit is not None:
+            return float(hit[0]), float(hit[-1])
+    return None
+
+
+def _check_sizes(sizes: dict) -> dict[str, list[float]]:
+    out = {}
+    for k, v in sizes.items():
+        vals = [float(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
+        if len(vals) not in (1, 2) or not all(math.isfinite(x) and x > 0 for x in vals):
+            raise ValueError(f"object_sizes[{k!r}] must be one or two positive numbers (metres)")
+        out[str(k)] = [vals[0], vals[-1]]
+    return out
 
 
 def _check_map(task: str, entry: Any) -> None:

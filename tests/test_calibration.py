@@ -18,7 +18,7 @@ from cli_helpers import cli
 from generate import SAMPLE_SCENE, sample_crop
 
 from geoalign_core import load_model
-from geoalign_core.card import Domain, ModelCard, card_path, domain_warnings, load_card, save_card
+from geoalign_core.card import Domain, ModelCard, card_path, domain_warnings, load_card, phrase_object_size, save_card
 from geoalign_core.evaluation.reliability import fit_logistic, phrase_rule, reliability
 from geoalign_core.inference import Predictor, calibration
 from geoalign_core.inference.calibration import FEATURES, LogisticMap, SceneStats, Scorer
@@ -144,6 +144,42 @@ def test_card_beside_a_checkpoint_is_loaded_and_a_missing_one_means_uncalibrated
                                                                                            "bias": 0}}}}))
     with pytest.warns(UserWarning, match="ignoring the model card"):
         assert load_card(ckpt) is None
+
+
+def test_card_object_sizes_match_the_class_a_phrase_names():
+    table = {"car": [3.1, 3.1], "swimming pool": [6.9, 6.9], "tree": [5.4, 5.0]}
+    assert phrase_object_size("red car", table) == (3.1, 3.1)
+    assert phrase_object_size("A Red Cars", table) == (3.1, 3.1)  # case, article, plural
+    assert phrase_object_size("swimming pools", table) == (6.9, 6.9)
+    assert phrase_object_size("pool", table) is None  # "swimming pool" is the class, not "pool"
+    assert phrase_object_size("car park", table) is None  # the object named is the park
+    assert phrase_object_size("tree", table) == (5.4, 5.0)
+    card = ModelCard.from_dict({"name": "x", "object_sizes": table})
+    assert card.object_size("blue car") == (3.1, 3.1) and ModelCard.from_dict(card.to_dict()) == card
+    with pytest.raises(ValueError, match="object_sizes"):
+        ModelCard.from_dict({"name": "x", "object_sizes": {"car": [0, 2]}})
+    # the demo's card: measured on its training scenes, only for classes that fit in a tile
+    demo = load_model("geoalign-demo", device="cpu").card
+    assert demo is not None and demo.object_size("red car") is not None
+    assert demo.object_size("river") is None and demo.object_size("road") is None
+
+
+def test_find_uses_the_card_size_of_the_named_class_and_a_given_size_wins(tmp_path):
+    """"red car" gets the demo card's car size: its boxes have about that size (not the patch grid's 1-2
+    patches), and the run metadata says which size was used; ``object_size`` overrides the card; a phrase
+    whose class has no typical size (road) gets none."""
+    crop = sample_crop(tmp_path / "crop.tif", size=512, col=1024, row=1024)
+    p = _quiet_predictor()
+    car = p.model.card.object_size("red car")
+    g = p.find(crop, ["red car", "road"], min_score=0.0, max_results=20)
+    meta = g.attrs.get("geoalign") or {}
+    assert meta.get("object_sizes_m") == {"red car": [round(car[0], 3), round(car[1], 3)]}, meta
+    b = g[g.phrase == "red car"].geometry.bounds
+    side = np.sqrt((b.maxx - b.minx) * (b.maxy - b.miny))
+    assert len(side) and np.all(np.abs(side / car[0] - 1) < 0.6)
+    g2 = p.find(crop, ["red car"], min_score=0.0, max_results=5, object_size=6.0)
+    b2 = g2.geometry.bounds
+    assert np.allclose(b2.maxx - b2.minx, 6.0, atol=0.31)
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from xml.etree import ElementTree
 
 import pytest
 import tomllib
+import yaml
 from generate import ROOT
 
 from geoalign_core import __version__
@@ -58,7 +59,11 @@ def test_the_version_is_written_once():
     for name in ("LICENSE", "CHANGELOG.md", "CITATION.cff", "geoalign_core/py.typed"):
         assert (ROOT / name).is_file(), name
     assert "Apache License" in (ROOT / "LICENSE").read_text() and "Version 2.0" in (ROOT / "LICENSE").read_text()
-    assert "2603.09566" in (ROOT / "CITATION.cff").read_text()
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert "2603.09566" in citation["preferred-citation"]["url"]
+    assert all(a.get("family-names") for a in citation["preferred-citation"]["authors"])  # the paper's authors
+    assert "example.org" not in (ROOT / "CITATION.cff").read_text()  # no placeholder address
+    assert not (ROOT / "training").exists() and (ROOT / "geoalign_core" / "training" / "configs").is_dir()
     out = subprocess.run([sys.executable, "-m", "geoalign_core.cli", "--version"], capture_output=True, text=True,
                          check=True, cwd=ROOT)
     assert out.stdout.strip() == f"geoalign {__version__}"
@@ -73,6 +78,9 @@ def test_wheel_zip_and_plugins_xml_carry_the_version_and_license(built):
     assert f"\nVersion: {__version__}\n" in meta and "License-Expression: Apache-2.0" in meta
     assert f"geoalign-{__version__}.dist-info/licenses/LICENSE" in names
     assert "geoalign_core/py.typed" in names
+    # the training code ships under the geoalign namespace (no top-level "training" package), configs included
+    assert not any(n.startswith("training/") for n in names)
+    assert "geoalign_core/training/configs/demo_stage1.yaml" in names
     # everything beside the bundled weights (the demo model's card included) and the archs ships
     for folder in ("geoalign_core/weights", "geoalign_core/archs"):
         for f in (ROOT / folder).iterdir():

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from rasterio.windows import Window
 
+from ..card import phrase_object_size
 from ..defaults import DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE, DEFAULT_NMS_IOU, REFINE_MAX_BOXES
 from ..errors import InputError
 from ..geo import pixel_boxes_to_polygons
@@ -97,7 +98,9 @@ def find(
 
     ``object_size`` (metres: a side, or width and height): the objects' typical size, for every
     phrase; without it, a fine-tuned model's labelled sizes (``spec.extra["object_sizes"]``,
-    written by ``geoalign finetune``) apply to the phrases that are its classes. For a phrase
+    written by ``geoalign finetune``), else the model card's typical sizes (measured on its training
+    labels, for classes whose size varies little), apply to the phrases that name one of those
+    classes ("red car" -> "car"). For a phrase
     with a size, windows of that size (stepped by a quarter of it) join the candidates, only
     boxes within :data:`SIZE_RANGE` x of its area are kept, and its boxes are not refined.
 
@@ -150,7 +153,7 @@ def find(
             enter_stage(stage, "scanning tiles")
             cal = src.calibration(area, ts, overlap, texts, len(phrases), cancel).for_phrases(
                 enc, phrases, src.out_of_domain)
-            sizes, size_meta = object_sizes(enc, phrases, object_size, src)
+            sizes, size_meta = object_sizes(enc, phrases, object_size, src, ts)
             boxes, scores, p_idx, n_scanned, zv = find_candidates(
                 enc, src, windows, area, texts, len(phrases), cal.raw_threshold(float(min_score)),
                 int(max_results), float(nms_iou), progress, cancel, sizes=sizes, vocab=vocab,
@@ -407,10 +410,13 @@ def pool_candidates(
 
 
 def object_sizes(enc: Encoder, phrases: Sequence[str], object_size: float | Sequence[float] | None,
-                 src: EmbeddingSource) -> tuple[torch.Tensor | None, dict[str, list[float]]]:
+                 src: EmbeddingSource, tile_px: float | None = None
+                 ) -> tuple[torch.Tensor | None, dict[str, list[float]]]:
     """Per phrase, the object size in raster pixels (``[N, 2]`` width, height; NaN: unknown) and in
     metres for the run metadata: ``object_size`` (metres; a side or width, height) for every
-    phrase, else the model's labelled sizes (``spec.extra["object_sizes"]``) for its classes."""
+    phrase, else the model's labelled sizes (``spec.extra["object_sizes"]``) or its card's typical
+    sizes for the classes the phrases name. A stored size larger than a tile (``tile_px`` raster
+    pixels) is not used: such objects are found by their parts."""
     from ..geo.grid import pixel_size_m
 
     if object_size is not None:
@@ -421,11 +427,17 @@ def object_sizes(enc: Encoder, phrases: Sequence[str], object_size: float | Sequ
         known = {p: (vals[0], vals[-1]) for p in phrases}
     else:
         stored = (getattr(getattr(enc.model, "spec", None), "extra", None) or {}).get("object_sizes") or {}
-        lower = {str(k).lower(): v for k, v in stored.items()}
-        known = {p: (float(lower[p.lower()][0]), float(lower[p.lower()][1])) for p in phrases if p.lower() in lower}
+        card = enc.card
+        known = {}
+        for p in phrases:
+            hit = phrase_object_size(p, stored) or (card.object_size(p) if card is not None else None)
+            if hit is not None:
+                known[p] = hit
+    mx, my = pixel_size_m(src.crs, src.transform, src.width, src.height)
+    if object_size is None and tile_px is not None:
+        known = {p: wh for p, wh in known.items() if max(wh[0] / mx, wh[1] / my) <= tile_px}
     if not known:
         return None, {}
-    mx, my = pixel_size_m(src.crs, src.transform, src.width, src.height)
     out = torch.full((len(phrases), 2), float("nan"), dtype=torch.float64)
     for i, p in enumerate(phrases):
         if p in known:

@@ -86,6 +86,31 @@ def training_vocabulary(work: Path, scene: tuple[Path, Path]) -> list[str]:
     return sorted(words)
 
 
+def training_object_sizes(seeds=range(1000, 1030), size: int = 1024, res: float = 0.3,
+                          max_side_m: float = 0.5 * 112 * 0.3) -> dict[str, list[float]]:
+    """Per class, the typical object size (metres, a square of the median bounding box's area: objects lie at
+    every orientation) on the demo's TRAINING scenes, for the classes whose size varies little: those whose
+    10th to 90th percentile bounding-box side lies within find's size window (``SIZE_RANGE`` x the area)
+    around the median, so that the prior keeps at least 80 % of such objects, and that fit twice into one of
+    the model's tiles (``max_side_m``: half of 112 px at 0.3 m). Pure function of the seeds."""
+    from geoalign_core.inference.find import SIZE_RANGE
+    from geoalign_core.training.scenes import render_scene
+
+    sides: dict[str, list[float]] = {}
+    for seed in seeds:
+        _, labels = render_scene(seed, size, res)
+        for lab in labels:
+            x0, y0, x1, y1 = lab["geometry"].bounds
+            sides.setdefault(lab["class"], []).append(float(np.sqrt((x1 - x0) * (y1 - y0))) * res)
+    band = float(np.sqrt(SIZE_RANGE))
+    out = {}
+    for cls, s in sorted(sides.items()):
+        p10, med, p90 = np.percentile(s, [10, 50, 90])
+        if len(s) >= 10 and p90 <= med * band and p10 >= med / band and med <= max_side_m:
+            out[cls] = [round(float(med), 2), round(float(med), 2)]
+    return out
+
+
 def collect(predictor, pairs, what: str) -> tuple[dict, list[dict], dict]:
     from geoalign_core.evaluation.reliability import collect_find, collect_similar, collect_tiles
     from geoalign_core.index import SceneIndex
@@ -282,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                       description="30 generated 1024 px scenes, seeds 1000-1029: roads, parking lots, buildings, cars, "
                                   "swimming pools, trees, ponds, a river, tennis courts, ships"),
         vocabulary=training_vocabulary(args.work, fit_pairs[0]),
+        object_sizes=training_object_sizes(),
     )
     predictor = Predictor("geoalign-demo", device="cpu")
     predictor.model.card = card  # vocabulary known (the 'unknown' feature), no calibration yet
