@@ -183,10 +183,12 @@ def main() -> int:
         + (f", peak {peak:g} TFLOP/s dense half precision" if peak else ", no compute peak assumed")
         + (" -- a **dry run** on a CPU (batch 2, a 512 px raster, two batches): it checks the script, the numbers "
            "say nothing about a GPU. No GPU was lent to the session that wrote this; on one, run "
-           "`PYTHONPATH=. python benchmarks/bench_gpu.py --device cuda --write` (about 2 minutes) to replace "
+           "`PYTHONPATH=. python benchmarks/bench_gpu.py --device cuda --write` (a few minutes) to replace "
            "this table" if args.dry_run else "")
-        + f". Random weights; overlap {args.overlap:g}; tiles per km² at {args.res:g} m: "
-        + ", ".join(f"{m}" for m in args.models) + " use their own input size. Regenerate: "
+        + f". Random weights; overlap {args.overlap:g}; tiles per km² at {args.res:g} m from each model's input "
+        f"size ({tiles_per_km2(224, args.res, args.overlap):,.0f} for 224 px, "
+        f"{tiles_per_km2(112, args.res, args.overlap):,.0f} for 112 px). The compute limit in km²/min is peak / (FLOP per tile x tiles "
+        "per km²) x 60: for ViT-B/16 on an H100 or H200 (989 TFLOP/s) about 4,450. Regenerate: "
         "`PYTHONPATH=. python benchmarks/bench_gpu.py" + (" --device cpu --dry-run" if args.dry_run else "")
         + " --write`.", "",
         tab,
