@@ -187,8 +187,9 @@ def main() -> int:
            "this table" if args.dry_run else "")
         + f". Random weights; overlap {args.overlap:g}; tiles per km² at {args.res:g} m from each model's input "
         f"size ({tiles_per_km2(224, args.res, args.overlap):,.0f} for 224 px, "
-        f"{tiles_per_km2(112, args.res, args.overlap):,.0f} for 112 px). The compute limit in km²/min is peak / (FLOP per tile x tiles "
-        "per km²) x 60: for ViT-B/16 on an H100 or H200 (989 TFLOP/s) about 4,450. Regenerate: "
+        f"{tiles_per_km2(112, args.res, args.overlap):,.0f} for 112 px). The compute limit in km²/min is "
+        "peak / (FLOP per tile x tiles per km²) x 60: for ViT-B/16 on an H100 or H200 (989 TFLOP/s) about "
+        "4,450 at 0.3 m and overlap 0.25. Regenerate: "
         "`PYTHONPATH=. python benchmarks/bench_gpu.py" + (" --device cpu --dry-run" if args.dry_run else "")
         + " --write`.", "",
         tab,
