@@ -42,8 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="best N matches per phrase (default: %(default)s)")
     p.add_argument("--object-size", default=None, metavar="W[,H]",
                    help="the objects' typical size in metres (a side, or width,height): windows of that size join "
-                        "the candidates and boxes far from it (area outside 1/2.5 .. 2.5x) are dropped; a model "
-                        "from 'geoalign finetune' knows its classes' sizes without it")
+                        "the candidates and boxes far from it (area outside 1/2.5 .. 2.5x) are dropped; without "
+                        "it, the sizes a fine-tuned model or the model card knows for the class a phrase names "
+                        "apply ('red car' -> car)")
     p.add_argument("--nms-iou", type=float, default=DEFAULT_NMS_IOU, metavar="IOU",
                    help="boxes overlapping a better one by more than IOU are dropped (default: %(default)s)")
     refine = p.add_mutually_exclusive_group()

@@ -43,6 +43,9 @@ def _info(name: str) -> None:
     print(f"trained on: {d.line()}" + (f" -- {d.description}" if d.description else ""))
     if card.vocabulary:
         print(f"vocabulary: {len(card.vocabulary)} words seen in training (phrases with other words are unknown to it)")
+    if card.object_sizes:
+        sizes = ", ".join(f"{k} {w:g} x {h:g} m" for k, (w, h) in card.object_sizes.items())
+        print(f"typical object sizes (find uses them for phrases naming these classes): {sizes}")
     if not card.calibration:
         print("calibration: none (uncalibrated)")
     for task, cal in card.calibration.items():
