@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .data.text import clean_texts
+from .defaults import MAX_WORKERS
 from .errors import InputError
 from .params import HEATMAP_VALUES, RasterTask
 
@@ -99,6 +100,8 @@ def check_values(p: RasterTask, spell: Spell = engine_spelling) -> RasterTask:
         raise InputError(f"{spell('overlap')} must be in [0, 0.9); got {p.overlap}", param="overlap")
     for name in ("batch_size", "threads", "max_results", "top_k", "scale"):
         _at_least(d, name, 1, spell)
+    if p.workers is not None and not 1 <= p.workers <= MAX_WORKERS:
+        raise InputError(f"{spell('workers')} must be from 1 to {MAX_WORKERS}; got {p.workers}", param="workers")
     parse_bands(p.bands)
     d["bounds"] = bounds(p.bounds, "bounds", spell)
     if task in ("find", "match_regions"):

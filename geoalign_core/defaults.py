@@ -5,7 +5,7 @@ stack, and the QGIS plugin's zip ships this module (with :mod:`.params` and the 
 """
 
 DEFAULT_MODEL = "geoalign-demo"  #: the bundled model
-DEFAULT_BATCH_SIZE = 16  #: tiles per backbone pass (API, CLI, engine, plugin)
+DEFAULT_BATCH_SIZE = 16  #: tiles per backbone pass on a CPU (API, CLI, engine, plugin); a GPU's is chosen for its memory
 DEFAULT_OVERLAP = 0.25  #: overlap of neighbouring tiles (find, match-regions, heatmap, similar, an index)
 DEFAULT_TILE_OVERLAP = 0.0  #: tile-classify: tiles side by side, a partition of the raster
 DEFAULT_TOP_K = 3  #: tile-classify: classes kept per tile
@@ -22,4 +22,5 @@ REFINE_MAX_BOXES = 120
 DEFAULT_NMS_IOU = 0.5  #: find, similar: a box overlapping a better one by more than this is dropped
 DEFAULT_SIMILAR_MIN_SCORE = 0.5  #: similar: regions scoring below this are dropped
 DEFAULT_TEXT_WEIGHT = 1.0  #: similar: weight of the phrase's embedding added to the examples'
+MAX_WORKERS = 64  #: tile-reader threads: more than this is a typo, not a machine
 DEFAULT_CHIP_SIZE = 112  #: prepare: chip side in pixels (the bundled model's input size)

@@ -218,9 +218,11 @@ def test_an_interrupted_build_resumes(tiny, crop_512, tmp_path, monkeypatch):
 
     with pytest.raises(Cancelled):
         build_index(tiny, crop_512, out, cancel=cancel)
-    assert not out.exists() and len(list(partial_dir(out).glob("part-*.npz"))) == 2
+    # parts are written in the background: the one being written when the cancel came is finished too
+    kept = len(list(partial_dir(out).glob("part-*.npz")))
+    assert not out.exists() and 2 <= kept <= 4 and not list(partial_dir(out).glob(".*tmp*"))
     built = build_index(tiny, crop_512, out)
-    assert built["resumed_tiles"] == 16 and built["n_tiles"] == 36 and not partial_dir(out).exists()
+    assert built["resumed_tiles"] == 8 * kept and built["n_tiles"] == 36 and not partial_dir(out).exists()
     fresh = tmp_path / "fresh.parquet"
     build_index(tiny, crop_512, fresh)
     assert np.array_equal(np.load(patches_path(out)), np.load(patches_path(fresh)))

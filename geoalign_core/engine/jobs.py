@@ -36,8 +36,9 @@ class PredictorCache:
         self._items: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, model: str, device: str, batch_size: int) -> tuple[Any, bool]:
-        """``(predictor, loaded now)``."""
+    def get(self, model: str, device: str, batch_size: int | None, workers: int | None = None
+            ) -> tuple[Any, bool]:
+        """``(predictor, loaded now)``; ``batch_size`` / ``workers`` None: chosen for the device."""
         from ..inference import Predictor
 
         key = (model, device)
@@ -46,11 +47,13 @@ class PredictorCache:
                 self._items.move_to_end(key)
                 predictor, loaded = self._items[key], False
             else:
-                predictor, loaded = Predictor(model, device=device, batch_size=batch_size), True
+                predictor, loaded = Predictor(model, device=device, batch_size=batch_size, workers=workers), True
                 self._items[key] = predictor
                 while len(self._items) > self.size:
                     self._items.popitem(last=False)
-        predictor.batch_size = int(batch_size)
+        if batch_size is not None:
+            predictor.batch_size = int(batch_size)
+        predictor.workers = workers
         return predictor, loaded
 
     def loaded(self) -> list[tuple[str, str]]:
@@ -95,7 +98,7 @@ def _predictor(ctx: Context, p: RasterTask) -> tuple[Any, bool]:
     apply(p.threads)  # torch's compute threads (None: the cores available)
     if (model, p.device) not in ctx.engine.predictors.loaded():
         ctx.stage(f"loading model {model}")
-    return ctx.engine.predictors.get(model, p.device, p.batch_size)
+    return ctx.engine.predictors.get(model, p.device, p.batch_size, p.workers)
 
 
 def run_task(ctx: Context, params: dict) -> dict:

@@ -1,7 +1,8 @@
 """Building a scene index: one image pass over a raster's tile grid, every embedding kept.
 
 The windows are cut into chunks; each chunk's embeddings are saved as soon as they are made
-in ``<index>.partial/part-NNNNNN.npz``. A build that stops (Ctrl-C, cancel, a crash, a full
+in ``<index>.partial/part-NNNNNN.npz`` (in a background thread, while the next chunk is being
+made: :class:`~.part_writer.PartWriter`). A build that stops (Ctrl-C, cancel, a crash, a full
 disk) leaves those parts behind, and the same command run again continues where it stopped:
 a part is reused only when ``build.json`` in that folder says it was made from the same
 raster (fingerprint), model (fingerprint), bands and tiling. At the end the parts are
@@ -33,6 +34,7 @@ from ..geo.writers import check_not_an_input, check_output, disk_full_error
 from ..inference.encoder import Cancel, Encoder, Progress, Stage, check_cancel, enter_stage
 from ..outputs import INDEX_FORMATS, output_lock
 from .fingerprint import raster_fingerprint
+from .part_writer import PartWriter
 from .store import FORMAT, FORMAT_VERSION, IndexPart, patches_path, quantize, write_index
 
 __all__ = ["DEFAULT_INDEX_OVERLAP", "PART_BYTES", "IndexBuild", "build_index", "partial_dir"]
@@ -153,16 +155,17 @@ def _build(enc: Encoder, raster: str | PathLike, out: Path, overwrite: bool, ban
         n_chunks = math.ceil(len(windows) / chunk)
         enter_stage(stage, "indexing tiles")
         base = sum(min(chunk, len(windows) - k * chunk) for k in done_parts)
-        for k in range(n_chunks):
-            if k in done_parts:
-                continue
-            check_cancel(cancel)
-            lo, hi = k * chunk, min(len(windows), (k + 1) * chunk)
-            part = _index_chunk(enc, src, windows, lo, hi, progress, cancel, base, len(windows))
-            base += hi - lo
-            path = work / f"part-{k:06d}.npz"
-            part.save(path)
-            done_parts[k] = path
+        with PartWriter() as writer:  # a chunk is saved while the next one is being made
+            for k in range(n_chunks):
+                if k in done_parts:
+                    continue
+                check_cancel(cancel)
+                lo, hi = k * chunk, min(len(windows), (k + 1) * chunk)
+                part = _index_chunk(enc, src, windows, lo, hi, progress, cancel, base, len(windows))
+                base += hi - lo
+                path = work / f"part-{k:06d}.npz"
+                writer.submit(part.save, path)
+                done_parts[k] = path
         if progress is not None:
             progress(len(windows), len(windows))
         enter_stage(stage, "writing the index")

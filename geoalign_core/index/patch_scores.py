@@ -62,12 +62,12 @@ def rows_of_patches(patches: np.ndarray, rows: np.ndarray) -> Iterator[np.ndarra
 
 
 def best_patch_scores(patches: np.ndarray, scale: np.ndarray, norm: np.ndarray,
-                      patch_validity: Callable[[int], torch.Tensor], rows: np.ndarray, queries: torch.Tensor,
+                      validity: Callable[[np.ndarray], torch.Tensor], rows: np.ndarray, queries: torch.Tensor,
                       n_queries: int, logit_scale: float | None, cancel: Cancel | None = None) -> torch.Tensor:
     """Best patch score per (tile, query) ``[len(rows), n_queries]`` over the tiles' valid patches.
 
     ``patches [N, hw, D]`` int8 with their per-patch ``scale`` and ``norm [N, hw]``;
-    ``patch_validity(row)``: bool ``[hw]``. With ``logit_scale``: the probability of each query
+    ``validity(rows)``: bool ``[len(rows), hw]``, the patches that count. With ``logit_scale``: the probability of each query
     against the other rows of ``queries`` (find's score of a one-patch region: ``queries`` =
     phrases, then background phrases); without: the cosine similarity of each patch with each query.
     """
@@ -86,7 +86,7 @@ def best_patch_scores(patches: np.ndarray, scale: np.ndarray, norm: np.ndarray,
                       .clamp_min(1e-12))[None]
         score = (float(logit_scale) * cos).softmax(dim=0)[:n_queries] if logit_scale is not None else cos[:n_queries]
         score = score.T.reshape(len(sel), hw, n_queries)
-        pv = torch.stack([patch_validity(int(r)) for r in sel])
+        pv = validity(sel)
         score = torch.where(pv[..., None], score, torch.full_like(score, -1.0))
         out[torch.from_numpy(part)] = score.amax(dim=1)
     return out

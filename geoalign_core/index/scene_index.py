@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ from ..inference.source import LiveSource, tile_boxes
 from .fingerprint import raster_fingerprint
 from .patch_scores import best_patch_scores
 from .pieces import pool_pieces
+from .pooling import valid_patches
 from .scenes import is_collection
 from .store import check_patches, dequantize, load_patches, patches_path, read_metadata, unusable
 from .text_side import TextSide
@@ -296,7 +297,7 @@ class SceneIndex(TextSide):
                logit_scale)
         if self._scores_memo is not None and self._scores_memo[0] == key:
             return self._scores_memo[1].clone()
-        out = best_patch_scores(self.patches, self.scale, self.norm, self.patch_validity, rows, queries, n_queries,
+        out = best_patch_scores(self.patches, self.scale, self.norm, lambda sel: valid_patches(self, sel), rows, queries, n_queries,
                                 logit_scale, cancel)
         self._scores_memo = (key, out.clone())
         return out
@@ -338,6 +339,14 @@ class SceneIndex(TextSide):
         minimum = torch.as_tensor(min_score, dtype=bound.dtype).expand(n_phrases)
         order = order[(bound[order] >= minimum.view(1, -1)).any(dim=1)]
         return [windows[int(i)] for i in order], bound[order]
+
+    def candidate_batches(self, windows: list[Window], bound: torch.Tensor, floor: Callable[[], torch.Tensor],
+                          progress: Progress | None = None, cancel: Cancel | None = None) -> Iterator[EmbeddingBatch]:
+        """:meth:`candidate_windows`' tiles that can still reach ``floor()``, lazily
+        (:func:`~geoalign_core.index.pooling.lazy_batches`)."""
+        from .pooling import lazy_batches
+
+        return lazy_batches(self, windows, bound, floor, BATCH_TILES, progress, cancel)
 
     def region_embeddings(self, boxes: np.ndarray, area: Window, tile_size: int, overlap: float,
                           progress: Progress | None, cancel: Cancel | None) -> torch.Tensor:

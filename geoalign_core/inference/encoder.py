@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from rasterio.windows import Window
 
 from ..data.text import clean_texts, fill_template
-from ..defaults import DEFAULT_BATCH_SIZE
 from ..errors import Cancelled, InputError
 from ..geo import RasterSource, Tile
 from ..model import GeoAlignCLIP
@@ -115,20 +114,30 @@ class Encoder:
         prefetch: batches read ahead in a background thread (0: read in the caller's thread);
             None: ``$GEOALIGN_PREFETCH`` if set, else 2 on a GPU or with 4+ CPU cores, else 0
             (on a 2-core machine the reader thread only competes with torch's compute threads).
+        workers: threads decoding tiles, each on its own dataset handle (None:
+            ``$GEOALIGN_READERS`` if set, else :func:`~geoalign_core.geo.readers.default_workers`:
+            1 on a CPU, up to 8 on a GPU).
         templates: prompt templates for classes (:data:`~.vocabulary.PROMPT_TEMPLATES`).
         background: phrases competing with the query phrases in region scores.
     """
 
-    def __init__(self, model: GeoAlignCLIP, batch_size: int = DEFAULT_BATCH_SIZE, *, prefetch: int | None = None,
-                 templates: Sequence[str] = PROMPT_TEMPLATES,
+    def __init__(self, model: GeoAlignCLIP, batch_size: int | None = None, *, prefetch: int | None = None,
+                 workers: int | None = None, templates: Sequence[str] = PROMPT_TEMPLATES,
                  background: Sequence[str] = BACKGROUND_PHRASES,
                  vocabulary: Sequence[str] = DEFAULT_VOCABULARY) -> None:
+        from ..geo.readers import check_workers
+
+        if batch_size is None:  # chosen for the device (a GPU takes far more than a CPU)
+            from .feed import device_batch_size
+
+            batch_size = device_batch_size(model)
         if int(batch_size) < 1:
             raise InputError(f"batch size must be at least 1; got {batch_size}", param="batch_size")
         self.model = model
         self.model_source = model.name  # what the user named it (a zoo name, a path): set by the Predictor
         self.batch_size = int(batch_size)
         self._prefetch = prefetch
+        self._workers = check_workers(workers)
         self.templates = tuple(templates)
         self.background = tuple(background)
         self.vocabulary = tuple(vocabulary)
@@ -150,6 +159,19 @@ class Encoder:
     @prefetch.setter
     def prefetch(self, value: int | None) -> None:
         self._prefetch = value
+
+    @property
+    def workers(self) -> int:
+        """Threads decoding tiles in the image pass (see the constructor)."""
+        from .feed import resolve_workers
+
+        return resolve_workers(self._workers, self.device)
+
+    @workers.setter
+    def workers(self, value: int | None) -> None:
+        from ..geo.readers import check_workers
+
+        self._workers = check_workers(value)
 
     @property
     def device(self) -> torch.device:
@@ -272,20 +294,25 @@ class Encoder:
     ) -> Iterator[EmbeddingBatch]:
         """One backbone pass per tile of ``windows``; yields :class:`EmbeddingBatch` es.
 
-        Reading and preprocessing run in a background thread, overlapping the model.
+        Reading and preprocessing run in background threads (:attr:`workers` decoding tiles),
+        overlapping the model; on a GPU each batch is stacked in page-locked memory and copied
+        without blocking.
         ``cancel`` is polled before each batch (raises :class:`Cancelled`); ``progress`` gets
         ``(windows done, windows total)`` after each batch.
         """
         total = len(windows)
         check_cancel(cancel)
         model = self.model
+        cuda = self.device.type == "cuda"
         batches = iter_batches(
-            source, windows, self.input_size, self.batch_size, skip_empty=skip_empty, prefetch=self.prefetch
+            source, windows, self.input_size, self.batch_size, skip_empty=skip_empty, prefetch=self.prefetch,
+            workers=self.workers, pin=cuda,
         )
         with contextlib.closing(batches):
             for tb in batches:
                 check_cancel(cancel)
-                x = torch.from_numpy(tb.images).to(self.device, non_blocking=True)
+                x = (tb.pinned if tb.pinned is not None else torch.from_numpy(tb.images)).to(
+                    self.device, non_blocking=True)
                 with torch.no_grad(), self.autocast():
                     glob, dmap = model.forward_visual(model.preprocess(x), dense=dense)
                     glob = F.normalize(glob.float(), dim=-1)

@@ -271,8 +271,9 @@ def find_candidates(
 
     A source may first narrow the windows down to those where a query can score, best first
     (``src.candidate_windows``: a scene index ranks its stored patches against the queries
-    in one matrix product; a live raster keeps them all); the scan then stops once no
-    remaining tile can reach the ``max_results``-th box of any query. ``sizes`` (``[n_phrases, 2]``
+    in one matrix product; a live raster keeps them all); then only the tiles that can still
+    reach the ``max_results``-th box of a query are pooled (``src.candidate_batches``), and the
+    scan stops once none is left. ``sizes`` (``[n_phrases, 2]``
     raster-pixel width and height, NaN where unknown): windows of those sizes join the candidates
     and a query keeps boxes within :data:`SIZE_RANGE` x of its size's area only. ``vocab`` (``[V, D]``):
     each kept box also gets its log-odds against every text, vocabulary included
@@ -291,8 +292,11 @@ def find_candidates(
     scored = 0
     cap = max(4 * max_results, 200)
     floor = minimum.clone()  # what a new box must reach, per phrase
-    for eb in src.embeddings(windows, dense=True, progress=progress, cancel=cancel):
-        scored = eb.done
+    # with bounds (a scene index): only the tiles that can still reach the floor, in growing batches
+    batches = src.embeddings(windows, dense=True, progress=progress, cancel=cancel) if bound is None else \
+        src.candidate_batches(windows, bound, lambda: floor, progress, cancel)
+    for eb in batches:
+        scored = eb.done if bound is None else scored + len(eb.tiles)  # an index's: tiles pooled
         b = len(eb.tiles)
         sim = scoring.similarity_maps(eb.dense_normalized, phr).cpu()  # [B, N, h, w]
         hot = None

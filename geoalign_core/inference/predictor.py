@@ -46,8 +46,10 @@ class Predictor(Encoder):
         model: a zoo name, open_clip architecture, ``hf-hub:`` id, checkpoint path, or an
             already loaded :class:`~geoalign_core.model.GeoAlignCLIP`.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` (ignored for a loaded model unless not "auto").
-        batch_size: tiles per backbone pass.
+        batch_size: tiles per backbone pass (None: chosen for the device,
+            :func:`~.feed.device_batch_size`).
         prefetch: tiles read ahead in a thread (see :class:`~.encoder.Encoder`).
+        workers: threads decoding tiles (see :class:`~.encoder.Encoder`).
         templates: the prompt templates class names are encoded through (see :class:`~.encoder.Encoder`).
         background: the generic background phrases boxes are scored against (see :class:`~.encoder.Encoder`).
     """
@@ -56,9 +58,10 @@ class Predictor(Encoder):
         self,
         model: str | PathLike | GeoAlignCLIP = DEFAULT_MODEL,
         device: str | torch.device | None = "auto",
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         *,
         prefetch: int | None = None,
+        workers: int | None = None,
         templates: Sequence[str] = PROMPT_TEMPLATES,
         background: Sequence[str] = BACKGROUND_PHRASES,
     ) -> None:
@@ -68,7 +71,8 @@ class Predictor(Encoder):
             loaded, source = model.eval(), model.name
         else:
             loaded, source = load_model(model, device), str(model)
-        super().__init__(loaded, batch_size, prefetch=prefetch, templates=templates, background=background)
+        super().__init__(loaded, batch_size, prefetch=prefetch, workers=workers, templates=templates,
+                         background=background)
         self.model_source = source
 
     def run_metadata(self, command: str, **params: object) -> dict:

@@ -15,7 +15,7 @@ exist:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from os import PathLike
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -58,6 +58,10 @@ class EmbeddingSource(Protocol):
 
     def embeddings(self, windows: Sequence[Window], dense: bool = True, progress: Progress | None = None,
                    cancel: Cancel | None = None, skip_empty: bool = True) -> Iterator[EmbeddingBatch]: ...
+
+    def candidate_batches(self, windows: list[Window], bound: torch.Tensor, floor: Callable[[], torch.Tensor],
+                          progress: Progress | None = None, cancel: Cancel | None = None
+                          ) -> Iterator[EmbeddingBatch]: ...
 
     def region_embeddings(self, boxes: np.ndarray, area: Window, tile_size: int, overlap: float,
                           progress: Progress | None, cancel: Cancel | None) -> torch.Tensor: ...
@@ -107,6 +111,12 @@ class LiveSource:
                           ) -> tuple[list[Window], torch.Tensor | None]:
         """All of them, in grid order and without bounds: what a tile holds is known only after its image pass."""
         return windows, None
+
+    def candidate_batches(self, windows: list[Window], bound: torch.Tensor, floor: Callable[[], torch.Tensor],
+                          progress: Progress | None = None, cancel: Cancel | None = None
+                          ) -> Iterator[EmbeddingBatch]:
+        """Every window's embeddings (the image pass): a live raster has no bounds to skip a tile by."""
+        return self.embeddings(windows, dense=True, progress=progress, cancel=cancel)
 
     def calibration(self, area: Window, tile_size: int, overlap: float, texts: torch.Tensor, n_phrases: int,
                     cancel: Cancel | None = None):
