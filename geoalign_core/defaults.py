@@ -5,7 +5,8 @@ stack, and the QGIS plugin's zip ships this module (with :mod:`.params` and the 
 """
 
 DEFAULT_MODEL = "geoalign-demo"  #: the bundled model
-DEFAULT_BATCH_SIZE = 16  #: tiles per backbone pass on a CPU (API, CLI, engine, plugin); a GPU's is chosen for its memory
+#: tiles per backbone pass on a CPU (API, CLI, engine, plugin); a GPU's is chosen for its memory
+DEFAULT_BATCH_SIZE = 16
 DEFAULT_OVERLAP = 0.25  #: overlap of neighbouring tiles (find, match-regions, heatmap, similar, an index)
 DEFAULT_TILE_OVERLAP = 0.0  #: tile-classify: tiles side by side, a partition of the raster
 DEFAULT_TOP_K = 3  #: tile-classify: classes kept per tile

@@ -67,7 +67,8 @@ def best_patch_scores(patches: np.ndarray, scale: np.ndarray, norm: np.ndarray,
     """Best patch score per (tile, query) ``[len(rows), n_queries]`` over the tiles' valid patches.
 
     ``patches [N, hw, D]`` int8 with their per-patch ``scale`` and ``norm [N, hw]``;
-    ``validity(rows)``: bool ``[len(rows), hw]``, the patches that count. With ``logit_scale``: the probability of each query
+    ``validity(rows)``: bool ``[len(rows), hw]``, the patches that count. With ``logit_scale``: the
+    probability of each query
     against the other rows of ``queries`` (find's score of a one-patch region: ``queries`` =
     phrases, then background phrases); without: the cosine similarity of each patch with each query.
     """

@@ -297,8 +297,8 @@ class SceneIndex(TextSide):
                logit_scale)
         if self._scores_memo is not None and self._scores_memo[0] == key:
             return self._scores_memo[1].clone()
-        out = best_patch_scores(self.patches, self.scale, self.norm, lambda sel: valid_patches(self, sel), rows, queries, n_queries,
-                                logit_scale, cancel)
+        out = best_patch_scores(self.patches, self.scale, self.norm, lambda sel: valid_patches(self, sel), rows,
+                                queries, n_queries, logit_scale, cancel)
         self._scores_memo = (key, out.clone())
         return out
 
