@@ -319,7 +319,7 @@ def test_background_regions_away_from_labels(scene_1002, tmp_path):
     pixels; counted in the summary; read by training as regions with the phrase 'background'."""
     import shapely.ops
 
-    from geoalign_core.data.prepare import BACKGROUND_MARGIN
+    from geoalign_core.data.background import BACKGROUND_MARGIN
     from geoalign_core.training.dataset import read_samples as train_samples
 
     tif, gpkg = scene_1002

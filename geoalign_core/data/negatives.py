@@ -34,7 +34,7 @@ All choices are deterministic given the ``numpy.random.Generator`` passed in.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -203,7 +203,7 @@ def _unique(items: Iterable[str]) -> list[str]:
 
 
 def colour_candidates(
-    cls: str, colour: str, class_colours: dict[str, Sequence[str]], rng: np.random.Generator
+    cls: str, colour: str, class_colours: Mapping[str, Sequence[str]], rng: np.random.Generator
 ) -> list[str]:
     """Replacement colours for ``colour``: the class's other colours in the dataset (shuffled), then the palette."""
     own = sorted(set(class_colours.get(cls, ())))
@@ -229,7 +229,7 @@ def phrase_negatives(
     q: int,
     rng: np.random.Generator,
     *,
-    class_colours: dict[str, Sequence[str]] | None = None,
+    class_colours: Mapping[str, Sequence[str]] | None = None,
     dataset_classes: Sequence[str] = (),
 ) -> list[tuple[str, str]]:
     """Up to ``q`` ``(negative phrase, type)`` pairs for the region phrase ``region_phrase(cls, colour)``."""
@@ -321,7 +321,7 @@ def description_negatives(
     q: int,
     rng: np.random.Generator,
     *,
-    class_colours: dict[str, Sequence[str]] | None = None,
+    class_colours: Mapping[str, Sequence[str]] | None = None,
     dataset_classes: Sequence[str] = (),
 ) -> list[tuple[str, str]]:
     """Up to ``q`` ``(negative description, type)`` pairs (see the module docstring)."""

@@ -88,6 +88,9 @@ ABSOLUTE_PATHS = ("out",)
 class BadRequest(ValueError):
     """A request the engine cannot read; the message is one line for the client."""
 
+    #: the id of the request, when it could be read (the error event names it)
+    request_id: str | int | None = None
+
 
 def _type_names(types: tuple[type, ...]) -> str:
     names = {"str": "text", "int": "integer", "float": "number", "bool": "true/false", "list": "list",
@@ -95,7 +98,7 @@ def _type_names(types: tuple[type, ...]) -> str:
     return " or ".join(dict.fromkeys(names.get(t.__name__, t.__name__) for t in types))
 
 
-def parse_request(line: str) -> tuple[str | int | None, str, dict[str, Any]]:
+def parse_request(line: str) -> tuple[str | int, str, dict[str, Any]]:
     """``(id, type, params)`` of one request line, or :class:`BadRequest`.
 
     A BadRequest raised after the id was read carries it in ``.request_id`` so the error

@@ -322,7 +322,7 @@ class RasterSource:
         try:
             data = ds.read(self._read_indexes, window=inner, out_shape=(n, *shape), resampling=resampling)
             dst = (slice(dr0, dr1), slice(dc0, dc1))
-            raw[(slice(None), *dst)] = data
+            raw[(slice(None),) + dst] = data
             for k, pos in enumerate(self._channel_pos):
                 bv = np.ones(shape, dtype=bool)
                 nd = self._band_nodata[k]
@@ -333,7 +333,7 @@ class RasterSource:
                         self.selection.rgb[k], window=inner, out_shape=shape, resampling=Resampling.nearest
                     )
                     bv &= m > 0
-                band_valid[(k, *dst)] = bv
+                band_valid[(k,) + dst] = bv
             if self._alpha_pos is not None:
                 alpha_ok[dst] = data[self._alpha_pos] > 0
             finite[dst] = finite_mask(data[self._channel_pos])

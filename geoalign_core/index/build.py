@@ -224,6 +224,7 @@ def _index_chunk(enc: Encoder, src: RasterSource, windows: list[Window], lo: int
 
     ids, valid, glob, q, scale, norm = [], [], [], [], [], []
     for eb in enc.image_pass(src, windows[lo:hi], dense=True, progress=chunk_progress, cancel=cancel):
+        assert eb.dense is not None  # the pass asked for dense embeddings
         bq, bs, bn = quantize(eb.dense)
         ids.append(np.asarray([lo + t.index for t in eb.tiles], dtype=np.int32))
         valid.append(eb.valid.numpy())

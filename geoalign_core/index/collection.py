@@ -195,7 +195,7 @@ class SceneCollection(TextSide):
         out_crs = self.output_crs(crs)
         ann_index = ann.choose(self, exact)
         use_ann = ann_index is not None
-        narrowed = ann.candidate_tiles(ann_index, enc, phrases, max_results) if use_ann else None
+        narrowed = ann.candidate_tiles(ann_index, enc, phrases, max_results) if ann_index is not None else None
         order = self._scene_order(phrases, narrowed)
         found: list[pd.DataFrame] = []
         floors = np.full(len(phrases), min_score)

@@ -188,7 +188,8 @@ class SceneIndex(TextSide):
                 f"({self.model_info['arch']}, fingerprint {self.model_info['fingerprint']}); this is "
                 f"{enc.model_source!r} (fingerprint {fp}): query it with its own model or index the raster again",
                 param="model")
-        if bands is not None and tuple(parse_bands(bands)) != self.bands:
+        chosen = parse_bands(bands) if bands is not None else None
+        if chosen is not None and tuple(chosen) != self.bands:
             raise InputError(f"{self.path.name} was built from bands {list(self.bands)}; index the raster again "
                              f"for bands {bands}", param="bands")
 
@@ -263,7 +264,8 @@ class SceneIndex(TextSide):
             tiles = []
             for k, r in enumerate(sel):
                 win = Window(int(self.col_off[r]), int(self.row_off[r]), self._ts, self._ts)
-                tiles.append(Tile(None, self._valid(int(r)), win, rasterio.windows.transform(win, self.transform),
+                tiles.append(Tile(None, self._valid(int(r)), win,  # type: ignore[arg-type]  # no pixels in an index
+                                  rasterio.windows.transform(win, self.transform),
                                   BoundingBox(*rasterio.windows.bounds(win, self.transform)), lo + k))
             valid = torch.from_numpy(np.stack([t.valid for t in tiles]))
             dmap = None
@@ -367,6 +369,7 @@ class SceneIndex(TextSide):
             blist = [tile_boxes(boxes[whole_members[t.index]], t) for t in eb.tiles]
             idx = torch.from_numpy(np.concatenate([whole_members[t.index] for t in eb.tiles]))
             with torch.no_grad():
+                assert eb.dense is not None  # the pass asked for dense embeddings
                 out[idx.to(enc.device)] = F.normalize(enc.model.pool_regions(eb.dense, blist).float(), dim=-1)
         for k in split:
             check_cancel(cancel)

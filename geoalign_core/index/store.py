@@ -186,14 +186,14 @@ def write_index(path: Path, parts: list[Path], footprints: list[list[float]], wi
     tmp_p = ppath.with_name(f".{ppath.name}.{token}.tmp.npy")
     tmp_i = path.with_name(f".{path.name}.{token}.tmp")
     try:
-        patches = np.lib.format.open_memmap(tmp_p, mode="w+", dtype=np.int8, shape=(n, hw, d))
+        out = np.lib.format.open_memmap(tmp_p, mode="w+", dtype=np.int8, shape=(n, hw, d))
         ids_l, glob_l, scale_l, norm_l, frac_l, masks = [], [], [], [], [], []
         at = 0
         for part, k in zip(parts, counts):  # second pass: one part in memory at a time
             if k == 0:
                 continue
             p = IndexPart.load(part)
-            patches[at:at + k] = p.q
+            out[at:at + k] = p.q
             at += k
             ids_l.append(p.ids)
             glob_l.append(p.glob)
@@ -203,8 +203,8 @@ def write_index(path: Path, parts: list[Path], footprints: list[list[float]], wi
             frac_l.append(frac)
             masks += [None if f >= 1.0 else np.packbits(v).tobytes() for v, f in zip(p.valid, frac)]
             side = p.valid.shape[-1]
-        patches.flush()
-        del patches
+        out.flush()
+        del out
         ids = np.concatenate(ids_l).astype(np.int32)
         if np.any(np.diff(ids) <= 0):
             raise ValueError("index parts out of order")

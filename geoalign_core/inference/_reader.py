@@ -13,7 +13,7 @@ non-blocking copy to the GPU.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,7 +84,7 @@ def _read_filled(source: RasterSource, index: int, window: Window, size: int) ->
 def _batches(
     source: RasterSource, windows: Sequence[Window], size: int, batch_size: int, skip_empty: bool,
     workers: int = 1, pin: bool = False, ahead: int | None = None,
-) -> Iterator[TileBatch]:
+) -> Generator[TileBatch, None, None]:
     tiles: list[Tile] = []
     if workers > 1:
         read = read_parallel(source, windows, lambda src, i, w: _read_filled(src, i, w, size), workers, ahead)
@@ -115,7 +115,7 @@ def iter_batches(
     prefetch: int = 2,
     workers: int = 1,
     pin: bool = False,
-) -> Iterator[TileBatch]:
+) -> Generator[TileBatch, None, None]:
     """Yield :class:`TileBatch` es of the ``windows`` read from ``source``, resampled to ``size``.
 
     Args:

@@ -19,7 +19,7 @@ from ..geo.vectors import parse_crs, results_in_crs
 from . import scoring
 from .encoder import Cancel, EmbeddingBatch, Encoder, Progress, Stage, enter_stage
 from .metadata import raster_meta, run_metadata
-from .source import open_source
+from .source import EmbeddingSource, open_source
 from .vocabulary import DEFAULT_VOCABULARY, NONE_BELOW, NONE_LABEL, VOCABULARY_SOURCES, competitors_for
 
 __all__ = ["class_features", "classify_batches", "tile_classify", "tile_logits"]
@@ -70,7 +70,7 @@ def class_features(logits: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, 
 
 def tile_classify(
     enc: Encoder,
-    raster: str | PathLike,
+    raster: str | PathLike | EmbeddingSource,
     classes: Sequence[str] | None = None,
     top_k: int = 3,
     *,

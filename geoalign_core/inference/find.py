@@ -48,7 +48,7 @@ _BUFFER_LIMIT = 20_000
 
 def find(
     enc: Encoder,
-    raster: str | PathLike,
+    raster: str | PathLike | EmbeddingSource,
     phrases: Sequence[str] | str,
     regions: str | PathLike | gpd.GeoDataFrame | None = None,
     min_score: float = DEFAULT_MIN_SCORE,
@@ -167,10 +167,12 @@ def find(
             cal = src.calibration(area, ts, overlap, texts, len(phrases), cancel).for_phrases(
                 enc, phrases, src.out_of_domain)
             sizes, size_meta = object_sizes(enc, phrases, object_size, src, ts)
-            boxes, scores, p_idx, n_scanned, zv = find_candidates(
+            boxes, scores, p_idx, n_scanned, zv_found = find_candidates(
                 enc, src, windows, area, texts, len(phrases), cal.raw_threshold(float(min_score)),
                 int(max_results), float(nms_iou), progress, cancel, sizes=sizes, vocab=vocab,
             )
+            assert zv_found is not None  # a vocabulary was given: every box has its log-odds
+            zv = zv_found
             if size_meta:
                 extra["object_sizes_m"] = size_meta
             if zone is not None:
@@ -302,7 +304,7 @@ def find_candidates(
         hot = None
         if bound is not None:  # a scene index: boxes only where a patch can reach the floor
             patch_score = sim if cosine else scoring.probability_maps(eb.dense_normalized, texts, n_phrases,
-                                                                      logit_scale).cpu()
+                                                                      enc.logit_scale).cpu()
             reach = scoring.score_bound(patch_score, probability=not cosine)  # [B, N, h, w]
             hot = (reach >= floor.view(1, -1, 1, 1)).any(dim=1)
         owner, cand, reg, valid, nonempty = pool_candidates(enc, eb, sim.flatten(0, 1), area, hot, sizes)
@@ -327,7 +329,7 @@ def find_candidates(
         all_labels.append(p_idx[keep])
         if vocab is not None:
             rows = k_idx[keep]
-            zv = scoring.vocabulary_logodds(reg[rows.to(reg.device)], texts, vocab, n_phrases, logit_scale).cpu()
+            zv = scoring.vocabulary_logodds(reg[rows.to(reg.device)], texts, vocab, n_phrases, enc.logit_scale).cpu()
             all_zv.append(zv[torch.arange(len(rows)), p_idx[keep]])
         buffered += int(keep.numel())
         if buffered > _BUFFER_LIMIT:

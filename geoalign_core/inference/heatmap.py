@@ -19,7 +19,7 @@ from ..params import HEATMAP_VALUES
 from . import scoring
 from .encoder import Cancel, Encoder, Progress, Stage, check_cancel, enter_stage
 from .metadata import jsonable, raster_meta, run_metadata
-from .source import open_source
+from .source import EmbeddingSource, open_source
 
 __all__ = ["HEATMAP_VALUES", "MAX_HEATMAP_CELLS", "heatmap"]
 
@@ -28,7 +28,7 @@ MAX_HEATMAP_CELLS = 25_000_000  # default grid: the raster's, coarsened to stay 
 
 def heatmap(
     enc: Encoder,
-    raster: str | PathLike,
+    raster: str | PathLike | EmbeddingSource,
     phrase: str,
     out_path: str | PathLike,
     overwrite: bool = False,

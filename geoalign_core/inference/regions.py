@@ -146,7 +146,7 @@ def load_within(
 
 def match_regions(
     enc: Encoder,
-    raster: str | PathLike,
+    raster: str | PathLike | EmbeddingSource,
     regions: str | PathLike | gpd.GeoDataFrame,
     phrases: Sequence[str] | str,
     *,

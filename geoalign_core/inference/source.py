@@ -144,6 +144,7 @@ class LiveSource:
             blist = [tile_boxes(boxes[members[t.index]], t) for t in eb.tiles]
             idx = [torch.from_numpy(members[t.index]) for t in eb.tiles]
             with torch.no_grad():
+                assert eb.dense is not None  # the pass above asked for dense embeddings
                 reg = F.normalize(enc.model.pool_regions(eb.dense, blist).float(), dim=-1)
             out[torch.cat(idx).to(enc.device)] = reg
         return out
@@ -187,9 +188,10 @@ def open_source(enc: Encoder, raster: str | PathLike | Any, bands: Sequence[int]
     A raster (or ``phrases``) outside the model card's domain gives one warning line per reason
     (:func:`geoalign_core.card.domain_warnings`)."""
     if hasattr(raster, "embeddings") and hasattr(raster, "windows"):
-        raster.check_compatible(enc, bands)
-        raster.out_of_domain = warn_domain(enc, None, phrases, getattr(raster, "raster_path", None))
-        yield raster
+        index: Any = raster  # an opened scene index: the embedding source itself
+        index.check_compatible(enc, bands)
+        index.out_of_domain = warn_domain(enc, None, phrases, getattr(index, "raster_path", None))
+        yield index
         return
     with RasterSource(raster, bands, allow_no_crs=allow_no_crs) as src:
         live = LiveSource(enc, src)
