@@ -69,10 +69,12 @@ def param(default: Any = None, help: str = "", *, api: str = "task", cli: str = 
     """A task parameter: its default and what the surfaces need to know about it.
 
     Args:
+        default: the value when none is given.
         help: what it means (the command-line help; the plugin's tooltip).
         api: where the Python API takes it (:data:`API_PLACES`).
         cli: how the command line takes it (:data:`CLI_FORMS`); an option is ``--name-with-dashes``.
-        metavar, choices: for the command line (choices are checked everywhere).
+        metavar: the value's name in the command-line help.
+        choices: the values allowed (checked by every surface, listed in the help).
         required: a request must give it (the command line: a positional, or a checked option).
         protocol: the engine accepts it.
     """
