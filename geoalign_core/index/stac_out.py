@@ -342,6 +342,21 @@ def _store() -> dict[str, dict]:
     return store
 
 
+def _validator(cls: Any, uri: str, schema: dict, store: dict[str, dict]) -> Any:
+    """A validator of ``schema`` (at ``uri``) whose references resolve in ``store`` only (no network):
+    through a ``referencing`` registry (jsonschema 4.18 and later), else jsonschema's older RefResolver."""
+    try:
+        from referencing import Registry, Resource
+        from referencing.jsonschema import DRAFT7
+    except ImportError:  # jsonschema < 4.18
+        import jsonschema
+
+        return cls(schema, resolver=jsonschema.RefResolver(uri, schema, store=store))
+    registry: Any = Registry().with_resources(
+        (u, Resource.from_contents({"$id": u, **s}, default_specification=DRAFT7)) for u, s in store.items())
+    return cls({"$id": uri, **schema}, registry=registry)
+
+
 def validate(doc: dict, *, extensions: Iterable[str] | None = None) -> list[str]:
     """Check a STAC Item or Collection against the STAC 1.1 core schema and the schema of each
     extension it declares (offline: vendored copies only). Returns the schema URIs it was checked
@@ -362,9 +377,8 @@ def validate(doc: dict, *, extensions: Iterable[str] | None = None) -> list[str]
         if uri not in store:
             raise ValueError(f"no vendored schema for {uri}")
         schema = store[uri]
-        resolver = jsonschema.RefResolver(uri, schema, store=store)
         cls = jsonschema.validators.validator_for(schema)
-        errors = list(cls(schema, resolver=resolver).iter_errors(doc))
+        errors = list(_validator(cls, uri, schema, store).iter_errors(doc))
         if errors:
             raise jsonschema.exceptions.best_match(errors)
         checked.append(uri)
