@@ -54,6 +54,20 @@ NETWORK_SIGNS = ("Failed to establish a new connection", "NewConnectionError", "
                  "No route to host", "getaddrinfo failed")
 
 
+def site_unreachable(url: str, timeout: float = 5.0) -> str | None:
+    """Why ``url`` (a package index) cannot be reached, or None when it answers (any HTTP status)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):  # noqa: S310 - the user's own index URL
+            return None
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return f"{url}: {getattr(exc, 'reason', exc)}"
+
+
 # ---------------------------------------------------------------------------- locating
 def venv_python(env_dir: str | os.PathLike) -> Path:
     """The interpreter of a virtual environment folder (``bin/python`` or ``Scripts\\python.exe``)."""
@@ -409,6 +423,12 @@ class Installer:
             if step.argv[1:3] == ["-m", "venv"] and ("ensurepip" in " ".join(last) or "venv" in why):
                 why += " (on Debian/Ubuntu: apt install python3-venv)"
             index = self.plan.torch_index
+            if not network and index and "--index-url" in step.argv:
+                # pip does not always say that an index was down (a package found elsewhere, e.g. in
+                # --find-links, then fails on a dependency): ask the site itself
+                down = site_unreachable(index)
+                if down:
+                    network = [down]
             if network and index and "--index-url" in step.argv:
                 # pip's last words ("No matching distribution found for ...") hide the cause: the site was down
                 host = index.split("//", 1)[-1].split("/", 1)[0]

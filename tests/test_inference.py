@@ -233,6 +233,7 @@ def test_find_refinement_moves_boxes_only_to_better_placed_ones(predictor, textu
 
     from geoalign_core.geo import RasterSource
     from geoalign_core.inference import find as P
+    from geoalign_core.inference import refine as R
     from geoalign_core.inference import scoring
 
     plain = predictor.find(textured, ["red car", "ship"], min_score=0.0, max_results=6, tile_size=112, refine=False)
@@ -258,7 +259,7 @@ def test_find_refinement_moves_boxes_only_to_better_placed_ones(predictor, textu
         for k in moved:
             (x0, y0, x1, y1), (a0, b0, a1, b1) = px[k], out[k].numpy()
             assert x0 <= (a0 + a1) / 2 <= x1 and y0 <= (b0 + b1) / 2 <= y1
-            assert (a1 - a0) * (b1 - b0) >= P.REFINE_MIN_AREA * (x1 - x0) * (y1 - y0) - 1e-6
+            assert (a1 - a0) * (b1 - b0) >= R.REFINE_MIN_AREA * (x1 - x0) * (y1 - y0) - 1e-6
         if n:
             both = np.concatenate([px[moved], out.numpy()[moved]])
             emb = LiveSource(predictor, src).region_embeddings(both, area, 112, 0.25, None, None)
