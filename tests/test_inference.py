@@ -232,7 +232,6 @@ def test_find_refinement_moves_boxes_only_to_better_placed_ones(predictor, textu
     from rasterio.windows import Window
 
     from geoalign_core.geo import RasterSource
-    from geoalign_core.inference import find as P
     from geoalign_core.inference import refine as R
     from geoalign_core.inference import scoring
 
