@@ -161,6 +161,7 @@ def test_dock_find_in_current_view(qgis_iface, project, dock, tmp_path):
     dock.set_scope("view")
     dock.min_score.setValue(0.0)
     dock.max_results.setValue(8)
+    dock.refine.setChecked(True)  # the dock is shared by the module's tests: another may have turned it off
     stages, bar_texts = [], []
     task = dock.run_find()
     assert task is not None, dock.status.text()
