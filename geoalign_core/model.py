@@ -224,15 +224,16 @@ class GeoAlignCLIP(nn.Module):
     def embed_dim(self) -> int:
         return int(self.visual.proj.shape[1])
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, fresh: bool = False) -> str:
         """A short hash of the weights (every tensor's name, shape, dtype and first 256 values)
         and of how embeddings are made (architecture, dense mode): equal for the same model,
         different for other weights of the same architecture (e.g. after fine-tuning).
 
         Stored in a scene index, so that a query with another model is refused. Computed once
-        per model (re-computed after :meth:`load_state_dict`)."""
+        per model (re-computed after :meth:`load_state_dict`, or when ``fresh``: weights changed by training
+        in place)."""
         cached = getattr(self, "_fingerprint", None)
-        if cached is not None:
+        if cached is not None and not fresh:
             return cached
         h = hashlib.sha256(f"{self.spec.arch}|{self.spec.dense_mode}|{self.spec.long_text}".encode())
         with torch.no_grad():

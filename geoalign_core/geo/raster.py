@@ -437,7 +437,8 @@ class RasterSource:
         window = _int_window(window)
         data, valid = self.read_raw(window, out_shape, resampling)
         image = self.normalize(data)
-        image[:, ~valid] = 0.0
+        if not valid.all():
+            np.copyto(image, np.float32(0.0), where=~valid)
         h, w = valid.shape
         transform = rasterio.windows.transform(window, self.transform) * Affine.scale(
             window.width / w, window.height / h

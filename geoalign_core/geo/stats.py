@@ -49,7 +49,8 @@ class SceneStats:
         out -= lo
         out /= hi - lo
         np.clip(out, 0.0, 1.0, out=out)
-        np.nan_to_num(out, copy=False, nan=0.0)
+        if not np.issubdtype(data.dtype, np.integer):  # integers have no NaN (and the check costs 5x the rest)
+            np.nan_to_num(out, copy=False, nan=0.0)
         return out
 
     def to_dict(self) -> dict:

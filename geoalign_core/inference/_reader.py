@@ -63,7 +63,7 @@ def fill_invalid(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
     if valid.all() or not valid.any():
         return image
     mean = image[:, valid].mean(axis=1)
-    image[:, ~valid] = mean[:, None]
+    np.copyto(image, mean[:, None, None], where=~valid)
     return image
 
 

@@ -5,7 +5,8 @@ Every inference task runs in two steps, and this module is the first one plus th
 * the **image pass** (:meth:`Encoder.image_pass`): raster windows -> model-ready batches (read
   ahead in a thread) -> ONE backbone pass per tile -> :class:`EmbeddingBatch` es (global
   ``[B, D]`` and dense ``[B, D, h, w]`` embeddings). It knows nothing about phrases.
-* **text**: :meth:`Encoder.encode_phrases` (cached per text for the encoder's lifetime),
+* **text**: :meth:`Encoder.encode_phrases` (cached per text for the encoder's lifetime; the model's
+  background and vocabulary phrases also on disk, :mod:`.text_store`),
   :meth:`Encoder.encode_classes` (the one class encoder: every class through every prompt
   template, averaged), :meth:`Encoder.query_texts` (query phrases + background phrases).
 
@@ -31,6 +32,8 @@ from ..errors import Cancelled, InputError
 from ..geo import RasterSource, Tile
 from ..model import GeoAlignCLIP
 from ._reader import iter_batches
+from .text_store import TextStore, store_path
+from .text_store import enabled as text_store_enabled
 from .vocabulary import BACKGROUND_PHRASES, DEFAULT_VOCABULARY, PROMPT_TEMPLATES
 
 __all__ = [
@@ -142,6 +145,8 @@ class Encoder:
         self.background = tuple(background)
         self.vocabulary = tuple(vocabulary)
         self._text_cache: dict[str, torch.Tensor] = {}
+        self._text_store: TextStore | None | bool = None  # None: not opened yet; False: off
+        self._storable: set[str] = set()  # the texts of the model (never the user's) that the store keeps
         self.texts_encoded = 0  # texts sent through the text tower (cache misses)
         self.text_batches = 0  # text-tower forward passes
 
@@ -207,6 +212,11 @@ class Encoder:
             phrases = [phrases]
         phrases = list(phrases)
         missing = list(dict.fromkeys(p for p in phrases if p not in self._text_cache))
+        store = self._store() if missing else None
+        if store is not None:  # the model's fixed texts, kept on disk by an earlier process
+            for text, e in store.get(missing).items():
+                self._text_cache[text] = e.to(self.device)
+            missing = [p for p in missing if p not in self._text_cache]
         if missing:
             with torch.no_grad(), self.autocast():
                 for i in range(0, len(missing), TEXT_CHUNK):
@@ -216,9 +226,21 @@ class Encoder:
                     self.texts_encoded += len(chunk)
                     for text, e in zip(chunk, emb):
                         self._text_cache[text] = e
+            if store is not None:
+                store.add({t: self._text_cache[t] for t in missing if t in self._storable})
         if not phrases:
             return torch.zeros((0, self.model.embed_dim), device=self.device)
         return torch.stack([self._text_cache[p] for p in phrases])
+
+    def _store(self) -> TextStore | None:
+        """The on-disk store of this model's background and vocabulary embeddings (:mod:`.text_store`),
+        or None when it is turned off."""
+        if self.model.training:  # weights that change under the store's key
+            return None
+        if self._text_store is None:
+            self._text_store = TextStore(store_path(self.model.fingerprint(fresh=True), self.device.type)) \
+                if text_store_enabled() else False
+        return self._text_store or None
 
     def encode_classes(self, classes: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor:
         """``[C, D]`` class embeddings (:func:`class_embeddings` with this encoder's templates and cache)."""
@@ -233,6 +255,7 @@ class Encoder:
         bg = background_for(phrases, self.background)
         # the vocabulary competitors join the same text pass (cached for vocabulary_texts)
         vocab = [v for v in competitors_for(phrases, self.vocabulary) if v not in set(bg)]
+        self._storable.update(t for t in bg + vocab if t not in set(phrases))
         texts = self.encode_phrases(phrases + bg + vocab)
         return texts[: len(phrases) + len(bg)], bg
 
@@ -243,6 +266,7 @@ class Encoder:
 
         seen = set(background)
         vocab = [v for v in competitors_for(phrases, self.vocabulary) if v not in seen]
+        self._storable.update(t for t in vocab if t not in set(phrases))
         return self.encode_phrases(vocab), vocab
 
     # ------------------------------------------------------------------ the model card
