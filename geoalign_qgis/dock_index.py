@@ -83,6 +83,7 @@ class DockIndex:
         key = (layer.source() if layer is not None else "", model)
         if key != self._index_key:
             self.index_file, self.index_info, self._index_key = None, None, None
+            self.index_state.setToolTip("")  # the path of the index of another raster or model
         if layer is None or not model:
             self.index_state.setText("no raster")
             return None
