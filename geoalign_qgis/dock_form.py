@@ -419,6 +419,7 @@ class DockForm:
     def _toggle_tool(self, on: bool) -> None:
         if on:
             self.similar_button.setChecked(False)
+            self.ft_boxes_button.setChecked(False)
             self._previous_tool = self.canvas.mapTool()
             self.canvas.setMapTool(self.map_tool)
             self.scope_combo.setCurrentIndex(self.scope_combo.findData("regions"))

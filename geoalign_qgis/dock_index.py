@@ -277,6 +277,7 @@ class DockIndex:
     def _toggle_similar(self, on: bool) -> None:
         if on:
             self.draw_button.setChecked(False)
+            self.ft_boxes_button.setChecked(False)
             self._previous_tool = self.canvas.mapTool()
             self.canvas.setMapTool(self.similar_tool)
         elif self.canvas.mapTool() is self.similar_tool:

@@ -42,8 +42,7 @@ def about_text() -> str:
     version = meta.get("version", "development copy")
     about = "".join(f"<p>{html.escape(part.strip())}</p>" for part in meta.get("about", "").splitlines()
                     if part.strip())
-    return (f"<p><b>GeoAlign</b> {version}: find objects in aerial and satellite imagery by text.</p>"
-            f"<p>{html.escape(meta.get('description', ''))}</p>{about}"
+    return (f"<p><b>GeoAlign</b> {version}: {html.escape(meta.get('description', ''))}</p>{about}"
             f"<p>Licence: {meta.get('license', 'see LICENSE')} (the LICENSE file in the plugin folder).</p>"
             f"<p><a href=\"{help_url()}\">User guide</a> &middot; "
             f"<a href=\"{meta.get('tracker', '')}\">Report a problem</a> &middot; "
