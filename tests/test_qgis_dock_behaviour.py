@@ -302,7 +302,9 @@ def test_the_about_box_wraps_and_never_scrolls_sideways(qgis_iface):
         about.deleteLater()
 
 
-def test_the_index_line_stays_one_line_beside_the_collection_button(qgis_iface, dock):
+def test_the_index_line_stays_one_line_beside_the_collection_button(qgis_iface, project, dock):
+    # the model list and the index check, when they arrive, set the line
+    wait_until(lambda: dock.models_task is None and dock.index_info_task is None, 120, "the dock's own requests")
     width = dock.widget().minimumWidth()
     assert width <= 420
     dock.resize(width, 900)

@@ -52,6 +52,8 @@ def web_canvas(qgis_canvas, qgis_parent):
     to_web = QgsCoordinateTransform(UTM, WEB, QgsProject.instance())
     qgis_canvas.setExtent(to_web.transformBoundingBox(SCENE_UTM))
     yield qgis_canvas
+    qgis_canvas.setDestinationCrs(UTM)  # later tests draw in the raster's CRS, as the canvas of a new project
+    qgis_canvas.setExtent(SCENE_UTM)
 
 
 def test_drag_gives_rectangle_in_raster_crs(web_canvas):
