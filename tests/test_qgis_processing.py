@@ -350,6 +350,11 @@ def test_find_objects_in_a_collection_index(provider, tmp_path):
     assert {f["scene"] for f in layer.getFeatures()} <= {"a", "b"}
     assert layer.crs() == QgsCoordinateReferenceSystem("EPSG:32633")  # the scenes' common CRS
     assert any("answered from the collection index" in i for i in fb.infos), fb.infos
+    part = folder / "parts" / "a.parquet"  # one scene's index, with its raster
+    res = processing.run("geoalign:findobjects", {
+        "INDEX": str(part), "INPUT": str(a), "MODEL": TEST_MODEL, "PHRASES": "car", "MIN_SCORE": 0.0,
+        "MAX_RESULTS": 3, "REFINE": False, "OUTPUT": str(tmp_path / "a.gpkg")})
+    assert vector(res["OUTPUT"]).featureCount() == 3
     # a collection is searched whole: a raster (or an extent, regions) with it is refused, as is nothing at all
     with pytest.raises(QgsProcessingException, match="searched whole"):
         processing.run("geoalign:findobjects", {"INDEX": str(folder), "INPUT": str(a), "MODEL": TEST_MODEL,
