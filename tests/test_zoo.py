@@ -43,7 +43,12 @@ def test_a_checkpoint_loads_without_drawing_random_weights(tiny, tmp_path, monke
     path = save_model(tiny, tmp_path / "m.safetensors")
     drawn = []
     real = torch.nn.init.normal_
-    monkeypatch.setattr(torch.nn.init, "normal_", lambda t, *a, **k: (drawn.append(tuple(t.shape)), real(t, *a, **k))[1])
+
+    def spy(t, *a, **k):
+        drawn.append(tuple(t.shape))
+        return real(t, *a, **k)
+
+    monkeypatch.setattr(torch.nn.init, "normal_", spy)
     again = load_model(path, device="cpu")
     assert not drawn  # every weight comes from the file: none was drawn first
     assert torch.nn.init.normal_ is not real  # the initialisers are back as they were (here: the spy)
