@@ -341,8 +341,8 @@ def test_find_objects_in_a_collection_index(provider, tmp_path):
     assert index_param.type() == "file" and index_param.behavior() == index_param.Folder
     assert alg.parameterDefinition("INPUT").flags() & index_param.FlagOptional
     fb = Feedback()
-    res = processing.run("geoalign:findobjects", {
-        "INDEX": str(folder), "MODEL": TEST_MODEL, "PHRASES": "car\nswimming pool", "MIN_SCORE": 0.0,
+    res = processing.run("geoalign:findobjects", {  # the default model: the one the collection was built with
+        "INDEX": str(folder), "PHRASES": "car\nswimming pool", "MIN_SCORE": 0.0,
         "MAX_RESULTS": 4, "OUTPUT": str(tmp_path / "city.gpkg")}, feedback=fb)
     layer = vector(res["OUTPUT"])
     assert layer.featureCount() == 8  # 4 per phrase, over both scenes

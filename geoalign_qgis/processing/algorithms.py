@@ -339,8 +339,8 @@ class FindObjectsAlgorithm(GeoAlignAlgorithm):
              "raster here), the phrases are answered from it. Collection index: a folder made by geoalign index "
              "A.tif B.tif ... --out FOLDER: the phrases are answered from it, over all its scenes, into one layer "
              "in the scenes' common CRS (else EPSG:4326) with a scene field; leave the raster, the extent and "
-             "the regions empty (a collection is searched whole). One scene's index (a .parquet file) is used "
-             "with its raster.")
+             "the regions empty (a collection is searched whole). The default model means the one the "
+             "collection was built with. One scene's index (a .parquet file) is used with its raster.")
 
     def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802
         self.add_common(raster_optional=True)
@@ -404,12 +404,14 @@ class FindObjectsAlgorithm(GeoAlignAlgorithm):
             raise QgsProcessingException("give one or more phrases")
         params: dict[str, Any] = {
             "index": folder,
-            "model": self.parameterAsString(parameters, self.MODEL, context).strip() or DEFAULT_MODEL,
             "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             "batch_size": self.parameterAsInt(parameters, self.BATCH_SIZE, context) or DEFAULT_BATCH_SIZE,
             "phrases": phrases, "refine": False,  # refining reads the raster: a collection answers from the index
             "metadata": {"client": "qgis-processing", "algorithm": self.id(), "collection": folder},
             **self.search_params(parameters, context)}
+        model = self.parameterAsString(parameters, self.MODEL, context).strip()
+        if model and model != DEFAULT_MODEL:  # else the model the collection was built with (the engine reads it)
+            params["model"] = model
         feedback.pushInfo(f"answered from the collection index {folder}")
         return self.vector_result("find", params, "matches", parameters, context, None, feedback,
                                   f"{', '.join(phrases)[:50]} (collection {Path(folder).name})")
