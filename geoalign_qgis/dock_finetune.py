@@ -7,7 +7,8 @@ the map: it is written to a GeoPackage first), a name and a step count, and pres
 dragged around an object gets the class typed beside the button (asked for when none is typed)
 and goes into the memory layer "GeoAlign training boxes" (a ``class`` field, the raster's CRS,
 outlines only and labelled with the class, so the image under a box stays visible), which
-becomes the Labels layer. The engine runs ``geoalign finetune`` in the background (the ``finetune`` request):
+becomes the Labels layer. A scratch layer of the analyst's chosen as Labels while still in QGIS's
+default opaque fill gets the same outline style. The engine runs ``geoalign finetune`` in the background (the ``finetune`` request):
 the status line shows the stage, the step and the loss, Cancel stops it, and its log is one click
 away. The new model (weights, report and model card with its calibration) goes to the plugin's
 model folder, appears in the Model list at once and becomes the dock's model.
@@ -22,7 +23,7 @@ from typing import Any
 
 from qgis.core import QgsFeature, QgsField, QgsGeometry, QgsProject, QgsVectorLayer
 from qgis.gui import QgsCollapsibleGroupBox, QgsFieldComboBox, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import QUrl
+from qgis.PyQt.QtCore import Qt, QUrl
 from qgis.PyQt.QtGui import QDesktopServices
 from qgis.PyQt.QtWidgets import (
     QComboBox,
@@ -97,6 +98,8 @@ class DockFinetune:
         self.ft_field = QgsFieldComboBox(box)
         self.ft_field.setToolTip("The field holding each polygon's class (e.g. car, tree, pool)")
         self.ft_layer.layerChanged.connect(self.ft_field.setLayer)
+        self.ft_layer.layerChanged.connect(self._labels_layer_changed)  # (after setLayer: its field is set)
+        self.ft_field.fieldChanged.connect(self._style_labels_layer)
         form.addRow("Class field", self.ft_field)
         self.ft_steps = QSpinBox(box)
         self.ft_steps.setRange(0, 100000)
@@ -207,6 +210,23 @@ class DockFinetune:
         layer.triggerRepaint()
         self._use_training_layer(layer)
 
+    def _labels_layer_changed(self, *_: Any) -> None:
+        self._style_labels_layer(self.ft_field.currentField())  # QGIS 3.22: no fieldChanged when setLayer picks one
+
+    def _style_labels_layer(self, field: str) -> None:
+        """A scratch (memory) layer chosen as Labels, still in a plain filled style (QGIS's default for a new
+        layer: an opaque fill that hides the objects under the polygons), is drawn as the training boxes are:
+        outlines, with the class beside each polygon. Layers from files keep their own style."""
+        layer = self.ft_layer.currentLayer()
+        if not field or not isinstance(layer, QgsVectorLayer) or layer.providerType() != "memory":
+            return
+        renderer = layer.renderer()
+        symbol = renderer.symbol() if renderer is not None and renderer.type() == "singleSymbol" else None
+        fill = symbol.symbolLayer(0) if symbol is not None and symbol.symbolLayerCount() == 1 else None
+        if (fill is not None and fill.layerType() == "SimpleFill" and fill.brushStyle() != Qt.BrushStyle.NoBrush
+                and fill.fillColor().alpha() > 0):
+            layers.style_training_boxes(layer, field)
+
     def _use_training_layer(self, layer: QgsVectorLayer) -> None:
         """The training layer becomes the Labels layer (its class field too); the status line counts it."""
         if self.ft_layer.currentLayer() is not layer:
@@ -305,6 +325,8 @@ class DockFinetune:
 
     def _dispose_finetune(self) -> None:
         for signal, slot in ((self.ft_layer.layerChanged, self.ft_field.setLayer),
+                             (self.ft_layer.layerChanged, self._labels_layer_changed),
+                             (self.ft_field.fieldChanged, self._style_labels_layer),
                              (self.box_tool.boxDrawn, self._box_drawn),
                              (self.box_tool.undoRequested, self.remove_last_training_box)):
             try:

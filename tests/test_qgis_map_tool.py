@@ -197,3 +197,33 @@ def test_draw_boxes_makes_the_fine_tune_labels_layer(web_canvas, qgis_iface, pro
         dock.draw_button.setChecked(False)
     finally:
         dock.ft_boxes_button.setChecked(False)
+
+
+def test_a_scratch_labels_layer_is_outlined_a_file_layer_keeps_its_style(qgis_iface, project, dock, tmp_path):
+    """Fine-tune's Labels: a scratch layer in QGIS's default opaque fill is drawn as outlines with its classes
+    (the image under the polygons shows); a layer from a file keeps the style its owner gave it."""
+    from qgis.core import QgsFeature, QgsField, QgsGeometry, QgsVectorFileWriter, QgsVectorLayer
+    from qgis.PyQt.QtCore import QVariant
+
+    scratch = QgsVectorLayer("Polygon?crs=EPSG:32633", "my labels", "memory")
+    scratch.dataProvider().addAttributes([QgsField("kind", QVariant.String)])
+    scratch.updateFields()
+    f = QgsFeature(scratch.fields())
+    f.setGeometry(QgsGeometry.fromRect(QgsRectangle(800010, 4999400, 800030, 4999420)))
+    f.setAttributes(["car"])
+    scratch.dataProvider().addFeatures([f])
+    assert scratch.renderer().symbol().symbolLayer(0).fillColor().alpha() == 255  # QGIS's default: opaque
+    path = tmp_path / "labels.gpkg"
+    QgsVectorFileWriter.writeAsVectorFormatV2(scratch, str(path), QgsProject.instance().transformContext(),
+                                              QgsVectorFileWriter.SaveVectorOptions())
+    from_file = QgsVectorLayer(str(path), "file labels", "ogr")
+    QgsProject.instance().addMapLayers([scratch, from_file])
+    file_colour = from_file.renderer().symbol().symbolLayer(0).fillColor()
+    dock.ft_layer.setLayer(scratch)
+    dock.ft_field.setField("kind")
+    fill = scratch.renderer().symbol().symbolLayer(0)
+    assert fill.fillColor().alpha() == 0 or fill.brushStyle() == Qt.BrushStyle.NoBrush
+    assert scratch.labelsEnabled() and scratch.labeling().settings().fieldName == "kind"
+    dock.ft_layer.setLayer(from_file)
+    dock.ft_field.setField("kind")
+    assert from_file.renderer().symbol().symbolLayer(0).fillColor() == file_colour and file_colour.alpha() > 0
