@@ -8,7 +8,9 @@ dragged around an object gets the class typed beside the button (asked for when 
 and goes into the memory layer "GeoAlign training boxes" (a ``class`` field, the raster's CRS,
 outlines only and labelled with the class, so the image under a box stays visible), which
 becomes the Labels layer. A scratch layer of the analyst's chosen as Labels while still in QGIS's
-default opaque fill gets the same outline style. The engine runs ``geoalign finetune`` in the background (the ``finetune`` request):
+default opaque fill gets the same outline style.
+
+**Fine-tune**: the engine runs ``geoalign finetune`` in the background (the ``finetune`` request):
 the status line shows the stage, the step and the loss, Cancel stops it, and its log is one click
 away. The new model (weights, report and model card with its calibration) goes to the plugin's
 model folder, appears in the Model list at once and becomes the dock's model.
