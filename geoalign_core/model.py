@@ -30,8 +30,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, cast, overload
 
@@ -44,6 +43,7 @@ from torch.utils.checkpoint import checkpoint
 from torchvision.ops import roi_align
 
 from .errors import ModelError
+from .skip_init import BUILD_LOCK, weights_left_uninitialised
 
 DENSE_MODES = ("standard", "value")
 LONG_CONTEXT = 248
@@ -457,29 +457,6 @@ class GeoAlignCLIP(nn.Module):
         )
 
 
-_BUILD_LOCK = threading.Lock()  # building swaps torch.nn.init's functions for a moment (below)
-
-
-@contextlib.contextmanager
-def _weights_left_uninitialised() -> Iterator[None]:
-    """Make ``torch.nn.init``'s in-place initialisers do nothing while a model is built whose every weight
-    is loaded next (a strict load): drawing random ViT-B/16 weights took 3.1 s, the build without them
-    0.4 s (a model command in a fresh process pays it before its first answer)."""
-    names = [n for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")]
-    saved = {n: getattr(nn.init, n) for n in names}
-
-    def keep(tensor, *args, **kwargs):
-        return tensor
-
-    for n in names:
-        setattr(nn.init, n, keep)
-    try:
-        yield
-    finally:
-        for n, f in saved.items():
-            setattr(nn.init, n, f)
-
-
 def build_clip(spec: ModelSpec, init: bool = True) -> tuple[nn.Module, tuple, tuple]:
     """Create the open_clip model for ``spec`` with random weights (no download); ``init=False``: weights left
     as allocated, for a caller that loads all of them next (strictly)."""
@@ -494,7 +471,7 @@ def build_clip(spec: ModelSpec, init: bool = True) -> tuple[nn.Module, tuple, tu
     level = root.level
     root.setLevel(logging.ERROR)  # open_clip logs "no pretrained weights" at WARNING: weights come later
     try:
-        with _BUILD_LOCK, (contextlib.nullcontext() if init else _weights_left_uninitialised()):
+        with BUILD_LOCK, (contextlib.nullcontext() if init else weights_left_uninitialised()):
             clip = open_clip.create_model(spec.arch, pretrained=None, force_quick_gelu=spec.quick_gelu,
                                           device="cpu")
     finally:

@@ -132,3 +132,10 @@ def test_the_wheel_installs_and_runs_in_a_fresh_venv(built, tmp_path):
     assert listing.returncode == 0, listing.stderr
     demo = next(ln for ln in listing.stdout.splitlines() if ln.startswith("geoalign-demo "))
     assert demo.split()[2] == "yes" and demo.rstrip().endswith("bundled")  # available offline, from the wheel
+
+
+def test_no_module_is_over_500_lines():
+    # one concept per module: a module that grows past this is split, not stretched
+    long = {str(p.relative_to(ROOT)): n for folder in ("geoalign_core", "geoalign_qgis")
+            for p in (ROOT / folder).rglob("*.py") if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500}
+    assert not long, long
