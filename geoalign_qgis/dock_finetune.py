@@ -20,10 +20,11 @@ from qgis.core import QgsVectorLayer
 from qgis.gui import QgsCollapsibleGroupBox, QgsFieldComboBox, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import QUrl
 from qgis.PyQt.QtGui import QDesktopServices
-from qgis.PyQt.QtWidgets import QFormLayout, QHBoxLayout, QLineEdit, QPushButton, QSizePolicy, QSpinBox, QWidget
+from qgis.PyQt.QtWidgets import QFormLayout, QHBoxLayout, QLineEdit, QSizePolicy, QSpinBox, QWidget
 
 from .compat import MSG_SUCCESS, polygon_layer_filter, push_message
 from .tasks import EngineTask, geoalign_dir
+from .widgets import push_button
 
 MODELS = "models"  #: the plugin's folder of fine-tuned models (in the QGIS profile's geoalign folder)
 
@@ -66,14 +67,12 @@ class DockFinetune:
         self.ft_name.setToolTip("The new model's name in the Model list")
         form.addRow("Name", self.ft_name)
         row = QHBoxLayout()
-        self.finetune_button = QPushButton("Fine-tune", box)
-        self.finetune_button.setToolTip("Train the dock's model on these labels in the background (Cancel stops "
-                                        "it); the new model joins the Model list with its held-out report")
-        self.finetune_button.clicked.connect(self.run_finetune)
-        self.ft_log_button = QPushButton("Log", box)
-        self.ft_log_button.setToolTip("Open the fine-tuning log")
+        self.finetune_button = push_button(
+            "Fine-tune", box, self.run_finetune,
+            "Train the dock's model on these labels in the background (Cancel stops "
+            "it); the new model joins the Model list with its held-out report")
+        self.ft_log_button = push_button("Log", box, self._open_finetune_log, "Open the fine-tuning log")
         self.ft_log_button.setEnabled(False)
-        self.ft_log_button.clicked.connect(self._open_finetune_log)
         row.addWidget(self.finetune_button, 1)
         row.addWidget(self.ft_log_button)
         form.addRow(row)

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from qgis.PyQt.QtWidgets import QLabel, QSizePolicy, QWidget
+from qgis.PyQt.QtWidgets import QLabel, QPushButton, QSizePolicy, QWidget
+
+
+def push_button(text: str, parent: QWidget, action: Callable[..., Any], tip: str = "",
+                toggle: bool = False) -> QPushButton:
+    """A button that calls ``action`` when clicked or, with ``toggle``, when checked or unchecked
+    (``action(checked)``); ``tip``: its tooltip."""
+    button = QPushButton(text, parent)
+    if tip:
+        button.setToolTip(tip)
+    if toggle:
+        button.setCheckable(True)
+        button.toggled.connect(action)
+    else:
+        button.clicked.connect(action)
+    return button
+
 
 
 class WrapLabel(QLabel):
