@@ -97,6 +97,8 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
     OUTPUT = "OUTPUT"
     MIN_SCORE = "MIN_SCORE"
     MAX_RESULTS = "MAX_RESULTS"
+    PHRASES = "PHRASES"
+    REGIONS = "REGIONS"
 
     _name = ""
     _display = ""
@@ -208,7 +210,7 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
     def phrases_request(self, parameters: dict, context: QgsProcessingContext) -> tuple[QgsRasterLayer, dict]:
         """The raster layer and the request parameters of an algorithm with a PHRASES parameter."""
         layer, raster = self.raster(parameters, context)
-        phrases = split_texts(self.parameterAsString(parameters, "PHRASES", context))
+        phrases = split_texts(self.parameterAsString(parameters, self.PHRASES, context))
         if not phrases:
             raise QgsProcessingException("give one or more phrases")
         return layer, {**self.request_params(parameters, context, layer, raster), "phrases": phrases}
@@ -328,8 +330,6 @@ class TileClassifyAlgorithm(GeoAlignAlgorithm):
 
 
 class FindObjectsAlgorithm(GeoAlignAlgorithm):
-    PHRASES = "PHRASES"
-    REGIONS = "REGIONS"
     REFINE = "REFINE"
     OBJECT_SIZE = "OBJECT_SIZE"
     _name = "findobjects"
@@ -399,8 +399,6 @@ def polygons_file(alg: QgsProcessingAlgorithm, parameters: dict, name: str, cont
 
 
 class MatchRegionsAlgorithm(GeoAlignAlgorithm):
-    PHRASES = "PHRASES"
-    REGIONS = "REGIONS"
     _name = "matchregions"
     _display = "Match regions"
     _help = ("Scores every input polygon against the phrases. Output: the input features "
