@@ -122,8 +122,17 @@ def main() -> int:
         f"from oam_manila_bridge_rgb.tif, read as the image pass reads them ({TILE} px windows, overlap "
         f"{OVERLAP:g}, batches of {BATCH}, no model), {args.repeat} repeats interleaved; the ratio is taken per "
         "repeat. Regenerate: `PYTHONPATH=. python benchmarks/bench_readers.py --repeat "
-        f"{args.repeat} --write`.", "",
-        tab,
+        f"{args.repeat} --size {args.size} --write`.", "",
+        tab, "",
+        "Why two readers do not give 2x here: a 224 px tile costs about 1 ms of CPU, and most of it is "
+        "Python and NumPy work around GDAL (the window, masks, normalisation, the mean fill, stacking the "
+        "batch), not GDAL's decoding, which releases the GIL; with two reader threads the tiles per CPU-second "
+        "fall (the threads wait on the GIL and on each other), and on two cores the batch thread and the "
+        "consumer compete with the readers. Forked reader processes that hand tiles back through shared memory "
+        "(tried on 2026-12-07, not merged) tied with threads on these two cores (1.16-1.18x against 1.16-1.22x "
+        "in the same run) at 55 % more CPU per tile. What helped was less work per tile: no NaN pass for integer "
+        "rasters and masked copies instead of fancy indexing (617 -> 873-903 tiles per CPU-second for the 4096 px "
+        "deflate raster, one reader, measured with this script before and after).",
     ])
     publish(text, HEADING, args.write)
     return 0

@@ -238,8 +238,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def build_model(spec: ModelSpec, state_dict: dict[str, torch.Tensor] | None = None, source: str = "") -> GeoAlignCLIP:
-    """Build the network for ``spec`` and load ``state_dict`` (strict) into it."""
-    clip, mean, std = build_clip(spec)
+    """Build the network for ``spec`` and load ``state_dict`` (strict) into it (no random weights are drawn
+    first: every one is loaded)."""
+    clip, mean, std = build_clip(spec, init=state_dict is None)
     model = GeoAlignCLIP(clip, spec, mean, std)
     if state_dict is not None:
         _load_into(model, state_dict, source or "checkpoint")

@@ -39,6 +39,26 @@ def test_safetensors_round_trip(tiny, tmp_path):
     assert _same(_outputs(tiny), _outputs(again))
 
 
+def test_a_checkpoint_loads_without_drawing_random_weights(tiny, tmp_path, monkeypatch):
+    path = save_model(tiny, tmp_path / "m.safetensors")
+    drawn = []
+    real = torch.nn.init.normal_
+
+    def spy(t, *a, **k):
+        drawn.append(tuple(t.shape))
+        return real(t, *a, **k)
+
+    monkeypatch.setattr(torch.nn.init, "normal_", spy)
+    again = load_model(path, device="cpu")
+    assert not drawn  # every weight comes from the file: none was drawn first
+    assert torch.nn.init.normal_ is not real  # the initialisers are back as they were (here: the spy)
+    assert all(torch.equal(a, b) for a, b in zip(tiny.clip.state_dict().values(), again.clip.state_dict().values()))
+    assert torch.equal(_outputs(tiny)[1], _outputs(again)[1])
+    with pytest.warns(UserWarning, match="RANDOM"):
+        load_model("GeoAlign-Tiny", device="cpu")  # no weights: drawn at random, as before
+    assert drawn
+
+
 def test_half_precision_export_is_close(tiny, tmp_path):
     path = save_model(tiny, tmp_path / "m16.safetensors", half=True)
     again = load_model(path, device="cpu")

@@ -145,7 +145,7 @@ class Encoder:
         self.background = tuple(background)
         self.vocabulary = tuple(vocabulary)
         self._text_cache: dict[str, torch.Tensor] = {}
-        self._text_store: TextStore | None | bool = None  # None: not opened yet; False: off
+        self._text_store: TextStore | bool | None = None  # None: not opened yet; False: off
         self._storable: set[str] = set()  # the texts of the model (never the user's) that the store keeps
         self.texts_encoded = 0  # texts sent through the text tower (cache misses)
         self.text_batches = 0  # text-tower forward passes
@@ -240,7 +240,7 @@ class Encoder:
         if self._text_store is None:
             self._text_store = TextStore(store_path(self.model.fingerprint(fresh=True), self.device.type)) \
                 if text_store_enabled() else False
-        return self._text_store or None
+        return self._text_store if isinstance(self._text_store, TextStore) else None
 
     def encode_classes(self, classes: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor:
         """``[C, D]`` class embeddings (:func:`class_embeddings` with this encoder's templates and cache)."""
