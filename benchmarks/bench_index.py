@@ -215,11 +215,29 @@ for k in range(2):
     out.append(time.perf_counter() - t0)
     cpu.append(time.process_time() - c0)
 peak = status("VmHWM:")
+# where a query's time goes: a third one under cProfile, its cumulative time per stage
+import cProfile, pstats
+idx._scores_memo = None
+idx._cal_memo.clear()
+prof = cProfile.Profile()
+prof.enable()
+idx.find(["object"], max_results=100)
+prof.disable()
+stats = pstats.Stats(prof).stats
+STAGES = {"best_patch_scores": "scan: every patch against the phrase and background (int8)",
+          "pool_candidates": "pooling the candidate tiles' regions", "nms_per_label": "overlap removal",
+          "calibration": "calibration features", "embeddings": "reading the candidate tiles' patches"}
+stages = {}
+for (fname, line, func), (cc, nc, tt, ct, callers) in stats.items():
+    if func in STAGES and ("geoalign_core" in fname):
+        stages[STAGES[func]] = stages.get(STAGES[func], 0.0) + ct
+total = sum(v[3] for k, v in stats.items() if k[2] == "find" and k[0].endswith("scene_index.py"))
 t0 = time.perf_counter()
 with torch.no_grad():
     p.model.encode_text(["a new phrase"] + vocab)  # what a real first phrase adds: its text and the vocabulary's
 text_s = time.perf_counter() - t0
 print(json.dumps({"open_s": t_open, "query_s": out, "query_cpu_s": cpu, "text_s": text_s, "n_vocab": len(vocab),
+                  "stages": stages, "profiled_s": total,
                   "found": len(res),
                   "scored": res.attrs["geoalign"]["n_windows_scored"],
                   "rss_before_mb": rss_before, "peak_rss_mb": peak,
@@ -307,6 +325,9 @@ def main() -> int:
                           [f"text tower: a new phrase and the {big['n_vocab']} vocabulary phrases (not in the above)",
                            f"{big['text_s']:.2f} s"],
                           ["tiles scored (planted objects: 300)", f"{big['scored']:,} of {big['tiles']:,}"],
+                          [f"a third query under cProfile ({big['profiled_s']:.2f} s): where it goes",
+                           "; ".join(f"{k} {v:.2f} s" for k, v in sorted(big["stages"].items(),
+                                                                        key=lambda kv: -kv[1]))],
                           ["peak memory while opening and querying (model included)",
                            f"{big['peak_rss_mb'] / 1e3:.2f} GB (target < 4 GB); "
                            f"{big['rss_before_mb'] / 1e3:.2f} GB before opening the index"],

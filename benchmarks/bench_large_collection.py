@@ -142,12 +142,13 @@ def main() -> None:
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--memory-mb", type=float, default=256)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--stage", choices=("exact", "ann", "all"), default="all",
+    ap.add_argument("--stage", choices=("exact", "ann", "all", "rerank"), default="all",
                     help="exact: the reference scans (no ANN index needed); ann: the ANN searches (after exact); "
-                         "all: both. Results are kept in ROOT/bench_large.json between stages")
+                         "all: both; rerank: the ANN's recall and time for several --nprobe / --rerank (after "
+                         "exact). Results are kept in ROOT/bench_large.json between stages")
     a = ap.parse_args()
     state_path = Path(a.root) / "bench_large.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() and a.stage == "ann" else {}
+    state = json.loads(state_path.read_text()) if state_path.is_file() and a.stage in ("ann", "rerank") else {}
     from geoalign_core.index import ondisk, stream
     from geoalign_core.index.distributed import cluster_search
 
@@ -182,6 +183,9 @@ def main() -> None:
     if "ref" not in state:
         sys.exit(f"run --stage exact first (no {state_path})")
     ref = state["ref"]
+    if a.stage == "rerank":
+        _rerank_sweep(a.root, q, a.k, ref)
+        return
     rows = state["rows"]
     meta = json.loads((Path(a.root) / ondisk.DIRNAME / ondisk.META).read_text())
     ann = _in_child(a.root, q, a.k, a.limit_gb, a.memory_mb, "ann")
@@ -214,6 +218,24 @@ def main() -> None:
           f"{_text_tower_ms()}. Machine: {os.cpu_count()} cores shared with other jobs (load average "
           f"{' / '.join(f'{x:.1f}' for x in state['load'])} after each stage), {platform.machine()}, "
           f"Python {platform.python_version()}.")
+
+
+def _rerank_sweep(root: str, q: np.ndarray, k: int, ref: list) -> None:
+    """The on-disk ANN's recall of the exact top-k and its time per query for a few (nprobe, rerank), in this
+    process (no memory limit)."""
+    from geoalign_core.index import ondisk
+
+    print(f"| nprobe | rerank | exact top-{k} found per query | time per query |")
+    print("|---|---|---|---|")
+    for nprobe, rerank in [(32, 1000), (32, 5000), (64, 5000), (128, 5000), (32, 20000)]:
+        rec, ts = [], []
+        for t in range(len(q)):
+            t0 = time.perf_counter()
+            hits = ondisk.ondisk_search(root, q[t:t + 1], k, nprobe=nprobe, rerank=rerank)
+            ts.append(time.perf_counter() - t0)
+            rec.append(_recall(list(zip(hits.shard[0].tolist(), hits.patch[0].tolist())), ref[t]))
+        print(f"| {nprobe} | {rerank} | {', '.join(map(str, rec))} | median {statistics.median(ts):.2f} s, "
+              f"max {max(ts):.2f} s |", flush=True)
 
 
 def _times(ts: list[float]) -> str:

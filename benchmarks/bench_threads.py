@@ -34,6 +34,15 @@ def _find(threads: int, out: Path, env: dict) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def _conclusion(res: dict) -> str:
+    quiet, busy = res["quiet", 2][0] / res["quiet", 1][0], res["busy", 2][0] / res["busy", 1][0]
+    faster = "faster" if quiet < 1 else "slower"
+    return (f"With this model (the demo's GeoAlign-Tiny, small matrices) two threads were {faster} than one on the "
+            f"quiet machine (wall x{quiet:.2f}) and x{busy:.2f} the wall beside a busy process: the default takes "
+            "every core the process may use, which a machine running other work should lower with `--threads 1` "
+            "or `OMP_NUM_THREADS=1`.")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true")
@@ -41,6 +50,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env["PYTHONPATH"] = str(ROOT)
     rows, res = [], {}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for load in ("quiet", "busy"):
             busy = subprocess.Popen([sys.executable, "-c", BUSY]) if load == "busy" else None
@@ -64,11 +74,11 @@ def main() -> None:
         f"Measured {datetime.date.today().isoformat()} at commit {commit} on {cpu_summary()} "
         f"(policy default here: {__import__('geoalign_core.threads', fromlist=['x']).default_threads()} threads). "
         "`geoalign find sample_data/scene.tif \"red car\" --no-refine --threads N`, one fresh process each "
-        "(model loading included), one run each. \"quiet\" is not truly quiet: the machine was shared with "
-        "another engineer's jobs during the run, so single times carry that noise; \"busy\" adds our own "
-        "`python -c 'while True: pass'` beside it. Regenerate: `PYTHONPATH=. python benchmarks/bench_threads.py "
-        "--write`.", "",
-        tab,
+        f"(model loading included), one run each; load average {load_before:.1f} when it started (the one-minute "
+        "average still carries jobs that ran before). \"busy\" adds our own `python -c 'while True: pass'` "
+        "beside it. Regenerate: `PYTHONPATH=. python benchmarks/bench_threads.py --write`.", "",
+        tab, "",
+        _conclusion(res),
     ])
     print(tab)
     if args.write:

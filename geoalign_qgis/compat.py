@@ -15,6 +15,7 @@ from qgis.core import (
     QgsPalLayerSettings,
     QgsProcessing,
     QgsProcessingAlgorithm,
+    QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsRasterBandStats,
     QgsUnitTypes,
@@ -63,6 +64,8 @@ NUMBER_DOUBLE = _pick((Qgis, "ProcessingNumberParameterType.Double"), (QgsProces
                       (QgsProcessingParameterNumber, "Double"))
 NUMBER_INTEGER = _pick((Qgis, "ProcessingNumberParameterType.Integer"),
                        (QgsProcessingParameterNumber, "Type.Integer"), (QgsProcessingParameterNumber, "Integer"))
+FILE_BEHAVIOR_FOLDER = _pick((Qgis, "ProcessingFileParameterBehavior.Folder"),
+                             (QgsProcessingParameterFile, "Behavior.Folder"), (QgsProcessingParameterFile, "Folder"))
 FAST_INSERT = _pick((QgsFeatureSink, "Flag.FastInsert"), (QgsFeatureSink, "FastInsert"))
 FLAG_NO_THREADING = _pick((Qgis, "ProcessingAlgorithmFlag.NoThreading"),
                           (QgsProcessingAlgorithm, "Flag.FlagNoThreading"), (QgsProcessingAlgorithm, "FlagNoThreading"))

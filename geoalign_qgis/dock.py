@@ -136,6 +136,7 @@ class GeoAlignDock(DockForm, DockRequests, DockIndex, DockFinetune, DockCollecti
         """Common end of a task; True when there is a result to show."""
         if task is self.task:
             self.task = None
+            self._typed_resume(task)  # phrases typed while it ran are answered now
         remove_outputs(getattr(self, "_temp_files", []))
         self._temp_files = []
         self.progress.setRange(0, 100)

@@ -86,6 +86,7 @@ class DockCollection:
     def close_collection(self) -> None:
         self.collection, self.collection_scenes = None, []
         self.collection_button.setText("Collection…")
+        self.index_state.setToolTip("")
         self.layer_combo.setEnabled(True)
         self.refresh_index()
 

@@ -40,7 +40,7 @@ from .inputs import DEFAULT_MODEL, split_texts
 from .protocol import DEFAULT_BATCH_SIZE, DEFAULT_MIN_SCORE
 from .results import ResultsTable
 from .setup_panel import SetupPanel
-from .widgets import WrapLabel, push_button
+from .widgets import ElideLabel, WrapLabel, push_button
 
 SCOPES = (("view", "Current map view"), ("layer", "Whole layer"), ("regions", "Regions drawn on the map"))
 DEFAULT_MAX_RESULTS = 100
@@ -91,13 +91,11 @@ class DockForm:
         self.model_state.setWordWrap(True)
         self.model_state.setMinimumWidth(1)
         form.addRow("", self.model_state)
-        self.index_state = WrapLabel("", body)
-        self.index_state.setWordWrap(True)
-        self.index_state.setMinimumWidth(1)
+        self.index_state = ElideLabel("", body)  # one line beside the button, cut with "…" (all of it: hover)
         self.index_state.setStyleSheet("QLabel { color: #666; }")
         index_row = QHBoxLayout()
         index_row.addWidget(self.index_state, 1)
-        index_row.addWidget(self._build_collection_button(body), 0, Qt.AlignmentFlag.AlignTop)
+        index_row.addWidget(self._build_collection_button(body), 0, Qt.AlignmentFlag.AlignVCenter)
         form.addRow("Index", index_row)
 
         self.phrase_edit = QPlainTextEdit(body)
@@ -412,6 +410,7 @@ class DockForm:
     def _toggle_tool(self, on: bool) -> None:
         if on:
             self.similar_button.setChecked(False)
+            self.ft_boxes_button.setChecked(False)
             self._previous_tool = self.canvas.mapTool()
             self.canvas.setMapTool(self.map_tool)
             self.scope_combo.setCurrentIndex(self.scope_combo.findData("regions"))

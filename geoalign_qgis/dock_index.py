@@ -51,7 +51,8 @@ class DockIndex:
         self.index_info_task: SideRequest | None = None
         self._index_key: tuple[str, str] | None = None  # (raster, model) of index_file
         self.typed_task: EngineTask | None = None
-        self._typed_again = False
+        self._typed_again = False  # typed text changed while its query ran: ask again when it ends
+        self._typed_after_run = False  # typing stopped while a dock task ran: answer when the task ends
         self.typed_layer_id: str | None = None
         self.typed_file: Path | None = None
         self._typing_timer = QTimer(self)
@@ -83,6 +84,7 @@ class DockIndex:
         key = (layer.source() if layer is not None else "", model)
         if key != self._index_key:
             self.index_file, self.index_info, self._index_key = None, None, None
+            self.index_state.setToolTip("")  # the path of the index of another raster or model
         if layer is None or not model:
             self.index_state.setText("no raster")
             return None
@@ -178,13 +180,19 @@ class DockIndex:
             self.status.setText(f"{n} phrases: too many to answer as you type (at most {TYPED_MAX_PHRASES}); "
                                 "press Find to search them")
             return
-        self._typing_timer.start()
+        self._typing_timer.start(TYPING_DELAY_MS)  # (the interval, again: an immediate retry sets 0)
 
     def _typed_query(self) -> EngineTask | None:
-        """Search the typed phrases in the index; the result replaces the previous typed one."""
-        if (self.index_file is None and self.collection is None) or self.is_running() or not self.phrases():
+        """Search the typed phrases in the index; the result replaces the previous typed one.
+
+        Typing that stops while a Find (or any dock task) runs is answered when that task ends
+        (:meth:`_typed_resume`), not dropped: the phrase typed last always gets its answer."""
+        if not self.as_you_type.isChecked() or (self.index_file is None and self.collection is None):
             return None
-        if len(self.phrases()) > TYPED_MAX_PHRASES:
+        if not self.phrases() or len(self.phrases()) > TYPED_MAX_PHRASES:
+            return None
+        if self.is_running():
+            self._typed_after_run = True
             return None
         if self.typed_task is not None:  # a query for older text: drop it, ask again when it has ended
             self._typed_again = True
@@ -231,6 +239,14 @@ class DockIndex:
                                      lambda t: self._typed_done(t, phrases, where, t0))
         return self.typed_task.start()
 
+    def _typed_resume(self, task: Any = None) -> None:
+        """A dock task ended: the phrases typed meanwhile are answered now (unless it was a Find of them)."""
+        if self._typed_after_run:
+            self._typed_after_run = False
+            if task is not None and task.request == "find" and (task.params or {}).get("phrases") == self.phrases():
+                return  # Find answered these very phrases (typing stopped, then Find was pressed)
+            self._typing_timer.start(0)
+
     def _typed_done(self, task: EngineTask, phrases: list[str], raster: Any, t0: float,
                     temp: list[Path] | None = None, drawn: int = 0) -> None:
         self.typed_task = None
@@ -276,6 +292,7 @@ class DockIndex:
     def _toggle_similar(self, on: bool) -> None:
         if on:
             self.draw_button.setChecked(False)
+            self.ft_boxes_button.setChecked(False)
             self._previous_tool = self.canvas.mapTool()
             self.canvas.setMapTool(self.similar_tool)
         elif self.canvas.mapTool() is self.similar_tool:

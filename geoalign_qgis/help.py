@@ -7,12 +7,13 @@ The guide is the docs site's QGIS page (``docs/qgis.md``), on the project's repo
 from __future__ import annotations
 
 import configparser
+import html
 from pathlib import Path
 from typing import Any
 
-from qgis.PyQt.QtCore import QUrl
-from qgis.PyQt.QtGui import QDesktopServices
-from qgis.PyQt.QtWidgets import QMessageBox
+from qgis.PyQt.QtCore import Qt, QUrl
+from qgis.PyQt.QtGui import QDesktopServices, QTextOption
+from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QTextBrowser, QVBoxLayout, QWidget
 
 HERE = Path(__file__).resolve().parent
 GUIDE = "docs/qgis.md"  #: the user guide's page in the repository (the docs site's "QGIS user guide")
@@ -36,26 +37,51 @@ def open_help() -> bool:
 
 
 def about_text() -> str:
-    """Rich text for the About box: short lines that wrap (never a sideways scroll)."""
+    """Rich text for the About box: paragraphs that wrap (never a sideways scroll)."""
     meta = metadata()
     version = meta.get("version", "development copy")
-    return (f"<p><b>GeoAlign</b> {version}: find objects in aerial and satellite imagery by text.</p>"
-            f"<p>{meta.get('description', '')}</p>"
+    about = "".join(f"<p>{html.escape(part.strip())}</p>" for part in meta.get("about", "").splitlines()
+                    if part.strip())
+    return (f"<p><b>GeoAlign</b> {version}: {html.escape(meta.get('description', ''))}</p>{about}"
             f"<p>Licence: {meta.get('license', 'see LICENSE')} (the LICENSE file in the plugin folder).</p>"
             f"<p><a href=\"{help_url()}\">User guide</a> &middot; "
             f"<a href=\"{meta.get('tracker', '')}\">Report a problem</a> &middot; "
             f"<a href=\"{meta.get('homepage', '')}\">Home page</a></p>")
 
 
-def show_about(parent: Any = None) -> QMessageBox:
-    box = QMessageBox(parent)
-    box.setWindowTitle("About GeoAlign")
-    box.setTextFormat(1)  # Qt.RichText
-    box.setText(about_text())
-    box.setIcon(QMessageBox.Icon.Information)
-    box.setStandardButtons(QMessageBox.StandardButton.Ok)
+class AboutDialog(QDialog):
+    """The About box: the text in a browser that wraps at its width (words, else anywhere: a long path or
+    address too), so it scrolls up and down when it must, never sideways; its links open in the browser.
+
+    (A QMessageBox sized itself to the text's longest lines and, with the plugin's long "about" paragraph,
+    grew wider than the screen or scrolled sideways.)"""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("About GeoAlign")
+        self.setObjectName("GeoAlignAbout")
+        layout = QVBoxLayout(self)
+        self.browser = QTextBrowser(self)
+        self.browser.setOpenExternalLinks(True)
+        self.browser.setLineWrapMode(QTextBrowser.LineWrapMode.WidgetWidth)
+        self.browser.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
+        self.browser.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.browser.setHtml(about_text())
+        layout.addWidget(self.browser)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok, self)
+        buttons.accepted.connect(self.accept)
+        layout.addWidget(buttons)
+        self.resize(480, 420)
+
+    def text(self) -> str:
+        """The rich text shown (with the links' addresses)."""
+        return about_text()
+
+
+def show_about(parent: Any = None) -> AboutDialog:
+    box = AboutDialog(parent)
     box.open()
     return box
 
 
-__all__ = ["about_text", "help_url", "open_help", "show_about"]
+__all__ = ["AboutDialog", "about_text", "help_url", "open_help", "show_about"]

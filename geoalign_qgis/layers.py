@@ -37,6 +37,7 @@ from qgis.core import (
     QgsRendererRange,
     QgsSettings,
     QgsSingleBandPseudoColorRenderer,
+    QgsSingleSymbolRenderer,
     QgsStyle,
     QgsTextBufferSettings,
     QgsTextFormat,
@@ -258,6 +259,24 @@ def set_labels(layer: QgsVectorLayer, field: str) -> None:
     settings.minimumScale = LABEL_MIN_SCALE
     layer.setLabeling(QgsVectorLayerSimpleLabeling(settings))
     layer.setLabelsEnabled(labels_wanted())  # off: the labelling stays set up, one click away in the styling panel
+
+
+TRAINING_COLOUR = "0,230,255,255"  #: the outline of training boxes (as the "Draw boxes" tool's rubber band)
+
+
+def style_training_boxes(layer: QgsVectorLayer, field: str = "class") -> None:
+    """Labelled polygons for fine-tuning: outlines only (no fill, the image under a box stays visible: the
+    analyst checks the box against it) and each polygon's class as its label, beside the box, at any scale."""
+    symbol = QgsFillSymbol.createSimple({"color": "0,0,0,0", "style": "no", "outline_color": TRAINING_COLOUR,
+                                         "outline_width": "0.6", "outline_width_unit": "MM"})
+    layer.setRenderer(QgsSingleSymbolRenderer(symbol))
+    if layer.fields().indexOf(field) >= 0:
+        set_labels(layer, field)
+        settings = layer.labeling().settings()
+        settings.scaleVisibility = False  # a handful of boxes: their classes are always worth showing
+        layer.setLabeling(QgsVectorLayerSimpleLabeling(settings))
+        layer.setLabelsEnabled(True)
+    layer.triggerRepaint()
 
 
 def style_heatmap(layer: QgsRasterLayer, score: bool = True) -> QgsSingleBandPseudoColorRenderer:

@@ -9,6 +9,9 @@ CRS is :meth:`QgsCoordinateTransform.transformBoundingBox`.
 Left drag: draw a rectangle. Right click or Backspace: remove the last one. Esc: abort
 the rectangle being drawn. Each rectangle carries its number (1, 2, ...) on the map: the
 "Region" column of the dock's results table and the ``region`` field of the result layer.
+
+:class:`BoxesMapTool` (the fine-tune group's "Draw boxes") keeps nothing itself: each rectangle
+dragged is announced with the canvas's CRS, and the dock adds it, with its class, to a layer.
 """
 
 from __future__ import annotations
@@ -230,3 +233,69 @@ class RegionsMapTool(QgsMapTool):
             pass
         self.clear()
         self._drop_band(self._live)
+
+
+BOX_COLOUR = QColor(0, 230, 255)
+
+
+class BoxesMapTool(QgsMapTool):
+    """Drag rectangles around objects: each one is announced as ``boxDrawn(rect, crs)`` (in the canvas's
+    CRS when it was drawn); right click or Backspace asks to remove the last one (``undoRequested``), Esc
+    aborts the rectangle being drawn. The boxes themselves live in the layer the receiver adds them to."""
+
+    boxDrawn = pyqtSignal(object, object)  # noqa: N815 (Qt naming)  QgsRectangle, QgsCoordinateReferenceSystem
+    undoRequested = pyqtSignal()  # noqa: N815
+
+    def __init__(self, canvas: QgsMapCanvas) -> None:
+        super().__init__(canvas)
+        self._canvas = canvas
+        self._start: QgsPointXY | None = None
+        self._live = QgsRubberBand(canvas, POLYGON_GEOMETRY)
+        self._live.setStrokeColor(BOX_COLOUR)
+        self._live.setFillColor(QColor(0, 0, 0, 0))
+        self._live.setWidth(2)
+        self._live.setLineStyle(Qt.PenStyle.DashLine)
+        self.setCursor(Qt.CursorShape.CrossCursor)
+
+    def canvasPressEvent(self, e: QgsMapMouseEvent) -> None:  # noqa: N802
+        if e.button() == Qt.MouseButton.LeftButton:
+            self._start = e.mapPoint()
+            self._start_px = e.pos()
+        elif e.button() == Qt.MouseButton.RightButton:
+            self.undoRequested.emit()
+
+    def canvasMoveEvent(self, e: QgsMapMouseEvent) -> None:  # noqa: N802
+        if self._start is not None:
+            self._live.setToGeometry(QgsGeometry.fromRect(QgsRectangle(self._start, e.mapPoint())), None)
+
+    def canvasReleaseEvent(self, e: QgsMapMouseEvent) -> None:  # noqa: N802
+        if e.button() != Qt.MouseButton.LeftButton or self._start is None:
+            return
+        start, self._start = self._start, None
+        self._live.reset(POLYGON_GEOMETRY)
+        moved = e.pos() - self._start_px
+        if abs(moved.x()) < MIN_PIXELS or abs(moved.y()) < MIN_PIXELS:
+            return  # a click, not a box
+        rect = QgsRectangle(start, e.mapPoint())
+        rect.normalize()
+        self.boxDrawn.emit(rect, QgsCoordinateReferenceSystem(self._canvas.mapSettings().destinationCrs()))
+
+    def keyPressEvent(self, e: QKeyEvent) -> None:  # noqa: N802
+        if e.key() == Qt.Key.Key_Escape:
+            self._start = None
+            self._live.reset(POLYGON_GEOMETRY)
+        elif e.key() in (Qt.Key.Key_Backspace, Qt.Key.Key_Delete):
+            self.undoRequested.emit()
+        else:
+            e.ignore()
+
+    def deactivate(self) -> None:
+        self._start = None
+        self._live.reset(POLYGON_GEOMETRY)
+        super().deactivate()
+
+    def dispose(self) -> None:
+        self._live.reset(POLYGON_GEOMETRY)
+        scene = self._canvas.scene()
+        if scene is not None:
+            scene.removeItem(self._live)

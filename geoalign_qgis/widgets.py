@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from qgis.PyQt.QtCore import QSize, Qt
+from qgis.PyQt.QtGui import QPainter
 from qgis.PyQt.QtWidgets import QLabel, QPushButton, QSizePolicy, QWidget
 
 
@@ -21,7 +23,6 @@ def push_button(text: str, parent: QWidget, action: Callable[..., Any], tip: str
     else:
         button.clicked.connect(action)
     return button
-
 
 
 class WrapLabel(QLabel):
@@ -50,4 +51,55 @@ class WrapLabel(QLabel):
         self._fit()
 
 
-__all__ = ["WrapLabel"]
+class ElideLabel(QLabel):
+    """One line of text, cut with "…" at the right when the label is narrower than the text.
+
+    The Index line sits beside the Collection… button: wrapped, its long text ("indexed: 16 tiles of
+    224 px, 12 MB (crop.….parquet); phrases are answered from it") became a tall, narrow column next to a
+    short button. Elided it stays one line at any dock width; the whole text is its tooltip (with the
+    tooltip set on it, e.g. the index's path). ``text()`` is the whole text."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(text, parent)
+        self._tip = ""
+        self.setWordWrap(False)
+        self.setMinimumWidth(1)  # the text never widens the dock: it is cut instead
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self._update_tip()
+
+    def shown_text(self) -> str:
+        """What the label shows at its width (the text, or its start and "…")."""
+        width = self.contentsRect().width() - 2 * max(self.margin(), 0)
+        return self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight, max(width, 0))
+
+    def is_elided(self) -> bool:
+        return self.shown_text() != self.text()
+
+    def _update_tip(self) -> None:
+        whole = self.text()
+        super().setToolTip("\n".join(t for t in ((whole if self.is_elided() else ""), self._tip) if t))
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt)
+        super().setText(text)
+        self._update_tip()
+
+    def setToolTip(self, tip: str) -> None:  # noqa: N802 (Qt)
+        self._tip = tip or ""
+        self._update_tip()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt)
+        return QSize(1, super().minimumSizeHint().height())
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt)
+        super().resizeEvent(event)
+        self._update_tip()
+
+    def paintEvent(self, event: Any) -> None:  # noqa: N802 (Qt)
+        painter = QPainter(self)
+        rect = self.contentsRect().adjusted(self.margin(), self.margin(), -self.margin(), -self.margin())
+        self.style().drawItemText(painter, rect, int(self.alignment()), self.palette(), self.isEnabled(),
+                                  self.shown_text(), self.foregroundRole())
+        painter.end()
+
+
+__all__ = ["ElideLabel", "WrapLabel"]

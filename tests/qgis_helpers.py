@@ -48,7 +48,7 @@ def carded_tiny_model() -> str:
 TEST_MODEL = carded_tiny_model()
 RASTER_EPSG = 32633
 __all__ = ["ROOT", "SCENE", "TEST_MODEL", "RASTER_EPSG", "sample_crop", "wait_until", "wait_for_dock", "files_in",
-           "add_raster", "fill_search", "finished", "drag_similar_box", "type_phrases"]
+           "add_raster", "fill_search", "finished", "drag_similar_box"]
 
 
 def wait_until(cond, timeout: float = 120.0, what: str = "condition") -> None:
@@ -116,14 +116,3 @@ def drag_similar_box(iface, dock, raster) -> None:
     box = QgsRectangle(e.xMinimum() + 20, e.yMinimum() + 20, e.xMinimum() + 32, e.yMinimum() + 30)
     dock.similar_tool.extentChanged.emit(box)  # what dragging a box on the map does
 
-
-def type_phrases(dock, phrases, answered) -> None:
-    """Type ``phrases`` with "as you type" on, until the typing timer has started a query or ``answered()``.
-
-    Offscreen under load the timer did not always fire (seen in test runs, not understood yet; the real
-    desktop test answers typed phrases): the query is then started here."""
-    dock.set_phrases(phrases)
-    try:
-        wait_until(lambda: dock.typed_task is not None or answered(), 10, "the typing timer")
-    except pytest.fail.Exception:
-        assert dock._typed_query() is not None, dock.status.text()

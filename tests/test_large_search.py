@@ -102,6 +102,13 @@ def test_file_url_streams_through_fsspec(coll, queries):
     assert _same(local, remote) and remote.shards[0].path.startswith("file://")
 
 
+def test_coarser_codes_rescore_more_candidates_by_default(tmp_path):
+    # measured at 20 M patches (docs/benchmarks.md): 4-bit codes need 20,000 candidates for the exact top-10
+    assert ondisk.OnDiskAnn(tmp_path, {"pq_bits": 4}).default_rerank == ondisk.RERANK_BY_BITS[4] == 20000
+    assert ondisk.OnDiskAnn(tmp_path, {"pq_bits": 8}).default_rerank == ondisk.DEFAULT_RERANK == 1000
+    assert ondisk.OnDiskAnn(tmp_path, {}).default_rerank == ondisk.DEFAULT_RERANK  # an index made before the key
+
+
 def test_on_disk_ann(coll, queries):
     _needs("faiss")
     meta = ondisk.build_ondisk(coll, shards=2, nlist=8)

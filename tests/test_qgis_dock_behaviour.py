@@ -263,3 +263,49 @@ def test_the_wrapped_model_line_leaves_no_gap(qgis_iface, dock):
     label_top = label.mapTo(dock, label.rect().topLeft()).y()
     assert 0 <= label_top - combo_bottom < 20, (combo_bottom, label_top)
     dock.hide()
+
+
+def test_the_about_box_wraps_and_never_scrolls_sideways(qgis_iface):
+    from geoalign_qgis.help import help_url, show_about
+
+    about = show_about(qgis_iface.mainWindow())
+    try:
+        about.resize(420, 420)  # a normal dialog width (the text is longer than that, many times)
+        for _ in range(5):
+            QgsApplication.processEvents()
+        browser = about.browser
+        assert browser.horizontalScrollBar().maximum() == 0  # wrapped: nothing to scroll to sideways
+        assert browser.document().size().width() <= browser.viewport().width() + 1
+        assert "separate GeoAlign engine process" in browser.toPlainText()  # metadata.txt's about paragraph
+        assert help_url() in about.text() and "Apache-2.0" in about.text()
+    finally:
+        about.close()
+        about.deleteLater()
+
+
+def test_the_index_line_stays_one_line_beside_the_collection_button(qgis_iface, project, dock):
+    # the model list and the index check, when they arrive, set the line
+    wait_until(lambda: dock.models_task is None and dock.index_info_task is None, 120, "the dock's own requests")
+    width = dock.widget().minimumWidth()
+    assert width <= 420
+    dock.resize(width, 900)
+    dock.show()
+    long = ("indexed: 1024 tiles of 224 px, 512 MB (a_long_scene_name_2025-06-01_ortho.geoalign-tiny-e632a8."
+            "geoalign-index.parquet); phrases are answered from it")
+    dock.index_state.setText(long)
+    dock.index_state.setToolTip("/data/a_long_scene_name.geoalign-index.parquet")
+    for _ in range(5):
+        QgsApplication.processEvents()
+    label, button = dock.index_state, dock.collection_button
+    line = label.fontMetrics().height()
+    assert label.height() <= line + 4  # one line, never a column of wrapped words
+    top = label.mapTo(dock, label.rect().topLeft()).y()
+    b_top = button.mapTo(dock, button.rect().topLeft()).y()
+    assert b_top <= top + label.height() and top <= b_top + button.height()  # the same row
+    assert label.mapTo(dock, label.rect().topRight()).x() <= button.mapTo(dock, button.rect().topLeft()).x()
+    assert label.is_elided() and label.shown_text().endswith("…") and label.text() == long
+    assert long in label.toolTip() and "/data/a_long_scene_name" in label.toolTip()  # all of it on hover
+    assert dock.widget().widget().minimumSizeHint().width() <= dock.widget().minimumWidth()  # never widened
+    dock.index_state.setText("no raster")
+    assert not label.is_elided() and label.toolTip() == "/data/a_long_scene_name.geoalign-index.parquet"
+    dock.hide()

@@ -317,3 +317,51 @@ def test_a_geoalign_heatmap_is_not_taken_as_imagery(provider, raster, tmp_path):
                                                 "OUTPUT": str(tmp_path / "h.tif")})
     finally:
         QgsProject.instance().removeMapLayer(heat.id())
+
+
+def test_find_objects_in_a_collection_index(provider, tmp_path):
+    """A collection index (geoalign index A.tif B.tif --out DIR) as Find objects' input, in place of the raster:
+    one layer over both scenes, with a scene field."""
+    import os
+    import subprocess
+    import sys
+
+    import processing
+    from qgis.core import QgsProcessingException
+    from qgis_helpers import ROOT, sample_crop
+
+    a = sample_crop(tmp_path / "a.tif", size=224)
+    b = sample_crop(tmp_path / "b.tif", size=224, col=0, row=0)
+    folder = tmp_path / "city"
+    subprocess.run([sys.executable, "-m", "geoalign_core.cli", "index", str(a), str(b), "--out", str(folder),
+                    "--model", TEST_MODEL, "--device", "cpu", "--quiet"], check=True,
+                   env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=600)
+    alg = QgsApplication.processingRegistry().algorithmById("geoalign:findobjects")
+    index_param = alg.parameterDefinition("INDEX")
+    assert index_param.type() == "file" and index_param.behavior() == index_param.Folder
+    assert alg.parameterDefinition("INPUT").flags() & index_param.FlagOptional
+    fb = Feedback()
+    res = processing.run("geoalign:findobjects", {  # the default model: the one the collection was built with
+        "INDEX": str(folder), "PHRASES": "car\nswimming pool", "MIN_SCORE": 0.0,
+        "MAX_RESULTS": 4, "OUTPUT": str(tmp_path / "city.gpkg")}, feedback=fb)
+    layer = vector(res["OUTPUT"])
+    assert layer.featureCount() == 8  # 4 per phrase, over both scenes
+    assert "scene" in [f.name() for f in layer.fields()]
+    assert {f["scene"] for f in layer.getFeatures()} <= {"a", "b"}
+    assert layer.crs() == QgsCoordinateReferenceSystem("EPSG:32633")  # the scenes' common CRS
+    assert any("answered from the collection index" in i for i in fb.infos), fb.infos
+    part = folder / "parts" / "a.parquet"  # one scene's index, with its raster
+    res = processing.run("geoalign:findobjects", {
+        "INDEX": str(part), "INPUT": str(a), "MODEL": TEST_MODEL, "PHRASES": "car", "MIN_SCORE": 0.0,
+        "MAX_RESULTS": 3, "REFINE": False, "OUTPUT": str(tmp_path / "a.gpkg")})
+    assert vector(res["OUTPUT"]).featureCount() == 3
+    # a collection is searched whole: a raster (or an extent, regions) with it is refused, as is nothing at all
+    with pytest.raises(QgsProcessingException, match="searched whole"):
+        processing.run("geoalign:findobjects", {"INDEX": str(folder), "INPUT": str(a), "MODEL": TEST_MODEL,
+                                                "PHRASES": "car", "OUTPUT": str(tmp_path / "x.gpkg")})
+    with pytest.raises(QgsProcessingException, match="choose a raster, or a collection index"):
+        processing.run("geoalign:findobjects", {"MODEL": TEST_MODEL, "PHRASES": "car",
+                                                "OUTPUT": str(tmp_path / "y.gpkg")})
+    with pytest.raises(QgsProcessingException, match="manifest"):  # a folder that is not a collection
+        processing.run("geoalign:findobjects", {"INDEX": str(tmp_path), "MODEL": TEST_MODEL, "PHRASES": "car",
+                                                "OUTPUT": str(tmp_path / "z.gpkg")})

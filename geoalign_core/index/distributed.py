@@ -66,7 +66,7 @@ def _exact_task(shard: PatchShard, queries: np.ndarray, k: int, memory_mb: float
 
 
 def _ann_task(root: str, g: int, queries: np.ndarray, k: int, pshards: list[PatchShard], nprobe: int,
-              rerank: int) -> Hits:
+              rerank: int | None) -> Hits:
     from .ondisk import OnDiskAnn
 
     ann = OnDiskAnn(root, _ann_meta(root))
@@ -90,7 +90,7 @@ def cluster_search(client: Any, root: str | os.PathLike, queries: Any, k: int = 
     """The best ``k`` patches of the collection ``root`` per query vector, computed on ``client``'s
     workers (see the module docstring). ``root`` must be readable by every worker under the same
     name: a shared file system path or an fsspec URL (``s3://bucket/idx``)."""
-    from .ondisk import DEFAULT_NPROBE, DEFAULT_RERANK, OnDiskAnn
+    from .ondisk import DEFAULT_NPROBE, OnDiskAnn
 
     if int(k) < 1:
         raise InputError(f"k must be >= 1; got {k}", param="k")
@@ -107,7 +107,7 @@ def cluster_search(client: Any, root: str | os.PathLike, queries: Any, k: int = 
         ann = OnDiskAnn.open(root, pshards)
         workers = sorted(client.nthreads())  # asked of the scheduler now (the client's cached view may be empty)
         futures = [client.submit(_ann_task, root, g, q, int(k), pshards, nprobe or DEFAULT_NPROBE,
-                                 rerank or DEFAULT_RERANK, pure=False,
+                                 rerank, pure=False,
                                  workers=[workers[g % len(workers)]] if workers else None, allow_other_workers=True)
                    for g in range(ann.n_shards)]
     parts = client.gather(futures)

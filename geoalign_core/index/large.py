@@ -69,8 +69,7 @@ def search(root: str | os.PathLike, queries: Any, k: int = 10, *, method: str = 
         return cluster_search(client, root, queries, k, method=method, memory_mb=memory_mb, nprobe=nprobe,
                               rerank=rerank)
     if method == "ann":
-        return ondisk.ondisk_search(root, queries, k, nprobe=nprobe or ondisk.DEFAULT_NPROBE,
-                                    rerank=rerank or ondisk.DEFAULT_RERANK)
+        return ondisk.ondisk_search(root, queries, k, nprobe=nprobe or ondisk.DEFAULT_NPROBE, rerank=rerank)
     return exact_search(root, queries, k, memory_mb)
 
 
@@ -102,7 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--memory-mb", type=float, default=DEFAULT_MEMORY_MB,
                    help=f"working memory of one exact scan (default {DEFAULT_MEMORY_MB})")
     s.add_argument("--nprobe", type=int, default=None, help="ANN lists probed per shard")
-    s.add_argument("--rerank", type=int, default=None, help="ANN candidates scored exactly per shard")
+    s.add_argument("--rerank", type=int, default=None,
+                   help="ANN candidates scored exactly per shard (default by code size: 1000 for 8-bit PQ codes, "
+                        "5000 for 6, 20000 for 4)")
     where = s.add_mutually_exclusive_group()
     where.add_argument("--scheduler", help="a running Dask scheduler, e.g. tcp://head:8786")
     where.add_argument("--local-workers", type=int, help="start a local Dask cluster of N workers")

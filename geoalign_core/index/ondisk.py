@@ -5,10 +5,11 @@ count): ``shard-<i>.faiss`` (the coarse quantiser and PQ codebooks: a few MB, in
 ``shard-<i>.ivfdata`` (the inverted lists, ``faiss.OnDiskInvertedLists``: 72 bytes per patch,
 memory-mapped, read per probed list), plus ``ondisk.json`` (the scenes, their offsets in their
 shard, their patch files' digests). A query probes ``nprobe`` lists of each shard, takes the
-``rerank`` nearest PQ candidates and scores them exactly from the int8 patch files (one read
-of ``D`` bytes each), so the scores it returns are the exact scan's (:mod:`.stream`) and only
-what it finds may differ. With several shards each is searched alone and the best ``k``
-merged: a Dask worker per shard (:mod:`.distributed`) or one process, one after the other.
+``rerank`` nearest PQ candidates (more for coarser codes: :data:`RERANK_BY_BITS`) and scores them
+exactly from the int8 patch files (one read of ``D`` bytes each), so the scores it returns are
+the exact scan's (:mod:`.stream`) and only what it finds may differ. With several shards each is
+searched alone and the best ``k`` merged: a Dask worker per shard (:mod:`.distributed`) or one
+process, one after the other.
 
 Why FAISS on-disk lists and not Lance: docs/scaling.md ("Search beyond memory") has the
 measurement. The build is bounded too: patches are added in blocks of ``memory_mb``, each block
@@ -32,13 +33,18 @@ from ..errors import InputError
 from .ivfpq import faiss_or_fail, ivfpq_index, pq_subquantizers, sample_evenly, unit_vectors
 from .stream import DEFAULT_MEMORY_MB, Hits, PatchShard, collection_shards, is_url, merge_hits, normalized_queries
 
-__all__ = ["DEFAULT_NPROBE", "DEFAULT_RERANK", "OnDiskAnn", "build_ondisk", "default_nlist", "ondisk_search"]
+__all__ = ["DEFAULT_NPROBE", "DEFAULT_RERANK", "RERANK_BY_BITS", "OnDiskAnn", "build_ondisk", "default_nlist",
+           "ondisk_search"]
 
 DIRNAME = "ann-disk"
 META = "ondisk.json"
 FORMAT = "geoalign-ann-ondisk"
 DEFAULT_NPROBE = 32  #: inverted lists probed per shard and query
-DEFAULT_RERANK = 1000  #: PQ candidates per shard and query scored exactly (at least 20 x k)
+DEFAULT_RERANK = 1000  #: PQ candidates per shard and query scored exactly (at least 20 x k), 8-bit codes
+#: the default rerank per PQ code size: coarser codes rank the true neighbours lower. 4 bits at 20 M patches
+#: (benchmarks/bench_large_collection.py): 1,000 found 4-8 of the exact top-10, 5,000 8-10, 20,000 10 of 10;
+#: 8 bits at 1 M: 1,000 found 10 of 10. 6 bits: between the two, not measured.
+RERANK_BY_BITS = {8: DEFAULT_RERANK, 6: 5000, 4: 20000}
 _TRAIN_MIN = 50_000
 
 
@@ -228,6 +234,11 @@ class OnDiskAnn:
     def n_shards(self) -> int:
         return len(self.meta["shards"])
 
+    @property
+    def default_rerank(self) -> int:
+        """Candidates per shard scored exactly when the caller does not say: :data:`RERANK_BY_BITS` of its codes."""
+        return RERANK_BY_BITS.get(int(self.meta.get("pq_bits", 8)), DEFAULT_RERANK)
+
     def _index(self, g: int) -> Any:
         faiss = _faiss()
         path = self.root / DIRNAME / self.meta["shards"][g]["file"]
@@ -239,11 +250,12 @@ class OnDiskAnn:
         return _OPEN[key]
 
     def search_shard(self, g: int, queries: np.ndarray, k: int, pshards: Sequence[PatchShard],
-                     nprobe: int = DEFAULT_NPROBE, rerank: int = DEFAULT_RERANK) -> Hits:
-        """The best ``k`` patches of ANN shard ``g`` per (normalised) query, scored exactly."""
+                     nprobe: int = DEFAULT_NPROBE, rerank: int | None = None) -> Hits:
+        """The best ``k`` patches of ANN shard ``g`` per (normalised) query, scored exactly (``rerank``
+        candidates; None: :attr:`default_rerank`)."""
         index = self._index(g)
         index.nprobe = max(1, int(nprobe))
-        n_cand = max(int(rerank), 20 * int(k))
+        n_cand = max(int(self.default_rerank if rerank is None else rerank), 20 * int(k))
         _, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), n_cand)
         scenes = self.meta["shards"][g]["scenes"]
         offs = np.asarray([s["offset"] for s in scenes], dtype=np.int64)
@@ -274,7 +286,7 @@ class OnDiskAnn:
 
 
 def ondisk_search(root: str | os.PathLike, queries: Any, k: int = 10, *, nprobe: int = DEFAULT_NPROBE,
-                  rerank: int = DEFAULT_RERANK) -> Hits:
+                  rerank: int | None = None) -> Hits:
     """The approximate best ``k`` patches per query vector, every ANN shard in this process."""
     if int(k) < 1:
         raise InputError(f"k must be >= 1; got {k}", param="k")

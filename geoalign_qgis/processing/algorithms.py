@@ -25,6 +25,7 @@ from qgis.core import (
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
@@ -36,7 +37,14 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from .. import indexes, layers
-from ..compat import NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_POLYGON, WKB_POLYGON, param_flag_advanced
+from ..compat import (
+    FILE_BEHAVIOR_FOLDER,
+    NUMBER_DOUBLE,
+    NUMBER_INTEGER,
+    SOURCE_POLYGON,
+    WKB_POLYGON,
+    param_flag_advanced,
+)
 from ..engine import EngineCancelled, EngineError
 from ..inputs import DEFAULT_MODEL, InputProblem, parse_bands, raster_path, split_texts
 from ..protocol import DEFAULT_BATCH_SIZE
@@ -137,8 +145,10 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
         return loc.found, "" if loc.found else (loc.problem or NO_ENGINE)
 
     # -- parameters -----------------------------------------------------------------
-    def add_common(self, extent: bool = True) -> None:
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Raster"))
+    def add_common(self, extent: bool = True, raster_optional: bool = False) -> None:
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.INPUT, "Raster (or a collection index below)" if raster_optional else "Raster",
+            optional=raster_optional))
         self.addParameter(QgsProcessingParameterString(self.MODEL, "Model", defaultValue=DEFAULT_MODEL))
         if extent:
             self.addParameter(QgsProcessingParameterExtent(
@@ -262,7 +272,7 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(message) from None
 
     def vector_result(self, request: str, params: dict, layer_name: str, parameters: dict,
-                      context: QgsProcessingContext, raster: QgsRasterLayer, feedback: QgsProcessingFeedback,
+                      context: QgsProcessingContext, raster: QgsRasterLayer | None, feedback: QgsProcessingFeedback,
                       display: str) -> dict[str, Any]:
         """Run a request whose result is a GeoPackage layer and copy it into the OUTPUT sink."""
         tmp = Path(QgsProcessingUtils.generateTempFilename(f"geoalign_{layer_name}.gpkg"))
@@ -273,7 +283,8 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
                 return {}
             src = open_result(tmp, layer_name)
             fields = result_fields(src)
-            sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields, WKB_POLYGON, raster.crs())
+            crs = raster.crs() if raster is not None else src.crs()  # a collection: its scenes' common CRS
+            sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields, WKB_POLYGON, crs)
             if sink is None:
                 raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
             n = copy_features(src, sink, fields, feedback)
@@ -332,6 +343,7 @@ class TileClassifyAlgorithm(GeoAlignAlgorithm):
 class FindObjectsAlgorithm(GeoAlignAlgorithm):
     REFINE = "REFINE"
     OBJECT_SIZE = "OBJECT_SIZE"
+    INDEX = "INDEX"
     _name = "findobjects"
     _display = "Find objects by text"
     _help = ("Finds the objects that match one or more phrases (one per line, or separated by ';'). "
@@ -344,10 +356,17 @@ class FindObjectsAlgorithm(GeoAlignAlgorithm):
              "lies in one of them. Object size (metres): the objects' typical side; boxes of about that size "
              "are searched and kept (empty: a fine-tuned model's learnt sizes for its classes, else any size). "
              "When the raster has a scene index for the model (the dock's 'Index this raster', or Index "
-             "raster here), the phrases are answered from it.")
+             "raster here), the phrases are answered from it. Collection index: a folder made by geoalign index "
+             "A.tif B.tif ... --out FOLDER: the phrases are answered from it, over all its scenes, into one layer "
+             "in the scenes' common CRS (else EPSG:4326) with a scene field; leave the raster, the extent and "
+             "the regions empty (a collection is searched whole). The default model means the one the "
+             "collection was built with. One scene's index (a .parquet file) is used with its raster.")
 
     def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802
-        self.add_common()
+        self.add_common(raster_optional=True)
+        self.addParameter(QgsProcessingParameterFile(
+            self.INDEX, "Collection index (a folder made by geoalign index A.tif B.tif … --out FOLDER; "
+            "optional)", behavior=FILE_BEHAVIOR_FOLDER, optional=True))
         self.addParameter(QgsProcessingParameterString(self.PHRASES, "Phrases (one per line)", multiLine=True))
         self.addParameter(QgsProcessingParameterFeatureSource(self.REGIONS, "Search only in these regions",
                                                               [SOURCE_POLYGON], optional=True))
@@ -360,19 +379,55 @@ class FindObjectsAlgorithm(GeoAlignAlgorithm):
         self.add_advanced()
         self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, "Matches"))
 
+    def search_params(self, parameters: dict, context: QgsProcessingContext) -> dict[str, Any]:
+        """Min score, max results and object size, when given."""
+        p = self.limits(parameters, context)
+        if self.given(parameters, self.OBJECT_SIZE):
+            p["object_size"] = self.parameterAsDouble(parameters, self.OBJECT_SIZE, context)
+        return p
+
     def compute(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
+        index = self.parameterAsFile(parameters, self.INDEX, context).strip()
+        if index and Path(index).is_dir():
+            return self.compute_collection(index, parameters, context, feedback)
+        if parameters.get(self.INPUT) in (None, ""):
+            raise QgsProcessingException("choose a raster, or a collection index (a folder made by geoalign index)")
         layer, params = self.phrases_request(parameters, context)
         phrases = params["phrases"]
         params["refine"] = self.parameterAsBoolean(parameters, self.REFINE, context)
-        params.update(self.limits(parameters, context))
-        if self.given(parameters, self.OBJECT_SIZE):
-            params["object_size"] = self.parameterAsDouble(parameters, self.OBJECT_SIZE, context)
+        params.update(self.search_params(parameters, context))
+        if index:  # one scene's index file, checked against the raster by the engine
+            params = dict({k: v for k, v in params.items() if k not in ("tile_size", "overlap")}, index=index)
         params = self.with_index(params, feedback)
         with polygons_file(self, parameters, self.REGIONS, context, layer) as regions:
             if regions is not None:
                 params["within"] = regions
             return self.vector_result("find", params, "matches", parameters, context, layer, feedback,
                                       f"{', '.join(phrases)[:50]} ({layer.name()})")
+
+    def compute_collection(self, folder: str, parameters: dict, context: QgsProcessingContext,
+                           feedback: QgsProcessingFeedback) -> dict:
+        """Find over every scene of a collection index (the engine answers from it; no raster)."""
+        for name, what in ((self.INPUT, "a raster"), (self.EXTENT, "an extent"), (self.REGIONS, "regions")):
+            if parameters.get(name) not in (None, ""):
+                raise QgsProcessingException(f"a collection index is searched whole, over its own scenes: leave "
+                                             f"{what} out (or give one scene's index, idx/parts/<scene>.parquet)")
+        phrases = split_texts(self.parameterAsString(parameters, self.PHRASES, context))
+        if not phrases:
+            raise QgsProcessingException("give one or more phrases")
+        params: dict[str, Any] = {
+            "index": folder,
+            "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            "batch_size": self.parameterAsInt(parameters, self.BATCH_SIZE, context) or DEFAULT_BATCH_SIZE,
+            "phrases": phrases, "refine": False,  # refining reads the raster: a collection answers from the index
+            "metadata": {"client": "qgis-processing", "algorithm": self.id(), "collection": folder},
+            **self.search_params(parameters, context)}
+        model = self.parameterAsString(parameters, self.MODEL, context).strip()
+        if model and model != DEFAULT_MODEL:  # else the model the collection was built with (the engine reads it)
+            params["model"] = model
+        feedback.pushInfo(f"answered from the collection index {folder}")
+        return self.vector_result("find", params, "matches", parameters, context, None, feedback,
+                                  f"{', '.join(phrases)[:50]} (collection {Path(folder).name})")
 
 
 @contextlib.contextmanager
