@@ -42,7 +42,7 @@ from . import layers
 from .compat import FIELD_TYPES, MSG_SUCCESS, polygon_layer_filter, push_message
 from .map_tool import BoxesMapTool, transform_rect_geometry
 from .tasks import EngineTask, geoalign_dir
-from .widgets import push_button
+from .widgets import disconnect_all, push_button
 
 MODELS = "models"  #: the plugin's folder of fine-tuned models (in the QGIS profile's geoalign folder)
 TRAINING_LAYER = "GeoAlign training boxes"  #: the memory layer that "Draw boxes" fills
@@ -128,16 +128,7 @@ class DockFinetune:
 
     # ---------------------------------------------------------------------------- training boxes
     def _toggle_boxes(self, on: bool) -> None:
-        if on:
-            self.draw_button.setChecked(False)
-            self.similar_button.setChecked(False)
-            self._previous_tool = self.canvas.mapTool()
-            self.canvas.setMapTool(self.box_tool)
-        elif self.canvas.mapTool() is self.box_tool:
-            if self._previous_tool is not None and self._previous_tool is not self.box_tool:
-                self.canvas.setMapTool(self._previous_tool)
-            else:
-                self.canvas.unsetMapTool(self.box_tool)
+        self._use_map_tool(self.box_tool, self.ft_boxes_button, on)
 
     def _box_drawn(self, rect: Any, crs: Any) -> None:
         self._guarded(self.add_training_box, rect, crs)
@@ -322,17 +313,12 @@ class DockFinetune:
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.ft_log)))
 
     def _dispose_finetune(self) -> None:
-        for signal, slot in ((self.ft_layer.layerChanged, self.ft_field.setLayer),
-                             (self.ft_layer.layerChanged, self._labels_layer_changed),
-                             (self.ft_field.fieldChanged, self._style_labels_layer),
-                             (self.box_tool.boxDrawn, self._box_drawn),
-                             (self.box_tool.undoRequested, self.remove_last_training_box)):
-            try:
-                signal.disconnect(slot)
-            except (TypeError, RuntimeError):
-                pass
-        if self.canvas.mapTool() is self.box_tool:
-            self.canvas.unsetMapTool(self.box_tool)
+        disconnect_all(((self.ft_layer.layerChanged, self.ft_field.setLayer),
+                        (self.ft_layer.layerChanged, self._labels_layer_changed),
+                        (self.ft_field.fieldChanged, self._style_labels_layer),
+                        (self.box_tool.boxDrawn, self._box_drawn),
+                        (self.box_tool.undoRequested, self.remove_last_training_box)))
+        self._release_map_tool(self.box_tool)
         self.box_tool.dispose()
 
 

@@ -408,17 +408,29 @@ class DockForm:
             self.set_model(path)
 
     def _toggle_tool(self, on: bool) -> None:
+        self._use_map_tool(self.map_tool, self.draw_button, on)
         if on:
-            self.similar_button.setChecked(False)
-            self.ft_boxes_button.setChecked(False)
-            self._previous_tool = self.canvas.mapTool()
-            self.canvas.setMapTool(self.map_tool)
             self.scope_combo.setCurrentIndex(self.scope_combo.findData("regions"))
-        elif self.canvas.mapTool() is self.map_tool:
-            if self._previous_tool is not None:
+
+    def _use_map_tool(self, tool: Any, button: Any, on: bool) -> None:
+        """``button`` (one of the map-drawing buttons) checked: ``tool`` becomes the map tool (the other
+        buttons are unchecked, the map tool in use is remembered); unchecked: the remembered tool is back."""
+        if on:
+            for other in (self.draw_button, self.similar_button, self.ft_boxes_button):
+                if other is not button:
+                    other.setChecked(False)
+            self._previous_tool = self.canvas.mapTool()
+            self.canvas.setMapTool(tool)
+        elif self.canvas.mapTool() is tool:
+            if self._previous_tool is not None and self._previous_tool is not tool:
                 self.canvas.setMapTool(self._previous_tool)
             else:
-                self.canvas.unsetMapTool(self.map_tool)
+                self.canvas.unsetMapTool(tool)
+
+    def _release_map_tool(self, tool: Any) -> None:
+        """The dock closes: ``tool`` is no longer the canvas's map tool."""
+        if self.canvas.mapTool() is tool:
+            self.canvas.unsetMapTool(tool)
 
     def _regions_changed(self, n: int) -> None:
         self.regions_label.setText(f"{n} region{'s' if n != 1 else ''}")

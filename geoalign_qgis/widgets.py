@@ -1,13 +1,22 @@
-"""Small widgets of the dock."""
+"""Small widgets of the dock, and disconnecting its signals."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtGui import QPainter
 from qgis.PyQt.QtWidgets import QLabel, QPushButton, QSizePolicy, QWidget
+
+
+def disconnect_all(connections: Iterable[tuple[Any, Any]]) -> None:
+    """Disconnect each ``(signal, slot)``; one already disconnected, or whose object is gone, is skipped."""
+    for signal, slot in connections:
+        try:
+            signal.disconnect(slot)
+        except (TypeError, RuntimeError):
+            pass
 
 
 def push_button(text: str, parent: QWidget, action: Callable[..., Any], tip: str = "",
