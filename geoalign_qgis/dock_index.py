@@ -241,9 +241,12 @@ class DockIndex:
         return self.typed_task.start()
 
     def _typed_resume(self, task: Any = None) -> None:
-        """A dock task ended: the phrases typed meanwhile are answered now (unless it was a Find of them)."""
+        """A dock task ended: the phrases typed meanwhile are answered now (unless it was a Find of them, or
+        it was cancelled)."""
         if self._typed_after_run:
             self._typed_after_run = False
+            if task is not None and getattr(task, "was_cancelled", False):
+                return  # cancelled (by the user, or by QGIS quitting): start nothing new behind it
             if task is not None and task.request == "find" and (task.params or {}).get("phrases") == self.phrases():
                 return  # Find answered these very phrases (typing stopped, then Find was pressed)
             self._typing_timer.start(0)

@@ -309,3 +309,17 @@ def test_the_index_line_stays_one_line_beside_the_collection_button(qgis_iface, 
     dock.index_state.setText("no raster")
     assert not label.is_elided() and label.toolTip() == "/data/a_long_scene_name.geoalign-index.parquet"
     dock.hide()
+
+
+def test_phrases_typed_during_a_run_are_not_searched_after_it_was_cancelled(qgis_iface, project, dock):
+    from types import SimpleNamespace
+
+    # typing stopped while a run went on: its end answers them, unless the run was cancelled (a user's Cancel, or
+    # QGIS quitting: a new query then would add a layer and make QGIS ask to save the project)
+    dock._typed_after_run = True
+    dock._typed_resume(SimpleNamespace(was_cancelled=True, request="tiles", params={}))
+    assert not dock._typing_timer.isActive() and not dock._typed_after_run
+    dock._typed_after_run = True
+    dock._typed_resume(SimpleNamespace(was_cancelled=False, request="tiles", params={}))
+    assert dock._typing_timer.isActive()  # an ended run: the typed phrases are answered now
+    dock._typing_timer.stop()
