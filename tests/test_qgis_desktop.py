@@ -118,7 +118,8 @@ def test_real_qgis_finds_red_cars_and_quits_cleanly(tmp_path):
     prompts = report.get("quit_prompts") or []
     assert len(prompts) == 1 and "Classifying tiles" in prompts[0], prompts
     assert "GeoAlign index" not in prompts[0] and "GeoAlign models" not in prompts[0], prompts
-    assert report["quit_again"]
+    assert report["quit_run_going_at_prompt"] and report["quit_again"]
+    assert not report.get("dirtied_while_quitting"), report["dirtied_while_quitting"]  # nothing added while quitting
     # QGIS's process held Mesa's GL, and none of the packages that collide with it
     assert report["gl_loaded"]
     assert report["heavy"] == [], report["heavy"]

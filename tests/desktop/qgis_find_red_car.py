@@ -69,17 +69,29 @@ def quit_qgis(task_running=False):
     log("quit")
     write_report()
     QgsProject.instance().setDirty(False)  # no "save the project?" question
+    # whatever makes the project dirty again while QGIS quits is a bug (QGIS then asks to save): say where
+    QgsProject.instance().isDirtyChanged.connect(_dirtied_while_quitting)
     if task_running:
-        QTimer.singleShot(3000, answer_task_prompt)
+        QTimer.singleShot(100, answer_task_prompt)
     QTimer.singleShot(60000 if task_running else 20000, exit_blocked)  # runs inside a modal dialog's loop too
     iface.actionExit().trigger()
+
+
+def _dirtied_while_quitting(dirty):
+    if dirty:
+        report.setdefault("dirtied_while_quitting", []).append("".join(traceback.format_stack(limit=12)))
+        write_report()
 
 
 def answer_task_prompt():
     from qgis.PyQt.QtWidgets import QApplication, QMessageBox
 
     boxes = [w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()]
+    if not boxes and time.monotonic() < state.setdefault("prompt_deadline", time.monotonic() + 30):
+        QTimer.singleShot(100, answer_task_prompt)  # answered as soon as QGIS asks: the run must still be going
+        return
     report["quit_prompts"] = [b.text() for b in boxes]
+    report["quit_run_going_at_prompt"] = state["dock"].is_running()
     write_report()
     for box in boxes:
         yes = box.button(QMessageBox.StandardButton.Yes)
@@ -95,6 +107,7 @@ def exit_when_idle():
         return
     report["quit_again"] = True
     write_report()
+    QgsProject.instance().isDirtyChanged.disconnect(_dirtied_while_quitting)  # QGIS's own exit clears it
     iface.actionExit().trigger()
 
 
