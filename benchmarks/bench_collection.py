@@ -36,7 +36,7 @@ import time
 import warnings
 from pathlib import Path
 
-from report import ROOT, cpu_summary, table, write_section
+from report import ROOT, cpu_summary, publish, table
 
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -341,11 +341,7 @@ def main() -> int:
 
 def _emit(lines: list[str], no_doc: bool) -> None:
     """Print a section and write it into docs/benchmarks.md as soon as it is measured."""
-    section = "\n".join(lines) + "\n"
-    print()
-    print(section, flush=True)
-    if not no_doc:
-        write_section(section)
+    publish("\n".join(lines) + "\n", write=not no_doc)
 
 
 if __name__ == "__main__":

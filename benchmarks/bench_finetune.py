@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from report import ROOT, cpu_summary, table, write_section
+from report import ROOT, cpu_summary, publish, table
 
 REAL = ROOT.parent / "shared" / "real_data"
 DOC = ROOT / "docs" / "finetune.md"
@@ -342,11 +342,9 @@ def main() -> None:
     results = [run_scene(SCENES[k], args.work, args.reuse, args.steps, args.alpha, args.lr, args.set,
                          args.quality_filter) for k in keys]
     text = render(results)
-    print()
-    print(text)
     (args.work / "results.json").write_text(json.dumps(results, indent=1))
+    publish(text, SECTION, args.write_docs, DOC)
     if args.write_docs:
-        write_section(text, SECTION, doc=DOC)
         print(f"wrote the section {SECTION!r} of {DOC}")
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, cpu_summary, table, write_section  # noqa: E402
+from report import ROOT, cpu_summary, git_commit, publish, table  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -175,8 +174,7 @@ def main() -> int:
                 torch.cuda.empty_cache()
     tab = table(["model", "measured", "batch", "GFLOP/tile", "tiles/s", f"km²/min at {args.res:g} m",
                  "TFLOP/s", "of the peak"], rows)
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    commit = git_commit()
     text = "\n".join([
         HEADING, "",
         f"Measured {datetime.date.today().isoformat()} at commit {commit} on {name}"
@@ -194,10 +192,7 @@ def main() -> int:
         + " --write`.", "",
         tab,
     ])
-    print()
-    print(text)
-    if args.write:
-        write_section(text, HEADING)
+    publish(text, HEADING, args.write)
     return 0
 
 

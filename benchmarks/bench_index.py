@@ -32,7 +32,7 @@ import time
 import warnings
 from pathlib import Path
 
-from report import ROOT, cpu_summary, table, write_section
+from report import ROOT, cpu_summary, git_commit, publish, table
 
 sys.path.insert(0, str(ROOT))
 
@@ -245,11 +245,6 @@ print(json.dumps({"open_s": t_open, "query_s": out, "query_cpu_s": cpu, "text_s"
 '''
 
 
-def _commit() -> str:
-    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
-
-
 def bench_large(workdir: Path, reuse: Path | None = None) -> dict:
     if reuse is not None:  # an index made before (--keep): the query only
         made = {"index": reuse / "large.parquet", "texts": reuse / "texts.pt", "assemble_s": None,
@@ -339,7 +334,7 @@ def main() -> int:
                           ["peak memory of the whole process (loading the model included)",
                            f"{big['process_peak_mb'] / 1e3:.2f} GB"],
                       ]), "",
-                      f"Measured at commit {_commit()}, load average {os.getloadavg()[0]:.1f} at the end (the "
+                      f"Measured at commit {git_commit()}, load average {os.getloadavg()[0]:.1f} at the end (the "
                       "machine was shared with other jobs: wall times carry that load, CPU times less so). "
                       "Regenerate: `PYTHONPATH=. python benchmarks/bench_index.py --only large`. "
                       "Random vectors with 300 planted objects (2 x 2 patches pointing at the phrase) on a "
@@ -359,11 +354,7 @@ def main() -> int:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    section = "\n".join(lines) + "\n"
-    print()
-    print(section)
-    if not args.no_doc:
-        write_section(section)
+    publish("\n".join(lines) + "\n", write=not args.no_doc)
     return 0
 
 

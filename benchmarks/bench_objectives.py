@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from report import ROOT, cpu_summary, table, write_section
+from report import ROOT, cpu_summary, publish, table
 
 DOC = ROOT / "docs" / "demo_model.md"
 SECTION = "## Objectives and data filter (bench_objectives.py)"
@@ -203,11 +203,9 @@ def main() -> None:
         table(header, body),
         "",
     ])
-    print()
-    print(text)
     (work / "results.json").write_text(json.dumps(results, indent=1))
+    publish(text, SECTION, args.write_docs, DOC)
     if args.write_docs:
-        write_section(text, SECTION, DOC)
         print(f"wrote the section {SECTION!r} of {DOC}")
 
 

@@ -22,14 +22,13 @@ import argparse
 import datetime
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, cpu_summary, table, write_section  # noqa: E402
+from report import ROOT, cpu_summary, git_commit, publish, table  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -114,8 +113,7 @@ def main() -> int:
                 print(rows[-1], flush=True)
     tab = table(["raster", "reader threads", "tiles", "tiles/s (median)", "tiles per CPU-s",
                  f"speed-up vs {base} (median)", "range over repeats"], rows)
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    commit = git_commit()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     text = "\n".join([
         HEADING, "",
@@ -136,10 +134,7 @@ def main() -> int:
         "rasters and masked copies instead of fancy indexing (617 -> 873-903 tiles per CPU-second for the 4096 px "
         "deflate raster, one reader, measured with this script before and after).",
     ])
-    print()
-    print(text)
-    if args.write:
-        write_section(text, HEADING)
+    publish(text, HEADING, args.write)
     return 0
 
 

@@ -85,6 +85,15 @@ def peak_rss_cli(args: list[str], workdir: Path) -> tuple[float, float, int]:
     return kb / 1024.0, secs, proc.returncode
 
 
+def publish(text: str, heading: str | None = None, write: bool = True, doc: Path = DOC) -> None:
+    """Print a measured section (after a blank line) and, when ``write``, put it into ``doc``
+    (:func:`write_section`)."""
+    print()
+    print(text, flush=True)
+    if write:
+        write_section(text, heading, doc)
+
+
 def git_commit() -> str:
     """The checkout's short commit (what a benchmark's numbers were measured at)."""
     return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .model import GeoAlignCLIP, ModelSpec
     from .zoo import ZOO, load_model, save_model
 
-_LAZY = {"GeoAlignCLIP": "model", "ModelSpec": "model", "ZOO": "zoo", "load_model": "zoo", "save_model": "zoo"}
+_LAZY = {"model": ("GeoAlignCLIP", "ModelSpec"), "zoo": ("ZOO", "load_model", "save_model")}
 
 
 __getattr__ = lazy_names(__name__, _LAZY)

@@ -28,6 +28,7 @@ from .dock_requests import DockRequests, UserError
 from .inputs import DEFAULT_MODEL
 from .map_tool import RegionsMapTool
 from .tasks import EngineTask, SideRequest, remove_outputs
+from .widgets import disconnect_all
 
 
 def plural(n: int, what: str) -> str:
@@ -265,16 +266,10 @@ class GeoAlignDock(DockForm, DockRequests, DockIndex, DockFinetune, DockCollecti
         project = QgsProject.instance()
         with contextlib.suppress(AttributeError, TypeError, RuntimeError):
             self.iface.currentLayerChanged.disconnect(self._active_layer_changed)
-        for signal, slot in ((project.layersAdded, self._layers_changed), (project.layersAdded, self._layers_added),
-                             (project.readProject, self._layers_changed), (project.projectSaved, self._project_saved),
-                             (project.layersWillBeRemoved, self._layers_removed),
-                             (project.cleared, self._project_cleared)):
-            try:
-                signal.disconnect(slot)
-            except (TypeError, RuntimeError):
-                pass
-        if self.canvas.mapTool() is self.map_tool:
-            self.canvas.unsetMapTool(self.map_tool)
+        disconnect_all(((project.layersAdded, self._layers_changed), (project.layersAdded, self._layers_added),
+                        (project.readProject, self._layers_changed), (project.projectSaved, self._project_saved),
+                        (project.layersWillBeRemoved, self._layers_removed), (project.cleared, self._project_cleared)))
+        self._release_map_tool(self.map_tool)
         self.map_tool.dispose()
         self.table.dispose()
 

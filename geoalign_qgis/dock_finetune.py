@@ -33,7 +33,6 @@ from qgis.PyQt.QtWidgets import (
     QHBoxLayout,
     QInputDialog,
     QLineEdit,
-    QPushButton,
     QSizePolicy,
     QSpinBox,
     QWidget,
@@ -43,6 +42,7 @@ from . import layers
 from .compat import FIELD_TYPES, MSG_SUCCESS, polygon_layer_filter, push_message
 from .map_tool import BoxesMapTool, transform_rect_geometry
 from .tasks import EngineTask, geoalign_dir
+from .widgets import disconnect_all, push_button
 
 MODELS = "models"  #: the plugin's folder of fine-tuned models (in the QGIS profile's geoalign folder)
 TRAINING_LAYER = "GeoAlign training boxes"  #: the memory layer that "Draw boxes" fills
@@ -67,13 +67,11 @@ class DockFinetune:
         box = QgsCollapsibleGroupBox("Fine-tune on your labels", body)
         form = QFormLayout(box)
         boxes = QHBoxLayout()
-        self.ft_boxes_button = QPushButton("Draw boxes", box)
-        self.ft_boxes_button.setCheckable(True)
-        self.ft_boxes_button.setToolTip(f"Drag a rectangle around each object on the map; it gets the class typed "
-                                        f"beside this button (asked for when none is typed) and goes into the "
-                                        f"layer '{TRAINING_LAYER}', which becomes the Labels layer. Right click "
-                                        "or Backspace removes the last box")
-        self.ft_boxes_button.toggled.connect(self._toggle_boxes)
+        self.ft_boxes_button = push_button(
+            "Draw boxes", box, self._toggle_boxes,
+            f"Drag a rectangle around each object on the map; it gets the class typed beside this button (asked "
+            f"for when none is typed) and goes into the layer '{TRAINING_LAYER}', which becomes the Labels layer. "
+            "Right click or Backspace removes the last box", toggle=True)
         self.ft_class = QComboBox(box)
         self.ft_class.setEditable(True)
         self.ft_class.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
@@ -113,14 +111,12 @@ class DockFinetune:
         self.ft_name.setToolTip("The new model's name in the Model list")
         form.addRow("Name", self.ft_name)
         row = QHBoxLayout()
-        self.finetune_button = QPushButton("Fine-tune", box)
-        self.finetune_button.setToolTip("Train the dock's model on these labels in the background (Cancel stops "
-                                        "it); the new model joins the Model list with its held-out report")
-        self.finetune_button.clicked.connect(self.run_finetune)
-        self.ft_log_button = QPushButton("Log", box)
-        self.ft_log_button.setToolTip("Open the fine-tuning log")
+        self.finetune_button = push_button(
+            "Fine-tune", box, self.run_finetune,
+            "Train the dock's model on these labels in the background (Cancel stops "
+            "it); the new model joins the Model list with its held-out report")
+        self.ft_log_button = push_button("Log", box, self._open_finetune_log, "Open the fine-tuning log")
         self.ft_log_button.setEnabled(False)
-        self.ft_log_button.clicked.connect(self._open_finetune_log)
         row.addWidget(self.finetune_button, 1)
         row.addWidget(self.ft_log_button)
         form.addRow(row)
@@ -132,16 +128,7 @@ class DockFinetune:
 
     # ---------------------------------------------------------------------------- training boxes
     def _toggle_boxes(self, on: bool) -> None:
-        if on:
-            self.draw_button.setChecked(False)
-            self.similar_button.setChecked(False)
-            self._previous_tool = self.canvas.mapTool()
-            self.canvas.setMapTool(self.box_tool)
-        elif self.canvas.mapTool() is self.box_tool:
-            if self._previous_tool is not None and self._previous_tool is not self.box_tool:
-                self.canvas.setMapTool(self._previous_tool)
-            else:
-                self.canvas.unsetMapTool(self.box_tool)
+        self._use_map_tool(self.box_tool, self.ft_boxes_button, on)
 
     def _box_drawn(self, rect: Any, crs: Any) -> None:
         self._guarded(self.add_training_box, rect, crs)
@@ -326,17 +313,12 @@ class DockFinetune:
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.ft_log)))
 
     def _dispose_finetune(self) -> None:
-        for signal, slot in ((self.ft_layer.layerChanged, self.ft_field.setLayer),
-                             (self.ft_layer.layerChanged, self._labels_layer_changed),
-                             (self.ft_field.fieldChanged, self._style_labels_layer),
-                             (self.box_tool.boxDrawn, self._box_drawn),
-                             (self.box_tool.undoRequested, self.remove_last_training_box)):
-            try:
-                signal.disconnect(slot)
-            except (TypeError, RuntimeError):
-                pass
-        if self.canvas.mapTool() is self.box_tool:
-            self.canvas.unsetMapTool(self.box_tool)
+        disconnect_all(((self.ft_layer.layerChanged, self.ft_field.setLayer),
+                        (self.ft_layer.layerChanged, self._labels_layer_changed),
+                        (self.ft_field.fieldChanged, self._style_labels_layer),
+                        (self.box_tool.boxDrawn, self._box_drawn),
+                        (self.box_tool.undoRequested, self.remove_last_training_box)))
+        self._release_map_tool(self.box_tool)
         self.box_tool.dispose()
 
 

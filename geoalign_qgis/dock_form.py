@@ -26,7 +26,6 @@ from qgis.PyQt.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QProgressBar,
-    QPushButton,
     QScrollArea,
     QSizePolicy,
     QSpinBox,
@@ -41,7 +40,7 @@ from .inputs import DEFAULT_MODEL, split_texts
 from .protocol import DEFAULT_BATCH_SIZE, DEFAULT_MIN_SCORE
 from .results import ResultsTable
 from .setup_panel import SetupPanel
-from .widgets import ElideLabel, WrapLabel
+from .widgets import ElideLabel, WrapLabel, push_button
 
 SCOPES = (("view", "Current map view"), ("layer", "Whole layer"), ("regions", "Regions drawn on the map"))
 DEFAULT_MAX_RESULTS = 100
@@ -157,13 +156,11 @@ class DockForm:
         outer.addLayout(form)
 
         regions = QHBoxLayout()
-        self.draw_button = QPushButton("Draw regions", body)
-        self.draw_button.setCheckable(True)
-        self.draw_button.setToolTip("Drag rectangles on the map (numbered as the rows of Match regions); "
-                                    "right click removes the last one")
-        self.draw_button.toggled.connect(self._toggle_tool)
-        self.clear_button = QPushButton("Clear", body)
-        self.clear_button.clicked.connect(self.map_tool.clear)
+        self.draw_button = push_button(
+            "Draw regions", body, self._toggle_tool,
+            "Drag rectangles on the map (numbered as the rows of Match regions); "
+            "right click removes the last one", toggle=True)
+        self.clear_button = push_button("Clear", body, self.map_tool.clear)
         self.regions_label = QLabel("0 regions", body)
         regions.addWidget(self.draw_button)
         regions.addWidget(self.clear_button)
@@ -208,40 +205,34 @@ class DockForm:
         outer.addWidget(self._build_finetune(body))
 
         buttons = QGridLayout()
-        self.find_button = QPushButton("Find", body)
-        self.find_button.setToolTip("Find objects matching the phrases")
-        self.find_button.clicked.connect(self.run_find)
-        self.match_button = QPushButton("Match regions", body)
-        self.match_button.setToolTip("Score each drawn region against the phrases")
-        self.match_button.clicked.connect(self.run_match_regions)
-        self.heatmap_button = QPushButton("Show heatmap", body)
-        self.heatmap_button.setToolTip("Score map of the first typed phrase (0..1, as the boxes' scores)")
-        self.heatmap_button.clicked.connect(lambda: self.run_heatmap())
-        self.classify_button = QPushButton("Classify tiles", body)
-        self.classify_button.setToolTip("Label every tile (side by side, no overlap) with the most probable of the "
-                                        "typed phrases (none typed: a built-in remote-sensing vocabulary)")
-        self.classify_button.clicked.connect(self.run_tile_classify)
-        self.similar_button = QPushButton("Find similar", body)
-        self.similar_button.setCheckable(True)
-        self.similar_button.setToolTip("Drag a box around one object on the map: the others like it are found "
-                                       "(from the index when the raster has one)")
-        self.similar_button.toggled.connect(self._toggle_similar)
-        self.index_button = QPushButton("Index this raster", body)
-        self.index_button.setToolTip("Embed the raster once (in the background): afterwards phrases, heatmaps and "
-                                     "Find similar are answered from the index in under a second. A cancelled "
-                                     "indexing continues where it stopped.")
-        self.index_button.clicked.connect(self.run_index)
-        self.cancel_button = QPushButton("Cancel", body)
-        self.cancel_button.clicked.connect(self.cancel)
+        self.find_button = push_button("Find", body, self.run_find, "Find objects matching the phrases")
+        self.match_button = push_button(
+            "Match regions", body, self.run_match_regions,
+            "Score each drawn region against the phrases")
+        self.heatmap_button = push_button(
+            "Show heatmap", body, lambda: self.run_heatmap(),
+            "Score map of the first typed phrase (0..1, as the boxes' scores)")
+        self.classify_button = push_button(
+            "Classify tiles", body, self.run_tile_classify,
+            "Label every tile (side by side, no overlap) with the most probable of the "
+            "typed phrases (none typed: a built-in remote-sensing vocabulary)")
+        self.similar_button = push_button(
+            "Find similar", body, self._toggle_similar,
+            "Drag a box around one object on the map: the others like it are found "
+            "(from the index when the raster has one)", toggle=True)
+        self.index_button = push_button(
+            "Index this raster", body, self.run_index,
+            "Embed the raster once (in the background): afterwards phrases, heatmaps and "
+            "Find similar are answered from the index in under a second. A cancelled "
+            "indexing continues where it stopped.")
+        self.cancel_button = push_button("Cancel", body, self.cancel)
         buttons.addWidget(self.find_button, 0, 0)
         buttons.addWidget(self.match_button, 0, 1)
         buttons.addWidget(self.heatmap_button, 1, 0)
         buttons.addWidget(self.classify_button, 1, 1)
         buttons.addWidget(self.similar_button, 2, 0)
         buttons.addWidget(self.index_button, 2, 1)
-        self.help_button = QPushButton("Help", body)
-        self.help_button.setToolTip("Open the GeoAlign user guide")
-        self.help_button.clicked.connect(self._open_help)
+        self.help_button = push_button("Help", body, self._open_help, "Open the GeoAlign user guide")
         buttons.addWidget(self.cancel_button, 3, 0)
         buttons.addWidget(self.help_button, 3, 1)
         outer.addLayout(buttons)
@@ -417,17 +408,29 @@ class DockForm:
             self.set_model(path)
 
     def _toggle_tool(self, on: bool) -> None:
+        self._use_map_tool(self.map_tool, self.draw_button, on)
         if on:
-            self.similar_button.setChecked(False)
-            self.ft_boxes_button.setChecked(False)
-            self._previous_tool = self.canvas.mapTool()
-            self.canvas.setMapTool(self.map_tool)
             self.scope_combo.setCurrentIndex(self.scope_combo.findData("regions"))
-        elif self.canvas.mapTool() is self.map_tool:
-            if self._previous_tool is not None:
+
+    def _use_map_tool(self, tool: Any, button: Any, on: bool) -> None:
+        """``button`` (one of the map-drawing buttons) checked: ``tool`` becomes the map tool (the other
+        buttons are unchecked, the map tool in use is remembered); unchecked: the remembered tool is back."""
+        if on:
+            for other in (self.draw_button, self.similar_button, self.ft_boxes_button):
+                if other is not button:
+                    other.setChecked(False)
+            self._previous_tool = self.canvas.mapTool()
+            self.canvas.setMapTool(tool)
+        elif self.canvas.mapTool() is tool:
+            if self._previous_tool is not None and self._previous_tool is not tool:
                 self.canvas.setMapTool(self._previous_tool)
             else:
-                self.canvas.unsetMapTool(self.map_tool)
+                self.canvas.unsetMapTool(tool)
+
+    def _release_map_tool(self, tool: Any) -> None:
+        """The dock closes: ``tool`` is no longer the canvas's map tool."""
+        if self.canvas.mapTool() is tool:
+            self.canvas.unsetMapTool(tool)
 
     def _regions_changed(self, n: int) -> None:
         self.regions_label.setText(f"{n} region{'s' if n != 1 else ''}")

@@ -22,6 +22,7 @@ from qgis.PyQt.QtCore import QTimer
 
 from . import indexes, layers
 from .tasks import EngineTask, SideRequest, engine_location, profile_dir, remove_outputs
+from .widgets import disconnect_all
 
 SETTINGS_INDEX_PLACE = "geoalign/index_place"  #: a key of indexes.PLACES (Settings…)
 
@@ -293,16 +294,7 @@ class DockIndex:
 
     # ---------------------------------------------------------------------------- find similar
     def _toggle_similar(self, on: bool) -> None:
-        if on:
-            self.draw_button.setChecked(False)
-            self.ft_boxes_button.setChecked(False)
-            self._previous_tool = self.canvas.mapTool()
-            self.canvas.setMapTool(self.similar_tool)
-        elif self.canvas.mapTool() is self.similar_tool:
-            if self._previous_tool is not None and self._previous_tool is not self.similar_tool:
-                self.canvas.setMapTool(self._previous_tool)
-            else:
-                self.canvas.unsetMapTool(self.similar_tool)
+        self._use_map_tool(self.similar_tool, self.similar_button, on)
 
     def _similar_drawn(self, rect: QgsRectangle) -> None:
         self.run_similar(rect, self.canvas.mapSettings().destinationCrs())
@@ -337,17 +329,12 @@ class DockIndex:
 
     def _dispose_index(self) -> None:
         self._typing_timer.stop()
-        for signal, slot in ((self.layer_combo.layerChanged, self._index_inputs_changed),
-                             (self.model_combo.currentTextChanged, self._index_inputs_changed),
-                             (self.phrase_edit.textChanged, self._phrases_edited),
-                             (self.similar_tool.extentChanged, self._similar_drawn)):
-            try:
-                signal.disconnect(slot)
-            except (TypeError, RuntimeError):
-                pass
+        disconnect_all(((self.layer_combo.layerChanged, self._index_inputs_changed),
+                        (self.model_combo.currentTextChanged, self._index_inputs_changed),
+                        (self.phrase_edit.textChanged, self._phrases_edited),
+                        (self.similar_tool.extentChanged, self._similar_drawn)))
         for task in (self.index_info_task, self.typed_task):
             if task is not None:
                 task.on_done = None
                 task.cancel()
-        if self.canvas.mapTool() is self.similar_tool:
-            self.canvas.unsetMapTool(self.similar_tool)
+        self._release_map_tool(self.similar_tool)

@@ -80,20 +80,75 @@ class RegionLabel(QgsMapCanvasItem):
         self.update()
 
 
-class RegionsMapTool(QgsMapTool):
+class RectangleTool(QgsMapTool):
+    """Left drag draws a rectangle (``_live``, a rubber band a subclass makes, follows the mouse); right
+    click, Backspace or Delete undoes the last one; Esc aborts the one being drawn. A subclass says what
+    a finished rectangle (:meth:`_drawn`, in the canvas's CRS) and an undo (:meth:`_undo`) do."""
+
+    _live: QgsRubberBand
+
+    def __init__(self, canvas: QgsMapCanvas) -> None:
+        super().__init__(canvas)
+        self._canvas = canvas
+        self._start: QgsPointXY | None = None
+        self._start_px = None
+        self.setCursor(Qt.CursorShape.CrossCursor)
+
+    def _drawn(self, rect: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> None:
+        raise TypeError(f"{type(self).__name__} does not define _drawn()")  # sip classes cannot be abstract
+
+    def _undo(self) -> None:
+        raise TypeError(f"{type(self).__name__} does not define _undo()")
+
+    def canvasPressEvent(self, e: QgsMapMouseEvent) -> None:  # noqa: N802
+        if e.button() == Qt.MouseButton.LeftButton:
+            self._start = e.mapPoint()
+            self._start_px = e.pos()
+        elif e.button() == Qt.MouseButton.RightButton:
+            self._undo()
+
+    def canvasMoveEvent(self, e: QgsMapMouseEvent) -> None:  # noqa: N802
+        if self._start is not None:
+            self._live.setToGeometry(QgsGeometry.fromRect(QgsRectangle(self._start, e.mapPoint())), None)
+
+    def canvasReleaseEvent(self, e: QgsMapMouseEvent) -> None:  # noqa: N802
+        if e.button() != Qt.MouseButton.LeftButton or self._start is None:
+            return
+        start, self._start = self._start, None
+        self._live.reset(POLYGON_GEOMETRY)
+        moved = e.pos() - self._start_px
+        if abs(moved.x()) < MIN_PIXELS or abs(moved.y()) < MIN_PIXELS:
+            return  # a click, not a rectangle
+        rect = QgsRectangle(start, e.mapPoint())
+        rect.normalize()
+        self._drawn(rect, QgsCoordinateReferenceSystem(self._canvas.mapSettings().destinationCrs()))
+
+    def keyPressEvent(self, e: QKeyEvent) -> None:  # noqa: N802
+        if e.key() == Qt.Key.Key_Escape:
+            self._start = None
+            self._live.reset(POLYGON_GEOMETRY)
+        elif e.key() in (Qt.Key.Key_Backspace, Qt.Key.Key_Delete):
+            self._undo()
+        else:
+            e.ignore()
+
+    def deactivate(self) -> None:
+        self._start = None
+        self._live.reset(POLYGON_GEOMETRY)
+        super().deactivate()
+
+
+class RegionsMapTool(RectangleTool):
     """Collects rectangles drawn with the mouse; emits ``regionsChanged(count)``."""
 
     regionsChanged = pyqtSignal(int)  # noqa: N815 (Qt naming)
 
     def __init__(self, canvas: QgsMapCanvas) -> None:
         super().__init__(canvas)
-        self._canvas = canvas
-        self._start: QgsPointXY | None = None
         self._rects: list[tuple[QgsRectangle, QgsCoordinateReferenceSystem]] = []
         self._bands: list[QgsRubberBand] = []
         self._labels: list[RegionLabel] = []
         self._live = self._make_band(dashed=True)
-        self.setCursor(Qt.CursorShape.CrossCursor)
         canvas.destinationCrsChanged.connect(self._redraw)
 
     # -- rubber bands ---------------------------------------------------------------
@@ -136,45 +191,12 @@ class RegionsMapTool(QgsMapTool):
         for rect, src in self._rects:
             self._add_shape(rect, src)
 
-    # -- mouse and keys -------------------------------------------------------------
-    def canvasPressEvent(self, e: QgsMapMouseEvent) -> None:  # noqa: N802
-        if e.button() == Qt.MouseButton.LeftButton:
-            self._start = e.mapPoint()
-            self._start_px = e.pos()
-        elif e.button() == Qt.MouseButton.RightButton:
-            self.remove_last()
+    # -- RectangleTool ---------------------------------------------------------------
+    def _drawn(self, rect: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> None:
+        self.add_rectangle(rect, crs)
 
-    def canvasMoveEvent(self, e: QgsMapMouseEvent) -> None:  # noqa: N802
-        if self._start is None:
-            return
-        rect = QgsRectangle(self._start, e.mapPoint())
-        self._live.setToGeometry(QgsGeometry.fromRect(rect), None)
-
-    def canvasReleaseEvent(self, e: QgsMapMouseEvent) -> None:  # noqa: N802
-        if e.button() != Qt.MouseButton.LeftButton or self._start is None:
-            return
-        start, self._start = self._start, None
-        self._live.reset(POLYGON_GEOMETRY)
-        moved = e.pos() - self._start_px
-        if abs(moved.x()) < MIN_PIXELS or abs(moved.y()) < MIN_PIXELS:
-            return
-        rect = QgsRectangle(start, e.mapPoint())
-        rect.normalize()
-        self.add_rectangle(rect, self._canvas.mapSettings().destinationCrs())
-
-    def keyPressEvent(self, e: QKeyEvent) -> None:  # noqa: N802
-        if e.key() == Qt.Key.Key_Escape:
-            self._start = None
-            self._live.reset(POLYGON_GEOMETRY)
-        elif e.key() in (Qt.Key.Key_Backspace, Qt.Key.Key_Delete):
-            self.remove_last()
-        else:
-            e.ignore()
-
-    def deactivate(self) -> None:
-        self._start = None
-        self._live.reset(POLYGON_GEOMETRY)
-        super().deactivate()
+    def _undo(self) -> None:
+        self.remove_last()
 
     # -- API ------------------------------------------------------------------------
     def add_rectangle(self, rect: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> None:
@@ -238,7 +260,7 @@ class RegionsMapTool(QgsMapTool):
 BOX_COLOUR = QColor(0, 230, 255)
 
 
-class BoxesMapTool(QgsMapTool):
+class BoxesMapTool(RectangleTool):
     """Drag rectangles around objects: each one is announced as ``boxDrawn(rect, crs)`` (in the canvas's
     CRS when it was drawn); right click or Backspace asks to remove the last one (``undoRequested``), Esc
     aborts the rectangle being drawn. The boxes themselves live in the layer the receiver adds them to."""
@@ -248,51 +270,17 @@ class BoxesMapTool(QgsMapTool):
 
     def __init__(self, canvas: QgsMapCanvas) -> None:
         super().__init__(canvas)
-        self._canvas = canvas
-        self._start: QgsPointXY | None = None
         self._live = QgsRubberBand(canvas, POLYGON_GEOMETRY)
         self._live.setStrokeColor(BOX_COLOUR)
         self._live.setFillColor(QColor(0, 0, 0, 0))
         self._live.setWidth(2)
         self._live.setLineStyle(Qt.PenStyle.DashLine)
-        self.setCursor(Qt.CursorShape.CrossCursor)
 
-    def canvasPressEvent(self, e: QgsMapMouseEvent) -> None:  # noqa: N802
-        if e.button() == Qt.MouseButton.LeftButton:
-            self._start = e.mapPoint()
-            self._start_px = e.pos()
-        elif e.button() == Qt.MouseButton.RightButton:
-            self.undoRequested.emit()
+    def _drawn(self, rect: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> None:
+        self.boxDrawn.emit(rect, crs)
 
-    def canvasMoveEvent(self, e: QgsMapMouseEvent) -> None:  # noqa: N802
-        if self._start is not None:
-            self._live.setToGeometry(QgsGeometry.fromRect(QgsRectangle(self._start, e.mapPoint())), None)
-
-    def canvasReleaseEvent(self, e: QgsMapMouseEvent) -> None:  # noqa: N802
-        if e.button() != Qt.MouseButton.LeftButton or self._start is None:
-            return
-        start, self._start = self._start, None
-        self._live.reset(POLYGON_GEOMETRY)
-        moved = e.pos() - self._start_px
-        if abs(moved.x()) < MIN_PIXELS or abs(moved.y()) < MIN_PIXELS:
-            return  # a click, not a box
-        rect = QgsRectangle(start, e.mapPoint())
-        rect.normalize()
-        self.boxDrawn.emit(rect, QgsCoordinateReferenceSystem(self._canvas.mapSettings().destinationCrs()))
-
-    def keyPressEvent(self, e: QKeyEvent) -> None:  # noqa: N802
-        if e.key() == Qt.Key.Key_Escape:
-            self._start = None
-            self._live.reset(POLYGON_GEOMETRY)
-        elif e.key() in (Qt.Key.Key_Backspace, Qt.Key.Key_Delete):
-            self.undoRequested.emit()
-        else:
-            e.ignore()
-
-    def deactivate(self) -> None:
-        self._start = None
-        self._live.reset(POLYGON_GEOMETRY)
-        super().deactivate()
+    def _undo(self) -> None:
+        self.undoRequested.emit()
 
     def dispose(self) -> None:
         self._live.reset(POLYGON_GEOMETRY)

@@ -15,7 +15,6 @@ from qgis.PyQt.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPushButton,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -24,6 +23,7 @@ from qgis.PyQt.QtWidgets import (
 from . import environment, layers
 from .engine import EngineClient, EngineError
 from .tasks import configured_python, engine_location, engine_log_path, profile_dir, set_configured_python
+from .widgets import push_button
 
 
 def breakable(text: str) -> str:
@@ -77,8 +77,7 @@ class SettingsDialog(QDialog):
         self._index_key = SETTINGS_INDEX_PLACE
         form.addRow("New indexes", self.index_place)
         lay.addLayout(form)
-        self.test_button = QPushButton("Test the engine", self)
-        self.test_button.clicked.connect(self.test)
+        self.test_button = push_button("Test the engine", self, self.test)
         self.test_result = QLabel(self)
         self.test_result.setWordWrap(True)
         self.test_result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)

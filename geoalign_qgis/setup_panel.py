@@ -17,13 +17,13 @@ from qgis.PyQt.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QProgressBar,
-    QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
 from . import environment
 from .tasks import SetupTask, engine_location, profile_dir, set_configured_python, setup_log_path
+from .widgets import push_button
 
 MAX_LOG_LINES = 2000
 
@@ -49,23 +49,21 @@ class SetupPanel(QWidget):
         self.plan_label.setStyleSheet("QLabel { color: #555; }")
         lay.addWidget(self.plan_label)
         row = QHBoxLayout()
-        self.setup_button = QPushButton("Set up GeoAlign", self)
-        self.setup_button.setToolTip("Create a private Python environment with PyTorch and GeoAlign for the engine "
-                                     "(QGIS's own Python is not changed)")
-        self.setup_button.clicked.connect(self.start_setup)
-        self.existing_button = QPushButton("Existing Python…", self)
-        self.existing_button.setToolTip("Choose the python of an environment where GeoAlign is installed "
-                                        "(pip install geoalign, a venv or conda env)")
-        self.existing_button.clicked.connect(self._choose_python)
-        self.cancel_button = QPushButton("Cancel set-up", self)
-        self.cancel_button.clicked.connect(self.cancel)
+        self.setup_button = push_button(
+            "Set up GeoAlign", self, self.start_setup,
+            "Create a private Python environment with PyTorch and GeoAlign for the engine "
+            "(QGIS's own Python is not changed)")
+        self.existing_button = push_button(
+            "Existing Python…", self, self._choose_python,
+            "Choose the python of an environment where GeoAlign is installed "
+            "(pip install geoalign, a venv or conda env)")
+        self.cancel_button = push_button("Cancel set-up", self, self.cancel)
         for b in (self.setup_button, self.existing_button):
             row.addWidget(b)
         row.addStretch(1)
         lay.addLayout(row)
         # shown after the PyTorch wheel site could not be reached: the same set-up with PyPI's PyTorch
-        self.pypi_button = QPushButton("Set up with PyTorch from PyPI", self)
-        self.pypi_button.clicked.connect(self.start_pypi_setup)
+        self.pypi_button = push_button("Set up with PyTorch from PyPI", self, self.start_pypi_setup)
         self.pypi_button.setVisible(False)
         lay.addWidget(self.pypi_button)
         self.step_label = QLabel(self)  # the step in words (wrapped): the bar itself shows only the percentage

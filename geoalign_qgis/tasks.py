@@ -13,7 +13,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from qgis.core import QgsApplication, QgsMessageLog, QgsSettings, QgsTask
 from qgis.PyQt.QtCore import QObject, pyqtSignal
@@ -91,7 +91,67 @@ def log_error(exc: EngineError, what: str) -> None:
 
 
 # ---------------------------------------------------------------------------- tasks
-class EngineTask(QgsTask):
+class _RequestOutcome:
+    """What :class:`EngineTask` and :class:`SideRequest` share: the request and its outcome (``result``,
+    ``error``, ``error_kind``, ``error_code``, ``was_cancelled``). A mixin after the Qt base: it has no
+    ``__init__``, and ``description()`` is the Qt class's."""
+
+    def _prepare(self, request: str, params: dict[str, Any], on_done: Callable[[Any], None] | None) -> None:
+        self.request = request
+        self.params = params
+        self.on_done = on_done
+        self.result: dict[str, Any] | None = None
+        self.error: str | None = None
+        self.error_kind: str | None = None
+        self.error_code: str | None = None
+        self.was_cancelled = False
+
+    def _ask(self, ask: Callable[[], dict[str, Any]]) -> bool:
+        """``result = ask()`` (the engine request, on a worker thread); False when it failed (``error``)."""
+        try:
+            self.result = ask()
+        except EngineCancelled:
+            self.was_cancelled = True
+        except EngineError as exc:
+            self.error, self.error_kind, self.error_code = str(exc), exc.kind, exc.code
+            log_error(exc, self.description())
+            return False
+        except Exception as exc:  # a bug on this side: the request fails with a message, QGIS lives on
+            self.error, self.error_kind = f"{type(exc).__name__}: {' '.join(str(exc).split())}", "internal"
+            QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, MSG_CRITICAL)
+            return False
+        return True
+
+
+def _finish(work: Any) -> None:
+    """On the main thread, once ``work`` (a task or a side request) has ended: let it go and call its
+    ``on_done(work)``."""
+    _RUNNING.discard(work)
+    if work.on_done is not None:
+        try:
+            work.on_done(work)
+        except Exception:  # never let a callback exception reach QGIS's task manager
+            QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, MSG_CRITICAL)
+
+
+_T = TypeVar("_T", bound="_Task")
+
+
+class _Task(QgsTask):
+    """A QgsTask kept alive (:data:`_RUNNING`) from :meth:`start` until its ``on_done`` has run."""
+
+    on_done: Callable[[Any], None] | None = None
+
+    def finished(self, result: bool) -> None:  # noqa: ARG002 (QGIS API)
+        _finish(self)
+
+    def start(self: _T) -> _T:
+        _RUNNING.add(self)
+        QgsApplication.taskManager().addTask(self)
+        return self
+
+
+class EngineTask(_Task, _RequestOutcome):
     """Runs one engine request; ``on_done(task)`` runs on the main thread afterwards.
 
     After the run: ``result`` (the request's result dict, or None), ``error`` (one line, or
@@ -105,14 +165,7 @@ class EngineTask(QgsTask):
     def __init__(self, description: str, request: str, params: dict[str, Any],
                  on_done: Callable[[EngineTask], None] | None = None) -> None:
         super().__init__(description, QgsTask.Flag.CanCancel)
-        self.request = request
-        self.params = params
-        self.on_done = on_done
-        self.result: dict[str, Any] | None = None
-        self.error: str | None = None
-        self.error_kind: str | None = None
-        self.error_code: str | None = None
-        self.was_cancelled = False
+        self._prepare(request, params, on_done)
         self.stage = ""
 
     # -- pool thread ----------------------------------------------------------------
@@ -123,23 +176,15 @@ class EngineTask(QgsTask):
         self.setProgress(100.0 * done / total if total > 0 else 0.0)
 
     def run(self) -> bool:
-        try:
+        def ask() -> dict[str, Any]:
             client = engine_client()
             ahead = client.jobs_ahead(self.request)
             self.stage = (QUEUED if ahead else "starting the engine" if not client.is_running()
                           else "waiting for the engine")
             self.stageChanged.emit(self.stage)
-            self.result = client.request(self.request, self.params, on_progress=self._progress,
-                                         cancelled=self.isCanceled)
-        except EngineCancelled:
-            self.was_cancelled = True
-        except EngineError as exc:
-            self.error, self.error_kind, self.error_code = str(exc), exc.kind, exc.code
-            log_error(exc, self.description())
-            return False
-        except Exception as exc:  # a bug on this side: the task fails with a message, QGIS lives on
-            self.error, self.error_kind = f"{type(exc).__name__}: {' '.join(str(exc).split())}", "internal"
-            QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, MSG_CRITICAL)
+            return client.request(self.request, self.params, on_progress=self._progress, cancelled=self.isCanceled)
+
+        if not self._ask(ask):
             return False
         if self.was_cancelled or self.isCanceled():
             # a cancel is not a failure: QGIS would announce a False run as "Task failed"
@@ -148,22 +193,8 @@ class EngineTask(QgsTask):
             self.setDescription(f"{self.description()} (cancelled)")
         return True
 
-    # -- main thread ----------------------------------------------------------------
-    def finished(self, result: bool) -> None:  # noqa: ARG002 (QGIS API)
-        _RUNNING.discard(self)
-        if self.on_done is not None:
-            try:
-                self.on_done(self)
-            except Exception:  # never let a callback exception reach QGIS's task manager
-                QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, MSG_CRITICAL)
 
-    def start(self) -> EngineTask:
-        _RUNNING.add(self)
-        QgsApplication.taskManager().addTask(self)
-        return self
-
-
-class SideRequest(QObject):
+class SideRequest(QObject, _RequestOutcome):
     """A quick engine request (the model list, an index check) on a Python thread, not a QgsTask.
 
     What the dock asks by itself, without the user pressing anything, never shows in QGIS's task
@@ -179,14 +210,7 @@ class SideRequest(QObject):
                  on_done: Callable[[SideRequest], None] | None = None) -> None:
         super().__init__()
         self._description = description
-        self.request = request
-        self.params = params
-        self.on_done = on_done
-        self.result: dict[str, Any] | None = None
-        self.error: str | None = None
-        self.error_kind: str | None = None
-        self.error_code: str | None = None
-        self.was_cancelled = False
+        self._prepare(request, params, on_done)
         self._cancel = threading.Event()
         self._ended.connect(self._finished)  # emitted on the worker thread: queued to the main thread
 
@@ -205,28 +229,14 @@ class SideRequest(QObject):
         return self
 
     def _run(self) -> None:
-        try:
-            self.result = engine_client().request(self.request, self.params, cancelled=self._cancel.is_set)
-        except EngineCancelled:
-            self.was_cancelled = True
-        except EngineError as exc:
-            self.error, self.error_kind, self.error_code = str(exc), exc.kind, exc.code
-            log_error(exc, self._description)
-        except Exception as exc:  # a bug on this side: a message, QGIS lives on
-            self.error, self.error_kind = f"{type(exc).__name__}: {' '.join(str(exc).split())}", "internal"
-            QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, MSG_CRITICAL)
+        self._ask(lambda: engine_client().request(self.request, self.params, cancelled=self._cancel.is_set))
         if self._cancel.is_set():
             self.was_cancelled, self.result = True, None
         with contextlib.suppress(RuntimeError):  # the object is gone (QGIS quit meanwhile)
             self._ended.emit()
 
     def _finished(self) -> None:
-        _RUNNING.discard(self)
-        if self.on_done is not None:
-            try:
-                self.on_done(self)
-            except Exception:
-                QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, MSG_CRITICAL)
+        _finish(self)
 
 
 def run_request(request: str, params: dict[str, Any], feedback: Any = None, timeout: float | None = None) -> dict:
@@ -247,7 +257,7 @@ def run_request(request: str, params: dict[str, Any], feedback: Any = None, time
                                    cancelled=feedback.isCanceled if feedback is not None else None, timeout=timeout)
 
 
-class SetupTask(QgsTask):
+class SetupTask(_Task):
     """Runs the one-click set-up (:class:`~geoalign_qgis.environment.Installer`) in the background.
 
     ``lineReceived(text)`` carries each line of the installers' output (for the log view),
@@ -289,19 +299,6 @@ class SetupTask(QgsTask):
             QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, MSG_CRITICAL)
             return False
         return True
-
-    def finished(self, result: bool) -> None:  # noqa: ARG002
-        _RUNNING.discard(self)
-        if self.on_done is not None:
-            try:
-                self.on_done(self)
-            except Exception:
-                QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, MSG_CRITICAL)
-
-    def start(self) -> SetupTask:
-        _RUNNING.add(self)
-        QgsApplication.taskManager().addTask(self)
-        return self
 
 
 __all__ = [

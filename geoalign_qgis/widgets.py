@@ -1,12 +1,37 @@
-"""Small widgets of the dock."""
+"""Small widgets of the dock, and disconnecting its signals."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtGui import QPainter
-from qgis.PyQt.QtWidgets import QLabel, QSizePolicy, QWidget
+from qgis.PyQt.QtWidgets import QLabel, QPushButton, QSizePolicy, QWidget
+
+
+def disconnect_all(connections: Iterable[tuple[Any, Any]]) -> None:
+    """Disconnect each ``(signal, slot)``; one already disconnected, or whose object is gone, is skipped."""
+    for signal, slot in connections:
+        try:
+            signal.disconnect(slot)
+        except (TypeError, RuntimeError):
+            pass
+
+
+def push_button(text: str, parent: QWidget, action: Callable[..., Any], tip: str = "",
+                toggle: bool = False) -> QPushButton:
+    """A button that calls ``action`` when clicked or, with ``toggle``, when checked or unchecked
+    (``action(checked)``); ``tip``: its tooltip."""
+    button = QPushButton(text, parent)
+    if tip:
+        button.setToolTip(tip)
+    if toggle:
+        button.setCheckable(True)
+        button.toggled.connect(action)
+    else:
+        button.clicked.connect(action)
+    return button
 
 
 class WrapLabel(QLabel):

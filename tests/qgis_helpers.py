@@ -47,7 +47,8 @@ def carded_tiny_model() -> str:
 
 TEST_MODEL = carded_tiny_model()
 RASTER_EPSG = 32633
-__all__ = ["ROOT", "SCENE", "TEST_MODEL", "RASTER_EPSG", "sample_crop", "wait_until", "wait_for_dock", "files_in"]
+__all__ = ["ROOT", "SCENE", "TEST_MODEL", "RASTER_EPSG", "sample_crop", "wait_until", "wait_for_dock", "files_in",
+           "add_raster", "fill_search", "finished", "drag_similar_box"]
 
 
 def wait_until(cond, timeout: float = 120.0, what: str = "condition") -> None:
@@ -69,3 +70,49 @@ def wait_for_dock(dock, timeout: float = 120.0) -> None:
 
 def files_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def add_raster(path: Path, name: str = "scene"):
+    """The raster at ``path`` as a valid layer of the current project."""
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    layer = QgsRasterLayer(str(path), name)
+    assert layer.isValid(), path
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def fill_search(dock, phrases=None, *, scope: str | None = None, min_score: float | None = None,
+                max_results: int | None = None) -> None:
+    """Fill in the dock's search form; what is not given stays as it is."""
+    if scope is not None:
+        dock.set_scope(scope)
+    if phrases is not None:
+        dock.set_phrases(phrases)
+    if min_score is not None:
+        dock.min_score.setValue(min_score)
+    if max_results is not None:
+        dock.max_results.setValue(max_results)
+
+
+def finished(dock, task):
+    """``task`` (what a dock button returned) run to its end without an error; returns it."""
+    assert task is not None, dock.status.text()
+    wait_for_dock(dock)
+    assert not task.error, task.error
+    return task
+
+
+def drag_similar_box(iface, dock, raster) -> None:
+    """Press Find similar over the whole raster and drag a box near its lower left corner on the map."""
+    from qgis.core import QgsRectangle
+    from qgis.gui import QgsMapToolExtent
+
+    dock.set_raster_layer(raster)
+    dock.set_scope("layer")
+    dock.similar_button.setChecked(True)
+    assert isinstance(iface.mapCanvas().mapTool(), QgsMapToolExtent)
+    e = raster.extent()
+    box = QgsRectangle(e.xMinimum() + 20, e.yMinimum() + 20, e.xMinimum() + 32, e.yMinimum() + 30)
+    dock.similar_tool.extentChanged.emit(box)  # what dragging a box on the map does
+

@@ -12,18 +12,14 @@ import pytest
 qgis_core = pytest.importorskip("qgis.core")
 
 from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsRectangle  # noqa: E402
-from qgis_helpers import sample_crop, wait_for_dock, wait_until  # noqa: E402
+from qgis_helpers import add_raster, drag_similar_box, fill_search, finished, sample_crop, wait_for_dock, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.qgis
 
 
 @pytest.fixture()
 def raster(tmp_path) -> QgsRasterLayer:
-    path = sample_crop(tmp_path / "crop.tif", size=224)
-    layer = QgsRasterLayer(str(path), "crop")
-    assert layer.isValid()
-    QgsProject.instance().addMapLayer(layer)
-    return layer
+    return add_raster(sample_crop(tmp_path / "crop.tif", size=224), "crop")
 
 
 def warnings_of(iface) -> list[str]:
@@ -104,13 +100,9 @@ def test_drawn_regions_outside_the_raster_are_reported(qgis_iface, project, dock
     dock.map_tool.add_rectangle(inside, raster.crs())
     dock.map_tool.add_rectangle(far, raster.crs())
     assert dock.regions_label.text() == "2 regions"
-    dock.set_scope("regions")
-    dock.set_phrases("car")
-    dock.min_score.setValue(0.0)
-    task = dock.run_find()
-    assert task is not None and task.params.get("within"), dock.status.text()
-    wait_for_dock(dock)
-    assert not task.error, task.error
+    fill_search(dock, "car", scope="regions", min_score=0.0)
+    task = finished(dock, dock.run_find())
+    assert task.params.get("within")
     assert any("1 of the 2 drawn regions lie outside crop" in m for m in warnings_of(qgis_iface))
     dock.map_tool.remove_last()
     assert dock.regions_label.text() == "1 region"
@@ -119,13 +111,7 @@ def test_drawn_regions_outside_the_raster_are_reported(qgis_iface, project, dock
 def test_find_similar_hands_the_map_back_after_its_run(qgis_iface, project, dock, raster):
     from qgis.gui import QgsMapToolExtent
 
-    dock.set_raster_layer(raster)
-    dock.set_scope("layer")
-    dock.similar_button.setChecked(True)
-    assert isinstance(qgis_iface.mapCanvas().mapTool(), QgsMapToolExtent)
-    e = raster.extent()
-    dock.similar_tool.extentChanged.emit(QgsRectangle(e.xMinimum() + 20, e.yMinimum() + 20, e.xMinimum() + 32,
-                                                      e.yMinimum() + 30))
+    drag_similar_box(qgis_iface, dock, raster)
     assert dock.task is not None and not dock.similar_button.isChecked()
     assert not isinstance(qgis_iface.mapCanvas().mapTool(), QgsMapToolExtent)
     wait_for_dock(dock)
@@ -153,13 +139,8 @@ def test_results_of_an_unsaved_project_move_next_to_it_on_save(qgis_iface, qgis_
     project = QgsProject.instance()
     assert not project.fileName()
     dock.set_raster_layer(raster)
-    dock.set_scope("layer")
-    dock.set_phrases("car")
-    dock.min_score.setValue(0.0)
-    dock.max_results.setValue(2)
-    task = dock.run_find()
-    wait_for_dock(dock)
-    assert not task.error, task.error
+    fill_search(dock, "car", scope="layer", min_score=0.0, max_results=2)
+    finished(dock, dock.run_find())
     result = dock.last_layer
     old = dock.last_output
     assert old.parent == layers.default_results_dir()

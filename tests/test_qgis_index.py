@@ -13,7 +13,7 @@ qgis_core = pytest.importorskip("qgis.core")
 
 from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle  # noqa: E402
 from qgis.gui import QgsMapToolExtent  # noqa: E402
-from qgis_helpers import TEST_MODEL, sample_crop, wait_for_dock, wait_until  # noqa: E402
+from qgis_helpers import TEST_MODEL, add_raster, drag_similar_box, fill_search, finished, sample_crop, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.qgis
 
@@ -21,11 +21,7 @@ pytestmark = pytest.mark.qgis
 @pytest.fixture()
 def raster(tmp_path) -> QgsRasterLayer:
     (tmp_path / "data").mkdir()
-    path = sample_crop(tmp_path / "data" / "crop.tif", size=336)
-    layer = QgsRasterLayer(str(path), "crop")
-    assert layer.isValid()
-    QgsProject.instance().addMapLayer(layer)
-    return layer
+    return add_raster(sample_crop(tmp_path / "data" / "crop.tif", size=336), "crop")
 
 
 def typed_layers() -> list:
@@ -36,10 +32,7 @@ def test_index_this_raster_then_find_heatmap_and_typing_use_it(qgis_iface, proje
     dock.set_raster_layer(raster)
     dock.set_scope("layer")
     assert dock.index_file is None and "not indexed" in dock.index_state.text()
-    task = dock.run_index()
-    assert task is not None, dock.status.text()
-    wait_for_dock(dock)
-    assert not task.error, task.error
+    finished(dock, dock.run_index())
     from geoalign_qgis.indexes import model_tag
 
     index = tmp_path / "data" / f"crop.{model_tag(TEST_MODEL)}.geoalign-index.parquet"  # beside the raster
@@ -47,17 +40,13 @@ def test_index_this_raster_then_find_heatmap_and_typing_use_it(qgis_iface, proje
     wait_until(lambda: dock.index_file is not None, 60, "the index check")
     assert dock.index_file == index and "indexed: " in dock.index_state.text()
     # Find and Heatmap send the index (no image pass in the engine)
-    dock.min_score.setValue(0.0)
-    dock.max_results.setValue(5)
-    dock.set_phrases("red car")
+    fill_search(dock, "red car", min_score=0.0, max_results=5)
     dock.as_you_type.setChecked(False)
-    task = dock.run_find()
-    wait_for_dock(dock)
-    assert task.params["index"] == str(index) and "tile_size" not in task.params and not task.error
+    task = finished(dock, dock.run_find())
+    assert task.params["index"] == str(index) and "tile_size" not in task.params
     assert dock.last_layer.featureCount() == 5
-    task = dock.run_heatmap()
-    wait_for_dock(dock)
-    assert task.params["index"] == str(index) and not task.error
+    task = finished(dock, dock.run_heatmap())
+    assert task.params["index"] == str(index)
     # as you type: one layer, replaced by the next phrase. Only the typing timer starts these queries (this
     # test used to start one by hand when the timer had not within 10 s, offscreen under load). The one way
     # found for a typed phrase to go unanswered: its timer fired while a dock task ran and the query was
@@ -93,24 +82,15 @@ def test_index_this_raster_then_find_heatmap_and_typing_use_it(qgis_iface, proje
     assert task is not None, dock.status.text()
     dock.set_phrases("tree")
     assert dock._typed_query() is None and dock._typed_after_run  # the timer firing during the run: deferred
-    wait_for_dock(dock)
+    finished(dock, task)
     wait_until(lambda: typed_layers() and "tree" in typed_layers()[0].name() and dock.typed_task is None, 240,
                "the answer to phrases typed during Find")
-    assert not task.error and len(typed_layers()) == 1
+    assert len(typed_layers()) == 1
 
 
 def test_find_similar_map_tool(qgis_iface, project, dock, raster):
-    dock.set_raster_layer(raster)
-    dock.set_scope("layer")
-    dock.similar_button.setChecked(True)
-    assert isinstance(qgis_iface.mapCanvas().mapTool(), QgsMapToolExtent)
-    e = raster.extent()
-    box = QgsRectangle(e.xMinimum() + 20, e.yMinimum() + 20, e.xMinimum() + 32, e.yMinimum() + 30)
-    dock.similar_tool.extentChanged.emit(box)  # what dragging a box on the map does
-    assert dock.task is not None, dock.status.text()
-    task = dock.task
-    wait_for_dock(dock)
-    assert not task.error, task.error
+    drag_similar_box(qgis_iface, dock, raster)
+    task = finished(dock, dock.task)
     assert task.request == "similar" and "index" not in task.params  # no index yet: from the raster
     layer = dock.last_layer
     assert layer.name().startswith("like the drawn box") and layer.featureCount() >= 1
@@ -123,11 +103,9 @@ def test_a_changed_raster_is_reported_and_its_index_not_used(qgis_iface, project
     folder = tmp_path / "d"
     folder.mkdir()
     path = sample_crop(folder / "r.tif", size=224)
-    layer = QgsRasterLayer(str(path), "r")
-    QgsProject.instance().addMapLayer(layer)
+    layer = add_raster(path, "r")
     dock.set_raster_layer(layer)
-    dock.run_index()
-    wait_for_dock(dock)
+    finished(dock, dock.run_index())
     wait_until(lambda: dock.index_file is not None, 60, "the index check")
     shutil.copy(sample_crop(tmp_path / "other.tif", size=224, col=0, row=0), path)  # the raster changes
     dock.refresh_index()

@@ -29,7 +29,10 @@ from qgis.PyQt.QtWidgets import QAction  # noqa: E402
 from qgis_helpers import (  # noqa: E402
     ROOT,
     SCENE,
+    add_raster,
     files_in,
+    fill_search,
+    finished,
     sample_crop,
     wait_for_dock,
     wait_until,
@@ -39,13 +42,6 @@ from geoalign_qgis.compat import LABEL_OUTSIDE  # noqa: E402
 from geoalign_qgis.results import EMPTY_HEADERS  # noqa: E402
 
 pytestmark = pytest.mark.qgis
-
-
-def add_raster(path: Path, name: str = "scene") -> QgsRasterLayer:
-    layer = QgsRasterLayer(str(path), name)
-    assert layer.isValid(), path
-    QgsProject.instance().addMapLayer(layer)
-    return layer
 
 
 def geoalign_group_layers() -> list:
@@ -214,10 +210,7 @@ def test_dock_find_in_current_view(qgis_iface, project, dock, tmp_path):
     assert layer.labelsEnabled() and labelling.placement == LABEL_OUTSIDE  # beside the box, not over it
     # without the 2x look at each box (the CLI's --no-refine)
     dock.refine.setChecked(False)
-    task = dock.run_find()
-    assert task is not None, dock.status.text()
-    wait_for_dock(dock)
-    assert not task.error, task.error
+    finished(dock, dock.run_find())
     assert read_geopackage_metadata(dock.last_output, "matches")["refine"] is False
 
 
@@ -227,19 +220,12 @@ def test_dock_heatmap_layer(qgis_iface, project, dock, crop):
     raster = add_raster(crop, "crop")
     qgis_iface.mapCanvas().setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
     dock.set_raster_layer(raster)
-    dock.set_scope("layer")
-    dock.set_phrases("building\ntree")
-    dock.min_score.setValue(0.0)
-    dock.max_results.setValue(3)
-    assert dock.run_find() is not None
-    wait_for_dock(dock)
+    fill_search(dock, "building\ntree", scope="layer", min_score=0.0, max_results=3)
+    finished(dock, dock.run_find())
     matches = dock.last_layer
     row = next(r for r in range(dock.table.rowCount()) if dock.table.item(r, 0).text() == "tree")
     dock.table.selectRow(row)  # a result row of another phrase is selected ...
-    task = dock.run_heatmap()
-    assert task is not None, dock.status.text()
-    wait_for_dock(dock)
-    assert not task.error, task.error
+    finished(dock, dock.run_heatmap())
     heat = dock.last_layer
     assert heat.name() == "heatmap score: building (crop)"  # ... the typed (first) phrase is mapped
     assert isinstance(heat, QgsRasterLayer) and heat.isValid()
@@ -280,12 +266,8 @@ def test_dock_tile_classify(qgis_iface, project, dock, crop):
 
     raster = add_raster(crop, "crop")
     dock.set_raster_layer(raster)
-    dock.set_scope("layer")
-    dock.set_phrases("building\ntree\nwater")
-    task = dock.run_tile_classify()
-    assert task is not None, dock.status.text()
-    wait_for_dock(dock)
-    assert not task.error, task.error
+    fill_search(dock, "building\ntree\nwater", scope="layer")
+    finished(dock, dock.run_tile_classify())
     tiles = dock.last_layer
     assert tiles.name() == "crop tiles: building, tree, water"
     assert tiles.featureCount() == 4  # 224 px in 112 px tiles, side by side
@@ -317,10 +299,7 @@ def test_dock_match_drawn_regions(qgis_iface, project, dock, crop):
     assert tool.labels() == ["1", "2"]  # the numbers on the map
     dock.set_raster_layer(raster)
     dock.set_phrases(["building", "tree"])
-    task = dock.run_match_regions()
-    assert task is not None, dock.status.text()
-    wait_for_dock(dock)
-    assert not task.error, task.error
+    finished(dock, dock.run_match_regions())
     layer = dock.last_layer
     assert layer.featureCount() == 2 and layer.crs() == raster.crs()
     names = [f.name() for f in layer.fields()]
@@ -336,9 +315,7 @@ def test_dock_match_drawn_regions(qgis_iface, project, dock, crop):
         assert header.sectionSize(i) >= metrics.horizontalAdvance(text)
     # a phrase named like an output column gets its own column; the table still shows the phrase
     dock.set_phrases(["tree", "Score"])
-    task = dock.run_match_regions()
-    wait_for_dock(dock)
-    assert not task.error, task.error
+    finished(dock, dock.run_match_regions())
     names = [f.name() for f in dock.last_layer.fields()]
     assert "score_Score" in names and "tree" in names
     headers = [dock.table.horizontalHeaderItem(i).text() for i in range(dock.table.columnCount())]
@@ -347,12 +324,8 @@ def test_dock_match_drawn_regions(qgis_iface, project, dock, crop):
     assert dock.table.item(0, 4).text() == f"{first['score_Score']:.3f}"
     layer = dock.last_layer
     # Find with "Search in: regions drawn on the map" searches inside them
-    dock.set_scope("regions")
-    dock.min_score.setValue(0.0)
-    dock.max_results.setValue(10)
-    task = dock.run_find()
-    wait_for_dock(dock)
-    assert not task.error, task.error
+    fill_search(dock, scope="regions", min_score=0.0, max_results=10)
+    finished(dock, dock.run_find())
     drawn = [r for r in tool.region_boxes(raster.crs())]
     boxes = [f.geometry().boundingBox() for f in dock.last_layer.getFeatures()]
     assert len(boxes) > 2 and all(any(r.contains(b.center()) for r in drawn) for b in boxes)
@@ -506,14 +479,10 @@ def test_screenshot(qgis_iface, project, dock, tmp_path):
     dock.set_phrases(os.environ.get("GEOALIGN_SCREENSHOT_PHRASES", "red car\nswimming pool"))
     if os.environ.get("GEOALIGN_SCREENSHOT_MODEL"):
         dock.set_model(os.environ["GEOALIGN_SCREENSHOT_MODEL"])
-    dock.set_scope("view")
-    dock.min_score.setValue(0.0)
-    dock.max_results.setValue(6)
-    assert dock.run_heatmap() is not None
-    wait_for_dock(dock)
+    fill_search(dock, scope="view", min_score=0.0, max_results=6)
+    finished(dock, dock.run_heatmap())
     heat = dock.last_layer
-    assert dock.run_find() is not None
-    wait_for_dock(dock)
+    finished(dock, dock.run_find())
     matches = dock.last_layer
     assert isinstance(heat, QgsRasterLayer) and isinstance(matches, QgsVectorLayer)
 

@@ -34,7 +34,7 @@ _SCHEMA = {"CHIPS_DIR", "DATASET_FILE", "SAMPLES_FILE", "read_image", "read_samp
 _PREPARE = {"PrepareOptions", "PrepareSummary", "prepare_dataset"}
 
 
-__getattr__ = lazy_names(__name__, {**{name: "schema" for name in _SCHEMA}, **{name: "prepare" for name in _PREPARE}})
+__getattr__ = lazy_names(__name__, {"schema": _SCHEMA, "prepare": _PREPARE})
 
 __all__ = [
     "CHIPS_DIR",

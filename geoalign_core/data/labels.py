@@ -30,10 +30,10 @@ import re
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyogrio
@@ -93,34 +93,31 @@ class LabelFeature:
         return float(self.geom.area)
 
 
+def _skipped(reason: str) -> Any:
+    """A count of skipped features and the reason it counts (what :meth:`LabelSkips.as_dict` says)."""
+    return field(default=0, metadata={"reason": reason})
+
+
 @dataclass
 class LabelSkips:
     """Features skipped while loading, by reason."""
 
-    no_class: int = 0
-    unknown_class: int = 0
-    empty_geometry: int = 0
-    not_polygon: int = 0
-    unprojectable: int = 0
-    outside_raster: int = 0
-    degenerate_box: int = 0
+    no_class: int = _skipped("empty or missing class value")
+    unknown_class: int = _skipped("class value not in the given classes")
+    empty_geometry: int = _skipped("empty or missing geometry")
+    not_polygon: int = _skipped("not a polygon (point or line)")
+    unprojectable: int = _skipped("cannot be reprojected to the raster's CRS (outside the area where it is defined)")
+    outside_raster: int = _skipped("outside the raster")
+    degenerate_box: int = _skipped("degenerate pixel box (xmax <= xmin or ymax <= ymin)")
     unknown_values: Counter = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "empty or missing class value": self.no_class,
-            "class value not in the given classes": self.unknown_class,
-            "empty or missing geometry": self.empty_geometry,
-            "not a polygon (point or line)": self.not_polygon,
-            "cannot be reprojected to the raster's CRS (outside the area where it is defined)": self.unprojectable,
-            "outside the raster": self.outside_raster,
-            "degenerate pixel box (xmax <= xmin or ymax <= ymin)": self.degenerate_box,
-        }
+        """Reason -> features skipped for it."""
+        return {f.metadata["reason"]: getattr(self, f.name) for f in fields(self) if "reason" in f.metadata}
 
     @property
     def total(self) -> int:
-        return (self.no_class + self.unknown_class + self.empty_geometry + self.not_polygon + self.unprojectable
-                + self.outside_raster + self.degenerate_box)
+        return sum(self.as_dict().values())
 
 
 @dataclass

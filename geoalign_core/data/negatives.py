@@ -34,7 +34,7 @@ All choices are deterministic given the ``numpy.random.Generator`` passed in.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -223,6 +223,39 @@ def category_candidates(cls: str, dataset_classes: Sequence[str], rng: np.random
     return _unique(c for c in first + second + third if not related(c, cls))
 
 
+class _Negatives:
+    """Up to ``q`` ``(text, type)`` pairs, none equal to the positive or to each other (compared as
+    :func:`~geoalign_core.data.text.norm` compares); ``tidy`` is applied to a text before it is compared."""
+
+    def __init__(self, positive: str, q: int, tidy: Callable[[str], str] | None = None) -> None:
+        self.q = q
+        self.tidy = tidy
+        self.out: list[tuple[str, str]] = []
+        self.seen = {positive}
+
+    @property
+    def full(self) -> bool:
+        return len(self.out) >= self.q
+
+    def add(self, text: str, kind: str) -> None:
+        if self.tidy is not None:
+            text = self.tidy(text)
+        k = norm(text)
+        if k not in self.seen and not self.full:
+            self.seen.add(k)
+            self.out.append((text, kind))
+
+    def alternate(self, colours: Sequence[str], categories: Sequence[str]) -> None:
+        """Colour and category negatives in turn (both types present when both exist), until full."""
+        for i in range(max(len(colours), len(categories))):
+            if self.full:
+                return
+            if i < len(colours):
+                self.add(colours[i], "colour")
+            if i < len(categories):
+                self.add(categories[i], "category")
+
+
 def phrase_negatives(
     cls: str,
     colour: str | None,
@@ -235,31 +268,15 @@ def phrase_negatives(
     """Up to ``q`` ``(negative phrase, type)`` pairs for the region phrase ``region_phrase(cls, colour)``."""
     if q <= 0:
         return []
-    positive = norm(region_phrase(cls, colour))
     colours = colour_candidates(cls, colour, class_colours or {}, rng) if colour else []
     cats = category_candidates(cls, dataset_classes, rng)
-    out: list[tuple[str, str]] = []
-    seen = {positive}
-
-    def add(text: str, kind: str) -> None:
-        k = norm(text)
-        if k not in seen and len(out) < q:
-            seen.add(k)
-            out.append((text, kind))
-
-    ci, ki = 0, 0
-    while len(out) < q and (ci < len(colours) or ki < len(cats)):
-        if ci < len(colours):
-            add(region_phrase(cls, colours[ci]), "colour")
-            ci += 1
-        if ki < len(cats) and len(out) < q:
-            add(region_phrase(cats[ki], colour), "category")
-            ki += 1
+    negs = _Negatives(norm(region_phrase(cls, colour)), q)
+    negs.alternate([region_phrase(cls, c) for c in colours], [region_phrase(k, colour) for k in cats])
     if colour:
         for c in colours[:3]:
             for k in cats[:3]:
-                add(region_phrase(k, c), "colour+category")
-    return out
+                negs.add(region_phrase(k, c), "colour+category")
+    return negs.out
 
 
 def _keep_case(src: str, word: str) -> str:
@@ -327,31 +344,15 @@ def description_negatives(
     """Up to ``q`` ``(negative description, type)`` pairs (see the module docstring)."""
     if q <= 0:
         return []
-    positive = norm(description)
-    out: list[tuple[str, str]] = []
-    seen = {positive}
-
-    def add(text: str, kind: str) -> None:
-        text = _fix_articles(text)
-        k = norm(text)
-        if k not in seen and len(out) < q:
-            seen.add(k)
-            out.append((text, kind))
-
+    negs = _Negatives(norm(description), q, tidy=_fix_articles)
     colour_word = colour or ""  # "": no colour, so no colour negatives
     has_colour = bool(colour_word) and re.search(rf"(?<![\w-]){re.escape(colour_word)}(?![\w-])", description, re.I)
     colours = colour_candidates(cls, colour_word, class_colours or {}, rng) if has_colour else []
     has_cls = re.search(rf"(?<![\w-]){re.escape(cls)}(?![\w-])", description, re.I)
     cats = category_candidates(cls, dataset_classes, rng) if has_cls else []
-    add(_swap_size(description, rng), "size")
-    add(invert_orientation(description), "orientation")
-    add(invert_position(description), "position")
-    ci, ki = 0, 0
-    while len(out) < q and (ci < len(colours) or ki < len(cats)):
-        if ci < len(colours):
-            add(_replace_first(description, colour_word, colours[ci]), "colour")
-            ci += 1
-        if ki < len(cats):
-            add(_replace_first(description, cls, cats[ki]), "category")
-            ki += 1
-    return out
+    negs.add(_swap_size(description, rng), "size")
+    negs.add(invert_orientation(description), "orientation")
+    negs.add(invert_position(description), "position")
+    negs.alternate([_replace_first(description, colour_word, c) for c in colours],
+                   [_replace_first(description, cls, k) for k in cats])
+    return negs.out

@@ -45,37 +45,18 @@ if TYPE_CHECKING:
         write_vector,
     )
 
-_LAZY = {
-    "BandSelection": "bands",
-    "parse_bands": "bands",
-    "select_bands": "bands",
-    "HeatmapAccumulator": "heatmap",
-    "RasterSource": "raster",
-    "SceneStats": "stats",
-    "compute_scene_stats": "stats",
-    "Tile": "tiling",
-    "count_tiles": "tiling",
-    "iter_tiles": "tiling",
-    "tile_windows": "tiling",
-    "boxes_to_pixels": "vectors",
-    "clip_to_raster": "vectors",
-    "pixel_boxes_to_polygons": "vectors",
-    "read_vectors": "vectors",
-    "drop_unprojectable": "vectors",
-    "mark_unprojectable": "vectors",
-    "atomic_output": "writers",
-    "check_output": "writers",
-    "read_geopackage_metadata": "writers",
-    "write_float_geotiff": "writers",
-    "write_geopackage": "writers",
-    "write_vector": "writers",
-    "check_not_an_input": "writers",
-    "read_metadata": "writers",
-    "output_format": "writers",
-    "VECTOR_FORMATS": "writers",
-    "RASTER_FORMATS": "writers",
+_LAZY = {  # submodule: the names it serves
+    "bands": ("BandSelection", "parse_bands", "select_bands"),
+    "heatmap": ("HeatmapAccumulator",),
+    "raster": ("RasterSource",),
+    "stats": ("SceneStats", "compute_scene_stats"),
+    "tiling": ("Tile", "count_tiles", "iter_tiles", "tile_windows"),
+    "vectors": ("boxes_to_pixels", "clip_to_raster", "pixel_boxes_to_polygons", "read_vectors", "drop_unprojectable",
+                "mark_unprojectable"),
+    "writers": ("atomic_output", "check_output", "read_geopackage_metadata", "write_float_geotiff", "write_geopackage",
+                "write_vector", "check_not_an_input", "read_metadata", "output_format", "VECTOR_FORMATS",
+                "RASTER_FORMATS"),
 }
-
 
 __getattr__ = lazy_names(__name__, _LAZY)
 

@@ -35,17 +35,14 @@ from __future__ import annotations
 from .._lazy import lazy_names
 from ..errors import IndexMismatch
 
-_NAMES = {
-    "DEFAULT_INDEX_OVERLAP": "build",
-    "IndexBuild": "build",
-    "SceneCollection": "collection",
-    "SceneIndex": "scene_index",
-    "build_ann": "ann",
-    "build_collection": "collection_build",
-    "build_index": "build",
-    "open_index": "opening",
-    "patches_path": "store",
-    "read_metadata": "store",
+_NAMES = {  # submodule: the names it serves
+    "ann": ("build_ann",),
+    "build": ("DEFAULT_INDEX_OVERLAP", "IndexBuild", "build_index"),
+    "collection": ("SceneCollection",),
+    "collection_build": ("build_collection",),
+    "opening": ("open_index",),
+    "scene_index": ("SceneIndex",),
+    "store": ("patches_path", "read_metadata"),
 }
 __getattr__ = lazy_names(__name__, _NAMES)
-__all__ = ["IndexMismatch", *sorted(_NAMES)]
+__all__ = ["IndexMismatch", *sorted(name for names in _NAMES.values() for name in names)]

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .ivfpq import faiss_or_fail, ivfpq_index, pq_subquantizers, sample_evenly, unit_vectors
 from .scenes import manifest_scenes, read_manifest
 from .store import read_metadata
 
@@ -47,13 +48,8 @@ NPROBE = 32
 _TRAIN_MAX = 100_000
 
 
-def _faiss():
-    try:
-        import faiss
-    except ImportError:
-        raise InputError("the ANN index needs FAISS: pip install faiss-cpu (or the ann extra: "
-                         "pip install 'geoalign[ann]')", param="ann") from None
-    return faiss
+def _faiss() -> Any:
+    return faiss_or_fail("the ANN index")
 
 
 def ann_dir(root: Path) -> Path:
@@ -152,13 +148,6 @@ def candidate_tiles(ann: AnnIndex, enc: Any, phrases: list[str], max_results: in
     return ann.search(texts, k)
 
 
-def _vectors(q: np.ndarray) -> np.ndarray:
-    """int8 patch vectors -> L2-normalised float32 (the per-vector scale cancels out)."""
-    x = q.reshape(-1, q.shape[-1]).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
-    return x
-
-
 def build_ann(root: str | os.PathLike, *, progress: Callable[[int, int], None] | None = None,
               seed: int = 0) -> dict:
     """Build ``root/ann/`` over every indexed scene of the collection ``root``; returns its facts.
@@ -178,25 +167,14 @@ def build_ann(root: str | os.PathLike, *, progress: Callable[[int, int], None] |
     hw, d = int(mats[0].shape[1]), int(mats[0].shape[2])
     total = sum(int(m.shape[0]) * hw for m in mats)
     nlist = int(min(16384, max(16, 2 * math.sqrt(total))))
-    m = max(1, d // 8)
-    while d % m:
-        m -= 1
-    rng = np.random.default_rng(seed)
-    n_train = min(total, max(_TRAIN_MAX, 40 * nlist))
-    picks = np.sort(rng.choice(total, size=min(total, n_train), replace=False))
+    m = pq_subquantizers(d)
     sizes = np.asarray([int(mm.shape[0]) * hw for mm in mats])
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    train = []
-    for i, mm in enumerate(mats):
-        local = picks[(picks >= offsets[i]) & (picks < offsets[i] + sizes[i])] - offsets[i]
-        if len(local):
-            flat = mm.reshape(-1, d)
-            train.append(_vectors(np.asarray(flat[local])))
-    xt = np.concatenate(train)
+    xt = sample_evenly([int(n) for n in sizes], min(total, max(_TRAIN_MAX, 40 * nlist)), seed,
+                       lambda i, rows: np.asarray(mats[i].reshape(-1, d)[rows]))
     if len(xt) < nlist * 39 // 10:  # FAISS wants ~39 training points per list
         nlist = max(1, len(xt) // 39)
-    quantizer = faiss.IndexFlatIP(d)
-    cpu_index = faiss.IndexIVFPQ(quantizer, d, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+    cpu_index = ivfpq_index(faiss, d, nlist, m, 8)
     on_gpu = hasattr(faiss, "index_cpu_to_all_gpus") and getattr(faiss, "get_num_gpus", lambda: 0)() > 0
     index = faiss.index_cpu_to_all_gpus(cpu_index) if on_gpu else cpu_index  # a GPU build of FAISS: train there
     index.train(xt)
@@ -206,7 +184,7 @@ def build_ann(root: str | os.PathLike, *, progress: Callable[[int, int], None] |
         for lo in range(0, int(mm.shape[0]), step):
             block = np.asarray(mm[lo : lo + step])
             ids = offsets[i] + np.arange(lo * hw, lo * hw + block.shape[0] * hw, dtype=np.int64)
-            index.add_with_ids(_vectors(block), ids)
+            index.add_with_ids(unit_vectors(block), ids)
             done += block.shape[0] * hw
             if progress is not None:
                 progress(done, total)

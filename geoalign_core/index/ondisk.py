@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .ivfpq import faiss_or_fail, ivfpq_index, pq_subquantizers, sample_evenly, unit_vectors
 from .stream import DEFAULT_MEMORY_MB, Hits, PatchShard, collection_shards, is_url, merge_hits, normalized_queries
 
 __all__ = ["DEFAULT_NPROBE", "DEFAULT_RERANK", "RERANK_BY_BITS", "OnDiskAnn", "build_ondisk", "default_nlist",
@@ -48,12 +49,7 @@ _TRAIN_MIN = 50_000
 
 
 def _faiss() -> Any:
-    try:
-        import faiss
-    except ImportError:
-        raise InputError("the on-disk ANN index needs FAISS: pip install faiss-cpu (or the ann extra: "
-                         "pip install 'geoalign[ann]')", param="ann") from None
-    return faiss
+    return faiss_or_fail("the on-disk ANN index")
 
 
 def default_nlist(n_patches: int) -> int:
@@ -72,12 +68,6 @@ def _groups(shards: Sequence[PatchShard], count: int) -> list[list[int]]:
         load[g] += shards[i].n
         groups[g].append(i)
     return [sorted(g) for g in groups if g]
-
-
-def _vectors(q: np.ndarray) -> np.ndarray:
-    x = q.reshape(-1, q.shape[-1]).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
-    return x
 
 
 def _read_rows(sh: PatchShard, rows: np.ndarray) -> np.ndarray:
@@ -102,19 +92,6 @@ def _read_rows(sh: PatchShard, rows: np.ndarray) -> np.ndarray:
     finally:
         os.close(fd)
     return out
-
-
-def _sample(shards: Sequence[PatchShard], n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    total = sum(s.n for s in shards)
-    picks = np.sort(rng.choice(total, size=min(total, n), replace=False))
-    offsets = np.cumsum([0] + [s.n for s in shards])
-    out = []
-    for i, sh in enumerate(shards):
-        local = picks[(picks >= offsets[i]) & (picks < offsets[i + 1])] - offsets[i]
-        if len(local):
-            out.append(_vectors(_read_rows(sh, local)))
-    return np.concatenate(out)
 
 
 def _blocks(shards: Sequence[PatchShard], members: list[int], rows_per_block: int):
@@ -155,12 +132,11 @@ def build_ondisk(root: str | os.PathLike, *, shards: int = 1, nlist: int | None 
         raise InputError(f"nlist must be >= 1; got {nlist}", param="nlist")
     if int(pq_bits) not in (4, 6, 8):
         raise InputError(f"pq_bits must be 4, 6 or 8; got {pq_bits}", param="pq_bits")
-    m = max(1, d // 8)
-    while d % m:
-        m -= 1
-    xt = _sample(pshards, max(_TRAIN_MIN, 40 * nlist), seed)
+    m = pq_subquantizers(d)
+    xt = sample_evenly([s.n for s in pshards], max(_TRAIN_MIN, 40 * nlist), seed,
+                       lambda i, rows: _read_rows(pshards[i], rows))
     nlist = max(1, min(nlist, len(xt) // 39))  # FAISS wants ~39 training points per list
-    trained = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, nlist, m, int(pq_bits), faiss.METRIC_INNER_PRODUCT)
+    trained = ivfpq_index(faiss, d, nlist, m, int(pq_bits))
     trained.train(xt)
     del xt
     tmp = root / f".{DIRNAME}.{os.getpid()}.tmp"
@@ -179,7 +155,7 @@ def build_ondisk(root: str | os.PathLike, *, shards: int = 1, nlist: int | None 
         for b, (i, lo, block) in enumerate(_blocks(pshards, members, rows_per_block)):
             idx = faiss.read_index(str(tmp / "trained.faiss"))
             ids = offsets[i] + lo + np.arange(len(block), dtype=np.int64)
-            idx.add_with_ids(_vectors(block), ids)
+            idx.add_with_ids(unit_vectors(block), ids)
             block_files.append(tmp / f"block-{g}-{b}.faiss")
             faiss.write_index(idx, str(block_files[-1]))
             del idx

@@ -30,14 +30,10 @@ if TYPE_CHECKING:
     from .predictor import Predictor
     from .vocabulary import BACKGROUND_PHRASES, DEFAULT_VOCABULARY, PROMPT_TEMPLATES, VOCABULARY_SOURCES
 
-_LAZY = {
-    "EmbeddingBatch": "encoder",
-    "Encoder": "encoder",
-    "Predictor": "predictor",
-    "BACKGROUND_PHRASES": "vocabulary",
-    "DEFAULT_VOCABULARY": "vocabulary",
-    "PROMPT_TEMPLATES": "vocabulary",
-    "VOCABULARY_SOURCES": "vocabulary",
+_LAZY = {  # submodule: the names it serves
+    "encoder": ("EmbeddingBatch", "Encoder"),
+    "predictor": ("Predictor",),
+    "vocabulary": ("BACKGROUND_PHRASES", "DEFAULT_VOCABULARY", "PROMPT_TEMPLATES", "VOCABULARY_SOURCES"),
 }
 
 

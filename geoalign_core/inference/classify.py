@@ -14,12 +14,12 @@ from rasterio.windows import Window
 from ..defaults import DEFAULT_TILE_OVERLAP
 from ..errors import InputError
 from ..geo import pixel_boxes_to_polygons
-from ..geo.grid import area_window, clip_window
+from ..geo.grid import clip_window
 from ..geo.vectors import parse_crs, results_in_crs
 from . import scoring
 from .encoder import Cancel, EmbeddingBatch, Encoder, Progress, Stage, enter_stage
 from .metadata import raster_meta, run_metadata
-from .source import EmbeddingSource, open_source
+from .source import EmbeddingSource, open_source, scan_grid
 from .vocabulary import DEFAULT_VOCABULARY, NONE_BELOW, NONE_LABEL, VOCABULARY_SOURCES, competitors_for
 
 __all__ = ["class_features", "classify_batches", "tile_classify", "tile_logits"]
@@ -107,8 +107,7 @@ def tile_classify(
     if crs is not None:
         parse_crs(crs)  # an unknown CRS fails before the image pass
     with open_source(enc, raster, bands, allow_no_crs) as src:
-        ts, overlap = src.tile_size(tile_size), src.overlap(overlap, DEFAULT_TILE_OVERLAP)
-        area = area_window(src.transform, src.width, src.height, bounds, src.path)
+        ts, overlap, area = scan_grid(src, tile_size, overlap, bounds, DEFAULT_TILE_OVERLAP)
         windows = src.windows(ts, overlap, area)
         enter_stage(stage, "encoding classes")
         text = enc.encode_classes(classes)

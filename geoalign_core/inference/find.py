@@ -22,13 +22,11 @@ from ..defaults import (
     DEFAULT_MAX_RESULTS,
     DEFAULT_MIN_SCORE,
     DEFAULT_NMS_IOU,
-    DEFAULT_OVERLAP,
     MAX_PHRASES,
     REFINE_MAX_BOXES,
 )
 from ..errors import InputError
 from ..geo import pixel_boxes_to_polygons
-from ..geo.grid import area_window
 from ..geo.vectors import parse_crs, results_in_crs
 from . import scoring
 from .candidates import keep_top_per_tile, pool_candidates, score_candidates
@@ -37,7 +35,7 @@ from .metadata import raster_meta, run_metadata
 from .object_sizes import SIZE_RANGE, object_sizes, size_fits, sized_windows
 from .refine import REFINE_SPARE, refine_boxes, refine_selection
 from .regions import centres_in, load_regions, load_within, pd_strings
-from .source import EmbeddingSource, open_source
+from .source import EmbeddingSource, open_source, scan_grid
 
 __all__ = ["SIZE_RANGE", "find", "find_candidates", "keep_top_per_tile", "object_sizes", "pool_candidates",
            "refine_boxes", "refine_selection", "score_candidates", "size_fits", "sized_windows"]
@@ -130,8 +128,7 @@ def find(
         parse_crs(crs)  # an unknown CRS fails before the image pass
     unknown = [bool(enc.unknown_words(p)) for p in phrases]
     with open_source(enc, raster, bands, allow_no_crs, phrases=phrases) as src:
-        ts, overlap = src.tile_size(tile_size), src.overlap(overlap, DEFAULT_OVERLAP)
-        area = area_window(src.transform, src.width, src.height, bounds, src.path)
+        ts, overlap, area = scan_grid(src, tile_size, overlap, bounds)
         refine = src.live if refine is None else bool(refine)  # an index: no image pass unless asked for
         extra: dict[str, object] = {}
         if regions is not None:

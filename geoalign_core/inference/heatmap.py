@@ -11,15 +11,13 @@ import rasterio.windows
 import torch
 from rasterio.windows import Window
 
-from ..defaults import DEFAULT_OVERLAP
 from ..errors import InputError
 from ..geo import HeatmapAccumulator, check_output, write_float_geotiff
-from ..geo.grid import area_window
 from ..params import HEATMAP_VALUES
 from . import scoring
 from .encoder import Cancel, Encoder, Progress, Stage, check_cancel, enter_stage
 from .metadata import jsonable, raster_meta, run_metadata
-from .source import EmbeddingSource, open_source
+from .source import EmbeddingSource, open_source, scan_grid
 
 __all__ = ["HEATMAP_VALUES", "MAX_HEATMAP_CELLS", "heatmap"]
 
@@ -64,8 +62,7 @@ def heatmap(
         raise InputError(f"heatmap values must be one of {', '.join(HEATMAP_VALUES)}; got {values!r}")
     out_path = check_output(out_path, overwrite)
     with open_source(enc, raster, bands, allow_no_crs) as src:
-        ts, overlap = src.tile_size(tile_size), src.overlap(overlap, DEFAULT_OVERLAP)
-        area = area_window(src.transform, src.width, src.height, bounds, src.path)
+        ts, overlap, area = scan_grid(src, tile_size, overlap, bounds)
         h, w = int(area.height), int(area.width)
         if scale is None:
             scale = max(1, math.ceil(math.sqrt(h * w / MAX_HEATMAP_CELLS)))

@@ -23,14 +23,12 @@ import torch
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
-from ..defaults import DEFAULT_OVERLAP
 from ..errors import InputError
 from ..geo import boxes_to_pixels, clip_to_raster, drop_unprojectable, mark_unprojectable, read_vectors
-from ..geo.grid import area_window
 from . import scoring
 from .encoder import Cancel, Encoder, Progress, Stage, enter_stage
 from .metadata import raster_meta, run_metadata
-from .source import EmbeddingSource, open_source
+from .source import EmbeddingSource, open_source, scan_grid
 from .vocabulary import NONE_BELOW, NONE_LABEL
 
 __all__ = [
@@ -175,8 +173,7 @@ def match_regions(
     """
     phrases = enc.clean(phrases)
     with open_source(enc, raster, bands, allow_no_crs, phrases=phrases) as src:
-        ts, overlap = src.tile_size(tile_size), src.overlap(overlap, DEFAULT_OVERLAP)
-        area = area_window(src.transform, src.width, src.height, bounds, src.path)
+        ts, overlap, area = scan_grid(src, tile_size, overlap, bounds)
         feats, boxes, n_out = load_regions(regions, src, area, layer, buffer)
         texts, bg = enc.query_texts(phrases)
         enter_stage(stage, "scoring regions")

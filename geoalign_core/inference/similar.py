@@ -31,20 +31,18 @@ from shapely.geometry.base import BaseGeometry
 from ..defaults import (
     DEFAULT_MAX_RESULTS,
     DEFAULT_NMS_IOU,
-    DEFAULT_OVERLAP,
     DEFAULT_SIMILAR_MIN_SCORE,
     DEFAULT_TEXT_WEIGHT,
 )
 from ..errors import InputError
 from ..geo import pixel_boxes_to_polygons
-from ..geo.grid import area_window
 from . import scoring
 from .calibration import measure_similar
 from .encoder import Cancel, Encoder, Progress, Stage, enter_stage
 from .find import find_candidates
 from .metadata import raster_meta, run_metadata
 from .regions import load_regions
-from .source import EmbeddingSource, open_source
+from .source import EmbeddingSource, open_source, scan_grid
 
 __all__ = ["DEFAULT_SIMILAR_MIN_SCORE", "DEFAULT_TEXT_WEIGHT", "similar"]
 
@@ -139,8 +137,7 @@ def similar(
     if phrase is not None:
         phrase = enc.clean(phrase)[0]
     with open_source(enc, raster, bands, allow_no_crs) as src:
-        ts, overlap = src.tile_size(tile_size), src.overlap(overlap, DEFAULT_OVERLAP)
-        area = area_window(src.transform, src.width, src.height, bounds, src.path)
+        ts, overlap, area = scan_grid(src, tile_size, overlap, bounds)
         full = Window(0, 0, src.width, src.height)  # an example may lie outside the searched bounds
         ex_boxes = example_boxes(examples, src, full, layer, buffer)
         enter_stage(stage, "embedding the examples")

@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from rasterio.windows import Window
 
+from ..defaults import DEFAULT_OVERLAP
 from ..geo import RasterSource
-from ..geo.grid import assign_to_windows, check_tile_fits, tile_windows
+from ..geo.grid import area_window, assign_to_windows, check_tile_fits, tile_windows
 from .encoder import Cancel, EmbeddingBatch, Encoder, Progress, check_cancel, tile_scale
 from .metadata import raster_identity
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from affine import Affine
     from rasterio.crs import CRS
 
-__all__ = ["EmbeddingSource", "LiveSource", "open_source"]
+__all__ = ["EmbeddingSource", "LiveSource", "open_source", "scan_grid"]
 
 
 class EmbeddingSource(Protocol):
@@ -176,6 +177,14 @@ def tile_boxes(boxes: np.ndarray, tile: Any) -> torch.Tensor:
     b[:, 0::2] -= float(tile.window.col_off)
     b[:, 1::2] -= float(tile.window.row_off)
     return torch.from_numpy(b / tile_scale(tile)).float()
+
+
+def scan_grid(src: EmbeddingSource, tile_size: int | None, overlap: float | None, bounds: Sequence[float] | None,
+              default_overlap: float = DEFAULT_OVERLAP) -> tuple[int, float, Window]:
+    """What a task scans of ``src``: its tile size, its overlap (``default_overlap`` when None) and the
+    area (the pixel window of ``bounds``, else the whole raster)."""
+    return (src.tile_size(tile_size), src.overlap(overlap, default_overlap),
+            area_window(src.transform, src.width, src.height, bounds, src.path))
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 # the config (and with it yaml) is imported on first use: `geoalign --help` builds the train
 # parser from geoalign_core.training.train without loading it
-__getattr__ = lazy_names(__name__, {"TrainConfig": "config", "load_config": "config"})
+__getattr__ = lazy_names(__name__, {"config": ("TrainConfig", "load_config")})
 
 __all__ = ["TrainConfig", "load_config", "train"]
 

@@ -103,6 +103,10 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
     ALLOW_NO_CRS = "ALLOW_NO_CRS"
     EXTENT = "EXTENT"
     OUTPUT = "OUTPUT"
+    MIN_SCORE = "MIN_SCORE"
+    MAX_RESULTS = "MAX_RESULTS"
+    PHRASES = "PHRASES"
+    REGIONS = "REGIONS"
 
     _name = ""
     _display = ""
@@ -169,7 +173,27 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
             p.setFlags(p.flags() | adv)
             self.addParameter(p)
 
+    def add_limits(self) -> None:
+        """Minimum score and maximum results, both optional (empty: the engine's defaults)."""
+        self.addParameter(QgsProcessingParameterNumber(self.MIN_SCORE, "Minimum score (empty: the default)",
+                                                       NUMBER_DOUBLE, None, True, 0.0, 1.0))
+        self.addParameter(QgsProcessingParameterNumber(self.MAX_RESULTS, "Maximum results (empty: the default)",
+                                                       NUMBER_INTEGER, None, True, 1, 1000000))
+
     # -- helpers --------------------------------------------------------------------
+    def given(self, parameters: dict, name: str) -> bool:
+        """Whether an optional parameter has a value (an empty number field gives None or "")."""
+        return parameters.get(name) not in (None, "")
+
+    def limits(self, parameters: dict, context: QgsProcessingContext) -> dict[str, Any]:
+        """``min_score`` and ``max_results`` where given (:meth:`add_limits`)."""
+        out: dict[str, Any] = {}
+        if self.given(parameters, self.MIN_SCORE):
+            out["min_score"] = self.parameterAsDouble(parameters, self.MIN_SCORE, context)
+        if self.given(parameters, self.MAX_RESULTS):
+            out["max_results"] = self.parameterAsInt(parameters, self.MAX_RESULTS, context)
+        return out
+
     def raster(self, parameters: dict, context: QgsProcessingContext) -> tuple[QgsRasterLayer, str]:
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if layer is not None and layers.is_output(layer):
@@ -196,7 +220,7 @@ class GeoAlignAlgorithm(QgsProcessingAlgorithm):
     def phrases_request(self, parameters: dict, context: QgsProcessingContext) -> tuple[QgsRasterLayer, dict]:
         """The raster layer and the request parameters of an algorithm with a PHRASES parameter."""
         layer, raster = self.raster(parameters, context)
-        phrases = split_texts(self.parameterAsString(parameters, "PHRASES", context))
+        phrases = split_texts(self.parameterAsString(parameters, self.PHRASES, context))
         if not phrases:
             raise QgsProcessingException("give one or more phrases")
         return layer, {**self.request_params(parameters, context, layer, raster), "phrases": phrases}
@@ -317,10 +341,6 @@ class TileClassifyAlgorithm(GeoAlignAlgorithm):
 
 
 class FindObjectsAlgorithm(GeoAlignAlgorithm):
-    PHRASES = "PHRASES"
-    REGIONS = "REGIONS"
-    MIN_SCORE = "MIN_SCORE"
-    MAX_RESULTS = "MAX_RESULTS"
     REFINE = "REFINE"
     OBJECT_SIZE = "OBJECT_SIZE"
     INDEX = "INDEX"
@@ -350,10 +370,7 @@ class FindObjectsAlgorithm(GeoAlignAlgorithm):
         self.addParameter(QgsProcessingParameterString(self.PHRASES, "Phrases (one per line)", multiLine=True))
         self.addParameter(QgsProcessingParameterFeatureSource(self.REGIONS, "Search only in these regions",
                                                               [SOURCE_POLYGON], optional=True))
-        self.addParameter(QgsProcessingParameterNumber(self.MIN_SCORE, "Minimum score (empty: the default)",
-                                                       NUMBER_DOUBLE, None, True, 0.0, 1.0))
-        self.addParameter(QgsProcessingParameterNumber(self.MAX_RESULTS, "Maximum results (empty: the default)",
-                                                       NUMBER_INTEGER, None, True, 1, 1000000))
+        self.add_limits()
         self.addParameter(QgsProcessingParameterBoolean(
             self.REFINE, "Refine boxes: look at each again at twice the zoom (as the CLI; tighter boxes on small "
             "objects)", defaultValue=True))
@@ -364,12 +381,8 @@ class FindObjectsAlgorithm(GeoAlignAlgorithm):
 
     def search_params(self, parameters: dict, context: QgsProcessingContext) -> dict[str, Any]:
         """Min score, max results and object size, when given."""
-        p: dict[str, Any] = {}
-        if parameters.get(self.MIN_SCORE) not in (None, ""):
-            p["min_score"] = self.parameterAsDouble(parameters, self.MIN_SCORE, context)
-        if parameters.get(self.MAX_RESULTS) not in (None, ""):
-            p["max_results"] = self.parameterAsInt(parameters, self.MAX_RESULTS, context)
-        if parameters.get(self.OBJECT_SIZE) not in (None, ""):
+        p = self.limits(parameters, context)
+        if self.given(parameters, self.OBJECT_SIZE):
             p["object_size"] = self.parameterAsDouble(parameters, self.OBJECT_SIZE, context)
         return p
 
@@ -386,7 +399,7 @@ class FindObjectsAlgorithm(GeoAlignAlgorithm):
         if index:  # one scene's index file, checked against the raster by the engine
             params = dict({k: v for k, v in params.items() if k not in ("tile_size", "overlap")}, index=index)
         params = self.with_index(params, feedback)
-        with regions_file(self, parameters, self.REGIONS, context, layer) as regions:
+        with polygons_file(self, parameters, self.REGIONS, context, layer) as regions:
             if regions is not None:
                 params["within"] = regions
             return self.vector_result("find", params, "matches", parameters, context, layer, feedback,
@@ -418,9 +431,10 @@ class FindObjectsAlgorithm(GeoAlignAlgorithm):
 
 
 @contextlib.contextmanager
-def regions_file(alg: QgsProcessingAlgorithm, parameters: dict, name: str, context: QgsProcessingContext,
-                 layer: QgsRasterLayer):
-    """A polygon source, reprojected by QGIS into the raster's CRS, as a temporary GeoPackage (or None)."""
+def polygons_file(alg: QgsProcessingAlgorithm, parameters: dict, name: str, context: QgsProcessingContext,
+                  layer: QgsRasterLayer, what: str = "regions"):
+    """A polygon source, reprojected by QGIS into the raster's CRS, as a temporary GeoPackage whose layer
+    is named ``what`` (or None: no source given)."""
     if parameters.get(name) in (None, ""):
         yield None
         return
@@ -429,19 +443,17 @@ def regions_file(alg: QgsProcessingAlgorithm, parameters: dict, name: str, conte
         yield None
         return
     request = QgsFeatureRequest().setDestinationCrs(layer.crs(), context.transformContext())
-    path = Path(QgsProcessingUtils.generateTempFilename("geoalign_regions.gpkg"))
+    path = Path(QgsProcessingUtils.generateTempFilename(f"geoalign_{what}.gpkg"))
     try:
-        n = write_polygons(path, source.getFeatures(request), source.fields(), layer.crs())
+        n = write_polygons(path, source.getFeatures(request), source.fields(), layer.crs(), what)
         if n == 0:
-            raise QgsProcessingException("the regions layer has no polygons")
+            raise QgsProcessingException(f"the {what} layer has no polygons")
         yield str(path)
     finally:
         remove_outputs([path])
 
 
 class MatchRegionsAlgorithm(GeoAlignAlgorithm):
-    PHRASES = "PHRASES"
-    REGIONS = "REGIONS"
     _name = "matchregions"
     _display = "Match regions"
     _help = ("Scores every input polygon against the phrases. Output: the input features "
@@ -460,7 +472,7 @@ class MatchRegionsAlgorithm(GeoAlignAlgorithm):
     def compute(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
         layer, params = self.phrases_request(parameters, context)
         phrases = params["phrases"]
-        with regions_file(self, parameters, self.REGIONS, context, layer) as regions:
+        with polygons_file(self, parameters, self.REGIONS, context, layer) as regions:
             if regions is None:
                 raise QgsProcessingException("the regions layer has no polygons")
             params["regions"] = regions

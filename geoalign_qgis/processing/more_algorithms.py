@@ -8,11 +8,9 @@ Fine-tune writes the new model into the plugin's model folder: the dock's Model 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from qgis.core import (
-    QgsFeatureRequest,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -24,14 +22,12 @@ from qgis.core import (
     QgsProcessingParameterField,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
-    QgsProcessingUtils,
 )
 
 from .. import indexes
-from ..compat import NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_POLYGON
-from ..tasks import profile_dir, remove_outputs
-from ..vector_io import write_polygons
-from .algorithms import DEVICES, GeoAlignAlgorithm, regions_file
+from ..compat import NUMBER_INTEGER, SOURCE_POLYGON
+from ..tasks import profile_dir
+from .algorithms import DEVICES, GeoAlignAlgorithm, polygons_file
 
 
 class IndexRasterAlgorithm(GeoAlignAlgorithm):
@@ -68,8 +64,6 @@ class IndexRasterAlgorithm(GeoAlignAlgorithm):
 class FindSimilarAlgorithm(GeoAlignAlgorithm):
     EXAMPLES = "EXAMPLES"
     PHRASE = "PHRASE"
-    MAX_RESULTS = "MAX_RESULTS"
-    MIN_SCORE = "MIN_SCORE"
     _name = "findsimilar"
     _display = "Find similar objects"
     _help = ("Finds the objects that look like the examples: polygons around one or more objects (any CRS). "
@@ -82,10 +76,7 @@ class FindSimilarAlgorithm(GeoAlignAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSource(self.EXAMPLES, "Examples (polygons around objects)",
                                                               [SOURCE_POLYGON]))
         self.addParameter(QgsProcessingParameterString(self.PHRASE, "Steer with a phrase", optional=True))
-        self.addParameter(QgsProcessingParameterNumber(self.MIN_SCORE, "Minimum score (empty: the default)",
-                                                       NUMBER_DOUBLE, None, True, 0.0, 1.0))
-        self.addParameter(QgsProcessingParameterNumber(self.MAX_RESULTS, "Maximum results (empty: the default)",
-                                                       NUMBER_INTEGER, None, True, 1, 1000000))
+        self.add_limits()
         self.add_advanced()
         self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, "Similar objects"))
 
@@ -95,12 +86,9 @@ class FindSimilarAlgorithm(GeoAlignAlgorithm):
         phrase = " ".join(self.parameterAsString(parameters, self.PHRASE, context).split())
         if phrase:
             params["phrase"] = phrase
-        if parameters.get(self.MIN_SCORE) not in (None, ""):
-            params["min_score"] = self.parameterAsDouble(parameters, self.MIN_SCORE, context)
-        if parameters.get(self.MAX_RESULTS) not in (None, ""):
-            params["max_results"] = self.parameterAsInt(parameters, self.MAX_RESULTS, context)
+        params.update(self.limits(parameters, context))
         params = self.with_index(params, feedback)
-        with regions_file(self, parameters, self.EXAMPLES, context, layer) as examples:
+        with polygons_file(self, parameters, self.EXAMPLES, context, layer) as examples:
             if examples is None:
                 raise QgsProcessingException("the examples layer has no polygons")
             params["examples"] = examples
@@ -155,14 +143,11 @@ class FinetuneAlgorithm(GeoAlignAlgorithm):
         if out.exists() and any(out.iterdir()):
             raise QgsProcessingException(f"a model named {name} exists already ({out}): choose another name")
         field = self.parameterAsString(parameters, self.CLASS_FIELD, context)
-        source = self.parameterAsSource(parameters, self.LABELS, context)
-        if source is None or not field:
+        if not field:
             raise QgsProcessingException("give the labelled polygons and their class field")
-        labels = QgsProcessingUtils.generateTempFilename("geoalign_labels.gpkg")
-        request = QgsFeatureRequest().setDestinationCrs(layer.crs(), context.transformContext())
-        try:
-            if write_polygons(labels, source.getFeatures(request), source.fields(), layer.crs(), "labels") == 0:
-                raise QgsProcessingException("the labels layer has no polygons")
+        with polygons_file(self, parameters, self.LABELS, context, layer, "labels") as labels:
+            if labels is None:
+                raise QgsProcessingException("give the labelled polygons and their class field")
             params: dict[str, Any] = {
                 "rasters": [raster], "labels": [labels], "class_field": field, "layer": "labels", "out": str(out),
                 "model": self.parameterAsString(parameters, self.MODEL, context).strip() or None, "name": name,
@@ -175,8 +160,6 @@ class FinetuneAlgorithm(GeoAlignAlgorithm):
             if bounds:
                 params["bounds"] = bounds
             result = self.run_engine("finetune", params, feedback)
-        finally:
-            remove_outputs([Path(labels)])
         if result is None:
             return {}
         before, after = result.get("before") or {}, result.get("after") or {}

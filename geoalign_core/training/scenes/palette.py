@@ -9,26 +9,30 @@ from __future__ import annotations
 
 import numpy as np
 
-CAR_COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (176, 28, 30),
-    "blue": (32, 64, 168),
-    "white": (236, 236, 232),
-    "black": (26, 27, 30),
-    "silver": (168, 171, 176),
-    "yellow": (228, 192, 36),
-    "green": (36, 118, 58),
+#: car colour name: (RGB drawn, relative frequency)
+CARS: dict[str, tuple[tuple[int, int, int], float]] = {
+    "red": ((176, 28, 30), 0.2),
+    "blue": ((32, 64, 168), 0.14),
+    "white": ((236, 236, 232), 0.2),
+    "black": ((26, 27, 30), 0.14),
+    "silver": ((168, 171, 176), 0.14),
+    "yellow": ((228, 192, 36), 0.07),
+    "green": ((36, 118, 58), 0.11),
 }
-CAR_WEIGHTS = {"red": 0.2, "blue": 0.14, "white": 0.2, "black": 0.14, "silver": 0.14, "yellow": 0.07, "green": 0.11}
-ROOF_COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (168, 66, 48),
-    "grey": (122, 122, 126),
-    "white": (224, 224, 218),
-    "brown": (118, 80, 56),
-    "blue": (66, 98, 150),
-    "green": (72, 116, 82),
+CAR_COLORS = {name: rgb for name, (rgb, _) in CARS.items()}
+CAR_WEIGHTS = {name: weight for name, (_, weight) in CARS.items()}
+#: roof colour name: (RGB drawn, relative frequency on houses, on large buildings)
+ROOFS: dict[str, tuple[tuple[int, int, int], float, float]] = {
+    "red": ((168, 66, 48), 0.34, 0.08),
+    "grey": ((122, 122, 126), 0.22, 0.4),
+    "white": ((224, 224, 218), 0.06, 0.34),
+    "brown": ((118, 80, 56), 0.22, 0.06),
+    "blue": ((66, 98, 150), 0.09, 0.08),
+    "green": ((72, 116, 82), 0.07, 0.04),
 }
-HOUSE_ROOF_WEIGHTS = {"red": 0.34, "grey": 0.22, "white": 0.06, "brown": 0.22, "blue": 0.09, "green": 0.07}
-BIG_ROOF_WEIGHTS = {"red": 0.08, "grey": 0.4, "white": 0.34, "brown": 0.06, "blue": 0.08, "green": 0.04}
+ROOF_COLORS = {name: rgb for name, (rgb, _, _) in ROOFS.items()}
+HOUSE_ROOF_WEIGHTS = {name: house for name, (_, house, _) in ROOFS.items()}
+BIG_ROOF_WEIGHTS = {name: big for name, (_, _, big) in ROOFS.items()}
 POOL_COLORS = {"blue": (52, 132, 206), "turquoise": (64, 178, 196)}
 TREE_COLORS = {"green": (52, 92, 40), "dark green": (34, 66, 34), "light green": (84, 116, 52)}
 WATER_COLORS = {
