@@ -134,7 +134,7 @@ def test_zip_layout_and_metadata(plugin_zip):
     assert all(n.startswith("geoalign_qgis/") for n in names)
     for needed in ("metadata.txt", "__init__.py", "icon.svg", "plugin.py", "dock.py", "map_tool.py", "engine.py",
                    "environment.py", "tasks.py", "layers.py", "results.py", "setup_panel.py", "settings_dialog.py",
-                   "vector_io.py", "processing/provider.py", "processing/algorithms.py"):
+                   "vector_io.py", "processing/provider.py", "processing/base.py", "processing/algorithms.py"):
         assert f"geoalign_qgis/{needed}" in names
     assert not any("__pycache__" in n or n.endswith(".pyc") or n.endswith("package.py") for n in names)
     # the GeoAlign package of the same version, for the one-click set-up of the engine environment

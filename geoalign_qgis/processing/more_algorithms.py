@@ -27,7 +27,7 @@ from qgis.core import (
 from .. import indexes
 from ..compat import NUMBER_INTEGER, SOURCE_POLYGON
 from ..tasks import profile_dir
-from .algorithms import DEVICES, GeoAlignAlgorithm, polygons_file
+from .base import DEVICES, GeoAlignAlgorithm, polygons_file
 
 
 class IndexRasterAlgorithm(GeoAlignAlgorithm):
