@@ -42,7 +42,8 @@ os.environ.setdefault("GEOALIGN_TEXT_STORE", "0")
 
 @pytest.fixture(scope="session", autouse=True)
 def _pytest_qgis_teardown_guard(request):
-    """pytest-qgis ends the session with ``legendLayersAdded.disconnect(app.processEvents)``; once in a
+    """Deletes the map layers Python still holds before QGIS exits (see below). And: pytest-qgis ends the
+    session with ``legendLayersAdded.disconnect(app.processEvents)``; once in a
     full CI run that connection was already gone and the disconnect's TypeError became an ERROR on the
     last test. Its cause was not found (nothing here disconnects it); the connection is made again just
     before pytest-qgis tears down, so that its teardown always succeeds."""
@@ -52,8 +53,17 @@ def _pytest_qgis_teardown_guard(request):
     request.getfixturevalue("qgis_app")  # set up first, torn down after this fixture
     yield
     import contextlib
+    import gc
 
-    from qgis.core import QgsApplication, QgsProject
+    from qgis.core import QgsApplication, QgsMapLayer, QgsProject
+    from qgis.PyQt import sip
+
+    # map layers that Python still holds (a caught error's traceback keeps a test's locals alive until the
+    # process ends) are deleted now, while QGIS runs: deleted after exitQgis, a vector layer's OGR handle
+    # crashed the process at exit (exit code 139 after every test had passed)
+    for obj in gc.get_objects():
+        if isinstance(obj, QgsMapLayer) and not sip.isdeleted(obj) and sip.ispyowned(obj):
+            sip.delete(obj)
 
     app = QgsApplication.instance()
     if app is not None:
