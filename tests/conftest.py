@@ -61,9 +61,13 @@ def _pytest_qgis_teardown_guard(request):
     # map layers that Python still holds (a caught error's traceback keeps a test's locals alive until the
     # process ends) are deleted now, while QGIS runs: deleted after exitQgis, a vector layer's OGR handle
     # crashed the process at exit (exit code 139 after every test had passed)
-    for obj in gc.get_objects():
-        if isinstance(obj, QgsMapLayer) and not sip.isdeleted(obj) and sip.ispyowned(obj):
+    with warnings.catch_warnings():  # isinstance on some libraries' lazy objects warns (torch's reduce_op)
+        warnings.simplefilter("ignore")
+        held = [obj for obj in gc.get_objects() if isinstance(obj, QgsMapLayer)]
+    for obj in held:
+        if not sip.isdeleted(obj) and sip.ispyowned(obj):
             sip.delete(obj)
+    del held
 
     app = QgsApplication.instance()
     if app is not None:
