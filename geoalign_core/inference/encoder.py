@@ -254,8 +254,9 @@ class Encoder:
 
         bg = background_for(phrases, self.background)
         # the vocabulary competitors join the same text pass (cached for vocabulary_texts)
-        vocab = [v for v in competitors_for(phrases, self.vocabulary) if v not in set(bg)]
-        self._storable.update(t for t in bg + vocab if t not in set(phrases))
+        in_bg, own = set(bg), set(phrases)
+        vocab = [v for v in competitors_for(phrases, self.vocabulary) if v not in in_bg]
+        self._storable.update(t for t in bg + vocab if t not in own)
         texts = self.encode_phrases(phrases + bg + vocab)
         return texts[: len(phrases) + len(bg)], bg
 
@@ -266,7 +267,8 @@ class Encoder:
 
         seen = set(background)
         vocab = [v for v in competitors_for(phrases, self.vocabulary) if v not in seen]
-        self._storable.update(t for t in vocab if t not in set(phrases))
+        own = set(phrases)
+        self._storable.update(t for t in vocab if t not in own)
         return self.encode_phrases(vocab), vocab
 
     # ------------------------------------------------------------------ the model card

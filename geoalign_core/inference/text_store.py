@@ -12,8 +12,9 @@ per model and device, so that a fresh process encodes only the user's own phrase
   weights, the architecture and the text length, so a fine-tuned model never reads another's texts;
   the device type is part of the name because a GPU encodes in half precision.
 * What: only the model's background and vocabulary phrases, never the user's phrases.
-* Exactness: the vectors are stored as computed (float32), so a query gives the same result with
-  and without the store.
+* Exactness: the vectors are stored as computed (float32) and read back bit for bit. The user's
+  phrases then go through the text tower without them, in a smaller batch, which can change their
+  embeddings in the last bits (as any other batch size would).
 * ``GEOALIGN_TEXT_STORE=0`` turns it off; a store that cannot be read or written is ignored (the
   texts are encoded as without it).
 """
