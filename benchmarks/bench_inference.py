@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from geoalign_core import load_model  # noqa: E402
 from geoalign_core.geo import RasterSource, write_geopackage  # noqa: E402
+from geoalign_core.geo.grid import tile_windows  # noqa: E402
 from geoalign_core.inference import Predictor  # noqa: E402
 
 PARTS = ("throughput", "regions", "memory", "text")
@@ -126,7 +127,7 @@ def bench_throughput(model_name: str, device: str, raster: Path, tile: int, batc
 def _bench_throughput(p: Predictor, model, model_name: str, dev: torch.device, raster: Path, tile: int,
                       batch: int, repeat: int, workdir: Path) -> dict:
     with RasterSource(raster) as src:
-        windows = p.grid(src, p.area_window(src, None), tile, 0.0)
+        windows = tile_windows(src.width, src.height, tile, 0.0)
         tiles = [src.read_tile(w) for w in windows]
     n = len(tiles)
     images = torch.from_numpy(np.stack([t.image for t in tiles]))
@@ -136,7 +137,7 @@ def _bench_throughput(p: Predictor, model, model_name: str, dev: torch.device, r
     text = p.encode_classes(CLASSES)
 
     def model_only() -> None:
-        with torch.no_grad(), p._autocast():
+        with torch.no_grad(), p.autocast():
             for i in range(0, n, batch):
                 x = images[i : i + batch].to(dev)
                 g, _ = model.forward_visual(model.preprocess(x), dense=False)
