@@ -43,6 +43,7 @@ from torch.utils.checkpoint import checkpoint
 from torchvision.ops import roi_align
 
 from .errors import ModelError
+from .roi_mean import roi_mean
 from .skip_init import BUILD_LOCK, weights_left_uninitialised
 
 DENSE_MODES = ("standard", "value")
@@ -389,13 +390,16 @@ class GeoAlignCLIP(nn.Module):
     def pool_regions(
         self, dense: torch.Tensor, boxes: Sequence[torch.Tensor] | torch.Tensor, output_size: int = 4
     ) -> torch.Tensor:
-        """RoIAlign (aligned=True) of pixel boxes on a dense ``[B, D, h, w]`` map, then mean."""
+        """RoIAlign (aligned=True) of pixel boxes on a dense ``[B, D, h, w]`` map, then mean (on the CPU
+        without gradients: the same mean as one matrix product per image, :func:`~.roi_mean.roi_mean`)."""
         blist = boxes_as_list(boxes, dense.shape[0])
         if sum(len(b) for b in blist) == 0:
             return dense.new_zeros((0, dense.shape[1]))
         # boxes stay float32 (bf16 would round pixel coordinates above 128 to whole pixels);
         # the map follows, so RoIAlign runs in float32 also under autocast
         blist = [b.to(dense.device, torch.float32) for b in blist]
+        if dense.device.type == "cpu" and not (torch.is_grad_enabled() and dense.requires_grad):
+            return roi_mean(dense.float(), blist, output_size, 1.0 / self.patch_size)  # the same, one product per image
         pooled = roi_align(
             dense.float(),
             blist,
