@@ -190,3 +190,24 @@ def test_left_out_background_texts_that_dominate_are_scored_exactly():
     rows = rows[::-1].copy()  # any order of rows
     assert torch.allclose(best_patch_scores(q, scale, norm, valid, rows, kept, 1, scale_l, background=(lse, bg[:1])),
                           fast.flip(0), atol=0)
+
+
+def test_the_floors_from_the_boxes_above_the_last_floors_are_the_floors_from_all():
+    """find's pooling floor after each batch (the max_results-th best box after NMS) is computed from the boxes at
+    or above the previous floor where they suffice: the same floors as from every box."""
+    from geoalign_core.inference.find import _floors
+
+    gen = torch.Generator().manual_seed(3)
+    minimum = torch.tensor([0.05, 0.1])
+    for trial in range(20):
+        n = 400
+        xy = torch.rand(n, 2, generator=gen) * 200
+        wh = 5 + torch.rand(n, 2, generator=gen) * 30
+        boxes = torch.cat([xy, xy + wh], dim=1).double()
+        scores = torch.rand(n, generator=gen) ** 2
+        labels = torch.randint(0, 2, (n,), generator=gen)
+        for cut in (50, 200, 350):
+            k = 10 + trial % 3 * 20
+            before = _floors([boxes[:cut]], [scores[:cut]], [labels[:cut]], 2, k, 0.5, minimum)
+            all_ = [boxes], [scores], [labels]
+            assert torch.equal(_floors(*all_, 2, k, 0.5, minimum, before), _floors(*all_, 2, k, 0.5, minimum))
