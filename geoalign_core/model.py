@@ -31,7 +31,6 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, cast, overload
 
 import open_clip
@@ -40,35 +39,14 @@ import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from torchvision.ops import roi_align
 
+from .box_ops import boxes_as_list, pool_regions, roi_align
 from .errors import ModelError
-from .roi_mean import roi_mean
 from .skip_init import BUILD_LOCK, weights_left_uninitialised
+from .spec import LONG_CONTEXT, ModelSpec
 
 DENSE_MODES = ("standard", "value")
-LONG_CONTEXT = 248
 KEEP_POSITIONS = 20
-
-
-@dataclass
-class ModelSpec:
-    """How a GeoAlignCLIP is built: stored next to exported weights so they reload alone."""
-
-    arch: str
-    quick_gelu: bool = False
-    long_text: bool = False
-    dense_mode: str = "standard"
-    name: str = ""
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelSpec:
-        known = {k: d[k] for k in ("arch", "quick_gelu", "long_text", "dense_mode", "name", "extra") if k in d}
-        return cls(**known)
 
 
 class OpenClipModel(Protocol):
@@ -159,26 +137,6 @@ def _interpolate_pos(pos: torch.Tensor, grid: tuple[int, int], new_grid: tuple[i
     patch_pos = F.interpolate(patch_pos.float(), size=new_grid, mode="bicubic", align_corners=False)
     patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(-1, width).to(pos.dtype)
     return torch.cat([cls_pos, patch_pos], dim=0)
-
-
-def boxes_as_list(boxes: torch.Tensor | Sequence[torch.Tensor], batch: int) -> list[torch.Tensor]:
-    """Accept a list of ``[K_i, 4]`` tensors (one per image) or one ``[K, 5]`` tensor."""
-    if isinstance(boxes, torch.Tensor):
-        if boxes.dim() != 2 or boxes.shape[1] != 5:
-            raise ModelError("boxes must be a list of [K_i, 4] tensors or one [K, 5] (batch, x0, y0, x1, y1)")
-        return [boxes[boxes[:, 0] == i, 1:] for i in range(batch)]
-    boxes = list(boxes)
-    if len(boxes) != batch:
-        raise ModelError(f"got {len(boxes)} box lists for {batch} images")
-    out = []
-    for b in boxes:
-        b = torch.as_tensor(b, dtype=torch.float32)
-        if b.numel() == 0:
-            b = b.reshape(0, 4)
-        if b.dim() != 2 or b.shape[1] != 4:
-            raise ModelError(f"each box list must have shape [K, 4] (pixel x0, y0, x1, y1), got {tuple(b.shape)}")
-        out.append(b)
-    return out
 
 
 class GeoAlignCLIP(nn.Module):
@@ -390,25 +348,9 @@ class GeoAlignCLIP(nn.Module):
     def pool_regions(
         self, dense: torch.Tensor, boxes: Sequence[torch.Tensor] | torch.Tensor, output_size: int = 4
     ) -> torch.Tensor:
-        """RoIAlign (aligned=True) of pixel boxes on a dense ``[B, D, h, w]`` map, then mean (on the CPU
-        without gradients: the same mean as one matrix product per image, :func:`~.roi_mean.roi_mean`)."""
-        blist = boxes_as_list(boxes, dense.shape[0])
-        if sum(len(b) for b in blist) == 0:
-            return dense.new_zeros((0, dense.shape[1]))
-        # boxes stay float32 (bf16 would round pixel coordinates above 128 to whole pixels);
-        # the map follows, so RoIAlign runs in float32 also under autocast
-        blist = [b.to(dense.device, torch.float32) for b in blist]
-        if dense.device.type == "cpu" and not (torch.is_grad_enabled() and dense.requires_grad):
-            return roi_mean(dense.float(), blist, output_size, 1.0 / self.patch_size)  # the same, one product per image
-        pooled = roi_align(
-            dense.float(),
-            blist,
-            output_size=(output_size, output_size),
-            spatial_scale=1.0 / self.patch_size,
-            sampling_ratio=-1,  # adaptive: about one bilinear sample per patch per bin
-            aligned=True,
-        )
-        return pooled.mean(dim=(2, 3))
+        """RoIAlign (aligned=True) of pixel boxes on a dense ``[B, D, h, w]`` map, then mean
+        (:func:`~geoalign_core.box_ops.pool_regions`)."""
+        return pool_regions(dense, boxes, self.patch_size, output_size)
 
     def encode_image_and_regions(
         self, images: torch.Tensor, boxes: Sequence[torch.Tensor] | torch.Tensor, dense_mode: str | None = None

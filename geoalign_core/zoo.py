@@ -34,14 +34,16 @@ import torch
 from .card import load_card
 from .defaults import DEFAULT_MODEL  # (also re-exported: zoo.DEFAULT_MODEL)
 from .errors import CheckpointError, ModelError, OfflineError
-from .model import LONG_CONTEXT, GeoAlignCLIP, ModelSpec, as_open_clip, build_clip
+from .model import GeoAlignCLIP, as_open_clip, build_clip
+from .spec import LONG_CONTEXT, SPEC_KEY, ModelSpec
+from .text_model import remember_fingerprint
 
 # the table and the cache paths live in a module without torch (models list, the engine's model
 # list); re-exported here, where they always were
 from .zoo_table import WEIGHTS_DIR, ZOO, ZooEntry, cache_dir, is_available, weights_path  # noqa: F401
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
-SPEC_KEY = "geoalign_spec"
+
 HUB_TIMEOUT_S = 4.0
 
 
@@ -368,11 +370,13 @@ def load_model(
             dense_mode=dense_mode or entry.dense_mode, name=entry.name,
         )
         card = load_card(path)
+        remember_fingerprint(path, model)
     elif key.startswith("hf-hub:"):
         model = _load_hf_hub(key[len("hf-hub:"):], quick_gelu=quick_gelu, long_text=long_text, dense_mode=dense_mode)
     elif Path(key).suffix.lower() in CHECKPOINT_SUFFIXES or Path(key).is_file():
         model = load_checkpoint_file(key, arch=arch, quick_gelu=quick_gelu, long_text=long_text, dense_mode=dense_mode)
         card = load_card(key)
+        remember_fingerprint(key, model)
     else:
         from . import archs  # noqa: F401
 

@@ -202,7 +202,7 @@ def make_predictor(args: argparse.Namespace, p: RasterTask | None = None):
         model = index_model(index)
     apply_threads(args)
     predictor = Predictor(model or DEFAULT_MODEL, device=args.device, batch_size=args.batch_size,
-                          workers=getattr(args, "workers", None))
+                          workers=getattr(args, "workers", None), text_only=index is not None)
     from ..card import model_line
 
     say(args, f"model {model_line(predictor.model)}")

@@ -33,8 +33,9 @@ class TextSide:
         raise TypeError(f"{type(self).__name__} cannot check a model")
 
     def bind(self, model: Any) -> Encoder:
-        """Use ``model`` for the text side; returns its encoder."""
-        enc = as_encoder(model, self._device, self._batch_size)
+        """Use ``model`` for the text side; returns its encoder (a name or path: its text tower alone where
+        it allows, :mod:`geoalign_core.text_model`)."""
+        enc = as_encoder(model, self._device, self._batch_size, text_only=True)
         self.check_compatible(enc)
         self._enc = enc
         return enc

@@ -22,6 +22,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -30,11 +31,14 @@ from rasterio.windows import Window
 from ..data.text import clean_texts, fill_template
 from ..errors import Cancelled, InputError
 from ..geo import RasterSource, Tile
-from ..model import GeoAlignCLIP
 from ._reader import iter_batches
 from .text_store import TextStore, store_path
 from .text_store import enabled as text_store_enabled
 from .vocabulary import BACKGROUND_PHRASES, DEFAULT_VOCABULARY, PROMPT_TEMPLATES
+
+if TYPE_CHECKING:
+    from ..model import GeoAlignCLIP
+    from ..text_model import TextModel
 
 __all__ = [
     "Cancel",
@@ -124,7 +128,7 @@ class Encoder:
         background: phrases competing with the query phrases in region scores.
     """
 
-    def __init__(self, model: GeoAlignCLIP, batch_size: int | None = None, *, prefetch: int | None = None,
+    def __init__(self, model: GeoAlignCLIP | TextModel, batch_size: int | None = None, *, prefetch: int | None = None,
                  workers: int | None = None, templates: Sequence[str] = PROMPT_TEMPLATES,
                  background: Sequence[str] = BACKGROUND_PHRASES,
                  vocabulary: Sequence[str] = DEFAULT_VOCABULARY) -> None:

@@ -17,19 +17,22 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import partial
 from os import PathLike
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import torch
 
 from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE, DEFAULT_MODEL, DEFAULT_NMS_IOU
 from ..errors import Cancelled
-from ..model import GeoAlignCLIP
-from ..zoo import load_model, resolve_device
+from ..text_model import load_text_model
 from . import classify, find, heatmap, regions, similar
 from .encoder import EmbeddingBatch, Encoder
 from .metadata import run_metadata
 from .vocabulary import BACKGROUND_PHRASES, PROMPT_TEMPLATES
+
+if TYPE_CHECKING:
+    from ..model import GeoAlignCLIP
+    from ..text_model import TextModel
 
 __all__ = ["DEFAULT_MAX_RESULTS", "DEFAULT_MIN_SCORE", "DEFAULT_NMS_IOU", "Cancelled", "EmbeddingBatch", "Predictor",
            "as_encoder"]
@@ -52,6 +55,9 @@ class Predictor(Encoder):
         workers: threads decoding tiles (see :class:`~.encoder.Encoder`).
         templates: the prompt templates class names are encoded through (see :class:`~.encoder.Encoder`).
         background: the generic background phrases boxes are scored against (see :class:`~.encoder.Encoder`).
+        text_only: start with the text tower alone where the model allows it
+            (:func:`~geoalign_core.text_model.load_text_model`): for queries from an index, which run no
+            image tower; the whole model is loaded if an image-side step asks for it.
     """
 
     def __init__(
@@ -64,13 +70,24 @@ class Predictor(Encoder):
         workers: int | None = None,
         templates: Sequence[str] = PROMPT_TEMPLATES,
         background: Sequence[str] = BACKGROUND_PHRASES,
+        text_only: bool = False,
     ) -> None:
-        if isinstance(model, GeoAlignCLIP):
+        loaded: GeoAlignCLIP | TextModel
+        if not isinstance(model, (str, PathLike)):  # a loaded GeoAlignCLIP
             if device is not None and str(device) != "auto":
+                from ..zoo import resolve_device
+
                 model = model.to(resolve_device(device))
             loaded, source = model.eval(), model.name
         else:
-            loaded, source = load_model(model, device), str(model)
+            text = load_text_model(model, device) if text_only else None
+            if text is not None:
+                loaded = text
+            else:
+                from ..zoo import load_model
+
+                loaded = load_model(model, device)
+            source = str(model)
         super().__init__(loaded, batch_size, prefetch=prefetch, workers=workers, templates=templates,
                          background=background)
         self.model_source = source
@@ -113,7 +130,9 @@ class Predictor(Encoder):
         return self._task(raster, heatmap.heatmap)(phrase, out_path, overwrite, **kwargs)
 
 
-def as_encoder(model: Any, device: str | torch.device | None = "auto", batch_size: int = DEFAULT_BATCH_SIZE) -> Encoder:
+def as_encoder(model: Any, device: str | torch.device | None = "auto", batch_size: int = DEFAULT_BATCH_SIZE,
+               text_only: bool = False) -> Encoder:
     """``model`` as an encoder: an :class:`~.encoder.Encoder` (a Predictor) as it is, else a Predictor
-    loading it (a name, a path or a loaded model)."""
-    return model if isinstance(model, Encoder) else Predictor(model, device=device, batch_size=batch_size)
+    loading it (a name, a path or a loaded model; ``text_only``: see :class:`Predictor`)."""
+    return model if isinstance(model, Encoder) else Predictor(model, device=device, batch_size=batch_size,
+                                                              text_only=text_only)

@@ -33,7 +33,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.ops import batched_nms
+
+from ..box_ops import batched_nms, roi_align
 
 __all__ = [
     "DENSE_THRESHOLDS",
@@ -246,8 +247,6 @@ def boxes_touch(cells: torch.Tensor, boxes: torch.Tensor, patch: int) -> torch.T
 
 def boxes_valid_fraction(valid: torch.Tensor, boxes: Sequence[torch.Tensor]) -> torch.Tensor:
     """Fraction of valid pixels inside each box: ``valid [B, H, W]``, boxes per image -> ``[sum K_i]``."""
-    from torchvision.ops import roi_align
-
     if sum(len(b) for b in boxes) == 0:
         return torch.zeros(0)
     v = valid.float().unsqueeze(1)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
+from ..box_ops import box_iou
 from ..defaults import (
     DEFAULT_MAX_RESULTS,
     DEFAULT_NMS_IOU,
@@ -172,8 +173,6 @@ def similar(
         boxes, scores = boxes[keep], scores[keep]
         order = torch.argsort(scores, descending=True, stable=True)
         boxes, scores = boxes[order], scores[order]
-        from torchvision.ops import box_iou
-
         is_example = (box_iou(boxes, torch.from_numpy(ex_boxes).double()).amax(dim=1) >= EXAMPLE_IOU
                       if len(boxes) else torch.zeros(0, dtype=torch.bool))
         feats = cal.features(scores)

@@ -1,0 +1,34 @@
+"""How a GeoAlignCLIP is built (:class:`ModelSpec`), stored in the metadata of exported weights.
+
+A module of its own, without torch or open_clip, so that reading a checkpoint's description
+(the text-only path of :mod:`geoalign_core.text_model`, ``geoalign models``) imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["LONG_CONTEXT", "SPEC_KEY", "ModelSpec"]
+
+LONG_CONTEXT = 248  #: tokens of a Long-CLIP text tower
+SPEC_KEY = "geoalign_spec"  #: the safetensors metadata key holding a :class:`ModelSpec` as JSON
+
+
+@dataclass
+class ModelSpec:
+    """How a GeoAlignCLIP is built: stored next to exported weights so they reload alone."""
+
+    arch: str
+    quick_gelu: bool = False
+    long_text: bool = False
+    dense_mode: str = "standard"
+    name: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelSpec:
+        known = {k: d[k] for k in ("arch", "quick_gelu", "long_text", "dense_mode", "name", "extra") if k in d}
+        return cls(**known)
