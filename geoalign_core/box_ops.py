@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .errors import ModelError
+from .roi_mean import roi_mean
 
 __all__ = ["batched_nms", "box_iou", "boxes_as_list", "nms", "pool_regions", "roi_align"]
 
@@ -109,13 +110,16 @@ def boxes_as_list(boxes: torch.Tensor | Sequence[torch.Tensor], batch: int) -> l
 def pool_regions(dense: torch.Tensor, boxes: Sequence[torch.Tensor] | torch.Tensor, patch_size: int,
                  output_size: int = 4) -> torch.Tensor:
     """RoIAlign (aligned=True) of pixel boxes on a dense ``[B, D, h, w]`` map of ``patch_size`` px
-    cells, then the mean over the output bins: ``[sum K_i, D]`` (FarSLIP's region features)."""
+    cells, then the mean over the output bins: ``[sum K_i, D]`` (FarSLIP's region features). On the CPU
+    without gradients: the same mean as one matrix product per image (:func:`~.roi_mean.roi_mean`)."""
     blist = boxes_as_list(boxes, dense.shape[0])
     if sum(len(b) for b in blist) == 0:
         return dense.new_zeros((0, dense.shape[1]))
     # boxes stay float32 (bf16 would round pixel coordinates above 128 to whole pixels);
     # the map follows, so RoIAlign runs in float32 also under autocast
     blist = [b.to(dense.device, torch.float32) for b in blist]
+    if dense.device.type == "cpu" and not (torch.is_grad_enabled() and dense.requires_grad):
+        return roi_mean(dense.float(), blist, output_size, 1.0 / patch_size)  # the same, one product per image
     pooled = roi_align(dense.float(), blist, output_size=(output_size, output_size), spatial_scale=1.0 / patch_size,
                        sampling_ratio=-1, aligned=True)  # adaptive: about one bilinear sample per patch per bin
     return pooled.mean(dim=(2, 3))

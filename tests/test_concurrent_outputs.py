@@ -185,7 +185,8 @@ def test_index_builds_racing_for_one_output(tiny_ckpt, textured, tmp_path):
     emb, meta = index_metadata(out)
     check_patches(out, emb)  # the index and its patch file belong together
     assert meta["tiling"]["tile_size"] == (64, 96, 128)[won]
-    no_leftovers(out.parent, {"same.parquet", "same.parquet.patches.npy", "same.parquet.stac"})
+    no_leftovers(out.parent, {"same.parquet", "same.parquet.patches.npy", "same.parquet.patches.background.npz",
+                              "same.parquet.stac"})
 
 
 def test_prepare_runs_racing_for_one_folder(scene_1002, tmp_path):

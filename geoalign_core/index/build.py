@@ -37,7 +37,7 @@ from .fingerprint import raster_fingerprint
 from .part_writer import PartWriter
 from .store import FORMAT, FORMAT_VERSION, IndexPart, patches_path, quantize, write_index
 
-__all__ = ["DEFAULT_INDEX_OVERLAP", "PART_BYTES", "IndexBuild", "build_index", "partial_dir"]
+__all__ = ["DEFAULT_INDEX_OVERLAP", "PART_BYTES", "IndexBuild", "build_index", "partial_dir", "store_background"]
 
 DEFAULT_INDEX_OVERLAP = DEFAULT_OVERLAP  #: as find's: an index answers find like a live run with its defaults
 PART_BYTES = 16 << 20  #: a build chunk holds about this much patch data (what an interrupt can lose)
@@ -178,6 +178,7 @@ def _build(enc: Encoder, raster: str | PathLike, out: Path, overwrite: bool, ban
             overwrite=overwrite, patches=Path(patches) if patches is not None else None, scene=scene,
         )
     shutil.rmtree(work, ignore_errors=True)
+    store_background(enc, out)  # the index is written: a cancel no longer applies
     ppath = Path(patches) if patches is not None else patches_path(out)
     size = out.stat().st_size + ppath.stat().st_size
     secs = time.perf_counter() - t0
@@ -185,6 +186,14 @@ def _build(enc: Encoder, raster: str | PathLike, out: Path, overwrite: bool, ban
                f"in {secs:.1f} s" + (f"; {resumed} tiles reused from an interrupted build" if resumed else ""))
     return IndexBuild(path=out, patches=ppath, n_tiles=n, n_windows=len(windows),
                       resumed_tiles=resumed, seconds=secs, bytes=size, summary=summary)
+
+
+def store_background(enc: Encoder, out: str | PathLike, cancel: Cancel | None = None) -> Path | None:
+    """Every patch of the index ``out`` against the model's background phrases, stored beside its patch
+    file (:mod:`.background`: a query then scans its phrases only); None where it could not be written."""
+    from .scene_index import SceneIndex
+
+    return SceneIndex.open(out, enc, check_raster=False).store_background(cancel)
 
 
 def _count(part: Path) -> int:

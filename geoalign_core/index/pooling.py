@@ -64,15 +64,19 @@ def lazy_batches(src: SceneIndex, windows: Sequence[Window], bound: torch.Tensor
         size = min(2 * size, int(most))
 
 
-def valid_patches(src: SceneIndex, rows: np.ndarray) -> torch.Tensor:
-    """``[len(rows), h * w]`` bool: the patches of each row that count (:meth:`SceneIndex.patch_validity`);
-    rows stored without a validity mask (wholly valid tiles, most of them) are not looked at one by one."""
+def valid_patches(src: SceneIndex, rows: np.ndarray) -> torch.Tensor | None:
+    """``[len(rows), h * w]`` bool: the patches of each row that count (:meth:`SceneIndex.patch_validity`),
+    or None when every one does; rows stored without a validity mask (wholly valid tiles, most of them)
+    are not looked at one by one."""
     hw = src.grid[0] * src.grid[1]
     has_mask = getattr(src, "_has_mask", None)
     if has_mask is None:
         has_mask = np.fromiter((m is not None for m in src._masks), dtype=bool, count=len(src._masks))
         setattr(src, "_has_mask", has_mask)  # noqa: B010 - kept with the index, computed on first use
+    masked = np.flatnonzero(has_mask[rows])
+    if len(masked) == 0:
+        return None
     out = torch.ones((len(rows), hw), dtype=torch.bool)
-    for k in np.flatnonzero(has_mask[rows]):
+    for k in masked:
         out[int(k)] = src.patch_validity(int(rows[k]))
     return out

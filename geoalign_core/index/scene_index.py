@@ -49,6 +49,7 @@ from ..inference import regions as regions_task
 from ..inference.encoder import Cancel, EmbeddingBatch, Encoder, Progress, check_cancel
 from ..inference.metadata import raster_identity
 from ..inference.source import LiveSource, tile_boxes
+from .background import StoredBackground, load_background, save_background
 from .fingerprint import raster_fingerprint
 from .patch_scores import best_patch_scores
 from .pieces import pool_pieces
@@ -119,6 +120,8 @@ class SceneIndex(TextSide):
         self._only: np.ndarray | None = None  # rows a query is restricted to (a collection's ANN search)
         self._scores_memo: tuple[tuple, torch.Tensor] | None = None
         self._cal_memo: dict[tuple, Any] = {}
+        self._background: StoredBackground | None | bool = False  # False: not looked for yet
+        self._windows_memo: tuple[tuple, list[Window]] | None = None
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -223,7 +226,12 @@ class SceneIndex(TextSide):
             only = np.zeros(len(sel), dtype=bool)
             only[self._only] = True
             sel &= only
-        return [Window(int(self.col_off[i]), int(self.row_off[i]), ts, ts) for i in np.flatnonzero(sel)]
+        rows = np.flatnonzero(sel)
+        key = (ts, hash(rows.tobytes()), len(rows))  # a query asks twice (its tiles, its calibration's)
+        if self._windows_memo is None or self._windows_memo[0] != key:
+            self._windows_memo = (key, [Window(c, r, ts, ts) for c, r in zip(self.col_off[rows].tolist(),
+                                                                             self.row_off[rows].tolist())])
+        return list(self._windows_memo[1])
 
     @contextlib.contextmanager
     def restricted(self, rows: np.ndarray | None) -> Iterator[SceneIndex]:
@@ -293,16 +301,51 @@ class SceneIndex(TextSide):
                      logit_scale: float | None, cancel: Cancel | None = None) -> torch.Tensor:
         """Best patch score per (tile, query) ``[len(rows), n_queries]`` over the tiles' valid patches
         (:func:`~.patch_scores.best_patch_scores`); the last query's scores are kept, for the same
-        query again (a collection ranks scenes first)."""
+        query again (a collection ranks scenes first). With the index's stored background
+        (:mod:`.background`) only the phrase rows are scanned; a scan of every tile against the model's
+        whole background stores it when there is none."""
         rows = np.asarray(rows, dtype=np.int64)
         key = (hash(rows.tobytes()), len(rows), hash(queries.detach().cpu().float().numpy().tobytes()), n_queries,
                logit_scale)
         if self._scores_memo is not None and self._scores_memo[0] == key:
             return self._scores_memo[1].clone()
+        stored = self.stored_background()
+        left_out = None if stored is None else stored.plan(queries, n_queries, logit_scale)
+        keep = None
+        if stored is None and logit_scale is not None and len(queries) - n_queries == len(self.encoder.background) \
+                and len(rows) == len(self) and np.array_equal(np.sort(rows), np.arange(len(self))):
+            keep = np.empty(self.scale.shape, dtype=np.float32)  # the whole index against the whole background
         out = best_patch_scores(self.patches, self.scale, self.norm, lambda sel: valid_patches(self, sel), rows,
-                                queries, n_queries, logit_scale, cancel)
+                                queries, n_queries, logit_scale, cancel,
+                                background=None if stored is None or left_out is None else (stored.lse, left_out),
+                                keep_lse=keep)
+        if keep is not None:
+            assert logit_scale is not None
+            self._keep_background(keep, queries[n_queries:], logit_scale)
         self._scores_memo = (key, out.clone())
         return out
+
+    def stored_background(self) -> StoredBackground | None:
+        """The index's stored background (:mod:`.background`), or None: none, or not this index's."""
+        if self._background is False:
+            self._background = load_background(patches_path(self.path, self.emb), self.emb, self.meta)
+        return self._background if isinstance(self._background, StoredBackground) else None
+
+    def store_background(self, cancel: Cancel | None = None) -> Path | None:
+        """Score every stored patch against the model's background phrases and store the result beside
+        the patch file (:mod:`.background`; what :func:`~.build.build_index` does last). Returns the
+        file, or None where it could not be written."""
+        enc = self.encoder
+        texts = enc.encode_phrases(list(enc.background)).float().cpu()
+        keep = np.empty(self.scale.shape, dtype=np.float32)
+        best_patch_scores(self.patches, self.scale, self.norm, lambda sel: valid_patches(self, sel),
+                          np.arange(len(self)), texts, 0, enc.logit_scale, cancel, keep_lse=keep)
+        return self._keep_background(keep, texts, enc.logit_scale)
+
+    def _keep_background(self, lse: np.ndarray, texts: torch.Tensor, logit_scale: float) -> Path | None:
+        texts = texts.detach().float().cpu()
+        self._background = StoredBackground(lse, texts, float(logit_scale))
+        return save_background(patches_path(self.path, self.emb), self.emb, self.meta, lse, texts, logit_scale)
 
     def calibration(self, area: Window, tile_size: int, overlap: float, texts: torch.Tensor, n_phrases: int,
                     cancel: Cancel | None = None):

@@ -337,7 +337,7 @@ def find_candidates(
                 all_zv = [torch.cat(all_zv)[keep]]
             buffered = int(keep.numel())
         if bound is not None and eb.done < len(windows):
-            floor = _floors(all_boxes, all_scores, all_labels, n_phrases, max_results, nms_iou, minimum)
+            floor = _floors(all_boxes, all_scores, all_labels, n_phrases, max_results, nms_iou, minimum, floor)
             if bool((bound[eb.done:].amax(dim=0) < floor).all()):
                 break  # no tile left can reach the max_results-th box of any phrase
     if not all_boxes:
@@ -348,14 +348,35 @@ def find_candidates(
 
 
 def _floors(boxes: list[torch.Tensor], scores: list[torch.Tensor], labels: list[torch.Tensor], n_phrases: int,
-            max_results: int, nms_iou: float, minimum: torch.Tensor) -> torch.Tensor:
+            max_results: int, nms_iou: float, minimum: torch.Tensor, now: torch.Tensor | None = None
+            ) -> torch.Tensor:
     """Per phrase, what a new box must score to enter the results: the ``max_results``-th best
-    score so far (after NMS), or the phrase's ``minimum`` while there are fewer boxes."""
+    score so far (after NMS), or the phrase's ``minimum`` while there are fewer boxes.
+
+    ``now``: the floors before the last boxes came. NMS keeps a box or not by the better boxes only, so
+    among the boxes at or above ``now`` it keeps what it keeps among them all: where that leaves
+    ``max_results`` boxes for every phrase, the others are not looked at."""
     bx, sc, lb = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+    if now is not None:
+        high = sc >= now.to(sc.dtype)[lb]
+        out = _kth_best(bx[high], sc[high], lb[high], n_phrases, max_results, nms_iou, minimum)
+        if out is not None:
+            return out
+    out = _kth_best(bx, sc, lb, n_phrases, max_results, nms_iou, minimum, partial=False)
+    assert out is not None  # partial=False: always a floor
+    return out
+
+
+def _kth_best(bx: torch.Tensor, sc: torch.Tensor, lb: torch.Tensor, n_phrases: int, max_results: int,
+              nms_iou: float, minimum: torch.Tensor, partial: bool = True) -> torch.Tensor | None:
+    """The floors of :func:`_floors` from these boxes; ``partial``: None when a phrase has fewer than
+    ``max_results`` boxes after NMS."""
     keep = scoring.nms_per_label(bx, sc, lb, nms_iou, cap=max_results)
     out = minimum.clone()
     for p in range(n_phrases):
         mine = sc[keep][lb[keep] == p]
         if len(mine) >= max_results:
             out[p] = max(float(minimum[p]), float(mine.min()))
+        elif partial:
+            return None
     return out
