@@ -230,9 +230,10 @@ def bench_memory(model_name: str, device: str, scenes: dict[int, Path], tile: in
     rows = []
     for size, path in scenes.items():
         out = workdir / f"mem_{model_name}_{size}.gpkg"
+        tile_here = min(tile, size)  # the baseline scene is one tile (a tile far larger than a raster is refused)
         args = ["tile-classify", str(path), "--model", model_name, "--device", device, "--classes",
-                ",".join(CLASSES), "--tile-size", str(tile), "--out", str(out), "--overwrite", "--quiet"]
-        n_tiles = (-(-size // tile)) ** 2
+                ",".join(CLASSES), "--tile-size", str(tile_here), "--out", str(out), "--overwrite", "--quiet"]
+        n_tiles = (-(-size // tile_here)) ** 2
         if bounds_px is not None and size > bounds_px:
             with rasterio.open(path) as ds:
                 left, _, _, top = ds.bounds
@@ -241,7 +242,7 @@ def bench_memory(model_name: str, device: str, scenes: dict[int, Path], tile: in
             n_tiles = (-(-bounds_px // tile)) ** 2
         rss, secs, rc = peak_rss_cli(args, workdir)
         windowed = bounds_px is not None and size > bounds_px
-        rows.append({"model": model_name, "scene": size, "tiles": n_tiles, "tile": tile,
+        rows.append({"model": model_name, "scene": size, "tiles": n_tiles, "tile": tile_here,
                      "area": f"{bounds_px}x{bounds_px} px window" if windowed else "whole scene",
                      "peak_mb": rss, "secs": secs, "rc": rc})
     return rows

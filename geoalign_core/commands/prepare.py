@@ -96,9 +96,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..geo.paths import check_raster_path
+    from ..geo.paths import check_raster_path, check_vector_path
 
-    check_raster_path(args.raster)  # a missing raster is refused before the raster and vector stacks load
+    check_raster_path(args.raster)  # a missing raster or labels file is refused before the raster and vector
+    check_vector_path(args.labels)  # stacks load
     from ..data.prepare import PrepareOptions, prepare_dataset
     from .options import parse_bounds
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from geoalign_core.errors import InputError
 
-__all__ = ["RASTER_FOLDER_SUFFIXES", "check_raster_path", "is_gdal_path"]
+__all__ = ["RASTER_FOLDER_SUFFIXES", "check_raster_path", "check_vector_path", "is_gdal_path"]
 
 #: folders GDAL opens as one raster (Zarr stores, file geodatabases, Sentinel SAFE products);
 #: any other folder given as a raster is a mistake
@@ -24,6 +24,13 @@ def is_gdal_path(path: str | PathLike) -> bool:
     """A name only GDAL resolves: ``/vsizip/...``, ``/vsicurl/...``, a URL, ``DRIVER:...`` subdatasets."""
     s = str(path)
     return s.startswith("/vsi") or "://" in s or bool(_DRIVER_PREFIX.match(s))
+
+
+def check_vector_path(path: str | PathLike) -> None:
+    """InputError for a local vector file that does not exist (checked before the vector stack loads; a
+    GDAL-only name is left to GDAL)."""
+    if not is_gdal_path(path) and not Path(path).exists():
+        raise InputError(f"vector file not found: {Path(path)}")
 
 
 def check_raster_path(path: str | PathLike) -> None:

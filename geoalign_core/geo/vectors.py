@@ -20,6 +20,7 @@ from pyproj import CRS as ProjCRS
 from shapely.geometry import Polygon
 
 from geoalign_core.errors import GeoAlignWarning, InputError
+from geoalign_core.geo.paths import check_vector_path
 
 __all__ = [
     "boxes_to_pixels", "clip_to_raster", "drop_unprojectable", "mark_unprojectable", "parse_crs",
@@ -77,8 +78,7 @@ def read_vectors(path: str | PathLike, target_crs: object | None, layer: str | i
         InputError: missing or unreadable file, unknown layer, no features with a geometry.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"vector file not found: {path}")
+    check_vector_path(path)
     layer = _check_layer(path, layer)
     try:
         gdf = gpd.read_file(path, layer=layer, engine="pyogrio")
