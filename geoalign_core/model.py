@@ -43,7 +43,7 @@ from torch.utils.checkpoint import checkpoint
 from .box_ops import boxes_as_list, pool_regions, roi_align
 from .errors import ModelError
 from .skip_init import BUILD_LOCK, weights_left_uninitialised
-from .spec import LONG_CONTEXT, ModelSpec
+from .spec import LONG_CONTEXT, ModelSpec, SpecNamed
 
 DENSE_MODES = ("standard", "value")
 KEEP_POSITIONS = 20
@@ -139,7 +139,7 @@ def _interpolate_pos(pos: torch.Tensor, grid: tuple[int, int], new_grid: tuple[i
     return torch.cat([cls_pos, patch_pos], dim=0)
 
 
-class GeoAlignCLIP(nn.Module):
+class GeoAlignCLIP(nn.Module, SpecNamed):
     """A CLIP model with multi-granularity (global / dense / region / crop) embeddings."""
 
     #: the model card (:class:`geoalign_core.card.ModelCard`) that :func:`~geoalign_core.load_model` found beside
@@ -172,14 +172,6 @@ class GeoAlignCLIP(nn.Module):
     @property
     def visual(self) -> VisionTransformer:
         return self.clip.visual
-
-    @property
-    def name(self) -> str:
-        return self.spec.name or self.spec.arch
-
-    @property
-    def dense_mode(self) -> str:
-        return self.spec.dense_mode
 
     @property
     def embed_dim(self) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["LONG_CONTEXT", "SPEC_KEY", "ModelSpec"]
+__all__ = ["LONG_CONTEXT", "SPEC_KEY", "ModelSpec", "SpecNamed"]
 
 LONG_CONTEXT = 248  #: tokens of a Long-CLIP text tower
 SPEC_KEY = "geoalign_spec"  #: the safetensors metadata key holding a :class:`ModelSpec` as JSON
@@ -32,3 +32,18 @@ class ModelSpec:
     def from_dict(cls, d: dict) -> ModelSpec:
         known = {k: d[k] for k in ("arch", "quick_gelu", "long_text", "dense_mode", "name", "extra") if k in d}
         return cls(**known)
+
+
+class SpecNamed:
+    """The name and dense mode of a model that holds its :class:`ModelSpec` as ``spec`` (the whole model
+    and its text side alike)."""
+
+    spec: ModelSpec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name or self.spec.arch
+
+    @property
+    def dense_mode(self) -> str:
+        return self.spec.dense_mode

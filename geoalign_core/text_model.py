@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .box_ops import pool_regions
-from .spec import LONG_CONTEXT, SPEC_KEY, ModelSpec
+from .spec import LONG_CONTEXT, SPEC_KEY, ModelSpec, SpecNamed
 
 __all__ = ["TextModel", "TextTower", "load_text_model", "remember_fingerprint"]
 
@@ -178,7 +178,7 @@ def _recorded_fingerprint(weights: Path, spec: ModelSpec) -> str | None:
 
 
 # ---------------------------------------------------------------------------- the text-side model
-class TextModel:
+class TextModel(SpecNamed):
     """The text side of a GeoAlignCLIP: the attributes a query from an index reads (name, spec, card,
     tokenizer, context length, embedding size, ``logit_scale``, fingerprint, patch and input size, region
     pooling). Any other attribute loads the whole model once (``load_full``) and answers from it."""
@@ -199,14 +199,6 @@ class TextModel:
         self.embed_dim = int(cfg["embed_dim"])
         self._load_full = load_full
         self._full: Any = None
-
-    @property
-    def name(self) -> str:
-        return self.spec.name or self.spec.arch
-
-    @property
-    def dense_mode(self) -> str:
-        return self.spec.dense_mode
 
     @property
     def device(self) -> torch.device:
