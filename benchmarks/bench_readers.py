@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
-"""Tile-reader throughput against the number of reader threads (``--workers``), no model.
+"""Tile-reader throughput against the number of readers (``--workers``), no model.
 
-    PYTHONPATH=. python benchmarks/bench_readers.py [--workers 1 2] [--repeat 5] [--size 4096] [--write]
+    PYTHONPATH=. python benchmarks/bench_readers.py [--workers 1 2] [--repeat 5] [--size 8192] [--write]
 
 Two rasters are made from the real aerial scene ``oam_manila_bridge_rgb.tif`` (2048 px, RGB,
 ``../shared/real_data``; the committed synthetic ``sample_data/scene.tif`` when it is absent),
 mirrored into a ``--size`` px square: a tiled GeoTIFF (256 px blocks, deflate) and a tiled
 JPEG-compressed one (YCbCr, quality 90). Each is read the way the image pass reads a raster
 (:func:`geoalign_core.inference._reader.iter_batches`: 224 px windows at overlap 0.25, read,
-normalised, invalid pixels filled, stacked into batches of 16) with 1, 2, ... reader threads.
+normalised, invalid pixels filled, copied into batches of 16) with 1 reader (a background thread
+of this process) and 2, ... reader processes (:mod:`geoalign_core.geo.tile_workers`).
 
 The machine may be shared: the worker counts are run interleaved (their order alternates from one
 repeat to the next), each repeat gives a ratio of its own, and the table shows the median over the
-repeats, with the best and worst ratio. Tiles per CPU-second (this process, all threads) show
-whether the extra readers only spread the same work or add some.
+repeats, with the best and worst ratio. CPU time per tile is split between this process and the
+reader processes (read from ``/proc``), to show whether the extra readers only spread the same
+work or add some.
 """
 
 from __future__ import annotations
@@ -69,8 +71,23 @@ def make_rasters(workdir: Path, size: int) -> dict[str, Path]:
     return out
 
 
-def read_all(path: Path, workers: int) -> tuple[int, float, float]:
-    """Tiles read, wall seconds and CPU seconds (this process) of one pass over ``path``."""
+def _readers_cpu() -> dict[int, float]:
+    """CPU seconds used so far by each live reader process (Linux ``/proc``; empty elsewhere)."""
+    from geoalign_core.geo.tile_workers import worker_pids
+
+    out = {}
+    for pid in worker_pids():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def read_all(path: Path, workers: int) -> tuple[int, float, float, float]:
+    """Tiles read, wall seconds, CPU seconds of this process and of the reader processes, for one
+    pass over ``path``."""
     from geoalign_core.geo import RasterSource
     from geoalign_core.geo.grid import tile_windows
     from geoalign_core.inference._reader import iter_batches
@@ -78,17 +95,20 @@ def read_all(path: Path, workers: int) -> tuple[int, float, float]:
     with RasterSource(path) as src:
         windows = tile_windows(src.width, src.height, TILE, OVERLAP)
         src.stats  # noqa: B018 - the scene statistics, once, outside the timing
+        before = _readers_cpu()
         c0, t0 = time.process_time(), time.perf_counter()
         n = sum(len(b.tiles) for b in iter_batches(src, windows, TILE, BATCH, skip_empty=False, prefetch=2,
                                                    workers=workers))
-        return n, time.perf_counter() - t0, time.process_time() - c0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        readers = sum(t - before.get(pid, 0.0) for pid, t in _readers_cpu().items())
+        return n, wall, cpu, readers
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--size", type=int, default=4096, help="side of the test rasters in pixels")
+    ap.add_argument("--size", type=int, default=8192, help="side of the test rasters in pixels")
     ap.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = ap.parse_args()
     os.environ.setdefault("GDAL_CACHEMAX", "256")  # as the CLI (commands/options.py)
@@ -97,8 +117,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="geoalign-bench-readers-") as tmp:
         rasters = make_rasters(Path(tmp), args.size)
         for label, path in rasters.items():
-            read_all(path, base)  # warm: the file in the page cache, GDAL's drivers loaded
-            res: dict[int, list[tuple[int, float, float]]] = {w: [] for w in args.workers}
+            for w in args.workers:  # warm: the file in the page cache, the reader processes started
+                read_all(path, w)
+            res: dict[int, list[tuple[int, float, float, float]]] = {w: [] for w in args.workers}
             for r in range(args.repeat):
                 order = args.workers if r % 2 == 0 else args.workers[::-1]
                 for w in order:
@@ -107,12 +128,15 @@ def main() -> int:
                 ratios = [b[1] / x[1] for b, x in zip(res[base], res[w])]
                 n = res[w][0][0]
                 rates = [t[0] / t[1] for t in res[w]]
-                cpu = [t[0] / t[2] for t in res[w]]
-                rows.append([label, w, n, f"{statistics.median(rates):.0f}", f"{statistics.median(cpu):.0f}",
+                main_ms = statistics.median(1e3 * t[2] / t[0] for t in res[w])
+                readers_ms = statistics.median(1e3 * t[3] / t[0] for t in res[w])
+                rows.append([label, w, "1 thread" if w == 1 else f"{w} processes", n,
+                             f"{statistics.median(rates):.0f}", f"{main_ms:.2f}",
+                             f"{readers_ms:.2f}" if w > 1 else "-",
                              f"**{statistics.median(ratios):.2f}x**", f"{min(ratios):.2f}x - {max(ratios):.2f}x"])
                 print(rows[-1], flush=True)
-    tab = table(["raster", "reader threads", "tiles", "tiles/s (median)", "tiles per CPU-s",
-                 f"speed-up vs {base} (median)", "range over repeats"], rows)
+    tab = table(["raster", "--workers", "readers", "tiles", "tiles/s (median)", "main process CPU ms/tile",
+                 "reader processes CPU ms/tile", f"speed-up vs {base} (median)", "range over repeats"], rows)
     commit = git_commit()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     text = "\n".join([

@@ -1,8 +1,10 @@
-"""Feeding the model: parallel tile readers (one dataset handle per thread), the batch size and
-reader count chosen for the device, and index chunks written in the background.
+"""Feeding the model: reader processes handing tiles back through shared memory, parallel reader
+threads (one dataset handle per thread, where processes cannot start), the batch size and reader
+count chosen for the device, and index chunks written in the background.
 
-Real rasters (a JPEG-compressed tiled GeoTIFF made from the sample scene, and a crop of it), real
-threads; the GPU-only parts (pinned memory) run where a GPU is present.
+Real rasters (a JPEG-compressed tiled GeoTIFF made from the sample scene, a crop of it, one with a
+nodata corner and one with a damaged block), real processes and threads; the GPU-only parts
+(pinned memory) run where a GPU is present.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from generate import sample_crop
 from rasterio.windows import Window
 
 from geoalign_core.errors import InputError
-from geoalign_core.geo import RasterSource
+from geoalign_core.geo import RasterSource, tile_workers
 from geoalign_core.geo.grid import tile_windows
 from geoalign_core.geo.readers import check_workers, default_workers, read_parallel
 from geoalign_core.index.part_writer import PartWriter
@@ -118,6 +120,118 @@ def test_batches_from_several_workers_equal_one_worker(jpeg_tif, size):
     for a, b in zip(one, many):
         assert np.array_equal(a.images, b.images) and np.array_equal(a.valid, b.valid)
         assert [t.index for t in a.tiles] == [t.index for t in b.tiles] and b.pinned is None
+
+
+@pytest.fixture(scope="module")
+def holed_tif(jpeg_tif) -> Path:
+    """The JPEG crop as a deflate GeoTIFF whose top-left 400 px are nodata (0): empty tiles to skip,
+    and tiles partly valid (filled with their mean colour)."""
+    out = jpeg_tif.with_name("holed.tif")
+    with rasterio.open(jpeg_tif) as src:
+        data = src.read()
+        profile = src.profile | {"compress": "deflate", "photometric": "rgb", "nodata": 0}
+    data[:, :400, :400] = 0
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(data)
+    return out
+
+
+def _tiles_equal(a, b) -> bool:
+    return (a.index == b.index and a.window == b.window and a.transform == b.transform and a.bounds == b.bounds
+            and np.array_equal(a.image, b.image) and np.array_equal(a.valid, b.valid))
+
+
+def _shm_files() -> set[str]:
+    folder = Path(tile_workers._SHM_DIR)
+    return {p.name for p in folder.glob("geoalign-tiles-*")} if folder.is_dir() else set()
+
+
+@pytest.mark.parametrize("skip_empty", [True, False])
+def test_reader_processes_give_the_one_reader_batches(holed_tif, skip_empty):
+    windows = _windows(holed_tif, 96)
+    before = _shm_files()
+    with RasterSource(holed_tif) as src:
+        one = list(iter_batches(src, windows, 112, 5, skip_empty=skip_empty, workers=1))
+        many = list(iter_batches(src, windows, 112, 5, skip_empty=skip_empty, workers=2))
+    assert len(one) > 3 and [b.done for b in one] == [b.done for b in many]
+    skipped = len(windows) - sum(len(b.tiles) for b in one)
+    assert (skipped > 0) == skip_empty  # the nodata corner holds whole tiles
+    for a, b in zip(one, many):  # every batch kept alive at once: none was overwritten by a later one
+        assert np.array_equal(a.images, b.images) and np.array_equal(a.valid, b.valid)
+        assert all(_tiles_equal(x, y) for x, y in zip(a.tiles, b.tiles))
+        assert all(np.shares_memory(t.image, b.images) for t in b.tiles)
+    assert any(not b.valid.all() and b.valid.any() for b in many)  # partly valid tiles were filled alike
+    assert _shm_files() == before  # the shared file was unlinked as soon as the workers mapped it
+
+
+def test_reader_processes_are_reused_and_survive_a_consumer_that_stops(jpeg_tif):
+    windows = _windows(jpeg_tif)
+    with RasterSource(jpeg_tif) as src:
+        gen = iter_batches(src, windows, 112, 4, prefetch=0, workers=2)
+        first = next(gen)
+        gen.close()  # the answers still owed are collected, the workers go back to the idle pool
+        pids = {w.proc.pid for w in tile_workers._IDLE}
+        assert len(pids) >= 2 and all(w.alive() for w in tile_workers._IDLE)
+        again = list(iter_batches(src, windows, 112, 4, prefetch=0, workers=2))
+        assert {w.proc.pid for w in tile_workers._IDLE} == pids  # no new process started
+    assert np.array_equal(first.images, again[0].images)
+
+
+def test_a_damaged_block_fails_at_its_window_as_with_one_reader(holed_tif, tmp_path):
+    """A block whose compressed bytes are garbage: both ways stop with the same GDAL error after
+    the same batches."""
+    bad = tmp_path / "damaged.tif"
+    with rasterio.open(holed_tif) as src:
+        profile = src.profile | {"tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate"}
+        with rasterio.open(bad, "w", **profile) as dst:
+            dst.write(src.read())
+    with rasterio.open(bad) as ds:
+        offset = int(ds.get_tag_item("BLOCK_OFFSET_2_1", "TIFF", bidx=1))  # 3rd block column, 2nd row
+    with open(bad, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"\xff" * 64)
+    windows = _windows(bad, 112)
+    with RasterSource(holed_tif) as good:
+        stats = good.stats  # the damaged file's own statistics would fail on the damaged block
+
+    def run(workers: int) -> tuple[int, str]:
+        got = 0
+        with RasterSource(bad, stats=stats) as src, pytest.raises(Exception) as err:  # noqa: PT011 - compared below
+            for b in iter_batches(src, windows, 112, 4, skip_empty=False, prefetch=0, workers=workers):
+                got += len(b.tiles)
+        return got, type(err.value).__name__
+
+    one, many = run(1), run(2)
+    assert one == many and 0 < one[0] < len(windows)
+    assert all(w.alive() for w in tile_workers._IDLE)  # a read error does not cost the worker
+
+
+def test_a_reader_process_that_dies_is_an_error_not_a_hang(jpeg_tif):
+    windows = _windows(jpeg_tif)
+    with RasterSource(jpeg_tif) as src:
+        gen = iter_batches(src, windows, 112, 2, prefetch=0, workers=2)
+        next(gen)
+        for w in tile_workers._pool_in_use():
+            w.proc.kill()
+        with pytest.raises(tile_workers.WorkerError, match="tile reader process .* stopped"):
+            list(gen)
+        assert list(iter_batches(src, windows[:8], 112, 4, workers=2))  # new workers start
+
+
+def test_reader_threads_when_processes_cannot_start(jpeg_tif, monkeypatch, caplog):
+    def cannot(*_a, **_k):
+        raise tile_workers.WorkerError("tile reader process could not start (test)")
+
+    monkeypatch.setattr(tile_workers, "_IDLE", [])
+    monkeypatch.setattr(tile_workers, "_Worker", cannot)
+    monkeypatch.setattr(tile_workers, "_BROKEN", None)
+    windows = _windows(jpeg_tif)
+    with RasterSource(jpeg_tif) as src:
+        one = list(iter_batches(src, windows, 112, 8, workers=1))
+        with caplog.at_level("WARNING"):
+            two = list(iter_batches(src, windows, 112, 8, workers=2))
+        assert "reading with 2 threads" in caplog.text and not tile_workers.processes_available()
+    assert all(np.array_equal(a.images, b.images) for a, b in zip(one, two))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="page-locked memory needs a GPU")

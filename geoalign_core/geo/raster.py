@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from functools import cached_property
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -203,14 +204,15 @@ class RasterSource:
 
         Use one per thread: GDAL dataset handles must not be shared between threads.
         """
-        return RasterSource(
-            self.path,
-            self._bands_arg,
-            allow_no_crs=self.allow_no_crs,
-            nodata=self._nodata_override,
-            treat_black_as_nodata=self.black_is_nodata,
-            stats=self.stats,
-        )
+        path, kwargs = self.reopen_args()
+        return RasterSource(path, **kwargs)
+
+    def reopen_args(self) -> tuple[str | Path, dict[str, Any]]:
+        """``(path, keyword arguments)`` that make a :class:`RasterSource` equal to this one, the
+        scene statistics included (picklable: for a handle in another process)."""
+        return self.path, {"bands": self._bands_arg, "allow_no_crs": self.allow_no_crs,
+                           "nodata": self._nodata_override, "treat_black_as_nodata": self.black_is_nodata,
+                           "stats": self.stats}
 
     def __repr__(self) -> str:
         return (
@@ -403,9 +405,10 @@ class RasterSource:
             valid = valid & ~self._black_mask(data)
         return compute_scene_stats([data[c][valid] for c in range(3)], self.dtype)
 
-    def normalize(self, data: np.ndarray) -> np.ndarray:
-        """Map raw selected-band values ``[3, H, W]`` to float32 [0, 1] with the scene statistics."""
-        return self.stats.normalize(data)
+    def normalize(self, data: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Map raw selected-band values ``[3, H, W]`` to float32 [0, 1] with the scene statistics
+        (into ``out`` when given)."""
+        return self.stats.normalize(data, out)
 
     def read_raw(
         self,
@@ -425,6 +428,7 @@ class RasterSource:
         index: int = -1,
         out_shape: tuple[int, int] | None = None,
         resampling: Resampling = Resampling.nearest,
+        out: np.ndarray | None = None,
     ) -> Tile:
         """Read one window (boundless) as a normalised :class:`Tile`.
 
@@ -433,10 +437,11 @@ class RasterSource:
             index: the tile's index in its grid (stored in ``Tile.index``).
             out_shape: ``(H, W)`` to resample the window to; None keeps the native resolution.
             resampling: resampling used when ``out_shape`` differs from the window size.
+            out: float32 ``[3, H, W]`` to write the image into (``Tile.image`` is then ``out``).
         """
         window = _int_window(window)
         data, valid = self.read_raw(window, out_shape, resampling)
-        image = self.normalize(data)
+        image = self.normalize(data, out)
         if not valid.all():
             np.copyto(image, np.float32(0.0), where=~valid)
         h, w = valid.shape

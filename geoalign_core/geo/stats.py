@@ -41,12 +41,20 @@ class SceneStats:
     hi: tuple[float, ...]
     method: str = "percentile"
 
-    def normalize(self, data: np.ndarray) -> np.ndarray:
-        """Map raw values ``[C, H, W]`` (C = len(lo)) to float32 in [0, 1]; NaN becomes 0."""
+    def normalize(self, data: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Map raw values ``[C, H, W]`` (C = len(lo)) to float32 in [0, 1]; NaN becomes 0.
+
+        ``out``: a float32 array of the same shape to write into (else a new one).
+        """
         lo = np.asarray(self.lo, dtype=np.float32).reshape(-1, 1, 1)
         hi = np.asarray(self.hi, dtype=np.float32).reshape(-1, 1, 1)
-        out = data.astype(np.float32, copy=True)
-        out -= lo
+        if out is None:
+            out = np.empty(data.shape, dtype=np.float32)
+        if np.issubdtype(data.dtype, np.integer) and data.dtype.itemsize <= 2:
+            np.subtract(data, lo, out=out)  # exact in float32, without a converted copy first
+        else:
+            out[...] = data
+            out -= lo
         out /= hi - lo
         np.clip(out, 0.0, 1.0, out=out)
         if not np.issubdtype(data.dtype, np.integer):  # integers have no NaN (and the check costs 5x the rest)
