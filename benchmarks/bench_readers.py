@@ -148,15 +148,17 @@ def main() -> int:
         "repeat. Regenerate: `PYTHONPATH=. python benchmarks/bench_readers.py --repeat "
         f"{args.repeat} --size {args.size} --write`.", "",
         tab, "",
-        "Why two readers do not give 2x here: a 224 px tile costs about 1 ms of CPU, and most of it is "
-        "Python and NumPy work around GDAL (the window, masks, normalisation, the mean fill, stacking the "
-        "batch), not GDAL's decoding, which releases the GIL; with two reader threads the tiles per CPU-second "
-        "fall (the threads wait on the GIL and on each other), and on two cores the batch thread and the "
-        "consumer compete with the readers. Forked reader processes that hand tiles back through shared memory "
-        "(tried on 2026-12-07, not merged) tied with threads on these two cores (1.16-1.18x against 1.16-1.22x "
-        "in the same run) at 55 % more CPU per tile. What helped was less work per tile: no NaN pass for integer "
-        "rasters and masked copies instead of fancy indexing (617 -> 873-903 tiles per CPU-second for the 4096 px "
-        "deflate raster, one reader, measured with this script before and after).",
+        "How the readers work: with `--workers 1` a background thread of the main process reads the tiles and "
+        "stacks the batches; with 2 or more, reader processes (`python -m geoalign_core.geo.tile_workers`, "
+        "started once per process and reused) each read whole batches and normalise every tile straight into "
+        "shared memory, and the main process hands those on as views: its own CPU per tile is the \"main process\" "
+        "column. Why not 2x: each reader process spends more CPU per tile than the "
+        "one reader alone (compare the two CPU columns): a tile is mostly NumPy passes over 0.6 MB of "
+        "float32 (masks, normalisation, the mean fill) next to GDAL's decoding, and two processes share the "
+        "machine's caches and memory bandwidth. Reader threads (the fallback where processes cannot start) "
+        "gained 1.2-1.4x on these two cores (2026-12-07, same script): most of that NumPy work holds the GIL. "
+        "A first try at processes (forked, tiles copied into the batch by the main process) tied with threads; "
+        "what made the difference was the main process doing nothing per tile but hand on the batch.",
     ])
     publish(text, HEADING, args.write)
     return 0

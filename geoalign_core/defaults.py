@@ -23,5 +23,5 @@ REFINE_MAX_BOXES = 120
 DEFAULT_NMS_IOU = 0.5  #: find, similar: a box overlapping a better one by more than this is dropped
 DEFAULT_SIMILAR_MIN_SCORE = 0.5  #: similar: regions scoring below this are dropped
 DEFAULT_TEXT_WEIGHT = 1.0  #: similar: weight of the phrase's embedding added to the examples'
-MAX_WORKERS = 64  #: tile-reader threads: more than this is a typo, not a machine
+MAX_WORKERS = 64  #: tile readers: more than this is a typo, not a machine
 DEFAULT_CHIP_SIZE = 112  #: prepare: chip side in pixels (the bundled model's input size)

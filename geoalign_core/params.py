@@ -139,8 +139,9 @@ class RasterTask:
     batch_size: int | None = param(None, f"tiles per model pass (default: {DEFAULT_BATCH_SIZE} on a CPU; on a GPU the "
                                          "largest power of two that fits a quarter of its free memory, up to 512)",
                                    api="predictor", metavar="N")
-    workers: int | None = param(None, "threads decoding tiles, each with its own file handle (default: 1 on a CPU; "
-                                      "on a GPU the cores available less one, up to 8)", api="predictor", metavar="N")
+    workers: int | None = param(None, "reader processes decoding tiles, each with its own file handle "
+                                      "(default: 1, a thread, on a CPU; on a GPU the cores available less one, up "
+                                      "to 8)", api="predictor", metavar="N")
     threads: int | None = param(None, "torch compute threads (default: the cores available to this process -- its "
                                       "CPU affinity and cgroup quota, or OMP_NUM_THREADS -- divided among torchrun's "
                                       "local ranks)", api="threads", cli="custom", metavar="N")

@@ -7,6 +7,8 @@ A module of its own, without torch or open_clip, so that reading a checkpoint's 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from os import PathLike
+from pathlib import Path
 
 __all__ = ["LONG_CONTEXT", "SPEC_KEY", "ModelSpec", "SpecNamed"]
 
@@ -32,6 +34,20 @@ class ModelSpec:
     def from_dict(cls, d: dict) -> ModelSpec:
         known = {k: d[k] for k in ("arch", "quick_gelu", "long_text", "dense_mode", "name", "extra") if k in d}
         return cls(**known)
+
+    def resolve(self, path: str | PathLike, positions: int | None, quick_gelu: bool | None = None,
+                dense_mode: str | None = None, name: str | None = None) -> ModelSpec:
+        """This spec with a loader's overrides applied (None: keep), named after the file when it has
+        no name, and ``long_text`` set from the checkpoint's ``positions`` (its positional
+        embedding's length; None when it has none). The whole model's loader and its text side's
+        both call it, so they cannot disagree. Returns self."""
+        if quick_gelu is not None:
+            self.quick_gelu = bool(quick_gelu)
+        if dense_mode:
+            self.dense_mode = dense_mode
+        self.name = name or self.name or Path(path).stem
+        self.long_text = positions == LONG_CONTEXT
+        return self
 
 
 class SpecNamed:

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .box_ops import pool_regions
-from .spec import LONG_CONTEXT, SPEC_KEY, ModelSpec, SpecNamed
+from .spec import SPEC_KEY, ModelSpec, SpecNamed
 
 __all__ = ["TextModel", "TextTower", "load_text_model", "remember_fingerprint"]
 
@@ -284,19 +284,16 @@ def load_text_model(name_or_path: str | os.PathLike, device: str | torch.device 
         return None  # the whole model's loader reports what is wrong with the file
     if overrides.get("arch") not in (None, spec.arch):
         return None
-    spec.quick_gelu = bool(overrides.get("quick_gelu", spec.quick_gelu))
-    spec.dense_mode = overrides.get("dense_mode") or spec.dense_mode
-    spec.name = overrides.get("name") or spec.name or path.stem
-    cfg = arch_config(spec.arch)
     pos = sd.get("positional_embedding")
+    spec.resolve(path, None if pos is None else int(pos.shape[0]), overrides.get("quick_gelu"),
+                 overrides.get("dense_mode"), overrides.get("name"))
+    cfg = arch_config(spec.arch)
     if cfg is None or pos is None or "vision_cfg" not in cfg or set(cfg.get("text_cfg", {})) - PLAIN_TEXT_KEYS \
             or set(cfg) - {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu"}:
         return None
     spec.quick_gelu = spec.quick_gelu or bool(cfg.get("quick_gelu", False))
-    ckpt_long = pos.shape[0] == LONG_CONTEXT
-    if bool(overrides.get("long_text")) and not ckpt_long:
+    if bool(overrides.get("long_text")) and not spec.long_text:
         return None  # stretched at load time (Long-CLIP): the whole model does it
-    spec.long_text = ckpt_long
     tower = TextTower(cfg["text_cfg"], int(cfg["embed_dim"]), int(pos.shape[0]), spec.quick_gelu)
     if "logit_scale" in sd:
         sd["logit_scale"] = sd["logit_scale"].reshape(())

@@ -35,7 +35,7 @@ from .card import load_card
 from .defaults import DEFAULT_MODEL  # (also re-exported: zoo.DEFAULT_MODEL)
 from .errors import CheckpointError, ModelError, OfflineError
 from .model import GeoAlignCLIP, as_open_clip, build_clip
-from .spec import LONG_CONTEXT, SPEC_KEY, ModelSpec
+from .spec import SPEC_KEY, ModelSpec
 from .text_model import remember_fingerprint
 
 # the table and the cache paths live in a module without torch (models list, the engine's model
@@ -269,15 +269,11 @@ def load_checkpoint_file(
                 f"cannot tell the architecture of {path}: pass it explicitly (e.g. arch='ViT-B-16')"
             )
         spec = ModelSpec(arch=guessed, quick_gelu=bool(quick_gelu))
-    if quick_gelu is not None:
-        spec.quick_gelu = quick_gelu
-    if dense_mode is not None:
-        spec.dense_mode = dense_mode
-    spec.name = name or spec.name or Path(path).stem
+    asked_long = spec.long_text if long_text is None else long_text
     pos = sd.get("positional_embedding")
-    ckpt_long = pos is not None and pos.shape[0] == LONG_CONTEXT
-    want_long = ckpt_long or bool(spec.long_text if long_text is None else long_text)
-    spec.long_text = ckpt_long
+    spec.resolve(path, None if pos is None else int(pos.shape[0]), quick_gelu, dense_mode, name)
+    ckpt_long = spec.long_text
+    want_long = ckpt_long or bool(asked_long)
     model = build_model(spec, sd, str(path))
     if want_long and not ckpt_long:
         model.enable_long_text()  # a 77-token checkpoint asked to run long: stretch (Long-CLIP)

@@ -1,10 +1,11 @@
-"""Parallel tile reading: several reader threads, each on its own dataset handle.
+"""Parallel tile reading with threads, each on its own dataset handle; the reader count policy.
 
-One reader thread decodes about 340-680 tiles per CPU-second at 224 px; a GPU running
-ViT-B/16 consumes tens of thousands. :func:`read_parallel` spreads the reads of a window list
-over ``workers`` threads. Threads, not processes: rasterio releases the GIL while GDAL reads,
-decompresses (deflate, LZW, JPEG) and resamples, so the threads decode in parallel; and a
-process forked after torch started its own threads can hang, while threads need no fork.
+One reader decodes about 700-900 tiles per CPU-second at 224 px; a GPU running ViT-B/16
+consumes tens of thousands. The batch reader uses reader *processes*
+(:mod:`geoalign_core.geo.tile_workers`): rasterio releases the GIL while GDAL decodes, but most
+of a small tile's reading is NumPy work around it that holds the GIL, so threads gained only
+1.2-1.4x on two cores. :func:`read_parallel` spreads the reads of a window list over
+``workers`` threads: the fallback where processes cannot start.
 
 GDAL dataset handles must not be shared between threads, so each worker opens its own
 (:meth:`RasterSource.clone <geoalign_core.geo.RasterSource.clone>`, which shares the scene
@@ -51,7 +52,7 @@ def check_workers(workers: int | None, what: str = "workers") -> int | None:
 
 
 def default_workers(gpu: bool, cores: int | None = None) -> int:
-    """Reader threads when the user did not say: on a GPU, the cores available (at most 8: the
+    """Tile readers when the user did not say: on a GPU, the cores available (at most 8: the
     decoder rarely needs more to keep one GPU fed at 224 px), leaving one for the main thread
     when there are 3 or more; on a CPU, 1 (the model computes on every core already, and a
     second reader only takes time from it)."""

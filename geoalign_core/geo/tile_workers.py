@@ -9,13 +9,15 @@ How the work is split, so that the parent does almost nothing per tile:
 * **The workers** are plain ``python -m geoalign_core.geo.tile_workers`` processes that import
   NumPy and rasterio, never torch (no fork of a process running torch's threads, and no re-run
   of the user's ``__main__``, which ``multiprocessing``'s spawn would do). Each opens its own
-  handle on the raster (:meth:`RasterSource.reopen_args`, the scene statistics included), reads
-  and normalises runs of consecutive windows (:func:`read_filled`), and writes each tile's image
-  and mask straight into a slot of a memory-mapped file in ``/dev/shm``; only the tile records
-  (window, transform, bounds, whether any pixel is valid) travel through the pipe.
-* **The parent** hands runs of windows to the workers in turn, so the replies come back in
-  window order, and copies each tile once from its slot into the batch it is filling. A slot is
-  given a new run only after the parent copied the old one out.
+  handle on the raster (:meth:`RasterSource.reopen_args`, the scene statistics included) and
+  reads whole blocks of consecutive windows (one batch each, :func:`read_filled`), normalising
+  every tile straight into a block of shared memory (a memory-mapped file in ``/dev/shm``,
+  unlinked as soon as the worker mapped it). Only the tile records (window, transform, bounds)
+  travel through the pipe.
+* **The parent** hands the blocks to the workers in turn, so the answers come back in window
+  order, and hands each block on as a batch whose arrays are views of that shared memory: no
+  copy. A block of memory is given new windows only once nothing refers to its arrays any more
+  (their reference count), so a caller may keep batches as long as it likes.
 * **Start-up** (about 0.3 s, the two imports) is paid once per process: idle workers wait for
   the next scene, and exit when the parent exits (their stdin closes).
 
@@ -48,11 +50,10 @@ if TYPE_CHECKING:
     from geoalign_core.geo.raster import RasterSource
     from geoalign_core.geo.tile import Tile
 
-__all__ = ["ReadTile", "WorkerError", "fill_invalid", "processes_available", "read_filled", "read_in_processes",
+__all__ = ["ReadBatch", "WorkerError", "fill_invalid", "processes_available", "read_filled", "read_in_processes",
            "worker_pids"]
 
-RUN = 8  #: consecutive windows per request: a round trip to a process costs more than a thread's
-DEPTH = 3  #: runs in flight per worker (each has its own slot)
+DEPTH = 2  #: blocks of windows in flight per worker
 _SHM_DIR = "/dev/shm"
 
 
@@ -81,30 +82,38 @@ def read_filled(source: RasterSource, index: int, window: Window, size: int, out
 
 
 @dataclass
-class ReadTile:
-    """A tile read by a worker: its record, and its image and mask as views of a shared slot
-    (valid until the parent hands the slot a new run; copy them out before)."""
+class ReadBatch:
+    """The tiles of one block of windows, read by a worker into shared memory.
 
-    index: int
-    window: Window
-    transform: Any
-    bounds: Any
-    any_valid: bool
-    image: np.ndarray
+    Attributes:
+        records: ``(index, window, transform, bounds)`` of each tile kept, in window order.
+        images: float32 ``[len(records), 3, S, S]``, a view of the block's shared memory.
+        valid: bool ``[len(records), S, S]``, likewise.
+        done: windows consumed once this block is, skipped empty ones included.
+    """
+
+    records: list[tuple[Any, Any, Any, Any]]
+    images: np.ndarray
     valid: np.ndarray
+    done: int
 
 
 # --------------------------------------------------------------------------------------------
 # the worker process
 
 
-def _slot_arrays(buf: Any, slot: int, k: int, size: int, run: int) -> tuple[np.ndarray, np.ndarray]:
-    """Tile ``k`` of slot ``slot``: its float32 ``[3, size, size]`` image and bool mask."""
-    image_bytes, valid_bytes = 3 * size * size * 4, size * size
-    offset = (slot * run + k) * (image_bytes + valid_bytes)
-    image = np.ndarray((3, size, size), np.float32, buf, offset)
-    valid = np.ndarray((size, size), np.bool_, buf, offset + image_bytes)
-    return image, valid
+def _block_arrays(buf: np.ndarray, block: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The images ``[block, 3, size, size]`` and masks ``[block, size, size]`` in a block's memory
+    ``buf`` (1-D uint8; images first, then masks). NumPy makes ``buf`` the base of every view of
+    them, so its reference count says whether any is alive."""
+    n_image = block * 3 * size * size * 4
+    images = buf[:n_image].view(np.float32).reshape(block, 3, size, size)
+    valid = buf[n_image : n_image + block * size * size].view(np.bool_).reshape(block, size, size)
+    return images, valid
+
+
+def _block_bytes(block: int, size: int) -> int:
+    return block * size * size * (3 * 4 + 1)
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -116,17 +125,41 @@ def _portable(exc: BaseException) -> BaseException:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
+def _read_block(source: RasterSource, buf: np.ndarray, lo: int, windows: Sequence[Window], size: int,
+                skip_empty: bool, records: list[tuple[Any, Any, Any, Any]]) -> None:
+    """Read ``windows`` (positions ``lo``...) into a block's memory, the kept tiles one after the other,
+    appending each kept tile's record to ``records``."""
+    images, valid = _block_arrays(buf, len(windows), size)
+    for k, window in enumerate(windows):
+        at = len(records)
+        tile = read_filled(source, lo + k, window, size, out=images[at])  # the image is read in place
+        if skip_empty and not tile.valid.any():
+            continue  # its place takes the next tile
+        valid[at] = tile.valid
+        records.append((tile.index, tile.window, tile.transform, tile.bounds))
+
+
 def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
-    """Answer the parent's requests (see :class:`_Worker`) until its pipe closes."""
+    """Answer the parent's requests (see :func:`read_in_processes`) until its pipe closes."""
     from geoalign_core.geo.raster import RasterSource
 
     source: RasterSource | None = None
-    mm: mmap.mmap | None = None
-    size = run = 0
+    blocks: dict[int, tuple[mmap.mmap, np.ndarray]] = {}  # this worker's blocks of shared memory, by id
+    size = 0
 
     def send(msg: object) -> None:
         pickle.dump(msg, out, protocol=pickle.HIGHEST_PROTOCOL)
         out.flush()
+
+    def close() -> None:
+        nonlocal source
+        if source is not None:
+            source.close()
+        mms = [mm for mm, _ in blocks.values()]
+        source = None
+        blocks.clear()  # the arrays over the maps go first
+        for mm in mms:
+            mm.close()
 
     while True:
         try:
@@ -134,35 +167,29 @@ def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
         except EOFError:
             return
         kind = msg[0]
-        if kind == "open":  # ("open", shm path, path, kwargs, size, run)
-            _, shm_path, path, kwargs, size, run = msg
+        if kind == "open":  # ("open", raster path, RasterSource keywords, tile size)
+            _, path, kwargs, size = msg
             try:
-                with open(shm_path, "r+b") as fh:
-                    mm = mmap.mmap(fh.fileno(), 0)
                 source = RasterSource(path, **kwargs)
                 send(("ready", None))
             except BaseException as exc:  # noqa: BLE001 - reported to the parent
                 send(("ready", _portable(exc)))
-        elif kind == "read":  # ("read", slot, first index, windows)
-            _, slot, lo, windows = msg
-            records: list[tuple[int, Any, Any, Any, bool]] = []
+        elif kind == "read":  # ("read", block id, its file the first time else None, first index, windows, skip)
+            _, block_id, block_path, lo, windows, skip_empty = msg
+            records: list[tuple[Any, Any, Any, Any]] = []
             error: BaseException | None = None
             try:
-                assert source is not None and mm is not None, "read before open"
-                for k, window in enumerate(windows):
-                    image, valid = _slot_arrays(mm, slot, k, size, run)
-                    tile = read_filled(source, lo + k, window, size, out=image)  # the image is read in place
-                    valid[...] = tile.valid
-                    records.append((tile.index, tile.window, tile.transform, tile.bounds, bool(tile.valid.any())))
-            except BaseException as exc:  # noqa: BLE001 - raised by the parent at this window
+                assert source is not None, "read before open"
+                if block_path is not None:
+                    with open(block_path, "r+b") as fh:
+                        mm = mmap.mmap(fh.fileno(), 0)
+                    blocks[block_id] = (mm, np.frombuffer(mm, np.uint8))
+                _read_block(source, blocks[block_id][1], lo, windows, size, skip_empty, records)
+            except BaseException as exc:  # noqa: BLE001 - raised by the parent at this block
                 error = _portable(exc)
             send(("read", records, error))
         elif kind == "close":
-            if source is not None:
-                source.close()
-            if mm is not None:
-                mm.close()
-            source = mm = None
+            close()
 
 
 def _main() -> None:
@@ -235,7 +262,7 @@ _BROKEN: str | None = None  # why workers cannot start here (then the callers us
 
 def _take(n: int) -> list[_Worker]:
     with _LOCK:
-        taken = []
+        taken: list[_Worker] = []
         while _IDLE and len(taken) < n:
             w = _IDLE.pop()
             if w.alive():
@@ -286,7 +313,13 @@ def processes_available() -> bool:
 
 
 def _shared_file(nbytes: int) -> tuple[str, mmap.mmap]:
-    folder = _SHM_DIR if os.path.isdir(_SHM_DIR) and os.access(_SHM_DIR, os.W_OK) else None
+    """A new file of ``nbytes`` mapped in memory: in ``/dev/shm`` when it has room, else in the
+    temporary folder."""
+    folder = None
+    if os.path.isdir(_SHM_DIR) and os.access(_SHM_DIR, os.W_OK):
+        st = os.statvfs(_SHM_DIR)
+        if st.f_bavail * st.f_frsize > 4 * nbytes:
+            folder = _SHM_DIR
     fd, path = tempfile.mkstemp(prefix="geoalign-tiles-", dir=folder)
     try:
         os.ftruncate(fd, nbytes)
@@ -298,62 +331,104 @@ def _shared_file(nbytes: int) -> tuple[str, mmap.mmap]:
         os.close(fd)
 
 
-def read_in_processes(source: RasterSource, windows: Sequence[Window], size: int, workers: int) -> Iterator[ReadTile]:
-    """Yield a :class:`ReadTile` for every window, in order, read by ``workers`` reader processes.
+class _Block:
+    """Shared memory for one block of tiles, filled by one worker, handed to the caller as views.
 
-    A tile's arrays are views of shared memory: valid until the next tile of the following run
-    is yielded, so copy them before asking for more (the batch reader copies each into its batch).
-    Errors of a read reach the caller at the window where they happened. Raises
-    :class:`WorkerError` (before yielding anything) when the processes cannot start.
+    Free again when no array refers to it: every view of :attr:`memory` holds a reference to it.
+    """
+
+    def __init__(self, ident: int, nbytes: int) -> None:
+        self.ident = ident
+        self.path: str | None
+        self.path, mm = _shared_file(nbytes)
+        self.memory = np.frombuffer(mm, np.uint8)
+        self.reading = False
+
+    def free(self) -> bool:
+        # referred to by this object and by getrefcount's argument only: no array uses it
+        return not self.reading and sys.getrefcount(self.memory) <= 2
+
+    def unlink(self) -> None:
+        """Remove the file once its worker has mapped it (the memory lives on in the mappings)."""
+        if self.path is not None:
+            os.unlink(self.path)
+            self.path = None
+
+
+def read_in_processes(source: RasterSource, windows: Sequence[Window], size: int, block: int, skip_empty: bool,
+                      workers: int) -> Iterator[ReadBatch]:
+    """Yield the tiles of every ``block`` consecutive windows as one :class:`ReadBatch`, in order,
+    read by ``workers`` reader processes.
+
+    The arrays are views of shared memory that no one else writes while any view of them is alive
+    (a block's memory is given a new block only when the caller dropped every array of the old one),
+    so they can be kept. With ``skip_empty`` the tiles without a valid pixel are left out (a block
+    of empty tiles yields nothing). A read error reaches the caller at its block, after the blocks
+    before it. Raises :class:`WorkerError` (before yielding anything) when the processes cannot start.
     """
     global _BROKEN
     windows = list(windows)
-    runs = [(lo, windows[lo : lo + RUN]) for lo in range(0, len(windows), RUN)]
+    spans = [(lo, windows[lo : lo + block]) for lo in range(0, len(windows), block)]
     path, kwargs = source.reopen_args()
-    nslots = max(1, min(len(runs), workers * DEPTH))
-    shm_path, mm = _shared_file(nslots * RUN * (3 * size * size * 4 + size * size))
+    nbytes = _block_bytes(block, size)
     pool: list[_Worker] = []
-    inflight: deque[int] = deque()  # run numbers sent and not yet answered, in order
+    owned: list[list[_Block]] = []  # each worker's blocks of memory
+    inflight: deque[tuple[int, _Block]] = deque()  # (span, its memory) sent and not yet answered, in order
     receiving = False  # interrupted inside a read from a pipe: that worker's stream is unusable
+    made = 0
     try:
         try:
-            pool = _take(max(1, min(workers, len(runs))))
+            pool = _take(max(1, min(workers, len(spans))))
             for w in pool:
-                w.send(("open", shm_path, path, kwargs, size, RUN))
+                w.send(("open", path, kwargs, size))
             errors = [w.recv()[1] for w in pool]  # every answer read, so none is left in a pipe
-            if any(errors):
-                raise next(e for e in errors if e is not None)
         except WorkerError as exc:
             _BROKEN = str(exc)
             raise
-        finally:
-            os.unlink(shm_path)  # every worker has it mapped (or failed): nothing is left behind
+        if any(errors):
+            raise next(e for e in errors if e is not None)
+        owned = [[] for _ in pool]
 
         def send(j: int) -> None:
-            lo, run = runs[j]
-            pool[j % len(pool)].send(("read", j % nslots, lo, run))
-            inflight.append(j)
+            nonlocal made
+            w = j % len(pool)
+            mem = next((b for b in owned[w] if b.free()), None)
+            if mem is None:
+                mem = _Block(made, nbytes)
+                made += 1
+                owned[w].append(mem)
+            lo, span = spans[j]
+            mem.reading = True
+            pool[w].send(("read", mem.ident, mem.path, lo, span, skip_empty))
+            inflight.append((j, mem))
 
-        for j in range(min(nslots, len(runs))):
+        for j in range(min(len(spans), len(pool) * DEPTH)):
             send(j)
-        for j in range(len(runs)):
+        for j in range(len(spans)):
             receiving = True
             _, records, error = pool[j % len(pool)].recv()
             receiving = False
-            inflight.popleft()
-            for k, (index, window, transform, bounds, any_valid) in enumerate(records):
-                image, valid = _slot_arrays(mm, j % nslots, k, size, RUN)
-                yield ReadTile(index, window, transform, bounds, any_valid, image, valid)
+            _, mem = inflight.popleft()
+            mem.reading = False
+            mem.unlink()
             if error is not None:
                 raise error
-            if j + nslots < len(runs):
-                send(j + nslots)
+            lo, span = spans[j]
+            if records:
+                images, valid = _block_arrays(mem.memory, len(span), size)
+                yield ReadBatch(records, images[: len(records)], valid[: len(records)], lo + len(span))
+                del images, valid
+            if j + len(pool) * DEPTH < len(spans):
+                send(j + len(pool) * DEPTH)
     finally:
         _finish(pool, inflight, receiving)
-        mm.close()
+        for blocks in owned:
+            for mem in blocks:
+                if mem.path is not None:  # sent, never answered
+                    mem.unlink()
 
 
-def _finish(pool: list[_Worker], inflight: deque[int], interrupted: bool) -> None:
+def _finish(pool: list[_Worker], inflight: deque[tuple[int, _Block]], interrupted: bool) -> None:
     """Collect the answers still owed (the caller stopped early), close the workers' scene and
     return them to the idle pool; a worker that does not answer, or whose answer was being read
     when the reading was interrupted, is stopped."""
@@ -364,7 +439,7 @@ def _finish(pool: list[_Worker], inflight: deque[int], interrupted: bool) -> Non
         return
     healthy = []
     owed = {id(w): 0 for w in pool}
-    for j in inflight:
+    for j, _ in inflight:
         owed[id(pool[j % len(pool)])] += 1
     for w in pool:
         try:

@@ -5,17 +5,18 @@ inference passes also need a grid over a sub-area (``bounds``), ad-hoc windows a
 regions, and tiles resampled to the model's input size. This helper covers those with the
 same read-ahead thread as ``iter_tiles`` (:func:`geoalign_core.geo.prefetch.read_ahead`): its
 own dataset handle, ``prefetch`` batches ahead, stopped and joined when the consumer stops.
-With ``workers > 1`` the tiles themselves are read by that many reader processes
-(:func:`geoalign_core.geo.tile_workers.read_in_processes`; threads,
-:func:`geoalign_core.geo.readers.read_parallel`, where processes cannot start), and the
-read-ahead thread copies them into batches; with ``pin`` each batch is assembled straight in
-page-locked memory, ready for a non-blocking copy to the GPU.
+With ``workers > 1`` the tiles are read by that many reader processes, each batch straight into
+shared memory (:func:`geoalign_core.geo.tile_workers.read_in_processes`), or by that many
+threads where processes cannot start (:func:`geoalign_core.geo.readers.read_parallel`); with
+``pin`` each batch is held in page-locked memory, ready for a non-blocking copy to the GPU.
+
+A batch holds the tiles of ``batch_size`` consecutive windows, whatever the number of readers;
+with ``skip_empty`` the tiles without a valid pixel are left out of it.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
@@ -63,68 +64,29 @@ def _batch(tiles: list[Tile], done: int, pin: bool) -> TileBatch:
     return TileBatch(tiles, images, valid, done, buf)
 
 
-class _BatchMemory:
-    """Arrays for batches of ``size`` px tiles, reused once nothing refers to them any more.
-
-    A fresh 10 MB batch costs its page faults on first touch, as much as copying the tiles into
-    it; the reader processes leave the parent little else to do, so unpinned batches come from a
-    few arrays that are handed out again when no batch, tile or tensor still uses them (their
-    reference count). Pinned batches are left to torch's page-locked allocator, which knows when
-    a non-blocking copy to the GPU is still reading them.
-    """
-
-    KEEP = 4
-
-    def __init__(self, size: int, pin: bool) -> None:
-        self.size, self.pin = size, pin
-        self.free: list[tuple[np.ndarray, np.ndarray]] = []
-
-    def take(self, n: int) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
-        """Room for ``n`` tiles: images (page-locked with ``pin``), masks, and the pinned tensor."""
-        if self.pin:
-            buf = torch.empty((n, 3, self.size, self.size), dtype=torch.float32).pin_memory()
-            return buf.numpy(), np.empty((n, self.size, self.size), dtype=bool), buf
-        for images, valid in self.free:
-            # referred to by this list, the loop variable and getrefcount's argument only: unused
-            if len(images) == n and sys.getrefcount(images) == 3 and sys.getrefcount(valid) == 3:
-                return images, valid, None
-        images = np.empty((n, 3, self.size, self.size), dtype=np.float32)
-        valid = np.empty((n, self.size, self.size), dtype=bool)
-        if len(self.free) < self.KEEP:
-            self.free.append((images, valid))
-        return images, valid, None
-
-
 def _batches_from_processes(
     source: RasterSource, windows: Sequence[Window], size: int, batch_size: int, skip_empty: bool, workers: int,
     pin: bool,
 ) -> Generator[TileBatch, None, None]:
-    """:func:`_batches` with the tiles read by reader processes, each copied once from shared
-    memory into its batch."""
-    n = len(windows)
-    memory = _BatchMemory(size, pin)
-    images, valid, pinned = memory.take(min(batch_size, n))
-    tiles: list[Tile] = []
-    i = -1
-    for i, t in enumerate(read_in_processes(source, windows, size, workers)):
-        if skip_empty and not t.any_valid:
-            continue
-        k = len(tiles)
-        images[k], valid[k] = t.image, t.valid
-        tiles.append(Tile(images[k], valid[k], t.window, t.transform, t.bounds, t.index))
-        if len(tiles) == batch_size:
-            yield TileBatch(tiles, images, valid, i + 1, pinned)
-            tiles = []
-            images, valid, pinned = memory.take(min(batch_size, n - i - 1))
-    if tiles:
-        k = len(tiles)
-        yield TileBatch(tiles, images[:k], valid[:k], n, None if pinned is None else pinned[:k])
+    """:func:`_batches` with the tiles read by reader processes: each batch is a view of the shared
+    memory they were read into (no copy), or with ``pin`` one copy into page-locked memory."""
+    for got in read_in_processes(source, windows, size, batch_size, skip_empty, workers):
+        images, valid, pinned = got.images, got.valid, None
+        if pin:
+            pinned = torch.empty(images.shape, dtype=torch.float32).pin_memory()
+            pinned.numpy()[...] = images
+            images, valid = pinned.numpy(), valid.copy()  # the shared block is free again
+        tiles = [Tile(images[k], valid[k], window, transform, bounds, index)
+                 for k, (index, window, transform, bounds) in enumerate(got.records)]
+        yield TileBatch(tiles, images, valid, got.done, pinned)
 
 
 def _batches(
     source: RasterSource, windows: Sequence[Window], size: int, batch_size: int, skip_empty: bool,
     workers: int = 1, pin: bool = False, ahead: int | None = None,
 ) -> Generator[TileBatch, None, None]:
+    """Batches of the tiles of every ``batch_size`` consecutive windows (without the empty ones with
+    ``skip_empty``: a batch may then hold fewer tiles, and a block of empty tiles none)."""
     if workers > 1 and processes_available():
         yielded = False
         try:
@@ -136,21 +98,20 @@ def _batches(
             if yielded:
                 raise
             logger.warning("reader processes unavailable (%s); reading with %d threads", exc, workers)
-    tiles: list[Tile] = []
+    n = len(windows)
     if workers > 1:
         read = read_parallel(source, windows, lambda src, i, w: read_filled(src, i, w, size), workers, ahead)
     else:
         read = (read_filled(source, i, w, size) for i, w in enumerate(windows))
+    tiles: list[Tile] = []
     try:
         for i, tile in enumerate(read):
-            if skip_empty and not tile.valid.any():
-                continue
-            tiles.append(tile)
-            if len(tiles) == batch_size:
-                yield _batch(tiles, i + 1, pin)
+            if not (skip_empty and not tile.valid.any()):
+                tiles.append(tile)
+            if (i + 1) % batch_size == 0 or i + 1 == n:
+                if tiles:
+                    yield _batch(tiles, i + 1, pin)
                 tiles = []
-        if tiles:
-            yield _batch(tiles, len(windows), pin)
     finally:
         close = getattr(read, "close", None)
         if close is not None:

@@ -121,7 +121,8 @@ class Encoder:
         prefetch: batches read ahead in a background thread (0: read in the caller's thread);
             None: ``$GEOALIGN_PREFETCH`` if set, else 2 on a GPU or with 4+ CPU cores, else 0
             (on a 2-core machine the reader thread only competes with torch's compute threads).
-        workers: threads decoding tiles, each on its own dataset handle (None:
+        workers: tile readers, each on its own dataset handle: 1 is a thread of this process,
+            more are reader processes (:mod:`~geoalign_core.geo.tile_workers`) (None:
             ``$GEOALIGN_READERS`` if set, else :func:`~geoalign_core.geo.readers.default_workers`:
             1 on a CPU, up to 8 on a GPU).
         templates: prompt templates for classes (:data:`~.vocabulary.PROMPT_TEMPLATES`).
@@ -324,9 +325,9 @@ class Encoder:
     ) -> Iterator[EmbeddingBatch]:
         """One backbone pass per tile of ``windows``; yields :class:`EmbeddingBatch` es.
 
-        Reading and preprocessing run in background threads (:attr:`workers` decoding tiles),
-        overlapping the model; on a GPU each batch is stacked in page-locked memory and copied
-        without blocking.
+        Reading and preprocessing run in the background (:attr:`workers` reading tiles: a thread,
+        or reader processes), overlapping the model; on a GPU each batch is held in page-locked
+        memory and copied without blocking.
         ``cancel`` is polled before each batch (raises :class:`Cancelled`); ``progress`` gets
         ``(windows done, windows total)`` after each batch.
         """

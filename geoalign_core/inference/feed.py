@@ -1,6 +1,6 @@
 """Feeding the model: the batch size and the number of tile readers chosen for the device.
 
-A CPU computes a batch of 16 tiles as fast per tile as one of 256, and one reader thread keeps
+A CPU computes a batch of 16 tiles as fast per tile as one of 256, and one reader keeps
 up with it; a GPU needs large batches and several readers to be busy at all
 (docs/benchmarks.md, "Feeding a GPU"). The user's ``--batch-size`` / ``--workers`` always win;
 these are the defaults when they are left out.
@@ -51,7 +51,7 @@ def device_batch_size(model, free_bytes: int | None = None) -> int:
 
 
 def resolve_workers(workers: int | None, device: torch.device) -> int:
-    """Reader threads: ``workers`` when given, else ``$GEOALIGN_READERS`` (a positive integer),
+    """Tile readers: ``workers`` when given, else ``$GEOALIGN_READERS`` (a positive integer),
     else :func:`~geoalign_core.geo.readers.default_workers` for the device."""
     from ..geo.readers import MAX_WORKERS, default_workers
 

@@ -52,7 +52,7 @@ class Predictor(Encoder):
         batch_size: tiles per backbone pass (None: chosen for the device,
             :func:`~.feed.device_batch_size`).
         prefetch: tiles read ahead in a thread (see :class:`~.encoder.Encoder`).
-        workers: threads decoding tiles (see :class:`~.encoder.Encoder`).
+        workers: tile readers (see :class:`~.encoder.Encoder`).
         templates: the prompt templates class names are encoded through (see :class:`~.encoder.Encoder`).
         background: the generic background phrases boxes are scored against (see :class:`~.encoder.Encoder`).
         text_only: start with the text tower alone where the model allows it
