@@ -36,7 +36,7 @@ import time
 import warnings
 from pathlib import Path
 
-from report import ROOT, cpu_summary, publish, table
+from report import ROOT, cpu_summary, git_commit, publish, table
 
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -291,8 +291,8 @@ def main() -> int:
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="geoalign-bench-coll-", dir=args.workdir))
-    head = (f"`python benchmarks/bench_collection.py` on {cpu_summary()}, {time.strftime('%Y-%m-%d')}; no GPU "
-            "was lent to this session, so every figure is CPU.")
+    head = (f"`python benchmarks/bench_collection.py` on {cpu_summary()}, {time.strftime('%Y-%m-%d')} at commit "
+            f"{git_commit()}; no GPU was lent to this session, so every figure is CPU.")
     try:
         if "throughput" in args.only:
             t = bench_throughput(work, args.model, args.batch_size)
