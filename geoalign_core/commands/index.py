@@ -45,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ann = p.add_mutually_exclusive_group()
     ann.add_argument("--ann", dest="ann", action="store_true", default=None,
                      help="collection: build its approximate-search (FAISS) index once every scene is done "
-                          "(default: only for collections of at least 2.5 M patches, where it pays)")
+                          "(default: only for collections of at least 9 M patches, where it pays)")
     ann.add_argument("--no-ann", dest="ann", action="store_false", help="collection: never build the ANN index")
     p.add_argument("--info", action="store_true",
                    help="print what an existing index (RASTER = its .parquet, or a collection folder) holds")

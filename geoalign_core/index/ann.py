@@ -40,8 +40,10 @@ from .store import read_metadata
 
 __all__ = ["ANN_MIN_PATCHES", "AnnIndex", "build_ann", "candidate_tiles", "choose"]
 
-#: below this many stored patches the exact scan is fast enough (and exact): see the module docstring
-ANN_MIN_PATCHES = 2_500_000
+#: below this many stored patches the exact scan is fast enough (and exact): an exact query of one phrase
+#: stays under 2 s on 2 CPU cores, and the ANN index saves at most a quarter of it (docs/benchmarks.md,
+#: "Many scenes: exact scan or ANN", measured 2026-12-07: 1.3x at 4.4 M and 8.7 M patches)
+ANN_MIN_PATCHES = 9_000_000
 ANN_K_PER_RESULT = 20  #: nearest patches fetched per wanted result and phrase
 ANN_K_MIN = 2000
 NPROBE = 32
