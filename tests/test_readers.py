@@ -218,6 +218,31 @@ def test_a_reader_process_that_dies_is_an_error_not_a_hang(jpeg_tif):
         assert list(iter_batches(src, windows[:8], 112, 4, workers=2))  # new workers start
 
 
+def _read_in_a_fork(path: str, queue) -> None:
+    windows = _windows(Path(path))
+    with RasterSource(path) as src:
+        queue.put(sum(len(b.tiles) for b in iter_batches(src, windows, 112, 8, workers=2)))
+
+
+def test_a_forked_child_starts_its_own_readers_and_leaves_the_parents_alone(jpeg_tif):
+    import multiprocessing
+
+    windows = _windows(jpeg_tif)
+    with RasterSource(jpeg_tif) as src:
+        list(iter_batches(src, windows, 112, 8, workers=2))  # the parent's workers, now idle
+    parents = [w.proc.pid for w in tile_workers._IDLE]
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_read_in_a_fork, args=(str(jpeg_tif), queue))
+    child.start()
+    assert queue.get(timeout=120) == len(windows)
+    child.join(60)
+    assert child.exitcode == 0
+    assert [w.proc.pid for w in tile_workers._IDLE] == parents and all(w.alive() for w in tile_workers._IDLE)
+    with RasterSource(jpeg_tif) as src:  # and they still answer
+        assert sum(len(b.tiles) for b in iter_batches(src, windows, 112, 8, workers=2)) == len(windows)
+
+
 def test_reader_threads_when_processes_cannot_start(jpeg_tif, monkeypatch, caplog):
     def cannot(*_a, **_k):
         raise tile_workers.WorkerError("tile reader process could not start (test)")

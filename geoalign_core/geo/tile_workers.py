@@ -19,7 +19,9 @@ How the work is split, so that the parent does almost nothing per tile:
   copy. A block of memory is given new windows only once nothing refers to its arrays any more
   (their reference count), so a caller may keep batches as long as it likes.
 * **Start-up** (about 0.3 s, the two imports) is paid once per process: idle workers wait for
-  the next scene, and exit when the parent exits (their stdin closes).
+  the next scene, and exit when the parent exits (their stdin closes). They see the environment
+  (``GDAL_*`` settings included) of the moment they started. A forked child of the parent
+  starts workers of its own.
 
 Use :func:`read_in_processes`; :func:`processes_available` says whether workers can start here
 (the callers fall back to reader threads where they cannot).
@@ -260,16 +262,24 @@ class _Worker:
 _IDLE: list[_Worker] = []
 _BUSY: list[_Worker] = []  # reading for a caller now
 _LOCK = threading.Lock()
+_OWNER = os.getpid()  # the process whose workers these are (a forked child must not share their pipes)
 _BROKEN: str | None = None  # why workers cannot start here (then the callers use threads)
 
 
 def _take(n: int) -> list[_Worker]:
+    global _OWNER
     with _LOCK:
+        if os.getpid() != _OWNER:  # a fork of the process that started them: its own workers
+            _IDLE.clear()
+            _BUSY.clear()
+            _OWNER = os.getpid()
         taken: list[_Worker] = []
+        dead: list[_Worker] = []
         while _IDLE and len(taken) < n:
             w = _IDLE.pop()
-            if w.alive():
-                taken.append(w)
+            (taken if w.alive() else dead).append(w)
+    for w in dead:
+        w.stop()  # closes its pipes
     try:
         while len(taken) < n:
             taken.append(_Worker())
@@ -300,6 +310,8 @@ def worker_pids() -> list[int]:
 
 @atexit.register
 def _stop_idle() -> None:
+    if os.getpid() != _OWNER:
+        return  # a fork's copy of the list: the workers are its parent's
     with _LOCK:
         idle, _IDLE[:] = list(_IDLE), []
     for w in idle:
@@ -356,8 +368,6 @@ class _Block:
         if self.path is not None:
             os.unlink(self.path)
             self.path = None
-
-
 
 
 def read_in_processes(source: RasterSource, windows: Sequence[Window], size: int, block: int, skip_empty: bool,
