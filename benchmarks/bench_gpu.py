@@ -11,7 +11,7 @@ For each model (random weights: the cost does not depend on them), two measureme
   under the image pass's autocast (float16 on CUDA) and ``no_grad``: the most the model can do;
 * **image pass**: :meth:`Encoder.image_pass <geoalign_core.inference.encoder.Encoder.image_pass>`
   over a tiled JPEG GeoTIFF made from the real aerial scene (``../shared/real_data``), with
-  ``--workers`` reader threads, pinned batches and non-blocking copies: what ``geoalign index``
+  ``--workers`` tile readers (processes), pinned batches and non-blocking copies: what ``geoalign index``
   gets. Its ratio to the model alone says whether the readers keep the GPU busy.
 
 km²/min: tiles/s x 60 / tiles per km² (the model's input size in pixels at ``--res`` m, stepped by
@@ -128,7 +128,8 @@ def main() -> int:
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--models", nargs="+", default=["ViT-B-16", "GeoAlign-Tiny"])
     ap.add_argument("--batch-size", type=int, default=None, help="default: chosen for the device (as the CLI)")
-    ap.add_argument("--workers", type=int, default=None, help="reader threads (default: as the CLI)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="tile readers (2 or more: reader processes; default: as the CLI)")
     ap.add_argument("--seconds", type=float, default=20.0, help="per measurement")
     ap.add_argument("--raster-size", type=int, default=8192, help="side of the test raster in pixels")
     ap.add_argument("--res", type=float, default=0.3, help="ground sample distance for km², metres")
