@@ -10,6 +10,7 @@ nodata corner and one with a damaged block), real processes and threads; the GPU
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -203,7 +204,12 @@ def test_a_damaged_block_fails_at_its_window_as_with_one_reader(holed_tif, tmp_p
 
     one, many = run(1), run(2)
     assert one == many and 0 < one[0] < len(windows)
-    assert all(w.alive() for w in tile_workers._IDLE)  # a read error does not cost the worker
+    time.sleep(0.5)  # time to fail, had the scene's closing killed them
+    workers = list(tile_workers._IDLE)
+    assert len(workers) >= 2 and all(w.alive() for w in workers)  # a read error does not cost the workers
+    with RasterSource(holed_tif) as src:  # and the same processes read the next scene
+        assert list(iter_batches(src, _windows(holed_tif), 112, 4, workers=2))
+    assert {w.proc.pid for w in workers} <= {w.proc.pid for w in tile_workers._IDLE}
 
 
 def test_a_reader_process_that_dies_is_an_error_not_a_hang(jpeg_tif):

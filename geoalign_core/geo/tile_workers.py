@@ -122,7 +122,10 @@ def _block_bytes(block: int, size: int) -> int:
 
 
 def _portable(exc: BaseException) -> BaseException:
-    """``exc`` if it survives pickling, else a RuntimeError carrying its message."""
+    """``exc`` if it survives pickling, else a RuntimeError carrying its message; without its
+    traceback either way (its frames would keep views of a block's memory, which then could not be
+    unmapped)."""
+    exc = exc.with_traceback(None)
     try:
         pickle.loads(pickle.dumps(exc))
         return exc
@@ -164,7 +167,10 @@ def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
         source = None
         blocks.clear()  # the arrays over the maps go first
         for mm in mms:
-            mm.close()
+            try:
+                mm.close()
+            except BufferError:  # an array over it is still alive somewhere: unmapped when it goes
+                pass
 
     while True:
         try:
