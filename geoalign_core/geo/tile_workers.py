@@ -397,7 +397,6 @@ def read_in_processes(source: RasterSource, windows: Sequence[Window], size: int
     inflight: deque[tuple[int, _Block]] = deque()  # (span, its memory) sent and not yet answered, in order
     receiving = False  # interrupted inside a read from a pipe: that worker's stream is unusable
     made = 0
-    assign: list[int] = []
     try:
         try:
             pool = _take(max(1, min(workers, len(spans))))
@@ -410,12 +409,11 @@ def read_in_processes(source: RasterSource, windows: Sequence[Window], size: int
         if any(errors):
             raise next(e for e in errors if e is not None)
         owned = [[] for _ in pool]
-        assign = [j % len(pool) for j in range(len(spans))]
         ahead = DEPTH * len(pool)
 
         def send(j: int) -> None:
             nonlocal made
-            w = assign[j]
+            w = j % len(pool)  # dealt out in turn: each worker answers its own blocks in order
             mem = next((b for b in owned[w] if b.free()), None)
             if mem is None:
                 mem = _Block(made, nbytes)
@@ -432,7 +430,7 @@ def read_in_processes(source: RasterSource, windows: Sequence[Window], size: int
                 send(sent)
                 sent += 1
             receiving = True
-            _, records, error = pool[assign[j]].recv()
+            _, records, error = pool[j % len(pool)].recv()
             receiving = False
             _, mem = inflight.popleft()
             mem.reading = False
@@ -445,14 +443,14 @@ def read_in_processes(source: RasterSource, windows: Sequence[Window], size: int
                 yield ReadBatch(records, images[: len(records)], valid[: len(records)], lo + len(span))
                 del images, valid
     finally:
-        _finish(pool, [(assign[j], mem) for j, mem in inflight] if owned else [], receiving)
+        _finish(pool, [j % len(pool) for j, _ in inflight], receiving)
         for blocks in owned:
             for mem in blocks:
                 if mem.path is not None:  # sent, never answered
                     mem.unlink()
 
 
-def _finish(pool: list[_Worker], owed_by: list[tuple[int, _Block]], interrupted: bool) -> None:
+def _finish(pool: list[_Worker], owed_by: list[int], interrupted: bool) -> None:
     """Collect the answers still owed (the caller stopped early), close the workers' scene and
     return them to the idle pool; a worker that does not answer, or whose answer was being read
     when the reading was interrupted, is stopped."""
@@ -463,7 +461,7 @@ def _finish(pool: list[_Worker], owed_by: list[tuple[int, _Block]], interrupted:
         return
     healthy = []
     owed = [0] * len(pool)
-    for k, _ in owed_by:  # (worker, block) of each answer not read yet
+    for k in owed_by:  # the worker of each answer not read yet
         owed[k] += 1
     for k, w in enumerate(pool):
         try:
