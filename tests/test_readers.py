@@ -147,6 +147,32 @@ def _shm_files() -> set[str]:
     return {p.name for p in folder.glob("geoalign-tiles-*")} if folder.is_dir() else set()
 
 
+@pytest.mark.parametrize("keep_every", [1, 3])
+@pytest.mark.parametrize("workers", [2, 3])
+def test_each_row_of_tiles_is_split_into_one_contiguous_part_per_worker(keep_every, workers):
+    """The plan behind the reader processes: every window read once, each piece inside one batch, and
+    in every row (full rows, and rows with windows left out) worker k reads the k-th contiguous part,
+    so that neighbouring rows put the same raster columns on the same worker."""
+    windows = [w for i, w in enumerate(tile_windows(30000, 900, 112, 0.25)) if i % keep_every == 0]
+    block = 7
+    pieces = tile_workers._plan(windows, block, workers)
+    assert [i for p in pieces for i in range(p.lo, p.hi)] == list(range(len(windows)))  # each once, in order
+    assert all(p.lo < p.hi and p.lo // block == p.batch == (p.hi - 1) // block for p in pieces)
+    rows: dict[float, list] = {}
+    for p in pieces:
+        rows.setdefault(windows[p.lo].row_off, []).append(p)
+    assert len(rows) > 3
+    for row in rows.values():
+        n = sum(p.hi - p.lo for p in row)
+        segments = -(-n // tile_workers.ROW_SEGMENT)
+        assert segments >= 2  # a row longer than ROW_SEGMENT windows is cut into segments
+        owners = [p.worker for p in row for _ in range(p.lo, p.hi)]
+        runs = [k for i, k in enumerate(owners) if i == 0 or owners[i - 1] != k]
+        assert runs == list(range(workers)) * segments  # per segment: worker 0's part, then 1's, ...
+        sizes = [owners.count(k) for k in range(workers)]
+        assert max(sizes) - min(sizes) <= segments  # the parts are equal but for rounding
+
+
 @pytest.mark.parametrize("skip_empty", [True, False])
 def test_reader_processes_give_the_one_reader_batches(holed_tif, skip_empty):
     windows = _windows(holed_tif, 96)

@@ -10,14 +10,19 @@ How the work is split, so that the parent does almost nothing per tile:
   NumPy and rasterio, never torch (no fork of a process running torch's threads, and no re-run
   of the user's ``__main__``, which ``multiprocessing``'s spawn would do). Each opens its own
   handle on the raster (:meth:`RasterSource.reopen_args`, the scene statistics included) and
-  reads whole blocks of consecutive windows (one batch each, :func:`read_filled`), normalising
-  every tile straight into a block of shared memory (a memory-mapped file in ``/dev/shm``,
-  unlinked as soon as the worker mapped it). Only the tile records (window, transform, bounds)
-  travel through the pipe.
-* **The parent** hands the blocks to the workers in turn, so the answers come back in window
-  order, and hands each block on as a batch whose arrays are views of that shared memory: no
-  copy. A block of memory is given new windows only once nothing refers to its arrays any more
-  (their reference count), so a caller may keep batches as long as it likes.
+  normalises every tile it reads (:func:`read_filled`) straight into a block of shared memory (a
+  memory-mapped file in ``/dev/shm``, removed as soon as every worker has mapped it). Only the
+  tile records (window, transform, bounds) travel through the pipe.
+* **Who reads what.** Every row of tiles is split into contiguous parts, one per worker, the
+  same way in every row (:func:`_plan`): worker 0 reads the west part of each row, worker 1 the
+  next, and so on. Neighbouring rows of tiles overlap and share the raster's compressed blocks;
+  split this way, each raster block is decoded by one worker's GDAL cache (dealing whole batches
+  out in turn made both workers decode most of them). A batch may
+  hold tiles of two workers; the parent waits for both.
+* **The parent** sends each worker its pieces in order, a few rows ahead, and hands each block
+  on as a batch whose arrays are views of that shared memory: no copy. A block of memory is
+  given new windows only once nothing refers to its arrays any more (their reference count), so
+  a caller may keep batches as long as it likes.
 * **Start-up** (about 0.3 s, the two imports) is paid once per process: idle workers wait for
   the next scene, and exit when the parent exits (their stdin closes). They see the environment
   (``GDAL_*`` settings included) of the moment they started. A forked child of the parent
@@ -55,10 +60,8 @@ if TYPE_CHECKING:
 __all__ = ["ReadBatch", "WorkerError", "fill_invalid", "processes_available", "read_filled", "read_in_processes",
            "worker_pids"]
 
-DEPTH = 2  #: blocks of windows in flight per worker (more blocks of memory in use made each tile's
-#: writes slower: 13 per worker instead of 2 cost 0.6 ms of CPU per tile on two cores; dealing the
-#: blocks out by rows of tiles, so that one worker's GDAL cache decodes the raster blocks that
-#: neighbouring rows share, needs that many)
+DEPTH = 2  #: blocks of windows in flight per worker, at least
+ROW_SEGMENT = 64  #: windows of a row of tiles split among the workers at a time (see :func:`_plan`)
 _SHM_DIR = "/dev/shm"
 
 
@@ -133,18 +136,15 @@ def _portable(exc: BaseException) -> BaseException:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
-def _read_block(source: RasterSource, buf: np.ndarray, lo: int, windows: Sequence[Window], size: int,
-                skip_empty: bool, records: list[tuple[Any, Any, Any, Any]]) -> None:
-    """Read ``windows`` (positions ``lo``...) into a block's memory, the kept tiles one after the other,
-    appending each kept tile's record to ``records``."""
-    images, valid = _block_arrays(buf, len(windows), size)
+def _read_piece(source: RasterSource, buf: np.ndarray, block: int, size: int, slot: int, lo: int,
+                windows: Sequence[Window], records: list[tuple[Any, ...]]) -> None:
+    """Read ``windows`` (positions ``lo``...) into slots ``slot``... of a block's memory ``buf``,
+    appending each tile's record (and whether it has a valid pixel) to ``records``."""
+    images, valid = _block_arrays(buf, block, size)
     for k, window in enumerate(windows):
-        at = len(records)
-        tile = read_filled(source, lo + k, window, size, out=images[at])  # the image is read in place
-        if skip_empty and not tile.valid.any():
-            continue  # its place takes the next tile
-        valid[at] = tile.valid
-        records.append((tile.index, tile.window, tile.transform, tile.bounds))
+        tile = read_filled(source, lo + k, window, size, out=images[slot + k])  # the image is read in place
+        valid[slot + k] = tile.valid
+        records.append((tile.index, tile.window, tile.transform, tile.bounds, bool(tile.valid.any())))
 
 
 def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
@@ -153,7 +153,7 @@ def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
 
     source: RasterSource | None = None
     blocks: dict[int, tuple[mmap.mmap, np.ndarray]] = {}  # this worker's blocks of shared memory, by id
-    size = 0
+    size = block = 0
 
     def send(msg: object) -> None:
         pickle.dump(msg, out, protocol=pickle.HIGHEST_PROTOCOL)
@@ -178,24 +178,24 @@ def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
         except EOFError:
             return
         kind = msg[0]
-        if kind == "open":  # ("open", raster path, RasterSource keywords, tile size)
-            _, path, kwargs, size = msg
+        if kind == "open":  # ("open", raster path, RasterSource keywords, tile size, windows per block)
+            _, path, kwargs, size, block = msg
             try:
                 source = RasterSource(path, **kwargs)
                 send(("ready", None))
             except BaseException as exc:  # noqa: BLE001 - reported to the parent
                 send(("ready", _portable(exc)))
-        elif kind == "read":  # ("read", block id, its file the first time else None, first index, windows, skip)
-            _, block_id, block_path, lo, windows, skip_empty = msg
-            records: list[tuple[Any, Any, Any, Any]] = []
+        elif kind == "read":  # ("read", block id, [(id, file) to map first], first slot, first index, windows)
+            _, block_id, maps, slot, lo, windows = msg
+            records: list[tuple[Any, ...]] = []
             error: BaseException | None = None
             try:
                 assert source is not None, "read before open"
-                if block_path is not None:
+                for ident, block_path in maps:
                     with open(block_path, "r+b") as fh:
                         mm = mmap.mmap(fh.fileno(), 0)
-                    blocks[block_id] = (mm, np.frombuffer(mm, np.uint8))
-                _read_block(source, blocks[block_id][1], lo, windows, size, skip_empty, records)
+                    blocks[ident] = (mm, np.frombuffer(mm, np.uint8))
+                _read_piece(source, blocks[block_id][1], block, size, slot, lo, windows, records)
             except BaseException as exc:  # noqa: BLE001 - raised by the parent at this block
                 error = _portable(exc)
             send(("read", records, error))
@@ -353,101 +353,171 @@ def _shared_file(nbytes: int) -> tuple[str, mmap.mmap]:
 
 
 class _Block:
-    """Shared memory for one block of tiles, filled by one worker, handed to the caller as views.
+    """Shared memory for one block of tiles, filled by the workers, handed to the caller as views.
 
     Free again when no array refers to it: every view of :attr:`memory` holds a reference to it.
+    Its file is sent to each worker once (with that worker's next request) and removed as soon as
+    every worker has mapped it.
     """
 
-    def __init__(self, ident: int, nbytes: int) -> None:
+    def __init__(self, ident: int, nbytes: int, workers: int) -> None:
         self.ident = ident
         self.path: str | None
         self.path, mm = _shared_file(nbytes)
         self.memory = np.frombuffer(mm, np.uint8)
         self.reading = False
+        self.unmapped = set(range(workers))  # the workers its file was not sent to yet
+        self.confirmed = 0  # the workers that answered the request that mapped it
 
     def free(self) -> bool:
         # referred to by this object and by getrefcount's argument only: no array uses it
         return not self.reading and sys.getrefcount(self.memory) <= 2
 
     def unlink(self) -> None:
-        """Remove the file once its worker has mapped it (the memory lives on in the mappings)."""
+        """Remove the file (the memory lives on in the mappings)."""
         if self.path is not None:
             os.unlink(self.path)
             self.path = None
 
 
+@dataclass(frozen=True)
+class _Piece:
+    """Windows ``lo:hi`` (all in batch ``batch``), read by worker ``worker``."""
+
+    worker: int
+    batch: int
+    lo: int
+    hi: int
+
+
+def _plan(windows: Sequence[Window], block: int, n: int) -> list[_Piece]:
+    """The pieces of work, in window order: every row of tiles (a run of windows with the same
+    ``row_off``, cut into equal segments of at most :data:`ROW_SEGMENT`) split into ``n`` contiguous
+    parts, worker ``k`` reading part ``k``; a part is cut again where a batch ends."""
+    pieces: list[_Piece] = []
+    start, total = 0, len(windows)
+    while start < total:
+        row_off, end = windows[start].row_off, start + 1
+        while end < total and windows[end].row_off == row_off:
+            end += 1
+        cuts = -(-(end - start) // ROW_SEGMENT)
+        for c in range(cuts):
+            seg_lo = start + (end - start) * c // cuts
+            seg_len = start + (end - start) * (c + 1) // cuts - seg_lo
+            for k in range(n):
+                a, b = seg_lo + seg_len * k // n, seg_lo + seg_len * (k + 1) // n
+                while a < b:
+                    j = a // block
+                    c_end = min(b, (j + 1) * block)
+                    pieces.append(_Piece(k, j, a, c_end))
+                    a = c_end
+        start = end
+    return pieces
+
+
 def read_in_processes(source: RasterSource, windows: Sequence[Window], size: int, block: int, skip_empty: bool,
                       workers: int) -> Iterator[ReadBatch]:
     """Yield the tiles of every ``block`` consecutive windows as one :class:`ReadBatch`, in order,
-    read by ``workers`` reader processes.
+    read by ``workers`` reader processes (each row of tiles is split between them, see :func:`_plan`).
 
     The arrays are views of shared memory that no one else writes while any view of them is alive
     (a block's memory is given a new block only when the caller dropped every array of the old one),
-    so they can be kept. With ``skip_empty`` the tiles without a valid pixel are left out (a block
-    of empty tiles yields nothing). A read error reaches the caller at its block, after the blocks
-    before it. Raises :class:`WorkerError` (before yielding anything) when the processes cannot start.
+    so they can be kept; a batch from which ``skip_empty`` dropped tiles without a valid pixel is a
+    copy (a block of empty tiles yields nothing). A read error reaches the caller at its block, after
+    the blocks before it. Raises :class:`WorkerError` (before yielding anything) when the processes
+    cannot start.
     """
     global _BROKEN
     windows = list(windows)
-    spans = [(lo, windows[lo : lo + block]) for lo in range(0, len(windows), block)]
+    n_batches = -(-len(windows) // block)
     path, kwargs = source.reopen_args()
     nbytes = _block_bytes(block, size)
     pool: list[_Worker] = []
-    owned: list[list[_Block]] = []  # each worker's blocks of memory
-    inflight: deque[tuple[int, _Block]] = deque()  # (span, its memory) sent and not yet answered, in order
+    memory: list[_Block] = []  # every block of shared memory, mapped by every worker
+    queues: list[deque[tuple[int, list[_Block]]]] = []  # per worker: (piece, blocks its message mapped), unanswered
     receiving = False  # interrupted inside a read from a pipe: that worker's stream is unusable
-    made = 0
     try:
         try:
-            pool = _take(max(1, min(workers, len(spans))))
+            pool = _take(max(1, min(workers, len(windows))))
             for w in pool:
-                w.send(("open", path, kwargs, size))
+                w.send(("open", path, kwargs, size, block))
             errors = [w.recv()[1] for w in pool]  # every answer read, so none is left in a pipe
         except WorkerError as exc:
             _BROKEN = str(exc)
             raise
         if any(errors):
             raise next(e for e in errors if e is not None)
-        owned = [[] for _ in pool]
-        ahead = DEPTH * len(pool)
-
-        def send(j: int) -> None:
-            nonlocal made
-            w = j % len(pool)  # dealt out in turn: each worker answers its own blocks in order
-            mem = next((b for b in owned[w] if b.free()), None)
-            if mem is None:
-                mem = _Block(made, nbytes)
-                made += 1
-                owned[w].append(mem)
-            lo, span = spans[j]
-            mem.reading = True
-            pool[w].send(("read", mem.ident, mem.path, lo, span, skip_empty))
-            inflight.append((j, mem))
-
+        queues = [deque() for _ in pool]
+        pieces = _plan(windows, block, len(pool))
+        ahead = max(2 * ROW_SEGMENT, DEPTH * len(pool) * block)  # windows sent beyond the batch consumed
+        pending = [0] * n_batches  # pieces of each batch not answered yet
+        records: list[list[Any]] = [[] for _ in range(n_batches)]  # per batch, by slot
+        failed: dict[int, tuple[int, BaseException]] = {}  # batch -> (first window of the piece, its error)
+        mem_of: dict[int, _Block] = {}
         sent = 0
-        for j in range(len(spans)):
-            while sent < len(spans) and sent < j + ahead:  # each worker answers its own blocks in order
-                send(sent)
+
+        def send_before(limit: int) -> None:
+            nonlocal sent
+            while sent < len(pieces) and pieces[sent].lo < limit:
+                p = pieces[sent]
+                mem = mem_of.get(p.batch)
+                if mem is None:
+                    mem = next((b for b in memory if b.free()), None)
+                    if mem is None:
+                        mem = _Block(len(memory), nbytes, len(pool))
+                        memory.append(mem)
+                    mem.reading = True
+                    mem_of[p.batch] = mem
+                    records[p.batch] = [None] * (min(len(windows), (p.batch + 1) * block) - p.batch * block)
+                maps = [b for b in memory if b.path is not None and p.worker in b.unmapped]
+                for b in maps:
+                    b.unmapped.discard(p.worker)
+                pool[p.worker].send(("read", mem.ident, [(b.ident, b.path) for b in maps], p.lo - p.batch * block,
+                                     p.lo, windows[p.lo : p.hi]))
+                queues[p.worker].append((sent, maps))
+                pending[p.batch] += 1
                 sent += 1
+
+        def receive(k: int) -> None:
+            nonlocal receiving
             receiving = True
-            _, records, error = pool[j % len(pool)].recv()
+            _, got, error = pool[k].recv()
             receiving = False
-            _, mem = inflight.popleft()
+            at, maps = queues[k].popleft()
+            for b in maps:
+                b.confirmed += 1
+                if b.confirmed == len(pool):
+                    b.unlink()  # every worker has mapped it
+            p = pieces[at]
+            pending[p.batch] -= 1
+            slot = p.lo - p.batch * block
+            records[p.batch][slot : slot + len(got)] = got
+            if error is not None and (p.batch not in failed or failed[p.batch][0] > p.lo):
+                failed[p.batch] = (p.lo, error)
+
+        for j in range(n_batches):
+            send_before(j * block + ahead)
+            for k, queue in enumerate(queues):  # this batch's pieces are the first unanswered ones
+                while queue and pieces[queue[0][0]].batch == j:
+                    receive(k)
+            mem, got = mem_of.pop(j), records[j]
+            records[j] = []
             mem.reading = False
-            mem.unlink()
-            if error is not None:
-                raise error
-            lo, span = spans[j]
-            if records:
-                images, valid = _block_arrays(mem.memory, len(span), size)
-                yield ReadBatch(records, images[: len(records)], valid[: len(records)], lo + len(span))
-                del images, valid
+            if j in failed:
+                raise failed[j][1]
+            images, valid = _block_arrays(mem.memory, block, size)
+            keep = [k for k, r in enumerate(got) if not skip_empty or r[4]]
+            if len(keep) == len(got):
+                images, valid = images[: len(got)], valid[: len(got)]
+            elif keep:  # tiles dropped from the middle: a copy of the others
+                images, valid = images[keep], valid[keep]
+            if keep:
+                yield ReadBatch([got[k][:4] for k in keep], images, valid, min(len(windows), (j + 1) * block))
+            del images, valid
     finally:
-        _finish(pool, [j % len(pool) for j, _ in inflight], receiving)
-        for blocks in owned:
-            for mem in blocks:
-                if mem.path is not None:  # sent, never answered
-                    mem.unlink()
+        _finish(pool, [k for k, queue in enumerate(queues) for _ in queue], receiving)
+        for mem in memory:
+            mem.unlink()
 
 
 def _finish(pool: list[_Worker], owed_by: list[int], interrupted: bool) -> None:
