@@ -135,6 +135,9 @@ class _LowerFormatter(logging.Formatter):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .threads import mark
+
+    mark()  # a model command's thread count takes off the cores other programs keep busy meanwhile
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)

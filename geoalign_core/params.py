@@ -144,7 +144,9 @@ class RasterTask:
                                       "to 8)", api="predictor", metavar="N")
     threads: int | None = param(None, "torch compute threads (default: the cores available to this process -- its "
                                       "CPU affinity and cgroup quota, or OMP_NUM_THREADS -- divided among torchrun's "
-                                      "local ranks)", api="threads", cli="custom", metavar="N")
+                                      "local ranks; a single process without a quota leaves out the cores other "
+                                      "programs kept busy while it started)", api="threads", cli="custom",
+                                metavar="N")
     bands: list[int] | str | None = param(None, "1-based bands for R,G,B (one band or three), e.g. 4,3,2")
     tile_size: int | None = param(None, "tile side in raster pixels (default: the model's input size); tiles are "
                                         "resampled to it", metavar="PX")

@@ -121,6 +121,52 @@ def test_omp_num_threads_is_the_users_choice():
     assert threads.default_threads(env={"OMP_NUM_THREADS": "x"}, cpu_count=4, affinity=4, cpu_max=None) == 4
 
 
+def test_threads_leave_the_cores_other_programs_keep_busy():
+    two = {"env": {}, "cpu_count": 2, "affinity": 2, "cpu_max": None}
+    assert threads.default_threads(**two, busy=None) == 2  # not measured: nothing taken off
+    assert threads.default_threads(**two, busy=0.3) == 2  # a light load: rounded away
+    assert threads.default_threads(**two, busy=1.0) == 1  # one busy process beside it
+    assert threads.default_threads(**two, busy=7.5) == 1  # never below one
+    assert threads.default_threads(env={}, cpu_count=16, affinity=16, cpu_max=None, busy=5.6) == 10
+    # under torchrun the other ranks are the load; under a quota the others do not take our share
+    assert threads.default_threads(env={"LOCAL_WORLD_SIZE": "2"}, cpu_count=8, affinity=8, cpu_max=None,
+                                   busy=4.0) == 4
+    assert threads.default_threads(env={}, cpu_count=64, affinity=64, cpu_max="400000 100000", busy=60) == 4
+    assert threads.default_threads(env={"OMP_NUM_THREADS": "2"}, cpu_count=2, affinity=2, cpu_max=None,
+                                   busy=2.0) == 2
+
+
+def test_busy_cores_are_read_from_proc_stat_less_our_own_time():
+    text = ("cpu  900 0 300 5000 10 0 0 0 0 0\n"
+            "cpu0 400 0 100 2500 5 0 0 0 0 0\n"
+            "cpu1 500 0 200 2500 5 20 10 30 0 0\n"
+            "intr 12345 0 0\nctxt 999\n")
+    assert threads.cpu_busy_seconds(text) == pytest.approx((500 + 760) / 100)
+    assert threads.cpu_busy_seconds(text, cpus={1}, ticks=200) == pytest.approx(760 / 200)
+    assert threads.cpu_busy_seconds(text, cpus={5}) is None
+    first = threads.CpuSample(busy=100.0, wall=10.0, own=3.0)
+    assert threads.busy_elsewhere(first, threads.CpuSample(103.0, 12.0, 4.0)) == pytest.approx(1.0)
+    assert threads.busy_elsewhere(first, threads.CpuSample(101.0, 12.0, 4.0)) == 0.0  # only our own work
+    assert threads.busy_elsewhere(first, threads.CpuSample(103.0, 10.1, 4.0)) is None  # too short to tell
+    assert threads.busy_elsewhere(None, first) is None
+
+
+@pytest.mark.skipif(not threads.PROC_STAT.is_file(), reason="needs Linux /proc/stat")
+def test_a_busy_process_beside_us_is_measured():
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)  # started
+        first = threads.sample()
+        time.sleep(0.8)
+        busy = threads.busy_elsewhere(first, threads.sample())
+    finally:
+        hog.kill()
+        hog.wait()
+    assert busy is not None and busy >= 0.6
+
+
 def test_apply_sets_torch_threads_and_refuses_zero():
     import torch
 

@@ -200,7 +200,7 @@ def make_predictor(args: argparse.Namespace, p: RasterTask | None = None):
         from ..index.opening import index_model
 
         model = index_model(index)
-    apply_threads(args)
+    args.torch_threads = apply_threads(args)
     predictor = Predictor(model or DEFAULT_MODEL, device=args.device, batch_size=args.batch_size,
                           workers=getattr(args, "workers", None), text_only=index is not None)
     from ..card import model_line
@@ -216,6 +216,15 @@ def apply_threads(args: argparse.Namespace) -> int:
     return apply(getattr(args, "threads", None))
 
 
+def compute_line(args: argparse.Namespace, predictor: Any) -> str:
+    """Where the model runs: ``"cpu, 2 threads"``, ``"cuda"`` (the torch thread count of the CPU)."""
+    device = str(predictor.device)
+    threads = getattr(args, "torch_threads", None)
+    if device != "cpu" or threads is None:
+        return device
+    return f"cpu, {threads} thread{'s' if threads != 1 else ''}"
+
+
 def run_task(args: argparse.Namespace, p: RasterTask, describe: Callable[[Any, str], str]) -> int:
     """Check task ``p`` (the engine's check), load the model, run and write it with a progress bar; the status
     line ``describe(p, model)`` first, the run's summary last."""
@@ -227,7 +236,7 @@ def run_task(args: argparse.Namespace, p: RasterTask, describe: Callable[[Any, s
 
     predictor = make_predictor(args, p)
     source = runs.source_for(p, predictor)
-    say(args, describe(p, predictor.model_source))
+    say(args, f"{describe(p, predictor.model_source)} ({compute_line(args, predictor)})")
     with progress_bar(args, p.task.replace("_", "-")) as prog:
         result = runs.run_task(p, predictor, source, progress=prog, stage=prog.stage)
     print(result.summary)

@@ -29,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         report = check_modules(modules)
         print(json.dumps(report, indent=2))
         return 0 if report["ok"] else 1
+    from ..threads import mark
     from .server import main as serve
 
+    mark()  # the first job's thread count takes off the cores other programs keep busy from now
     return serve()
 
 
