@@ -46,7 +46,7 @@ def _conclusion(res: dict) -> str:
     quiet, busy = res["quiet", 2][0] / res["quiet", 1][0], res["busy", 2][0] / res["busy", 1][0]
     faster = "faster" if quiet < 1 else "slower"
     chose = {load: res[load, None][2] for load in ("quiet", "busy")}
-    return (f"With this model (the demo's GeoAlign-Tiny, small matrices) two threads were {faster} than one on the "
+    return (f"With this model (the demo's GeoAlign-Tiny) two threads were {faster} than one on the "
             f"quiet machine (wall x{quiet:.2f}) and x{busy:.2f} the wall beside a busy process. The default chose "
             f"{chose['quiet']} thread(s) on the quiet machine and {chose['busy']} beside the busy process: it takes "
             "the cores this process may use, less those other programs kept busy while the command started "
