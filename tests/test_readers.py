@@ -173,6 +173,20 @@ def test_each_row_of_tiles_is_split_into_one_contiguous_part_per_worker(keep_eve
         assert max(sizes) - min(sizes) <= segments  # the parts are equal but for rounding
 
 
+@pytest.mark.parametrize("width", [112, 300, 1000])
+def test_short_rows_are_joined_so_that_every_worker_reads(width):
+    """A narrow raster (one to a few tiles per row): rows are joined before they are split, so the
+    second worker is not left idle, and each worker still reads whole neighbouring rows."""
+    windows = tile_windows(width, 20000, 112, 0.25)
+    pieces = tile_workers._plan(windows, 8, 2)
+    assert [i for p in pieces for i in range(p.lo, p.hi)] == list(range(len(windows)))
+    share = [sum(p.hi - p.lo for p in pieces if p.worker == k) for k in range(2)]
+    assert min(share) >= 0.4 * len(windows), share
+    segments = list(tile_workers._segments(windows))
+    assert all(hi - lo <= tile_workers.ROW_SEGMENT for lo, hi in segments)
+    assert all(hi - lo >= tile_workers.ROW_SEGMENT // 2 for lo, hi in segments[:-1])  # only the last may be short
+
+
 @pytest.mark.parametrize("skip_empty", [True, False])
 def test_reader_processes_give_the_one_reader_batches(holed_tif, skip_empty):
     windows = _windows(holed_tif, 96)

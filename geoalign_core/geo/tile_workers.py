@@ -17,8 +17,9 @@ How the work is split, so that the parent does almost nothing per tile:
   same way in every row (:func:`_plan`): worker 0 reads the west part of each row, worker 1 the
   next, and so on. Neighbouring rows of tiles overlap and share the raster's compressed blocks;
   split this way, each raster block is decoded by one worker's GDAL cache (dealing whole batches
-  out in turn made both workers decode most of them). A batch may
-  hold tiles of two workers; the parent waits for both.
+  out in turn made both workers decode most of them). Rows of a few tiles are joined before they
+  are split, so that no worker is left idle on a narrow raster. A batch may hold tiles of two
+  workers; the parent waits for both.
 * **The parent** sends each worker its pieces in order, a few rows ahead, and hands each block
   on as a batch whose arrays are views of that shared memory: no copy. A block of memory is
   given new windows only once nothing refers to its arrays any more (their reference count), so
@@ -390,28 +391,44 @@ class _Piece:
     hi: int
 
 
-def _plan(windows: Sequence[Window], block: int, n: int) -> list[_Piece]:
-    """The pieces of work, in window order: every row of tiles (a run of windows with the same
-    ``row_off``, cut into equal segments of at most :data:`ROW_SEGMENT`) split into ``n`` contiguous
-    parts, worker ``k`` reading part ``k``; a part is cut again where a batch ends."""
-    pieces: list[_Piece] = []
-    start, total = 0, len(windows)
+def _segments(windows: Sequence[Window]) -> Iterator[tuple[int, int]]:
+    """``(lo, hi)`` runs of windows to split among the workers: each row of tiles (a run of windows with
+    the same ``row_off``), a long row cut into equal segments of at most :data:`ROW_SEGMENT`, and short
+    rows (narrow rasters, windows left out) joined until they hold ``ROW_SEGMENT // 2``."""
+    start, total, joined = 0, len(windows), None
     while start < total:
         row_off, end = windows[start].row_off, start + 1
         while end < total and windows[end].row_off == row_off:
             end += 1
-        cuts = -(-(end - start) // ROW_SEGMENT)
-        for c in range(cuts):
-            seg_lo = start + (end - start) * c // cuts
-            seg_len = start + (end - start) * (c + 1) // cuts - seg_lo
-            for k in range(n):
-                a, b = seg_lo + seg_len * k // n, seg_lo + seg_len * (k + 1) // n
-                while a < b:
-                    j = a // block
-                    c_end = min(b, (j + 1) * block)
-                    pieces.append(_Piece(k, j, a, c_end))
-                    a = c_end
+        if joined is not None and end - joined > ROW_SEGMENT:  # the row does not fit beside the rows joined
+            yield joined, start
+            joined = None
+        lo = start if joined is None else joined
+        if end - lo >= ROW_SEGMENT // 2:
+            cuts = -(-(end - lo) // ROW_SEGMENT)
+            for c in range(cuts):
+                yield lo + (end - lo) * c // cuts, lo + (end - lo) * (c + 1) // cuts
+            joined = None
+        else:
+            joined = lo
         start = end
+    if joined is not None:
+        yield joined, total
+
+
+def _plan(windows: Sequence[Window], block: int, n: int) -> list[_Piece]:
+    """The pieces of work, in window order: every segment (:func:`_segments`: a row of tiles, mostly)
+    split into ``n`` contiguous parts, worker ``k`` reading part ``k``, so that each worker reads the
+    same columns of the raster in every row; a part is cut again where a batch ends."""
+    pieces: list[_Piece] = []
+    for lo, hi in _segments(windows):
+        for k in range(n):
+            a, b = lo + (hi - lo) * k // n, lo + (hi - lo) * (k + 1) // n
+            while a < b:
+                j = a // block
+                end = min(b, (j + 1) * block)
+                pieces.append(_Piece(k, j, a, end))
+                a = end
     return pieces
 
 
