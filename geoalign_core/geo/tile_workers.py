@@ -61,7 +61,8 @@ if TYPE_CHECKING:
 __all__ = ["ReadBatch", "WorkerError", "fill_invalid", "processes_available", "read_filled", "read_in_processes",
            "worker_pids"]
 
-DEPTH = 2  #: blocks of windows in flight per worker, at least
+DEPTH = 3  #: batches of windows sent to the workers, at least, beyond the one being consumed (every
+#: worker reads a part of each: more workers need no more batches in flight, nor more shared memory)
 ROW_SEGMENT = 64  #: windows of a row of tiles split among the workers at a time (see :func:`_plan`)
 _SHM_DIR = "/dev/shm"
 
@@ -466,7 +467,7 @@ def read_in_processes(source: RasterSource, windows: Sequence[Window], size: int
             raise next(e for e in errors if e is not None)
         queues = [deque() for _ in pool]
         pieces = _plan(windows, block, len(pool))
-        ahead = max(2 * ROW_SEGMENT, DEPTH * len(pool) * block)  # windows sent beyond the batch consumed
+        ahead = max(2 * ROW_SEGMENT, (DEPTH + 1) * block)  # windows sent from the start of the batch consumed
         pending = [0] * n_batches  # pieces of each batch not answered yet
         records: list[list[Any]] = [[] for _ in range(n_batches)]  # per batch, by slot
         failed: dict[int, tuple[int, BaseException]] = {}  # batch -> (first window of the piece, its error)
