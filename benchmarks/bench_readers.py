@@ -74,7 +74,7 @@ def make_rasters(workdir: Path, size: int) -> dict[str, Path]:
 
 EXPLAIN = (
     "How the readers work: with `--workers 1` a background thread of the main process reads the tiles and "
-    "stacks the batches; with 2 or more, reader processes (`python -m geoalign_core.geo.tile_workers`, "
+    "stacks the batches; with 2 or more, reader processes (`python -m geoalign_core.geo.reader_process`, "
     "started once per process and reused) each read one contiguous part of every row of tiles (worker 0 the "
     "west part, worker 1 the east part, the same in every row) and normalise every tile straight into shared "
     "memory, and the main process hands the batches on as views (its CPU per tile: the \"main process\" "

@@ -6,13 +6,15 @@ GDAL (masks, normalisation, the mean fill) that holds the GIL: two reader *threa
 
 How the work is split, so that the parent does almost nothing per tile:
 
-* **The workers** are plain ``python -m geoalign_core.geo.tile_workers`` processes that import
+* **The workers** are plain ``python -m geoalign_core.geo.reader_process`` processes that import
   NumPy and rasterio, never torch (no fork of a process running torch's threads, and no re-run
   of the user's ``__main__``, which ``multiprocessing``'s spawn would do). Each opens its own
   handle on the raster (:meth:`RasterSource.reopen_args`, the scene statistics included) and
-  normalises every tile it reads (:func:`read_filled`) straight into a block of shared memory (a
-  memory-mapped file in ``/dev/shm``, removed as soon as every worker has mapped it). Only the
-  tile records (window, transform, bounds) travel through the pipe.
+  normalises every tile it reads (:func:`~geoalign_core.geo.reader_process.read_filled`)
+  straight into a block of shared memory (a memory-mapped file in ``/dev/shm``, removed as soon
+  as every worker has mapped it). Only the tile records (window, transform, bounds) travel
+  through the pipe. What a worker runs, and the requests it answers, are in
+  :mod:`geoalign_core.geo.reader_process`.
 * **Who reads what.** Every row of tiles is split into contiguous parts, one per worker, the
   same way in every row (:func:`_plan`): worker 0 reads the west part of each row, worker 1 the
   next, and so on. Neighbouring rows of tiles overlap and share the raster's compressed blocks;
@@ -39,7 +41,6 @@ import atexit
 import mmap
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import tempfile
@@ -48,47 +49,23 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from geoalign_core.geo.reader_process import block_arrays, block_bytes
 
 if TYPE_CHECKING:
     from rasterio.windows import Window
 
     from geoalign_core.geo.raster import RasterSource
-    from geoalign_core.geo.tile import Tile
 
-__all__ = ["ReadBatch", "WorkerError", "fill_invalid", "processes_available", "read_filled", "read_in_processes",
-           "worker_pids"]
+__all__ = ["ReadBatch", "WorkerError", "processes_available", "read_in_processes", "worker_pids"]
 
 DEPTH = 3  #: batches of windows sent to the workers, at least, beyond the one being consumed (every
 #: worker reads a part of each: more workers need no more batches in flight, nor more shared memory)
 ROW_SEGMENT = 64  #: windows of a row of tiles split among the workers at a time (see :func:`_plan`)
 _SHM_DIR = "/dev/shm"
-
-
-def fill_invalid(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Fill invalid pixels of ``image [3, H, W]`` with the mean of the valid ones (in place)."""
-    if valid.all() or not valid.any():
-        return image
-    mean = image[:, valid].mean(axis=1)
-    np.copyto(image, mean[:, None, None], where=~valid)
-    return image
-
-
-def read_filled(source: RasterSource, index: int, window: Window, size: int, out: np.ndarray | None = None) -> Tile:
-    """One window as a model-ready :class:`~geoalign_core.geo.tile.Tile`: resampled (bilinear) to
-    ``size`` px when it is another size, invalid pixels filled with the tile's mean colour
-    (``out``: a float32 ``[3, size, size]`` array to hold the image)."""
-    from rasterio.enums import Resampling
-
-    if int(window.width) == size and int(window.height) == size:
-        tile = source.read_tile(window, index=index, out=out)
-    else:
-        tile = source.read_tile(window, index=index, out_shape=(size, size), resampling=Resampling.bilinear, out=out)
-    if tile.valid.any():
-        fill_invalid(tile.image, tile.valid)
-    return tile
 
 
 @dataclass
@@ -109,111 +86,7 @@ class ReadBatch:
 
 
 # --------------------------------------------------------------------------------------------
-# the worker process
-
-
-def _block_arrays(buf: np.ndarray, block: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The images ``[block, 3, size, size]`` and masks ``[block, size, size]`` in a block's memory
-    ``buf`` (1-D uint8; images first, then masks). NumPy makes ``buf`` the base of every view of
-    them, so its reference count says whether any is alive."""
-    n_image = block * 3 * size * size * 4
-    images = buf[:n_image].view(np.float32).reshape(block, 3, size, size)
-    valid = buf[n_image : n_image + block * size * size].view(np.bool_).reshape(block, size, size)
-    return images, valid
-
-
-def _block_bytes(block: int, size: int) -> int:
-    return block * size * size * (3 * 4 + 1)
-
-
-def _portable(exc: BaseException) -> BaseException:
-    """``exc`` if it survives pickling, else a RuntimeError carrying its message; without its
-    traceback either way (its frames would keep views of a block's memory, which then could not be
-    unmapped)."""
-    exc = exc.with_traceback(None)
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:  # noqa: BLE001 - any pickling failure
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
-
-
-def _read_piece(source: RasterSource, buf: np.ndarray, block: int, size: int, slot: int, lo: int,
-                windows: Sequence[Window], records: list[tuple[Any, ...]]) -> None:
-    """Read ``windows`` (positions ``lo``...) into slots ``slot``... of a block's memory ``buf``,
-    appending each tile's record (and whether it has a valid pixel) to ``records``."""
-    images, valid = _block_arrays(buf, block, size)
-    for k, window in enumerate(windows):
-        tile = read_filled(source, lo + k, window, size, out=images[slot + k])  # the image is read in place
-        valid[slot + k] = tile.valid
-        records.append((tile.index, tile.window, tile.transform, tile.bounds, bool(tile.valid.any())))
-
-
-def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
-    """Answer the parent's requests (see :func:`read_in_processes`) until its pipe closes."""
-    from geoalign_core.geo.raster import RasterSource
-
-    source: RasterSource | None = None
-    blocks: dict[int, tuple[mmap.mmap, np.ndarray]] = {}  # this worker's blocks of shared memory, by id
-    size = block = 0
-
-    def send(msg: object) -> None:
-        pickle.dump(msg, out, protocol=pickle.HIGHEST_PROTOCOL)
-        out.flush()
-
-    def close() -> None:
-        nonlocal source
-        if source is not None:
-            source.close()
-        mms = [mm for mm, _ in blocks.values()]
-        source = None
-        blocks.clear()  # the arrays over the maps go first
-        for mm in mms:
-            try:
-                mm.close()
-            except BufferError:  # an array over it is still alive somewhere: unmapped when it goes
-                pass
-
-    while True:
-        try:
-            msg = pickle.load(inp)
-        except EOFError:
-            return
-        kind = msg[0]
-        if kind == "open":  # ("open", raster path, RasterSource keywords, tile size, windows per block)
-            _, path, kwargs, size, block = msg
-            try:
-                source = RasterSource(path, **kwargs)
-                send(("ready", None))
-            except BaseException as exc:  # noqa: BLE001 - reported to the parent
-                send(("ready", _portable(exc)))
-        elif kind == "read":  # ("read", block id, [(id, file) to map first], first slot, first index, windows)
-            _, block_id, maps, slot, lo, windows = msg
-            records: list[tuple[Any, ...]] = []
-            error: BaseException | None = None
-            try:
-                assert source is not None, "read before open"
-                for ident, block_path in maps:
-                    with open(block_path, "r+b") as fh:
-                        mm = mmap.mmap(fh.fileno(), 0)
-                    blocks[ident] = (mm, np.frombuffer(mm, np.uint8))
-                _read_piece(source, blocks[block_id][1], block, size, slot, lo, windows, records)
-            except BaseException as exc:  # noqa: BLE001 - raised by the parent at this block
-                error = _portable(exc)
-            send(("read", records, error))
-        elif kind == "close":
-            close()
-
-
-def _main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the reading
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # anything printed goes to stderr, never into the pipe
-    _serve(sys.stdin.buffer, out)
-
-
-# --------------------------------------------------------------------------------------------
-# the parent side
+# the parent side (the reader processes themselves: :mod:`geoalign_core.geo.reader_process`)
 
 
 class WorkerError(RuntimeError):
@@ -230,7 +103,7 @@ class _Worker:
         env.setdefault("OMP_NUM_THREADS", "1")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "geoalign_core.geo.tile_workers"],
+                [sys.executable, "-m", "geoalign_core.geo.reader_process"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
             )
         except OSError as exc:
@@ -449,7 +322,7 @@ def read_in_processes(source: RasterSource, windows: Sequence[Window], size: int
     windows = list(windows)
     n_batches = -(-len(windows) // block)
     path, kwargs = source.reopen_args()
-    nbytes = _block_bytes(block, size)
+    nbytes = block_bytes(block, size)
     pool: list[_Worker] = []
     memory: list[_Block] = []  # every block of shared memory, mapped by every worker
     queues: list[deque[tuple[int, list[_Block]]]] = []  # per worker: (piece, blocks its message mapped), unanswered
@@ -523,7 +396,7 @@ def read_in_processes(source: RasterSource, windows: Sequence[Window], size: int
             mem.reading = False
             if j in failed:
                 raise failed[j][1]
-            images, valid = _block_arrays(mem.memory, block, size)
+            images, valid = block_arrays(mem.memory, block, size)
             keep = [k for k, r in enumerate(got) if not skip_empty or r[4]]
             if len(keep) == len(got):
                 images, valid = images[: len(got)], valid[: len(got)]
@@ -560,7 +433,3 @@ def _finish(pool: list[_Worker], owed_by: list[int], interrupted: bool) -> None:
         except WorkerError:
             w.stop()
     _give_back(pool, healthy)
-
-
-if __name__ == "__main__":
-    _main()

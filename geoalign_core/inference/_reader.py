@@ -26,8 +26,9 @@ from rasterio.windows import Window
 
 from ..geo import RasterSource, Tile
 from ..geo.prefetch import read_ahead
+from ..geo.reader_process import read_filled
 from ..geo.readers import read_parallel
-from ..geo.tile_workers import WorkerError, processes_available, read_filled, read_in_processes
+from ..geo.tile_workers import WorkerError, processes_available, read_in_processes
 
 logger = logging.getLogger(__name__)
 
