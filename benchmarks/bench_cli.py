@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from report import ROOT, cpu_summary, write_section
+from report import ROOT, cpu_summary, git_commit, write_section
 
 TARGETS = {"help": 0.5, "bad input": 1.0}
 QUERY_TARGET = 2.0  # a query from an index in a fresh process: at most this many times `import torch`
@@ -112,7 +112,8 @@ def main() -> int:
     heavy = rows[1][2]["best"]
     torch_only = rows[2][2]["best"]
     lines = ["## CLI start-up", "",
-             f"`python benchmarks/bench_cli.py` on {cpu_summary()}, {time.strftime('%Y-%m-%d')}: "
+             f"`python benchmarks/bench_cli.py` on {cpu_summary()}, {time.strftime('%Y-%m-%d')} "
+             f"at commit {git_commit()}: "
              "each case a fresh process, best and median "
              f"of {args.repeat} runs; *x python* is the best time over a bare `python -c pass`, *x torch* over "
              "`python -c \"import torch, open_clip\"` (what every command paid before its imports became lazy), "

@@ -1,8 +1,10 @@
 """``geoalign --help`` start-up against a bare ``python -c pass`` (within 0.15 s of it).
 
 Both run as fresh interpreters of this Python, alternately, best of N each (wall time, the
-machine's other load shows least in the best); prints a table and, with ``--write``, replaces
-its section of docs/benchmarks.md::
+machine's other load shows least in the best), with the modules' compiled bytecode present as
+after ``pip install`` (``PYTHONDONTWRITEBYTECODE`` is dropped for them, and an untimed first
+round writes the ``.pyc`` files); prints a table and, with ``--write``, replaces its section of
+docs/benchmarks.md::
 
     PYTHONPATH=. python benchmarks/bench_startup.py --repeat 15 --write
 """
@@ -41,7 +43,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = ap.parse_args()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"PYTHONPATH": str(ROOT)}
+    for cmd in CASES.values():  # untimed: writes the bytecode caches, as an installed package has them
+        _once(cmd, env)
     best = {name: float("inf") for name in CASES}
     for _ in range(args.repeat):  # interleaved: a burst of other load hits every case alike
         for name, cmd in CASES.items():
@@ -55,8 +59,9 @@ def main() -> None:
     text = "\n".join([
         HEADING, "",
         f"Measured {datetime.date.today().isoformat()} at commit {commit} on {cpu_summary()}, best of "
-        f"{args.repeat} runs each, interleaved; the machine was shared with another engineer's jobs (the "
-        "best-of-N hides most of that load). Regenerate: "
+        f"{args.repeat} runs each, interleaved, after an untimed round that wrote the modules' bytecode caches "
+        f"(as `pip install` does); load average {os.getloadavg()[0]:.1f} at the end (the best-of-N hides most "
+        "of the machine's other load). Regenerate: "
         f"`PYTHONPATH=. python benchmarks/bench_startup.py --repeat {args.repeat} --write`.", "",
         tab, "",
         "None of these loads rasterio, torch, open_clip, geopandas or yaml (`tests/test_startup.py` checks "
