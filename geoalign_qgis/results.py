@@ -98,7 +98,8 @@ class ResultsTable(QTableWidget):
         self._done()
 
     def show_similar(self, layer: QgsVectorLayer) -> None:
-        """Objects like the drawn one, best first: rank, score (cosine similarity), whether it is the example."""
+        """Objects like the drawn one, best first: rank, score (the probability of being the same kind of
+        thing; ``similarity``, the cosine, for an uncalibrated model), whether it is the example."""
         self.kind = "similar"
         feats = sorted(layer.getFeatures(), key=lambda f: int(f["rank"] or 0))
         sf = score_field(layer)
