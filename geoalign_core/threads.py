@@ -75,11 +75,17 @@ def _read_cpu_max() -> str | None:
         return None
 
 
-def _affinity() -> int | None:
+def _cpu_set() -> set[int] | None:
+    """The CPUs this process may run on (None where the platform does not say)."""
     try:
-        return len(os.sched_getaffinity(0))
+        return os.sched_getaffinity(0)
     except (AttributeError, OSError):
         return None
+
+
+def _affinity() -> int | None:
+    cpus = _cpu_set()
+    return None if cpus is None else len(cpus)
 
 
 class CpuSample(NamedTuple):
@@ -112,16 +118,13 @@ def sample() -> CpuSample | None:
     """The busy time of the CPUs this process may run on, now (None where ``/proc/stat`` is not there)."""
     try:
         text = PROC_STAT.read_text()
-        cpus: set[int] | None = os.sched_getaffinity(0)
-    except AttributeError:
-        cpus = None
     except OSError:
         return None
     try:
         ticks = os.sysconf("SC_CLK_TCK")
     except (AttributeError, ValueError, OSError):
         ticks = 100
-    busy = cpu_busy_seconds(text, cpus, ticks)
+    busy = cpu_busy_seconds(text, _cpu_set(), ticks)
     return None if busy is None else CpuSample(busy, time.monotonic(), time.process_time())
 
 
@@ -182,12 +185,15 @@ def apply(threads: int | None = None) -> int:
     """
     from .errors import InputError
 
+    global _MARK
     if threads is not None and int(threads) < 1:
         raise InputError(f"--threads must be at least 1; got {threads}", param="threads")
-    global _MARK
-    now = sample()
-    n = int(threads) if threads is not None else default_threads(busy=busy_elsewhere(_MARK, now))
-    _MARK = now  # the next call measures from here
+    if threads is not None:
+        n = int(threads)
+    else:
+        now = sample()
+        n = default_threads(busy=busy_elsewhere(_MARK, now))
+        _MARK = now  # the next call measures from here
     import torch
 
     if torch.get_num_threads() != n:

@@ -97,7 +97,8 @@ def _read_piece(source: RasterSource, buf: np.ndarray, block: int, size: int, sl
 
 
 def serve(inp: IO[bytes], out: IO[bytes]) -> None:
-    """Answer the parent's requests (see :func:`read_in_processes`) until its pipe closes."""
+    """Answer the parent's requests (the module docstring; the parent: :mod:`geoalign_core.geo.tile_workers`) until
+    its pipe closes."""
     from geoalign_core.geo.raster import RasterSource
 
     source: RasterSource | None = None

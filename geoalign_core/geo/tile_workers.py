@@ -70,7 +70,7 @@ _SHM_DIR = "/dev/shm"
 
 @dataclass
 class ReadBatch:
-    """The tiles of one block of windows, read by a worker into shared memory.
+    """The tiles of one block of windows, read by the workers into shared memory.
 
     Attributes:
         records: ``(index, window, transform, bounds)`` of each tile kept, in window order.
@@ -341,32 +341,28 @@ def read_in_processes(source: RasterSource, windows: Sequence[Window], size: int
         queues = [deque() for _ in pool]
         pieces = _plan(windows, block, len(pool))
         ahead = max(2 * ROW_SEGMENT, (DEPTH + 1) * block)  # windows sent from the start of the batch consumed
-        pending = [0] * n_batches  # pieces of each batch not answered yet
-        records: list[list[Any]] = [[] for _ in range(n_batches)]  # per batch, by slot
+        filling: dict[int, tuple[_Block, list[Any]]] = {}  # batch -> its memory and its records by slot
         failed: dict[int, tuple[int, BaseException]] = {}  # batch -> (first window of the piece, its error)
-        mem_of: dict[int, _Block] = {}
         sent = 0
 
         def send_before(limit: int) -> None:
             nonlocal sent
             while sent < len(pieces) and pieces[sent].lo < limit:
                 p = pieces[sent]
-                mem = mem_of.get(p.batch)
-                if mem is None:
+                if p.batch not in filling:
                     mem = next((b for b in memory if b.free()), None)
                     if mem is None:
                         mem = _Block(len(memory), nbytes, len(pool))
                         memory.append(mem)
                     mem.reading = True
-                    mem_of[p.batch] = mem
-                    records[p.batch] = [None] * (min(len(windows), (p.batch + 1) * block) - p.batch * block)
+                    filling[p.batch] = mem, [None] * (min(len(windows), (p.batch + 1) * block) - p.batch * block)
+                mem = filling[p.batch][0]
                 maps = [b for b in memory if b.path is not None and p.worker in b.unmapped]
                 for b in maps:
                     b.unmapped.discard(p.worker)
                 pool[p.worker].send(("read", mem.ident, [(b.ident, b.path) for b in maps], p.lo - p.batch * block,
                                      p.lo, windows[p.lo : p.hi]))
                 queues[p.worker].append((sent, maps))
-                pending[p.batch] += 1
                 sent += 1
 
         def receive(k: int) -> None:
@@ -380,9 +376,8 @@ def read_in_processes(source: RasterSource, windows: Sequence[Window], size: int
                 if b.confirmed == len(pool):
                     b.unlink()  # every worker has mapped it
             p = pieces[at]
-            pending[p.batch] -= 1
             slot = p.lo - p.batch * block
-            records[p.batch][slot : slot + len(got)] = got
+            filling[p.batch][1][slot : slot + len(got)] = got
             if error is not None and (p.batch not in failed or failed[p.batch][0] > p.lo):
                 failed[p.batch] = (p.lo, error)
 
@@ -391,8 +386,7 @@ def read_in_processes(source: RasterSource, windows: Sequence[Window], size: int
             for k, queue in enumerate(queues):  # this batch's pieces are the first unanswered ones
                 while queue and pieces[queue[0][0]].batch == j:
                     receive(k)
-            mem, got = mem_of.pop(j), records[j]
-            records[j] = []
+            mem, got = filling.pop(j)
             mem.reading = False
             if j in failed:
                 raise failed[j][1]
