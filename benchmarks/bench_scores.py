@@ -53,23 +53,39 @@ def _commit() -> str:
         return "unknown"
 
 
+def _auc(score: np.ndarray, right: np.ndarray) -> float | None:
+    """The chance that a right box scores above a wrong one (ties count half); None without both kinds."""
+    r, w = score[right], score[~right]
+    if len(r) == 0 or len(w) == 0:
+        return None
+    return float(((r[:, None] > w[None, :]).sum() + 0.5 * (r[:, None] == w[None, :]).sum()) / (len(r) * len(w)))
+
+
 def demo_check(predictor) -> tuple[list[list[object]], dict, list[list[object]]]:
-    """Per phrase on the CHECK scenes, live ``find`` with its defaults (min score 0 for the ECE)."""
+    """Per phrase on the CHECK scenes, live ``find`` with its defaults (min score 0 for the ECE); and per scene
+    for the first phrase ("red car"): boxes, right ones, the objects they hit, mean score, and how well the
+    score tells right from wrong (area under the ROC curve)."""
     import geopandas as gpd
 
     from geoalign_core.evaluation.reliability import _object_of, phrase_rule, reliability
     from geoalign_core.training.demo.calibrate_demo import CHECK_SCENES, scenes
 
     pairs = scenes(WORK, "check", CHECK_SCENES)
-    rows, pooled_p, pooled_y = [], [], []
+    rows, pooled_p, pooled_y, scene_rows = [], [], [], []
     for ph in PRESENT:
         ps, ys = [], []
         for tif, gpkg in pairs:
             lab = gpd.read_file(gpkg)
             g = predictor.find(tif, [ph], min_score=0.0)
             truth = phrase_rule(ph, lab, "class").select(lab, "class").reset_index(drop=True)
+            obj = _object_of(g.geometry, truth)
             ps.append(g.score.to_numpy())
-            ys.append(_object_of(g.geometry, truth) >= 0)
+            ys.append(obj >= 0)
+            if ph == PRESENT[0]:
+                auc = _auc(ps[-1], ys[-1])
+                scene_rows.append([tif.name, len(g), int(ys[-1].sum()), f"{len(set(obj[obj >= 0]))} of {len(truth)}",
+                                   f"{float(ps[-1].mean()):.2f}", f"{float(ys[-1].mean()):.2f}",
+                                   "n/a" if auc is None else f"{auc:.2f}"])
         p, y = np.concatenate(ps), np.concatenate(ys)
         pooled_p.append(p)
         pooled_y.append(y)
@@ -78,7 +94,7 @@ def demo_check(predictor) -> tuple[list[list[object]], dict, list[list[object]]]
         rows.append([ph, len(p), int(hi.sum()), f"{rel['precision_at_0.5']:.2f}" if hi.any() else "n/a",
                      f"{rel['ece']:.3f}", f"{float(y.mean()):.2f}"])
     rel_all = reliability(np.concatenate(pooled_p), np.concatenate(pooled_y))
-    return rows, rel_all, []
+    return rows, rel_all, scene_rows
 
 
 def sample_red_car(predictor) -> list[object]:
@@ -150,8 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     predictor = Predictor("geoalign-demo", device="cpu")
     card = predictor.model.card
     print("demo check scenes (index, all phrases):", {k: check["find"][k] for k in ("n", "ece", "precision_at_0.5")})
-    live_rows, live_rel, _ = demo_check(predictor)
+    live_rows, live_rel, scene_rows = demo_check(predictor)
     print(table(["phrase", "boxes", ">= 0.5", "precision >= 0.5", "ECE", "share right"], live_rows))
+    scene_head = ["scene", "boxes", "right", "red cars hit", "mean score", "share right", "ROC area"]
+    print(table(scene_head, scene_rows))
     red = sample_red_car(predictor)
     print("sample scene red car top 10:", red)
     absent = absent_real(predictor)
@@ -184,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "`python geoalign_core/training/demo/calibrate_demo.py`). "
         f"Model card: {card.domain_line() if card else 'none'}.", "",
         "### geoalign-demo, held-out synthetic scenes", "",
-        f"Every box `find` returned (top 50 per phrase, `--min-score 0`, from each scene's index) on "
+        f"Every box `find` returned (its default 100 per phrase at most, `--min-score 0`, from each scene's index) on "
         f"{card.measured['find']['on'] if card else '?'}: {check['find']['n']} boxes, {check['find']['n_right']} "
         f"right; ECE **{check['find']['ece']:.3f}**, precision among the {check['find']['n_at_0.5']} boxes "
         f"scoring >= 0.5: **{check['find']['precision_at_0.5']:.2f}**.", "",
@@ -195,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         "`find` as a user runs it (live raster, box refinement on, `--min-score 0` to see every returned box) "
         "on the same scenes:", "",
         table(["phrase", "boxes", ">= 0.5", "precision >= 0.5", "ECE", "share right"], live_rows), "",
+        f"\"{PRESENT[0]}\" scene by scene (same runs; *ROC area*: the chance that a right box scores above a wrong "
+        "one, 0.5 = no better than chance):", "",
+        table(scene_head, scene_rows), "",
         f"Tile classification: ECE {check['tiles']['ece']:.3f} over {check['tiles']['n']} tiles; `similar` "
         f"(two labelled examples): ECE {check['similar']['ece']:.3f} over {check['similar']['n']} results, precision "
         f"{(check['similar']['precision_at_0.5'] or 0):.2f} among those >= 0.5.", "",

@@ -109,6 +109,19 @@ class ModelCard:
                 return float(ab[0]), float(ab[1])
         return 1.0, 0.0
 
+    def phrase_step(self, phrase: str, task: str = "find", out_of_domain: bool = False
+                    ) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """``(knots, values)``: the card's non-decreasing step for ``phrase`` after its recalibration (fitted with
+        :func:`~geoalign_core.evaluation.reliability.fit_isotonic` on the same held-out results), or None."""
+        from .inference.vocabulary import _noun_key
+
+        entry = self.calibration.get(f"{task}:real" if out_of_domain else task) or {}
+        key = _noun_key(phrase)
+        for name, step in (entry.get("per_phrase_steps") or {}).items():
+            if _noun_key(name) == key:
+                return tuple(float(k) for k in step[0]), tuple(float(v) for v in step[1])
+        return None
+
     def object_size(self, phrase: str) -> tuple[float, float] | None:
         """The card's typical size (metres: width, height) of the object ``phrase`` names, or None
         (see :func:`phrase_object_size`)."""

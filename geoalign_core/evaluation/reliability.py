@@ -15,6 +15,7 @@ observed precision and gives the expected calibration error (ECE).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -24,15 +25,15 @@ import numpy as np
 import shapely
 
 from ..inference.calibration import FEATURES, LogisticMap
+from ..inference.zoom import collecting_zoom_view
 
 __all__ = ["TILE_COVER", "TILE_FEATURES", "PhraseRule", "collect_find", "collect_similar", "collect_tiles",
-           "fit_logistic",
-           "object_recall", "phrase_rule", "reliability", "reliability_svg"]
+           "fit_isotonic", "fit_logistic", "object_recall", "phrase_rule", "reliability", "reliability_svg"]
 
 TILE_COVER = 0.10  #: a tile's label is right when its class covers at least this share of the tile
 TILE_FEATURES: tuple[str, ...] = ("logodds", "margin")
 #: the features that measure evidence for the result: their weights are never negative (:func:`fit_logistic`)
-EVIDENCE: tuple[str, ...] = ("logodds", "standout", "above_top", "vocabulary", "margin", "cosine")
+EVIDENCE: tuple[str, ...] = ("logodds", "standout", "above_top", "vocabulary", "zoom", "margin", "cosine")
 
 
 @dataclass(frozen=True)
@@ -82,18 +83,20 @@ def _object_of(boxes: gpd.GeoSeries, truth: gpd.GeoDataFrame) -> np.ndarray:
 
 def collect_find(predictor, raster: str | PathLike, labels: str | PathLike | gpd.GeoDataFrame, class_field: str,
                  phrases: Sequence[str], *, max_results: int = 50, refine: bool = False,
-                 bounds: Sequence[float] | None = None) -> dict[str, np.ndarray]:
+                 bounds: Sequence[float] | None = None, zoom_view: bool = False) -> dict[str, np.ndarray]:
     """``find`` each phrase alone (min score 0) on ``raster`` (within ``bounds``); per box: features
     ``x [K, F]``, rightness ``y [K]``, the phrase's index ``phrase [K]``, the labelled object holding its centre
     ``obj [K]`` (-1: none; numbered per phrase), its centre ``cx, cy`` and the ``score`` find gave it (NaN when
-    uncalibrated); per phrase: ``n_objects [P]``, the
-    labelled objects it names (inside ``bounds``)."""
+    uncalibrated) and whether its ``zoom`` feature was measured ``zoomed [K]`` (``zoom_view``: computed even when
+    the card has no ``find:zoom`` map, see :mod:`~geoalign_core.inference.zoom`); per phrase: ``n_objects [P]``,
+    the labelled objects it names (inside ``bounds``)."""
     lab = labels if isinstance(labels, gpd.GeoDataFrame) else gpd.read_file(labels)
-    keys = ("x", "y", "phrase", "obj", "cx", "cy", "score")
+    keys = ("x", "y", "phrase", "obj", "cx", "cy", "score", "zoomed")
     parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     n_objects = np.zeros(len(phrases), dtype=np.int64)
     for i, ph in enumerate(phrases):
-        g = predictor.find(raster, [ph], min_score=0.0, max_results=max_results, refine=refine, bounds=bounds)
+        with collecting_zoom_view(predictor) if zoom_view else contextlib.nullcontext():
+            g = predictor.find(raster, [ph], min_score=0.0, max_results=max_results, refine=refine, bounds=bounds)
         rule = phrase_rule(ph, lab, class_field)
         truth = rule.select(lab, class_field) if rule is not None else lab.iloc[:0]
         if g.crs is not None and truth.crs is not None:
@@ -115,11 +118,13 @@ def collect_find(predictor, raster: str | PathLike, labels: str | PathLike | gpd
         parts["obj"].append(obj)
         parts["cx"].append(cen.x.to_numpy())
         parts["cy"].append(cen.y.to_numpy())
+        parts["zoomed"].append(np.full(len(g), bool(g.attrs["geoalign"].get("zoom_view"))))
     out: dict[str, np.ndarray]
     if not parts["x"]:
         out = {k: np.zeros(0) for k in keys}
         out["x"] = np.zeros((0, len(FEATURES)))
         out["y"] = np.zeros(0, dtype=bool)
+        out["zoomed"] = np.zeros(0, dtype=bool)
     else:
         out = {k: np.concatenate(v) for k, v in parts.items()}
     out["n_objects"] = n_objects
@@ -223,6 +228,38 @@ def _fit(x: np.ndarray, y: np.ndarray, names: Sequence[str], l2: float, iters: i
     for j, c in zip(use, coef):
         weights[names[int(j)]] = float(c)
     return LogisticMap(weights, bias, tuple(names))
+
+
+MIN_BLOCK = 40  #: fit_isotonic: each step of the fitted function holds at least this many results
+
+
+def fit_isotonic(p: np.ndarray, y: np.ndarray, min_block: int = MIN_BLOCK) -> tuple[list[float], list[float]]:
+    """A non-decreasing map of probabilities ``p`` to the share of them that is right (``y``): pool adjacent
+    violators, then blocks of fewer than ``min_block`` results merged into their smaller neighbour (merging two
+    neighbours keeps the order). Returns ``(knots, values)``: each block's mean ``p`` and share right, applied
+    by :func:`~geoalign_core.inference.calibration.isotonic_apply` (linear between knots)."""
+    order = np.argsort(np.asarray(p, dtype=np.float64), kind="stable")
+    ps, ys = np.asarray(p, dtype=np.float64)[order], np.asarray(y, dtype=np.float64)[order]
+    blocks: list[list[float]] = []  # [sum of p, sum of y, count]
+    for a, b in zip(ps, ys):
+        blocks.append([float(a), float(b), 1.0])
+        while len(blocks) > 1 and blocks[-2][1] / blocks[-2][2] >= blocks[-1][1] / blocks[-1][2]:
+            last = blocks.pop()
+            blocks[-1] = [blocks[-1][0] + last[0], blocks[-1][1] + last[1], blocks[-1][2] + last[2]]
+    while len(blocks) > 1:
+        small = [i for i, b in enumerate(blocks) if b[2] < min_block]
+        if not small:
+            break
+        i = small[0]
+        if i == 0:
+            j = 1
+        elif i == len(blocks) - 1:
+            j = i - 1
+        else:
+            j = i - 1 if blocks[i - 1][2] <= blocks[i + 1][2] else i + 1
+        a, c = min(i, j), max(i, j)
+        blocks[a:c + 1] = [[blocks[a][k] + blocks[c][k] for k in range(3)]]
+    return [b[0] / b[2] for b in blocks], [b[1] / b[2] for b in blocks]
 
 
 def reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> dict:

@@ -39,7 +39,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_MAX_RESULTS, DEFAULT_MIN_SCORE
-from ..errors import IndexMismatch, InputError
+from ..errors import GeoAlignError, IndexMismatch, InputError
 from ..geo import RasterSource, Tile
 from ..geo.bands import parse_bands
 from ..geo.grid import assign_to_windows
@@ -434,6 +434,18 @@ class SceneIndex(TextSide):
         with RasterSource(path, self.bands, allow_no_crs=bool(self.meta["raster"].get("allow_no_crs")),
                           stats=self.stats) as src:
             yield LiveSource(self.encoder, src)
+
+    def raster_available(self) -> bool:
+        """Whether :meth:`live_source` can read the indexed raster: still where the index says, unchanged
+        (``find`` computes its zoom view from an index only to collect calibration data, :mod:`~..inference.zoom`)."""
+        path = self.raster_path
+        if not ("://" in str(path) or str(path).startswith("/vsi") or Path(path).exists()):
+            return False
+        try:
+            self.check_raster(path)
+        except (GeoAlignError, OSError):  # changed since it was indexed, or unreadable
+            return False
+        return True
 
     # ------------------------------------------------------------------ queries
     def find(self, phrases: Sequence[str] | str, regions: Any = None, min_score: float = DEFAULT_MIN_SCORE,

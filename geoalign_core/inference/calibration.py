@@ -16,7 +16,11 @@ Three features of a box turn ``z`` into a probability (:data:`FEATURES`):
   (:func:`~geoalign_core.inference.scoring.vocabulary_logodds`): low when another plausible description
   ("forest", "parking lot", ...) fits the box better than the phrase;
 * ``unknown``: 1 when the phrase has a word the model never saw in training (its model card's
-  vocabulary), else 0.
+  vocabulary), else 0;
+* ``zoom``: the box's log-odds against every text, the box pooled from a window of half the tile size
+  centred on it (:mod:`.zoom`: twice the zoom), capped at ``logodds``; read only by a card's
+  ``find:zoom`` map (``find`` computes it when that map applies and the raster can be read; the card's
+  ``find`` map, which does not read it, scores the rest: regions, collections, an index without its raster).
 
 The probability is a logistic map of these features, ``sigmoid(w . x + b)``, **fitted per model on
 held-out labelled data** (:mod:`geoalign_core.evaluation.reliability`) and stored in the model's card
@@ -41,13 +45,17 @@ from . import scoring
 from .encoder import Cancel, Encoder
 from .source import EmbeddingSource
 
-__all__ = ["CAL_TILES", "FEATURES", "MIN_SPREAD", "SIMILAR_FEATURES", "LogisticMap", "SceneStats", "Scorer",
-           "SimilarScorer", "features", "logodds", "measure", "measure_similar", "pick_windows"]
+__all__ = ["CAL_TILES", "FEATURES", "MIN_SPREAD", "SCAN_FEATURES", "SIMILAR_FEATURES", "LogisticMap", "SceneStats",
+           "Scorer", "SimilarScorer", "features", "isotonic_apply", "isotonic_inverse", "logodds", "measure",
+           "measure_similar", "pick_windows"]
 
 CAL_TILES = 16  #: tiles sampled per scene (evenly spread over the searched windows)
 MIN_SPREAD = 0.1  #: floor of the spread, in log-odds (a flat scene does not blow standouts up)
 TOP_QUANTILE = 0.99  #: the scene's upper tail, for ``above_top``
-FEATURES: tuple[str, ...] = ("logodds", "standout", "above_top", "vocabulary", "unknown")
+#: the features known from the scan (the card's ``find`` map reads these) ...
+SCAN_FEATURES: tuple[str, ...] = ("logodds", "standout", "above_top", "vocabulary", "unknown")
+#: ... and with the zoom view (its ``find:zoom`` map): the columns of :func:`features`
+FEATURES: tuple[str, ...] = (*SCAN_FEATURES, "zoom")
 _EPS = 1e-12
 
 
@@ -84,16 +92,50 @@ class SceneStats:
         return cls(centre, (centre - low).clamp_min(min_spread), top, int(z.shape[0]))
 
 
+def isotonic_apply(p: torch.Tensor, knots: Sequence[float], values: Sequence[float]) -> torch.Tensor:
+    """A phrase's non-decreasing step of calibration (``fit_isotonic``'s knots and values): linear between the
+    knots, from 0 to the first value below the first knot, the last value above the last one."""
+    k = torch.tensor(list(knots), dtype=torch.float64)
+    v = torch.tensor(list(values), dtype=torch.float64)
+    p = p.double()
+    out = torch.empty_like(p)
+    idx = torch.searchsorted(k, p.clamp(float(k[0]), float(k[-1])), right=True).clamp(1, max(1, len(k) - 1))
+    if len(k) == 1:
+        out[:] = v[0]
+    else:
+        k0, k1, v0, v1 = k[idx - 1], k[idx], v[idx - 1], v[idx]
+        t = ((p.clamp(float(k[0]), float(k[-1])) - k0) / (k1 - k0).clamp_min(1e-12)).clamp(0.0, 1.0)
+        out = v0 + t * (v1 - v0)
+    low = p < k[0]
+    out[low] = p[low] * v[0] / k[0].clamp_min(1e-12)
+    return out
+
+
+def isotonic_inverse(score: float, knots: Sequence[float], values: Sequence[float]) -> float:
+    """The smallest probability that :func:`isotonic_apply` maps to ``score`` or more (above 1: none does)."""
+    k, v = [float(a) for a in knots], [float(b) for b in values]
+    if score <= 0.0:
+        return 0.0
+    if score <= v[0]:
+        return score * k[0] / v[0]
+    for j in range(len(k) - 1):
+        if v[j] < score <= v[j + 1]:
+            return k[j] + (score - v[j]) * (k[j + 1] - k[j]) / (v[j + 1] - v[j])
+    return 1.0 + 1e-6
+
+
 def features(z: torch.Tensor, labels: torch.Tensor, stats: SceneStats, unknown: torch.Tensor | None = None,
-             zv: torch.Tensor | None = None) -> torch.Tensor:
+             zv: torch.Tensor | None = None, zoom: torch.Tensor | None = None) -> torch.Tensor:
     """``[K, len(FEATURES)]`` float64 features of boxes with scan log-odds ``z [K]`` for phrases ``labels [K]``
-    (``zv [K]``: their log-odds against the vocabulary too; ``z`` when not known, which is an upper bound)."""
+    (``zv [K]``: their log-odds against the vocabulary too, ``zoom [K]``: in the zoom view; each ``z`` when not
+    known, which is an upper bound: the zoom feature is capped at ``z``)."""
     labels = labels.long()
     z = z.double()
     s = stats.spread[labels]
     unk = torch.zeros(len(z), dtype=torch.float64) if unknown is None else unknown.double()[labels]
     v = z if zv is None else zv.double()
-    return torch.stack([z, (z - stats.centre[labels]) / s, (z - stats.top[labels]) / s, v, unk], dim=1)
+    zm = z if zoom is None else torch.minimum(zoom.double(), z)
+    return torch.stack([z, (z - stats.centre[labels]) / s, (z - stats.top[labels]) / s, v, unk, zm], dim=1)
 
 
 @dataclass(frozen=True)
@@ -104,8 +146,14 @@ class LogisticMap:
     bias: float
     names: tuple[str, ...] = FEATURES
 
-    def vector(self) -> torch.Tensor:
-        return torch.tensor([float(self.weights.get(n, 0.0)) for n in self.names], dtype=torch.float64)
+    def vector(self, names: Sequence[str] | None = None) -> torch.Tensor:
+        """The weights over ``names`` (default: the map's own features), 0 for a feature the map does not read."""
+        return torch.tensor([float(self.weights.get(n, 0.0)) for n in (self.names if names is None else names)],
+                            dtype=torch.float64)
+
+    def reads(self, name: str) -> bool:
+        """Whether the map gives feature ``name`` a weight."""
+        return abs(float(self.weights.get(name, 0.0))) > 0.0
 
     def probability(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(x.double() @ self.vector() + float(self.bias))
@@ -139,6 +187,11 @@ class Scorer:
     #: per query phrase ``(a, b)``: the phrase's own recalibration of the map's logit, ``a * logit + b``
     #: (fitted for the phrases a card was calibrated on; ``(1, 0)`` for any other phrase)
     recal: torch.Tensor | None = field(default=None)
+    #: the card's entry the map comes from: "find" (the scan's features) or "find:zoom" (with the zoom view)
+    task: str = "find"
+    #: per query phrase, its non-decreasing step after the recalibration (``(knots, values)``, see
+    #: :func:`isotonic_apply`), or None
+    steps: tuple[tuple[tuple[float, ...], tuple[float, ...]] | None, ...] | None = None
 
     @property
     def calibrated(self) -> bool:
@@ -155,38 +208,59 @@ class Scorer:
 
     def with_unknown(self, flags: Sequence[bool]) -> Scorer:
         return Scorer(self.stats, self.model, torch.tensor([float(f) for f in flags], dtype=torch.float64),
-                      self.recal)
+                      self.recal, self.task, self.steps)
+
+    def with_task(self, enc: Encoder, task: str, out_of_domain: bool = False) -> Scorer | None:
+        """This scene's statistics with the card's map of ``task`` (e.g. ``"find:zoom"``), or None when the
+        card has none; call :meth:`for_phrases` on it next."""
+        model_map = enc.score_map(task, out_of_domain)
+        return None if model_map is None else Scorer(self.stats, model_map, self.unknown, None, task)
+
+    @property
+    def zoom_view(self) -> bool:
+        """Whether the map reads the zoom view (``find`` must then compute it)."""
+        return self.model is not None and self.model.reads("zoom")
 
     def for_phrases(self, enc: Encoder, phrases: Sequence[str], out_of_domain: bool = False) -> Scorer:
         """This scorer for the query ``phrases``: their unknown-word flags and the card's per-phrase
         recalibration (``recal``), if any."""
         unknown = torch.tensor([float(bool(enc.unknown_words(p))) for p in phrases], dtype=torch.float64)
         card = enc.card
-        recal = None
+        recal, steps = None, None
         if card is not None and self.model is not None:
-            recal = torch.tensor([card.phrase_recalibration(p, "find", out_of_domain) for p in phrases],
+            recal = torch.tensor([card.phrase_recalibration(p, self.task, out_of_domain) for p in phrases],
                                  dtype=torch.float64).view(-1, 2)
-        return Scorer(self.stats, self.model, unknown, recal)
+            steps = tuple(card.phrase_step(p, self.task, out_of_domain) for p in phrases)
+        return Scorer(self.stats, self.model, unknown, recal, self.task, steps)
 
-    def features(self, raw: torch.Tensor, labels: torch.Tensor, zv: torch.Tensor | None = None) -> torch.Tensor:
-        return features(logodds(raw), labels, self.stats, self.unknown, zv)
+    def features(self, raw: torch.Tensor, labels: torch.Tensor, zv: torch.Tensor | None = None,
+                 zoom: torch.Tensor | None = None) -> torch.Tensor:
+        return features(logodds(raw), labels, self.stats, self.unknown, zv, zoom)
 
-    def score(self, raw: torch.Tensor, labels: torch.Tensor, zv: torch.Tensor | None = None) -> torch.Tensor:
+    def score(self, raw: torch.Tensor, labels: torch.Tensor, zv: torch.Tensor | None = None,
+              zoom: torch.Tensor | None = None) -> torch.Tensor:
         """Reported values (float64) of raw probabilities ``raw [K]`` of phrases ``labels [K]`` (``zv``: their
-        log-odds against the vocabulary; without it, the upper bound of the score)."""
-        x = self.features(raw, labels, zv)
+        log-odds against the vocabulary, ``zoom``: in the zoom view; without them, the upper bound of the
+        score)."""
+        x = self.features(raw, labels, zv, zoom)
         if self.model is None:
             return x[:, 1] if self.active else logodds(raw)
-        logit = x @ self.model.vector() + float(self.model.bias)
+        logit = x @ self.model.vector(FEATURES) + float(self.model.bias)
         if self.recal is not None:
             r = self.recal[labels.long()]
             logit = r[:, 0] * logit + r[:, 1]
-        return torch.sigmoid(logit)
+        p = torch.sigmoid(logit)
+        if self.steps is not None:
+            for i, step in enumerate(self.steps):
+                sel = labels.long() == i
+                if step is not None and bool(sel.any()):
+                    p[sel] = isotonic_apply(p[sel], *step)
+        return p
 
     def _coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per phrase, ``(A, B)`` with ``logit(score) <= A z + B`` (``score`` = the calibrated probability, or
-        sigmoid(standout - 2) when uncalibrated): exact when the vocabulary log-odds equal ``z``, an upper
-        bound otherwise (they are never above ``z``; the map's weight on them is not negative)."""
+        sigmoid(standout - 2) when uncalibrated): exact when the vocabulary and zoom log-odds equal ``z``, an
+        upper bound otherwise (they are never above ``z``; the map's weights on them are not negative)."""
         st = self.stats
         n = len(st.centre)
         unk = torch.zeros(n, dtype=torch.float64) if self.unknown is None else self.unknown
@@ -195,7 +269,7 @@ class Scorer:
         w = dict(zip(self.model.names, (float(v) for v in self.model.vector())))
         wz, ws, wt = w.get("logodds", 0.0), w.get("standout", 0.0), w.get("above_top", 0.0)
         wv, wu = max(0.0, w.get("vocabulary", 0.0)), w.get("unknown", 0.0)
-        a = wz + wv + (ws + wt) / st.spread
+        a = wz + wv + max(0.0, w.get("zoom", 0.0)) + (ws + wt) / st.spread
         b = -ws * st.centre / st.spread - wt * st.top / st.spread + wu * unk + float(self.model.bias)
         if self.recal is not None:
             a, b = self.recal[:, 0] * a, self.recal[:, 0] * b + self.recal[:, 1]
@@ -208,10 +282,18 @@ class Scorer:
             return torch.zeros(n)
         if score >= 1.0:
             return torch.full((n,), 1.0 + 1e-6)  # nothing reaches 1
-        g = math.log(score) - math.log1p(-score)
         a, b = self._coefficients()
         out = torch.empty(n, dtype=torch.float64)
         for i in range(n):
+            step = self.steps[i] if self.steps is not None else None
+            s = isotonic_inverse(score, *step) if step is not None else score  # before the phrase's step
+            if s >= 1.0:
+                out[i] = 1.0 + 1e-6
+                continue
+            if s <= 0.0:
+                out[i] = 0.0
+                continue
+            g = math.log(s) - math.log1p(-s)
             if float(a[i]) > 1e-9:
                 out[i] = torch.sigmoid((g - b[i]) / a[i])
             else:  # the score does not grow with z: all or nothing

@@ -143,6 +143,8 @@ class Encoder:
             raise InputError(f"batch size must be at least 1; got {batch_size}", param="batch_size")
         self.model = model
         self.model_source = model.name  # what the user named it (a zoo name, a path): set by the Predictor
+        #: find computes its zoom view even without a ``find:zoom`` map (:func:`~.zoom.collecting_zoom_view`)
+        self.collect_zoom_view = False
         self.batch_size = int(batch_size)
         self._prefetch = prefetch
         self._workers = check_workers(workers)

@@ -36,6 +36,7 @@ from .object_sizes import SIZE_RANGE, object_sizes, size_fits, sized_windows
 from .refine import REFINE_SPARE, refine_boxes, refine_selection
 from .regions import centres_in, load_regions, load_within, pd_strings
 from .source import EmbeddingSource, open_source, scan_grid
+from .zoom import zoom_logodds, zoom_scorer, zoom_wanted
 
 __all__ = ["SIZE_RANGE", "find", "find_candidates", "keep_top_per_tile", "object_sizes", "pool_candidates",
            "refine_boxes", "refine_selection", "score_candidates", "size_fits", "sized_windows"]
@@ -131,6 +132,7 @@ def find(
         ts, overlap, area = scan_grid(src, tile_size, overlap, bounds)
         refine = src.live if refine is None else bool(refine)  # an index: no image pass unless asked for
         extra: dict[str, object] = {}
+        zoom: torch.Tensor | None = None  # the boxes' zoom view (:mod:`.zoom`), when computed
         if regions is not None:
             feats, rboxes, n_out = load_regions(regions, src, area, layer, buffer)
             texts, bg = enc.query_texts(phrases)
@@ -163,6 +165,8 @@ def find(
             enter_stage(stage, "scanning tiles")
             cal = src.calibration(area, ts, overlap, texts, len(phrases), cancel).for_phrases(
                 enc, phrases, src.out_of_domain)
+            zoom_cal = zoom_scorer(enc, src, cal, phrases)
+            cal = zoom_cal or cal  # the scan's threshold is in the scores the boxes will get
             sizes, size_meta = object_sizes(enc, phrases, object_size, src, ts)
             boxes, scores, p_idx, n_scanned, zv_found = find_candidates(
                 enc, src, windows, area, texts, len(phrases), cal.raw_threshold(float(min_score)),
@@ -176,8 +180,10 @@ def find(
                 inside = centres_in(zone, boxes)
                 boxes, scores, p_idx, zv = boxes[inside], scores[inside], p_idx[inside], zv[inside]
             if refine:
+                # the boxes worth refining: the best distinct ones (duplicates dropped first, as at the end, so
+                # that refinement does not shrink the result below what find without it returns)
                 keep = scoring.nms_per_label(boxes, scores, p_idx, float(nms_iou),
-                                             cap=int(max_results) + min(int(max_results), REFINE_SPARE))
+                                             cap=int(max_results) + min(int(max_results), REFINE_SPARE), nested=True)
                 boxes, scores, p_idx, zv = boxes[keep], scores[keep], p_idx[keep], zv[keep]
                 sized = torch.zeros(len(p_idx), dtype=torch.bool) if sizes is None else \
                     ~torch.isnan(sizes[p_idx, 0])  # boxes of a known size stay as found
@@ -193,14 +199,22 @@ def find(
                     inside = centres_in(zone, boxes)
                     boxes, scores, p_idx, zv = boxes[inside], scores[inside], p_idx[inside], zv[inside]
             keep = scoring.nms_per_label(boxes, scores, p_idx, float(nms_iou), cap=int(max_results), nested=True)
+            if zoom_wanted(enc, src, zoom_cal):
+                with src.live_source() as live:
+                    zoom = zoom_logodds(enc, live, boxes[keep], p_idx[keep], texts, vocab, len(phrases), ts, cancel,
+                                        progress, stage)
+            extra["zoom_view"] = zoom is not None
             extra |= {"nested_overlap": scoring.NESTED_OVERLAP, "n_windows": len(windows),
                       "n_windows_scored": n_scanned, "nms_iou": float(nms_iou),
                       "refine": bool(refine),
                      "dense_thresholds": list(scoring.DENSE_THRESHOLDS),
                      "window_scales_patches": list(scoring.WINDOW_SCALES)}
         boxes, raw, p_idx, zv = boxes[keep], scores[keep], p_idx[keep], zv[keep]
-        scores = cal.score(raw, p_idx, zv)
-        feats = cal.features(raw, p_idx, zv)
+        scores = cal.score(raw, p_idx, zv, zoom)
+        feats = cal.features(raw, p_idx, zv, zoom)
+        if cal.calibrated:  # the scan kept boxes whose score can reach min_score: those that do
+            sel = scores >= float(min_score)
+            boxes, raw, p_idx, scores, feats = boxes[sel], raw[sel], p_idx[sel], scores[sel], feats[sel]
         order = np.lexsort((-raw.numpy(), -scores.numpy(), p_idx.numpy()))  # best score first per phrase
         boxes, scores, p_idx = boxes[order], scores[order], p_idx[order]
         ranks = np.zeros(len(order), dtype=np.int64)

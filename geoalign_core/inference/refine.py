@@ -8,8 +8,6 @@ scores at least as high at the tile zoom; :func:`refine_selection` picks the box
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from rasterio.windows import Window
@@ -18,10 +16,11 @@ from . import scoring
 from .candidates import score_candidates
 from .encoder import Cancel, Encoder, Progress, Stage, enter_stage
 from .source import LiveSource
+from .zoom import ZOOM, centred_windows
 
 __all__ = ["REFINE_MIN_AREA", "REFINE_SPARE", "REFINE_ZOOM", "refine_boxes", "refine_selection"]
 
-REFINE_ZOOM = 2  #: a window of half the tile size around the box, resampled to the model's input
+REFINE_ZOOM = ZOOM  #: a window of half the tile size around the box, resampled to the model's input
 REFINE_MIN_AREA = 0.5  #: a refined box keeps at least this share of the original box's area
 REFINE_SPARE = 20  #: boxes kept for refinement beyond max_results per phrase (NMS may merge refined boxes)
 
@@ -72,10 +71,8 @@ def refine_boxes(
     if len(boxes) == 0:
         return boxes, 0
     enter_stage(stage, "refining boxes")
-    side = max(enc.model.patch_size, round(tile_size / REFINE_ZOOM))
     orig = boxes.numpy()
-    cx, cy = (orig[:, 0] + orig[:, 2]) / 2, (orig[:, 1] + orig[:, 3]) / 2
-    windows = [Window(math.floor(x - side / 2), math.floor(y - side / 2), side, side) for x, y in zip(cx, cy)]
+    windows = centred_windows(orig, tile_size, enc.model.patch_size, REFINE_ZOOM)
     proposed = orig.copy()
     for eb in src.embeddings(windows, dense=True, progress=progress, cancel=cancel, skip_empty=False):
         rows = torch.tensor([t.index for t in eb.tiles])

@@ -41,6 +41,7 @@ class EmbeddingSource(Protocol):
     """What a task needs from where its embeddings come from (see the module docstring)."""
 
     live: bool
+    out_of_domain: bool  #: real imagery for a synthetic-only model (set by :func:`open_source`)
     path: Any
     crs: CRS | None
     transform: Affine
@@ -73,6 +74,10 @@ class EmbeddingSource(Protocol):
                     cancel: Cancel | None = None) -> Any: ...
 
     def raster_meta(self) -> dict: ...
+
+    def raster_available(self) -> bool: ...
+
+    def live_source(self) -> contextlib.AbstractContextManager[LiveSource]: ...
 
 
 class LiveSource:
@@ -169,6 +174,10 @@ class LiveSource:
     def live_source(self) -> Iterator[LiveSource]:
         """A source that can read any window (for the box refinement of ``find``): itself."""
         yield self
+
+    def raster_available(self) -> bool:
+        """Whether :meth:`live_source` can read the raster: always."""
+        return True
 
 
 def tile_boxes(boxes: np.ndarray, tile: Any) -> torch.Tensor:

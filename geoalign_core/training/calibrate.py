@@ -22,7 +22,7 @@ import torch
 
 from geoalign_core.card import Domain, ModelCard, raster_is_synthetic
 from geoalign_core.evaluation.reliability import collect_find, fit_logistic, object_recall, reliability
-from geoalign_core.inference.calibration import FEATURES
+from geoalign_core.inference.calibration import SCAN_FEATURES
 from geoalign_core.inference.vocabulary import _noun_key
 
 #: phrases of the built-in vocabulary that are scored too, when they name none of the classes
@@ -118,13 +118,16 @@ def calibrate_card(predictor, card: ModelCard, data: dict, fitted_on: str) -> tu
     """Fit ``card``'s find map on ``data`` (from :func:`evaluate_held_out`) and measure it by spatial
     two-fold cross-validation. Too few right or wrong boxes: the card stays uncalibrated (said in ``note``)."""
     y = data["y"]
+    x = data["x"][:, : len(SCAN_FEATURES)]  # the scan's features: the fine-tune fits no zoom-view map
+    card.calibration.pop("find:zoom", None)  # one inherited from the base model does not describe this model
+    card.measured.pop("find:scan", None)
     n_right, n_wrong = int(y.sum()), int((~y).sum())
     if n_right < MIN_EACH or n_wrong < MIN_EACH:
         card.calibration.pop("find", None)
         card.measured.pop("find", None)
         return card, {"note": f"not calibrated: the held-out part gave {n_right} right and {n_wrong} wrong boxes "
                               f"(at least {MIN_EACH} of each are needed); its results show 'standout'"}
-    fmap = fit_logistic(data["x"], y, FEATURES)
+    fmap = fit_logistic(x, y, SCAN_FEATURES)
     half = np.where(data["horizontal"], data["cx"], data["cy"])
     second = half >= np.median(half)
     p_cv = np.zeros(len(y))
@@ -134,8 +137,8 @@ def calibrate_card(predictor, card: ModelCard, data: dict, fitted_on: str) -> tu
         if y[train].sum() < 2 or (~y[train]).sum() < 2 or not fold.any():
             folds_ok = False
             break
-        m = fit_logistic(data["x"][train], y[train], FEATURES)
-        p_cv[fold] = m.probability(torch.from_numpy(data["x"][fold])).numpy()
+        m = fit_logistic(x[train], y[train], SCAN_FEATURES)
+        p_cv[fold] = m.probability(torch.from_numpy(x[fold])).numpy()
     card.calibration["find"] = {"map": fmap.to_dict(), "fitted_on": fitted_on, "n": int(len(y)), "n_right": n_right,
                                 "phrases": list(data["phrases"]),
                                 "rule": "a box is right when its centre lies in a labelled object of its class"}

@@ -5,9 +5,9 @@
 1. Renders held-out synthetic scenes that never trained or tuned ``geoalign-demo`` (training used seeds
    1000-1029, its evaluation 2000-2002, the sample scene is seed 0): FIT seeds to fit the calibration,
    CHECK seeds to measure it.
-2. Runs ``find`` (each phrase alone, min score 0, top 50, no refinement) and ``tile-classify`` (several
-   class sets) on every scene and labels each result right or wrong against the scene's labels
-   (:mod:`geoalign_core.evaluation.reliability`).
+2. Runs ``find`` (each phrase alone, min score 0, its default 100 boxes at most, no refinement, with the zoom
+   view of every box) and ``tile-classify`` (several class sets) on every scene and labels each result right
+   or wrong against the scene's labels (:mod:`geoalign_core.evaluation.reliability`).
 3. Fits the logistic maps on the FIT scenes and writes ``geoalign_core/weights/geoalign-demo.card.json``
    (domain, vocabulary, calibration, and the CHECK scenes' measured precision and calibration error);
    with ``../shared/real_data`` present, also the map for real imagery (``find:real``: the demo model on
@@ -112,6 +112,7 @@ def training_object_sizes(seeds=range(1000, 1030), size: int = 1024, res: float 
 
 
 def collect(predictor, pairs, what: str) -> tuple[dict, list[dict], dict]:
+    from geoalign_core.defaults import DEFAULT_MAX_RESULTS
     from geoalign_core.evaluation.reliability import collect_find, collect_similar, collect_tiles
     from geoalign_core.index import SceneIndex
     from geoalign_core.inference import runs
@@ -126,7 +127,7 @@ def collect(predictor, pairs, what: str) -> tuple[dict, list[dict], dict]:
         if not ipath.exists():
             runs.index(predictor, tif, ipath)
         idx = SceneIndex.open(ipath, predictor)
-        f = collect_find(predictor, idx, gpkg, "class", phrases)
+        f = collect_find(predictor, idx, gpkg, "class", phrases, max_results=DEFAULT_MAX_RESULTS, zoom_view=True)
         f_parts.append(f)
         tiles = [collect_tiles(predictor, idx, gpkg, "class", cs) for cs in TILE_SETS]
         t_parts.append(tiles)
@@ -134,7 +135,7 @@ def collect(predictor, pairs, what: str) -> tuple[dict, list[dict], dict]:
         print(f"{what} {tif.name}: {len(f['y'])} boxes ({int(f['y'].sum())} right), "
               f"{sum(len(t['y']) for t in tiles)} tiles, {len(s_parts[-1]['y'])} similar, "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
-    find = {k: np.concatenate([p[k] for p in f_parts]) for k in ("x", "y", "phrase")}
+    find = {k: np.concatenate([p[k] for p in f_parts]) for k in ("x", "y", "phrase", "zoomed")}
     tiles = [{k: np.concatenate([tp[i][k] for tp in t_parts]) for k in ("x", "y")} for i in range(len(TILE_SETS))]
     similar = {k: np.concatenate([p[k] for p in s_parts]) for k in ("x", "y")}
     return find, tiles, similar
@@ -171,7 +172,7 @@ def calibrate_real(predictor, work: Path, refit: bool) -> tuple[dict, dict] | No
     import torch
 
     from geoalign_core.evaluation.reliability import collect_find, fit_logistic, reliability
-    from geoalign_core.inference.calibration import FEATURES
+    from geoalign_core.inference.calibration import SCAN_FEATURES
 
     if not all((REAL / r).exists() and (REAL / lab).exists() for r, lab, _, _ in REAL_SCENES):
         return None
@@ -187,6 +188,8 @@ def calibrate_real(predictor, work: Path, refit: bool) -> tuple[dict, dict] | No
             parts.append(collect_find(predictor, REAL / raster, frame, "class", [cls, *absent]))
             print(f"real {raster}: {len(parts[-1]['y'])} boxes ({int(parts[-1]['y'].sum())} right)", flush=True)
         np.savez(path, **{f"{i}_{k}": v for i, p in enumerate(parts) for k, v in p.items()})
+    for p in parts:  # the scan's features: the demo has no zoom-view map for real imagery
+        p["x"] = p["x"][:, : len(SCAN_FEATURES)]
     x = np.concatenate([p["x"] for p in parts])
     y = np.concatenate([p["y"] for p in parts])
 
@@ -199,7 +202,7 @@ def calibrate_real(predictor, work: Path, refit: bool) -> tuple[dict, dict] | No
             if ry.all() or not ry.any():  # one kind of result only: the best estimate is its rate
                 ps.append(np.full(len(p["y"]), float(np.clip(ry.mean(), 1e-3, 1 - 1e-3))))
             else:
-                ps.append(fit_logistic(rx, ry, FEATURES, l2=l2).probability(torch.from_numpy(p["x"])).numpy())
+                ps.append(fit_logistic(rx, ry, SCAN_FEATURES, l2=l2).probability(torch.from_numpy(p["x"])).numpy())
             ys.append(p["y"])
         return np.concatenate(ps), np.concatenate(ys)
 
@@ -213,7 +216,7 @@ def calibrate_real(predictor, work: Path, refit: bool) -> tuple[dict, dict] | No
     grid = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
     losses = {l2: log_loss(*loso(l2)) for l2 in grid}
     best = min(grid, key=lambda k: (round(losses[k], 6), -k))
-    fmap = fit_logistic(x, y, FEATURES, l2=best)
+    fmap = fit_logistic(x, y, SCAN_FEATURES, l2=best)
     p_cv, y_cv = loso(best)
     rel = reliability(p_cv, y_cv)
     names = " and ".join(f"{r} ({c})" for r, _, c, _ in REAL_SCENES)
@@ -251,23 +254,49 @@ def recalibrate_phrases(fmap, x: np.ndarray, y: np.ndarray, phrase: np.ndarray, 
     return out
 
 
-def probabilities(fmap, recal: dict, x: np.ndarray, phrase: np.ndarray, names: list[str]) -> np.ndarray:
+def phrase_steps(fmap, recal: dict, x: np.ndarray, y: np.ndarray, phrase: np.ndarray, names: list[str]) -> dict:
+    """Per recalibrated phrase, ``[knots, values]``: the non-decreasing step from its recalibrated probability to
+    the share of right boxes (:func:`~geoalign_core.evaluation.reliability.fit_isotonic`): where the evidence
+    saturates (the demo's best-scored "red car" boxes are no more often right than its middling ones), the
+    score stops growing instead of promising more than the boxes keep."""
+    from geoalign_core.evaluation.reliability import fit_isotonic
+
+    p = probabilities(fmap, recal, x, phrase, names)
+    out = {}
+    for i, name in enumerate(names):
+        m = phrase == i
+        if name in recal:
+            knots, values = fit_isotonic(p[m], y[m])
+            out[name] = [[round(k, 6) for k in knots], [round(v, 6) for v in values]]
+    return out
+
+
+def probabilities(fmap, recal: dict, x: np.ndarray, phrase: np.ndarray, names: list[str],
+                  steps: dict | None = None) -> np.ndarray:
     """The card's probabilities of boxes ``x`` of phrases ``phrase`` (indexes into ``names``)."""
     import torch
+
+    from geoalign_core.inference.calibration import isotonic_apply
 
     logit = (torch.from_numpy(x) @ fmap.vector() + fmap.bias).numpy()
     for i, name in enumerate(names):
         if name in recal:
             a, b = recal[name]
             logit[phrase == i] = a * logit[phrase == i] + b
-    return 1.0 / (1.0 + np.exp(-logit))
+    p = 1.0 / (1.0 + np.exp(-logit))
+    for i, name in enumerate(names):
+        if steps and name in steps and (phrase == i).any():
+            p[phrase == i] = isotonic_apply(torch.from_numpy(p[phrase == i]), *steps[name]).numpy()
+    return p
 
 
 def _collected(work: Path, predictor, fit_pairs, check_pairs, refit: bool) -> dict[str, np.ndarray]:
     """The labelled results of every scene: collected (and saved to ``collected.npz``), or read back (``refit``)."""
     path = work / "collected.npz"
     if refit and path.exists():
-        return dict(np.load(path))
+        saved = dict(np.load(path))
+        if "fit_find_zoomed" in saved:  # collected with the zoom view
+            return saved
     fit_find, fit_tiles, fit_sim = collect(predictor, fit_pairs, "fit")
     check_find, check_tiles, check_sim = collect(predictor, check_pairs, "check")
     data = {**{f"fit_find_{k}": v for k, v in fit_find.items()},
@@ -293,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     from geoalign_core.card import Domain, ModelCard, save_card
     from geoalign_core.evaluation.reliability import TILE_FEATURES, fit_logistic, reliability
     from geoalign_core.inference import Predictor
-    from geoalign_core.inference.calibration import FEATURES, SIMILAR_FEATURES
+    from geoalign_core.inference.calibration import FEATURES, SCAN_FEATURES, SIMILAR_FEATURES
 
     torch.manual_seed(0)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -312,18 +341,30 @@ def main(argv: list[str] | None = None) -> int:
     predictor = Predictor("geoalign-demo", device="cpu")
     predictor.model.card = card  # vocabulary known (the 'unknown' feature), no calibration yet
     d = _collected(args.work, predictor, fit_pairs, check_pairs, args.refit)
+    if not (d["fit_find_zoomed"].all() and d["check_find_zoomed"].all()):
+        raise SystemExit("the zoom view was not measured for every box: are the scenes' rasters beside their indexes?")
+    names = PRESENT + ABSENT
+    # the scan's map ("find": regions, collections, an index without its raster) ...
+    scan_x, check_scan_x = d["fit_find_x"][:, : len(SCAN_FEATURES)], d["check_find_x"][:, : len(SCAN_FEATURES)]
+    smap_find = fit_logistic(scan_x, d["fit_find_y"], SCAN_FEATURES)
+    scan_recal = recalibrate_phrases(smap_find, scan_x, d["fit_find_y"], d["fit_find_phrase"], names)
+    scan_steps = phrase_steps(smap_find, scan_recal, scan_x, d["fit_find_y"], d["fit_find_phrase"], names)
+    # ... and the zoom view's ("find:zoom": find on a raster, or an index whose raster is there)
     fmap = fit_logistic(d["fit_find_x"], d["fit_find_y"], FEATURES)
-    per_phrase_recal = recalibrate_phrases(fmap, d["fit_find_x"], d["fit_find_y"], d["fit_find_phrase"],
-                                           PRESENT + ABSENT)
+    per_phrase_recal = recalibrate_phrases(fmap, d["fit_find_x"], d["fit_find_y"], d["fit_find_phrase"], names)
+    steps = phrase_steps(fmap, per_phrase_recal, d["fit_find_x"], d["fit_find_y"], d["fit_find_phrase"], names)
     tmap = fit_logistic(d["fit_tiles_x"], d["fit_tiles_y"], TILE_FEATURES)
     smap = fit_logistic(d["fit_sim_x"], d["fit_sim_y"], SIMILAR_FEATURES)
     fitted_on = (f"{len(fit_pairs)} held-out synthetic scenes (seeds {FIT_SCENES[0][0]}-{FIT_SCENES[-1][0]}, "
                  f"{' and '.join(sorted({f'{z} px' for _, z in FIT_SCENES}))})")
+    rule = "a box is right when its centre lies in a labelled object of the phrase's class (and colour)"
     card.calibration = {
-        "find": {"map": fmap.to_dict(), "fitted_on": fitted_on, "n": int(len(d["fit_find_y"])),
-                 "n_right": int(d["fit_find_y"].sum()), "phrases": PRESENT + ABSENT,
-                 "per_phrase": per_phrase_recal,
-                 "rule": "a box is right when its centre lies in a labelled object of the phrase's class (and colour)"},
+        "find": {"map": smap_find.to_dict(), "fitted_on": fitted_on, "n": int(len(d["fit_find_y"])),
+                 "n_right": int(d["fit_find_y"].sum()), "phrases": names, "per_phrase": scan_recal,
+                 "per_phrase_steps": scan_steps, "rule": rule},
+        "find:zoom": {"map": fmap.to_dict(), "fitted_on": fitted_on, "n": int(len(d["fit_find_y"])),
+                      "n_right": int(d["fit_find_y"].sum()), "phrases": names, "per_phrase": per_phrase_recal,
+                      "per_phrase_steps": steps, "rule": rule},
         "tiles": {"map": tmap.to_dict(), "fitted_on": fitted_on, "n": int(len(d["fit_tiles_y"])),
                   "n_right": int(d["fit_tiles_y"].sum()),
                   "rule": "a tile's label is right when its class covers >= 10 % of the tile"},
@@ -332,14 +373,17 @@ def main(argv: list[str] | None = None) -> int:
                     "rule": f"two labelled {', '.join(SIMILAR_CLASSES)} objects as examples; a result is right when "
                             "its centre lies in an object of the same class"},
     }
-    p_find = probabilities(fmap, per_phrase_recal, d["check_find_x"], d["check_find_phrase"], PRESENT + ABSENT)
+    p_find = probabilities(fmap, per_phrase_recal, d["check_find_x"], d["check_find_phrase"], names, steps)
     rel_find = reliability(p_find, d["check_find_y"])
+    p_scan = probabilities(smap_find, scan_recal, check_scan_x, d["check_find_phrase"], names, scan_steps)
+    rel_scan = reliability(p_scan, d["check_find_y"])
     tile_sets = [(d[f"check_tiles_{i}_x"], d[f"check_tiles_{i}_y"]) for i in range(len(TILE_SETS))]
     p_tiles = [tmap.probability(torch.from_numpy(x)).numpy() for x, _ in tile_sets]
     rel_tiles = reliability(np.concatenate(p_tiles), np.concatenate([y for _, y in tile_sets]))
     rel_sim = reliability(smap.probability(torch.from_numpy(d["check_sim_x"])).numpy(), d["check_sim_y"])
     on = f"{len(check_pairs)} other held-out synthetic scenes (seeds {CHECK_SCENES[0][0]}-{CHECK_SCENES[-1][0]})"
     card.measured = {"find": {"on": on, **{k: v for k, v in rel_find.items() if k != "bins"}},
+                     "find:scan": {"on": on, **{k: v for k, v in rel_scan.items() if k != "bins"}},
                      "tiles": {"on": on, **{k: v for k, v in rel_tiles.items() if k != "bins"}},
                      "similar": {"on": on, **{k: v for k, v in rel_sim.items() if k != "bins"}}}
     real = calibrate_real(predictor, args.work, args.refit)
@@ -354,12 +398,15 @@ def main(argv: list[str] | None = None) -> int:
     none_rate = {}
     for cs, pt in zip(TILE_SETS, p_tiles):
         none_rate[",".join(cs) if cs else "default vocabulary"] = float((pt < 0.5).mean())
-    check = {"find": rel_find, "tiles": rel_tiles, "similar": rel_sim, "per_phrase": per_phrase,
+    check = {"find": rel_find, "find_scan": rel_scan, "tiles": rel_tiles, "similar": rel_sim, "per_phrase": per_phrase,
              "find_real": real[1]["reliability"] if real is not None else None,
-             "tile_none_rate": none_rate, "fit": {"find": fmap.to_dict(), "tiles": tmap.to_dict(),
+             "tile_none_rate": none_rate, "fit": {"find": smap_find.to_dict(), "find:zoom": fmap.to_dict(),
+                                                  "tiles": tmap.to_dict(),
                                                   "similar": smap.to_dict()}}
     (args.work / "check.json").write_text(json.dumps(check, indent=1))
-    print(f"wrote {args.card}: find precision {rel_find['precision_at_0.5']:.3f} at >= 0.5, ECE {rel_find['ece']:.3f}; "
+    print(f"wrote {args.card}: find (zoom view) precision {rel_find['precision_at_0.5']:.3f} at >= 0.5, ECE "
+          f"{rel_find['ece']:.3f}; find (scan only) precision {rel_scan['precision_at_0.5']:.3f}, "
+          f"ECE {rel_scan['ece']:.3f}; "
           f"tiles ECE {rel_tiles['ece']:.3f}; similar ECE {rel_sim['ece']:.3f}")
     for ph, r in per_phrase.items():
         print(f"  {ph:15} >= 0.5: {r['n_at_0.5']:4}, precision {r['precision_at_0.5'] or 0:.2f}, ECE {r['ece']:.3f}")
