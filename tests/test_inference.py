@@ -80,17 +80,6 @@ def test_nms_per_label_caps_each_label():
     assert keep.tolist() == [0, 3]
 
 
-def test_nested_and_mutually_centred_boxes_are_one_object():
-    """A box shifted by a third of its size from a better one (IoU 0.5: NMS keeps both) holds the better box's
-    centre and the better box holds its: one object, the weaker box goes; a box beside it whose centre lies
-    outside the better box stays, and so does one of another label."""
-    boxes = torch.tensor([[0, 0, 9, 9], [3, 0, 12, 9], [7, 0, 16, 9], [3, 0, 12, 9]], dtype=torch.float64)
-    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
-    labels = torch.tensor([0, 0, 0, 1])
-    assert scoring.nms_per_label(boxes, scores, labels, 0.5).tolist() == [0, 1, 2, 3]  # IoU <= 0.5: all kept
-    assert scoring.nms_per_label(boxes, scores, labels, 0.5, nested=True).tolist() == [0, 2, 3]
-
-
 # ---------------------------------------------------------------------------- text side
 def test_phrase_cache_and_class_templates(predictor):
     n0 = predictor.texts_encoded

@@ -264,9 +264,7 @@ _NESTED_LIMIT = 4000  # boxes per label checked for nesting (the best ones; the 
 def drop_nested(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor,
                 overlap: float = NESTED_OVERLAP, cap: int | None = None) -> torch.Tensor:
     """``keep`` (indices, best first) without the boxes that lie ``overlap`` or more inside, or around, a better
-    kept box of the same label (intersection over the smaller of the two areas), and without those that hold a
-    better kept box's centre while it holds theirs (two such boxes show the same object: a car found by a
-    box and by the same box shifted by a third of its size, whose IoU is about 0.5).
+    kept box of the same label (intersection over the smaller of the two areas).
 
     Boxes are taken best first and each is checked against the boxes kept before it only, so with ``cap``
     the check stops once a label has ``cap`` boxes: the result's first ``cap`` boxes per label are the
@@ -280,7 +278,6 @@ def drop_nested(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
         head, tail = idx[:_NESTED_LIMIT], idx[_NESTED_LIMIT:]
         b = boxes[head].double()
         area = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).clamp_min(1e-9)
-        cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
         kept = torch.zeros(len(head), dtype=torch.long)
         n = 0
         for i in range(len(head)):
@@ -290,10 +287,6 @@ def drop_nested(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
                 rb = torch.minimum(b[k, 2:], b[i, 2:])
                 inter = (rb - lt).clamp_min(0).prod(dim=1)
                 if bool((inter / torch.minimum(area[k], area[i]) >= overlap).any()):
-                    continue
-                holds = (b[k, 0] <= cx[i]) & (cx[i] <= b[k, 2]) & (b[k, 1] <= cy[i]) & (cy[i] <= b[k, 3])
-                held = (b[i, 0] <= cx[k]) & (cx[k] <= b[i, 2]) & (b[i, 1] <= cy[k]) & (cy[k] <= b[i, 3])
-                if bool((holds & held).any()):
                     continue
             kept[n] = i
             n += 1
