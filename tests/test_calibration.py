@@ -124,6 +124,10 @@ def test_isotonic_step_is_non_decreasing_follows_the_share_right_and_inverts():
         sel = (p >= lo) & (p < hi)
         assert abs(q[sel].mean() - y[sel].mean()) < 0.06, (lo, hi)
     assert q.max() < 0.8  # the plain probability would promise up to 1.0
+    top = np.sort(p[p > knots[-1]])  # above the last step: still in order, by at most TOP_RISE of the gap
+    qt = calibration.isotonic_apply(torch.from_numpy(top), knots, values).numpy()
+    assert len(top) > 10 and np.all(np.diff(qt) > 0) and qt.max() <= values[-1] + calibration.TOP_RISE * (
+        1 - values[-1]) + 1e-12
     for s in (0.05, 0.3, 0.6):
         t = calibration.isotonic_inverse(s, knots, values)
         at = torch.tensor([t, t - 1e-3], dtype=torch.float64)

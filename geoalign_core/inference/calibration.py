@@ -92,9 +92,16 @@ class SceneStats:
         return cls(centre, (centre - low).clamp_min(min_spread), top, int(z.shape[0]))
 
 
+#: above a phrase's last knot its step keeps rising by this share of what is left to 1 (at p = 1): the boxes
+#: there are about as often right as the last step says, but a flat top would give them all one number and
+#: hide their order (every "red car" box in view would read 0.779); the cost is at most this share of the gap
+TOP_RISE = 0.1
+
+
 def isotonic_apply(p: torch.Tensor, knots: Sequence[float], values: Sequence[float]) -> torch.Tensor:
     """A phrase's non-decreasing step of calibration (``fit_isotonic``'s knots and values): linear between the
-    knots, from 0 to the first value below the first knot, the last value above the last one."""
+    knots, from 0 to the first value below the first knot, and above the last one rising from the last value
+    by :data:`TOP_RISE` of what is left to 1 over what is left of ``p``."""
     k = torch.tensor(list(knots), dtype=torch.float64)
     v = torch.tensor(list(values), dtype=torch.float64)
     p = p.double()
@@ -108,6 +115,8 @@ def isotonic_apply(p: torch.Tensor, knots: Sequence[float], values: Sequence[flo
         out = v0 + t * (v1 - v0)
     low = p < k[0]
     out[low] = p[low] * v[0] / k[0].clamp_min(1e-12)
+    high = p > k[-1]
+    out[high] = v[-1] + TOP_RISE * (1.0 - v[-1]) * (p[high] - k[-1]) / (1.0 - k[-1]).clamp_min(1e-12)
     return out
 
 
@@ -121,6 +130,11 @@ def isotonic_inverse(score: float, knots: Sequence[float], values: Sequence[floa
     for j in range(len(k) - 1):
         if v[j] < score <= v[j + 1]:
             return k[j] + (score - v[j]) * (k[j + 1] - k[j]) / (v[j + 1] - v[j])
+    rise = TOP_RISE * (1.0 - v[-1])
+    if rise > 0.0 and k[-1] < 1.0:
+        p = k[-1] + (score - v[-1]) * (1.0 - k[-1]) / rise
+        if p <= 1.0:
+            return p
     return 1.0 + 1e-6
 
 
