@@ -99,28 +99,24 @@ class ModelCard:
         """``(a, b)``: the card's own recalibration of ``phrase`` (``a * logit + b`` on the map's logit), fitted
         for the phrases it was calibrated on with enough right and wrong results; ``(1, 0)`` otherwise
         (the phrase is matched up to case, an article and a plural)."""
-        from .inference.vocabulary import _noun_key
-
-        entry = self.calibration.get(f"{task}:real" if out_of_domain else task) or {}
-        table = entry.get("per_phrase") or {}
-        key = _noun_key(phrase)
-        for name, ab in table.items():
-            if _noun_key(name) == key:
-                return float(ab[0]), float(ab[1])
-        return 1.0, 0.0
+        ab = self._per_phrase("per_phrase", phrase, task, out_of_domain)
+        return (1.0, 0.0) if ab is None else (float(ab[0]), float(ab[1]))
 
     def phrase_step(self, phrase: str, task: str = "find", out_of_domain: bool = False
                     ) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
         """``(knots, values)``: the card's non-decreasing step for ``phrase`` after its recalibration (fitted with
         :func:`~geoalign_core.evaluation.reliability.fit_isotonic` on the same held-out results), or None."""
+        step = self._per_phrase("per_phrase_steps", phrase, task, out_of_domain)
+        return None if step is None else (tuple(float(k) for k in step[0]), tuple(float(v) for v in step[1]))
+
+    def _per_phrase(self, table: str, phrase: str, task: str, out_of_domain: bool) -> Any:
+        """``phrase``'s entry in the per-phrase ``table`` of the calibration of ``task`` (matched up to case, an
+        article and a plural), or None."""
         from .inference.vocabulary import _noun_key
 
         entry = self.calibration.get(f"{task}:real" if out_of_domain else task) or {}
         key = _noun_key(phrase)
-        for name, step in (entry.get("per_phrase_steps") or {}).items():
-            if _noun_key(name) == key:
-                return tuple(float(k) for k in step[0]), tuple(float(v) for v in step[1])
-        return None
+        return next((v for name, v in (entry.get(table) or {}).items() if _noun_key(name) == key), None)
 
     def object_size(self, phrase: str) -> tuple[float, float] | None:
         """The card's typical size (metres: width, height) of the object ``phrase`` names, or None

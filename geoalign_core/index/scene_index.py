@@ -166,8 +166,7 @@ class SceneIndex(TextSide):
         """Refuse a raster that is not the one indexed: ``raster`` (or, for None, the recorded
         path when it still exists) must have the recorded fingerprint."""
         target = self.raster_path if raster is None else raster
-        if raster is None and not ("://" in str(target) or str(target).startswith("/vsi")
-                                   or Path(target).exists()):
+        if raster is None and not _reachable(target):
             return
         with RasterSource(target, self.bands, allow_no_crs=True) as src:
             fp = raster_fingerprint(src)
@@ -427,7 +426,7 @@ class SceneIndex(TextSide):
         """The indexed raster, read live (for ``find``'s box refinement): it must still be where the
         index says, unchanged; read with the index's bands and scene statistics."""
         path = self.raster_path
-        if not ("://" in str(path) or str(path).startswith("/vsi") or Path(path).exists()):
+        if not _reachable(path):
             raise InputError(f"box refinement re-reads the raster, and {path} is not there any more: "
                              "query without refinement", param="refine")
         self.check_raster(path)
@@ -439,7 +438,7 @@ class SceneIndex(TextSide):
         """Whether :meth:`live_source` can read the indexed raster: still where the index says, unchanged
         (``find`` computes its zoom view from an index only to collect calibration data, :mod:`~..inference.zoom`)."""
         path = self.raster_path
-        if not ("://" in str(path) or str(path).startswith("/vsi") or Path(path).exists()):
+        if not _reachable(path):
             return False
         try:
             self.check_raster(path)
@@ -487,3 +486,8 @@ class SceneIndex(TextSide):
             "patch_grid": list(self.grid), "bytes": self.path.stat().st_size + ppath.stat().st_size,
             "created": self.meta.get("created"),
         }
+
+
+def _reachable(path: str | PathLike) -> bool:
+    """Whether the raster at ``path`` may still be read: a URL or GDAL virtual path, or a file that exists."""
+    return "://" in str(path) or str(path).startswith("/vsi") or Path(path).exists()

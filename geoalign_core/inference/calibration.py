@@ -19,8 +19,8 @@ Three features of a box turn ``z`` into a probability (:data:`FEATURES`):
   vocabulary), else 0;
 * ``zoom``: the box's log-odds against every text, the box pooled from a window of half the tile size
   centred on it (:mod:`.zoom`: twice the zoom), capped at ``logodds``; read only by a card's
-  ``find:zoom`` map (``find`` computes it when that map applies and the raster can be read; the card's
-  ``find`` map, which does not read it, scores the rest: regions, collections, an index without its raster).
+  ``find:zoom`` map, which scores ``find`` on a raster; the card's ``find`` map, which does not read it,
+  scores the rest: index queries, ``--regions`` and ``match-regions``.
 
 The probability is a logistic map of these features, ``sigmoid(w . x + b)``, **fitted per model on
 held-out labelled data** (:mod:`geoalign_core.evaluation.reliability`) and stored in the model's card
